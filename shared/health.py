@@ -1,0 +1,54 @@
+"""The health report a model service publishes at `/health/details` and the gateway reads.
+
+One schema for both sides, so a field is named once. Servers that are not ours (a plain
+llama-server, vLLM, Ollama) have no such report; the gateway then works from `/health` or
+`/v1/models` and its own counts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ServiceStatus = Literal["loading", "ok", "draining", "error"]
+
+
+class SlotReport(BaseModel):
+    total: int = Field(ge=0, description="parallel sequences the engine decodes together")
+    active: int = Field(ge=0, description="slots holding a request (prefilling or generating)")
+    free: int = Field(ge=0)
+
+
+class QueueReport(BaseModel):
+    queued: int = Field(ge=0, description="accepted requests waiting for a slot")
+    max: int = Field(ge=0, description="queue bound; beyond it requests get 503 at once")
+
+
+class ThroughputReport(BaseModel):
+    requests_completed: int = 0
+    requests_failed: int = 0
+    requests_rejected: int = 0
+    tokens_generated: int = 0
+    tokens_per_second: float = Field(0.0, description="generated tokens/s over the last minute")
+
+
+class HealthDetails(BaseModel):
+    status: ServiceStatus
+    model: str = Field(description="catalogue key of the model served")
+    display_name: str = ""
+    source: str = ""
+    instance_id: str
+    version: str
+    uptime_seconds: float
+    n_ctx: int = Field(description="context length of one slot, in tokens")
+    threads: int
+    n_batch: int
+    slots: SlotReport
+    queue: QueueReport
+    throughput: ThroughputReport = Field(default_factory=ThroughputReport)
+    max_tokens_limit: int = 0
+
+    @property
+    def accepting(self) -> bool:
+        return self.status == "ok"
