@@ -1,0 +1,62 @@
+"""Logging for a job on GitHub Actions: secrets masked, warnings and errors as annotations.
+
+On a runner (``GITHUB_ACTIONS=true``) a secret is registered with ``::add-mask::`` before any
+line could contain it, so Actions replaces it with ``***`` in the job log. Everywhere, the
+`JobLog` itself also replaces every registered secret before it writes a line, so a token
+never reaches a log even off Actions or when Actions' masking misses a derived form.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TextIO
+
+
+class JobLog:
+    def __init__(self, stream: TextIO | None = None, *, on_actions: bool | None = None,
+                 prefix: str = "runner") -> None:
+        self._stream = stream
+        self.on_actions = (os.environ.get("GITHUB_ACTIONS") == "true") if on_actions is None else on_actions
+        self.prefix = prefix
+        self._secrets: list[str] = []
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr
+
+    def mask(self, secret: str | None) -> None:
+        """Never show `secret` from now on (short values are not secrets and would garble logs)."""
+        if not secret or len(secret) < 6 or secret in self._secrets:
+            return
+        self._secrets.append(secret)
+        self._secrets.sort(key=len, reverse=True)
+        if self.on_actions:
+            # The mask command itself is consumed by the runner and never printed.
+            self.stream.write(f"::add-mask::{secret}\n")
+            self.stream.flush()
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _write(self, line: str) -> None:
+        self.stream.write(self.redact(line) + "\n")
+        self.stream.flush()
+
+    def info(self, message: str) -> None:
+        self._write(f"{time.strftime('%H:%M:%S')} [{self.prefix}] {message}")
+
+    def warning(self, message: str) -> None:
+        if self.on_actions:
+            self._write(f"::warning title={self.prefix}::{message}")
+        else:
+            self._write(f"{time.strftime('%H:%M:%S')} [{self.prefix}] WARNING {message}")
+
+    def error(self, message: str) -> None:
+        if self.on_actions:
+            self._write(f"::error title={self.prefix}::{message}")
+        else:
+            self._write(f"{time.strftime('%H:%M:%S')} [{self.prefix}] ERROR {message}")

@@ -1,0 +1,100 @@
+"""The runner agent's side of the gateway's registration API.
+
+`POST /api/instances` registers (or renews) one instance, `POST /api/instances/{id}/heartbeat`
+keeps it, `GET /api/instances/{id}` tells whether the gateway sees it ready, and
+`DELETE /api/instances/{id}` removes that one id and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+
+class RegistrationError(RuntimeError):
+    """The gateway refused a registration for a reason a retry will not fix."""
+
+
+class GatewayUnavailable(RuntimeError):
+    """The gateway did not answer, or answered 5xx."""
+
+
+class GatewayRegistrationClient:
+    def __init__(self, gateway_url: str, token: str, *, transport: httpx.BaseTransport | None = None,
+                 timeout: float = 10.0, attempts: int = 3, backoff: float = 0.5) -> None:
+        if not gateway_url:
+            raise RegistrationError("no gateway URL: set ARENA_GATEWAY_URL")
+        if not token:
+            raise RegistrationError("no registration token: set ARENA_REGISTRATION_TOKEN")
+        self.gateway_url = gateway_url.rstrip("/")
+        self._attempts = attempts
+        self._backoff = backoff
+        self._http = httpx.Client(base_url=self.gateway_url, transport=transport, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        retrying = Retrying(retry=retry_if_exception_type(GatewayUnavailable),
+                            stop=stop_after_attempt(self._attempts),
+                            wait=wait_exponential(multiplier=self._backoff, max=5), reraise=True)
+        for attempt in retrying:
+            with attempt:
+                try:
+                    response = self._http.request(method, path, **kwargs)
+                except httpx.TransportError as exc:
+                    raise GatewayUnavailable(f"{method} {self.gateway_url}{path}: {type(exc).__name__}") from exc
+                if response.status_code >= 500:
+                    raise GatewayUnavailable(f"{method} {self.gateway_url}{path} -> {response.status_code}")
+                if response.status_code == 401 or response.status_code == 403:
+                    raise RegistrationError(
+                        f"the gateway rejected ARENA_REGISTRATION_TOKEN ({response.status_code})")
+                return response
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _path(instance_id: str, suffix: str = "") -> str:
+        return f"/api/instances/{quote(instance_id, safe='')}{suffix}"
+
+    def register(self, *, model: str, url: str, instance_id: str, ttl_seconds: float) -> dict[str, Any]:
+        response = self._request("POST", "/api/instances", json={
+            "model": model, "url": url, "instance_id": instance_id, "ttl_seconds": ttl_seconds})
+        if response.status_code == 404:
+            raise RegistrationError(f"the gateway does not know the model {model!r}")
+        if response.status_code >= 400:
+            raise RegistrationError(f"registration refused ({response.status_code}): {response.text[:200]}")
+        return response.json()
+
+    def heartbeat(self, instance_id: str) -> bool:
+        """True when renewed; False when the gateway forgot the instance (register again)."""
+        response = self._request("POST", self._path(instance_id, "/heartbeat"))
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise RegistrationError(f"heartbeat refused ({response.status_code}): {response.text[:200]}")
+        return True
+
+    def instance(self, instance_id: str) -> dict[str, Any] | None:
+        response = self._request("GET", self._path(instance_id))
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise RegistrationError(f"instance lookup refused ({response.status_code})")
+        return response.json()
+
+    def is_ready(self, instance_id: str) -> bool:
+        found = self.instance(instance_id)
+        return bool(found) and found.get("state") == "ready"
+
+    def deregister(self, instance_id: str) -> bool:
+        """Remove this one instance id; False when the gateway had already forgotten it."""
+        response = self._request("DELETE", self._path(instance_id))
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise RegistrationError(f"deregistration refused ({response.status_code})")
+        return True

@@ -1,0 +1,402 @@
+"""`arena runner MODEL`: one model instance on a CI runner, handing off to its successor.
+
+Life of one link of the chain:
+
+1. fetch the model file (cache first: a restored actions/cache means no download);
+2. start `arena serve` on the model's port and wait until `/health` says ok;
+3. open the tunnel (named when `TUNNELS_JSON` has this model's token, quick otherwise);
+4. register the public URL with the gateway under this run's own instance id; heartbeat;
+5. at `duration - margin`, launch the successor with an instance id chosen here;
+6. once the gateway reports that id ready: deregister this id (no new requests), let the
+   service drain (in-flight streams finish), stop the tunnel, exit 0;
+7. if the successor never becomes ready, keep serving until `duration` (the hard limit), then
+   drain and exit 3 with an error annotation saying so.
+
+If the service dies, the successor is launched at once (when auto-restart is on) and the agent
+deregisters and exits 1. SIGTERM or SIGINT drains the same way as a handoff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from scripts.actions_log import JobLog
+from scripts.fleet_labels import new_instance_id
+from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable, RegistrationError
+from scripts.successor import (GitHubDispatcher, LaunchedSuccessor, LocalProcessLauncher,
+                               SuccessorLauncher, SuccessorRequest)
+from scripts.tunnel import (TUNNELS_ENV, DirectUrl, NamedTunnel, QuickTunnel, Tunnel, TunnelError,
+                            cloudflared_binary, tunnel_credentials)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NO_SUCCESSOR = 3
+DEFAULT_WORKFLOW = "fleet.yml"
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When to launch the successor and when the runner's time is up (epoch seconds)."""
+
+    started_at: float
+    duration_hours: float
+    margin_minutes: float
+
+    @property
+    def hard_limit(self) -> float:
+        return self.started_at + self.duration_hours * 3600
+
+    @property
+    def handoff_at(self) -> float:
+        return max(self.started_at, self.hard_limit - self.margin_minutes * 60)
+
+
+class ServiceProcess:
+    """`arena serve MODEL` as a child process."""
+
+    def __init__(self, model: str, host: str, port: int, parallel: int | None) -> None:
+        self.url = f"http://{host}:{port}"
+        self.argv = [sys.executable, "-m", "shared.cli", "serve", model, "--host", host, "--port", str(port)]
+        if parallel:
+            self.argv += ["--parallel", str(parallel)]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                code = self.process.returncode if self.process else None
+                raise RuntimeError(f"the model service exited with {code} while loading")
+            try:
+                if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"the model service was not ready after {timeout:.0f}s")
+
+    def drain(self, timeout: float) -> int | None:
+        """SIGTERM (the service stops taking work and finishes what it has), then wait."""
+        if not self.process:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+class RunnerAgent:
+    def __init__(self, *, model: str, instance: str, instance_id: str, predecessor_id: str,
+                 timeline: Timeline, auto_restart: bool, service: ServiceProcess, tunnel: Tunnel,
+                 gateway: GatewayRegistrationClient, launcher: SuccessorLauncher | None, log: JobLog,
+                 heartbeat_seconds: float = 10.0, ready_timeout: float = 600.0,
+                 tunnel_timeout: float = 60.0, drain_timeout: float = 300.0,
+                 tick_seconds: float = 0.5, max_launches: int = 3) -> None:
+        self.model = model
+        self.instance = instance
+        self.instance_id = instance_id
+        self.predecessor_id = predecessor_id
+        self.timeline = timeline
+        self.auto_restart = auto_restart
+        self.service = service
+        self.tunnel = tunnel
+        self.gateway = gateway
+        self.launcher = launcher
+        self.log = log
+        self.heartbeat_seconds = heartbeat_seconds
+        self.ready_timeout = ready_timeout
+        self.tunnel_timeout = tunnel_timeout
+        self.drain_timeout = drain_timeout
+        self.tick_seconds = tick_seconds
+        self.max_launches = max_launches
+        self.stop_requested: str | None = None
+        self.public_url = ""
+        self.successor: LaunchedSuccessor | None = None
+        self.successor_id = ""
+        self.launches = 0
+        self._registered = False
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def request_stop(self, signum: int, _frame: object = None) -> None:
+        self.stop_requested = signal.Signals(signum).name
+
+    def _register(self) -> None:
+        answer = self.gateway.register(model=self.model, url=self.public_url, instance_id=self.instance_id,
+                                       ttl_seconds=self.heartbeat_seconds * 3)
+        self._registered = True
+        self.log.info(f"registered {self.instance_id} at {self.public_url} with the gateway"
+                      f" (expires {answer.get('expires_at', '?')})")
+
+    def _heartbeat(self) -> None:
+        try:
+            if not self.gateway.heartbeat(self.instance_id):
+                self.log.warning(f"the gateway forgot {self.instance_id}; registering again")
+                self._register()
+        except (GatewayUnavailable, RegistrationError) as exc:
+            self.log.warning(f"heartbeat failed: {exc}")
+
+    def _launch_successor(self) -> None:
+        if self.launcher is None:
+            self.log.warning("auto-restart is on but there is no successor launcher")
+            self.launches = self.max_launches
+            return
+        self.launches += 1
+        self.successor_id = new_instance_id(self.model, self.instance)
+        request = SuccessorRequest(model=self.model, instance=self.instance, instance_id=self.successor_id,
+                                   predecessor_id=self.instance_id,
+                                   duration_hours=self.timeline.duration_hours, auto_restart=self.auto_restart)
+        try:
+            self.successor = self.launcher.launch(request)
+        except Exception as exc:  # noqa: BLE001 - any launch failure is logged and retried
+            self.successor = None
+            self.log.error(f"could not launch the successor (attempt {self.launches}/{self.max_launches}): {exc}")
+            return
+        self.log.info(f"successor {self.successor_id} launched: {self.successor.description}")
+
+    def _successor_ready(self) -> bool:
+        try:
+            return self.gateway.is_ready(self.successor_id)
+        except (GatewayUnavailable, RegistrationError) as exc:
+            self.log.warning(f"cannot ask the gateway about the successor: {exc}")
+            return False
+
+    def _drain(self, reason: str) -> int | None:
+        self.log.info(f"draining: {reason}")
+        if self._registered:
+            try:
+                removed = self.gateway.deregister(self.instance_id)
+                self.log.info(f"deregistered {self.instance_id}" + ("" if removed else " (already gone)"))
+            except (GatewayUnavailable, RegistrationError) as exc:
+                self.log.warning(f"deregistration of {self.instance_id} failed ({exc}); its TTL will expire")
+            self._registered = False
+            # A request the balancer picked just before the DELETE may still be on its way.
+            time.sleep(min(1.0, self.heartbeat_seconds))
+        code = self.service.drain(self.drain_timeout)
+        self.log.info(f"the model service exited with {code}")
+        self.tunnel.stop()
+        return code
+
+    # -- the whole life ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        tl = self.timeline
+        self.log.info(f"{self.model} instance {self.instance} id {self.instance_id}"
+                      + (f", successor of {self.predecessor_id}" if self.predecessor_id else "")
+                      + f"; handoff in {tl.handoff_at - time.time():.0f}s, hard limit in {tl.hard_limit - time.time():.0f}s")
+        try:
+            self.service.start()
+            self.service.wait_ready(self.ready_timeout)
+            self.log.info(f"model service ready at {self.service.url}")
+            self.public_url = self.tunnel.start(self.tunnel_timeout)
+            self.log.info(f"public URL {self.public_url}")
+            self._register()
+        except (RuntimeError, TunnelError, RegistrationError, GatewayUnavailable) as exc:
+            self.log.error(f"start-up failed: {exc}")
+            self._drain("start-up failed")
+            return EXIT_FAILED
+        return self._serve()
+
+    def _serve(self) -> int:
+        tl = self.timeline
+        next_heartbeat = time.monotonic() + self.heartbeat_seconds
+        next_successor_check = 0.0
+        while True:
+            now = time.time()
+            if self.stop_requested:
+                self._drain(f"received {self.stop_requested}")
+                return EXIT_OK
+            if not self.service.alive():
+                self.log.error(f"the model service died (exit {self.service.process.returncode})")
+                if self.auto_restart and self.successor is None:
+                    self._launch_successor()
+                self._drain("the model service died")
+                return EXIT_FAILED
+            if not self.tunnel.alive():
+                self.log.error("the tunnel process died")
+                if self.auto_restart and self.successor is None:
+                    self._launch_successor()
+                self._drain("the tunnel died")
+                return EXIT_FAILED
+            if time.monotonic() >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = time.monotonic() + self.heartbeat_seconds
+            if self.auto_restart and now >= tl.handoff_at:
+                if self.successor is None and self.launches < self.max_launches:
+                    self._launch_successor()
+                elif self.successor is not None and time.monotonic() >= next_successor_check:
+                    next_successor_check = time.monotonic() + 1.0
+                    if self._successor_ready():
+                        self.log.info(f"successor {self.successor_id} is ready; handing off")
+                        self._drain("handoff to the successor")
+                        return EXIT_OK
+                    why = self.launcher.failed(self.successor) if self.launcher else None
+                    if why:
+                        self.log.error(f"successor {self.successor_id} failed: {why}")
+                        self.successor = None
+            if now >= tl.hard_limit:
+                if not self.auto_restart:
+                    self._drain("the run's time is up (auto-restart is off)")
+                    return EXIT_OK
+                self.log.error(f"no successor became ready before the hard limit; served until "
+                               f"{time.strftime('%H:%M:%S', time.gmtime(tl.hard_limit))} UTC and stop now. "
+                               f"Start the fleet again with `make fleet-up`.")
+                self._drain("hard limit reached without a ready successor")
+                return EXIT_NO_SUCCESSOR
+            time.sleep(self.tick_seconds)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="catalogue key of the model to serve")
+    parser.add_argument("--instance", default="1", help="instance label within the model (1-3)")
+    parser.add_argument("--instance-id", default="", help="registration id (chosen by the predecessor)")
+    parser.add_argument("--predecessor-id", default="", help="instance id of the run this one replaces")
+    parser.add_argument("--duration-hours", type=float, default=None,
+                        help="life of this runner before the hard limit (fractions allowed)")
+    parser.add_argument("--margin-minutes", type=float, default=None,
+                        help="launch the successor this long before the hard limit")
+    parser.add_argument("--started-at", type=float, default=None,
+                        help="epoch seconds the runner job started (default: now)")
+    parser.add_argument("--no-auto-restart", dest="auto_restart", action="store_false")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="service port (default: the catalogue's)")
+    parser.add_argument("--parallel", type=int, default=None)
+    parser.add_argument("--tunnel", choices=["auto", "named", "quick", "none"], default="auto",
+                        help="auto: named when TUNNELS_JSON has this model's token, else quick")
+    parser.add_argument("--cloudflared", default=None, help="cloudflared binary (default: pycloudflared's)")
+    parser.add_argument("--successor", choices=["github", "local", "none"], default=None,
+                        help="how to launch the successor (default: github on Actions, else local)")
+    parser.add_argument("--workflow", default=DEFAULT_WORKFLOW, help="workflow file dispatched for the successor")
+    parser.add_argument("--ref", default=None, help="git ref for the successor (default: this run's)")
+    parser.add_argument("--gateway-url", default=None, help="default: $ARENA_GATEWAY_URL")
+    parser.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    parser.add_argument("--ready-timeout", type=float, default=900.0)
+    parser.add_argument("--drain-timeout", type=float, default=300.0)
+
+
+def build_launcher(kind: str, args: argparse.Namespace, log: JobLog) -> SuccessorLauncher | None:
+    if kind == "none":
+        return None
+    if kind == "local":
+        passthrough = ["--tunnel", args.tunnel, "--heartbeat-seconds", f"{args.heartbeat_seconds:g}",
+                       "--drain-timeout", f"{args.drain_timeout:g}"]
+        if args.margin_minutes is not None:
+            passthrough += ["--margin-minutes", f"{args.margin_minutes:g}"]
+        if args.parallel:
+            passthrough += ["--parallel", str(args.parallel)]
+        if args.gateway_url:
+            passthrough += ["--gateway-url", args.gateway_url]
+        if args.cloudflared:
+            passthrough += ["--cloudflared", args.cloudflared]
+        return LocalProcessLauncher(port_picker=free_local_port, extra_args=passthrough)
+    from scripts.github_api import GitHubClient
+
+    token_name = "WORKFLOW_PAT" if os.environ.get("WORKFLOW_PAT") else "GITHUB_TOKEN"
+    token = os.environ.get(token_name, "")
+    log.mask(token)
+    client = GitHubClient(os.environ.get("GITHUB_REPOSITORY", ""), token, token_name=token_name,
+                          api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
+    ref = args.ref or os.environ.get("GITHUB_REF_NAME") or "main"
+    return GitHubDispatcher(client, args.workflow, ref)
+
+
+def free_local_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build_tunnel(kind: str, args: argparse.Namespace, spec, fleet, local_url: str, log: JobLog) -> Tunnel:
+    credentials = tunnel_credentials(os.environ.get(TUNNELS_ENV))
+    for credential in credentials.values():
+        log.mask(credential.token)
+    credential = credentials.get(spec.key)
+    if kind == "auto":
+        kind = "named" if credential else "quick"
+    if kind == "none":
+        return DirectUrl(local_url)
+    binary = cloudflared_binary(args.cloudflared)
+    forward = lambda line: log.info(f"cloudflared: {line}")  # noqa: E731
+    if kind == "named":
+        if credential is None:
+            raise TunnelError(f"--tunnel named, but {TUNNELS_ENV} has no token for {spec.key}")
+        default_host = f"{spec.hostname}.{fleet.base_domain}" if fleet.base_domain else spec.hostname
+        return NamedTunnel(credential, default_host, binary=binary, log=forward)
+    return QuickTunnel(local_url, binary=binary, log=forward)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.catalogue import CatalogueError, default_catalogue
+    from shared.model_files import ModelFileError, resolve_model_file
+
+    log = JobLog(prefix=f"runner {args.model}/{args.instance}")
+    for name in ("ARENA_REGISTRATION_TOKEN", "ARENA_INSTANCE_SECRET", "WORKFLOW_PAT", "GITHUB_TOKEN"):
+        log.mask(os.environ.get(name))
+    try:
+        catalogue = default_catalogue()
+        spec = catalogue.model(args.model)
+    except CatalogueError as exc:
+        log.error(str(exc))
+        return EXIT_FAILED
+    fleet = catalogue.fleet
+    duration = args.duration_hours if args.duration_hours is not None else fleet.runner_duration_hours
+    margin = args.margin_minutes if args.margin_minutes is not None else fleet.runner_handoff_margin_minutes
+    timeline = Timeline(args.started_at or time.time(), duration, margin)
+    instance_id = args.instance_id or new_instance_id(spec.key, args.instance)
+
+    fetch_started = time.monotonic()
+    try:
+        model_path = resolve_model_file(spec, fleet.model_cache_path(), progress=False)
+    except ModelFileError as exc:
+        log.error(f"cannot fetch the model: {exc}")
+        return EXIT_FAILED
+    log.info(f"model file {model_path} in {time.monotonic() - fetch_started:.1f}s")
+
+    port = args.port or spec.port
+    service = ServiceProcess(spec.key, args.host, port, args.parallel)
+    try:
+        tunnel = build_tunnel(args.tunnel, args, spec, fleet, service.url, log)
+        gateway = GatewayRegistrationClient(args.gateway_url or os.environ.get("ARENA_GATEWAY_URL", ""),
+                                            os.environ.get("ARENA_REGISTRATION_TOKEN", ""))
+        kind = args.successor or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "local")
+        launcher = build_launcher(kind, args, log) if args.auto_restart else None
+    except Exception as exc:  # noqa: BLE001 - configuration errors end the run with a clear line
+        log.error(f"cannot start: {exc}")
+        return EXIT_FAILED
+
+    agent = RunnerAgent(model=spec.key, instance=args.instance, instance_id=instance_id,
+                        predecessor_id=args.predecessor_id, timeline=timeline, auto_restart=args.auto_restart,
+                        service=service, tunnel=tunnel, gateway=gateway, launcher=launcher, log=log,
+                        heartbeat_seconds=args.heartbeat_seconds, ready_timeout=args.ready_timeout,
+                        drain_timeout=args.drain_timeout)
+    signal.signal(signal.SIGTERM, agent.request_stop)
+    signal.signal(signal.SIGINT, agent.request_stop)
+    try:
+        return agent.run()
+    finally:
+        gateway.close()

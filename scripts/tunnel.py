@@ -1,0 +1,222 @@
+"""Public URLs for a local port through Cloudflare Tunnel, with cloudflared from pycloudflared.
+
+- `NamedTunnel`: a tunnel created by `make setup-tunnels`, whose ingress already maps the
+  model's hostname to its catalogue port; cloudflared gets its token through the
+  `TUNNEL_TOKEN` environment variable, so the token is never on a command line or in a log.
+- `QuickTunnel`: a `trycloudflare.com` tunnel when no token exists; its URL is read from
+  cloudflared's log, as pycloudflared does.
+- `DirectUrl`: no tunnel (the local fleet and the handoff drill, where 127.0.0.1 is reachable).
+
+cloudflared's output is read by a thread for the tunnel's whole life, so its pipe never fills.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from pycloudflared.try_cloudflare import url_pattern as QUICK_TUNNEL_URL
+from pycloudflared.util import download, get_info
+
+CONNECTED_MARKER = "Registered tunnel connection"
+TUNNELS_ENV = "TUNNELS_JSON"
+
+
+class TunnelError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TunnelCredential:
+    token: str
+    hostname: str | None = None
+
+
+def tunnel_credentials(text: str | None) -> dict[str, TunnelCredential]:
+    """Parse `TUNNELS_JSON`: ``{"<model or gateway>": {"token": ..., "hostname": ...}}``
+    (a bare string value is a token without a hostname)."""
+    if not text or not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # Never echo the text: it holds tokens.
+        raise TunnelError(f"{TUNNELS_ENV} is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(raw, dict):
+        raise TunnelError(f"{TUNNELS_ENV} must be a JSON object keyed by model")
+    found: dict[str, TunnelCredential] = {}
+    for key, value in raw.items():
+        if isinstance(value, str):
+            found[key] = TunnelCredential(value)
+        elif isinstance(value, dict) and isinstance(value.get("token"), str):
+            found[key] = TunnelCredential(value["token"], value.get("hostname"))
+        else:
+            raise TunnelError(f"{TUNNELS_ENV}[{key!r}] has no token")
+    return found
+
+
+def cloudflared_binary(explicit: str | None = None, *, allow_download: bool = True) -> str:
+    """cloudflared to run: an explicit path, $ARENA_CLOUDFLARED, one on PATH, or pycloudflared's
+    copy (downloaded by pycloudflared on first use)."""
+    for candidate in (explicit, os.environ.get("ARENA_CLOUDFLARED"), shutil.which("cloudflared")):
+        if candidate:
+            if not Path(candidate).is_file():
+                raise TunnelError(f"cloudflared not found at {candidate}")
+            return candidate
+    info = get_info()
+    if Path(info.executable).is_file():
+        return info.executable
+    if not allow_download:
+        raise TunnelError("cloudflared is not installed")
+    return download(info)
+
+
+class Tunnel(Protocol):
+    public_url: str
+
+    def start(self, timeout: float) -> str: ...
+    def alive(self) -> bool: ...
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+
+class DirectUrl:
+    """No tunnel: the service's own address is its public URL."""
+
+    def __init__(self, url: str) -> None:
+        self.public_url = url
+
+    def start(self, timeout: float) -> str:
+        return self.public_url
+
+    def alive(self) -> bool:
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        pass
+
+
+class _CloudflaredProcess:
+    """One cloudflared child whose log lines are watched for a pattern and handed to `log`."""
+
+    def __init__(self, binary: str, args: list[str], env: dict[str, str], log: Callable[[str], None]) -> None:
+        self._argv = [binary, *args]
+        self._env = env
+        self._log = log
+        self._lines: list[str] = []
+        self._cond = threading.Condition()
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            self._argv, env={**os.environ, **self._env}, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, errors="replace", start_new_session=True)
+        threading.Thread(target=self._pump, name="cloudflared-log", daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process and self.process.stderr
+        for line in self.process.stderr:
+            line = line.rstrip()
+            self._log(line)
+            with self._cond:
+                self._lines.append(line)
+                del self._lines[:-200]
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, find: Callable[[str], str | None], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self._lines[seen:]:
+                    hit = find(line)
+                    if hit:
+                        return hit
+                seen = len(self._lines)
+                if self.process and self.process.poll() is not None:
+                    raise TunnelError(f"cloudflared exited with {self.process.returncode} before the tunnel was up")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TunnelError(f"cloudflared: no tunnel after {timeout:.0f}s")
+                self._cond.wait(min(left, 0.5))
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float) -> None:
+        if not self.process:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+class QuickTunnel:
+    """A `trycloudflare.com` URL for a local port; nothing to set up, a new URL every time."""
+
+    def __init__(self, local_url: str, *, binary: str, log: Callable[[str], None]) -> None:
+        self.public_url = ""
+        self._proc = _CloudflaredProcess(
+            binary, ["tunnel", "--no-autoupdate", "--url", local_url], {}, log)
+
+    def start(self, timeout: float) -> str:
+        self._proc.start()
+
+        def find(line: str) -> str | None:
+            match = QUICK_TUNNEL_URL.search(line)
+            # cloudflared also names api.trycloudflare.com, the service it asks for a URL.
+            if match and not match.group("url").split("//", 1)[1].startswith("api."):
+                return match.group("url")
+            return None
+
+        try:
+            self.public_url = self._proc.wait_for(find, timeout)
+        except TunnelError:
+            self._proc.stop(5)
+            raise
+        return self.public_url
+
+    def alive(self) -> bool:
+        return self._proc.alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._proc.stop(timeout)
+
+
+class NamedTunnel:
+    """A tunnel made by `make setup-tunnels`: a fixed hostname, ingress kept by Cloudflare."""
+
+    def __init__(self, credential: TunnelCredential, hostname: str, *, binary: str,
+                 log: Callable[[str], None]) -> None:
+        self.public_url = f"https://{credential.hostname or hostname}"
+        self._proc = _CloudflaredProcess(
+            binary, ["tunnel", "--no-autoupdate", "run"], {"TUNNEL_TOKEN": credential.token}, log)
+
+    def start(self, timeout: float) -> str:
+        self._proc.start()
+        try:
+            self._proc.wait_for(lambda line: line if CONNECTED_MARKER in line else None, timeout)
+        except TunnelError:
+            self._proc.stop(5)
+            raise
+        return self.public_url
+
+    def alive(self) -> bool:
+        return self._proc.alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._proc.stop(timeout)
