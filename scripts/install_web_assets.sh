@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the arena UI's front-end libraries from the npm registry (pinned by
+# gateway/web/package-lock.json) and copy their browser builds into gateway/web/vendor/, which
+# the gateway serves itself: the UI loads nothing from a CDN and works with no internet.
+set -euo pipefail
+cd "$(dirname "$0")/../gateway/web"
+
+if ! command -v npm >/dev/null 2>&1; then
+    echo "npm is required to install the arena UI's libraries (apt-get install -y npm)" >&2
+    exit 1
+fi
+npm ci --no-audit --no-fund --loglevel=error
+
+rm -rf vendor
+mkdir -p vendor
+# ES module builds, loaded with <script type="module">; licences travel with them.
+cp node_modules/marked/lib/marked.esm.js vendor/marked.esm.js
+cp node_modules/marked/LICENSE vendor/marked.LICENSE
+cp node_modules/dompurify/dist/purify.es.mjs vendor/purify.es.mjs
+cp node_modules/dompurify/LICENSE vendor/dompurify.LICENSE
+echo "Arena web assets installed into gateway/web/vendor/"
