@@ -64,9 +64,11 @@ class Timeline:
 class ServiceProcess:
     """`arena serve MODEL` as a child process."""
 
-    def __init__(self, model: str, host: str, port: int, parallel: int | None) -> None:
-        self.url = f"http://{host}:{port}"
-        self.argv = [sys.executable, "-m", "shared.cli", "serve", model, "--host", host, "--port", str(port)]
+    def __init__(self, model: str, host: str, port: int, parallel: int | None, instance_id: str) -> None:
+        probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        self.url = f"http://{probe_host}:{port}"
+        self.argv = [sys.executable, "-m", "shared.cli", "serve", model, "--host", host, "--port", str(port),
+                     "--instance-id", instance_id]
         if parallel:
             self.argv += ["--parallel", str(parallel)]
         self.process: subprocess.Popen | None = None
@@ -144,7 +146,7 @@ class RunnerAgent:
 
     def _register(self) -> None:
         answer = self.gateway.register(model=self.model, url=self.public_url, instance_id=self.instance_id,
-                                       ttl_seconds=self.heartbeat_seconds * 3)
+                                       ttl_seconds=max(3, round(self.heartbeat_seconds * 3)))
         self._registered = True
         self.log.info(f"registered {self.instance_id} at {self.public_url} with the gateway"
                       f" (expires {answer.get('expires_at', '?')})")
@@ -286,6 +288,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallel", type=int, default=None)
     parser.add_argument("--tunnel", choices=["auto", "named", "quick", "none"], default="auto",
                         help="auto: named when TUNNELS_JSON has this model's token, else quick")
+    parser.add_argument("--public-url", default=None,
+                        help="with --tunnel none: the URL the gateway reaches the service at "
+                             "(default: $ARENA_RUNNER_PUBLIC_URL, else the local address)")
     parser.add_argument("--cloudflared", default=None, help="cloudflared binary (default: pycloudflared's)")
     parser.add_argument("--successor", choices=["github", "local", "none"], default=None,
                         help="how to launch the successor (default: github on Actions, else local)")
@@ -339,7 +344,7 @@ def build_tunnel(kind: str, args: argparse.Namespace, spec, fleet, local_url: st
     if kind == "auto":
         kind = "named" if credential else "quick"
     if kind == "none":
-        return DirectUrl(local_url)
+        return DirectUrl(args.public_url or os.environ.get("ARENA_RUNNER_PUBLIC_URL") or local_url)
     binary = cloudflared_binary(args.cloudflared)
     forward = lambda line: log.info(f"cloudflared: {line}")  # noqa: E731
     if kind == "named":
@@ -378,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
     log.info(f"model file {model_path} in {time.monotonic() - fetch_started:.1f}s")
 
     port = args.port or spec.port
-    service = ServiceProcess(spec.key, args.host, port, args.parallel)
+    service = ServiceProcess(spec.key, args.host, port, args.parallel, instance_id)
     try:
         tunnel = build_tunnel(args.tunnel, args, spec, fleet, service.url, log)
         gateway = GatewayRegistrationClient(args.gateway_url or os.environ.get("ARENA_GATEWAY_URL", ""),
