@@ -1,0 +1,148 @@
+"""A small client of Cloudflare's v4 API: tunnels (cfd_tunnel), their configuration, zones, DNS.
+
+Every answer is Cloudflare's envelope ``{"success", "errors", "messages", "result",
+"result_info"}``; lists are read page by page from ``result_info.total_pages``. 429 and 5xx
+are retried with tenacity (honouring `Retry-After`); a bad token fails at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+API_URL = "https://api.cloudflare.com/client/v4"
+
+
+class CloudflareError(RuntimeError):
+    pass
+
+
+class CloudflareAuthError(CloudflareError):
+    pass
+
+
+class CloudflareTransientError(CloudflareError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _errors(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    errors = body.get("errors") or []
+    return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.text[:200]
+
+
+class CloudflareClient:
+    def __init__(self, token: str, account_id: str, *, api_url: str = API_URL,
+                 transport: httpx.BaseTransport | None = None, attempts: int = 5, backoff: float = 1.0,
+                 max_wait: float = 60.0) -> None:
+        if not token:
+            raise CloudflareAuthError("no Cloudflare API token: set CLOUDFLARE_API_TOKEN")
+        if not account_id:
+            raise CloudflareError("no Cloudflare account: set CLOUDFLARE_ACCOUNT_ID")
+        self.account_id = account_id
+        self._attempts = attempts
+        self._backoff = backoff
+        self._max_wait = max_wait
+        self.writes = 0
+        self._http = httpx.Client(base_url=api_url, transport=transport, timeout=30.0,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _wait(self, state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "retry_after", None)
+        return min(self._max_wait, hinted if hinted is not None else self._backoff * 2 ** (state.attempt_number - 1))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        retrying = Retrying(retry=retry_if_exception_type(CloudflareTransientError),
+                            stop=stop_after_attempt(self._attempts), wait=self._wait, reraise=True)
+        for attempt in retrying:
+            with attempt:
+                return self._call_once(method, path, **kwargs)
+        raise AssertionError("unreachable")
+
+    def _call_once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise CloudflareTransientError(f"{method} {path}: {type(exc).__name__}") from exc
+        what = f"Cloudflare {method} {path} -> {response.status_code}"
+        if response.status_code == 429 or response.status_code >= 500:
+            retry_after = response.headers.get("retry-after")
+            raise CloudflareTransientError(f"{what}: {_errors(response)}",
+                                           float(retry_after) if retry_after and retry_after.isdigit() else None)
+        if response.status_code in (401, 403):
+            raise CloudflareAuthError(
+                f"{what}: {_errors(response)}. CLOUDFLARE_API_TOKEN needs Account > Cloudflare Tunnel: Edit "
+                "and Zone > DNS: Edit, and CLOUDFLARE_ACCOUNT_ID must be its account.")
+        try:
+            body = response.json()
+        except ValueError:
+            raise CloudflareError(f"{what}: not JSON") from None
+        if response.status_code >= 400 or not body.get("success", False):
+            raise CloudflareError(f"{what}: {_errors(response)}")
+        if method != "GET":
+            self.writes += 1
+        return body
+
+    def _list(self, path: str, params: dict[str, Any], max_pages: int = 50) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page = 1
+        while page <= max_pages:
+            body = self._call("GET", path, params={**params, "page": page, "per_page": 50})
+            items.extend(body.get("result") or [])
+            info = body.get("result_info") or {}
+            if page >= int(info.get("total_pages") or 1):
+                break
+            page += 1
+        return items
+
+    # -- tunnels -----------------------------------------------------------------------------
+
+    def tunnels_named(self, name: str) -> list[dict[str, Any]]:
+        found = self._list(f"/accounts/{self.account_id}/cfd_tunnel", {"name": name, "is_deleted": "false"})
+        return [t for t in found if t.get("name") == name and not t.get("deleted_at")]
+
+    def create_tunnel(self, name: str) -> dict[str, Any]:
+        return self._call("POST", f"/accounts/{self.account_id}/cfd_tunnel",
+                          json={"name": name, "config_src": "cloudflare"})["result"]
+
+    def tunnel_token(self, tunnel_id: str) -> str:
+        return str(self._call("GET", f"/accounts/{self.account_id}/cfd_tunnel/{tunnel_id}/token")["result"])
+
+    def tunnel_configuration(self, tunnel_id: str) -> dict[str, Any]:
+        result = self._call("GET", f"/accounts/{self.account_id}/cfd_tunnel/{tunnel_id}/configurations")["result"]
+        return (result or {}).get("config") or {}
+
+    def put_tunnel_configuration(self, tunnel_id: str, config: dict[str, Any]) -> None:
+        self._call("PUT", f"/accounts/{self.account_id}/cfd_tunnel/{tunnel_id}/configurations",
+                   json={"config": config})
+
+    # -- zones and DNS -----------------------------------------------------------------------
+
+    def zone_id(self, domain: str) -> str:
+        zones = [z for z in self._list("/zones", {"name": domain}) if z.get("name") == domain]
+        if not zones:
+            raise CloudflareError(f"no zone named {domain} on this Cloudflare account")
+        return str(zones[0]["id"])
+
+    def dns_records(self, zone_id: str, name: str) -> list[dict[str, Any]]:
+        return [r for r in self._list(f"/zones/{zone_id}/dns_records", {"name": name}) if r.get("name") == name]
+
+    def create_cname(self, zone_id: str, name: str, target: str) -> None:
+        self._call("POST", f"/zones/{zone_id}/dns_records", json={
+            "type": "CNAME", "name": name, "content": target, "proxied": True, "ttl": 1,
+            "comment": "serverless-llm-arena tunnel"})
+
+    def update_cname(self, zone_id: str, record_id: str, name: str, target: str) -> None:
+        self._call("PATCH", f"/zones/{zone_id}/dns_records/{record_id}", json={
+            "type": "CNAME", "name": name, "content": target, "proxied": True, "ttl": 1})

@@ -1,0 +1,155 @@
+"""`make setup-tunnels DOMAIN=example.com`: one named Cloudflare Tunnel per model and one for
+the gateway, each with its ingress and a proxied DNS CNAME, then `TUNNELS_JSON`.
+
+    CLOUDFLARE_API_TOKEN=... CLOUDFLARE_ACCOUNT_ID=... python -m scripts.setup_tunnels example.com [--dry-run]
+
+Idempotent: it finds tunnels by exact name (`arena-<model>`, `arena-gateway`), compares the
+ingress and DNS it wants with what exists, and writes only differences, so a second run
+changes nothing. With `gh` on PATH, `TUNNELS_JSON` is stored as a repository secret;
+otherwise it is printed. `--dry-run` reads and prints the plan without writing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from scripts.cloudflare_api import CloudflareClient, CloudflareError
+from scripts.fleet_labels import GATEWAY_LABEL
+
+TUNNEL_PREFIX = "arena-"
+
+
+@dataclass(frozen=True)
+class TunnelTarget:
+    key: str             # a model key, or "gateway"
+    hostname: str        # the full public hostname
+    port: int
+
+    @property
+    def tunnel_name(self) -> str:
+        return TUNNEL_PREFIX + self.key
+
+    def ingress(self) -> dict:
+        return {"ingress": [{"hostname": self.hostname, "service": f"http://127.0.0.1:{self.port}"},
+                            {"service": "http_status:404"}]}
+
+
+@dataclass
+class Plan:
+    steps: list[str] = field(default_factory=list)
+    tunnels: dict[str, dict] = field(default_factory=dict)   # key -> {"token", "hostname"}
+
+    def add(self, text: str) -> None:
+        self.steps.append(text)
+
+
+def targets(catalogue, domain: str) -> list[TunnelTarget]:
+    found = [TunnelTarget(key, f"{spec.hostname}.{domain}", spec.port) for key, spec in catalogue.models.items()]
+    fleet = catalogue.fleet
+    found.append(TunnelTarget(GATEWAY_LABEL, f"{fleet.gateway_hostname}.{domain}", fleet.gateway_port))
+    return found
+
+
+def _ingress_matches(current: dict, wanted: dict) -> bool:
+    def essential(config: dict) -> list:
+        return [(rule.get("hostname"), rule.get("service")) for rule in config.get("ingress") or []]
+    return essential(current) == essential(wanted)
+
+
+def reconcile(cf: CloudflareClient, domain: str, wanted: list[TunnelTarget], *, dry_run: bool) -> Plan:
+    plan = Plan()
+    zone_id = cf.zone_id(domain)
+    for target in wanted:
+        existing = cf.tunnels_named(target.tunnel_name)
+        if len(existing) > 1:
+            raise CloudflareError(f"{len(existing)} tunnels are named {target.tunnel_name}; delete all but one")
+        if existing:
+            tunnel_id = str(existing[0]["id"])
+        elif dry_run:
+            plan.add(f"create tunnel {target.tunnel_name}")
+            plan.add(f"set ingress of {target.tunnel_name}: {target.hostname} -> http://127.0.0.1:{target.port}")
+            plan.add(f"create CNAME {target.hostname} -> <new tunnel>.cfargotunnel.com (proxied)")
+            continue
+        else:
+            tunnel_id = str(cf.create_tunnel(target.tunnel_name)["id"])
+            plan.add(f"created tunnel {target.tunnel_name} ({tunnel_id})")
+
+        if not _ingress_matches(cf.tunnel_configuration(tunnel_id), target.ingress()):
+            plan.add(f"{'set' if dry_run else 'did set'} ingress of {target.tunnel_name}: "
+                     f"{target.hostname} -> http://127.0.0.1:{target.port}")
+            if not dry_run:
+                cf.put_tunnel_configuration(tunnel_id, target.ingress())
+
+        cname = f"{tunnel_id}.cfargotunnel.com"
+        records = cf.dns_records(zone_id, target.hostname)
+        if not records:
+            plan.add(f"{'create' if dry_run else 'created'} CNAME {target.hostname} -> {cname} (proxied)")
+            if not dry_run:
+                cf.create_cname(zone_id, target.hostname, cname)
+        else:
+            record = records[0]
+            if record.get("type") != "CNAME" or record.get("content") != cname or not record.get("proxied"):
+                plan.add(f"{'update' if dry_run else 'updated'} {record.get('type')} {target.hostname}: "
+                         f"{record.get('content')} -> {cname} (proxied)")
+                if not dry_run:
+                    cf.update_cname(zone_id, str(record["id"]), target.hostname, cname)
+        if not dry_run:
+            plan.tunnels[target.key] = {"token": cf.tunnel_token(tunnel_id), "hostname": target.hostname}
+    return plan
+
+
+def store_secret(tunnels_json: str) -> bool:
+    """`gh secret set TUNNELS_JSON` (value on stdin, never on a command line); False without gh."""
+    gh = shutil.which("gh")
+    if not gh:
+        return False
+    subprocess.run([gh, "secret", "set", "TUNNELS_JSON"], input=tunnels_json, text=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.setup_tunnels", description=__doc__.split("\n")[0])
+    parser.add_argument("domain", help="a zone of the Cloudflare account, e.g. example.com")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    parser.add_argument("--print", dest="print_json", action="store_true",
+                        help="print TUNNELS_JSON even when gh could store it")
+    args = parser.parse_args(argv)
+
+    from shared.catalogue import default_catalogue
+
+    try:
+        cf = CloudflareClient(os.environ.get("CLOUDFLARE_API_TOKEN", ""), os.environ.get("CLOUDFLARE_ACCOUNT_ID", ""))
+        try:
+            plan = reconcile(cf, args.domain, targets(default_catalogue(), args.domain), dry_run=args.dry_run)
+        finally:
+            cf.close()
+    except CloudflareError as exc:
+        print(f"setup-tunnels: {exc}", file=sys.stderr)
+        return 1
+    for step in plan.steps:
+        print(("plan: " if args.dry_run else "") + step)
+    if not plan.steps:
+        print("nothing to change: every tunnel, ingress and DNS record is as wanted")
+    if args.dry_run:
+        return 0
+    tunnels_json = json.dumps(plan.tunnels, sort_keys=True)
+    if not args.print_json and store_secret(tunnels_json):
+        print("stored TUNNELS_JSON as a repository secret with gh")
+    else:
+        print(f"TUNNELS_JSON={tunnels_json}")
+    gateway = plan.tunnels.get(GATEWAY_LABEL, {}).get("hostname")
+    if gateway:
+        print(f"set the repository variable ARENA_GATEWAY_URL=https://{gateway} "
+              f"(gh variable set ARENA_GATEWAY_URL --body https://{gateway})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
