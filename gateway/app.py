@@ -1,0 +1,117 @@
+"""The gateway's app factory.
+
+Everything stateful lives in plain classes on `app.state`:
+
+- `instances` (`InstanceRegistry`): every instance and its state; `ready_models()`.
+- `monitor` (`HealthMonitor`): background probes, the only thing that changes states.
+- `registrations` (`RegistrationService`): self-registered instances, kept in SQLite.
+- `upstream` (`UpstreamProxy`): picks an instance and relays; `stream_chat(body)` for the arena.
+- `api_keys` (`ApiKeyStore`), `key_guard` (`ApiKeyGuard`), `metrics` (`GatewayMetrics`),
+  `fleet_status` (`FleetStatus`), `settings`, `catalogue`.
+
+Features that need startup or shutdown work can append coroutines to `app.state.on_startup`
+and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from gateway.auto_routing import AutoRouter
+from gateway.auth import ApiKeyGuard
+from gateway.balancing import make_balancer
+from gateway.db import SqliteDatabase
+from gateway.fast_path import CompletionFastPath
+from gateway.fleet_status import FleetStatus
+from gateway.health_monitor import HealthMonitor, HealthPolicy
+from gateway.instances import InstanceRegistry
+from gateway.keys import ApiKeyStore, RateLimiter
+from gateway.metrics import GatewayMetrics
+from gateway.registration import RegistrationService, RegistrationStore
+from gateway.routes import admin_api, instances_api, openai_api, status_api
+from gateway.settings import GatewaySettings
+from gateway.static_instances import static_instances
+from gateway.upstream import ProxyPolicy, UpstreamProxy
+from shared.errors import install_error_handlers
+
+log = logging.getLogger("gateway")
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    catalogue = settings.catalogue
+
+    instances = InstanceRegistry(catalogue)
+    for instance in static_instances(catalogue, use_catalogue=settings.catalogue_instances):
+        instances.add(instance)
+    db = SqliteDatabase(settings.db_path)
+    registrations = RegistrationService(RegistrationStore(db), instances, default_ttl=settings.default_ttl,
+                                        max_ttl=settings.max_ttl)
+    monitor = HealthMonitor(instances, HealthPolicy(
+        interval=settings.health_interval, timeout=settings.health_timeout,
+        recovery_probes=settings.recovery_probes, flap_threshold=settings.flap_threshold,
+        flap_window=settings.flap_window, flap_cooldown=settings.flap_cooldown,
+        gone_retention=settings.gone_retention), instance_secret=settings.instance_secret)
+    metrics = GatewayMetrics(instances)
+    upstream = UpstreamProxy(instances, make_balancer(settings.balancer), monitor, metrics,
+                             AutoRouter(catalogue.routing), ProxyPolicy(
+                                 connect_timeout=settings.connect_timeout, request_timeout=settings.request_timeout,
+                                 attempts=settings.retry_attempts, backoff=settings.retry_backoff,
+                                 backoff_max=settings.retry_backoff_max, max_body_bytes=settings.max_body_bytes,
+                                 max_connections=settings.max_connections),
+                             instance_secret=settings.instance_secret)
+    api_keys = ApiKeyStore(db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        restored = registrations.restore()
+        log.info("gateway: %d static instances, %d registrations restored, balancer %s, keys %s",
+                 len([i for i in instances.all() if i.source == "static"]), restored, settings.balancer,
+                 "required" if settings.require_api_key else "off")
+        await upstream.start()
+        await monitor.start()
+        await registrations.start()
+        for hook in app.state.on_startup:
+            await hook()
+        try:
+            yield
+        finally:
+            for hook in app.state.on_shutdown:
+                await hook()
+            await registrations.stop()
+            await monitor.stop()
+            await upstream.stop()
+            db.close()
+
+    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.catalogue = catalogue
+    app.state.instances = instances
+    app.state.monitor = monitor
+    app.state.registrations = registrations
+    app.state.metrics = metrics
+    app.state.upstream = upstream
+    app.state.api_keys = api_keys
+    app.state.key_guard = ApiKeyGuard(api_keys, RateLimiter(), required=settings.require_api_key,
+                                      default_rpm=settings.default_rpm, admin_key=settings.admin_key)
+    app.state.fleet_status = FleetStatus(instances)
+    app.state.on_startup = []
+    app.state.on_shutdown = []
+
+    install_error_handlers(app)
+    app.add_middleware(CompletionFastPath, state=app.state)
+    if settings.cors_origins:  # added last, so outermost: it answers preflights for the fast path too
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["X-Arena-Model", "X-Arena-Instance", "Retry-After"])
+    for router in (openai_api.router, instances_api.router, status_api.router, admin_api.router):
+        app.include_router(router)
+
+    from gateway.arena import attach_arena
+    attach_arena(app)
+    return app

@@ -1,0 +1,88 @@
+"""Who may call what: API keys on `/v1/*`, the registration token, the admin key.
+
+`require_api_key` is a FastAPI dependency any router can use (the arena applies it to its own
+APIs); it reads the `ApiKeyGuard` on `app.state.key_guard`.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from gateway.keys import ApiKey, ApiKeyStore, RateLimiter
+from shared.errors import ApiError
+
+ADMIN_KEY_ID = "admin"
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _same(expected: str, presented: str | None) -> bool:
+    return presented is not None and hmac.compare_digest(expected.encode(), presented.encode())
+
+
+class ApiKeyGuard:
+    def __init__(self, store: ApiKeyStore, limiter: RateLimiter, *, required: bool, default_rpm: int,
+                 admin_key: str | None) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.required = required
+        self.default_rpm = default_rpm
+        self.admin_key = admin_key
+
+    def check(self, request: Request) -> ApiKey | None:
+        """The caller's key (None when keys are off); 401 without a valid one, 429 over its limit."""
+        if not self.required:
+            return None
+        token = bearer_token(request)
+        if token is None:
+            raise ApiError(401, "An API key is required: send 'Authorization: Bearer <key>'.",
+                           code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
+        if self.admin_key and _same(self.admin_key, token):
+            return ApiKey(ADMIN_KEY_ID, "admin", "admin", None, 0.0, None)
+        key = self.store.verify(token)
+        if key is None:
+            raise ApiError(401, "The API key is not valid (unknown or revoked).", code="invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        rpm = key.rpm if key.rpm is not None else self.default_rpm
+        wait = self.limiter.check(key.key_id, rpm)
+        if wait is not None:
+            retry_after = RateLimiter.retry_after_header(wait)
+            raise ApiError(429, f"Rate limit of {rpm} requests per minute reached for this key; "
+                                f"retry in {retry_after}s.", code="rate_limit_exceeded",
+                           headers={"Retry-After": retry_after})
+        return key
+
+
+async def require_api_key(request: Request) -> ApiKey | None:
+    """FastAPI dependency: the caller's API key, when the gateway requires keys."""
+    key = request.app.state.key_guard.check(request)
+    request.state.api_key = key
+    return key
+
+
+async def require_admin(request: Request) -> None:
+    admin_key = request.app.state.settings.admin_key
+    if not admin_key:
+        raise ApiError(503, "The admin API is off: set ARENA_GATEWAY_ADMIN_KEY.", code="admin_disabled")
+    if not _same(admin_key, bearer_token(request)):
+        raise ApiError(401, "The admin key is missing or wrong.", code="invalid_admin_key",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+async def require_registration_token(request: Request) -> None:
+    token = request.app.state.settings.registration_token
+    if not token:
+        raise ApiError(503, "Registration is off: the gateway has no ARENA_REGISTRATION_TOKEN.",
+                       code="registration_disabled")
+    if not _same(token, bearer_token(request)):
+        raise ApiError(401, "The registration token is missing or wrong.", code="invalid_registration_token",
+                       headers={"WWW-Authenticate": "Bearer"})

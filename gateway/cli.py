@@ -1,0 +1,30 @@
+"""`arena gateway`: run the gateway (one uvicorn worker; run several behind a load balancer)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="default: catalogue fleet.gateway_host")
+    parser.add_argument("--port", type=int, help="default: catalogue fleet.gateway_port")
+    parser.add_argument("--log-format", choices=["json", "pretty"], help="default: ARENA_GATEWAY_LOG_FORMAT or pretty")
+    parser.add_argument("--log-level", help="default: info")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.logs import configure_logging
+    from gateway.settings import GatewaySettings
+
+    overrides = {name: value for name, value in
+                 (("host", args.host), ("port", args.port), ("log_format", args.log_format),
+                  ("log_level", args.log_level)) if value is not None}
+    settings = GatewaySettings(**overrides)
+    configure_logging(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)  # uvloop, httptools if there
+    return 0

@@ -1,0 +1,191 @@
+"""An instant OpenAI-compatible upstream, for the gateway's overhead benchmark and its tests.
+
+Not a model: it answers every completion at once with fixed text (streams are `--chunks`
+events, optionally `--chunk-delay` apart) so that what is measured is the gateway, not the
+model. It plays the roles the gateway must handle through a small control endpoint
+(`POST /_control`): our model service (with `/health/details`) or a foreign server without it,
+loading, draining, answering 503, and it counts requests and client disconnects (`/_stats`).
+
+Run: ``python -m gateway.fake_upstream --port 9001 --model smollm2-135m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+START = time.time()
+
+
+class FakeUpstream:
+    def __init__(self, model: str, *, chunks: int = 16, details: bool = True, slots: int = 4,
+                 secret: str | None = None, served_name: str | None = None) -> None:
+        self.model = model
+        self.served_name = served_name or model
+        self.instance_id = f"fake-{uuid.uuid4().hex[:8]}"
+        self.control: dict[str, Any] = {"status": "ok", "chunks": chunks, "chunk_delay": 0.0, "delay": 0.0,
+                                        "reject_503": False, "details": details, "slots": slots,
+                                        "break_after": None}
+        self.secret = secret
+        self.stats = {"requests": 0, "active": 0, "completed": 0, "disconnected": 0, "bodies": []}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path, method = scope["path"], scope["method"]
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        c = self.control
+        if path == "/_control" and method == "POST":
+            c.update(json.loads(body or b"{}"))
+            return await _json(send, 200, c)
+        if path == "/_stats":
+            return await _json(send, 200, {k: v for k, v in self.stats.items() if k != "bodies"}
+                               | {"last_body": self.stats["bodies"][-1] if self.stats["bodies"] else None})
+        if path == "/health/details" and c["details"]:
+            return await _json(send, 200, self._details())
+        if path == "/health":
+            if c["status"] == "ok":
+                return await _json(send, 200, {"status": "ok"})
+            return await _json(send, 503, {"status": c["status"]})
+        if path == "/v1/models":
+            return await _json(send, 200, {"object": "list", "data": [{"id": self.served_name, "object": "model"}]})
+        if path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
+            headers = dict(scope["headers"])
+            if self.secret and headers.get(b"x-arena-instance-secret", b"").decode() != self.secret:
+                return await _json(send, 401, {"error": {"message": "instance secret required", "type": "auth"}})
+            if c["reject_503"] or c["status"] != "ok":
+                return await _json(send, 503, {"error": {"message": "queue full", "type": "service_unavailable"}},
+                                   extra=[(b"retry-after", b"1")])
+            request = json.loads(body)
+            self.stats["bodies"] = self.stats["bodies"][-20:] + [request]
+            if request.get("model") != self.served_name:
+                return await _json(send, 404, {"error": {"message": f"model {request.get('model')} not served",
+                                                         "type": "invalid_request_error", "code": "model_not_found"}})
+            self.stats["requests"] += 1
+            self.stats["active"] += 1
+            try:
+                if c["delay"]:
+                    await asyncio.sleep(c["delay"])
+                chat = path == "/v1/chat/completions"
+                if request.get("stream"):
+                    await self._stream(send, receive, chat)
+                else:
+                    await _json(send, 200, self._completion(chat))
+                self.stats["completed"] += 1
+            finally:
+                self.stats["active"] -= 1
+            return
+        await _json(send, 404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}})
+
+    def _details(self) -> dict[str, Any]:
+        c = self.control
+        active = min(self.stats["active"], c["slots"])
+        return {"status": c["status"], "model": self.model, "display_name": "fake", "source": "fake",
+                "instance_id": self.instance_id, "version": "0", "uptime_seconds": time.time() - START,
+                "n_ctx": 2048, "threads": 1, "n_batch": 8,
+                "slots": {"total": c["slots"], "active": active, "free": c["slots"] - active},
+                "queue": {"queued": max(0, self.stats["active"] - c["slots"]), "max": 64},
+                "throughput": {"requests_completed": self.stats["completed"], "tokens_per_second": 12.5}}
+
+    def _completion(self, chat: bool) -> dict[str, Any]:
+        n = self.control["chunks"]
+        text = "".join(f"w{i} " for i in range(n))
+        usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
+        if chat:
+            return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                    "model": self.served_name, "usage": usage,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "finish_reason": "stop"}]}
+        return {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "model": self.served_name, "usage": usage,
+                "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+
+    async def _stream(self, send: Any, receive: Any, chat: bool) -> None:
+        c = self.control
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            n = c["chunks"]
+            for i in range(n):
+                if disconnected.is_set():
+                    self.stats["disconnected"] += 1
+                    return
+                if c["break_after"] is not None and i >= c["break_after"]:
+                    raise RuntimeError("fake upstream breaks the stream on purpose")
+                last = i == n - 1
+                if chat:
+                    delta = {"role": "assistant"} if i == 0 else ({} if last else {"content": f"w{i} "})
+                    event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                             "model": self.served_name,
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}]}
+                else:
+                    event = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": self.served_name,
+                             "choices": [{"index": 0, "text": "" if last else f"w{i} ",
+                                          "finish_reason": "stop" if last else None}]}
+                try:
+                    await send({"type": "http.response.body", "body": b"data: " + json.dumps(event).encode() + b"\n\n",
+                                "more_body": True})
+                except OSError:
+                    self.stats["disconnected"] += 1
+                    return
+                if c["chunk_delay"]:
+                    try:
+                        await asyncio.wait_for(disconnected.wait(), c["chunk_delay"])
+                    except asyncio.TimeoutError:
+                        pass
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        finally:
+            watcher.cancel()
+
+
+async def _json(send: Any, status: int, payload: Any, extra: list | None = None) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(extra or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--served-name", help="model id it wants in requests (a foreign server's own name)")
+    parser.add_argument("--chunks", type=int, default=16)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--no-details", action="store_true", help="no /health/details, like a foreign server")
+    parser.add_argument("--secret", help="require this X-Arena-Instance-Secret")
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    app = FakeUpstream(args.model, chunks=args.chunks, details=not args.no_details, slots=args.slots,
+                       secret=args.secret, served_name=args.served_name)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The completion endpoints as a plain ASGI layer in front of FastAPI's router.
+
+`POST /v1/chat/completions` and `POST /v1/completions` are the gateway's hot path; served
+here they skip routing and dependency injection, which on a small machine cost more than the
+whole rest of the relay. The work is the same as any route's: check the API key
+(`ApiKeyGuard`), then `UpstreamProxy.handle`. Everything else falls through to FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.errors import ApiError, error_body
+
+log = logging.getLogger("gateway")
+
+COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+class CompletionFastPath:
+    def __init__(self, app: ASGIApp, state: Any) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in COMPLETION_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            if scope["method"] != "POST":
+                raise ApiError(405, f"Use POST for {scope['path']}.", code="method_not_allowed",
+                               headers={"Allow": "POST"})
+            request = Request(scope, receive)
+            key = self.state.key_guard.check(request)
+            response = await self.state.upstream.handle(request, scope["path"], key.key_id if key else None)
+        except ApiError as exc:
+            response = exc.response()
+        except Exception as exc:  # never a bare 500 page
+            log.exception("unexpected error on %s", scope["path"])
+            response = JSONResponse(error_body(f"Internal error: {type(exc).__name__}", type="server_error",
+                                               code="internal_error"), status_code=500)
+        await response(scope, receive, send)

@@ -1,0 +1,162 @@
+"""The gateway's overhead, measured against an instant fake upstream (`gateway.fake_upstream`).
+
+Starts the fake upstream (16-chunk streams) and a real gateway process in front of it, on free
+ports of 127.0.0.1, then measures the same load directly and through the gateway:
+
+- p50 latency of non-streamed chat completions, one at a time (the gateway's added ms);
+- streamed chat completions per second at `concurrency` clients (the share the gateway carries).
+
+Goals: add at most 1 ms at p50, and carry at least half of the upstream's own streamed rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.catalogue import default_catalogue, env_key
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_BODY = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+
+
+def _free_port() -> int:
+    with closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def _latencies(url: str, model: str, n: int) -> list[float]:
+    body = {**_BODY, "model": model}
+    times = []
+    with httpx.Client(timeout=30.0) as client:
+        for i in range(n + 20):
+            started = time.perf_counter()
+            response = client.post(url + "/v1/chat/completions", json=body)
+            elapsed = time.perf_counter() - started
+            response.raise_for_status()
+            if i >= 20:  # warm-up
+                times.append(elapsed)
+    return times
+
+
+async def _stream_rate(url: str, model: str, n: int, concurrency: int) -> float:
+    body = {**_BODY, "model": model, "stream": True}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+        async def one() -> None:
+            async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+                response.raise_for_status()
+                tail = b""
+                async for chunk in response.aiter_raw():
+                    tail = (tail + chunk)[-32:]
+                if not tail.endswith(b"[DONE]\n\n"):
+                    raise RuntimeError("stream did not end with [DONE]")
+
+        async def worker(jobs: list[int]) -> None:
+            while jobs:
+                jobs.pop()
+                await one()
+
+        warm = list(range(concurrency * 2))
+        await asyncio.gather(*(worker(warm) for _ in range(concurrency)))
+        jobs = list(range(n))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(jobs) for _ in range(concurrency)))
+        return n / (time.perf_counter() - started)
+
+
+def run_overhead_bench(requests: int = 500, concurrency: int = 16) -> dict[str, Any]:
+    """Measure, print and return the gateway's overhead ratios."""
+    catalogue = default_catalogue()
+    model = next(iter(catalogue.models))
+    upstream_port, gateway_port = _free_port(), _free_port()
+    upstream_url, gateway_url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{gateway_port}"
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="arena-bench-") as tmp:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ARENA_GATEWAY_DB_PATH": str(Path(tmp) / "gw.sqlite3"),
+               "ARENA_GATEWAY_REQUIRE_API_KEY": "false", "ARENA_GATEWAY_LOG_FORMAT": "json"}
+        for key in catalogue.models:
+            env[f"{env_key(key)}_API_URL"] = upstream_url if key == model else ""
+        try:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "gateway.fake_upstream", "--port", str(upstream_port), "--model", model,
+                 "--chunks", "16", "--slots", str(concurrency)], cwd=PROJECT_ROOT, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            _wait(upstream_url + "/health", procs[-1])
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", "gateway", "--host", "127.0.0.1", "--port", str(gateway_port)],
+                cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            _wait(gateway_url + "/v1/models", procs[-1])
+            deadline = time.monotonic() + 30
+            while model not in httpx.get(gateway_url + "/v1/models").text and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+            direct = _latencies(upstream_url, model, requests)
+            through = _latencies(gateway_url, model, requests)
+            direct_rate = asyncio.run(_stream_rate(upstream_url, model, requests, concurrency))
+            gateway_rate = asyncio.run(_stream_rate(gateway_url, model, requests, concurrency))
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    direct_p50, gateway_p50 = statistics.median(direct) * 1000, statistics.median(through) * 1000
+    result = {
+        "requests": requests,
+        "concurrency": concurrency,
+        "direct_p50_ms": round(direct_p50, 3),
+        "gateway_p50_ms": round(gateway_p50, 3),
+        "added_p50_ms": round(gateway_p50 - direct_p50, 3),
+        "latency_ratio": round(gateway_p50 / direct_p50, 3),
+        "direct_stream_rps": round(direct_rate, 1),
+        "gateway_stream_rps": round(gateway_rate, 1),
+        "stream_rate_ratio": round(gateway_rate / direct_rate, 3),
+        "goal_added_p50_ms": 1.0,
+        "goal_stream_rate_ratio": 0.5,
+    }
+    result["meets_goals"] = result["added_p50_ms"] <= 1.0 and result["stream_rate_ratio"] >= 0.5
+    print(f"non-streamed p50: direct {direct_p50:.2f} ms, through the gateway {gateway_p50:.2f} ms "
+          f"(+{gateway_p50 - direct_p50:.2f} ms, ratio {result['latency_ratio']:.2f}; goal: at most +1 ms)")
+    print(f"streamed, {concurrency} concurrent: direct {direct_rate:.0f} req/s, through the gateway "
+          f"{gateway_rate:.0f} req/s (ratio {result['stream_rate_ratio']:.2f}; goal: at least 0.50)")
+    return result
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="measure the gateway's overhead")
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=16)
+    cli = parser.parse_args()
+    run_overhead_bench(cli.requests, cli.concurrency)

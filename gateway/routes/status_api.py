@@ -1,0 +1,53 @@
+"""Health of the gateway, status page, shields.io badges and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from gateway.fleet_status import BADGE_CACHE_CONTROL
+from gateway.status_page import render_status_page
+
+router = APIRouter()
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get("/health/live")
+async def live() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    """Ready when at least one model has a ready instance (for a load balancer in front)."""
+    ready = request.app.state.instances.ready_models()
+    body = {"status": "ok" if ready else "unavailable", "ready_models": ready}
+    return JSONResponse(body, status_code=200 if ready else 503, headers=_NO_STORE)
+
+
+@router.get("/api/status")
+async def status_json(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.fleet_status.snapshot(), headers=_NO_STORE)
+
+
+@router.get("/status", response_class=HTMLResponse)
+async def status_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(render_status_page(request.app.state.fleet_status.snapshot()), headers=_NO_STORE)
+
+
+@router.get("/api/badge/system")
+async def system_badge(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.fleet_status.system_badge(),
+                        headers={"Cache-Control": BADGE_CACHE_CONTROL})
+
+
+@router.get("/api/badge/model/{key}")
+async def model_badge(key: str, request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.fleet_status.model_badge(key),
+                        headers={"Cache-Control": BADGE_CACHE_CONTROL})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)

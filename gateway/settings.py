@@ -1,0 +1,89 @@
+"""Typed settings of the gateway process.
+
+Every field can be set by environment (``ARENA_GATEWAY_<FIELD>``); defaults come from the
+catalogue's `fleet` section, so a fleet setting is named in one place. Three secrets keep the
+names the rest of the fleet uses: ``ARENA_REGISTRATION_TOKEN`` and ``ARENA_INSTANCE_SECRET``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.catalogue import Catalogue, default_catalogue
+from shared.instance_auth import INSTANCE_SECRET_ENV
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARENA_GATEWAY_", extra="ignore", populate_by_name=True)
+
+    host: str | None = Field(None, description="default: catalogue fleet.gateway_host")
+    port: int | None = Field(None, ge=0, le=65535, description="default: catalogue fleet.gateway_port")
+    log_format: Literal["json", "pretty"] = "pretty"
+    log_level: str = "info"
+
+    # Health probes and state changes.
+    health_interval: float | None = Field(None, gt=0, description="seconds between probes; default fleet")
+    health_timeout: float | None = Field(None, gt=0, description="probe timeout; default fleet")
+    recovery_probes: int = Field(2, ge=1, description="good probes in a row before an unhealthy instance is ready")
+    flap_threshold: int = Field(3, ge=1, description="failures within flap_window that start a cool-down")
+    flap_window: float = Field(60.0, gt=0)
+    flap_cooldown: float = Field(30.0, ge=0, description="seconds a flapping instance gets no traffic")
+    gone_retention: float = Field(300.0, ge=0, description="seconds an expired instance stays on the status page")
+
+    # Proxying.
+    request_timeout: float | None = Field(None, gt=0, description="upstream read timeout; default fleet")
+    connect_timeout: float = Field(2.0, gt=0)
+    retry_attempts: int = Field(3, ge=1, le=10, description="instances tried before the first byte")
+    retry_backoff: float = Field(0.05, ge=0, description="first back-off between attempts, doubled each time")
+    retry_backoff_max: float = Field(1.0, ge=0)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    balancer: Literal["least-busy", "power-of-two"] = "least-busy"
+    max_connections: int = Field(512, ge=1, description="pooled upstream connections")
+
+    # Instances.
+    catalogue_instances: bool = Field(
+        True, description="without <KEY>_API_URL, use the catalogue's ports (or BASE_DOMAIN hostnames)")
+    registration_token: str | None = Field(
+        None, validation_alias=AliasChoices("ARENA_REGISTRATION_TOKEN", "ARENA_GATEWAY_REGISTRATION_TOKEN"))
+    instance_secret: str | None = Field(
+        None, validation_alias=AliasChoices(INSTANCE_SECRET_ENV, "ARENA_GATEWAY_INSTANCE_SECRET"))
+    default_ttl: int = Field(60, ge=1)
+    max_ttl: int = Field(24 * 3600, ge=1)
+
+    # Keys, limits, CORS, storage.
+    require_api_key: bool = Field(False, description="require a key made with `arena keys create` on /v1/*")
+    admin_key: str | None = Field(None, description="bearer key of the admin endpoints; unset: admin API off")
+    default_rpm: int = Field(0, ge=0, description="requests per minute of a key without its own limit; 0: none")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    db_path: Path | None = Field(None, description="SQLite file of keys and registrations; default fleet data dir")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("registration_token", "instance_secret", "admin_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _fleet_defaults(self) -> "GatewaySettings":
+        fleet = default_catalogue().fleet
+        self.host = self.host or fleet.gateway_host
+        self.port = fleet.gateway_port if self.port is None else self.port
+        self.health_interval = self.health_interval or fleet.health_interval
+        self.health_timeout = self.health_timeout or fleet.health_timeout
+        self.request_timeout = self.request_timeout or fleet.request_timeout
+        self.db_path = self.db_path or fleet.data_path() / "gateway.sqlite3"
+        return self
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return default_catalogue()

@@ -1,0 +1,110 @@
+"""Fixtures for the gateway's tests: real gateway processes (tests.harness) in front of real
+HTTP servers: `gateway.fake_upstream` processes, and real model services where a test says so."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+from shared.catalogue import default_catalogue, env_key
+from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway
+
+MODELS = list(default_catalogue().models)
+SMOL, GEMMA = MODELS[0], MODELS[1]
+
+
+class FakeUpstreamProcess(ManagedProcess):
+    """`python -m gateway.fake_upstream` on a free port (the harness runs `arena` commands)."""
+
+    def start(self) -> "FakeUpstreamProcess":
+        from tests.harness import LOG_DIR
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{self.name}-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "gateway.fake_upstream", "--port", str(self.port),
+                                             *self.args], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        return self
+
+    def control(self, **changes) -> dict:
+        return httpx.post(self.url + "/_control", json=changes, timeout=5).json()
+
+    def stats(self) -> dict:
+        return httpx.get(self.url + "/_stats", timeout=5).json()
+
+
+def gateway_env(tmp_path: Path, urls: dict[str, list[str]] | None = None, **settings: str) -> dict[str, str]:
+    """Environment of a test gateway: exactly these static instances, a private SQLite file, fast probes."""
+    env = {f"{env_key(model)}_API_URL": ",".join((urls or {}).get(model, [])) for model in MODELS}
+    env.update({"ARENA_GATEWAY_DB_PATH": str(tmp_path / "gateway.sqlite3"), "ARENA_GATEWAY_HEALTH_INTERVAL": "0.2",
+                "ARENA_GATEWAY_HEALTH_TIMEOUT": "1.0", "ARENA_GATEWAY_LOG_FORMAT": "json",
+                "ARENA_REGISTRATION_TOKEN": "", "ARENA_INSTANCE_SECRET": "", "BASE_DOMAIN": ""})
+    env.update({k if k.isupper() else f"ARENA_GATEWAY_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.1, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def instance_state(gateway: ManagedProcess, instance_id: str) -> str | None:
+    response = httpx.get(f"{gateway.url}/api/instances/{instance_id}", timeout=5)
+    return response.json()["state"] if response.status_code == 200 else None
+
+
+def wait_ready(gateway: ManagedProcess, *instance_ids: str, timeout: float = 15.0) -> None:
+    for instance_id in instance_ids:
+        wait_until(lambda: instance_state(gateway, instance_id) == "ready", timeout, what=f"{instance_id} ready")
+
+
+@pytest.fixture
+def fake_upstreams() -> Iterator[Callable[..., FakeUpstreamProcess]]:
+    started: list[FakeUpstreamProcess] = []
+
+    def start(*args: str, model: str = SMOL) -> FakeUpstreamProcess:
+        proc = FakeUpstreamProcess(f"fake-{model}", ["--model", model, *args], free_port())
+        proc.start()
+        started.append(proc)
+        return proc.wait_ready("/health", timeout=30)
+
+    yield start
+    for proc in started:
+        proc.stop(timeout=5)
+
+
+@pytest.fixture
+def gateways() -> Iterator[Callable[..., ManagedProcess]]:
+    started: list[ManagedProcess] = []
+
+    def start(env: dict[str, str], *extra: str, port: int | None = None) -> ManagedProcess:
+        proc = start_gateway(*extra, env=env, port=port)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(timeout=10)
+
+
+def chat_body(model: str = SMOL, stream: bool = False, text: str = "Hello") -> dict:
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}], "max_tokens": 16}
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"} and error["message"]
+    if code:
+        assert error["code"] == code, error
+    return error

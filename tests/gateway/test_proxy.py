@@ -1,0 +1,133 @@
+"""The request path through a real gateway process, in front of fake upstream processes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.gateway.conftest import (GEMMA, SMOL, assert_openai_error, chat_body, gateway_env, instance_state,
+                                    wait_ready, wait_until)
+
+
+def sse_events(text: str) -> list[str]:
+    return [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+
+
+@pytest.fixture
+def one_model(tmp_path, fake_upstreams, gateways):
+    upstream = fake_upstreams()
+    gateway = gateways(gateway_env(tmp_path, {SMOL: [upstream.url]}))
+    wait_ready(gateway, f"{SMOL}-0")
+    return gateway, upstream
+
+
+def test_non_streamed_and_streamed_completions_pass_through(one_model):
+    gateway, upstream = one_model
+    response = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10)
+    assert response.status_code == 200
+    assert response.headers["x-arena-instance"] == f"{SMOL}-0"
+    assert response.json()["choices"][0]["message"]["content"].startswith("w0 w1")
+
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=chat_body(stream=True), timeout=10) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r.read().decode())
+    assert len(events) == 17 and events[-1] == "[DONE]"
+    assert json.loads(events[1])["choices"][0]["delta"]["content"] == "w1 "
+
+    completion = httpx.post(gateway.url + "/v1/completions", json={"model": SMOL, "prompt": "Hi"}, timeout=10)
+    assert completion.status_code == 200 and completion.json()["object"] == "text_completion"
+    assert upstream.stats()["requests"] == 3
+
+
+def test_stream_is_relayed_chunk_by_chunk(one_model):
+    gateway, upstream = one_model
+    upstream.control(chunk_delay=0.15, chunks=8)
+    arrivals = []
+    started = time.monotonic()
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=chat_body(stream=True), timeout=10) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 9
+    # Buffered, everything would arrive at once after ~1.05 s; relayed, the first comes long before the last.
+    assert arrivals[0] < 0.6 and arrivals[-1] - arrivals[0] > 0.8, arrivals
+
+
+def test_models_lists_only_models_with_a_ready_instance(one_model):
+    gateway, _ = one_model
+    models = httpx.get(gateway.url + "/v1/models", timeout=5).json()
+    assert models["object"] == "list" and [m["id"] for m in models["data"]] == [SMOL]
+    assert httpx.get(f"{gateway.url}/v1/models/{SMOL}", timeout=5).json()["id"] == SMOL
+    assert_openai_error(httpx.get(f"{gateway.url}/v1/models/{GEMMA}", timeout=5), 404, "model_not_found")
+
+
+def test_bad_requests_get_openai_shaped_errors(one_model):
+    gateway, _ = one_model
+    url = gateway.url + "/v1/chat/completions"
+    assert_openai_error(httpx.post(url, json=chat_body("no-such-model"), timeout=5), 404, "model_not_found")
+    error = assert_openai_error(httpx.post(url, json=chat_body(GEMMA), timeout=5), 503, "no_ready_instance")
+    assert error["type"] == "service_unavailable"
+    assert_openai_error(httpx.post(url, content=b"{not json", timeout=5), 400, "invalid_json")
+    assert_openai_error(httpx.post(url, json=[1, 2], timeout=5), 400, "invalid_json")
+    assert_openai_error(httpx.post(url, json={"messages": []}, timeout=5), 400, "invalid_value")
+    assert_openai_error(httpx.post(url, json={"model": 7}, timeout=5), 400, "invalid_value")
+    assert_openai_error(httpx.get(url, timeout=5), 405)
+    assert_openai_error(httpx.post(url, content=b"x" * (5 * 1024 * 1024), timeout=10), 413)
+    assert_openai_error(httpx.get(gateway.url + "/v1/nothing-here", timeout=5), 404)
+    assert_openai_error(httpx.post(gateway.url + "/api/instances", json={}, timeout=5), 503, "registration_disabled")
+
+
+def test_upstream_errors_pass_through_in_openai_shape(tmp_path, fake_upstreams, gateways):
+    # A foreign server that wants its own model name, but is registered under ours: the gateway
+    # learns the name from /v1/models and rewrites it; without that the fake answers 404.
+    upstream = fake_upstreams("--no-details", "--served-name", "SmolLM2-135M-Instruct-Q4")
+    gateway = gateways(gateway_env(tmp_path, {SMOL: [upstream.url]}))
+    wait_ready(gateway, f"{SMOL}-0")
+    info = httpx.get(f"{gateway.url}/api/instances/{SMOL}-0", timeout=5).json()
+    assert info["probe_mode"] == "health" and info["slots_total"] is None
+    response = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10)
+    assert response.status_code == 200, response.text
+    assert upstream.stats()["last_body"]["model"] == "SmolLM2-135M-Instruct-Q4"
+
+
+def test_auto_picks_a_ready_model_by_the_catalogue_rules(tmp_path, fake_upstreams, gateways):
+    smol, gemma = fake_upstreams(), fake_upstreams(model=GEMMA)
+    gateway = gateways(gateway_env(tmp_path, {SMOL: [smol.url], GEMMA: [gemma.url]}))
+    wait_ready(gateway, f"{SMOL}-0", f"{GEMMA}-0")
+    url = gateway.url + "/v1/chat/completions"
+    facts = httpx.post(url, json=chat_body("auto", text="What is the capital of France?"), timeout=10)
+    assert facts.status_code == 200 and facts.headers["x-arena-model"] == GEMMA
+    assert gemma.stats()["last_body"]["model"] == GEMMA
+    chat = httpx.post(url, json=chat_body("auto", stream=True, text="Tell me a joke"), timeout=10)
+    assert chat.status_code == 200 and chat.headers["x-arena-model"] == SMOL
+    # With its rule's model down, "auto" falls back to a ready one.
+    gemma.stop()
+    wait_until(lambda: instance_state(gateway, f"{GEMMA}-0") == "unhealthy", what="gemma unhealthy")
+    again = httpx.post(url, json=chat_body("auto", text="What is the capital of Spain?"), timeout=10)
+    assert again.headers["x-arena-model"] == SMOL
+
+
+def test_instance_secret_is_sent_only_by_the_gateway(tmp_path, fake_upstreams, gateways):
+    upstream = fake_upstreams("--secret", "s3cret")
+    gateway = gateways(gateway_env(tmp_path, {SMOL: [upstream.url]}, ARENA_INSTANCE_SECRET="s3cret"))
+    wait_ready(gateway, f"{SMOL}-0")
+    assert httpx.post(upstream.url + "/v1/chat/completions", json=chat_body(), timeout=5).status_code == 401
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10).status_code == 200
+
+
+def test_openai_sdk_against_the_gateway(one_model):
+    gateway, _ = one_model
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == [SMOL]
+    reply = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
+    assert reply.choices[0].message.content.startswith("w0")
+    pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model=SMOL, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, stream=True)]
+    assert "".join(pieces).startswith("w1 w2")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="missing", messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.code == "model_not_found"
