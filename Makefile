@@ -35,3 +35,20 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# -- The fleet on GitHub Actions (scripts/fleet_ctl.py, scripts/setup_tunnels.py) ------------
+DOMAIN ?=
+MODELS ?=
+
+setup-tunnels: install
+	@test -n "$(DOMAIN)" || { echo "usage: make setup-tunnels DOMAIN=example.com [DRY_RUN=1]"; exit 2; }
+	$(PY) -m scripts.setup_tunnels $(DOMAIN) $(if $(DRY_RUN),--dry-run)
+
+fleet-up: install
+	$(PY) -m scripts.fleet_ctl up $(MODELS)
+
+fleet-status: install
+	$(PY) -m scripts.fleet_ctl status
+
+fleet-down: install
+	$(PY) -m scripts.fleet_ctl down $(MODELS)

@@ -60,7 +60,7 @@ class GatewayRegistrationClient:
     def _path(instance_id: str, suffix: str = "") -> str:
         return f"/api/instances/{quote(instance_id, safe='')}{suffix}"
 
-    def register(self, *, model: str, url: str, instance_id: str, ttl_seconds: float) -> dict[str, Any]:
+    def register(self, *, model: str, url: str, instance_id: str, ttl_seconds: int) -> dict[str, Any]:
         response = self._request("POST", "/api/instances", json={
             "model": model, "url": url, "instance_id": instance_id, "ttl_seconds": ttl_seconds})
         if response.status_code == 404:

@@ -197,5 +197,22 @@ class GitHubClient:
     def get_run(self, run_id: int) -> WorkflowRun:
         return WorkflowRun.from_api(self._request("GET", f"/repos/{self.repository}/actions/runs/{run_id}").json())
 
+    def step_succeeded(self, run_id: int, step_name: str) -> bool:
+        """True once a step of that exact name has completed successfully in any job of the run."""
+        url: str | None = f"/repos/{self.repository}/actions/runs/{run_id}/jobs"
+        params: dict[str, Any] | None = {"per_page": 100, "filter": "latest"}
+        for _ in range(5):
+            if url is None:
+                break
+            response = self._request("GET", url, params=params)
+            for job in response.json().get("jobs", []):
+                for step in job.get("steps") or []:
+                    if step.get("name") == step_name and step.get("status") == "completed" \
+                            and step.get("conclusion") == "success":
+                        return True
+            match = _NEXT_LINK.search(response.headers.get("link", ""))
+            url, params = (match.group(1), None) if match else (None, None)
+        return False
+
     def cancel_run(self, run_id: int) -> None:
         self._request("POST", f"/repos/{self.repository}/actions/runs/{run_id}/cancel")

@@ -31,6 +31,7 @@ import httpx
 
 from scripts.actions_log import JobLog
 from scripts.fleet_labels import new_instance_id
+from scripts.github_api import GitHubAuthError
 from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable, RegistrationError
 from scripts.successor import (GitHubDispatcher, LaunchedSuccessor, LocalProcessLauncher,
                                SuccessorLauncher, SuccessorRequest)
@@ -137,6 +138,7 @@ class RunnerAgent:
         self.successor: LaunchedSuccessor | None = None
         self.successor_id = ""
         self.launches = 0
+        self.next_launch_at = 0.0
         self._registered = False
 
     # -- steps -------------------------------------------------------------------------------
@@ -171,8 +173,16 @@ class RunnerAgent:
                                    duration_hours=self.timeline.duration_hours, auto_restart=self.auto_restart)
         try:
             self.successor = self.launcher.launch(request)
-        except Exception as exc:  # noqa: BLE001 - any launch failure is logged and retried
+        except GitHubAuthError as exc:
+            # A bad token stays bad: say so once, and keep serving until the hard limit.
             self.successor = None
+            self.launches = self.max_launches
+            self.log.error(f"could not launch the successor: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - any other launch failure is logged and retried
+            self.successor = None
+            remaining = max(0.0, self.timeline.hard_limit - time.time())
+            self.next_launch_at = time.time() + min(30.0, remaining / 4)
             self.log.error(f"could not launch the successor (attempt {self.launches}/{self.max_launches}): {exc}")
             return
         self.log.info(f"successor {self.successor_id} launched: {self.successor.description}")
@@ -246,7 +256,8 @@ class RunnerAgent:
                 next_heartbeat = time.monotonic() + self.heartbeat_seconds
             if self.auto_restart and now >= tl.handoff_at:
                 if self.successor is None and self.launches < self.max_launches:
-                    self._launch_successor()
+                    if now >= self.next_launch_at:
+                        self._launch_successor()
                 elif self.successor is not None and time.monotonic() >= next_successor_check:
                     next_successor_check = time.monotonic() + 1.0
                     if self._successor_ready():
