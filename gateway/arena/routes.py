@@ -90,13 +90,10 @@ def _store_error(exc: StoreError) -> ApiError:
 
 
 def _api_dependencies() -> list[Any]:
-    """The gateway's API-key check, when it provides one, guards the arena's APIs too."""
-    try:
-        from gateway import auth  # noqa: PLC0415 - optional, owned by the gateway
-    except ImportError:
-        return []
-    check = getattr(auth, "require_api_key", None) or getattr(auth, "api_key_dependency", None)
-    return [Depends(check)] if callable(check) else []
+    """The gateway's API-key check guards the arena's APIs too."""
+    from gateway import auth
+
+    return [Depends(auth.require_api_key)]
 
 
 class VoteRequest(BaseModel):
@@ -207,7 +204,10 @@ async def vote(battle_id: str, body: VoteRequest, request: Request) -> dict[str,
             "revealed": arena.battles.reveal(battle, arena.display_names())}
 
 
-@api.get("/api/leaderboard")
+public_api = APIRouter(tags=["arena"])
+
+
+@public_api.get("/api/leaderboard")
 async def leaderboard(request: Request) -> JSONResponse:
     return JSONResponse(await arena_of(request).leaderboard())
 
@@ -226,5 +226,8 @@ async def export_votes(request: Request) -> StreamingResponse:
 
 def install(app: FastAPI) -> None:
     app.include_router(pages)
+    # Battles spend model time and the export holds users' prompts: they take the gateway's
+    # API key when it requires one. The leaderboard itself is public.
     app.include_router(api, dependencies=_api_dependencies())
+    app.include_router(public_api)
     app.mount("/static/arena", StaticFiles(directory=WEB_DIR, check_dir=False), name="arena-static")

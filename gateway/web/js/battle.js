@@ -1,0 +1,147 @@
+// Battle mode: two anonymous models answer one prompt; the vote reveals who was who. The
+// browser never learns a model's name before the vote: the gateway picks the models, streams
+// them as "Model A"/"Model B", and tells the names only in the answer to the vote.
+import { Panel, h } from "./panel.js";
+import { errorMessage, streamCompletion } from "./stream.js";
+
+const WINNER_TEXT = { model_a: "A is better", model_b: "B is better", tie: "a tie", both_bad: "both are bad" };
+
+export class BattleMode {
+  constructor({ panelsEl, voteBar, resultEl, settings, onBusyChange }) {
+    this.panelsEl = panelsEl;
+    this.voteBar = voteBar;
+    this.resultEl = resultEl;
+    this.settings = settings;
+    this.onBusyChange = onBusyChange;
+    this.battle = null;
+    this.sides = {};
+    this.starting = false;
+    for (const button of voteBar.querySelectorAll("button[data-winner]")) {
+      button.addEventListener("click", () => this.vote(button.dataset.winner));
+    }
+    this.reset();
+  }
+
+  get busy() {
+    return this.starting || Object.values(this.sides).some((s) => s.controller);
+  }
+
+  canSend() {
+    return !this.busy;
+  }
+
+  reset() {
+    for (const s of Object.values(this.sides)) s.controller?.abort();
+    this.battle = null;
+    this.sides = {};
+    const panels = ["a", "b"].map((side) => {
+      const panel = new Panel({ key: side, title: `Model ${side.toUpperCase()}`, onStop: () => this.stop(side) });
+      this.sides[side] = { panel, controller: null, result: null };
+      return panel.el;
+    });
+    this.panelsEl.replaceChildren(...panels);
+    this.voteBar.hidden = true;
+    this.setVoteButtons(false);
+    this.resultEl.replaceChildren();
+  }
+
+  setVoteButtons(enabled, chosen = null) {
+    for (const b of this.voteBar.querySelectorAll("button")) {
+      b.disabled = !enabled;
+      b.classList.toggle("chosen", b.dataset.winner === chosen);
+    }
+  }
+
+  async send(prompt) {
+    if (this.busy) return false;
+    this.reset();
+    const s = this.settings();
+    this.starting = true;
+    this.onBusyChange();
+    this.resultEl.textContent = "Drawing two models…";
+    let response;
+    try {
+      response = await fetch("/api/battles", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...(s.apiKey ? { Authorization: `Bearer ${s.apiKey}` } : {}) },
+        body: JSON.stringify({ prompt, system: s.system, temperature: s.temperature, max_tokens: s.maxTokens }),
+      });
+    } catch (e) {
+      response = null;
+      this.resultEl.textContent = `Could not reach the gateway: ${e.message}`;
+    }
+    this.starting = false;
+    if (response && !response.ok) this.resultEl.textContent = await errorMessage(response);
+    if (!response || !response.ok) { this.onBusyChange(); return true; }
+    this.battle = await response.json();
+    this.resultEl.textContent = "";
+    await Promise.all(["a", "b"].map((side) => this.run(side, prompt, s)));
+    return true;
+  }
+
+  async run(side, prompt, s) {
+    const state = this.sides[side];
+    const controller = new AbortController();
+    state.controller = controller;
+    state.panel.addUser(prompt);
+    const answer = state.panel.startAnswer();
+    this.onBusyChange();
+    const result = await streamCompletion(this.battle.sides[side].stream_url, {}, {
+      signal: controller.signal,
+      headers: s.apiKey ? { Authorization: `Bearer ${s.apiKey}` } : {},
+      onText: answer.update,
+    });
+    answer.finish(result);
+    state.controller = null;
+    state.result = result;
+    this.onBusyChange();
+    if (Object.values(this.sides).every((x) => x.result)) this.offerVote();
+  }
+
+  offerVote() {
+    this.voteBar.hidden = false;
+    this.setVoteButtons(true);
+    this.resultEl.textContent = "Which answer is better?";
+  }
+
+  stop(side) {
+    this.sides[side]?.controller?.abort();
+  }
+
+  stopAll() {
+    for (const side of Object.keys(this.sides)) this.stop(side);
+  }
+
+  async vote(winner) {
+    if (!this.battle) return;
+    this.setVoteButtons(false, winner);
+    let response;
+    try {
+      response = await fetch(`/api/battles/${encodeURIComponent(this.battle.id)}/vote`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ winner }),
+      });
+    } catch (e) {
+      this.resultEl.textContent = `The vote did not reach the gateway: ${e.message}`;
+      this.setVoteButtons(true);
+      return;
+    }
+    if (!response.ok) {
+      this.resultEl.textContent = await errorMessage(response);
+      if (response.status !== 409) this.setVoteButtons(true);
+      return;
+    }
+    const body = await response.json();
+    for (const side of ["a", "b"]) {
+      const who = body.revealed[side];
+      const panel = this.sides[side].panel;
+      panel.setTitle(`Model ${side.toUpperCase()}: ${who.display_name}`, who.model);
+      panel.el.classList.add("revealed");
+      panel.el.dataset.model = who.model;
+    }
+    this.resultEl.replaceChildren(
+      `You voted ${WINNER_TEXT[winner]}. Model A was ${body.revealed.a.display_name}, Model B was ${body.revealed.b.display_name}. `,
+      h("a", { href: "/leaderboard", text: "See the leaderboard" }), " or type a new prompt for the next battle.");
+  }
+}

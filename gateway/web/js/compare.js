@@ -1,0 +1,149 @@
+// Compare mode: the same conversation with each chosen model, every answer streaming into its
+// own panel from the gateway's public /v1/chat/completions.
+import { Panel, h } from "./panel.js";
+import { streamCompletion } from "./stream.js";
+
+const STORAGE_KEY = "arena-compare-models";
+
+export class CompareMode {
+  constructor({ listEl, statusEl, panelsEl, emptyEl, settings, onBusyChange }) {
+    this.listEl = listEl;
+    this.statusEl = statusEl;
+    this.panelsEl = panelsEl;
+    this.emptyEl = emptyEl;
+    this.settings = settings;
+    this.onBusyChange = onBusyChange;
+    this.models = new Map(); // key -> {id, display_name}
+    this.ready = new Set();
+    this.chats = new Map(); // key -> {panel, history, controller}
+    let stored = null;
+    try { stored = JSON.parse(localStorage.getItem(STORAGE_KEY) || "null"); } catch (_) { /* ignore */ }
+    this.selected = new Set(Array.isArray(stored) ? stored : []);
+    this.autoSelect = !Array.isArray(stored);
+  }
+
+  get busy() {
+    return [...this.chats.values()].some((c) => c.controller);
+  }
+
+  /** New list of ready models from the gateway. */
+  setModels(models) {
+    this.ready = new Set(models.map((m) => m.id));
+    for (const m of models) this.models.set(m.id, m);
+    if (this.autoSelect && models.length) {
+      models.slice(0, 2).forEach((m) => this.selected.add(m.id));
+      this.autoSelect = false;
+    }
+    this.renderList();
+    this.syncPanels();
+  }
+
+  setModelsError(message) {
+    this.statusEl.textContent = message;
+  }
+
+  renderList() {
+    const keys = [...new Set([...this.ready, ...[...this.selected].filter((k) => this.models.has(k))])];
+    this.statusEl.textContent = this.ready.size
+      ? `${this.ready.size} ready · choose one or more`
+      : "no model has a ready instance yet; the list updates by itself";
+    const chips = keys.map((key) => {
+      const m = this.models.get(key);
+      const ready = this.ready.has(key);
+      const input = h("input", { type: "checkbox", value: key, checked: this.selected.has(key), disabled: !ready,
+        onchange: (e) => this.toggle(key, e.target.checked) });
+      return h("label", { class: `chip${ready ? "" : " unready"}`, title: m.description || m.display_name,
+        "data-model": key }, input, h("span", { text: m.display_name }), ready ? null : h("small", { text: "not ready" }));
+    });
+    // Keep focus on the chip being used across re-renders.
+    const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest(".chip");
+    const focusKey = focused ? focused.dataset.model : null;
+    this.listEl.replaceChildren(...chips);
+    if (focusKey) this.listEl.querySelector(`.chip[data-model="${CSS.escape(focusKey)}"] input`)?.focus();
+  }
+
+  toggle(key, on) {
+    if (on) this.selected.add(key); else this.selected.delete(key);
+    localStorage.setItem(STORAGE_KEY, JSON.stringify([...this.selected]));
+    this.syncPanels();
+  }
+
+  syncPanels() {
+    for (const [key, chat] of this.chats) {
+      if (!this.selected.has(key)) {
+        chat.controller?.abort();
+        chat.panel.el.remove();
+        this.chats.delete(key);
+      }
+    }
+    for (const key of this.selected) {
+      if (this.chats.has(key) || !this.models.has(key)) continue;
+      const m = this.models.get(key);
+      const panel = new Panel({ key, title: m.display_name, subtitle: key, onStop: () => this.stop(key) });
+      this.chats.set(key, { panel, history: [], controller: null });
+    }
+    // Panels in the order of the list.
+    const order = [...this.listEl.querySelectorAll(".chip")].map((c) => c.dataset.model);
+    const panels = order.filter((k) => this.chats.has(k)).map((k) => this.chats.get(k).panel.el);
+    this.panelsEl.replaceChildren(...panels);
+    this.emptyEl.hidden = panels.length > 0;
+  }
+
+  canSend() {
+    return [...this.selected].some((k) => this.ready.has(k));
+  }
+
+  send(prompt) {
+    const targets = [...this.selected].filter((k) => this.chats.has(k) && !this.chats.get(k).controller);
+    if (!targets.length) return false;
+    const s = this.settings();
+    for (const key of targets) {
+      const chat = this.chats.get(key);
+      chat.history.push({ role: "user", content: prompt });
+      chat.panel.addUser(prompt);
+      if (!this.ready.has(key)) {
+        chat.panel.note(`${this.models.get(key).display_name} has no ready instance right now.`, "error");
+        chat.panel.setStatus("error");
+        chat.history.pop();
+        continue;
+      }
+      this.run(key, chat, s);
+    }
+    this.onBusyChange();
+    return true;
+  }
+
+  async run(key, chat, s) {
+    const controller = new AbortController();
+    chat.controller = controller;
+    const answer = chat.panel.startAnswer();
+    const messages = [...(s.system ? [{ role: "system", content: s.system }] : []), ...chat.history];
+    const headers = s.apiKey ? { Authorization: `Bearer ${s.apiKey}` } : {};
+    const result = await streamCompletion("/v1/chat/completions", {
+      model: key, messages, stream: true, stream_options: { include_usage: true },
+      temperature: s.temperature, max_tokens: s.maxTokens,
+    }, { signal: controller.signal, headers, onText: answer.update });
+    answer.finish(result);
+    // A stopped or failed answer stays in the conversation only if it said something.
+    if (result.text) chat.history.push({ role: "assistant", content: result.text });
+    else chat.history.pop();
+    if (chat.controller === controller) chat.controller = null;
+    this.onBusyChange();
+  }
+
+  stop(key) {
+    this.chats.get(key)?.controller?.abort();
+  }
+
+  stopAll() {
+    for (const key of this.chats.keys()) this.stop(key);
+  }
+
+  reset() {
+    this.stopAll();
+    for (const chat of this.chats.values()) {
+      chat.history = [];
+      chat.panel.clear();
+    }
+  }
+}

@@ -1,0 +1,125 @@
+// The arena page: tabs, settings, composer and keyboard, theme toggle, the list of ready models.
+import { BattleMode } from "./battle.js";
+import { CompareMode } from "./compare.js";
+import { initThemeToggle } from "./theme-toggle.js";
+
+const $ = (id) => document.getElementById(id);
+const MODELS_POLL_MS = 4000;
+
+function readSettings() {
+  const maxTokens = Math.max(1, Math.min(4096, parseInt($("max-tokens").value, 10) || 256));
+  return {
+    system: $("system-prompt").value.trim(),
+    temperature: Math.max(0, Math.min(2, parseFloat($("temperature").value) || 0)),
+    maxTokens,
+    apiKey: $("api-key").value.trim(),
+  };
+}
+
+function persistSettings() {
+  const keep = { system: $("system-prompt").value, temperature: $("temperature").value, maxTokens: $("max-tokens").value };
+  localStorage.setItem("arena-settings", JSON.stringify(keep));
+  sessionStorage.setItem("arena-api-key", $("api-key").value);
+}
+
+function restoreSettings() {
+  try {
+    const s = JSON.parse(localStorage.getItem("arena-settings") || "{}");
+    if (typeof s.system === "string") $("system-prompt").value = s.system;
+    if (s.temperature !== undefined) $("temperature").value = s.temperature;
+    if (s.maxTokens !== undefined) $("max-tokens").value = s.maxTokens;
+    $("api-key").value = sessionStorage.getItem("arena-api-key") || "";
+  } catch (_) { /* defaults */ }
+  $("temperature-value").textContent = $("temperature").value;
+}
+
+let mode = "compare";
+const compare = new CompareMode({
+  listEl: $("model-list"), statusEl: $("models-status"), panelsEl: $("compare-panels"), emptyEl: $("compare-empty"),
+  settings: readSettings, onBusyChange: () => updateButtons(),
+});
+const battle = new BattleMode({
+  panelsEl: $("battle-panels"), voteBar: $("vote-bar"), resultEl: $("battle-result"),
+  settings: readSettings, onBusyChange: () => updateButtons(),
+});
+const current = () => (mode === "battle" ? battle : compare);
+
+function updateButtons() {
+  const m = current();
+  $("stop-all").disabled = !m.busy;
+  $("send").disabled = !m.canSend();
+  $("send").textContent = mode === "battle" ? "Battle" : "Send";
+}
+
+function setMode(next, { focus = false } = {}) {
+  mode = next === "battle" ? "battle" : "compare";
+  for (const tab of document.querySelectorAll(".tabs [role=tab]")) {
+    tab.setAttribute("aria-selected", String(tab.dataset.mode === mode));
+    tab.tabIndex = tab.dataset.mode === mode ? 0 : -1;
+  }
+  $("compare-view").hidden = mode !== "compare";
+  $("battle-view").hidden = mode !== "battle";
+  if (location.hash !== `#${mode}`) history.replaceState(null, "", mode === "battle" ? "#battle" : location.pathname);
+  updateButtons();
+  if (focus) $("prompt").focus();
+}
+
+async function send() {
+  const prompt = $("prompt").value.trim();
+  if (!prompt || !current().canSend()) return;
+  persistSettings();
+  const sent = current().send(prompt);
+  if (sent !== false) {
+    $("prompt").value = "";
+    autoSize();
+  }
+  updateButtons();
+  await sent;
+}
+
+function autoSize() {
+  const t = $("prompt");
+  t.style.height = "auto";
+  t.style.height = `${Math.min(t.scrollHeight, 192)}px`;
+}
+
+async function pollModels() {
+  try {
+    const response = await fetch("/api/arena/models", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    compare.setModels((await response.json()).data);
+  } catch (e) {
+    compare.setModelsError(`cannot list models (${e.message}); retrying`);
+  }
+  updateButtons();
+  setTimeout(pollModels, MODELS_POLL_MS);
+}
+
+$("composer").addEventListener("submit", (e) => { e.preventDefault(); send(); });
+$("prompt").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
+});
+$("prompt").addEventListener("input", autoSize);
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && current().busy) current().stopAll();
+});
+$("stop-all").addEventListener("click", () => current().stopAll());
+$("reset").addEventListener("click", () => { current().reset(); updateButtons(); $("prompt").focus(); });
+$("temperature").addEventListener("input", () => { $("temperature-value").textContent = $("temperature").value; });
+for (const id of ["system-prompt", "temperature", "max-tokens", "api-key"]) $(id).addEventListener("change", persistSettings);
+for (const tab of document.querySelectorAll(".tabs [role=tab]")) {
+  tab.addEventListener("click", () => setMode(tab.dataset.mode, { focus: true }));
+  tab.addEventListener("keydown", (e) => {
+    if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+      setMode(mode === "battle" ? "compare" : "battle");
+      document.querySelector(`.tabs [data-mode=${mode}]`).focus();
+    }
+  });
+}
+window.addEventListener("hashchange", () => setMode(location.hash === "#battle" ? "battle" : "compare"));
+
+restoreSettings();
+initThemeToggle($("theme-toggle"));
+setMode(location.hash === "#battle" ? "battle" : "compare");
+pollModels();
+document.documentElement.dataset.ready = "true";

@@ -1,0 +1,122 @@
+// One answer panel: a title, a transcript (user turns as text, answers as sanitized markdown),
+// a stop button and the stats of the last answer.
+import { renderMarkdown } from "./markdown.js";
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "text") el.textContent = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  el.append(...children.filter((c) => c !== null && c !== undefined));
+  return el;
+}
+
+export const fmt = {
+  seconds: (s) => (s === null || s === undefined ? "–" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`),
+  count: (n) => (n === null || n === undefined ? "–" : String(n)),
+  rate: (r) => (r === null || r === undefined ? "–" : r.toFixed(1)),
+};
+
+const STATUS_TEXT = { idle: "", streaming: "streaming", done: "done", stopped: "stopped", error: "failed", waiting: "waiting" };
+
+export class Panel {
+  constructor({ key, title, subtitle = "", onStop = null }) {
+    this.title = h("h2", { class: "panel-title" });
+    this.badge = h("span", { class: "badge", hidden: true });
+    this.stopButton = h("button", { type: "button", class: "stop", hidden: true, text: "Stop",
+      "aria-label": `Stop ${title}`, onclick: () => onStop && onStop() });
+    this.transcript = h("div", { class: "transcript", role: "log", "aria-label": `Answers of ${title}` });
+    this.cells = {};
+    const stat = (name, label) => {
+      this.cells[name] = h("b", { text: "–" });
+      return h("div", { "data-stat": name }, h("span", { text: label }), this.cells[name]);
+    };
+    this.stats = h("footer", { class: "stats" }, stat("ttft", "First token"), stat("total", "Total"),
+      stat("tokens", "Tokens"), stat("tps", "Tokens/s"));
+    this.el = h("article", { class: "panel", "data-key": key },
+      h("header", { class: "panel-head" }, this.title, this.badge, this.stopButton), this.transcript, this.stats);
+    this.setTitle(title, subtitle);
+  }
+
+  setTitle(title, subtitle = "") {
+    this.title.replaceChildren(title, subtitle ? h("small", { text: subtitle }) : "");
+  }
+
+  setStatus(status) {
+    this.el.dataset.status = status;
+    this.badge.hidden = !STATUS_TEXT[status];
+    this.badge.textContent = STATUS_TEXT[status] || "";
+    this.badge.className = `badge ${status}`;
+    this.stopButton.hidden = status !== "streaming" && status !== "waiting";
+  }
+
+  showStats(s) {
+    this.cells.ttft.textContent = fmt.seconds(s.ttft);
+    this.cells.total.textContent = fmt.seconds(s.total);
+    this.cells.tokens.textContent = fmt.count(s.tokens);
+    this.cells.tps.textContent = fmt.rate(s.tps);
+  }
+
+  clear() {
+    this.transcript.replaceChildren();
+    this.showStats({});
+    this.setStatus("idle");
+  }
+
+  note(text, cls = "note") {
+    this.append(h("div", { class: `msg ${cls}`, text }));
+  }
+
+  addUser(text) {
+    this.append(h("div", { class: "msg user", text }));
+  }
+
+  append(el) {
+    const stick = this.nearBottom();
+    this.transcript.append(el);
+    if (stick) this.transcript.scrollTop = this.transcript.scrollHeight;
+  }
+
+  nearBottom() {
+    const t = this.transcript;
+    return t.scrollHeight - t.scrollTop - t.clientHeight < 48;
+  }
+
+  /** A new answer bubble; returns {update(text, stats), finish(result)}. Renders at most once a frame. */
+  startAnswer() {
+    const el = h("div", { class: "msg assistant md pending" });
+    this.append(el);
+    this.setStatus("waiting");
+    this.showStats({});
+    let latest = "";
+    let scheduled = false;
+    const render = () => {
+      scheduled = false;
+      const stick = this.nearBottom();
+      renderMarkdown(el, latest);
+      if (stick) this.transcript.scrollTop = this.transcript.scrollHeight;
+    };
+    return {
+      update: (text, stats) => {
+        latest = text;
+        this.setStatus("streaming");
+        this.showStats(stats);
+        if (!scheduled) { scheduled = true; requestAnimationFrame(render); }
+      },
+      finish: (result) => {
+        latest = result.text;
+        render();
+        el.classList.remove("pending");
+        if (!result.text) el.remove();
+        this.showStats(result);
+        this.setStatus(result.status);
+        if (result.status === "error") this.note(result.error || "The model failed.", "error");
+        if (result.status === "stopped") this.note("Stopped.");
+      },
+    };
+  }
+}

@@ -1,0 +1,23 @@
+// The theme follows the system until the toggle picks one; the choice is remembered.
+const media = window.matchMedia("(prefers-color-scheme: dark)");
+
+export function effectiveTheme() {
+  const chosen = document.documentElement.dataset.theme;
+  return chosen === "light" || chosen === "dark" ? chosen : media.matches ? "dark" : "light";
+}
+
+export function initThemeToggle(button) {
+  const label = () => {
+    const next = effectiveTheme() === "dark" ? "light" : "dark";
+    button.setAttribute("aria-label", `Switch to ${next} theme`);
+    button.title = `Switch to ${next} theme`;
+  };
+  button.addEventListener("click", () => {
+    const next = effectiveTheme() === "dark" ? "light" : "dark";
+    document.documentElement.dataset.theme = next;
+    try { localStorage.setItem("arena-theme", next); } catch (_) { /* not remembered */ }
+    label();
+  });
+  media.addEventListener("change", label);
+  label();
+}
