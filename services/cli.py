@@ -1,0 +1,84 @@
+"""`arena serve MODEL`: run one model instance, draining on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+
+import uvicorn
+
+from shared.catalogue import default_catalogue
+from services.app import create_app
+from services.generation import GenerationService
+from services.settings import ServiceSettings
+
+log = logging.getLogger("services")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="catalogue key of the model (see `arena models`)")
+    parser.add_argument("--host", help="address to listen on (default: the catalogue's service_host)")
+    parser.add_argument("--port", type=int, help="port (default: the model's port in the catalogue)")
+    parser.add_argument("--parallel", type=int, help="parallel slots decoded together (default: catalogue)")
+    parser.add_argument("--n-ctx", type=int, help="context length of each slot, in tokens")
+    parser.add_argument("--threads", type=int, help="CPU threads for inference")
+    parser.add_argument("--n-batch", type=int, help="tokens decoded per step at most")
+    parser.add_argument("--max-queue", type=int, help="requests waiting for a slot before 503s")
+    parser.add_argument("--instance-id", help="id of this instance (default: host-pid-random)")
+    parser.add_argument("--log-level", default=None, help="debug, info, warning, error")
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM (or the first Ctrl-C): report `draining`, refuse new work, finish what is in
+    flight, then exit. A second signal exits at once."""
+
+    def __init__(self, config: uvicorn.Config, service: GenerationService, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.service = service
+        self.drain_timeout = drain_timeout
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self._draining:
+            log.warning("second signal: exiting without waiting")
+            self.force_exit = True
+            self.should_exit = True
+            return
+        self._draining = True
+        log.info("signal %s: draining (in flight: %s)", sig, self.service.health_details().slots.active)
+        self.service.start_draining()
+        asyncio.get_event_loop().create_task(self._exit_when_idle())
+
+    async def _exit_when_idle(self) -> None:
+        deadline = time.monotonic() + self.drain_timeout
+        while not self.service.idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if not self.service.idle:
+            log.warning("drain timeout after %.0fs: exiting with work in flight", self.drain_timeout)
+        # Give the last responses a moment to be written out before the sockets close.
+        await asyncio.sleep(0.2)
+        self.should_exit = True
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {name: value for name, value in {
+        "model": args.model, "host": args.host, "port": args.port, "parallel": args.parallel,
+        "n_ctx": args.n_ctx, "threads": args.threads, "n_batch": args.n_batch, "max_queue": args.max_queue,
+        "instance_id": args.instance_id, "log_level": args.log_level}.items() if value is not None}
+    settings = ServiceSettings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    catalogue = default_catalogue()
+    spec = settings.resolve(catalogue)
+    service = GenerationService(spec, instance_id=settings.instance_id)
+    app = create_app(service, instance_secret=settings.instance_secret)
+    host = settings.host or catalogue.fleet.service_host
+    config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(),
+                            access_log=False, timeout_graceful_shutdown=5)
+    server = DrainingServer(config, service, settings.drain_timeout)
+    log.info("serving %s on http://%s:%d", spec.key, host, spec.port)
+    server.run()
+    return 0 if service.status != "error" else 1
+
+

@@ -1,0 +1,416 @@
+"""Continuous batching: one scheduler thread owns the llama context and decodes every active
+request together.
+
+Each step builds one `llama_batch` holding the next token of every generating sequence plus a
+chunk of pending prompt tokens, calls `llama_decode` once, then samples each sequence with its
+own sampler chain. New requests join between steps; finished or cancelled ones leave between
+steps. The asyncio side only submits `GenerationJob`s and reads their events, so the event loop
+never waits on inference.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from shared.errors import ApiError
+from services.llama_backend import LlamaContext, LlamaError, LlamaModel
+from services.sampling import SamplerChain, SamplingParams
+from services.text_stream import TextAssembler
+
+log = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass
+class TokenEvent:
+    text: str
+
+
+@dataclass
+class DoneEvent:
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    timings: "JobTimings"
+
+
+@dataclass
+class ErrorEvent:
+    error: ApiError
+
+
+Event = TokenEvent | DoneEvent | ErrorEvent
+
+
+@dataclass
+class JobTimings:
+    enqueued: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    first_token: float | None = None
+    finished: float | None = None
+
+    def report(self, completion_tokens: int) -> dict[str, float | None]:
+        """Queue wait, time to first token, generation time and speed, in ms and tokens/s."""
+        ms = lambda a, b: round((b - a) * 1000, 2) if a is not None and b is not None else None  # noqa: E731
+        generation_s = (self.finished - self.first_token) if self.finished and self.first_token else None
+        tokens_per_second = None
+        if generation_s and completion_tokens > 1:
+            tokens_per_second = round((completion_tokens - 1) / generation_s, 2)
+        return {
+            "queue_ms": ms(self.enqueued, self.started),
+            "prompt_ms": ms(self.started, self.first_token),
+            "ttft_ms": ms(self.enqueued, self.first_token),
+            "generation_ms": ms(self.first_token, self.finished),
+            "total_ms": ms(self.enqueued, self.finished),
+            "tokens_per_second": tokens_per_second,
+        }
+
+
+class GenerationJob:
+    """One request to generate: its prompt, its sampling, and where its events go."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, prompt_tokens: list[int], params: SamplingParams, emit: Callable[[Event], None]) -> None:
+        self.id = next(self._ids)
+        self.prompt_tokens = prompt_tokens
+        self.params = params
+        self.emit = emit
+        self.timings = JobTimings()
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Ask the scheduler to stop this job; it frees the slot within one step."""
+        self.cancelled = True
+
+
+class QueueFull(ApiError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(503, "The model service is at capacity: every slot is busy and the queue is full. "
+                              "Retry shortly.", code="queue_full", type="service_unavailable",
+                         headers={"Retry-After": str(retry_after)})
+
+
+class Draining(ApiError):
+    def __init__(self) -> None:
+        super().__init__(503, "The model service is shutting down and takes no new requests.",
+                         code="draining", type="service_unavailable", headers={"Retry-After": "1"})
+
+
+class Slot:
+    """One KV-cache sequence. `cached` mirrors exactly the tokens whose KV is in the cache, so a
+    later request with the same prefix can skip recomputing it."""
+
+    def __init__(self, seq_id: int) -> None:
+        self.seq_id = seq_id
+        self.cached: list[int] = []
+        self.job: GenerationJob | None = None
+        self.sampler: SamplerChain | None = None
+        self.assembler: TextAssembler | None = None
+        self.pending_prompt: list[int] = []
+        self.next_token: int | None = None
+        self.last_used = 0.0
+
+    @property
+    def generating(self) -> bool:
+        return self.job is not None and self.next_token is not None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.job is not None and bool(self.pending_prompt)
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchScheduler:
+    """Owns the llama context; runs the decode loop in its own thread."""
+
+    def __init__(self, model: LlamaModel, ctx: LlamaContext, *, max_queue: int,
+                 prefill_chunk_while_generating: int | None = None) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.n_ctx = ctx.shape.n_ctx_per_sequence
+        self.n_batch = ctx.shape.n_batch
+        self.max_queue = max_queue
+        # While streams are generating, a long prompt is prefilled in smaller pieces so that
+        # each step (and so each running stream's next token) stays quick.
+        self.prefill_chunk = prefill_chunk_while_generating or max(32, self.n_batch // 4)
+        self.slots = [Slot(i) for i in range(ctx.shape.n_sequences)]
+        self._waiting: collections.deque[GenerationJob] = collections.deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self.draining = False
+        self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
+        # counters for /health/details
+        self.completed = 0
+        self.failed = 0
+        self.rejected = 0
+        self.tokens_generated = 0
+        self._recent_tokens: collections.deque[tuple[float, int]] = collections.deque()
+
+    # ----- the asyncio side -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: GenerationJob) -> None:
+        with self._cv:
+            if self.draining or self._stopping:
+                self.rejected += 1
+                raise Draining()
+            free = sum(1 for slot in self.slots if slot.job is None)
+            if len(self._waiting) - free >= self.max_queue:
+                self.rejected += 1
+                raise QueueFull(retry_after=1)
+            self._waiting.append(job)
+            self._cv.notify()
+
+    def cancel(self, job: GenerationJob) -> None:
+        job.cancel()
+        with self._cv:
+            self._cv.notify()
+
+    @property
+    def active_count(self) -> int:
+        return sum(1 for slot in self.slots if slot.job is not None)
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def idle(self) -> bool:
+        return self.active_count == 0 and not self._waiting
+
+    def tokens_per_second(self, window: float = 60.0) -> float:
+        now = time.perf_counter()
+        recent = [(t, n) for t, n in list(self._recent_tokens) if now - t <= window]
+        if not recent:
+            return 0.0
+        span = max(now - recent[0][0], 1.0)
+        return round(sum(n for _, n in recent) / span, 2)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._stopping = True
+            for job in self._waiting:
+                job.cancel()
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # ----- the scheduler thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not self._stopping and not self._waiting and self.active_count == 0:
+                        self._cv.wait()
+                    if self._stopping:
+                        self._abort_all("the model service stopped")
+                        return
+                    admitted = self._admit_locked()
+                for slot in admitted:
+                    self._guarded(self._start_job, slot)
+                self._reap_cancelled()
+                if any(slot.generating or slot.prefilling for slot in self.slots):
+                    self._guarded(self._step)
+        except Exception:  # a bug here must not leave requests hanging forever
+            log.exception("batch scheduler crashed")
+            with self._cv:
+                self._stopping = True
+                self._abort_all("internal error in the batch scheduler")
+
+    def _guarded(self, action, *args) -> None:
+        """Run one scheduling action; an unexpected error fails the jobs it touched (their
+        sequences are cleared) and the scheduler goes on serving the others."""
+        try:
+            action(*args)
+        except Exception as exc:
+            log.exception("scheduler step failed")
+            touched = list(args) if args else [s for s in self.slots if s.job is not None]
+            for slot in touched:
+                if slot.job is not None:
+                    self.ctx.clear_sequence(slot.seq_id)
+                    slot.cached = []
+                    self._fail(slot, ApiError(500, f"internal error while generating: {type(exc).__name__}",
+                                              code="internal_error"))
+
+    def _admit_locked(self) -> list[Slot]:
+        admitted = []
+        while self._waiting:
+            job = self._waiting[0]
+            if job.cancelled:
+                self._waiting.popleft()
+                self._finish_unstarted(job)
+                continue
+            free = [slot for slot in self.slots if slot.job is None]
+            if not free:
+                break
+            self._waiting.popleft()
+            # The slot whose cache shares the longest prefix with this prompt; else the one
+            # unused the longest (its cache is the least likely to be wanted again).
+            best = max(free, key=lambda s: (common_prefix_length(s.cached, job.prompt_tokens), -s.last_used))
+            best.job = job
+            admitted.append(best)
+        return admitted
+
+    def _start_job(self, slot: Slot) -> None:
+        job = slot.job
+        assert job is not None
+        job.timings.started = time.perf_counter()
+        prompt = job.prompt_tokens
+        reuse = common_prefix_length(slot.cached, prompt)
+        if reuse >= len(prompt):
+            reuse = len(prompt) - 1  # the last prompt token must be decoded to get logits
+        if reuse < len(slot.cached):
+            if not self.ctx.remove_from(slot.seq_id, reuse):
+                self.ctx.clear_sequence(slot.seq_id)
+                reuse = 0
+        slot.cached = prompt[:reuse]
+        slot.pending_prompt = prompt[reuse:]
+        slot.next_token = None
+        job.cached_tokens = reuse
+        try:
+            slot.sampler = SamplerChain(self.model, job.params)
+        except ApiError as exc:
+            self._release(slot)
+            self.failed += 1
+            job.emit(ErrorEvent(exc))
+            return
+        slot.assembler = TextAssembler(job.params.stop)
+
+    def _reap_cancelled(self) -> None:
+        for slot in self.slots:
+            if slot.job is not None and slot.job.cancelled:
+                self._finish(slot, "cancelled")
+
+    def _step(self) -> None:
+        ctx = self.ctx
+        ctx.clear_batch()
+        wants_logits: list[tuple[Slot, int]] = []
+        for slot in self.slots:
+            if slot.generating:
+                index = ctx.add_to_batch(slot.next_token, len(slot.cached), slot.seq_id, True)
+                slot.cached.append(slot.next_token)
+                wants_logits.append((slot, index))
+        budget = self.n_batch - ctx.batch.n_tokens
+        if wants_logits:
+            budget = min(budget, self.prefill_chunk)
+        for slot in sorted((s for s in self.slots if s.prefilling), key=lambda s: s.job.id):
+            if budget <= 0:
+                break
+            chunk = slot.pending_prompt[:budget]
+            last_chunk = len(chunk) == len(slot.pending_prompt)
+            for i, token in enumerate(chunk):
+                index = ctx.add_to_batch(token, len(slot.cached), slot.seq_id, last_chunk and i == len(chunk) - 1)
+                slot.cached.append(token)
+            slot.pending_prompt = slot.pending_prompt[len(chunk):]
+            budget -= len(chunk)
+            if last_chunk:
+                wants_logits.append((slot, index))
+        try:
+            ctx.decode()
+        except LlamaError as exc:
+            log.error("decode failed: %s", exc)
+            for slot in self.slots:
+                if slot.job is not None and (slot.generating or slot.prefilling or
+                                             any(s is slot for s, _ in wants_logits)):
+                    self.ctx.clear_sequence(slot.seq_id)
+                    slot.cached = []
+                    self._fail(slot, ApiError(500, f"inference failed: {exc}", code="inference_error"))
+            return
+        now = time.perf_counter()
+        produced = 0
+        for slot, index in wants_logits:
+            job = slot.job
+            token = slot.sampler.sample(ctx.ptr, index)
+            if job.timings.first_token is None:
+                job.timings.first_token = now
+            produced += self._accept_token(slot, token)
+        if produced:
+            self.tokens_generated += produced
+            self._recent_tokens.append((now, produced))
+            while self._recent_tokens and now - self._recent_tokens[0][0] > 60:
+                self._recent_tokens.popleft()
+
+    def _accept_token(self, slot: Slot, token: int) -> int:
+        job = slot.job
+        if self.model.is_end_of_generation(token):
+            self._finish(slot, "stop")
+            return 0
+        job.completion_tokens += 1
+        delta, stopped = slot.assembler.push(self.model.token_bytes(token))
+        if delta:
+            job.emit(TokenEvent(delta))
+        if stopped:
+            self._finish(slot, "stop", flush=False)
+        elif job.completion_tokens >= job.params.max_tokens or len(slot.cached) + 1 >= self.n_ctx:
+            self._finish(slot, "length")
+        else:
+            slot.next_token = token
+        return 1
+
+    def _finish(self, slot: Slot, reason: FinishReason, *, flush: bool = True) -> None:
+        job = slot.job
+        if flush and reason != "cancelled":
+            tail = slot.assembler.finish()
+            if tail:
+                job.emit(TokenEvent(tail))
+        job.timings.finished = time.perf_counter()
+        if reason == "cancelled":
+            # A cancelled prefill leaves a cache that no longer matches `cached` exactly.
+            if slot.pending_prompt:
+                self.ctx.clear_sequence(slot.seq_id)
+                slot.cached = []
+        else:
+            self.completed += 1
+        self._release(slot)
+        job.emit(DoneEvent(reason, len(job.prompt_tokens), job.completion_tokens, job.cached_tokens, job.timings))
+
+    def _fail(self, slot: Slot, error: ApiError) -> None:
+        job = slot.job
+        self.failed += 1
+        self._release(slot)
+        job.emit(ErrorEvent(error))
+
+    def _finish_unstarted(self, job: GenerationJob) -> None:
+        job.timings.finished = time.perf_counter()
+        job.emit(DoneEvent("cancelled", len(job.prompt_tokens), 0, 0, job.timings))
+
+    def _release(self, slot: Slot) -> None:
+        if slot.sampler is not None:
+            slot.sampler.close()
+        with self._cv:
+            slot.job = None
+            slot.sampler = None
+            slot.assembler = None
+            slot.pending_prompt = []
+            slot.next_token = None
+            slot.last_used = time.perf_counter()
+
+    def _abort_all(self, message: str) -> None:
+        for job in list(self._waiting):
+            job.emit(ErrorEvent(ApiError(503, message, code="service_stopping")))
+        self._waiting.clear()
+        for slot in self.slots:
+            if slot.job is not None:
+                job = slot.job
+                if slot.sampler is not None:
+                    slot.sampler.close()
+                slot.job = slot.sampler = None
+                job.emit(ErrorEvent(ApiError(503, message, code="service_stopping")))

@@ -1,0 +1,222 @@
+"""The model service's logic, apart from HTTP: load the model, turn requests into jobs for the
+batch scheduler, and report health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from shared.catalogue import ModelSpec, default_catalogue
+from shared.errors import ApiError, model_not_found
+from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
+from shared.model_files import resolve_model_file
+from services.chat_template import ChatTemplate
+from services.engine import BatchScheduler, DoneEvent, ErrorEvent, Event, GenerationJob
+from services.llama_backend import ContextShape, LlamaContext, LlamaModel
+from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
+from services.sampling import SamplingParams, grammar_for_response_format
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class PreparedRequest:
+    prompt_tokens: list[int]
+    params: SamplingParams
+
+
+class GenerationService:
+    """One model, its batch scheduler and its state (loading, ok, draining, error)."""
+
+    def __init__(self, spec: ModelSpec, *, instance_id: str, model_path: Path | None = None) -> None:
+        self.spec = spec
+        self.instance_id = instance_id
+        self.model_path = model_path
+        self.status = "loading"
+        self.load_error: str | None = None
+        self.started_at = time.time()
+        self.model: LlamaModel | None = None
+        self.scheduler: BatchScheduler | None = None
+        self.template: ChatTemplate | None = None
+        self._loaded = threading.Event()
+
+    # ----- life cycle -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the model and start the scheduler (blocking: run it off the event loop)."""
+        try:
+            path = self.model_path or resolve_model_file(self.spec, default_catalogue().fleet.model_cache_path())
+            log.info("loading %s from %s", self.spec.key, path)
+            model = LlamaModel(path)
+            n_ctx = min(self.spec.n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else self.spec.n_ctx
+            ctx = LlamaContext(model, ContextShape(n_ctx_per_sequence=n_ctx, n_sequences=self.spec.parallel,
+                                                   n_batch=self.spec.n_batch, threads=self.spec.threads))
+            template_source = self.spec.chat_template or model.metadata("tokenizer.chat_template")
+            bos = model.token_bytes(model.bos).decode("utf-8", "replace") if model.bos >= 0 else ""
+            eos = model.token_bytes(model.eos).decode("utf-8", "replace") if model.eos >= 0 else ""
+            self.template = ChatTemplate(template_source, bos_token=bos, eos_token=eos)
+            self.model = model
+            self.spec = self.spec.model_copy(update={"n_ctx": n_ctx})
+            self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue)
+            self.scheduler.start()
+            self.status = "ok"
+            log.info("%s ready: %d slots of %d tokens", self.spec.key, self.spec.parallel, n_ctx)
+        except Exception as exc:
+            log.exception("could not load %s", self.spec.key)
+            self.status = "error"
+            self.load_error = str(exc)
+        finally:
+            self._loaded.set()
+
+    def start_draining(self) -> None:
+        if self.status == "ok":
+            self.status = "draining"
+        if self.scheduler:
+            self.scheduler.draining = True
+
+    @property
+    def idle(self) -> bool:
+        return self.scheduler is None or self.scheduler.idle
+
+    def shutdown(self) -> None:
+        if self.scheduler:
+            self.scheduler.stop()
+
+    # ----- requests ---------------------------------------------------------------------------
+    def check_model(self, name: str) -> None:
+        if name not in (self.spec.key, self.spec.display_name):
+            raise model_not_found(name)
+
+    def _require_ready(self) -> None:
+        if self.status == "loading":
+            raise ApiError(503, "The model is still loading.", code="model_loading", headers={"Retry-After": "2"})
+        if self.status == "draining":
+            raise ApiError(503, "The model service is shutting down and takes no new requests.",
+                           code="draining", headers={"Retry-After": "1"})
+        if self.status != "ok":
+            raise ApiError(503, f"The model failed to load: {self.load_error}", code="model_load_failed")
+
+    def prepare_chat(self, request: ChatCompletionRequest) -> PreparedRequest:
+        self.check_model(request.model)
+        self._require_ready()
+        messages = [message.model_dump(exclude_none=True) for message in request.messages]
+        prompt = self.template.render(messages)
+        add_bos = self.model.add_bos and not (self.template.bos_token and prompt.startswith(self.template.bos_token))
+        tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
+        return PreparedRequest(tokens, self._sampling(request, len(tokens)))
+
+    def prepare_completion(self, request: CompletionRequest) -> PreparedRequest:
+        self.check_model(request.model)
+        self._require_ready()
+        if request.echo:
+            raise ApiError(400, "echo is not supported", param="echo", code="unsupported_parameter")
+        prompt = request.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise ApiError(400, "Send one prompt per request (a list must hold exactly one string).",
+                               param="prompt", code="invalid_value")
+            prompt = prompt[0]
+        tokens = self.model.tokenize(prompt, add_special=self.model.add_bos, parse_special=False)
+        if not tokens:
+            raise ApiError(400, "The prompt is empty.", param="prompt", code="invalid_value")
+        return PreparedRequest(tokens, self._sampling(request, len(tokens)))
+
+    def _sampling(self, request: GenerationParams, n_prompt: int) -> SamplingParams:
+        spec = self.spec
+        if n_prompt >= spec.n_ctx:
+            raise ApiError(400, f"This model's context is {spec.n_ctx} tokens; the prompt has {n_prompt}. "
+                                "Shorten the messages.", param="messages", code="context_length_exceeded")
+        requested = request.max_completion_tokens or request.max_tokens
+        if requested is not None and requested > spec.max_tokens_limit:
+            raise ApiError(400, f"max_tokens is {requested}, above this model's limit of {spec.max_tokens_limit}.",
+                           param="max_tokens", code="invalid_value")
+        # What does not fit in the context after the prompt is cut with finish_reason "length".
+        max_tokens = min(requested or spec.default_max_tokens, spec.n_ctx - n_prompt - 1)
+        stops = request.stop_list()
+        if len(stops) > 16 or any(not isinstance(s, str) or not s for s in stops):
+            raise ApiError(400, "stop must be a non-empty string or a list of at most 16 non-empty strings.",
+                           param="stop", code="invalid_value")
+        temperature = 0.8 if request.temperature is None else request.temperature
+        return SamplingParams(
+            temperature=temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            top_k=40 if request.top_k is None else request.top_k,
+            min_p=0.05 if request.min_p is None else request.min_p,
+            repeat_penalty=1.0 if request.repeat_penalty is None else request.repeat_penalty,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            seed=request.seed,
+            grammar=grammar_for_response_format(request.response_format),
+            stop=tuple(dict.fromkeys([*spec.stop, *stops])),
+            max_tokens=max_tokens,
+        )
+
+    def open_stream(self, prepared: PreparedRequest) -> "JobStream":
+        """Submit a job at once (so a full queue is answered before any byte is sent)."""
+        return JobStream(self.scheduler, prepared)
+
+    # ----- health -----------------------------------------------------------------------------
+    def health_details(self) -> HealthDetails:
+        scheduler = self.scheduler
+        active = scheduler.active_count if scheduler else 0
+        return HealthDetails(
+            status=self.status,
+            model=self.spec.key,
+            display_name=self.spec.display_name,
+            source=str(self.spec.source),
+            instance_id=self.instance_id,
+            version=VERSION,
+            uptime_seconds=round(time.time() - self.started_at, 1),
+            n_ctx=self.spec.n_ctx,
+            threads=self.spec.threads,
+            n_batch=self.spec.n_batch,
+            slots=SlotReport(total=self.spec.parallel, active=active, free=self.spec.parallel - active),
+            queue=QueueReport(queued=scheduler.queued_count if scheduler else 0, max=self.spec.max_queue),
+            throughput=ThroughputReport(
+                requests_completed=scheduler.completed if scheduler else 0,
+                requests_failed=scheduler.failed if scheduler else 0,
+                requests_rejected=scheduler.rejected if scheduler else 0,
+                tokens_generated=scheduler.tokens_generated if scheduler else 0,
+                tokens_per_second=scheduler.tokens_per_second() if scheduler else 0.0,
+            ),
+            max_tokens_limit=self.spec.max_tokens_limit,
+        )
+
+
+class JobStream:
+    """The events of one submitted job, read on the event loop. Closing it before the end (a
+    client that went away) cancels the job, which frees its slot within one scheduler step."""
+
+    def __init__(self, scheduler: BatchScheduler, prepared: PreparedRequest) -> None:
+        loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._scheduler = scheduler
+        self._finished = False
+        self.job = GenerationJob(prepared.prompt_tokens, prepared.params,
+                                 lambda event: loop.call_soon_threadsafe(self._events.put_nowait, event))
+        scheduler.submit(self.job)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        try:
+            while not self._finished:
+                event = await self._events.get()
+                if isinstance(event, (DoneEvent, ErrorEvent)):
+                    self._finished = True
+                yield event
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._scheduler.cancel(self.job)
+

@@ -1,0 +1,92 @@
+"""Per-request sampling: each sequence gets its own llama.cpp sampler chain."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+
+import llama_cpp as llama
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+from shared.errors import ApiError
+from services.llama_backend import LlamaModel
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+    grammar: str | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    max_tokens: int = 256
+
+
+def grammar_for_response_format(response_format: dict | None) -> str | None:
+    """GBNF grammar that constrains sampling to the requested JSON, or None for plain text."""
+    if not response_format:
+        return None
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return JSON_GBNF
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict):
+            raise ApiError(400, "response_format.json_schema must be an object with a 'schema'",
+                           param="response_format", code="invalid_value")
+        schema = spec.get("schema", {"type": "object"})
+        try:
+            return json_schema_to_gbnf(json.dumps(schema))
+        except Exception as exc:  # the converter raises plain exceptions for unsupported schemas
+            raise ApiError(400, f"response_format.json_schema is not supported: {exc}",
+                           param="response_format", code="invalid_value") from exc
+    raise ApiError(400, f"response_format type {kind!r} is not supported (text, json_object, json_schema)",
+                   param="response_format", code="invalid_value")
+
+
+class SamplerChain:
+    """A llama.cpp sampler chain for one sequence, freed when the request ends."""
+
+    def __init__(self, model: LlamaModel, params: SamplingParams) -> None:
+        self._ptr = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        add = lambda sampler: llama.llama_sampler_chain_add(self._ptr, sampler)  # noqa: E731
+        if params.grammar:
+            grammar = llama.llama_sampler_init_grammar(model.vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                self.close()
+                raise ApiError(400, "the response format's grammar could not be compiled",
+                               param="response_format", code="invalid_value")
+            add(grammar)
+        if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+            add(llama.llama_sampler_init_penalties(model.n_vocab, params.penalty_last_n, params.repeat_penalty,
+                                                   params.frequency_penalty, params.presence_penalty))
+        if params.temperature <= 0:
+            add(llama.llama_sampler_init_greedy())
+        else:
+            if params.top_k > 0:
+                add(llama.llama_sampler_init_top_k(params.top_k))
+            if params.top_p < 1.0:
+                add(llama.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0:
+                add(llama.llama_sampler_init_min_p(params.min_p, 1))
+            add(llama.llama_sampler_init_temp(params.temperature))
+            seed = params.seed if params.seed is not None else random.getrandbits(32)
+            add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+
+    def sample(self, ctx_ptr, batch_index: int) -> int:
+        """Pick the next token from the logits at `batch_index` (and accept it into the chain)."""
+        return llama.llama_sampler_sample(self._ptr, ctx_ptr, batch_index)
+
+    def close(self) -> None:
+        if self._ptr:
+            llama.llama_sampler_free(self._ptr)
+            self._ptr = None

@@ -1,0 +1,45 @@
+"""Settings of one model service process: the catalogue's entry for the model, overridden by
+environment (ARENA_SERVICE_*) and then by the command line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.catalogue import Catalogue, ModelSpec, default_catalogue
+from shared.instance_auth import INSTANCE_SECRET_ENV
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARENA_SERVICE_", extra="ignore")
+
+    model: str = ""
+    host: str | None = None
+    port: int | None = None
+    parallel: int | None = Field(None, ge=1, le=64)
+    n_ctx: int | None = Field(None, ge=128)
+    threads: int | None = Field(None, ge=1)
+    n_batch: int | None = Field(None, ge=8)
+    max_queue: int | None = Field(None, ge=0)
+    instance_id: str = Field(default_factory=_default_instance_id)
+    drain_timeout: float = Field(120.0, gt=0, description="seconds to finish in-flight work on SIGTERM")
+    instance_secret: str | None = Field(None, validation_alias=AliasChoices(INSTANCE_SECRET_ENV))
+    log_level: str = "info"
+
+    def resolve(self, catalogue: Catalogue | None = None) -> ModelSpec:
+        """The model's catalogue entry with this process's overrides applied."""
+        catalogue = catalogue or default_catalogue()
+        spec = catalogue.model(self.model)
+        overrides = {name: getattr(self, name) for name in ("parallel", "n_ctx", "threads", "n_batch", "max_queue")
+                     if getattr(self, name) is not None}
+        if self.port is not None:
+            overrides["port"] = self.port
+        return spec.model_copy(update=overrides)
