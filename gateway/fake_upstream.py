@@ -78,16 +78,29 @@ class FakeUpstream:
                                                          "type": "invalid_request_error", "code": "model_not_found"}})
             self.stats["requests"] += 1
             self.stats["active"] += 1
+            disconnected = asyncio.Event()
+            # Only slow answers watch for a disconnect: the instant ones stay as cheap as can be.
+            slow = bool(c["delay"] or c["chunk_delay"])
+            watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnected)) if slow else None
             try:
                 if c["delay"]:
-                    await asyncio.sleep(c["delay"])
+                    try:
+                        await asyncio.wait_for(disconnected.wait(), c["delay"])
+                        self.stats["disconnected"] += 1
+                        return
+                    except asyncio.TimeoutError:
+                        pass
                 chat = path == "/v1/chat/completions"
                 if request.get("stream"):
-                    await self._stream(send, receive, chat)
+                    if not await self._stream(send, disconnected, chat):
+                        self.stats["disconnected"] += 1
+                        return
                 else:
                     await _json(send, 200, self._completion(chat))
                 self.stats["completed"] += 1
             finally:
+                if watcher:
+                    watcher.cancel()
                 self.stats["active"] -= 1
             return
         await _json(send, 404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}})
@@ -115,50 +128,45 @@ class FakeUpstream:
                 "model": self.served_name, "usage": usage,
                 "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
 
-    async def _stream(self, send: Any, receive: Any, chat: bool) -> None:
+    async def _stream(self, send: Any, disconnected: asyncio.Event, chat: bool) -> bool:
+        """Send the stream; False if the client went away first."""
         c = self.control
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
-        disconnected = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            disconnected.set()
-
-        watcher = asyncio.ensure_future(watch())
-        try:
-            n = c["chunks"]
-            for i in range(n):
-                if disconnected.is_set():
-                    self.stats["disconnected"] += 1
-                    return
-                if c["break_after"] is not None and i >= c["break_after"]:
-                    raise RuntimeError("fake upstream breaks the stream on purpose")
-                last = i == n - 1
-                if chat:
-                    delta = {"role": "assistant"} if i == 0 else ({} if last else {"content": f"w{i} "})
-                    event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                             "model": self.served_name,
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}]}
-                else:
-                    event = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": self.served_name,
-                             "choices": [{"index": 0, "text": "" if last else f"w{i} ",
-                                          "finish_reason": "stop" if last else None}]}
+        n = c["chunks"]
+        for i in range(n):
+            if disconnected.is_set():
+                return False
+            if c["break_after"] is not None and i >= c["break_after"]:
+                raise RuntimeError("fake upstream breaks the stream on purpose")
+            last = i == n - 1
+            if chat:
+                delta = {"role": "assistant"} if i == 0 else ({} if last else {"content": f"w{i} "})
+                event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                         "model": self.served_name,
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}]}
+            else:
+                event = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": self.served_name,
+                         "choices": [{"index": 0, "text": "" if last else f"w{i} ",
+                                      "finish_reason": "stop" if last else None}]}
+            try:
+                await send({"type": "http.response.body", "body": b"data: " + json.dumps(event).encode() + b"\n\n",
+                            "more_body": True})
+            except OSError:
+                return False
+            if c["chunk_delay"]:
                 try:
-                    await send({"type": "http.response.body", "body": b"data: " + json.dumps(event).encode() + b"\n\n",
-                                "more_body": True})
-                except OSError:
-                    self.stats["disconnected"] += 1
-                    return
-                if c["chunk_delay"]:
-                    try:
-                        await asyncio.wait_for(disconnected.wait(), c["chunk_delay"])
-                    except asyncio.TimeoutError:
-                        pass
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
-        finally:
-            watcher.cancel()
+                    await asyncio.wait_for(disconnected.wait(), c["chunk_delay"])
+                except asyncio.TimeoutError:
+                    pass
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        return True
+
+
+async def _watch_disconnect(receive: Any, disconnected: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    disconnected.set()
 
 
 async def _json(send: Any, status: int, payload: Any, extra: list | None = None) -> None:

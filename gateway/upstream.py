@@ -184,7 +184,13 @@ class UpstreamProxy:
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
         stream = body.get("stream") is True
-        model = self.resolve_model(body)
+        try:
+            model = self.resolve_model(body)
+        except ApiError as exc:  # counted, under one label so that made-up names add no series
+            requested = body.get("model")
+            known = isinstance(requested, str) and self.registry.is_known_model(requested)
+            self.metrics.error(requested if known else "unknown", exc.code or exc.type)
+            raise
         call = _Call(endpoint, model, stream, key_id=key_id)
         if body["model"] != model:  # "auto"
             body["model"] = model

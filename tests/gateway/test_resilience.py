@@ -1,0 +1,134 @@
+"""Instances failing under a real gateway: retries before the first byte, clean stream errors
+after it, disconnects that free the instance, draining, recovery and cool-down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests.gateway.conftest import SMOL, chat_body, gateway_env, instance_state, wait_ready, wait_until
+
+
+async def _stream(client: httpx.AsyncClient, url: str) -> list[str]:
+    async with client.stream("POST", url, json=chat_body(stream=True)) as response:
+        assert response.status_code == 200
+        return [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
+
+
+@pytest.fixture
+def two_instances(tmp_path, fake_upstreams, gateways):
+    a, b = fake_upstreams(), fake_upstreams()
+    gateway = gateways(gateway_env(tmp_path, {SMOL: [a.url, b.url]}))
+    wait_ready(gateway, f"{SMOL}-0", f"{SMOL}-1")
+    return gateway, a, b
+
+
+async def test_kill_an_instance_under_load(two_instances):
+    gateway, a, b = two_instances
+    for fake in (a, b):
+        fake.control(delay=0.4, chunk_delay=0.1)
+    url = gateway.url + "/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=30) as client:
+        plain = [asyncio.create_task(client.post(url, json=chat_body())) for _ in range(16)]
+        streams = [asyncio.create_task(_stream(client, url)) for _ in range(6)]
+        await asyncio.sleep(0.6)  # streams are flowing, non-streamed requests are in flight
+        a.process.send_signal(signal.SIGKILL)
+        late = [asyncio.create_task(client.post(url, json=chat_body())) for _ in range(8)]
+        results = await asyncio.gather(*plain, *late)
+        stream_results = await asyncio.gather(*streams)
+    assert [r.status_code for r in results] == [200] * 24, [r.text for r in results if r.status_code != 200]
+    broken = 0
+    for events in stream_results:
+        assert events[-1] == "[DONE]"
+        errors = [json.loads(e) for e in events[:-1] if e.startswith('{"error"')]
+        if errors:
+            broken += 1
+            assert errors[0]["error"]["code"] == "upstream_stream_broken" and events[-2].startswith('{"error"')
+        else:
+            assert len(events) == 17
+    assert broken >= 1  # the streams on the killed instance ended with a clear error
+    assert instance_state(gateway, f"{SMOL}-0") == "unhealthy"
+
+
+def test_503_and_connection_errors_retry_on_another_instance(two_instances):
+    gateway, a, b = two_instances
+    a.control(reject_503=True)
+    for _ in range(6):
+        response = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10)
+        assert response.status_code == 200 and response.headers["x-arena-instance"] == f"{SMOL}-1"
+    b.control(reject_503=True)
+    response = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10)
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["error"]["code"] == "instances_busy"
+
+
+def test_a_stream_broken_after_bytes_ends_with_an_error_event_then_done(two_instances):
+    gateway, a, b = two_instances
+    for fake in (a, b):
+        fake.control(break_after=3)
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=chat_body(stream=True), timeout=10) as r:
+        assert r.status_code == 200
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert len(events) == 5 and events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["type"] == "upstream_error"
+
+
+def test_client_disconnect_closes_the_upstream_request(two_instances):
+    gateway, a, b = two_instances
+    for fake in (a, b):
+        fake.control(chunk_delay=0.5, chunks=16)
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=chat_body(stream=True), timeout=10) as r:
+        next(r.iter_lines())
+    wait_until(lambda: a.stats()["disconnected"] + b.stats()["disconnected"] == 1, timeout=3,
+               what="the instance to see the disconnect")
+    assert a.stats()["active"] + b.stats()["active"] == 0
+
+    # Before the first byte too: a non-streamed request the client gives up on is cancelled upstream.
+    for fake in (a, b):
+        fake.control(delay=0.0, chunk_delay=0.0)
+        fake.control(delay=3.0)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(stream=True), timeout=0.5)
+    wait_until(lambda: a.stats()["active"] + b.stats()["active"] == 0, timeout=2, what="upstream cancelled")
+
+
+def test_draining_instance_gets_no_new_requests(two_instances):
+    gateway, a, b = two_instances
+    a.control(status="draining")
+    wait_until(lambda: instance_state(gateway, f"{SMOL}-0") == "draining", what="draining")
+    for _ in range(4):
+        assert httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10).headers[
+            "x-arena-instance"] == f"{SMOL}-1"
+    a.control(status="ok")
+    wait_until(lambda: instance_state(gateway, f"{SMOL}-0") == "ready", what="ready again")
+
+
+def test_recovery_needs_good_probes_and_a_flapping_instance_cools_down(tmp_path, fake_upstreams, gateways):
+    fake = fake_upstreams()
+    env = gateway_env(tmp_path, {SMOL: [fake.url]}, health_interval="0.3", recovery_probes="3",
+                      flap_threshold="2", flap_cooldown="3")
+    gateway = gateways(env)
+    wait_ready(gateway, f"{SMOL}-0")
+    port = fake.port
+
+    def bounce() -> float:
+        fake.stop(timeout=5)
+        wait_until(lambda: instance_state(gateway, f"{SMOL}-0") == "unhealthy", what="unhealthy")
+        fake.process = None
+        fake.start().wait_ready("/health", timeout=30)
+        back = time.monotonic()
+        wait_until(lambda: instance_state(gateway, f"{SMOL}-0") == "ready", timeout=15, what="ready")
+        return time.monotonic() - back
+
+    assert fake.port == port
+    first = bounce()
+    assert first >= 0.3 * 2  # three good probes in a row, 0.3 s apart
+    second = bounce()  # the second failure within the window: cool-down of 3 s
+    assert second >= 2.0, second
+    info = httpx.get(f"{gateway.url}/api/instances/{SMOL}-0", timeout=5).json()
+    assert info["state"] == "ready" and not info["cooling_down"]
