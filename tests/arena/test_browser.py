@@ -1,0 +1,353 @@
+"""The arena in a real browser (Debian's Chromium) against a real gateway and real model services.
+
+Screenshots of compare, battle and leaderboard, light and dark, land in build/screenshots/ on
+every run. Answers are kept short (max tokens) because the models run on a shared CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import LOG_DIR, PROJECT_ROOT, ManagedProcess, free_port, start_gateway, start_service
+
+pytestmark = pytest.mark.browser
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
+MODELS = ("smollm2-135m", "gemma3-270m")
+DISPLAY = {"smollm2-135m": "SmolLM2 135M Instruct", "gemma3-270m": "Gemma 3 270M (base)"}
+
+
+def wait_models(gateway_url: str, models: tuple[str, ...], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    ready: list[str] = []
+    while time.monotonic() < deadline:
+        ready = [m["id"] for m in httpx.get(gateway_url + "/api/arena/models", timeout=5).json()["data"]]
+        if set(models) <= set(ready):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"models {models} not ready at the gateway (ready: {ready})")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """The gateway with one real instance of each embedded model."""
+    data = tmp_path_factory.mktemp("arena-data")
+    env = {"ARENA_FLEET__DATA_DIR": str(data)}
+    services: list[ManagedProcess] = []
+    gateway = None
+    try:
+        for model in MODELS:
+            services.append(start_service(model, env=env, timeout=300))
+        gateway = start_gateway(env={**env, **{f"{m.upper().replace('-', '_')}_API_URL": s.url
+                                               for m, s in zip(MODELS, services)}})
+        wait_models(gateway.url, MODELS)
+        yield {"gateway": gateway, "services": dict(zip(MODELS, services))}
+    finally:
+        for proc in [gateway, *services]:
+            if proc:
+                proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page_errors():
+    return []
+
+
+def new_page(browser, page_errors, *, width=1280, height=900, scheme="light", **context_args):
+    context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme,
+                                  **context_args)
+    page = context.new_page()
+    page.on("pageerror", lambda e: page_errors.append(str(e)))
+    page.on("dialog", lambda d: (page_errors.append(f"dialog: {d.message}"), d.dismiss()))
+    return page
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def set_max_tokens(page, n: int) -> None:
+    page.click("#settings summary")
+    page.fill("#max-tokens", str(n))
+    page.fill("#temperature", "0")
+    page.click("#settings summary")
+
+
+def toggle_theme(page, expected: str) -> None:
+    page.click("#theme-toggle")
+    assert page.evaluate("document.documentElement.dataset.theme") == expected
+
+
+def slots_active(service: ManagedProcess) -> int:
+    return httpx.get(service.url + "/health/details", timeout=5).json()["slots"]["active"]
+
+
+def test_compare_two_models_stream_side_by_side(fleet, browser, page_errors):
+    page = new_page(browser, page_errors)
+    page.goto(fleet["gateway"].url + "/")
+    for model in MODELS:
+        expect(page.locator(f".chip[data-model='{model}'] input")).to_be_checked()
+    set_max_tokens(page, 24)
+
+    # Shift+Enter adds a line and sends nothing; Enter sends.
+    page.click("#prompt")
+    page.keyboard.type("Name three colors.")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("One per line.")
+    assert page.input_value("#prompt") == "Name three colors.\nOne per line."
+    assert page.locator(".msg.user").count() == 0
+    page.keyboard.press("Enter")
+
+    panels = page.locator("#compare-panels .panel")
+    expect(panels).to_have_count(2)
+    for model in MODELS:
+        panel = page.locator(f"#compare-panels .panel[data-key='{model}']")
+        expect(panel.locator(".panel-title")).to_contain_text(DISPLAY[model])
+        expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+        assert panel.locator(".msg.assistant").inner_text().strip()
+        assert panel.locator(".msg.user").inner_text() == "Name three colors.\nOne per line."
+        ttft = panel.locator("[data-stat=ttft] b").inner_text()
+        tokens = panel.locator("[data-stat=tokens] b").inner_text()
+        assert re.fullmatch(r"\d+ ms|\d+\.\d\d s", ttft), ttft
+        assert 0 < int(tokens) <= 24
+        assert re.fullmatch(r"\d+\.\d", panel.locator("[data-stat=tps] b").inner_text())
+    assert page.input_value("#prompt") == ""
+    shot(page, "compare-light")
+    toggle_theme(page, "dark")
+    shot(page, "compare-dark")
+
+    # A second turn continues each panel's own conversation.
+    page.fill("#prompt", "And one more?")
+    page.keyboard.press("Enter")
+    for model in MODELS:
+        panel = page.locator(f"#compare-panels .panel[data-key='{model}']")
+        expect(panel.locator(".msg.user")).to_have_count(2)
+        expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+        expect(panel.locator(".msg.assistant")).to_have_count(2)
+    assert page_errors == []
+    page.context.close()
+
+
+def test_stop_cancels_one_model_while_the_other_goes_on(fleet, browser, page_errors):
+    page = new_page(browser, page_errors)
+    page.goto(fleet["gateway"].url + "/")
+    expect(page.locator(".chip[data-model='gemma3-270m'] input")).to_be_checked()
+    set_max_tokens(page, 200)
+    page.fill("#prompt", "Count from 1 to 100, one number per line.")
+    page.keyboard.press("Enter")
+    stopped = page.locator("#compare-panels .panel[data-key='smollm2-135m']")
+    other = page.locator("#compare-panels .panel[data-key='gemma3-270m']")
+    expect(stopped).to_have_attribute("data-status", "streaming", timeout=60_000)
+    expect(other).to_have_attribute("data-status", "streaming", timeout=60_000)
+    stopped.locator("button.stop").click()
+    expect(stopped).to_have_attribute("data-status", "stopped")
+    expect(stopped.locator(".msg.note")).to_have_text("Stopped.")
+    partial = stopped.locator(".msg.assistant").inner_text()
+    # The upstream generation is cancelled: the service frees the slot.
+    deadline = time.monotonic() + 15
+    while slots_active(fleet["services"]["smollm2-135m"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert slots_active(fleet["services"]["smollm2-135m"]) == 0
+    # ...while the other model keeps streaming.
+    assert other.get_attribute("data-status") == "streaming"
+    time.sleep(1.0)
+    assert stopped.locator(".msg.assistant").inner_text() == partial
+    page.click("#stop-all")
+    expect(other).to_have_attribute("data-status", "stopped")
+    assert page_errors == []
+    page.context.close()
+
+
+def test_battle_vote_reveals_names_and_moves_the_leaderboard(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    before = httpx.get(gateway + "/api/leaderboard").json()["votes"]
+    page = new_page(browser, page_errors)
+    seen_before_vote: list[str] = []
+
+    def record(response):
+        if "/api/battles" in response.url and "/vote" not in response.url:
+            try:
+                seen_before_vote.append(response.text())
+            except Exception:  # a stream cut short has no body to read
+                pass
+
+    page.on("response", record)
+    page.goto(gateway + "/#battle")
+    expect(page.locator("#battle-view")).to_be_visible()
+    set_max_tokens(page, 24)
+    page.fill("#prompt", "What is the capital of France?")
+    page.keyboard.press("Enter")
+    for side in ("a", "b"):
+        panel = page.locator(f"#battle-panels .panel[data-key='{side}']")
+        expect(panel.locator(".panel-title")).to_have_text(f"Model {side.upper()}")
+        expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+    expect(page.locator("#vote-bar")).to_be_visible()
+    # Nothing the browser received so far names a model.
+    page.remove_listener("response", record)
+    received = "\n".join(seen_before_vote)
+    assert "Model A" in received and "Model B" in received
+    for event in re.findall(r"^data: (\{.*\})$", received, flags=re.M):
+        assert json.loads(event).get("model") in (None, "Model A", "Model B")
+    for model in MODELS:
+        assert model not in received
+    for model, name in DISPLAY.items():
+        assert name not in page.locator("#battle-panels .panel-title").all_inner_texts()
+    shot(page, "battle-light")
+
+    page.click("#vote-bar button[data-winner='model_a']")
+    titles = page.locator("#battle-panels .panel-title")
+    expect(titles.first).to_contain_text("Model A: ")
+    revealed = {page.locator(f"#battle-panels .panel[data-key='{s}']").get_attribute("data-model") for s in "ab"}
+    assert revealed == set(MODELS)
+    for side in "ab":
+        model = page.locator(f"#battle-panels .panel[data-key='{side}']").get_attribute("data-model")
+        expect(page.locator(f"#battle-panels .panel[data-key='{side}'] .panel-title")).to_contain_text(DISPLAY[model])
+    expect(page.locator("#battle-result")).to_contain_text("You voted A is better")
+    assert page.locator("#vote-bar button[data-winner='model_b']").is_disabled()
+    toggle_theme(page, "dark")
+    shot(page, "battle-dark")
+    winner = page.locator("#battle-panels .panel[data-key='a']").get_attribute("data-model")
+
+    board = httpx.get(gateway + "/api/leaderboard").json()
+    assert board["votes"] == before + 1
+    assert board["models"][0]["model"] == winner or before > 0
+    votes = [json.loads(line) for line in httpx.get(gateway + "/api/votes.jsonl").text.splitlines()]
+    assert votes[-1]["prompt"] == "What is the capital of France?" and votes[-1]["model_a"] == winner
+
+    page.goto(gateway + "/leaderboard")
+    row = page.locator(f"#ratings tbody tr[data-model='{winner}']")
+    expect(row).to_be_visible()
+    assert int(row.locator("td.battles").inner_text()) >= 1
+    expect(page.locator("#ratings-hint")).to_contain_text(f"{before + 1} vote")
+    expect(page.locator("#matrix tbody tr")).to_have_count(2)
+    shot(page, "leaderboard-dark")
+    toggle_theme(page, "light")
+    shot(page, "leaderboard-light")
+    assert page_errors == []
+    page.context.close()
+
+
+def test_phone_sized_screen(fleet, browser, page_errors):
+    page = new_page(browser, page_errors, width=390, height=844, scheme="dark", is_mobile=True, has_touch=True)
+    page.goto(fleet["gateway"].url + "/")
+    expect(page.locator(".chip[data-model='smollm2-135m'] input")).to_be_checked()
+    page.locator(".chip[data-model='gemma3-270m']").click()  # just one model on a phone
+    expect(page.locator("#compare-panels .panel")).to_have_count(1)
+    set_max_tokens(page, 16)
+    page.fill("#prompt", "Say hi.")
+    page.click("#send")
+    panel = page.locator("#compare-panels .panel[data-key='smollm2-135m']")
+    expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    for selector in ("#send", "#prompt", "#theme-toggle", "#tab-battle"):
+        box = page.locator(selector).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
+    shot(page, "compare-phone-dark")
+    page.click("#tab-battle")
+    expect(page.locator("#battle-view")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "battle-phone-dark")
+    page.goto(fleet["gateway"].url + "/leaderboard")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page_errors == []
+    page.context.close()
+
+
+HOSTILE_ANSWER = """# Answer
+
+Here is an image <img src=x onerror="window.__xss='img';alert('img')"> and
+[a link](javascript:window.__xss='md-link') and <a href="javascript:window.__xss='a'">another</a>.
+
+<script>window.__xss = 'script'; alert('script')</script>
+<svg onload="window.__xss='svg'"><circle r="4"/></svg>
+<details open ontoggle="window.__xss='details'"><summary>more</summary>hidden</details>
+<iframe src="javascript:window.__xss='iframe'"></iframe>
+<p style="background:url(javascript:window.__xss='style')" onclick="window.__xss='click'">click me</p>
+
+| fruit | color |
+|-------|-------|
+| apple | red   |
+
+```python
+print("hello")
+```
+"""
+
+
+class ScriptedUpstream(ManagedProcess):
+    def start(self) -> "ScriptedUpstream":
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{self.name}-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "tests.arena.scripted_upstream", *self.args],
+                                            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        return self
+
+
+def test_hostile_model_output_executes_nothing(browser, page_errors, tmp_path):
+    """The sanitizer alone must hold: the page's CSP is bypassed here, so nothing else would."""
+    answer = tmp_path / "answer.md"
+    answer.write_text(HOSTILE_ANSWER)
+    port = free_port()
+    upstream = ScriptedUpstream("scripted-upstream", ["--port", str(port), "--model", "smollm2-135m",
+                                                      "--answer-file", str(answer)], port)
+    gateway = None
+    try:
+        upstream.start().wait_ready("/health", 60)
+        gateway = start_gateway(env={"ARENA_FLEET__DATA_DIR": str(tmp_path / "data"),
+                                     "SMOLLM2_135M_API_URL": upstream.url, "GEMMA3_270M_API_URL": ""})
+        wait_models(gateway.url, ("smollm2-135m",))
+        page = new_page(browser, page_errors, bypass_csp=True)
+        page.goto(gateway.url + "/")
+        expect(page.locator(".chip[data-model='smollm2-135m'] input")).to_be_checked()
+        page.fill("#prompt", "Show me something.")
+        page.keyboard.press("Enter")
+        panel = page.locator("#compare-panels .panel[data-key='smollm2-135m']")
+        expect(panel).to_have_attribute("data-status", "done", timeout=30_000)
+        md = panel.locator(".msg.assistant")
+        # It rendered: heading, table, code block with its copy button, the harmless parts.
+        expect(md.locator("h1")).to_have_text("Answer")
+        expect(md.locator("table td").first).to_have_text("apple")
+        expect(md.locator("pre button.copy-code")).to_have_count(1)
+        expect(md.locator("img")).to_have_count(1)
+        # Nothing hostile survived, and nothing ran, even when clicked.
+        assert md.locator("script, svg, iframe, [style]").count() == 0
+        handlers = md.evaluate("el => [...el.querySelectorAll('*')].flatMap(n => [...n.attributes]"
+                               ".filter(a => a.name.startsWith('on')).map(a => n.tagName + ' ' + a.name))")
+        assert handlers == []
+        hrefs = md.evaluate("el => [...el.querySelectorAll('a')].map(a => a.getAttribute('href'))")
+        assert all(h is None or not h.strip().lower().startswith("javascript:") for h in hrefs), hrefs
+        for link in md.locator("a").all():
+            link.click(modifiers=["Alt"])  # Alt: do not open a tab if a safe href were left
+        md.locator("p", has_text="click me").click()
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.__xss") is None
+        assert page_errors == []
+        page.context.close()
+    finally:
+        if gateway:
+            gateway.stop()
+        upstream.stop()
