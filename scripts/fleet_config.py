@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cache-key":
         print(f"key={model_cache_key(spec)}")
         print(f"path={catalogue.fleet.model_cache_path()}")
+        # A GGUF inside an installed package or at a local path never enters the model cache.
+        print(f"cacheable={'true' if spec.source.kind in ('gemma-chunks', 'hub') else 'false'}")
         return 0
     from shared.model_files import resolve_model_file
 

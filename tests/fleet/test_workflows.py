@@ -77,6 +77,10 @@ def test_inference_caches_the_model_by_source_and_sha256():
     restore = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache/restore"))
     save = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache/save"))
     assert restore["with"]["key"] == save["with"]["key"] == "${{ steps.model.outputs.key }}"
+    assert "steps.model.outputs.cacheable == 'true'" in save["if"]
+    out = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "scripts.fleet_config", "cache-key", "gemma3-270m"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert dict(line.split("=", 1) for line in out.split())["cacheable"] == "true"
     spec = load_catalogue(environ={}).model("gemma3-270m")
     key = fleet_config.model_cache_key(spec)
     assert key.startswith("gguf-gemma3-270m-")
