@@ -81,9 +81,11 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, stopping=lambda: None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if stopping():
+                raise RuntimeError(f"stopped by {stopping()} while the model loaded")
             if not self.alive():
                 code = self.process.returncode if self.process else None
                 raise RuntimeError(f"the model service exited with {code} while loading")
@@ -219,7 +221,7 @@ class RunnerAgent:
                       + f"; handoff in {tl.handoff_at - time.time():.0f}s, hard limit in {tl.hard_limit - time.time():.0f}s")
         try:
             self.service.start()
-            self.service.wait_ready(self.ready_timeout)
+            self.service.wait_ready(self.ready_timeout, lambda: self.stop_requested)
             self.log.info(f"model service ready at {self.service.url}")
             self.public_url = self.tunnel.start(self.tunnel_timeout)
             self.log.info(f"public URL {self.public_url}")
