@@ -351,3 +351,34 @@ def test_hostile_model_output_executes_nothing(browser, page_errors, tmp_path):
         if gateway:
             gateway.stop()
         upstream.stop()
+
+
+def test_arena_api_errors_are_openai_shaped(fleet):
+    gateway = fleet["gateway"].url
+
+    def error(response, status, code=None):
+        assert response.status_code == status, response.text
+        body = response.json()["error"]
+        assert set(body) == {"message", "type", "param", "code"} and body["message"]
+        if code:
+            assert body["code"] == code
+        return body
+
+    assert error(httpx.post(gateway + "/api/battles", json={"prompt": ""}), 400)["param"] == "prompt"
+    error(httpx.post(gateway + "/api/battles", json={"prompt": "hi", "temperature": 9}), 400)
+    error(httpx.post(gateway + "/api/battles", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    error(httpx.post(gateway + "/api/battles/nope/vote", json={"winner": "tie"}), 404, "battle_not_found")
+    battle = httpx.post(gateway + "/api/battles", json={"prompt": "Say yes.", "max_tokens": 4}).json()
+    assert battle["revealed"] is None and "model_a" not in json.dumps(battle)
+    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "model_a"}), 409,
+          "battle_not_finished")
+    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "draw"}), 400)
+    error(httpx.post(gateway + f"/api/battles/{battle['id']}/sides/c/stream"), 404, "side_not_found")
+    for side in "ab":
+        with httpx.stream("POST", gateway + f"/api/battles/{battle['id']}/sides/{side}/stream", timeout=120) as r:
+            assert r.status_code == 200 and "data: [DONE]" in r.read().decode()
+    error(httpx.post(gateway + f"/api/battles/{battle['id']}/sides/a/stream"), 409, "side_already_streamed")
+    assert httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "tie"}).status_code == 200
+    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "tie"}), 409, "already_voted")
+    revealed = httpx.get(gateway + f"/api/battles/{battle['id']}").json()["revealed"]
+    assert {revealed["a"]["model"], revealed["b"]["model"]} == set(MODELS)
