@@ -207,6 +207,10 @@ class RunnerAgent:
             self._registered = False
             # A request the balancer picked just before the DELETE may still be on its way.
             time.sleep(min(1.0, self.heartbeat_seconds))
+        if self.tunnel.shared_url:
+            # The successor answers at the same URL: this connector takes no new requests from
+            # now on, and cloudflared's grace period lets the open streams finish.
+            self.tunnel.begin_stop()
         code = self.service.drain(self.drain_timeout)
         self.log.info(f"the model service exited with {code}")
         self.tunnel.stop()
@@ -364,7 +368,8 @@ def build_tunnel(kind: str, args: argparse.Namespace, spec, fleet, local_url: st
         if credential is None:
             raise TunnelError(f"--tunnel named, but {TUNNELS_ENV} has no token for {spec.key}")
         default_host = f"{spec.hostname}.{fleet.base_domain}" if fleet.base_domain else spec.hostname
-        return NamedTunnel(credential, default_host, binary=binary, log=forward)
+        return NamedTunnel(credential, default_host, binary=binary, log=forward,
+                           grace_seconds=args.drain_timeout)
     return QuickTunnel(local_url, binary=binary, log=forward)
 
 

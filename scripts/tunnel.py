@@ -81,6 +81,11 @@ def cloudflared_binary(explicit: str | None = None, *, allow_download: bool = Tr
 
 class Tunnel(Protocol):
     public_url: str
+    # True when a successor serves the same URL (a named tunnel): then this connector must stop
+    # taking requests before the service drains, or Cloudflare keeps sending it new ones.
+    shared_url: bool
+
+    def begin_stop(self) -> None: ...
 
     def start(self, timeout: float) -> str: ...
     def alive(self) -> bool: ...
@@ -90,8 +95,13 @@ class Tunnel(Protocol):
 class DirectUrl:
     """No tunnel: the service's own address is its public URL."""
 
+    shared_url = False
+
     def __init__(self, url: str) -> None:
         self.public_url = url
+
+    def begin_stop(self) -> None:
+        pass
 
     def start(self, timeout: float) -> str:
         return self.public_url
@@ -153,6 +163,11 @@ class _CloudflaredProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def begin_stop(self) -> None:
+        """SIGTERM: cloudflared takes no new requests and lets open ones finish (--grace-period)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float) -> None:
         if not self.process:
             return
@@ -167,6 +182,8 @@ class _CloudflaredProcess:
 
 class QuickTunnel:
     """A `trycloudflare.com` URL for a local port; nothing to set up, a new URL every time."""
+
+    shared_url = False
 
     def __init__(self, local_url: str, *, binary: str, log: Callable[[str], None]) -> None:
         self.public_url = ""
@@ -193,18 +210,26 @@ class QuickTunnel:
     def alive(self) -> bool:
         return self._proc.alive()
 
+    def begin_stop(self) -> None:
+        self._proc.begin_stop()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._proc.stop(timeout)
 
 
 class NamedTunnel:
-    """A tunnel made by `make setup-tunnels`: a fixed hostname, ingress kept by Cloudflare."""
+    """A tunnel made by `make setup-tunnels`: a fixed hostname, ingress kept by Cloudflare.
+    Predecessor and successor connect to the same tunnel; Cloudflare spreads requests over
+    both connectors until one disconnects."""
+
+    shared_url = True
 
     def __init__(self, credential: TunnelCredential, hostname: str, *, binary: str,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], grace_seconds: float = 300) -> None:
         self.public_url = f"https://{credential.hostname or hostname}"
         self._proc = _CloudflaredProcess(
-            binary, ["tunnel", "--no-autoupdate", "run"], {"TUNNEL_TOKEN": credential.token}, log)
+            binary, ["tunnel", "--no-autoupdate", "--grace-period", f"{grace_seconds:.0f}s", "run"],
+            {"TUNNEL_TOKEN": credential.token}, log)
 
     def start(self, timeout: float) -> str:
         self._proc.start()
@@ -217,6 +242,9 @@ class NamedTunnel:
 
     def alive(self) -> bool:
         return self._proc.alive()
+
+    def begin_stop(self) -> None:
+        self._proc.begin_stop()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._proc.stop(timeout)

@@ -46,6 +46,7 @@ def test_named_tunnel_gets_its_token_by_environment_and_never_logs_it(tmp_path, 
         tunnel.stop(timeout=5)
     seen = json.loads(record.read_text().splitlines()[0])
     assert seen["token_given"] and not seen["token_in_argv"]
+    assert seen["argv"] == ["tunnel", "--no-autoupdate", "--grace-period", "300s", "run"]
     text = out.getvalue()
     # The only occurrence is the ::add-mask:: command, which the Actions runner consumes.
     assert text.count(TOKEN) == 1 and text.startswith(f"::add-mask::{TOKEN}\n")
