@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 import time
 
 import uvicorn
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         "n_ctx": args.n_ctx, "threads": args.threads, "n_batch": args.n_batch, "max_queue": args.max_queue,
         "instance_id": args.instance_id, "log_level": args.log_level}.items() if value is not None}
     settings = ServiceSettings(**overrides)
+    # The scheduler thread needs the GIL back quickly after each decode (which releases it) to
+    # start the next one; the default 5 ms switch interval would idle the model between steps
+    # whenever the event loop is busy writing streams.
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     catalogue = default_catalogue()
     spec = settings.resolve(catalogue)

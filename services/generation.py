@@ -46,6 +46,7 @@ class GenerationService:
         self.scheduler: BatchScheduler | None = None
         self.template: ChatTemplate | None = None
         self._loaded = threading.Event()
+        self._bridge: EventBridge | None = None
 
     # ----- life cycle -------------------------------------------------------------------------
     def load(self) -> None:
@@ -159,7 +160,10 @@ class GenerationService:
 
     def open_stream(self, prepared: PreparedRequest) -> "JobStream":
         """Submit a job at once (so a full queue is answered before any byte is sent)."""
-        return JobStream(self.scheduler, prepared)
+        loop = asyncio.get_running_loop()
+        if self._bridge is None or self._bridge.loop is not loop:
+            self._bridge = EventBridge(loop)
+        return JobStream(self.scheduler, self._bridge, prepared)
 
     # ----- health -----------------------------------------------------------------------------
     def health_details(self) -> HealthDetails:
@@ -189,17 +193,42 @@ class GenerationService:
         )
 
 
+class EventBridge:
+    """Hands events from the scheduler thread to the event loop with one wake-up for everything
+    a decode step produced, rather than one per token per request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Queue, Event]] = []
+        self._scheduled = False
+
+    def put(self, queue: asyncio.Queue, event: Event) -> None:
+        with self._lock:
+            self._pending.append((queue, event))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._pending = self._pending, []
+            self._scheduled = False
+        for queue, event in items:
+            queue.put_nowait(event)
+
+
 class JobStream:
     """The events of one submitted job, read on the event loop. Closing it before the end (a
     client that went away) cancels the job, which frees its slot within one scheduler step."""
 
-    def __init__(self, scheduler: BatchScheduler, prepared: PreparedRequest) -> None:
-        loop = asyncio.get_running_loop()
+    def __init__(self, scheduler: BatchScheduler, bridge: EventBridge, prepared: PreparedRequest) -> None:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._scheduler = scheduler
         self._finished = False
         self.job = GenerationJob(prepared.prompt_tokens, prepared.params,
-                                 lambda event: loop.call_soon_threadsafe(self._events.put_nowait, event))
+                                 lambda event: bridge.put(self._events, event))
         scheduler.submit(self.job)
 
     def __aiter__(self) -> AsyncIterator[Event]:

@@ -1,0 +1,141 @@
+"""`arena up`: the local fleet, the gateway plus instances of the catalogue's models, as local
+processes supervised together: started together, restarted if one crashes, stopped together
+(models drain first) on Ctrl-C or SIGTERM. No process outlives the supervisor."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.catalogue import Catalogue, default_catalogue, env_key
+from shared.processes import PROJECT_ROOT, ChildProcess
+
+LOG_DIR = PROJECT_ROOT / "build" / "fleet-logs"
+MAX_RESTARTS = 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", metavar="KEY[=N]",
+                        help="serve only this model, N instances (repeatable; default: the catalogue's models "
+                             "with their `instances` count)")
+    parser.add_argument("--host", help="gateway address (default: catalogue fleet.gateway_host)")
+    parser.add_argument("--port", type=int, help="gateway port (default: catalogue fleet.gateway_port)")
+    parser.add_argument("--log-dir", type=Path, default=LOG_DIR, help=f"process logs (default: {LOG_DIR})")
+
+
+@dataclass
+class Member:
+    process: ChildProcess
+    ready_path: str
+    restarts: int = 0
+
+
+def plan_instances(catalogue: Catalogue, selections: list[str] | None) -> dict[str, int]:
+    """How many instances of each model: the catalogue's counts, or KEY[=N] selections."""
+    if not selections:
+        return {key: spec.instances for key, spec in catalogue.models.items() if spec.instances > 0}
+    plan: dict[str, int] = {}
+    for item in selections:
+        key, _, count = item.partition("=")
+        catalogue.model(key)  # unknown keys fail here, clearly
+        plan[key] = int(count) if count else max(catalogue.models[key].instances, 1)
+    return plan
+
+
+class LocalFleet:
+    def __init__(self, catalogue: Catalogue, plan: dict[str, int], *, host: str, port: int, log_dir: Path) -> None:
+        self.catalogue = catalogue
+        self.members: list[Member] = []
+        service_host = catalogue.fleet.service_host
+        urls: dict[str, list[str]] = {}
+        for key, count in plan.items():
+            spec = catalogue.model(key)
+            for i in range(count):
+                service_port = spec.port + i
+                name = f"{key}-{i}"
+                proc = ChildProcess(name, ["serve", key, "--host", service_host, "--port", str(service_port),
+                                           "--instance-id", f"local-{name}"],
+                                    port=service_port, host=service_host, log_path=log_dir / f"{name}.log")
+                self.members.append(Member(proc, "/health"))
+                urls.setdefault(key, []).append(proc.url)
+        # The gateway is told exactly which instances exist; models left out get none.
+        gateway_env = {f"{env_key(key)}_API_URL": ",".join(urls.get(key, [])) for key in catalogue.models}
+        self.gateway = ChildProcess("gateway", ["gateway", "--host", host, "--port", str(port)], port=port,
+                                    host=host, env=gateway_env, log_path=log_dir / "gateway.log")
+        self.members.append(Member(self.gateway, "/health/live"))
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        for member in self.members:
+            member.process.start()
+        for member in self.members:
+            member.process.wait_ready(member.ready_path, timeout=300)
+            print(f"  ready  {member.process.name:<16} {member.process.url}", flush=True)
+
+    def supervise(self) -> None:
+        """Restart a crashed process (a few times, with back-off) until asked to stop."""
+        while not self._stopping.wait(1.0):
+            for member in self.members:
+                proc = member.process
+                if proc.running or self._stopping.is_set():
+                    continue
+                if member.restarts >= MAX_RESTARTS:
+                    print(f"  {proc.name} keeps crashing; giving up on it (log: {proc.log_path})", flush=True)
+                    continue
+                member.restarts += 1
+                print(f"  {proc.name} exited ({proc.process.returncode}); restart {member.restarts}"
+                      f"/{MAX_RESTARTS} (log: {proc.log_path})", flush=True)
+                time.sleep(min(2 ** member.restarts, 30))
+                proc.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        # Models first (they drain in-flight work), then the gateway that was relaying it.
+        services = [m.process for m in self.members if m.process is not self.gateway]
+        threads = [threading.Thread(target=p.stop, kwargs={"timeout": 60}) for p in services]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.gateway.stop(timeout=10)
+
+
+def run(args: argparse.Namespace) -> int:
+    catalogue = default_catalogue()
+    plan = plan_instances(catalogue, args.model)
+    host = args.host or catalogue.fleet.gateway_host
+    port = args.port or catalogue.fleet.gateway_port
+    fleet = LocalFleet(catalogue, plan, host=host, port=port, log_dir=args.log_dir)
+    print(f"Starting the local fleet: {', '.join(f'{k} x{n}' for k, n in plan.items())} (logs: {args.log_dir})",
+          flush=True)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        fleet.start()
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+        print(f"\nServerless LLM Arena is up:\n"
+              f"  arena UI     http://{shown}:{port}/\n"
+              f"  OpenAI API   http://{shown}:{port}/v1  (models: {', '.join(plan)})\n"
+              f"  status       http://{shown}:{port}/status\n"
+              f"Press Ctrl-C to stop every process.", flush=True)
+        fleet.supervise()
+    except KeyboardInterrupt:
+        print("\nStopping the fleet (models finish what they are doing)...", flush=True)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"The fleet could not start: {exc}", file=sys.stderr, flush=True)
+        fleet.stop()
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        fleet.stop()
+    print("Stopped.", flush=True)
+    return 0

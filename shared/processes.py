@@ -1,0 +1,111 @@
+"""Child processes of the project's own commands: free ports, readiness, and clean stops.
+
+Used by the local fleet (`arena up`), the benchmarks and the test harness, so that a process is
+started, awaited and stopped the same way everywhere, and none is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child: be sent SIGTERM if the parent dies, so a killed supervisor leaves no orphans."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class ChildProcess:
+    """One `arena ...` command run as a child, in its own process group, logging to a file."""
+
+    def __init__(self, name: str, arena_args: list[str], *, port: int, log_path: Path,
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
+        self.name = name
+        self.args = arena_args
+        self.port = port
+        self.host = host
+        self.log_path = log_path
+        self.env = env or {}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> "ChildProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "shared.cli", *self.args], cwd=PROJECT_ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=_die_with_parent)
+        return self
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, path: str = "/health", timeout: float = 180.0) -> "ChildProcess":
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if not self.running:
+                    code = self.process.returncode if self.process else None
+                    raise RuntimeError(f"{self.name} exited with {code}:\n{self.log_tail()}")
+                try:
+                    if client.get(self.url + path).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+        raise TimeoutError(f"{self.name} not ready at {self.url}{path} after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (a model service drains), then SIGKILL the whole group if it lingers."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return self.process.wait(timeout=10)
