@@ -37,12 +37,14 @@ def _die_with_parent() -> None:
 
 
 class ChildProcess:
-    """One `arena ...` command run as a child, in its own process group, logging to a file."""
+    """`python -m MODULE ARGS` (by default an `arena` command) run as a child, in its own process
+    group, logging to a file."""
 
-    def __init__(self, name: str, arena_args: list[str], *, port: int, log_path: Path,
-                 env: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, name: str, args: list[str], *, port: int, log_path: Path,
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1", module: str = "shared.cli") -> None:
         self.name = name
-        self.args = arena_args
+        self.args = args
+        self.module = module
         self.port = port
         self.host = host
         self.log_path = log_path
@@ -62,7 +64,7 @@ class ChildProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", *self.args], cwd=PROJECT_ROOT, env=env,
+                [sys.executable, "-m", self.module, *self.args], cwd=PROJECT_ROOT, env=env,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=_die_with_parent)
         return self

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness import LOG_DIR, PROJECT_ROOT, ManagedProcess, free_port, start_gateway, start_service
+from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway, start_service
 
 pytestmark = pytest.mark.browser
 
@@ -297,14 +294,10 @@ print("hello")
 
 
 class ScriptedUpstream(ManagedProcess):
-    def start(self) -> "ScriptedUpstream":
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{self.name}-{self.port}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "tests.arena.scripted_upstream", *self.args],
-                                            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        return self
+    """`python -m tests.arena.scripted_upstream`: a real server whose answers the test chooses."""
+
+    def __init__(self, name: str, args: list[str], port: int) -> None:
+        super().__init__(name, args, port, module="tests.arena.scripted_upstream")
 
 
 def test_hostile_model_output_executes_nothing(browser, page_errors, tmp_path):

@@ -34,6 +34,7 @@ def test_register_heartbeat_lookup_deregister_one_id():
     assert reg.calls.last.request.headers["authorization"] == "Bearer reg-token-123456"
     assert c.heartbeat("m.1.ab") is True
     assert c.heartbeat("m.1.ab") is False       # forgotten: the caller registers again
+    assert beat.call_count == 2
     assert c.is_ready("m.1.cd") is True
     assert c.deregister("m.1.ab") is True
     assert delete.call_count == 1

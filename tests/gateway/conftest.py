@@ -3,8 +3,6 @@ HTTP servers: `gateway.fake_upstream` processes, and real model services where a
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -13,24 +11,17 @@ import httpx
 import pytest
 
 from shared.catalogue import default_catalogue, env_key
-from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway
+from tests.harness import ManagedProcess, free_port, start_gateway
 
 MODELS = list(default_catalogue().models)
 SMOL, GEMMA = MODELS[0], MODELS[1]
 
 
 class FakeUpstreamProcess(ManagedProcess):
-    """`python -m gateway.fake_upstream` on a free port (the harness runs `arena` commands)."""
+    """`python -m gateway.fake_upstream` on a free port."""
 
-    def start(self) -> "FakeUpstreamProcess":
-        from tests.harness import LOG_DIR
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"{self.name}-{self.port}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "gateway.fake_upstream", "--port", str(self.port),
-                                             *self.args], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        return self
+    def __init__(self, name: str, args: list[str], port: int) -> None:
+        super().__init__(name, ["--port", str(port), *args], port, module="gateway.fake_upstream")
 
     def control(self, **changes) -> dict:
         return httpx.post(self.url + "/_control", json=changes, timeout=5).json()

@@ -1,0 +1,82 @@
+"""`arena up`: the local fleet starts, serves through the gateway, and stops leaving nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from openai import OpenAI
+
+from shared.catalogue import CatalogueError, default_catalogue
+from shared.local_fleet import plan_instances
+from tests.harness import ManagedProcess, free_port
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if text.encode() in handle.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def start_fleet() -> tuple[ManagedProcess, int]:
+    gateway_port, model_port = free_port(), free_port()
+    fleet = ManagedProcess("fleet", ["up", "--model", "smollm2-135m=1", "--port", str(gateway_port)], gateway_port,
+                           env={"ARENA_MODEL_SMOLLM2_135M__PORT": str(model_port)})
+    fleet.start()
+    fleet.wait_ready("/health", timeout=240)  # the gateway's /health is 200 once a model is ready
+    return fleet, model_port
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def test_plan_follows_the_catalogue_or_the_selection():
+    catalogue = default_catalogue()
+    assert plan_instances(catalogue, None) == {k: s.instances for k, s in catalogue.models.items() if s.instances}
+    assert plan_instances(catalogue, ["gemma3-270m=2"]) == {"gemma3-270m": 2}
+    with pytest.raises(CatalogueError):
+        plan_instances(catalogue, ["no-such-model"])
+
+
+def test_fleet_serves_through_the_gateway_and_ctrl_c_stops_everything():
+    fleet, model_port = start_fleet()
+    try:
+        client = OpenAI(base_url=fleet.url + "/v1", api_key="local", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list().data] == ["smollm2-135m"]
+        answer = client.chat.completions.create(model="smollm2-135m", max_tokens=8,
+                                                messages=[{"role": "user", "content": "Hello!"}])
+        assert answer.choices[0].message.content
+        assert processes_mentioning(f"--port\x00{model_port}")
+        fleet.signal(signal.SIGINT)
+        assert fleet.wait_exit(timeout=90) == 0
+        assert "Stopped." in fleet.log_tail()
+        assert wait_until(lambda: not processes_mentioning(f"--port\x00{model_port}"), 10)
+        assert not processes_mentioning(f"--port\x00{fleet.port}")
+    finally:
+        fleet.stop()
+
+
+def test_a_killed_supervisor_leaves_no_orphans():
+    fleet, model_port = start_fleet()
+    try:
+        children = processes_mentioning(f"--port\x00{model_port}") + processes_mentioning(f"--port\x00{fleet.port}")
+        assert len(children) >= 2
+        os.kill(fleet.process.pid, signal.SIGKILL)
+        assert wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") and
+                                          open(f"/proc/{pid}/stat").read().split()[2] != "Z" for pid in children), 60)
+    finally:
+        fleet.stop()
