@@ -180,32 +180,28 @@ class _CloudflaredProcess:
                 self.process.wait(timeout=5)
 
 
-class QuickTunnel:
-    """A `trycloudflare.com` URL for a local port; nothing to set up, a new URL every time."""
+class _CloudflaredTunnel:
+    """What both kinds of cloudflared tunnel share: start, wait for a line that says the tunnel
+    is up (stopping cloudflared if it never comes), and stop."""
 
     shared_url = False
+    public_url = ""
+    _proc: _CloudflaredProcess
 
-    def __init__(self, local_url: str, *, binary: str, log: Callable[[str], None]) -> None:
-        self.public_url = ""
-        self._proc = _CloudflaredProcess(
-            binary, ["tunnel", "--no-autoupdate", "--url", local_url], {}, log)
+    def _ready_line(self, line: str) -> str | None:
+        raise NotImplementedError
+
+    def _on_ready(self, found: str) -> str:
+        raise NotImplementedError
 
     def start(self, timeout: float) -> str:
         self._proc.start()
-
-        def find(line: str) -> str | None:
-            match = QUICK_TUNNEL_URL.search(line)
-            # cloudflared also names api.trycloudflare.com, the service it asks for a URL.
-            if match and not match.group("url").split("//", 1)[1].startswith("api."):
-                return match.group("url")
-            return None
-
         try:
-            self.public_url = self._proc.wait_for(find, timeout)
+            found = self._proc.wait_for(self._ready_line, timeout)
         except TunnelError:
             self._proc.stop(5)
             raise
-        return self.public_url
+        return self._on_ready(found)
 
     def alive(self) -> bool:
         return self._proc.alive()
@@ -217,7 +213,27 @@ class QuickTunnel:
         self._proc.stop(timeout)
 
 
-class NamedTunnel:
+class QuickTunnel(_CloudflaredTunnel):
+    """A `trycloudflare.com` URL for a local port; nothing to set up, a new URL every time."""
+
+    def __init__(self, local_url: str, *, binary: str, log: Callable[[str], None]) -> None:
+        self.public_url = ""
+        self._proc = _CloudflaredProcess(
+            binary, ["tunnel", "--no-autoupdate", "--url", local_url], {}, log)
+
+    def _ready_line(self, line: str) -> str | None:
+        match = QUICK_TUNNEL_URL.search(line)
+        # cloudflared also names api.trycloudflare.com, the service it asks for a URL.
+        if match and not match.group("url").split("//", 1)[1].startswith("api."):
+            return match.group("url")
+        return None
+
+    def _on_ready(self, found: str) -> str:
+        self.public_url = found
+        return found
+
+
+class NamedTunnel(_CloudflaredTunnel):
     """A tunnel made by `make setup-tunnels`: a fixed hostname, ingress kept by Cloudflare.
     Predecessor and successor connect to the same tunnel; Cloudflare spreads requests over
     both connectors until one disconnects."""
@@ -231,20 +247,8 @@ class NamedTunnel:
             binary, ["tunnel", "--no-autoupdate", "--grace-period", f"{grace_seconds:.0f}s", "run"],
             {"TUNNEL_TOKEN": credential.token}, log)
 
-    def start(self, timeout: float) -> str:
-        self._proc.start()
-        try:
-            self._proc.wait_for(lambda line: line if CONNECTED_MARKER in line else None, timeout)
-        except TunnelError:
-            self._proc.stop(5)
-            raise
+    def _ready_line(self, line: str) -> str | None:
+        return line if CONNECTED_MARKER in line else None
+
+    def _on_ready(self, found: str) -> str:
         return self.public_url
-
-    def alive(self) -> bool:
-        return self._proc.alive()
-
-    def begin_stop(self) -> None:
-        self._proc.begin_stop()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._proc.stop(timeout)
