@@ -21,12 +21,13 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from gateway.auto_routing import AutoRouter
 from gateway.auth import ApiKeyGuard
 from gateway.balancing import make_balancer
 from gateway.db import SqliteDatabase
-from gateway.fast_path import CompletionFastPath
+from gateway.fast_path import CompletionFastPath, GatewayApp
 from gateway.fleet_status import FleetStatus
 from gateway.health_monitor import HealthMonitor, HealthPolicy
 from gateway.instances import InstanceRegistry
@@ -88,7 +89,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await upstream.stop()
             db.close()
 
-    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = GatewayApp(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.instances = instances
@@ -104,11 +105,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.on_shutdown = []
 
     install_error_handlers(app)
-    app.add_middleware(CompletionFastPath, state=app.state)
-    if settings.cors_origins:  # added last, so outermost: it answers preflights for the fast path too
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"],
-                           expose_headers=["X-Arena-Model", "X-Arena-Instance", "Retry-After"])
+    # The completion endpoints skip FastAPI's stack (gateway.fast_path); CORS, when on, wraps
+    # them too, so it answers their preflights.
+    front: ASGIApp = CompletionFastPath(super(GatewayApp, app).__call__, app.state)
+    if settings.cors_origins:
+        cors = dict(allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                    allow_headers=["Authorization", "Content-Type"],
+                    expose_headers=["X-Arena-Model", "X-Arena-Instance", "Retry-After"])
+        app.add_middleware(CORSMiddleware, **cors)
+        front = CORSMiddleware(front, **cors)
+    app.front = front
     for router in (openai_api.router, instances_api.router, status_api.router, admin_api.router):
         app.include_router(router)
 

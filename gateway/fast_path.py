@@ -1,9 +1,10 @@
-"""The completion endpoints as a plain ASGI layer in front of FastAPI's router.
+"""The completion endpoints as a plain ASGI layer in front of FastAPI.
 
 `POST /v1/chat/completions` and `POST /v1/completions` are the gateway's hot path; served
-here they skip routing and dependency injection, which on a small machine cost more than the
-whole rest of the relay. The work is the same as any route's: check the API key
-(`ApiKeyGuard`), then `UpstreamProxy.handle`. Everything else falls through to FastAPI.
+here they skip FastAPI's middleware stack, routing and dependency injection, which on a small
+machine cost more than the whole rest of the relay. The work is the same as any route's:
+check the API key (`ApiKeyGuard`), then `UpstreamProxy.handle`. Everything else goes to
+FastAPI. `GatewayApp` is FastAPI with this layer in front (behind CORS when it is on).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.errors import ApiError, error_body
@@ -45,3 +47,17 @@ class CompletionFastPath:
             response = JSONResponse(error_body(f"Internal error: {type(exc).__name__}", type="server_error",
                                                code="internal_error"), status_code=500)
         await response(scope, receive, send)
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, with the completion endpoints answered by `front` before its middleware stack."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.front
+        if front is not None and scope["type"] == "http" and scope["path"] in COMPLETION_PATHS:
+            scope["app"] = self
+            await front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 import anyio
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -28,6 +27,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from gateway.auto_routing import AUTO_MODEL, AutoRouter
 from gateway.balancing import Balancer
 from gateway.health_monitor import HealthMonitor
+from gateway.http_client import (ConnectError, ConnectTimeout, HttpClient, HttpError, HttpResponse, ReadError,
+                                 RemoteProtocolError, TimeoutException)
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
@@ -40,7 +41,7 @@ DONE_EVENT = b"data: [DONE]\n\n"
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 # Instance failures that say the server itself is gone (not merely slow).
-_DEAD_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+_DEAD_ERRORS = (ConnectError, RemoteProtocolError, ReadError)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class _Call:
 @dataclass
 class _Opened:
     instance: Instance
-    response: httpx.Response
+    response: HttpResponse
     first: bytes
     iterator: AsyncIterator[bytes] | None   # None: the whole body is in `first`
 
@@ -107,15 +108,13 @@ class UpstreamProxy:
         self._headers = {"content-type": "application/json", "accept-encoding": "identity"}
         if instance_secret:
             self._headers[INSTANCE_SECRET_HEADER] = instance_secret
-        self._client: httpx.AsyncClient | None = None
+        self._client: HttpClient | None = None
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.policy.request_timeout, connect=self.policy.connect_timeout),
-            limits=httpx.Limits(max_connections=self.policy.max_connections,
-                                max_keepalive_connections=self.policy.max_connections),
-            headers=self._headers,
-        )
+        # Our own small HTTP/1.1 client (gateway.http_client): httpx costs more than the
+        # rest of the relay put together. Health probes still use httpx.
+        self._client = HttpClient(connect_timeout=self.policy.connect_timeout, read_timeout=self.policy.request_timeout,
+                                  max_connections=self.policy.max_connections, headers=self._headers.items())
 
     async def stop(self) -> None:
         if self._client:
@@ -264,32 +263,30 @@ class UpstreamProxy:
             content = json.dumps(payload).encode()
         else:
             content = raw
-        request = self._client.build_request("POST", instance.url + call.endpoint, content=content)
         instance.outstanding += 1
         instance.requests_total += 1
-        response: httpx.Response | None = None
+        response: HttpResponse | None = None
         try:
-            response = await self._client.send(request, stream=True)
+            response = await self._client.request("POST", instance.url + call.endpoint, content)
             if response.status_code == 503:
                 content = await response.aread()
-                await response.aclose()
+                response.close()
                 self.monitor.probe_soon(instance)
                 raise _Retryable("upstream_503", f"instance {instance.instance_id} answered 503",
                                  content=content, headers=dict(response.headers))
             if stream and response.status_code == 200:
-                iterator = response.aiter_raw()
                 try:
-                    first = await iterator.__anext__()
+                    first = await response.__anext__()
                 except StopAsyncIteration:
                     first = b""
                 call.ttft = time.perf_counter() - call.started
-                return _Opened(instance, response, first, iterator)
+                return _Opened(instance, response, first, response)
             content = await response.aread()
-            await response.aclose()
+            response.close()
             return _Opened(instance, response, content, None)
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             if response is not None:
-                await response.aclose()
+                response.close()
             instance.outstanding -= 1
             instance.errors_total += 1
             reason = _error_kind(exc)
@@ -298,8 +295,7 @@ class UpstreamProxy:
             raise _Retryable(reason, f"{type(exc).__name__} from instance {instance.instance_id}") from exc
         except BaseException:
             if response is not None:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
+                response.close()
             instance.outstanding -= 1
             raise
 
@@ -314,7 +310,7 @@ class UpstreamProxy:
             async for chunk in opened.iterator:
                 self._count_chunk(call, chunk)
                 yield chunk
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             instance.errors_total += 1
             call.error = "upstream_stream_broken"
             self.metrics.error(call.model, call.error)
@@ -328,8 +324,7 @@ class UpstreamProxy:
             call.error = call.error or "client_disconnected"
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            response.close()
             instance.outstanding -= 1
             self._finish(call)
 
@@ -348,6 +343,14 @@ class UpstreamProxy:
             call.completion_tokens = int(match.group(1))
 
     def _finish(self, call: _Call) -> None:
+        """Count and log `call` once the loop is free again: after the answer went out, so
+        that the client does not wait for the request log."""
+        try:
+            asyncio.get_running_loop().call_soon(self._record, call)
+        except RuntimeError:  # no loop running (a generator finalised late): now, then
+            self._record(call)
+
+    def _record(self, call: _Call) -> None:
         elapsed = time.perf_counter() - call.started
         instance_id = call.instance.instance_id if call.instance else "-"
         m = self.metrics
@@ -388,36 +391,41 @@ class RelayResponse(StreamingResponse):
             group.cancel_scope.cancel()
 
 
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
 async def _unless_disconnected(receive: Receive, work: Any) -> Any:
-    """Run `work` unless the client disconnects first (then cancel it and return None)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    """Run `work` unless the client disconnects first (then cancel it and return None).
+
+    `work` runs in the calling task; a watcher task cancels that task if the client leaves
+    (one task per request instead of two)."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled here
+            task.uncancel()
+        return None
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if task.cancelled() or (not task.done()):
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):
-            pass
-        return None
-    return task.result()
 
 
-def _error_kind(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
+def _error_kind(exc: HttpError) -> str:
+    if isinstance(exc, ConnectTimeout):
         return "upstream_connect_timeout"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, ConnectError):
         return "upstream_connect_error"
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimeoutException):
         return "upstream_timeout"
     return "upstream_broken"
 
