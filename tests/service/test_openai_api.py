@@ -125,3 +125,12 @@ def test_gemma_base_model_answers_through_its_transcript_template(gemma):
     text = answer["choices"][0]["message"]["content"]
     assert "Paris" in text
     assert "Question:" not in text
+
+
+def test_gemma_answers_a_question_written_over_several_lines(gemma):
+    body = {"model": "gemma3-270m", "messages": [{"role": "user", "content": "Name three colors.\nOne per line."}],
+            "max_tokens": 48, "temperature": 0}
+    answer = httpx.post(gemma.url + "/v1/chat/completions", json=body, timeout=60).json()["choices"][0]
+    assert answer["finish_reason"] == "stop"
+    assert answer["message"]["content"].strip()
+    assert "Answer:" not in answer["message"]["content"]
