@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -231,6 +230,14 @@ class UpstreamProxy:
 
     async def _open(self, call: _Call, body: dict[str, Any], raw: bytes | None, *, stream: bool) -> _Opened:
         tried: set[str] = set()
+        # The first attempt runs on its own: setting up tenacity costs more than relaying a
+        # request. If it fails, tenacity takes over, and is handed that failure as its own
+        # first attempt, so that back-off and the number of attempts are tenacity's throughout.
+        failed: _Retryable | None = None
+        try:
+            return await self._attempt(call, body, raw, stream, tried)
+        except _Retryable as exc:
+            failed = exc
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.attempts),
             wait=wait_exponential(multiplier=self.policy.backoff, min=self.policy.backoff, max=self.policy.backoff_max),
@@ -238,6 +245,9 @@ class UpstreamProxy:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if failed is not None:
+                        first, failed = failed, None
+                        raise first
                     return await self._attempt(call, body, raw, stream, tried)
         except _Retryable as exc:
             self.metrics.error(call.model, exc.reason)
@@ -375,20 +385,42 @@ class UpstreamProxy:
 
 class RelayResponse(StreamingResponse):
     """A streaming response that notices a client disconnect at once, whatever the ASGI
-    version, and then cancels the relay (whose `finally` closes the upstream request)."""
+    version, and then cancels the relay (whose `finally` closes the upstream request).
+
+    The relay runs in the calling task; a watcher task cancels it when the client leaves
+    (plain asyncio: anyio's task group and cancel scope cost more than the relay itself)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
-            async def relay() -> None:
-                try:
-                    await self.stream_response(send)
-                except OSError:
-                    pass
-                group.cancel_scope.cancel()
+        task = asyncio.current_task()
+        assert task is not None
+        left = False
 
-            group.start_soon(relay)
-            await self.listen_for_disconnect(receive)
-            group.cancel_scope.cancel()
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left = True  # also once the response is complete: then there is nothing left to cancel
+            task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self.stream_response(send)
+        except OSError:
+            pass
+        except asyncio.CancelledError:
+            if not left or _still_cancelled(task):
+                raise
+        finally:
+            watcher.cancel()
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _still_cancelled(task: asyncio.Task) -> bool:
+    """After a cancellation we caused and handled: is the task cancelled by someone else too?"""
+    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+    return bool(uncancel and uncancel() > 0)
 
 
 async def _unless_disconnected(receive: Receive, work: Any) -> Any:
@@ -411,10 +443,8 @@ async def _unless_disconnected(receive: Receive, work: Any) -> Any:
     try:
         return await work
     except asyncio.CancelledError:
-        if not left:
+        if not left or _still_cancelled(task):
             raise
-        if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled here
-            task.uncancel()
         return None
     finally:
         watcher.cancel()
