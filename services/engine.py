@@ -40,6 +40,8 @@ class DoneEvent:
     completion_tokens: int
     cached_tokens: int
     timings: "JobTimings"
+    active_at_submit: int = 0
+    queued_at_submit: int = 0
 
 
 @dataclass
@@ -88,6 +90,9 @@ class GenerationJob:
         self.completion_tokens = 0
         self.cached_tokens = 0
         self.cancelled = False
+        # The scheduler's load when this job was accepted (reported with include_perf).
+        self.active_at_submit = 0
+        self.queued_at_submit = 0
 
     def cancel(self) -> None:
         """Ask the scheduler to stop this job; it frees the slot within one step."""
@@ -177,6 +182,8 @@ class BatchScheduler:
             if len(self._waiting) - free >= self.max_queue:
                 self.rejected += 1
                 raise QueueFull(retry_after=1)
+            job.active_at_submit = len(self.slots) - free
+            job.queued_at_submit = len(self._waiting)
             self._waiting.append(job)
             self._cv.notify()
 
@@ -380,7 +387,8 @@ class BatchScheduler:
         else:
             self.completed += 1
         self._release(slot)
-        job.emit(DoneEvent(reason, len(job.prompt_tokens), job.completion_tokens, job.cached_tokens, job.timings))
+        job.emit(DoneEvent(reason, len(job.prompt_tokens), job.completion_tokens, job.cached_tokens, job.timings,
+                           job.active_at_submit, job.queued_at_submit))
 
     def _fail(self, slot: Slot, error: ApiError) -> None:
         job = slot.job

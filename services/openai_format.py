@@ -27,7 +27,8 @@ def usage(done: DoneEvent) -> dict[str, Any]:
 
 def perf(done: DoneEvent) -> dict[str, Any]:
     return {**done.timings.report(done.completion_tokens), "prompt_tokens": done.prompt_tokens,
-            "completion_tokens": done.completion_tokens, "cached_prompt_tokens": done.cached_tokens}
+            "completion_tokens": done.completion_tokens, "cached_prompt_tokens": done.cached_tokens,
+            "active_requests_at_arrival": done.active_at_submit, "queued_requests_at_arrival": done.queued_at_submit}
 
 
 class ResponseShaper:

@@ -195,3 +195,23 @@ async def test_memory_does_not_grow_across_500_requests(batch8):
         after = rss_kib(pid)
     assert after - before < 20 * 1024, (before, after)  # < 20 MiB over 400 more requests
     assert os.path.exists(f"/proc/{pid}")
+
+
+async def test_include_perf_reports_the_load_a_request_found():
+    proc = start_service(MODEL, "--parallel", "1", "--max-queue", "2")
+    try:
+        async with httpx.AsyncClient() as client:
+            first = asyncio.create_task(client.post(proc.url + "/v1/chat/completions", timeout=120,
+                                                    json=chat_body("Write a long story.", 80, include_perf=True)))
+            for _ in range(100):
+                if (await client.get(proc.url + "/health/details")).json()["slots"]["active"] == 1:
+                    break
+                await asyncio.sleep(0.05)
+            second = await client.post(proc.url + "/v1/chat/completions", timeout=120,
+                                       json=chat_body("Hi", 4, include_perf=True))
+            await first
+        perf = second.json()["perf"]
+        assert perf["active_requests_at_arrival"] == 1 and perf["queued_requests_at_arrival"] == 0
+        assert perf["queue_ms"] > 0
+    finally:
+        proc.stop()

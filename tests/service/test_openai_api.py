@@ -91,6 +91,7 @@ def test_include_perf_reports_timings(smollm):
     perf = httpx.post(smollm.url + "/v1/chat/completions", json=body, timeout=60).json()["perf"]
     assert perf["queue_ms"] >= 0 and perf["ttft_ms"] > 0 and perf["generation_ms"] >= 0
     assert perf["completion_tokens"] >= 1
+    assert perf["active_requests_at_arrival"] >= 0 and perf["queued_requests_at_arrival"] >= 0
     with httpx.stream("POST", smollm.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60) as r:
         lines = [line for line in r.iter_lines() if line.startswith("data: {")]
     assert '"perf"' in lines[-1]
