@@ -426,7 +426,8 @@ class HttpResponse:
 
 class HttpClient:
     def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 600.0, max_connections: int = 512,
-                 idle_timeout: float = 4.0, headers: Iterable[tuple[str, str]] = ()) -> None:
+                 idle_timeout: float = 4.0, headers: Iterable[tuple[str, str]] = (),
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_connections = max_connections
@@ -434,7 +435,7 @@ class HttpClient:
         self._default_headers = "".join(f"{name}: {value}\r\n" for name, value in headers)
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._origins: dict[str, tuple[_Pool, str]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # default: the system's checks against certifi's CAs, like httpx
         self.closed = False
 
     def ssl_context(self) -> ssl.SSLContext:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 from contextlib import closing
 from typing import Awaitable, Callable
 
@@ -20,17 +23,18 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, dict], Awaitable
 class ScriptedServer:
     """Accepts connections; for each request (head and Content-Length body) calls `handler`."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.connections = 0
         self.requests: list[dict] = []
         self.closed_by_client = 0
         self.server: asyncio.AbstractServer | None = None
 
     async def __aenter__(self) -> "ScriptedServer":
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -404,3 +408,31 @@ async def test_connection_limit_queues_requests():
         assert await asyncio.gather(*(one() for _ in range(8))) == [b"ok"] * 8
         await client.aclose()
     assert server.connections == 2
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+async def test_https_with_keep_alive(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def handler(reader, writer, request):
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked([b"secure", b" hello"])[:-5])
+        await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with ScriptedServer(handler, tls=server_tls) as server:
+        client = HttpClient(ssl_context=ssl.create_default_context(cafile=str(cert)))
+        for _ in range(2):
+            response = await client.request("POST", server.url + "/v1/chat/completions", b"{}")
+            assert await response.aread() == b"secure hello"
+        await client.aclose()
+        assert server.connections == 1
+        untrusting = HttpClient()  # certifi's CAs do not know this certificate
+        with pytest.raises(ConnectError):
+            await untrusting.request("POST", server.url + "/")
+        await untrusting.aclose()
