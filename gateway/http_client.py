@@ -15,7 +15,8 @@ Safety rules:
 - An idle connection is not reused once the server closed it, or after `idle_timeout`
   (shorter than the usual server keep-alive, so a server rarely closes one under our feet).
   If a reused connection is found closed before a single byte of the answer came back, the
-  request is sent once more on a new connection (the server cannot have answered it).
+  request is sent again on another connection (a fresh one, if no other idle one is left):
+  the server closed it as idle and cannot have answered.
 - Timeouts: `connect_timeout` for the TCP (and TLS) connection, `read_timeout` for the head of
   the answer and for each wait for more of its body.
 """
@@ -497,12 +498,17 @@ class HttpClient:
                 reused = conn is not None
                 if conn is None:
                     conn = await pool.connect()
-                assert conn.transport is not None
+                transport = conn.transport
                 conn.answered = False
-                if payload is not None:
-                    conn.transport.write(payload)
-                else:
-                    conn.transport.writelines((head, content))
+                if transport is None or transport.is_closing():  # closed before we could write
+                    raise conn.failure("the response head")
+                try:
+                    if payload is not None:
+                        transport.write(payload)
+                    else:
+                        transport.writelines((head, content))
+                except (RuntimeError, OSError) as exc:  # uvloop: the handle closed under us
+                    raise RemoteProtocolError(f"cannot write to {pool.origin}: {exc}") from exc
                 try:
                     response = await self._read_head(pool, conn, method)
                 except (RemoteProtocolError, ReadError):
