@@ -19,6 +19,9 @@ Safety rules:
   the server closed it as idle and cannot have answered.
 - Timeouts: `connect_timeout` for the TCP (and TLS) connection, `read_timeout` for the head of
   the answer and for each wait for more of its body.
+
+Not supported, unlike httpx: HTTP proxies (HTTP_PROXY and the like are ignored), HTTP/2,
+redirects, cookies, compressed bodies (the gateway asks for identity encoding).
 """
 
 from __future__ import annotations
@@ -436,16 +439,13 @@ class HttpClient:
         self._default_headers = "".join(f"{name}: {value}\r\n" for name, value in headers)
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._origins: dict[str, tuple[_Pool, str]] = {}
-        self._ssl = ssl_context  # default: the system's checks against certifi's CAs, like httpx
+        self._ssl = ssl_context  # default: httpx's (see ssl_context())
         self.closed = False
 
     def ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            try:
-                import certifi
-                self._ssl = ssl.create_default_context(cafile=certifi.where())
-            except ImportError:  # pragma: no cover
-                self._ssl = ssl.create_default_context()
+        if self._ssl is None:  # the very checks httpx makes (certifi's CAs, or SSL_CERT_FILE / SSL_CERT_DIR)
+            import httpx
+            self._ssl = httpx.create_ssl_context()
         return self._ssl
 
     def _target(self, url: str) -> tuple[_Pool, str]:

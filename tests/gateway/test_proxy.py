@@ -131,3 +131,24 @@ def test_openai_sdk_against_the_gateway(one_model):
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="missing", messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.code == "model_not_found"
+
+
+def test_one_request_log_line_per_answer(one_model):
+    gateway, upstream = one_model
+
+    def access_lines() -> list[dict]:
+        return [json.loads(line) for line in gateway.log_path.read_text(errors="replace").splitlines()
+                if '"gateway.access"' in line]
+
+    before = len(access_lines())
+    url = gateway.url + "/v1/chat/completions"
+    assert httpx.post(url, json=chat_body(), timeout=10).status_code == 200
+    with httpx.stream("POST", url, json=chat_body(stream=True), timeout=10) as r:
+        assert r.status_code == 200 and r.read().endswith(b"data: [DONE]\n\n")
+    wait_until(lambda: len(access_lines()) >= before + 2, timeout=5, what="two request log lines")
+    plain, streamed = access_lines()[before:]
+    for line, stream in ((plain, False), (streamed, True)):
+        assert line["status"] == 200 and line["stream"] is stream and line["instance"] == f"{SMOL}-0"
+        assert line["attempts"] == 1 and line["error"] is None and line["ms"] > 0
+    assert plain["completion_tokens"] == 16 and plain["ttft_ms"] is None
+    assert streamed["completion_tokens"] == 14 and 0 < streamed["ttft_ms"] <= streamed["ms"]
