@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.errors import ApiError, error_body

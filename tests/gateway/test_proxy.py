@@ -134,7 +134,7 @@ def test_openai_sdk_against_the_gateway(one_model):
 
 
 def test_one_request_log_line_per_answer(one_model):
-    gateway, upstream = one_model
+    gateway, _ = one_model
 
     def access_lines() -> list[dict]:
         return [json.loads(line) for line in gateway.log_path.read_text(errors="replace").splitlines()
