@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 
 from scripts.actions_log import JobLog
+from shared.processes import ChildProcess
 from scripts.fleet_labels import new_instance_id
 from scripts.github_api import GitHubAuthError
 from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable, RegistrationError
@@ -62,58 +60,17 @@ class Timeline:
         return max(self.started_at, self.hard_limit - self.margin_minutes * 60)
 
 
-class ServiceProcess:
-    """`arena serve MODEL` as a child process."""
-
-    def __init__(self, model: str, host: str, port: int, parallel: int | None, instance_id: str) -> None:
-        probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        self.url = f"http://{probe_host}:{port}"
-        self.argv = [sys.executable, "-m", "shared.cli", "serve", model, "--host", host, "--port", str(port),
-                     "--instance-id", instance_id]
-        if parallel:
-            self.argv += ["--parallel", str(parallel)]
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def wait_ready(self, timeout: float, stopping=lambda: None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if stopping():
-                raise RuntimeError(f"stopped by {stopping()} while the model loaded")
-            if not self.alive():
-                code = self.process.returncode if self.process else None
-                raise RuntimeError(f"the model service exited with {code} while loading")
-            try:
-                if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"the model service was not ready after {timeout:.0f}s")
-
-    def drain(self, timeout: float) -> int | None:
-        """SIGTERM (the service stops taking work and finishes what it has), then wait."""
-        if not self.process:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
+def service_process(model: str, host: str, port: int, parallel: int | None, instance_id: str) -> ChildProcess:
+    """`arena serve MODEL` as a child whose output goes to the job log."""
+    args = ["serve", model, "--host", host, "--port", str(port), "--instance-id", instance_id]
+    if parallel:
+        args += ["--parallel", str(parallel)]
+    return ChildProcess(f"{model} service", args, port=port, host=host, log_path=None)
 
 
 class RunnerAgent:
     def __init__(self, *, model: str, instance: str, instance_id: str, predecessor_id: str,
-                 timeline: Timeline, auto_restart: bool, service: ServiceProcess, tunnel: Tunnel,
+                 timeline: Timeline, auto_restart: bool, service: ChildProcess, tunnel: Tunnel,
                  gateway: GatewayRegistrationClient, launcher: SuccessorLauncher | None, log: JobLog,
                  heartbeat_seconds: float = 10.0, ready_timeout: float = 600.0,
                  tunnel_timeout: float = 60.0, drain_timeout: float = 300.0,
@@ -211,7 +168,7 @@ class RunnerAgent:
             # The successor answers at the same URL: this connector takes no new requests from
             # now on, and cloudflared's grace period lets the open streams finish.
             self.tunnel.begin_stop()
-        code = self.service.drain(self.drain_timeout)
+        code = self.service.stop(self.drain_timeout)
         self.log.info(f"the model service exited with {code}")
         self.tunnel.stop()
         return code
@@ -225,7 +182,7 @@ class RunnerAgent:
                       + f"; handoff in {tl.handoff_at - time.time():.0f}s, hard limit in {tl.hard_limit - time.time():.0f}s")
         try:
             self.service.start()
-            self.service.wait_ready(self.ready_timeout, lambda: self.stop_requested)
+            self.service.wait_ready("/health", self.ready_timeout, abort=lambda: self.stop_requested)
             self.log.info(f"model service ready at {self.service.url}")
             self.public_url = self.tunnel.start(self.tunnel_timeout)
             self.log.info(f"public URL {self.public_url}")
@@ -245,7 +202,7 @@ class RunnerAgent:
             if self.stop_requested:
                 self._drain(f"received {self.stop_requested}")
                 return EXIT_OK
-            if not self.service.alive():
+            if not self.service.running:
                 self.log.error(f"the model service died (exit {self.service.process.returncode})")
                 if self.auto_restart and self.successor is None:
                     self._launch_successor()
@@ -401,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
     log.info(f"model file {model_path} in {time.monotonic() - fetch_started:.1f}s")
 
     port = args.port or spec.port
-    service = ServiceProcess(spec.key, args.host, port, args.parallel, instance_id)
+    service = service_process(spec.key, args.host, port, args.parallel, instance_id)
     try:
         tunnel = build_tunnel(args.tunnel, args, spec, fleet, service.url, log)
         gateway = GatewayRegistrationClient(args.gateway_url or os.environ.get("ARENA_GATEWAY_URL", ""),

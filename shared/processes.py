@@ -15,6 +15,7 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
@@ -40,7 +41,7 @@ class ChildProcess:
     """`python -m MODULE ARGS` (by default an `arena` command) run as a child, in its own process
     group, logging to a file."""
 
-    def __init__(self, name: str, args: list[str], *, port: int, log_path: Path,
+    def __init__(self, name: str, args: list[str], *, port: int, log_path: Path | None,
                  env: dict[str, str] | None = None, host: str = "127.0.0.1", module: str = "shared.cli") -> None:
         self.name = name
         self.args = args
@@ -53,31 +54,40 @@ class ChildProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> "ChildProcess":
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        """Start it; its output goes to `log_path`, or to this process's own output if None."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        argv = [sys.executable, "-m", self.module, *self.args]
+        options = dict(cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                       preexec_fn=_die_with_parent)
+        if self.log_path is None:
+            self.process = subprocess.Popen(argv, **options)
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args], cwd=PROJECT_ROOT, env=env,
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **options)
         return self
 
     def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
+        if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def wait_ready(self, path: str = "/health", timeout: float = 180.0) -> "ChildProcess":
+    def wait_ready(self, path: str = "/health", timeout: float = 180.0,
+                   abort: Callable[[], str | None] = lambda: None) -> "ChildProcess":
+        """Wait for `path` to answer 200; `abort` may return a reason to give up early."""
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
+                if reason := abort():
+                    raise RuntimeError(f"{self.name}: stopped by {reason} while starting")
                 if not self.running:
                     code = self.process.returncode if self.process else None
                     raise RuntimeError(f"{self.name} exited with {code}:\n{self.log_tail()}")
