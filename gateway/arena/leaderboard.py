@@ -11,6 +11,9 @@ from gateway.arena.votes import Vote
 
 BOOTSTRAP_ROUNDS = 200
 CONFIDENCE = 0.95
+# Resampling a handful of battles gives intervals that look certain and are not (one battle
+# resampled is always that battle): below this many battles a model gets no interval.
+MIN_BATTLES_FOR_INTERVAL = 5
 
 
 def _median(values: list[float]) -> float | None:
@@ -42,7 +45,7 @@ def build_leaderboard(votes: Iterable[Vote], display_names: Mapping[str, str], *
     rows = []
     for rank, m in enumerate(ranked, start=1):
         r = record[m]
-        low, high = intervals.get(m, (None, None))
+        low, high = intervals.get(m, (None, None)) if r.battles >= MIN_BATTLES_FOR_INTERVAL else (None, None)
         rows.append({
             "rank": rank, "model": m, "display_name": display_names.get(m, m),
             "rating": round(ratings[m], 1),
@@ -62,6 +65,7 @@ def build_leaderboard(votes: Iterable[Vote], display_names: Mapping[str, str], *
         "method": "bradley-terry (MM), Elo scale (base 1000, 400 points = 10:1 odds), ties count half",
         "confidence": CONFIDENCE,
         "bootstrap_rounds": rounds,
+        "min_battles_for_interval": MIN_BATTLES_FOR_INTERVAL,
         "models": rows,
         "pairwise": {"models": ranked, "win_rate": [[_round(x, 4) for x in row] for row in matrix],
                      "battles": meetings},

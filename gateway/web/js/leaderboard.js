@@ -10,7 +10,8 @@ function ratingsRows(board) {
     h("td", { text: String(m.rank) }),
     h("td", {}, h("strong", { text: m.display_name }), h("small", { text: m.model })),
     h("td", { class: "rating", text: m.rating.toFixed(0) }),
-    h("td", { class: "ci", text: m.ci_low === null ? "–" : `${m.ci_low.toFixed(0)} – ${m.ci_high.toFixed(0)}` }),
+    h("td", { class: "ci", text: m.ci_low === null ? "–" : `${m.ci_low.toFixed(0)} – ${m.ci_high.toFixed(0)}`,
+              title: m.ci_low === null ? `needs ${board.min_battles_for_interval} battles` : "" }),
     h("td", { class: "battles", text: String(m.battles) }),
     h("td", { text: pct(m.win_rate) }),
     h("td", { text: `${m.wins} / ${m.losses} / ${m.ties} / ${m.both_bad}` }),
@@ -51,7 +52,8 @@ async function load() {
   }
   $("ratings-hint").textContent = board.votes
     ? `${board.votes} vote${board.votes === 1 ? "" : "s"}. Bradley-Terry ratings on the Elo scale (400 points = 10:1 odds), `
-      + `${Math.round(board.confidence * 100)}% intervals from ${board.bootstrap_rounds} bootstrap resamples; `
+      + `${Math.round(board.confidence * 100)}% intervals from ${board.bootstrap_rounds} bootstrap resamples `
+      + `(shown from ${board.min_battles_for_interval} battles on); `
       + "speed is the median over the voted answers."
     : "No votes yet: run a battle and vote to start the leaderboard.";
   $("ratings").tBodies[0].replaceChildren(...ratingsRows(board));

@@ -1,0 +1,29 @@
+"""The leaderboard shows an interval only when a model has enough battles for it to mean something."""
+
+from __future__ import annotations
+
+from gateway.arena.leaderboard import MIN_BATTLES_FOR_INTERVAL, build_leaderboard
+from gateway.arena.ratings import WINNER_A, WINNER_B
+from gateway.arena.votes import Vote
+
+
+def vote(i: int, winner: str) -> Vote:
+    return Vote(id=i, battle_id=f"b{i}", created_at=float(i), winner=winner, model_a="x", model_b="y",
+                prompt="p", system_prompt="", temperature=0.7, max_tokens=64, seed=1, answer_a="a", answer_b="b",
+                status_a="done", status_b="done", ttft_a=0.1, ttft_b=0.2, total_a=1.0, total_b=2.0, tokens_a=10,
+                tokens_b=20, tokens_per_second_a=10.0, tokens_per_second_b=20.0)
+
+
+def test_a_single_vote_gives_no_interval():
+    board = build_leaderboard([vote(1, WINNER_A)], {"x": "X", "y": "Y"})
+    assert board["min_battles_for_interval"] == MIN_BATTLES_FOR_INTERVAL
+    assert all(row["ci_low"] is None and row["ci_high"] is None for row in board["models"])
+    assert board["models"][0]["model"] == "x"  # the rating itself is still there
+
+
+def test_enough_battles_give_an_interval_around_the_rating():
+    votes = [vote(i, WINNER_A if i % 3 else WINNER_B) for i in range(MIN_BATTLES_FOR_INTERVAL * 4)]
+    board = build_leaderboard(votes, {"x": "X", "y": "Y"})
+    for row in board["models"]:
+        assert row["ci_low"] < row["ci_high"]
+        assert row["ci_low"] <= row["rating"] <= row["ci_high"]
