@@ -152,7 +152,8 @@ def test_stop_cancels_one_model_while_the_other_goes_on(fleet, browser, page_err
     page.goto(fleet["gateway"].url + "/")
     expect(page.locator(".chip[data-model='gemma3-270m'] input")).to_be_checked()
     set_max_tokens(page, 200)
-    page.fill("#prompt", "Count from 1 to 100, one number per line.")
+    # Both models (greedy) continue this for all 200 tokens, so the other one is still streaming.
+    page.fill("#prompt", "Continue the sequence: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,")
     page.keyboard.press("Enter")
     stopped = page.locator("#compare-panels .panel[data-key='smollm2-135m']")
     other = page.locator("#compare-panels .panel[data-key='gemma3-270m']")
