@@ -31,6 +31,7 @@ from gateway.http_client import (ConnectError, ConnectTimeout, HttpClient, HttpE
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
+from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
 
@@ -391,63 +392,23 @@ class RelayResponse(StreamingResponse):
     (plain asyncio: anyio's task group and cancel scope cost more than the relay itself)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        left = False
-
-        async def watch() -> None:
-            nonlocal left
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            left = True  # also once the response is complete: then there is nothing left to cancel
-            task.cancel()
-
-        watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await self.stream_response(send)
-        except OSError:
-            pass
-        except asyncio.CancelledError:
-            if not left or _still_cancelled(task):
-                raise
+            async with cancel_on_disconnect(receive):
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass
         finally:
-            watcher.cancel()
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
 
 
-def _still_cancelled(task: asyncio.Task) -> bool:
-    """After a cancellation we caused and handled: is the task cancelled by someone else too?"""
-    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-    return bool(uncancel and uncancel() > 0)
-
-
 async def _unless_disconnected(receive: Receive, work: Any) -> Any:
-    """Run `work` unless the client disconnects first (then cancel it and return None).
-
-    `work` runs in the calling task; a watcher task cancels that task if the client leaves
-    (one task per request instead of two)."""
-    task = asyncio.current_task()
-    assert task is not None
-    left = False
-
-    async def watch() -> None:
-        nonlocal left
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        left = True
-        task.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
+    """Run `work` unless the client disconnects first (then cancel it and return None)."""
+    async with cancel_on_disconnect(receive):
         return await work
-    except asyncio.CancelledError:
-        if not left or _still_cancelled(task):
-            raise
-        return None
-    finally:
-        watcher.cancel()
+    return None
 
 
 def _error_kind(exc: HttpError) -> str:

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, install_error_handlers
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
@@ -115,31 +115,22 @@ async def sse_events(stream: JobStream, shaper: ResponseShaper, body: Generation
 
 
 async def whole_response(stream: JobStream, shaper: ResponseShaper, body: GenerationParams,
-                         request: Request) -> JSONResponse:
+                         request: Request) -> Response:
     """Collect a non-streamed answer; a client that disconnects meanwhile cancels the job."""
-    handler = asyncio.current_task()
-
-    async def watch_disconnect() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                stream.close()
-                handler.cancel()
-                return
-
-    watcher = asyncio.create_task(watch_disconnect())
     parts: list[str] = []
     try:
-        async for event in stream:
-            if isinstance(event, TokenEvent):
-                parts.append(event.text)
-            elif isinstance(event, ErrorEvent):
-                raise event.error
-            elif isinstance(event, DoneEvent):
-                if event.finish_reason == "cancelled":
-                    raise ApiError(503, "The request was cancelled.", code="cancelled")
-                return JSONResponse(shaper.whole("".join(parts), event, body.include_perf))
-        raise ApiError(500, "The generation ended without a result.", code="internal_error")
+        async with cancel_on_disconnect(request.receive):
+            async for event in stream:
+                if isinstance(event, TokenEvent):
+                    parts.append(event.text)
+                elif isinstance(event, ErrorEvent):
+                    raise event.error
+                elif isinstance(event, DoneEvent):
+                    if event.finish_reason == "cancelled":
+                        raise ApiError(503, "The request was cancelled.", code="cancelled")
+                    return JSONResponse(shaper.whole("".join(parts), event, body.include_perf))
+            raise ApiError(500, "The generation ended without a result.", code="internal_error")
     finally:
-        watcher.cancel()
         stream.close()
+    # The client went away: nobody reads this answer (499 is nginx's "client closed request").
+    return Response(status_code=499)

@@ -215,3 +215,22 @@ async def test_include_perf_reports_the_load_a_request_found():
         assert perf["queue_ms"] > 0
     finally:
         proc.stop()
+
+
+async def test_non_streamed_request_abandoned_by_its_client_frees_its_slot(batch8):
+    async with httpx.AsyncClient() as client:
+        request = asyncio.create_task(client.post(batch8.url + "/v1/chat/completions", timeout=60,
+                                                  json=chat_body("Write a very long essay.", 900)))
+        for _ in range(100):
+            if (await client.get(batch8.url + "/health/details")).json()["slots"]["active"] == 1:
+                break
+            await asyncio.sleep(0.05)
+        request.cancel()  # closes the connection: the client is gone
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        for _ in range(40):
+            details = (await client.get(batch8.url + "/health/details")).json()
+            if details["slots"]["active"] == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert details["slots"]["active"] == 0
