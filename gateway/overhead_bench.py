@@ -12,43 +12,18 @@ Goals: add at most 1 ms at p50, and carry at least half of the upstream's own st
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from shared.catalogue import default_catalogue, env_key
+from shared.processes import PROJECT_ROOT, ChildProcess, free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _BODY = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-
-
-def _free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
 def _latencies(url: str, model: str, n: int) -> list[float]:
@@ -95,40 +70,32 @@ def run_overhead_bench(requests: int = 500, concurrency: int = 16) -> dict[str, 
     """Measure, print and return the gateway's overhead ratios."""
     catalogue = default_catalogue()
     model = next(iter(catalogue.models))
-    upstream_port, gateway_port = _free_port(), _free_port()
-    upstream_url, gateway_url = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{gateway_port}"
-    procs: list[subprocess.Popen] = []
+    upstream_port, gateway_port = free_port(), free_port()
+    log_dir = PROJECT_ROOT / "build" / "bench"
     with tempfile.TemporaryDirectory(prefix="arena-bench-") as tmp:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "ARENA_GATEWAY_DB_PATH": str(Path(tmp) / "gw.sqlite3"),
-               "ARENA_GATEWAY_REQUIRE_API_KEY": "false", "ARENA_GATEWAY_LOG_FORMAT": "json"}
+        env = {"ARENA_GATEWAY_DB_PATH": str(Path(tmp) / "gw.sqlite3"), "ARENA_GATEWAY_REQUIRE_API_KEY": "false",
+               "ARENA_GATEWAY_LOG_FORMAT": "json"}
+        upstream = ChildProcess("fake-upstream", ["--port", str(upstream_port), "--model", model, "--chunks", "16",
+                                                  "--slots", str(concurrency)], port=upstream_port, env=env,
+                                module="gateway.fake_upstream", log_path=log_dir / "fake-upstream.log")
         for key in catalogue.models:
-            env[f"{env_key(key)}_API_URL"] = upstream_url if key == model else ""
+            env[f"{env_key(key)}_API_URL"] = upstream.url if key == model else ""
+        gateway = ChildProcess("gateway", ["gateway", "--host", "127.0.0.1", "--port", str(gateway_port)],
+                               port=gateway_port, env=env, log_path=log_dir / "gateway.log")
         try:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "gateway.fake_upstream", "--port", str(upstream_port), "--model", model,
-                 "--chunks", "16", "--slots", str(concurrency)], cwd=PROJECT_ROOT, env=env,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            _wait(upstream_url + "/health", procs[-1])
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "gateway", "--host", "127.0.0.1", "--port", str(gateway_port)],
-                cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            _wait(gateway_url + "/v1/models", procs[-1])
+            upstream.start().wait_ready("/health", timeout=60)
+            gateway.start().wait_ready("/v1/models", timeout=60)
             deadline = time.monotonic() + 30
-            while model not in httpx.get(gateway_url + "/v1/models").text and time.monotonic() < deadline:
+            while model not in httpx.get(gateway.url + "/v1/models").text and time.monotonic() < deadline:
                 time.sleep(0.1)
 
-            direct = _latencies(upstream_url, model, requests)
-            through = _latencies(gateway_url, model, requests)
-            direct_rate = asyncio.run(_stream_rate(upstream_url, model, requests, concurrency))
-            gateway_rate = asyncio.run(_stream_rate(gateway_url, model, requests, concurrency))
+            direct = _latencies(upstream.url, model, requests)
+            through = _latencies(gateway.url, model, requests)
+            direct_rate = asyncio.run(_stream_rate(upstream.url, model, requests, concurrency))
+            gateway_rate = asyncio.run(_stream_rate(gateway.url, model, requests, concurrency))
         finally:
-            for proc in reversed(procs):
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            gateway.stop(timeout=10)
+            upstream.stop(timeout=10)
 
     direct_p50, gateway_p50 = statistics.median(direct) * 1000, statistics.median(through) * 1000
     result = {
