@@ -2,7 +2,9 @@
 
 Not a model: it answers every completion at once with fixed text (streams are `--chunks`
 events, optionally `--chunk-delay` apart) so that what is measured is the gateway, not the
-model. It plays the roles the gateway must handle through a small control endpoint
+model; or, with `--answer-file`, streams that file's text word by word (the browser tests use
+it for an answer that must hold an exact hostile payload, which no small model repeats
+reliably). It plays the roles the gateway must handle through a small control endpoint
 (`POST /_control`): our model service (with `/health/details`) or a foreign server without it,
 loading, draining, answering 503, and it counts requests and client disconnects (`/_stats`).
 
@@ -14,8 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 START = time.time()
@@ -23,11 +27,13 @@ START = time.time()
 
 class FakeUpstream:
     def __init__(self, model: str, *, chunks: int = 16, details: bool = True, slots: int = 4,
-                 secret: str | None = None, served_name: str | None = None) -> None:
+                 secret: str | None = None, served_name: str | None = None, answer: str | None = None,
+                 chunk_delay: float = 0.0) -> None:
         self.model = model
+        self.answer = answer
         self.served_name = served_name or model
         self.instance_id = f"fake-{uuid.uuid4().hex[:8]}"
-        self.control: dict[str, Any] = {"status": "ok", "chunks": chunks, "chunk_delay": 0.0, "delay": 0.0,
+        self.control: dict[str, Any] = {"status": "ok", "chunks": chunks, "chunk_delay": chunk_delay, "delay": 0.0,
                                         "reject_503": False, "details": details, "slots": slots,
                                         "break_after": None}
         self.secret = secret
@@ -115,9 +121,21 @@ class FakeUpstream:
                 "queue": {"queued": max(0, self.stats["active"] - c["slots"]), "max": 64},
                 "throughput": {"requests_completed": self.stats["completed"], "tokens_per_second": 12.5}}
 
-    def _completion(self, chat: bool) -> dict[str, Any]:
+    def _pieces(self, chat: bool) -> list[str]:
+        """The text of each content event: the scripted answer's words, or `w<i> ` filling
+        `chunks` events in all (a chat stream's first event carries the role, the last none)."""
+        if self.answer is not None:
+            return re.findall(r"\S+\s*|\s+", self.answer)
         n = self.control["chunks"]
-        text = "".join(f"w{i} " for i in range(n))
+        return [f"w{i} " for i in range(1 if chat else 0, n - 1)]
+
+    def _completion(self, chat: bool) -> dict[str, Any]:
+        if self.answer is not None:
+            text = self.answer
+            n = len(self._pieces(chat))
+        else:
+            n = self.control["chunks"]
+            text = "".join(f"w{i} " for i in range(n))
         usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
         if chat:
             return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
@@ -133,22 +151,22 @@ class FakeUpstream:
         c = self.control
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
-        n = c["chunks"]
-        for i in range(n):
+        texts = self._pieces(chat)
+        parts: list[str | None] = ([None] if chat else []) + texts + [""]  # None: the role event
+        for i, text in enumerate(parts):
             if disconnected.is_set():
                 return False
             if c["break_after"] is not None and i >= c["break_after"]:
                 raise RuntimeError("fake upstream breaks the stream on purpose")
-            last = i == n - 1
+            last = i == len(parts) - 1
             if chat:
-                delta = {"role": "assistant"} if i == 0 else ({} if last else {"content": f"w{i} "})
+                delta = {"role": "assistant"} if text is None else ({} if last else {"content": text})
                 event = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
                          "model": self.served_name,
                          "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}]}
             else:
                 event = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": self.served_name,
-                         "choices": [{"index": 0, "text": "" if last else f"w{i} ",
-                                      "finish_reason": "stop" if last else None}]}
+                         "choices": [{"index": 0, "text": text, "finish_reason": "stop" if last else None}]}
             try:
                 await send({"type": "http.response.body", "body": b"data: " + json.dumps(event).encode() + b"\n\n",
                             "more_body": True})
@@ -187,11 +205,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--no-details", action="store_true", help="no /health/details, like a foreign server")
     parser.add_argument("--secret", help="require this X-Arena-Instance-Secret")
+    parser.add_argument("--answer-file", type=Path, help="stream this file's text, word by word")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed events")
     args = parser.parse_args(argv)
     import uvicorn
 
+    answer = args.answer_file.read_text() if args.answer_file else None
     app = FakeUpstream(args.model, chunks=args.chunks, details=not args.no_details, slots=args.slots,
-                       secret=args.secret, served_name=args.served_name)
+                       secret=args.secret, served_name=args.served_name, answer=answer, chunk_delay=args.chunk_delay)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

@@ -294,20 +294,14 @@ print("hello")
 """
 
 
-class ScriptedUpstream(ManagedProcess):
-    """`python -m tests.arena.scripted_upstream`: a real server whose answers the test chooses."""
-
-    def __init__(self, name: str, args: list[str], port: int) -> None:
-        super().__init__(name, args, port, module="tests.arena.scripted_upstream")
-
-
 def test_hostile_model_output_executes_nothing(browser, page_errors, tmp_path):
     """The sanitizer alone must hold: the page's CSP is bypassed here, so nothing else would."""
     answer = tmp_path / "answer.md"
     answer.write_text(HOSTILE_ANSWER)
     port = free_port()
-    upstream = ScriptedUpstream("scripted-upstream", ["--port", str(port), "--model", "smollm2-135m",
-                                                      "--answer-file", str(answer)], port)
+    upstream = ManagedProcess("scripted-upstream", ["--port", str(port), "--model", "smollm2-135m",
+                                                    "--answer-file", str(answer), "--chunk-delay", "0.01"], port,
+                              module="gateway.fake_upstream")
     gateway = None
     try:
         upstream.start().wait_ready("/health", 60)
