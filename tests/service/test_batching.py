@@ -59,6 +59,17 @@ async def stream(client: httpx.AsyncClient, url: str, body: dict, allow_queue_fu
     return {"text": "".join(text), "finish_reason": finish, "usage": usage}
 
 
+async def wait_for_load(client: httpx.AsyncClient, url: str, active: int, queued: int | None = None,
+                        seconds: float = 5.0) -> dict:
+    """Poll /health/details until `active` slots (and `queued` requests) are reported; the last report."""
+    for _ in range(int(seconds / 0.05)):
+        details = (await client.get(url + "/health/details")).json()
+        if details["slots"]["active"] == active and queued in (None, details["queue"]["queued"]):
+            break
+        await asyncio.sleep(0.05)
+    return details
+
+
 @pytest.fixture(scope="module")
 def batch8():
     proc = start_service(MODEL, "--parallel", "8", "--max-queue", "8")
@@ -130,11 +141,7 @@ async def test_cancelled_stream_frees_its_slot_within_a_step(batch8):
                     break
             busy = (await client.get(batch8.url + "/health/details")).json()["slots"]["active"]
             assert busy == 1
-        for _ in range(40):
-            details = (await client.get(batch8.url + "/health/details")).json()
-            if details["slots"]["active"] == 0:
-                break
-            await asyncio.sleep(0.05)
+        details = await wait_for_load(client, batch8.url, active=0, seconds=2)
         assert details["slots"]["active"] == 0
 
 
@@ -156,11 +163,7 @@ async def test_full_queue_answers_503_with_retry_after_at_once():
         async with httpx.AsyncClient() as client:
             busy = [asyncio.create_task(stream(client, proc.url, chat_body("Write a long story.", 120)))
                     for _ in range(2)]
-            for _ in range(100):
-                details = (await client.get(proc.url + "/health/details")).json()
-                if details["slots"]["active"] == 1 and details["queue"]["queued"] == 1:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_for_load(client, proc.url, active=1, queued=1)
             rejected = await client.post(proc.url + "/v1/chat/completions", json=chat_body("hi", 4), timeout=5)
             assert rejected.status_code == 503
             assert rejected.json()["error"]["code"] == "queue_full"
@@ -203,10 +206,7 @@ async def test_include_perf_reports_the_load_a_request_found():
         async with httpx.AsyncClient() as client:
             first = asyncio.create_task(client.post(proc.url + "/v1/chat/completions", timeout=120,
                                                     json=chat_body("Write a long story.", 80, include_perf=True)))
-            for _ in range(100):
-                if (await client.get(proc.url + "/health/details")).json()["slots"]["active"] == 1:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_for_load(client, proc.url, active=1)
             second = await client.post(proc.url + "/v1/chat/completions", timeout=120,
                                        json=chat_body("Hi", 4, include_perf=True))
             await first
@@ -221,16 +221,9 @@ async def test_non_streamed_request_abandoned_by_its_client_frees_its_slot(batch
     async with httpx.AsyncClient() as client:
         request = asyncio.create_task(client.post(batch8.url + "/v1/chat/completions", timeout=60,
                                                   json=chat_body("Write a very long essay.", 900)))
-        for _ in range(100):
-            if (await client.get(batch8.url + "/health/details")).json()["slots"]["active"] == 1:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for_load(client, batch8.url, active=1)
         request.cancel()  # closes the connection: the client is gone
         with pytest.raises(asyncio.CancelledError):
             await request
-        for _ in range(40):
-            details = (await client.get(batch8.url + "/health/details")).json()
-            if details["slots"]["active"] == 0:
-                break
-            await asyncio.sleep(0.05)
+        details = await wait_for_load(client, batch8.url, active=0, seconds=2)
     assert details["slots"]["active"] == 0
