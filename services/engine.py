@@ -249,13 +249,16 @@ class BatchScheduler:
             action(*args)
         except Exception as exc:
             log.exception("scheduler step failed")
+            if isinstance(exc, LlamaError):
+                error = ApiError(500, f"inference failed: {exc}", code="inference_error")
+            else:
+                error = ApiError(500, f"internal error while generating: {type(exc).__name__}", code="internal_error")
             touched = list(args) if args else [s for s in self.slots if s.job is not None]
             for slot in touched:
                 if slot.job is not None:
                     self.ctx.clear_sequence(slot.seq_id)
                     slot.cached = []
-                    self._fail(slot, ApiError(500, f"internal error while generating: {type(exc).__name__}",
-                                              code="internal_error"))
+                    self._fail(slot, error)
 
     def _admit_locked(self) -> list[Slot]:
         admitted = []
@@ -330,17 +333,7 @@ class BatchScheduler:
             budget -= len(chunk)
             if last_chunk:
                 wants_logits.append((slot, index))
-        try:
-            ctx.decode()
-        except LlamaError as exc:
-            log.error("decode failed: %s", exc)
-            for slot in self.slots:
-                if slot.job is not None and (slot.generating or slot.prefilling or
-                                             any(s is slot for s, _ in wants_logits)):
-                    self.ctx.clear_sequence(slot.seq_id)
-                    slot.cached = []
-                    self._fail(slot, ApiError(500, f"inference failed: {exc}", code="inference_error"))
-            return
+        ctx.decode()  # a failure fails every job in the batch (see _guarded)
         now = time.perf_counter()
         produced = 0
         for slot, index in wants_logits:
@@ -412,13 +405,10 @@ class BatchScheduler:
             slot.last_used = time.perf_counter()
 
     def _abort_all(self, message: str) -> None:
+        error = ApiError(503, message, code="service_stopping")
         for job in list(self._waiting):
-            job.emit(ErrorEvent(ApiError(503, message, code="service_stopping")))
+            job.emit(ErrorEvent(error))
         self._waiting.clear()
         for slot in self.slots:
             if slot.job is not None:
-                job = slot.job
-                if slot.sampler is not None:
-                    slot.sampler.close()
-                slot.job = slot.sampler = None
-                job.emit(ErrorEvent(ApiError(503, message, code="service_stopping")))
+                self._fail(slot, error)

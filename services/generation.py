@@ -16,7 +16,7 @@ from shared.errors import ApiError, model_not_found
 from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
 from services.chat_template import ChatTemplate
-from services.engine import BatchScheduler, DoneEvent, ErrorEvent, Event, GenerationJob
+from services.engine import BatchScheduler, DoneEvent, Draining, ErrorEvent, Event, GenerationJob
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.sampling import SamplingParams, grammar_for_response_format
@@ -45,7 +45,6 @@ class GenerationService:
         self.model: LlamaModel | None = None
         self.scheduler: BatchScheduler | None = None
         self.template: ChatTemplate | None = None
-        self._loaded = threading.Event()
         self._bridge: EventBridge | None = None
 
     # ----- life cycle -------------------------------------------------------------------------
@@ -72,8 +71,6 @@ class GenerationService:
             log.exception("could not load %s", self.spec.key)
             self.status = "error"
             self.load_error = str(exc)
-        finally:
-            self._loaded.set()
 
     def start_draining(self) -> None:
         if self.status == "ok":
@@ -98,8 +95,7 @@ class GenerationService:
         if self.status == "loading":
             raise ApiError(503, "The model is still loading.", code="model_loading", headers={"Retry-After": "2"})
         if self.status == "draining":
-            raise ApiError(503, "The model service is shutting down and takes no new requests.",
-                           code="draining", headers={"Retry-After": "1"})
+            raise Draining()
         if self.status != "ok":
             raise ApiError(503, f"The model failed to load: {self.load_error}", code="model_load_failed")
 
