@@ -32,7 +32,6 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
     app.state.service = service
     install_error_handlers(app)
 
-    @app.middleware("http")
     async def require_instance_secret(request: Request, call_next):
         if request.url.path.startswith("/v1/") and not secret_matches(
                 instance_secret, request.headers.get(INSTANCE_SECRET_HEADER)):
@@ -40,6 +39,9 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
                                            type="authentication_error", code="invalid_instance_secret"),
                                 status_code=401)
         return await call_next(request)
+
+    if instance_secret:  # without a secret every request passes: no middleware on the hot path
+        app.middleware("http")(require_instance_secret)
 
     def health_response() -> JSONResponse:
         status = service.status
