@@ -24,18 +24,16 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 
 from scripts.actions_log import JobLog
 from scripts.fleet_labels import GATEWAY_LABEL, RunLabels, new_instance_id
-from scripts.tunnel import TUNNELS_ENV, DirectUrl, NamedTunnel, QuickTunnel, cloudflared_binary, tunnel_credentials
+from scripts.tunnel import choose_tunnel
+from shared.processes import ChildProcess
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 READY_STEP = "Gateway ready"
 WORKFLOW = "gateway.yml"
 
@@ -63,39 +61,21 @@ def serve(args: argparse.Namespace, log: JobLog) -> int:
     signal.signal(signal.SIGTERM, lambda signum, _f: stop.append(signal.Signals(signum).name))
     _write_state(state, status="starting", pid=os.getpid())
     port = args.port or fleet.gateway_port
-    gateway = subprocess.Popen([sys.executable, "-m", "shared.cli", "gateway", "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
-    local = f"http://127.0.0.1:{port}"
-    credentials = tunnel_credentials(os.environ.get(TUNNELS_ENV))
-    for credential in credentials.values():
-        log.mask(credential.token)
-    forward = lambda line: log.info(f"cloudflared: {line}")  # noqa: E731
-    credential = credentials.get(GATEWAY_LABEL)
-    if args.tunnel == "none":
-        tunnel = DirectUrl(local)
-    elif credential:
-        default_host = f"{fleet.gateway_hostname}.{fleet.base_domain}" if fleet.base_domain else fleet.gateway_hostname
-        tunnel = NamedTunnel(credential, default_host, binary=cloudflared_binary(args.cloudflared), log=forward)
-    else:
-        tunnel = QuickTunnel(local, binary=cloudflared_binary(args.cloudflared), log=forward)
+    gateway = ChildProcess("gateway", ["gateway", "--host", "127.0.0.1", "--port", str(port)], port=port,
+                           log_path=None)
+    tunnel = choose_tunnel(args.tunnel, label=GATEWAY_LABEL, hostname=fleet.gateway_hostname,
+                           local_url=gateway.url, base_domain=fleet.base_domain, job_log=log,
+                           cloudflared=args.cloudflared)
     try:
-        deadline = time.monotonic() + args.ready_timeout
-        while True:
-            if gateway.poll() is not None or stop or time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway did not start (exit {gateway.poll()}, signal {stop})")
-            try:
-                if httpx.get(local + "/health/live", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+        gateway.start().wait_ready("/health/live", args.ready_timeout,
+                                   abort=lambda: f"signal {stop[0]}" if stop else None)
         public = tunnel.start(args.ready_timeout)
         _write_state(state, status="ready", public_url=public, ready_at=time.time())
         log.info(f"gateway ready at {public}")
-        while not stop and gateway.poll() is None and tunnel.alive():
+        while not stop and gateway.running and tunnel.alive():
             time.sleep(0.5)
         if not stop:
-            log.error(f"the gateway (exit {gateway.poll()}) or its tunnel (alive {tunnel.alive()}) died")
+            log.error(f"the gateway (exit {gateway.process.poll()}) or its tunnel (alive {tunnel.alive()}) died")
         return 0 if stop else 1
     except Exception as exc:  # noqa: BLE001
         log.error(str(exc))
@@ -103,12 +83,7 @@ def serve(args: argparse.Namespace, log: JobLog) -> int:
     finally:
         # Tunnel first: the successor's connector takes the traffic while this gateway finishes.
         tunnel.stop()
-        if gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+        gateway.stop(timeout=60)
         _write_state(state, status="stopped", stopped_at=time.time())
 
 

@@ -23,20 +23,17 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 
 from scripts.actions_log import JobLog
-from shared.processes import ChildProcess
 from scripts.fleet_labels import new_instance_id
 from scripts.github_api import GitHubAuthError
 from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable, RegistrationError
 from scripts.successor import (GitHubDispatcher, LaunchedSuccessor, LocalProcessLauncher,
                                SuccessorLauncher, SuccessorRequest)
-from scripts.tunnel import (TUNNELS_ENV, DirectUrl, NamedTunnel, QuickTunnel, Tunnel, TunnelError,
-                            cloudflared_binary, tunnel_credentials)
+from scripts.tunnel import Tunnel, TunnelError, choose_tunnel
+from shared.processes import ChildProcess, free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_NO_SUCCESSOR = 3
@@ -290,7 +287,7 @@ def build_launcher(kind: str, args: argparse.Namespace, log: JobLog) -> Successo
             passthrough += ["--gateway-url", args.gateway_url]
         if args.cloudflared:
             passthrough += ["--cloudflared", args.cloudflared]
-        return LocalProcessLauncher(port_picker=free_local_port, extra_args=passthrough)
+        return LocalProcessLauncher(port_picker=free_port, extra_args=passthrough)
     from scripts.github_api import GitHubClient
 
     token_name = "WORKFLOW_PAT" if os.environ.get("WORKFLOW_PAT") else "GITHUB_TOKEN"
@@ -300,34 +297,6 @@ def build_launcher(kind: str, args: argparse.Namespace, log: JobLog) -> Successo
                           api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
     ref = args.ref or os.environ.get("GITHUB_REF_NAME") or "main"
     return GitHubDispatcher(client, args.workflow, ref)
-
-
-def free_local_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def build_tunnel(kind: str, args: argparse.Namespace, spec, fleet, local_url: str, log: JobLog) -> Tunnel:
-    credentials = tunnel_credentials(os.environ.get(TUNNELS_ENV))
-    for credential in credentials.values():
-        log.mask(credential.token)
-    credential = credentials.get(spec.key)
-    if kind == "auto":
-        kind = "named" if credential else "quick"
-    if kind == "none":
-        return DirectUrl(args.public_url or os.environ.get("ARENA_RUNNER_PUBLIC_URL") or local_url)
-    binary = cloudflared_binary(args.cloudflared)
-    forward = lambda line: log.info(f"cloudflared: {line}")  # noqa: E731
-    if kind == "named":
-        if credential is None:
-            raise TunnelError(f"--tunnel named, but {TUNNELS_ENV} has no token for {spec.key}")
-        default_host = f"{spec.hostname}.{fleet.base_domain}" if fleet.base_domain else spec.hostname
-        return NamedTunnel(credential, default_host, binary=binary, log=forward,
-                           grace_seconds=args.drain_timeout)
-    return QuickTunnel(local_url, binary=binary, log=forward)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -360,7 +329,10 @@ def run(args: argparse.Namespace) -> int:
     port = args.port or spec.port
     service = service_process(spec.key, args.host, port, args.parallel, instance_id)
     try:
-        tunnel = build_tunnel(args.tunnel, args, spec, fleet, service.url, log)
+        tunnel = choose_tunnel(args.tunnel, label=spec.key, hostname=spec.hostname, local_url=service.url,
+                               base_domain=fleet.base_domain, job_log=log, cloudflared=args.cloudflared,
+                               public_url=args.public_url or os.environ.get("ARENA_RUNNER_PUBLIC_URL"),
+                               grace_seconds=args.drain_timeout)
         gateway = GatewayRegistrationClient(args.gateway_url or os.environ.get("ARENA_GATEWAY_URL", ""),
                                             os.environ.get("ARENA_REGISTRATION_TOKEN", ""))
         kind = args.successor or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "local")

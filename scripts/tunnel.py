@@ -21,10 +21,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from pycloudflared.try_cloudflare import url_pattern as QUICK_TUNNEL_URL
 from pycloudflared.util import download, get_info
+
+if TYPE_CHECKING:
+    from scripts.actions_log import JobLog
 
 CONNECTED_MARKER = "Registered tunnel connection"
 TUNNELS_ENV = "TUNNELS_JSON"
@@ -252,3 +255,28 @@ class NamedTunnel(_CloudflaredTunnel):
 
     def _on_ready(self, found: str) -> str:
         return self.public_url
+
+
+def choose_tunnel(kind: str, *, label: str, hostname: str, local_url: str, base_domain: str | None,
+                  job_log: "JobLog", cloudflared: str | None = None, public_url: str | None = None,
+                  grace_seconds: float = 300) -> Tunnel:
+    """The tunnel for `local_url`. `kind`: `auto` (named when `TUNNELS_JSON` has a token for
+    `label`, quick otherwise), `named`, `quick`, or `none` (`public_url`, else the local URL).
+    Every token in `TUNNELS_JSON` is masked in the job log first; cloudflared's lines go there."""
+    credentials = tunnel_credentials(os.environ.get(TUNNELS_ENV))
+    for credential in credentials.values():
+        job_log.mask(credential.token)
+    credential = credentials.get(label)
+    if kind == "auto":
+        kind = "named" if credential else "quick"
+    if kind == "none":
+        return DirectUrl(public_url or local_url)
+    binary = cloudflared_binary(cloudflared)
+    forward = lambda line: job_log.info(f"cloudflared: {line}")  # noqa: E731
+    if kind == "named":
+        if credential is None:
+            raise TunnelError(f"--tunnel named, but {TUNNELS_ENV} has no token for {label}")
+        default_host = f"{hostname}.{base_domain}" if base_domain else hostname
+        return NamedTunnel(credential, default_host, binary=binary, log=forward, grace_seconds=grace_seconds)
+    return QuickTunnel(local_url, binary=binary, log=forward)
+

@@ -93,3 +93,34 @@ def test_job_log_redacts_registered_secrets_off_actions():
     log.error("failed with supersecretvalue in it")
     assert "supersecretvalue" not in out.getvalue() and "***" in out.getvalue()
     assert "::add-mask::" not in out.getvalue()
+
+
+def test_choose_tunnel_picks_by_kind_and_masks_every_token(monkeypatch):
+    from scripts.tunnel import DirectUrl, choose_tunnel
+
+    monkeypatch.setenv("TUNNELS_JSON", json.dumps({"m": {"token": TOKEN, "hostname": "m.example.com"},
+                                                   "other": TOKEN[::-1]}))
+    out = io.StringIO()
+    log = JobLog(out, on_actions=True)
+    common = dict(hostname="m", local_url="http://127.0.0.1:8101", base_domain="example.org", job_log=log,
+                  cloudflared=FAKE)
+    named = choose_tunnel("auto", label="m", **common)
+    assert isinstance(named, NamedTunnel) and named.public_url == "https://m.example.com"
+    assert f"::add-mask::{TOKEN}" in out.getvalue() and f"::add-mask::{TOKEN[::-1]}" in out.getvalue()
+    assert isinstance(choose_tunnel("auto", label="no-token", **common), QuickTunnel)
+    assert isinstance(choose_tunnel("quick", label="m", **common), QuickTunnel)
+    direct = choose_tunnel("none", label="m", public_url="https://given.example", **common)
+    assert isinstance(direct, DirectUrl) and direct.start(1) == "https://given.example"
+    assert choose_tunnel("none", label="m", **common).start(1) == "http://127.0.0.1:8101"
+    with pytest.raises(TunnelError, match="no token for no-token"):
+        choose_tunnel("named", label="no-token", **common)
+
+
+def test_choose_tunnel_defaults_a_named_tunnels_host_to_the_base_domain(monkeypatch):
+    from scripts.tunnel import choose_tunnel
+
+    monkeypatch.setenv("TUNNELS_JSON", json.dumps({"arena": TOKEN}))
+    tunnel = choose_tunnel("auto", label="arena", hostname="arena", local_url="http://127.0.0.1:8080",
+                           base_domain="example.org", job_log=JobLog(io.StringIO(), on_actions=False),
+                           cloudflared=FAKE)
+    assert tunnel.public_url == "https://arena.example.org"
