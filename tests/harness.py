@@ -7,11 +7,46 @@ goes to build/test-logs/ so a failing test can show it.
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
+import httpx
+
 from shared.processes import PROJECT_ROOT, ChildProcess, free_port
 
 LOG_DIR = PROJECT_ROOT / "build" / "test-logs"
 
-__all__ = ["LOG_DIR", "PROJECT_ROOT", "ManagedProcess", "free_port", "start_gateway", "start_service"]
+__all__ = ["LOG_DIR", "PROJECT_ROOT", "ManagedProcess", "assert_openai_error", "free_port", "start_gateway",
+           "start_service", "wait_until"]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05, what: str = ""):
+    """Wait for `predicate()` to be truthy and return its value; fail the test on timeout.
+
+    The one wait of the suite: a test waits on the condition it expects, never on a sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str | None = None,
+                        param: str | None = None) -> dict:
+    """Assert an OpenAI-shaped error body with this status (and code and param, when given)."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["message"], error
+    if code is not None:
+        assert error["code"] == code, error
+    if param is not None:
+        assert error["param"] == param, error
+    return error
 
 
 class ManagedProcess(ChildProcess):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 from openai import OpenAI
 
 from shared.catalogue import CatalogueError, default_catalogue
 from shared.local_fleet import plan_instances
-from tests.harness import ManagedProcess, free_port
+from tests.harness import ManagedProcess, free_port, wait_until
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -35,13 +34,6 @@ def start_fleet() -> tuple[ManagedProcess, int]:
     return fleet, model_port
 
 
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def test_plan_follows_the_catalogue_or_the_selection():

@@ -3,7 +3,6 @@ HTTP servers: `gateway.fake_upstream` processes, and real model services where a
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from shared.catalogue import default_catalogue, env_key
-from tests.harness import ManagedProcess, free_port, start_gateway
+from tests.harness import ManagedProcess, assert_openai_error, free_port, start_gateway, wait_until  # noqa: F401 (re-exported)
 
 MODELS = list(default_catalogue().models)
 SMOL, GEMMA = MODELS[0], MODELS[1]
@@ -40,13 +39,6 @@ def gateway_env(tmp_path: Path, urls: dict[str, list[str]] | None = None, **sett
     return env
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, interval: float = 0.1, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 def instance_state(gateway: ManagedProcess, instance_id: str) -> str | None:
@@ -92,10 +84,3 @@ def chat_body(model: str = SMOL, stream: bool = False, text: str = "Hello") -> d
     return {"model": model, "stream": stream, "messages": [{"role": "user", "content": text}], "max_tokens": 16}
 
 
-def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) >= {"message", "type", "param", "code"} and error["message"]
-    if code:
-        assert error["code"] == code, error
-    return error

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.harness import assert_openai_error
+
 MODEL = "smollm2-135m"
 
 
@@ -12,16 +14,6 @@ def post(service, path: str, **kwargs) -> httpx.Response:
     return httpx.post(service.url + path, timeout=60, **kwargs)
 
 
-def assert_openai_error(response: httpx.Response, status: int, code: str | None = None, param: str | None = None):
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"]
-    if code is not None:
-        assert error["code"] == code
-    if param is not None:
-        assert error["param"] == param
-    return error
 
 
 def chat(**overrides):
