@@ -2,11 +2,13 @@
 
 The browser must learn nothing about which model is which before it votes. So the gateway
 does not forward upstream chunks: it reads each one and writes a new chunk holding only the
-fields the UI needs (content, role, finish reason, token usage), under a battle-specific id
-and the model name "Model A" or "Model B". Fields such as `model`, `id`, `system_fingerprint`
-and anything a server may add later never reach the browser. Error messages are scrubbed of
-model names too. Answers and timings are measured here, on the real stream, and kept with
-the battle for the vote.
+answer's text, role and finish reason, under a battle-specific id and the label "Model A" or
+"Model B". Nothing that depends on a model's tokenizer reaches the browser before the vote:
+no usage counts (a script that asks a model directly for the prompt's token count could match
+it), and not even the token boundaries: the text is re-cut at whitespace
+(`WordChunker`), so a side's chunks are words, whatever the tokenizer. Timings, token counts,
+the seed and the models are measured and kept with the battle, and revealed with the vote.
+Error messages are scrubbed of model names too.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import random
 import re
 import secrets
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.arena.activity import BattleActivity
 from gateway.arena.votes import SIDES, Battle, SideResult, VoteStore
 from shared.errors import ApiError
 
@@ -88,6 +92,26 @@ class SseReader:
         return payloads
 
 
+class WordChunker:
+    """Re-cuts streamed text at whitespace: what comes out never ends inside a word, so the
+    browser cannot see where one token ended and the next began."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, text: str) -> str:
+        self._pending += text
+        cut = max(self._pending.rfind(" "), self._pending.rfind("\n"), self._pending.rfind("\t"))
+        if cut < 0:
+            return ""
+        out, self._pending = self._pending[:cut + 1], self._pending[cut + 1:]
+        return out
+
+    def flush(self) -> str:
+        out, self._pending = self._pending, ""
+        return out
+
+
 @dataclass
 class _Meter:
     """Timings of one answer, from the moment the request was sent upstream."""
@@ -118,8 +142,10 @@ class BattleManager:
     """Creates battles, streams their sides anonymously, and records the votes."""
 
     def __init__(self, store: VoteStore, *, weights: Mapping[str, float] | None = None,
-                 known_names: Iterable[str] = (), rng: random.Random | None = None) -> None:
+                 known_names: Iterable[str] = (), rng: random.Random | None = None,
+                 activity: BattleActivity | None = None) -> None:
         self.store = store
+        self.activity = activity or BattleActivity()
         self.weights = dict(weights or {})
         self.known_names = set(known_names)
         self.rng = rng or random.SystemRandom()
@@ -131,7 +157,7 @@ class BattleManager:
         # Both sides get the same settings, so the tighter of the two limits applies to both.
         max_tokens = min(request.max_tokens, limits.get(model_a, request.max_tokens),
                          limits.get(model_b, request.max_tokens))
-        settings = {**request.model_dump(), "max_tokens": max_tokens}
+        settings = {**request.model_dump(), "max_tokens": max_tokens, "requested_max_tokens": request.max_tokens}
         return self.store.create_battle(secrets.token_urlsafe(16), model_a, model_b,
                                         self.rng.randrange(2**31), settings)
 
@@ -162,24 +188,28 @@ class BattleManager:
         label = SIDE_LABELS[side]
         scrub = self.scrubber(battle)
         meter = _Meter(started=time.monotonic())
+        live = ExitStack()  # the side counts as streaming until its relay ends
+        live.enter_context(self.activity.side_streaming())
         upstream = stream_chat(self.upstream_body(battle, side))
         try:
             first = await upstream.__anext__()
         except StopAsyncIteration:
             first = b""
         except ApiError as exc:
+            live.close()
             await upstream.aclose()
             message = scrub(exc.message, label)
             await asyncio.to_thread(self.store.finish_side, battle_id, side, meter.result("error", "", None, message))
             raise ApiError(exc.status, f"{label} is unavailable: {message}", code=exc.code, type=exc.type) from None
         except BaseException:
+            live.close()
             await upstream.aclose()
             self.store.finish_side(battle_id, side, meter.result("error", "", None, "the upstream request failed"))
             raise
-        return self._relay(battle, side, first, upstream, meter, scrub)
+        return self._relay(battle, side, first, upstream, meter, scrub, live)
 
     async def _relay(self, battle: Battle, side: str, first: bytes, upstream: AsyncIterator[bytes],
-                     meter: _Meter, scrub: NameScrubber) -> AsyncIterator[bytes]:
+                     meter: _Meter, scrub: NameScrubber, live: ExitStack) -> AsyncIterator[bytes]:
         label = SIDE_LABELS[side]
         chunk_id = f"chatcmpl-battle-{battle.id}-{side}"
         created = int(battle.created_at)
@@ -188,14 +218,11 @@ class BattleManager:
         status, finish_reason, error = "stopped", None, None
         recorded = False
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> bytes:
-            body: dict[str, Any] = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
-                                    "model": label, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            if usage is not None:
-                body["usage"] = usage
-                if not delta and finish is None:
-                    body["choices"] = []
-            return _sse(body)
+        words = WordChunker()
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return _sse({"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": label,
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
         try:
             pending = [first]
@@ -226,13 +253,9 @@ class BattleManager:
                                               if isinstance(err.get("code"), (str, type(None))) else None}})
                         done = True
                         break
-                    usage = event.get("usage") if isinstance(event.get("usage"), dict) else None
-                    safe_usage = None
-                    if usage:
-                        safe_usage = {k: int(usage[k]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-                                      if isinstance(usage.get(k), (int, float))}
-                        if "completion_tokens" in safe_usage:
-                            meter.usage_tokens = safe_usage["completion_tokens"]
+                    usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
+                    if isinstance(usage.get("completion_tokens"), (int, float)):
+                        meter.usage_tokens = int(usage["completion_tokens"])  # kept, shown after the vote
                     for choice in event.get("choices") or []:
                         if not isinstance(choice, dict):
                             continue
@@ -246,14 +269,17 @@ class BattleManager:
                                 meter.first_token = time.monotonic()
                             meter.chunks_with_text += 1
                             answer.append(content)
-                            out["content"] = content
+                            if text := words.feed(content):
+                                out["content"] = text
                         fr = choice.get("finish_reason")
                         if isinstance(fr, str):
                             finish_reason = fr
+                            if rest := words.flush():
+                                out["content"] = out.get("content", "") + rest
                         if out or isinstance(fr, str):
                             yield chunk(out, fr if isinstance(fr, str) else None)
-                    if safe_usage:
-                        yield chunk({}, None, safe_usage)
+            if rest := words.flush():
+                yield chunk({"content": rest})
             if status != "error":
                 status = "done" if done or finish_reason else "error"
                 if status == "error":
@@ -264,11 +290,12 @@ class BattleManager:
             result = meter.result(status, "".join(answer), finish_reason, error)
             recorded = True  # the thread completes the write even if this task is cancelled now
             await asyncio.to_thread(self.store.finish_side, battle.id, side, result)
-            yield _sse({"object": "arena.side.stats", "side": side, "status": result.status, "ttft": result.ttft,
-                        "total": result.total, "tokens": result.tokens,
-                        "tokens_per_second": result.tokens_per_second})
+            # Only the outcome: timings and token counts tell models apart, they come with the vote.
+            yield _sse({"object": "arena.side.done", "side": side, "status": result.status,
+                        "finish_reason": result.finish_reason})
             yield b"data: [DONE]\n\n"
         finally:
+            live.close()
             await upstream.aclose()
             if not recorded:
                 # Cancelled (the browser stopped it or went away) or failed mid-stream: keep what
@@ -280,6 +307,12 @@ class BattleManager:
                 except Exception:
                     log.exception("could not record the end of battle %s side %s", battle.id, side)
 
-    def reveal(self, battle: Battle, display_names: Mapping[str, str]) -> dict[str, dict[str, str]]:
-        return {s: {"model": battle.model(s), "display_name": display_names.get(battle.model(s), battle.model(s))}
-                for s in SIDES}
+    def reveal(self, battle: Battle, display_names: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """Everything about each side, for after the vote: who it was and how fast it answered."""
+        out = {}
+        for s in SIDES:
+            r = battle.sides.get(s, SideResult())
+            out[s] = {"model": battle.model(s), "display_name": display_names.get(battle.model(s), battle.model(s)),
+                      "ttft": r.ttft, "total": r.total, "tokens": r.tokens,
+                      "tokens_per_second": r.tokens_per_second}
+        return out

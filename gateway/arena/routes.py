@@ -9,6 +9,7 @@ origin) as a second wall behind the sanitizer. APIs: `/api/arena/models`, `/api/
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from gateway.arena.activity import BattleActivity
 from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest
+from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.settings import ArenaSettings
 from gateway.arena.votes import SIDES, AlreadyVoted, BattleNotFinished, BattleNotFound, SideBusy, StoreError, VoteStore
@@ -46,13 +49,15 @@ _STATUS_OF = {BattleNotFound: 404, AlreadyVoted: 409, SideBusy: 409, BattleNotFi
 class Arena:
     """The arena's state on the app: its store, battle manager and leaderboard cache."""
 
-    def __init__(self, catalogue: Catalogue, settings: ArenaSettings) -> None:
+    def __init__(self, catalogue: Catalogue, settings: ArenaSettings, activity: BattleActivity | None = None) -> None:
         self.catalogue = catalogue
         self.settings = settings
         self.store = VoteStore(settings.votes_path(catalogue))
+        self.flagger = IdentityFlagger.from_catalogue(catalogue)
         self.battles = BattleManager(
             self.store, weights={k: m.battle_weight for k, m in catalogue.models.items()},
-            known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)])
+            known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)],
+            activity=activity)
         self._leaderboard: tuple[int, dict[str, Any]] | None = None
         self._leaderboard_lock = asyncio.Lock()
 
@@ -64,7 +69,7 @@ class Arena:
             count = await run_in_threadpool(self.store.vote_count)
             if self._leaderboard is None or self._leaderboard[0] != count:
                 board = await run_in_threadpool(
-                    lambda: build_leaderboard(self.store.votes(), self.display_names(),
+                    lambda: build_leaderboard(self.store.votes(), self.display_names(), flagger=self.flagger,
                                               rounds=self.settings.bootstrap_rounds))
                 self._leaderboard = (board["votes"], board)
             return self._leaderboard[1]
@@ -74,7 +79,8 @@ def arena_of(request: Request) -> Arena:
     arena = getattr(request.app.state, "arena", None)
     if arena is None:
         catalogue = getattr(request.app.state, "catalogue", None) or default_catalogue()
-        arena = request.app.state.arena = Arena(catalogue, ArenaSettings())
+        arena = request.app.state.arena = Arena(catalogue, ArenaSettings(),
+                                                getattr(request.app.state, "battle_activity", None))
     return arena
 
 
@@ -144,15 +150,21 @@ async def list_ready_models(request: Request) -> dict[str, Any]:
 
 
 def _battle_view(arena: Arena, battle) -> dict[str, Any]:
-    sides = {s: {"label": SIDE_LABELS[s], "status": r.status, "ttft": r.ttft, "total": r.total,
-                 "tokens": r.tokens, "tokens_per_second": r.tokens_per_second}
+    """A battle as the browser may see it. Before the vote: the prompt, the requested settings,
+    and each side's label, status and answer; nothing that tells the sides apart (no seed, no
+    timings or token counts, not the max_tokens both models' limits cut it to). After the
+    vote: everything, under `revealed`."""
+    sides = {s: {"label": SIDE_LABELS[s], "status": r.status, "finish_reason": r.finish_reason,
+                 "answer": r.answer, "error": r.error}
              for s, r in battle.sides.items()}
+    settings = {k: battle.request[k] for k in ("system", "temperature")}
+    settings["max_tokens"] = battle.request.get("requested_max_tokens", battle.request["max_tokens"])
     view = {"id": battle.id, "object": "arena.battle", "created": int(battle.created_at),
-            "settings": {k: battle.request[k] for k in ("system", "temperature", "max_tokens")} | {"seed": battle.seed},
-            "prompt": battle.request["prompt"], "sides": sides, "finished": battle.finished, "vote": battle.vote,
-            "revealed": None}
+            "settings": settings, "prompt": battle.request["prompt"], "sides": sides, "finished": battle.finished,
+            "vote": battle.vote, "revealed": None}
     if battle.vote is not None:
         view["revealed"] = arena.battles.reveal(battle, arena.display_names())
+        view["settings"] |= {"max_tokens": battle.request["max_tokens"], "seed": battle.seed}
     return view
 
 
@@ -185,7 +197,7 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
     if upstream is None:
         raise ApiError(503, "The gateway cannot reach model instances yet.", code="not_ready")
     try:
-        stream = await arena.battles.open_side(battle_id, side, upstream.stream_chat)
+        stream = await arena.battles.open_side(battle_id, side, functools.partial(upstream.stream_chat, private=True))
     except StoreError as exc:
         raise _store_error(exc) from None
     return StreamingResponse(stream, media_type="text/event-stream",
@@ -225,6 +237,12 @@ async def export_votes(request: Request) -> StreamingResponse:
 
 
 def install(app: FastAPI) -> None:
+    # Live load figures in /api/status and /metrics stay hidden while a battle side streams.
+    activity = app.state.battle_activity = BattleActivity()
+    if (status := getattr(app.state, "fleet_status", None)) is not None:
+        status.live_load_hidden = activity.hides_live_load
+    if (metrics := getattr(app.state, "metrics", None)) is not None:
+        metrics.instance_collector.live_load_hidden = activity.hides_live_load
     app.include_router(pages)
     # Battles spend model time and the export holds users' prompts: they take the gateway's
     # API key when it requires one. The leaderboard itself is public.
