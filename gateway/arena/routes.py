@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -127,6 +127,24 @@ async def index_page() -> HTMLResponse:
 @pages.get("/leaderboard")
 async def leaderboard_page() -> HTMLResponse:
     return _page("leaderboard.html")
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+METHOD_HEADING = "### How the leaderboard is made"
+
+
+@pages.get("/leaderboard/method")
+async def leaderboard_method() -> PlainTextResponse:
+    """The README's description of the leaderboard's method, as plain Markdown text."""
+    try:
+        text = README.read_text(encoding="utf-8")
+    except OSError:
+        raise ApiError(404, "The README is not part of this install.", code="missing_asset") from None
+    start = text.find(METHOD_HEADING)
+    if start < 0:
+        raise ApiError(404, "The README has no description of the leaderboard.", code="missing_asset")
+    end = min((i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i > 0), default=len(text))
+    return PlainTextResponse(text[start:end].strip() + "\n", headers={"X-Content-Type-Options": "nosniff"})
 
 
 api = APIRouter(tags=["arena"])
