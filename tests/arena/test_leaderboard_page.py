@@ -6,14 +6,17 @@ through the store's own API: a synthetic arena where 'verbose' writes long answe
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 
 import httpx
 import pytest
 
 from gateway.arena.votes import SideResult, VoteStore
 from tests.arena.test_browser import CHROMIUM, CHROMIUM_ARGS, new_page, shot
-from tests.harness import start_gateway
+from tests.harness import PROJECT_ROOT, start_gateway
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -122,3 +125,19 @@ def test_charts_categories_and_style_control_in_the_page(board_gateway, browser)
         shot(page, f"leaderboard-math-{scheme}")
         page.context.close()
     assert errors == []
+
+
+def test_arena_leaderboard_prints_the_table_from_the_store(tmp_path):
+    fill_store(tmp_path / "arena.sqlite3")
+    env = {**os.environ, "ARENA_FLEET__DATA_DIR": str(tmp_path)}
+    arena = [sys.executable, "-m", "shared.cli"]  # the `arena` command
+    out = subprocess.run([*arena, "leaderboard"], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=PROJECT_ROOT)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("overall: 90 counted battles of 91 votes; left out: 1 identity")
+    assert lines[1].split()[:3] == ["rank", "model", "rating"]
+    assert [line.split()[1] for line in lines[2:]] == ["verbose", "middle", "terse"]
+    styled = subprocess.run([*arena, "leaderboard", "--style-control", "--category", "math"],
+                            capture_output=True, text=True, env=env, timeout=120, cwd=PROJECT_ROOT).stdout
+    assert styled.startswith("math (style controlled): ")
