@@ -13,7 +13,8 @@ import time
 import httpx
 import pytest
 
-from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway, start_service
+from tests.arena.conftest import DISPLAY, MODELS, wait_models
+from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway
 
 pytestmark = pytest.mark.browser
 
@@ -23,39 +24,6 @@ expect = playwright_api.expect
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
-MODELS = ("smollm2-135m", "gemma3-270m")
-DISPLAY = {"smollm2-135m": "SmolLM2 135M Instruct", "gemma3-270m": "Gemma 3 270M (base)"}
-
-
-def wait_models(gateway_url: str, models: tuple[str, ...], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    ready: list[str] = []
-    while time.monotonic() < deadline:
-        ready = [m["id"] for m in httpx.get(gateway_url + "/api/arena/models", timeout=5).json()["data"]]
-        if set(models) <= set(ready):
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"models {models} not ready at the gateway (ready: {ready})")
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    """The gateway with one real instance of each embedded model."""
-    data = tmp_path_factory.mktemp("arena-data")
-    env = {"ARENA_FLEET__DATA_DIR": str(data)}
-    services: list[ManagedProcess] = []
-    gateway = None
-    try:
-        for model in MODELS:
-            services.append(start_service(model, env=env, timeout=300))
-        gateway = start_gateway(env={**env, **{f"{m.upper().replace('-', '_')}_API_URL": s.url
-                                               for m, s in zip(MODELS, services)}})
-        wait_models(gateway.url, MODELS)
-        yield {"gateway": gateway, "services": dict(zip(MODELS, services))}
-    finally:
-        for proc in [gateway, *services]:
-            if proc:
-                proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +32,8 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
 
 
 @pytest.fixture

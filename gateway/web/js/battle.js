@@ -35,7 +35,7 @@ export class BattleMode {
     this.battle = null;
     this.sides = {};
     const panels = ["a", "b"].map((side) => {
-      const panel = new Panel({ key: side, title: `Model ${side.toUpperCase()}`, onStop: () => this.stop(side) });
+      const panel = new Panel({ key: side, title: `Model ${side.toUpperCase()}`, onStop: () => this.stop(side), blind: true });
       this.sides[side] = { panel, controller: null, result: null };
       return panel.el;
     });
@@ -139,6 +139,7 @@ export class BattleMode {
       panel.setTitle(`Model ${side.toUpperCase()}: ${who.display_name}`, who.model);
       panel.el.classList.add("revealed");
       panel.el.dataset.model = who.model;
+      panel.reveal({ ttft: who.ttft, total: who.total, tokens: who.tokens, tps: who.tokens_per_second });
     }
     this.resultEl.replaceChildren(
       `You voted ${WINNER_TEXT[winner]}. Model A was ${body.revealed.a.display_name}, Model B was ${body.revealed.b.display_name}. `,
