@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, S
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.arena.votes import SIDES, Battle, SideResult, VoteStore
+from gateway.store import DatabaseUnavailable
 from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,10 @@ class BattleManager:
             meter.finished = time.monotonic()
             result = meter.result(status, "".join(answer), finish_reason, error)
             recorded = True  # the write completes even if this task is cancelled now
-            await _shielded(self.store.finish_side(battle.id, side, result))
+            try:
+                await _shielded(self.store.finish_side(battle.id, side, result))
+            except DatabaseUnavailable as exc:  # the answer reached the user: end the stream normally
+                log.warning("battle %s side %s not recorded: %s", battle.id, side, exc)
             yield _sse({"object": "arena.side.stats", "side": side, "status": result.status, "ttft": result.ttft,
                         "total": result.total, "tokens": result.tokens,
                         "tokens_per_second": result.tokens_per_second})
