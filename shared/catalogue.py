@@ -134,7 +134,6 @@ class ArenaPolicy(BaseModel):
     max_prompt_chars: int = Field(8_000, ge=1, description="characters in one user turn")
     max_system_chars: int = Field(4_000, ge=0)
     max_conversation_chars: int = Field(32_000, ge=1, description="characters of all turns of a battle")
-    unvoted_battle_ttl_hours: float = Field(24.0, gt=0, description="unvoted battles older than this are pruned")
     battles_per_minute: int = Field(10, ge=0, description="battles one client may open per minute; 0: no limit")
     votes_per_minute: int = Field(10, ge=0, description="votes one client may cast per minute; 0: no limit")
     flood_votes_per_hour: int = Field(60, ge=1, description="votes per hour from one client shown as a flood")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 
 from gateway.arena.categories import CATEGORIES, OVERALL
+from gateway.store.cli import StartupError, add_database_argument, open_database
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_database_argument(parser)
     parser.add_argument("--category", choices=[OVERALL, *CATEGORIES], default=OVERALL,
                         help="the board of one category (default: overall)")
     parser.add_argument("--style-control", action="store_true",
@@ -42,6 +45,15 @@ def render_table(board: dict, category: str, style_control: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        print(asyncio.run(_board_text(args)))
+    except StartupError as exc:
+        print(f"arena leaderboard: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _board_text(args: argparse.Namespace) -> str:
     from gateway.arena.identity import IdentityFlagger
     from gateway.arena.leaderboard import build_leaderboard
     from gateway.arena.settings import ArenaSettings
@@ -50,13 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     catalogue = default_catalogue()
     settings = ArenaSettings()
-    path = settings.votes_path(catalogue)
-    if not path.exists():
-        print(f"No arena store at {path}: no battle has been voted on yet.", file=sys.stderr)
-        return 1
-    store = VoteStore(path)
-    board = build_leaderboard(store.votes(), {k: m.display_name for k, m in catalogue.models.items()},
+    async with open_database(args) as db:
+        votes = [v async for v in VoteStore(db).votes()]
+    board = build_leaderboard(votes, {k: m.display_name for k, m in catalogue.models.items()},
                               flagger=IdentityFlagger.from_catalogue(catalogue),
                               rounds=args.rounds or settings.bootstrap_rounds)
-    print(json.dumps(board, indent=2) if args.json else render_table(board, args.category, args.style_control))
-    return 0
+    return json.dumps(board, indent=2) if args.json else render_table(board, args.category, args.style_control)

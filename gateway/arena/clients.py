@@ -9,6 +9,7 @@ that is not itself a trusted proxy is the client.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Iterable
 
@@ -61,24 +62,22 @@ class ClientIdentifier:
 
 
 class ClientLimits:
-    """Battles opened and votes cast per client per minute (limits from the catalogue)."""
+    """Battles opened and votes cast per client per minute (limits from the catalogue), counted
+    in the store by the gateway's `RateLimiter`, so that replicas share them."""
 
-    MAX_TRACKED = 50_000  # clients remembered at once; past that the windows start afresh
-
-    def __init__(self, policy: ArenaPolicy) -> None:
+    def __init__(self, policy: ArenaPolicy, limiter: RateLimiter) -> None:
         self.policy = policy
-        self._limiters = {"battle": RateLimiter(), "vote": RateLimiter()}
-        self._tracked = {"battle": set(), "vote": set()}
+        self.limiter = limiter
 
-    def check(self, action: str, client: str, now: float | None = None) -> None:
+    @staticmethod
+    def _window_key(action: str, client: str) -> str:
+        key = f"arena-{action}:{client}"
+        return key if len(key) <= 64 else f"arena-{action}:" + hashlib.sha256(client.encode()).hexdigest()[:40]
+
+    async def check(self, action: str, client: str) -> None:
         """Count one `action` ("battle" or "vote") of `client`; 429 over its limit."""
         per_minute = self.policy.battles_per_minute if action == "battle" else self.policy.votes_per_minute
-        tracked = self._tracked[action]
-        if client not in tracked and len(tracked) >= self.MAX_TRACKED:
-            self._limiters[action], tracked = RateLimiter(), set()
-            self._tracked[action] = tracked
-        tracked.add(client)
-        wait = self._limiters[action].check(client, per_minute, now)
+        wait = await self.limiter.check(self._window_key(action, client), per_minute)
         if wait is not None:
             retry = RateLimiter.retry_after_header(wait)
             what = "battles opened" if action == "battle" else "votes"

@@ -6,6 +6,9 @@ import pytest
 
 from gateway.arena.activity import BattleActivity
 from gateway.arena.clients import ClientIdentifier, ClientLimits
+from gateway.keys import RateLimiter
+from gateway.store import Database
+from gateway.store.database import sqlite_url
 from shared.catalogue import ArenaPolicy
 from shared.errors import ApiError
 
@@ -20,16 +23,24 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies():
     assert ClientIdentifier([]).address("127.0.0.1", "198.51.100.7") == "127.0.0.1"
 
 
-def test_limits_per_client_and_action():
-    limits = ClientLimits(ArenaPolicy(battles_per_minute=2, votes_per_minute=1))
-    limits.check("battle", "addr:a", now=0.0)
-    limits.check("battle", "addr:a", now=1.0)
-    with pytest.raises(ApiError) as err:
-        limits.check("battle", "addr:a", now=2.0)
-    assert err.value.status == 429 and err.value.headers["Retry-After"] == "58"
-    limits.check("battle", "addr:b", now=2.0)  # another client is not held back
-    limits.check("vote", "addr:a", now=2.0)    # nor another action
-    limits.check("battle", "addr:a", now=61.0)  # the window moved on
+async def test_limits_per_client_and_action(tmp_path):
+    db = Database(sqlite_url(tmp_path / "store.sqlite3"))
+    await db.upgrade()
+    now = [600.0]
+    limits = ClientLimits(ArenaPolicy(battles_per_minute=2, votes_per_minute=1), RateLimiter(db, clock=lambda: now[0]))
+    try:
+        await limits.check("battle", "addr:a")
+        await limits.check("battle", "addr:a")
+        with pytest.raises(ApiError) as err:
+            await limits.check("battle", "addr:a")
+        assert err.value.status == 429 and err.value.code == "rate_limit_exceeded" and err.value.headers["Retry-After"]
+        await limits.check("battle", "addr:b")  # another client is not held back
+        await limits.check("vote", "addr:a")    # nor another action
+        await limits.check("battle", "key:" + "k" * 80)  # a long id still fits the store's column
+        now[0] += 120
+        await limits.check("battle", "addr:a")  # the window moved on
+    finally:
+        await db.dispose()
 
 
 def test_live_load_is_hidden_while_a_side_streams_and_a_grace_after():

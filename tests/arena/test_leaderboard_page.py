@@ -6,17 +6,17 @@ through the store's own API: a synthetic arena where 'verbose' writes long answe
 
 from __future__ import annotations
 
-import os
+import asyncio
 import random
-import subprocess
-import sys
 
 import httpx
 import pytest
 
 from gateway.arena.votes import SideResult, VoteStore
+from gateway.store import Database
+from gateway.store.database import sqlite_url
 from tests.arena.test_browser import CHROMIUM, CHROMIUM_ARGS, new_page, shot
-from tests.harness import PROJECT_ROOT, start_gateway
+from tests.harness import start_gateway
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -27,37 +27,50 @@ PROMPTS = ["Write a python function that sorts a list", "What is 17 * 23?", "Wri
 
 
 def fill_store(path) -> None:
-    store = VoteStore(path)
+    """The gateway's store (SQLite at `path`, migrated) with the synthetic votes."""
+    asyncio.run(_fill(path))
+
+
+async def _fill(path) -> None:
+    db = Database(sqlite_url(path))
+    await db.upgrade()
+    try:
+        await _fill_votes(VoteStore(db))
+    finally:
+        await db.dispose()
+
+
+async def _fill_votes(store: VoteStore) -> None:
     rng = random.Random(7)
     models = ["verbose", "terse", "middle"]
     for i in range(90):
         a, b = rng.sample(models, 2)
         prompt = PROMPTS[i % len(PROMPTS)]
-        battle = store.create_battle(f"b{i}", a, b, 1, {"prompt": prompt, "system": "", "temperature": 0.7,
+        battle = await store.create_battle(f"b{i}", a, b, 1, {"prompt": prompt, "system": "", "temperature": 0.7,
                                                         "max_tokens": 64})
         words = {m: {"verbose": 120, "middle": 50, "terse": 12}[m] + rng.randint(0, 10) for m in (a, b)}
         for side, model in (("a", a), ("b", b)):
-            store.claim_side(battle.id, side)
-            store.finish_side(battle.id, side, SideResult(
+            await store.claim_side(battle.id, side)
+            await store.finish_side(battle.id, side, SideResult(
                 status="done", answer="word " * words[model], ttft=0.1, total=1.0, tokens=words[model],
                 tokens_per_second={"verbose": 40.0, "middle": 90.0, "terse": 130.0}[model], finish_reason="stop"))
         longer = "model_a" if words[a] > words[b] else "model_b"
-        store.record_vote(battle.id, longer if rng.random() < 0.85 else ("tie" if rng.random() < 0.5 else
+        await store.record_vote(battle.id, longer if rng.random() < 0.85 else ("tie" if rng.random() < 0.5 else
                                                                           ("model_b" if longer == "model_a" else "model_a")))
     # A vote whose answer names its model: recorded, not counted.
-    battle = store.create_battle("flagged", "verbose", "terse", 1, {"prompt": "Who are you?", "system": "",
+    battle = await store.create_battle("flagged", "verbose", "terse", 1, {"prompt": "Who are you?", "system": "",
                                                                    "temperature": 0.7, "max_tokens": 64})
     for side in "ab":
-        store.claim_side("flagged", side)
-        store.finish_side("flagged", side, SideResult(status="done", answer="I am Gemma, a model." if side == "a"
+        await store.claim_side("flagged", side)
+        await store.finish_side("flagged", side, SideResult(status="done", answer="I am Gemma, a model." if side == "a"
                                                       else "Hello there.", tokens=5, finish_reason="stop"))
-    store.record_vote("flagged", "model_a")
+    await store.record_vote("flagged", "model_a")
 
 
 @pytest.fixture(scope="module")
 def board_gateway(tmp_path_factory):
     data = tmp_path_factory.mktemp("board-data")
-    fill_store(data / "arena.sqlite3")
+    fill_store(data / "gateway.sqlite3")
     gateway = start_gateway(env={"ARENA_FLEET__DATA_DIR": str(data), "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false"})
     try:
         yield gateway.url
@@ -126,18 +139,3 @@ def test_charts_categories_and_style_control_in_the_page(board_gateway, browser)
         page.context.close()
     assert errors == []
 
-
-def test_arena_leaderboard_prints_the_table_from_the_store(tmp_path):
-    fill_store(tmp_path / "arena.sqlite3")
-    env = {**os.environ, "ARENA_FLEET__DATA_DIR": str(tmp_path)}
-    arena = [sys.executable, "-m", "shared.cli"]  # the `arena` command
-    out = subprocess.run([*arena, "leaderboard"], capture_output=True, text=True, env=env, timeout=120,
-                         cwd=PROJECT_ROOT)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("overall: 90 counted battles of 91 votes; left out: 1 identity")
-    assert lines[1].split()[:3] == ["rank", "model", "rating"]
-    assert [line.split()[1] for line in lines[2:]] == ["verbose", "middle", "terse"]
-    styled = subprocess.run([*arena, "leaderboard", "--style-control", "--category", "math"],
-                            capture_output=True, text=True, env=env, timeout=120, cwd=PROJECT_ROOT).stdout
-    assert styled.startswith("math (style controlled): ")
