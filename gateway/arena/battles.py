@@ -14,6 +14,8 @@ Error messages are scrubbed of model names too.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import random
@@ -27,8 +29,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, S
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.arena.activity import BattleActivity
-from gateway.arena.votes import SIDES, Battle, SideResult, VoteStore
+from gateway.arena.categories import categorize
+from gateway.arena.votes import SIDES, Battle, SideResult, Vote, VoteStore
 from gateway.store import DatabaseUnavailable
+from shared.catalogue import ArenaPolicy
 from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -149,34 +153,98 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+class FollowUpRequest(BaseModel):
+    """A follow-up question in a battle: both sides answer it, each in its own conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=20_000)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class BattleManager:
-    """Creates battles, streams their sides anonymously, and records the votes."""
+    """Creates battles, streams their sides anonymously, takes follow-ups, and records the votes.
+
+    Only the client that opened a battle can stream it, follow up and vote: creation returns a
+    random token (kept by the page), the store keeps its hash, and every later call must
+    present it (`X-Battle-Token`)."""
 
     def __init__(self, store: VoteStore, *, weights: Mapping[str, float] | None = None,
                  known_names: Iterable[str] = (), rng: random.Random | None = None,
-                 activity: BattleActivity | None = None) -> None:
+                 activity: BattleActivity | None = None, policy: ArenaPolicy | None = None) -> None:
         self.store = store
+        self.policy = policy or ArenaPolicy()
         self.activity = activity or BattleActivity()
         self.weights = dict(weights or {})
         self.known_names = set(known_names)
         self.rng = rng or random.SystemRandom()
 
+    def _check_size(self, text: str, limit: int, what: str, param: str) -> None:
+        if len(text) > limit:
+            raise ApiError(400, f"The {what} has {len(text)} characters; the arena takes at most {limit}.",
+                           code="prompt_too_long", param=param)
+
     async def create(self, ready: Sequence[str], request: BattleRequest,
-               max_tokens_limits: Mapping[str, int] | None = None) -> Battle:
+                     max_tokens_limits: Mapping[str, int] | None = None, *,
+                     client: str | None = None) -> tuple[Battle, str]:
+        """A new battle between two ready models, and the token that proves who opened it."""
+        self._check_size(request.prompt, self.policy.max_prompt_chars, "prompt", "prompt")
+        self._check_size(request.system, self.policy.max_system_chars, "system prompt", "system")
         model_a, model_b = pick_pair(ready, self.weights, self.rng)
         limits = max_tokens_limits or {}
         # Both sides get the same settings, so the tighter of the two limits applies to both.
         max_tokens = min(request.max_tokens, limits.get(model_a, request.max_tokens),
                          limits.get(model_b, request.max_tokens))
         settings = {**request.model_dump(), "max_tokens": max_tokens, "requested_max_tokens": request.max_tokens}
-        return await self.store.create_battle(secrets.token_urlsafe(16), model_a, model_b,
-                                        self.rng.randrange(2**31), settings)
+        token = secrets.token_urlsafe(24)
+        battle = await self.store.create_battle(secrets.token_urlsafe(16), model_a, model_b,
+                                                self.rng.randrange(2**31), settings,
+                                                token_hash=token_hash(token), client=client)
+        return battle, token
+
+    @staticmethod
+    def check_token(battle: Battle, token: str | None) -> None:
+        """Refuse anyone but the client that opened `battle`."""
+        if battle.token_hash is None:
+            return  # a battle from before tokens existed
+        if not token or not hmac.compare_digest(battle.token_hash, token_hash(token)):
+            raise ApiError(403, "This battle belongs to the client that opened it: the battle token is missing "
+                                "or wrong (header X-Battle-Token).", code="invalid_battle_token")
+
+    async def follow_up(self, battle_id: str, token: str | None, prompt: str) -> Battle:
+        """Add a user turn: both sides will answer it in their own conversation."""
+        battle = await self.store.get_battle(battle_id)
+        self.check_token(battle, token)
+        self._check_size(prompt, self.policy.max_prompt_chars, "prompt", "prompt")
+        if battle.turn >= self.policy.max_turns:
+            raise ApiError(409, f"A battle has at most {self.policy.max_turns} turns: vote, then start a new one.",
+                           code="too_many_turns")
+        so_far = sum(len(p) for p in battle.prompts) + sum(len(r.answer) for t in battle.all_turns()
+                                                           for r in t.sides.values())
+        if so_far + len(prompt) > self.policy.max_conversation_chars:
+            raise ApiError(400, f"The battle's conversation would pass {self.policy.max_conversation_chars} "
+                                "characters: vote, then start a new one.", code="conversation_too_long",
+                           param="prompt")
+        return await self.store.add_turn(battle_id, prompt)
+
+    async def vote(self, battle_id: str, token: str | None, winner: str, client: str | None) -> tuple[Vote, Battle]:
+        battle = await self.store.get_battle(battle_id)
+        self.check_token(battle, token)
+        vote = await self.store.record_vote(battle_id, winner, client=client, categorize=categorize)
+        return vote, await self.store.get_battle(battle_id)
 
     @staticmethod
     def upstream_body(battle: Battle, side: str) -> dict[str, Any]:
+        """The side's own conversation: every earlier prompt with this side's answer, then the new prompt."""
         req = battle.request
         messages = ([{"role": "system", "content": req["system"]}] if req.get("system") else [])
-        messages.append({"role": "user", "content": req["prompt"]})
+        for turn in battle.earlier:
+            messages += [{"role": "user", "content": turn.prompt},
+                         {"role": "assistant", "content": turn.sides[side].answer}]
+        messages.append({"role": "user", "content": battle.prompts[-1]})
         return {"model": battle.model(side), "messages": messages, "stream": True,
                 "stream_options": {"include_usage": True}, "temperature": req["temperature"],
                 "max_tokens": req["max_tokens"], "seed": battle.seed}
@@ -184,7 +252,8 @@ class BattleManager:
     def scrubber(self, battle: Battle) -> NameScrubber:
         return NameScrubber({*self.known_names, battle.model_a, battle.model_b})
 
-    async def open_side(self, battle_id: str, side: str, stream_chat: StreamChat) -> AsyncIterator[bytes]:
+    async def open_side(self, battle_id: str, side: str, stream_chat: StreamChat,
+                        token: str | None = None) -> AsyncIterator[bytes]:
         """Claim a side and start its upstream stream; errors before the first byte raise here.
 
         Returns the anonymised SSE stream to send to the browser. The side is recorded when the
@@ -195,6 +264,7 @@ class BattleManager:
             raise ApiError(404, f"A battle has sides 'a' and 'b', not {side!r}.", code="side_not_found",
                            param="side")
         battle = await self.store.get_battle(battle_id)
+        self.check_token(battle, token)
         await self.store.claim_side(battle_id, side)
         label = SIDE_LABELS[side]
         scrub = self.scrubber(battle)
@@ -223,7 +293,7 @@ class BattleManager:
     async def _relay(self, battle: Battle, side: str, first: bytes, upstream: AsyncIterator[bytes],
                      meter: _Meter, scrub: NameScrubber, live: ExitStack) -> AsyncIterator[bytes]:
         label = SIDE_LABELS[side]
-        chunk_id = f"chatcmpl-battle-{battle.id}-{side}"
+        chunk_id = f"chatcmpl-battle-{battle.id}-{battle.turn}-{side}"
         created = int(battle.created_at)
         reader = SseReader()
         answer: list[str] = []

@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway.arena.activity import BattleActivity
-from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest
+from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest, FollowUpRequest
+from gateway.arena.clients import ClientIdentifier, ClientLimits
 from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.settings import ArenaSettings
-from gateway.arena.votes import SIDES, AlreadyVoted, BattleNotFinished, BattleNotFound, SideBusy, StoreError, VoteStore
+from gateway.arena.votes import (SIDES, AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy,
+                                 StoreError, VoteStore)
+from gateway.keys import RateLimiter
 from gateway.store import Database
 from shared.catalogue import Catalogue, default_catalogue
 from shared.errors import ApiError
@@ -44,7 +48,8 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_STATUS_OF = {BattleNotFound: 404, AlreadyVoted: 409, SideBusy: 409, BattleNotFinished: 409}
+_STATUS_OF = {BattleNotFound: 404, AlreadyVoted: 409, SideBusy: 409, BattleNotFinished: 409, NotAContest: 409}
+BATTLE_TOKEN_HEADER = "x-battle-token"
 
 
 class Arena:
@@ -56,11 +61,13 @@ class Arena:
         self.settings = settings
         self.store = VoteStore(database)
         self.flagger = IdentityFlagger.from_catalogue(catalogue)
+        self.clients = ClientIdentifier(catalogue.arena.trusted_proxies)
+        self.limits = ClientLimits(catalogue.arena, RateLimiter(database))
         self.battles = BattleManager(
             self.store, weights={k: m.battle_weight for k, m in catalogue.models.items()},
             known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)],
-            activity=activity)
-        self._leaderboard: tuple[int, dict[str, Any]] | None = None
+            activity=activity, policy=catalogue.arena)
+        self._leaderboard: tuple[Any, dict[str, Any]] | None = None
         self._leaderboard_lock = asyncio.Lock()
 
     def display_names(self) -> dict[str, str]:
@@ -68,13 +75,14 @@ class Arena:
 
     async def leaderboard(self) -> dict[str, Any]:
         async with self._leaderboard_lock:
-            count = await self.store.vote_count()
-            if self._leaderboard is None or self._leaderboard[0] != count:
+            version = (await self.store.vote_count(), await self.store.exclusions_version())
+            if self._leaderboard is None or self._leaderboard[0] != version:
                 votes = [vote async for vote in self.store.votes()]
+                excluded = await self.store.excluded_clients()
                 board = await run_in_threadpool(
                     lambda: build_leaderboard(votes, self.display_names(), flagger=self.flagger,
-                                              rounds=self.settings.bootstrap_rounds))
-                self._leaderboard = (board["votes"], board)
+                                              excluded_clients=excluded, rounds=self.settings.bootstrap_rounds))
+                self._leaderboard = (version, board)
             return self._leaderboard[1]
 
 
@@ -181,23 +189,47 @@ def _battle_view(arena: Arena, battle) -> dict[str, Any]:
     settings = {k: battle.request[k] for k in ("system", "temperature")}
     settings["max_tokens"] = battle.request.get("requested_max_tokens", battle.request["max_tokens"])
     view = {"id": battle.id, "object": "arena.battle", "created": int(battle.created_at),
-            "settings": settings, "prompt": battle.request["prompt"], "sides": sides, "finished": battle.finished,
-            "vote": battle.vote, "revealed": None}
+            "settings": settings, "prompt": battle.prompts[-1], "turn": battle.turn,
+            "max_turns": arena.catalogue.arena.max_turns,
+            "earlier_turns": [{"prompt": t.prompt, "answers": {s: r.answer for s, r in t.sides.items()}}
+                              for t in battle.earlier],
+            "sides": sides, "finished": battle.finished, "vote": battle.vote, "revealed": None}
     if battle.vote is not None:
         view["revealed"] = arena.battles.reveal(battle, arena.display_names())
         view["settings"] |= {"max_tokens": battle.request["max_tokens"], "seed": battle.seed}
     return view
 
 
+def _with_stream_urls(view: dict[str, Any]) -> dict[str, Any]:
+    for s in SIDES:
+        view["sides"][s]["stream_url"] = f"/api/battles/{view['id']}/sides/{s}/stream"
+    return view
+
+
+def _token(request: Request) -> str | None:
+    return request.headers.get(BATTLE_TOKEN_HEADER)
+
+
 @api.post("/api/battles", status_code=201)
 async def create_battle(body: BattleRequest, request: Request) -> dict[str, Any]:
+    """A new battle. The answer holds `token`: send it as X-Battle-Token to stream, follow up and vote."""
     arena = arena_of(request)
+    client = arena.clients.client_id(request)
+    await arena.limits.check("battle", client)
     limits = {k: m.max_tokens_limit for k, m in arena.catalogue.models.items()}
-    battle = await arena.battles.create(ready_models(request), body, limits)
-    view = _battle_view(arena, battle)
-    for s in SIDES:
-        view["sides"][s]["stream_url"] = f"/api/battles/{battle.id}/sides/{s}/stream"
-    return view
+    battle, token = await arena.battles.create(ready_models(request), body, limits, client=client)
+    return _with_stream_urls(_battle_view(arena, battle)) | {"token": token}
+
+
+@api.post("/api/battles/{battle_id}/turns", status_code=201)
+async def follow_up(battle_id: str, body: FollowUpRequest, request: Request) -> dict[str, Any]:
+    """A follow-up question before the vote: both sides answer it in their own conversation."""
+    arena = arena_of(request)
+    try:
+        battle = await arena.battles.follow_up(battle_id, _token(request), body.prompt)
+    except StoreError as exc:
+        raise _store_error(exc) from None
+    return _with_stream_urls(_battle_view(arena, battle))
 
 
 @api.get("/api/battles/{battle_id}")
@@ -218,7 +250,8 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
     if upstream is None:
         raise ApiError(503, "The gateway cannot reach model instances yet.", code="not_ready")
     try:
-        stream = await arena.battles.open_side(battle_id, side, functools.partial(upstream.stream_chat, private=True))
+        stream = await arena.battles.open_side(battle_id, side, functools.partial(upstream.stream_chat, private=True),
+                                               _token(request))
     except StoreError as exc:
         raise _store_error(exc) from None
     return StreamingResponse(stream, media_type="text/event-stream",
@@ -228,16 +261,54 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
 @api.post("/api/battles/{battle_id}/vote")
 async def vote(battle_id: str, body: VoteRequest, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
+    client = arena.clients.client_id(request)
+    await arena.limits.check("vote", client)
     try:
-        stored = await arena.store.record_vote(battle_id, body.winner)
-        battle = await arena.store.get_battle(battle_id)
+        stored, battle = await arena.battles.vote(battle_id, _token(request), body.winner, client)
     except StoreError as exc:
         raise _store_error(exc) from None
+    named = arena.flagger.words_in(*(answer for t in stored.turns or [] for answer in (t["a"], t["b"])))
     return {"object": "arena.vote", "id": stored.id, "battle_id": battle_id, "winner": stored.winner,
+            "categories": stored.categories,
+            # Recorded either way; an answer that named a model keeps the vote out of the ratings.
+            "counted": not named, "identity_words": named,
             "revealed": arena.battles.reveal(battle, arena.display_names())}
 
 
 public_api = APIRouter(tags=["arena"])
+admin = APIRouter(tags=["arena admin"])
+
+
+class ExcludeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client: str = Field(min_length=1, max_length=200)
+    reason: str = Field("", max_length=500)
+
+
+@admin.get("/api/admin/arena/clients")
+async def arena_clients(request: Request) -> dict[str, Any]:
+    """Who votes how much: per client, votes in the last hour and in all, flood flag, exclusion."""
+    arena = arena_of(request)
+    threshold = arena.catalogue.arena.flood_votes_per_hour
+    clients = await arena.store.client_activity(since=time.time() - 3600)
+    for c in clients:
+        c["flood"] = c["votes_recent"] > threshold
+    return {"object": "list", "flood_votes_per_hour": threshold, "data": clients}
+
+
+@admin.post("/api/admin/arena/excluded-clients", status_code=201)
+async def exclude_client(body: ExcludeRequest, request: Request) -> dict[str, Any]:
+    """Leave every vote of a client out of the ratings (they stay recorded)."""
+    await arena_of(request).store.exclude_client(body.client, body.reason)
+    return {"object": "arena.excluded_client", "client": body.client, "excluded": True}
+
+
+@admin.delete("/api/admin/arena/excluded-clients/{client:path}")
+async def include_client(client: str, request: Request) -> dict[str, Any]:
+    if not await arena_of(request).store.include_client(client):
+        raise ApiError(404, f"The client {client!r} is not excluded.", code="client_not_excluded")
+    return {"object": "arena.excluded_client", "client": client, "excluded": False}
 
 
 @public_api.get("/api/leaderboard")
@@ -251,13 +322,17 @@ async def export_votes(request: Request) -> StreamingResponse:
 
     async def lines():
         async for v in store.votes():
-            yield json.dumps(v.to_dict(), ensure_ascii=False) + "\n"
+            row = v.to_dict()
+            row.pop("client")  # an address or key id: for the admin, not for the export
+            yield json.dumps(row, ensure_ascii=False) + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="votes.jsonl"'})
 
 
 def install(app: FastAPI) -> None:
+    from gateway import auth
+
     # Live load figures in /api/status and /metrics stay hidden while a battle side streams.
     activity = app.state.battle_activity = BattleActivity()
     if (status := getattr(app.state, "fleet_status", None)) is not None:
@@ -269,4 +344,5 @@ def install(app: FastAPI) -> None:
     # API key when it requires one. The leaderboard itself is public.
     app.include_router(api, dependencies=_api_dependencies())
     app.include_router(public_api)
+    app.include_router(admin, dependencies=[Depends(auth.require_admin)])
     app.mount("/static/arena", StaticFiles(directory=WEB_DIR, check_dir=False), name="arena-static")
