@@ -21,8 +21,9 @@ def metric_total(text: str, name: str, model: str) -> float:
                                              flags=re.M))
 
 
-def side_events(gateway: str, battle_id: str, side: str) -> list[dict]:
-    with httpx.stream("POST", f"{gateway}/api/battles/{battle_id}/sides/{side}/stream", timeout=120) as r:
+def side_events(gateway: str, battle_id: str, side: str, token: str) -> list[dict]:
+    with httpx.stream("POST", f"{gateway}/api/battles/{battle_id}/sides/{side}/stream", timeout=120,
+                      headers={"X-Battle-Token": token}) as r:
         assert r.status_code == 200
         body = r.read().decode()
     assert body.endswith("data: [DONE]\n\n")
@@ -44,6 +45,7 @@ def test_the_token_count_recipe_learns_nothing(fleet):
     battle = httpx.post(gateway + "/api/battles", json={"prompt": PROMPT, "max_tokens": 600, "temperature": 0})
     assert battle.status_code == 201, battle.text
     battle = battle.json()
+    token = battle.pop("token")
     view = httpx.get(f"{gateway}/api/battles/{battle['id']}").json()
     for shown in (battle, view):
         text = json.dumps(shown)
@@ -51,7 +53,7 @@ def test_the_token_count_recipe_learns_nothing(fleet):
             assert f'"{word}"' not in text and word not in text.replace("max_tokens", ""), word
         assert shown["settings"]["max_tokens"] == 600  # the request, not the models' clamped limit
 
-    events = {side: side_events(gateway, battle["id"], side) for side in "ab"}
+    events = {side: side_events(gateway, battle["id"], side, token) for side in "ab"}
     for side, evs in events.items():
         chunks = [e for e in evs if e.get("object") == "chat.completion.chunk"]
         assert chunks and all(set(e) <= ALLOWED_CHUNK_KEYS for e in chunks)
@@ -79,7 +81,8 @@ def test_the_token_count_recipe_learns_nothing(fleet):
     assert "arena_gateway_instance_outstanding_requests{" not in metrics_after
 
     # After the vote, everything.
-    vote = httpx.post(f"{gateway}/api/battles/{battle['id']}/vote", json={"winner": "tie"})
+    vote = httpx.post(f"{gateway}/api/battles/{battle['id']}/vote", json={"winner": "tie"},
+                      headers={"X-Battle-Token": token})
     assert vote.status_code == 200, vote.text
     revealed = vote.json()["revealed"]
     assert {revealed[s]["model"] for s in "ab"} == set(MODELS)
