@@ -22,6 +22,7 @@ pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
+ADMIN_KEY = "admin-key-for-tests"
 PROMPTS = ["Write a python function that sorts a list", "What is 17 * 23?", "Write a poem about rain",
            "What is the capital of Peru?"]
 
@@ -55,8 +56,10 @@ async def _fill_votes(store: VoteStore) -> None:
                 status="done", answer="word " * words[model], ttft=0.1, total=1.0, tokens=words[model],
                 tokens_per_second={"verbose": 40.0, "middle": 90.0, "terse": 130.0}[model], finish_reason="stop"))
         longer = "model_a" if words[a] > words[b] else "model_b"
-        await store.record_vote(battle.id, longer if rng.random() < 0.85 else ("tie" if rng.random() < 0.5 else
-                                                                          ("model_b" if longer == "model_a" else "model_a")))
+        winner = longer if rng.random() < 0.85 else ("tie" if rng.random() < 0.5 else
+                                                     ("model_b" if longer == "model_a" else "model_a"))
+        # One client casts 70 of the votes within the hour: a flood for the admin to see.
+        await store.record_vote(battle.id, winner, client="addr:203.0.113.66" if i < 70 else f"addr:198.51.100.{i}")
     # A vote whose answer names its model: recorded, not counted.
     battle = await store.create_battle("flagged", "verbose", "terse", 1, {"prompt": "Who are you?", "system": "",
                                                                    "temperature": 0.7, "max_tokens": 64})
@@ -71,7 +74,8 @@ async def _fill_votes(store: VoteStore) -> None:
 def board_gateway(tmp_path_factory):
     data = tmp_path_factory.mktemp("board-data")
     fill_store(data / "gateway.sqlite3")
-    gateway = start_gateway(env={"ARENA_FLEET__DATA_DIR": str(data), "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false"})
+    gateway = start_gateway(env={"ARENA_FLEET__DATA_DIR": str(data), "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
+                                 "ARENA_GATEWAY_ADMIN_KEY": ADMIN_KEY})
     try:
         yield gateway.url
     finally:
@@ -139,3 +143,22 @@ def test_charts_categories_and_style_control_in_the_page(board_gateway, browser)
         page.context.close()
     assert errors == []
 
+
+
+def test_a_flood_is_visible_to_the_admin_and_can_be_excluded(board_gateway):
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert httpx.get(board_gateway + "/api/admin/arena/clients").status_code == 401
+    clients = httpx.get(board_gateway + "/api/admin/arena/clients", headers=admin).json()
+    top = clients["data"][0]
+    assert (top["client"], top["votes_recent"], top["flood"], top["excluded"]) == ("addr:203.0.113.66", 70, True, False)
+    assert not any(c["flood"] for c in clients["data"][1:])
+    excluded = httpx.post(board_gateway + "/api/admin/arena/excluded-clients", headers=admin,
+                          json={"client": top["client"], "reason": "flood"})
+    assert excluded.status_code == 201
+    try:
+        board = httpx.get(board_gateway + "/api/leaderboard", timeout=30).json()
+        assert board["counted"] == 20 and board["excluded"] == {"identity": 1, "excluded_client": 70}
+    finally:
+        gone = httpx.delete(board_gateway + "/api/admin/arena/excluded-clients/addr:203.0.113.66", headers=admin)
+        assert gone.status_code == 200
+    assert httpx.get(board_gateway + "/api/leaderboard", timeout=30).json()["counted"] == 90
