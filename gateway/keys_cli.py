@@ -6,6 +6,8 @@ import argparse
 import json
 import time
 
+from shared.catalogue import Catalogue
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", help="SQLite file (default: ARENA_GATEWAY_DB_PATH or <data dir>/gateway.sqlite3)")
@@ -20,12 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("key_id")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     from gateway.db import SqliteDatabase
     from gateway.keys import ApiKeyStore
     from gateway.settings import GatewaySettings
 
-    path = args.db or GatewaySettings().db_path
+    path = args.db or GatewaySettings.for_catalogue(catalogue).db_path
     store = ApiKeyStore(SqliteDatabase(path))
     if args.keys_command == "create":
         if args.rpm is not None and args.rpm < 0:
