@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from shared import paths
+from shared import paths, sse
 from shared.catalogue import Catalogue, env_key
 from shared.processes import ChildProcess, free_port
 
@@ -52,7 +52,7 @@ async def _stream_rate(url: str, model: str, n: int, concurrency: int) -> float:
                 tail = b""
                 async for chunk in response.aiter_raw():
                     tail = (tail + chunk)[-32:]
-                if not tail.endswith(b"[DONE]\n\n"):
+                if not tail.endswith(sse.DONE):
                     raise RuntimeError("stream did not end with [DONE]")
 
         async def worker(jobs: list[int]) -> None:

@@ -140,15 +140,12 @@ class GenerationService:
         if len(stops) > 16 or any(not isinstance(s, str) or not s for s in stops):
             raise InvalidParameter("stop must be a non-empty string or a list of at most 16 non-empty strings.",
                                    param="stop")
-        temperature = 0.8 if request.temperature is None else request.temperature
+        # Fields the request leaves out keep SamplingParams' defaults (the one place they are named).
+        given = {name: getattr(request, name) for name in (
+            "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
+            if getattr(request, name) is not None}
         return SamplingParams(
-            temperature=temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            top_k=40 if request.top_k is None else request.top_k,
-            min_p=0.05 if request.min_p is None else request.min_p,
-            repeat_penalty=1.0 if request.repeat_penalty is None else request.repeat_penalty,
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
+            **given,
             seed=request.seed,
             grammar=grammar_for_response_format(request.response_format),
             stop=tuple(dict.fromkeys([*spec.stop, *stops])),

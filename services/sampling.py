@@ -15,8 +15,10 @@ from services.llama_backend import LlamaModel
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """One request's sampling; the defaults are those of a request that does not say."""
+
     temperature: float = 0.8
-    top_p: float = 0.95
+    top_p: float = 1.0
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.0

@@ -124,6 +124,11 @@ def test_status_and_metrics_tell_the_truth(status_fleet):
     page = gateway.get("/status")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert f"{SMOL}-0" in page.text and "/api/status" in page.text and "unhealthy" in page.text
+    # The page's script redraws with rows the server rendered: the same rows, not a second renderer.
+    fragment = gateway.get("/status/fragment").json()
+    assert fragment["summary"] == "1/2 models online"
+    assert f"<code>{SMOL}-0</code>" in fragment["rows"] and '<span class="state unhealthy">' in fragment["rows"]
+    assert "/status/fragment" in page.text and "<tr" not in page.text.split("<script>")[1]
 
     metrics = gateway.get("/metrics")
     families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
