@@ -51,9 +51,9 @@ def active_runs(workflow: str) -> list[tuple[RunLabels, dict]]:
 
 
 def up(models: list[str], *, gateway: bool, duration: str | None) -> int:
-    from shared.catalogue import default_catalogue
+    from shared.catalogue import load_catalogue
 
-    catalogue = default_catalogue()
+    catalogue = load_catalogue()
     keys = models or [key for key, spec in catalogue.models.items() if spec.instances > 0]
     running = active_runs(FLEET_WORKFLOW)
     if gateway:

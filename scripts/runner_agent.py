@@ -32,6 +32,7 @@ from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable
 from scripts.successor import (GitHubDispatcher, LaunchedSuccessor, LocalProcessLauncher,
                                SuccessorLauncher, SuccessorRequest)
 from scripts.tunnel import Tunnel, TunnelError, choose_tunnel
+from shared.catalogue import Catalogue
 from shared.processes import ChildProcess, free_port
 
 EXIT_OK = 0
@@ -57,12 +58,14 @@ class Timeline:
         return max(self.started_at, self.hard_limit - self.margin_minutes * 60)
 
 
-def service_process(model: str, host: str, port: int, parallel: int | None, instance_id: str) -> ChildProcess:
+def service_process(model: str, host: str, port: int, parallel: int | None, instance_id: str,
+                    catalogue: Catalogue | None = None) -> ChildProcess:
     """`arena serve MODEL` as a child whose output goes to the job log."""
     args = ["serve", model, "--host", host, "--port", str(port), "--instance-id", instance_id]
     if parallel:
         args += ["--parallel", str(parallel)]
-    return ChildProcess(f"{model} service", args, port=port, host=host, log_path=None)
+    return ChildProcess(f"{model} service", args, port=port, host=host, log_path=None,
+                        catalogue=catalogue.path if catalogue else None)
 
 
 class RunnerAgent:
@@ -299,15 +302,15 @@ def build_launcher(kind: str, args: argparse.Namespace, log: JobLog) -> Successo
     return GitHubDispatcher(client, args.workflow, ref)
 
 
-def run(args: argparse.Namespace) -> int:
-    from shared.catalogue import CatalogueError, default_catalogue
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    """`arena runner MODEL`: the agent's own command; the CLI passes the catalogue it loaded."""
+    from shared.catalogue import CatalogueError
     from shared.model_files import ModelFileError, resolve_model_file
 
     log = JobLog(prefix=f"runner {args.model}/{args.instance}")
     for name in ("ARENA_REGISTRATION_TOKEN", "ARENA_INSTANCE_SECRET", "WORKFLOW_PAT", "GITHUB_TOKEN"):
         log.mask(os.environ.get(name))
     try:
-        catalogue = default_catalogue()
         spec = catalogue.model(args.model)
     except CatalogueError as exc:
         log.error(str(exc))
@@ -327,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
     log.info(f"model file {model_path} in {time.monotonic() - fetch_started:.1f}s")
 
     port = args.port or spec.port
-    service = service_process(spec.key, args.host, port, args.parallel, instance_id)
+    service = service_process(spec.key, args.host, port, args.parallel, instance_id, catalogue)
     try:
         tunnel = choose_tunnel(args.tunnel, label=spec.key, hostname=spec.hostname, local_url=service.url,
                                base_domain=fleet.base_domain, job_log=log, cloudflared=args.cloudflared,
