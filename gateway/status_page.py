@@ -38,7 +38,7 @@ def _rows(snapshot: dict[str, Any]) -> str:
         for inst in model["instances"]:
             rows.append(
                 "<tr>"
-                f'<td><code>{escape(inst["instance_id"])}</code><br><small>{escape(inst["url"])}</small></td>'
+                f'<td><code>{escape(inst["instance_id"])}</code>{"<br><small>" + escape(inst["url"]) + "</small>" if inst.get("url") else ""}</td>'
                 f'<td><span class="state {escape(inst["state"])}">{escape(inst["state"])}</span>'
                 f'{"<br><small>" + escape(inst["last_error"]) + "</small>" if inst["last_error"] else ""}</td>'
                 f'<td>{_fmt(inst["last_probe_latency_ms"], " ms")}</td>'
@@ -63,7 +63,7 @@ async function refresh() {
       html += `<tr class="model"><th colspan="8">${esc(m.display_name)} <code>${esc(m.key)}</code> <span class="state ${esc(m.status)}">${esc(m.status)}</span> ${m.ready_instances}/${m.instances_total} ready</th></tr>`;
       if (!m.instances.length) html += '<tr><td colspan="8" class="none">no instance</td></tr>';
       for (const i of m.instances) {
-        html += `<tr><td><code>${esc(i.instance_id)}</code><br><small>${esc(i.url)}</small></td>`
+        html += `<tr><td><code>${esc(i.instance_id)}</code>${i.url ? '<br><small>' + esc(i.url) + '</small>' : ''}</td>`
           + `<td><span class="state ${esc(i.state)}">${esc(i.state)}</span>${i.last_error ? '<br><small>' + esc(i.last_error) + '</small>' : ''}</td>`
           + `<td>${num(i.last_probe_latency_ms, ' ms')}</td><td>${num(i.active)}</td><td>${num(i.queued)}</td>`
           + `<td>${num(i.outstanding)}</td><td>${num(i.tokens_per_second)}</td><td>${up(i.uptime_seconds)}</td></tr>`;

@@ -62,6 +62,33 @@ def _ingress_matches(current: dict, wanted: dict) -> bool:
     return essential(current) == essential(wanted)
 
 
+# Cloudflare refuses a CNAME beside an A, AAAA or another CNAME of the same name (error 81053,
+# developers.cloudflare.com/dns/manage-dns-records/troubleshooting/records-with-same-name/).
+CONFLICTS_WITH_CNAME = {"A", "AAAA", "CNAME"}
+
+
+def _reconcile_dns(cf: CloudflareClient, zone_id: str, hostname: str, cname: str, plan: Plan, *,
+                   dry_run: bool) -> None:
+    """Make `hostname` exactly one proxied CNAME to `cname`: every A and AAAA record of the name
+    (a dual-stack host has one of each) and any extra CNAME go first, or the CNAME is refused."""
+    records = [r for r in cf.dns_records(zone_id, hostname) if r.get("type") in CONFLICTS_WITH_CNAME]
+    keep = next((r for r in records if r.get("type") == "CNAME"), None)
+    for record in records:
+        if record is keep:
+            continue
+        plan.add(f"{'delete' if dry_run else 'deleted'} {record.get('type')} {hostname} -> {record.get('content')}")
+        if not dry_run:
+            cf.delete_record(zone_id, str(record["id"]))
+    if keep is None:
+        plan.add(f"{'create' if dry_run else 'created'} CNAME {hostname} -> {cname} (proxied)")
+        if not dry_run:
+            cf.create_cname(zone_id, hostname, cname)
+    elif keep.get("content") != cname or not keep.get("proxied"):
+        plan.add(f"{'update' if dry_run else 'updated'} CNAME {hostname}: {keep.get('content')} -> {cname} (proxied)")
+        if not dry_run:
+            cf.update_cname(zone_id, str(keep["id"]), hostname, cname)
+
+
 def reconcile(cf: CloudflareClient, domain: str, wanted: list[TunnelTarget], *, dry_run: bool) -> Plan:
     plan = Plan()
     zone_id = cf.zone_id(domain)
@@ -86,19 +113,7 @@ def reconcile(cf: CloudflareClient, domain: str, wanted: list[TunnelTarget], *, 
             if not dry_run:
                 cf.put_tunnel_configuration(tunnel_id, target.ingress())
 
-        cname = f"{tunnel_id}.cfargotunnel.com"
-        records = cf.dns_records(zone_id, target.hostname)
-        if not records:
-            plan.add(f"{'create' if dry_run else 'created'} CNAME {target.hostname} -> {cname} (proxied)")
-            if not dry_run:
-                cf.create_cname(zone_id, target.hostname, cname)
-        else:
-            record = records[0]
-            if record.get("type") != "CNAME" or record.get("content") != cname or not record.get("proxied"):
-                plan.add(f"{'update' if dry_run else 'updated'} {record.get('type')} {target.hostname}: "
-                         f"{record.get('content')} -> {cname} (proxied)")
-                if not dry_run:
-                    cf.update_cname(zone_id, str(record["id"]), target.hostname, cname)
+        _reconcile_dns(cf, zone_id, target.hostname, f"{tunnel_id}.cfargotunnel.com", plan, dry_run=dry_run)
         if not dry_run:
             plan.tunnels[target.key] = {"token": cf.tunnel_token(tunnel_id), "hostname": target.hostname}
     return plan
