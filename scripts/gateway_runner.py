@@ -221,7 +221,7 @@ def handoff(args: argparse.Namespace, log: JobLog) -> int:
         _stop_background(state, log)
         return 0
     dispatch: RunDispatch | None = None
-    with GitHubClient.from_environment(os.environ, max_wait=30.0) as gh:
+    with GitHubClient.from_environment(os.environ) as gh:
         while time.time() < hard_limit:
             wait = args.poll_seconds
             try:

@@ -119,7 +119,7 @@ def token_from_environment(environ: Mapping[str, str]) -> tuple[str, str]:
 class GitHubClient:
     def __init__(self, repository: str, token: str, *, token_name: str = "GITHUB_TOKEN",
                  api_url: str = API_URL, transport: httpx.BaseTransport | None = None,
-                 attempts: int = 5, backoff: float = 1.0, max_wait: float = 60.0,
+                 attempts: int = 5, backoff: float = 1.0, max_wait: float = 30.0,
                  timeout: float = 30.0) -> None:
         if repository.count("/") != 1:
             raise GitHubError(f"repository {repository!r} is not of the form owner/name")

@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -115,15 +115,16 @@ class RunnerAgent:
         self.next_launch_at = 0.0
         self.ready_check_seconds = ready_check_seconds
         self._registered = False
-        # One worker for everything that talks to the launcher's backend (GitHub).
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="successor")
-        self._pending: Future | None = None
+        # At most one job at a time talks to the launcher's backend (GitHub), off the serving
+        # loop; a daemon thread, so a request GitHub never answers cannot hold the exit.
+        self._pending: threading.Thread | None = None
 
     def _in_background(self, job: Callable[[], None]) -> None:
-        self._pending = self._worker.submit(job)
+        self._pending = threading.Thread(target=job, name="successor", daemon=True)
+        self._pending.start()
 
     def _background_busy(self) -> bool:
-        return self._pending is not None and not self._pending.done()
+        return self._pending is not None and self._pending.is_alive()
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -195,7 +196,6 @@ class RunnerAgent:
 
     def _drain(self, reason: str) -> int | None:
         self.log.info(f"draining: {reason}")
-        self._worker.shutdown(wait=False, cancel_futures=True)
         if self._registered:
             try:
                 removed = self.gateway.deregister(self.instance_id)
@@ -237,8 +237,10 @@ class RunnerAgent:
     def _launch_now(self) -> None:
         """The service or the tunnel died: launch the successor at once, waiting for the worker."""
         if self._pending is not None:
-            self._pending.result()
-        if self.auto_restart and self.successor is None and self.launches < self.max_launches:
+            self._pending.join(timeout=60)
+        if self._background_busy() or not self.auto_restart:
+            return
+        if self.successor is None and self.launches < self.max_launches:
             self._launch_successor()
 
     def _serve(self) -> int:
@@ -347,7 +349,7 @@ def build_launcher(kind: str, args: argparse.Namespace, log: JobLog) -> Successo
             passthrough += ["--allow-quick-tunnel"]
         return LocalProcessLauncher(port_picker=free_port, extra_args=passthrough)
     log.mask(token_from_environment(os.environ)[1])
-    client = GitHubClient.from_environment(os.environ, max_wait=30.0)
+    client = GitHubClient.from_environment(os.environ)
     ref = args.ref or os.environ.get("GITHUB_REF_NAME") or "main"
     return GitHubDispatcher(client, args.workflow, ref, poll_seconds=args.github_poll_seconds)
 
@@ -359,11 +361,13 @@ def run(args: argparse.Namespace) -> int:
     log = JobLog(prefix=f"runner {args.model}/{args.instance}")
     for name in ("ARENA_REGISTRATION_TOKEN", "ARENA_INSTANCE_SECRET", "WORKFLOW_PAT", "GITHUB_TOKEN"):
         log.mask(os.environ.get(name))
+    on_actions = os.environ.get("GITHUB_ACTIONS") == "true"
     try:
+        require_instance_secret(os.environ, public=on_actions or args.tunnel != "none")
         catalogue = default_catalogue()
         spec = catalogue.model(args.model)
-    except CatalogueError as exc:
-        log.error(str(exc))
+    except (CatalogueError, RuntimeError) as exc:
+        log.error(f"cannot start: {exc}")
         return EXIT_FAILED
     fleet = catalogue.fleet
     duration = args.duration_hours if args.duration_hours is not None else fleet.runner_duration_hours
@@ -382,8 +386,6 @@ def run(args: argparse.Namespace) -> int:
     port = args.port or spec.port
     service = service_process(spec.key, args.host, port, args.parallel, instance_id)
     try:
-        on_actions = os.environ.get("GITHUB_ACTIONS") == "true"
-        require_instance_secret(os.environ, public=on_actions or args.tunnel != "none")
         tunnel = choose_tunnel(args.tunnel, label=spec.key, hostname=spec.hostname, local_url=service.url,
                                base_domain=fleet.base_domain, job_log=log, cloudflared=args.cloudflared,
                                public_url=args.public_url or os.environ.get("ARENA_RUNNER_PUBLIC_URL"),
