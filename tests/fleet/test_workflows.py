@@ -216,7 +216,10 @@ def test_the_agent_is_the_steps_own_process(tmp_path):
     probe.chmod(0o755)
     env = {**os.environ, "PROBE_OUT": str(tmp_path / "pid"), "MODEL": "m", "INSTANCE": "1", "DURATION_HOURS": "1",
            "STARTED_AT": "0", "AUTO_RESTART": "true", "INSTANCE_ID": "", "PREDECESSOR_ID": ""}
-    shell = subprocess.Popen(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env)
+    # As the runner runs a step: the script in a file, `bash --noprofile --norc -eo pipefail FILE`.
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    shell = subprocess.Popen(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=tmp_path, env=env)
     assert shell.wait(timeout=30) == 0
     assert int((tmp_path / "pid").read_text()) == shell.pid
 
