@@ -18,7 +18,7 @@ from scripts import fleet_ctl, gateway_runner
 from scripts.fleet_labels import RunLabels
 from scripts.github_api import GitHubClient
 from tests.fleet.fake_github import API, FakeGitHub
-from tests.harness import free_port, wait_until
+from tests.harness import free_port
 
 REPO = "o/r"
 TOKEN = "ghp_fleetctl000000000000"
