@@ -11,12 +11,14 @@ from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable
 from tests.harness import start_gateway
 
 TOKEN = "reg-token-123456"
+ADMIN = "admin-key-123456"
 MODEL = "smollm2-135m"
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     proc = start_gateway(env={"ARENA_REGISTRATION_TOKEN": TOKEN, "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
+                              "ARENA_GATEWAY_ADMIN_KEY": ADMIN,
                               "ARENA_FLEET__DATA_DIR": str(tmp_path_factory.mktemp("gw-data"))})
     yield proc
     proc.stop()
@@ -50,6 +52,23 @@ def test_bad_token_unknown_model_and_bad_values_say_what_is_wrong(gateway):
                                      ttl_seconds=30)
     with pytest.raises(RegistrationError, match="ttl_seconds"):
         client(gateway.url).register(model=MODEL, url="http://127.0.0.1:9/", instance_id="i", ttl_seconds=0)
+
+
+def test_instance_urls_are_shown_to_the_admin_only(gateway):
+    """A tunnel URL is where anyone could reach an instance directly: anonymous status views
+    leave it out (the registration client and the admin key still see it)."""
+    url = "https://secret-words-here.trycloudflare.com"
+    answer = client(gateway.url).register(model=MODEL, url=url, instance_id="m.1.url", ttl_seconds=30)
+    assert answer["url"] == url
+    with httpx.Client(base_url=gateway.url) as http:
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        for path in ("/api/instances", "/api/instances/m.1.url", "/api/status", "/status"):
+            assert "secret-words-here" not in http.get(path).text, path
+        assert "secret-words-here" not in http.get("/api/instances", headers={"Authorization": "Bearer nope"}).text
+        assert url in http.get("/api/instances", headers=admin).text
+        assert url in http.get("/api/instances/m.1.url", headers=admin).text
+        assert url in http.get("/api/status", headers=admin).text
+    client(gateway.url).deregister("m.1.url")
 
 
 @respx.mock
