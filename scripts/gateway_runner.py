@@ -43,7 +43,8 @@ from pathlib import Path
 from scripts.actions_log import JobLog
 from scripts.child_env import gateway_env
 from scripts.fleet_labels import GATEWAY_LABEL, RunLabels, new_instance_id
-from scripts.github_api import GitHubClient, GitHubError, GitHubRateLimited, RunDispatch, token_from_environment
+from scripts.github_api import (GitHubAuthError, GitHubClient, GitHubError, GitHubRateLimited, RunDispatch,
+                                token_from_environment)
 from scripts.runner_agent import require_instance_secret
 from scripts.tunnel import MAX_GRACE_SECONDS, choose_tunnel
 from shared.processes import ChildProcess
@@ -244,6 +245,10 @@ def handoff(args: argparse.Namespace, log: JobLog) -> int:
             except GitHubRateLimited as exc:
                 wait = max(wait, exc.retry_after or 60.0)
                 log.warning(f"handoff: {exc}")
+            except GitHubAuthError as exc:
+                # A bad token stays bad: say so once, and serve to the hard limit.
+                log.error(f"handoff: no successor can be dispatched: {exc}")
+                wait = hard_limit - time.time()
             except GitHubError as exc:
                 log.error(f"handoff: {exc}")
             time.sleep(max(0.0, min(wait, hard_limit - time.time())))

@@ -23,11 +23,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import httpx
+import respx
 import yaml
 
 API = "https://api.github.com"
@@ -214,3 +217,11 @@ class FakeGitHub:
             headers["link"] = f'<{nxt}>; rel="next"'
         return self._json(200, {"total_count": len(runs), "workflow_runs": [r.json(self.repo) for r in chunk]},
                           **headers)
+
+
+@contextmanager
+def answering(fake: FakeGitHub) -> Iterator[FakeGitHub]:
+    """Every request to api.github.com made in the block goes to `fake`."""
+    with respx.mock(base_url=API, assert_all_called=False) as router:
+        router.route().mock(side_effect=fake.handle)
+        yield fake

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
 
 from scripts import fleet_ctl, gateway_runner
 from scripts.fleet_labels import RunLabels
 from scripts.github_api import GitHubClient
-from tests.fleet.fake_github import API, FakeGitHub
+from tests.fleet.fake_github import FakeGitHub, answering
 from tests.harness import free_port
 
 REPO = "o/r"
@@ -28,9 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def github():
-    fake = FakeGitHub(REPO, TOKEN)
-    with respx.mock(base_url=API, assert_all_called=False) as router:
-        router.route().mock(side_effect=fake.handle)
+    with answering(FakeGitHub(REPO, TOKEN)) as fake:
         yield fake
 
 

@@ -11,7 +11,7 @@ from scripts.fleet_labels import RunLabels, parse_title
 from scripts.github_api import (DispatchUncertain, GitHubAuthError, GitHubClient, GitHubError, GitHubRateLimited,
                                 GitHubTransientError, RunDispatch, token_from_environment)
 from scripts.successor import GitHubDispatcher, SuccessorRequest
-from tests.fleet.fake_github import API, FakeGitHub
+from tests.fleet.fake_github import API, FakeGitHub, answering
 
 REPO = "octo/arena"
 TOKEN = "ghp_example0000000000000000000000000000"
@@ -23,9 +23,7 @@ def client(**kwargs) -> GitHubClient:
 
 @pytest.fixture
 def github():
-    fake = FakeGitHub(REPO, TOKEN)
-    with respx.mock(base_url=API, assert_all_called=False) as router:
-        router.route().mock(side_effect=fake.handle)
+    with answering(FakeGitHub(REPO, TOKEN)) as fake:
         yield fake
 
 
