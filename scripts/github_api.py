@@ -15,6 +15,7 @@ Lists follow the `Link: <...>; rel="next"` header.
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import dataclass
@@ -265,6 +266,17 @@ class GitHubClient:
             match = _NEXT_LINK.search(response.headers.get("link", ""))
             url, params = (match.group(1), None) if match else (None, None)
         return False
+
+    def set_secret(self, name: str, value: str) -> None:
+        """Create or update a repository secret: the value is sealed with the repository's public
+        key (libsodium sealed box), as "Create or update a repository secret" requires, so it
+        never travels or rests in clear."""
+        from nacl.public import PublicKey, SealedBox
+
+        key = self._request("GET", f"/repos/{self.repository}/actions/secrets/public-key").json()
+        sealed = SealedBox(PublicKey(base64.b64decode(key["key"]))).encrypt(value.encode())
+        self._request("PUT", f"/repos/{self.repository}/actions/secrets/{name}",
+                      json={"encrypted_value": base64.b64encode(sealed).decode(), "key_id": key["key_id"]})
 
     def default_branch(self) -> str:
         return str(self._request("GET", f"/repos/{self.repository}").json().get("default_branch") or "main")

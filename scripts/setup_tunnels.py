@@ -5,8 +5,9 @@ the gateway, each with its ingress and a proxied DNS CNAME, then `TUNNELS_JSON`.
 
 Idempotent: it finds tunnels by exact name (`arena-<model>`, `arena-gateway`), compares the
 ingress and DNS it wants with what exists, and writes only differences, so a second run
-changes nothing. With `gh` on PATH, `TUNNELS_JSON` is stored as a repository secret;
-otherwise it is printed. `--dry-run` reads and prints the plan without writing anything.
+changes nothing. With a GitHub token (as for `make fleet-up`), `TUNNELS_JSON` is stored as a
+repository secret through GitHub's REST API; otherwise it is printed. `--dry-run` reads and prints
+the plan without writing anything.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
 from scripts.cloudflare_api import CloudflareClient, CloudflareError
 from scripts.fleet_labels import GATEWAY_LABEL
+from scripts.github_api import GitHubError
 
 TUNNEL_PREFIX = "arena-"
 
@@ -119,14 +119,18 @@ def reconcile(cf: CloudflareClient, domain: str, wanted: list[TunnelTarget], *, 
     return plan
 
 
-def store_secret(tunnels_json: str) -> bool:
-    """`gh secret set TUNNELS_JSON` (value on stdin, never on a command line); False without gh."""
-    gh = shutil.which("gh")
-    if not gh:
-        return False
-    subprocess.run([gh, "secret", "set", "TUNNELS_JSON"], input=tunnels_json, text=True, check=True,
-                   stdout=subprocess.DEVNULL)
-    return True
+def store_secret(tunnels_json: str) -> str | None:
+    """Store `TUNNELS_JSON` as a repository secret; None when there is no GitHub token to do it
+    with, else the repository it went to."""
+    from scripts.fleet_ctl import client
+
+    try:
+        gh = client(os.environ)
+    except GitHubError:
+        return None
+    with gh:
+        gh.set_secret("TUNNELS_JSON", tunnels_json)
+        return gh.repository
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("domain", help="a zone of the Cloudflare account, e.g. example.com")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     parser.add_argument("--print", dest="print_json", action="store_true",
-                        help="print TUNNELS_JSON even when gh could store it")
+                        help="print TUNNELS_JSON instead of storing it as a repository secret")
     args = parser.parse_args(argv)
 
     from shared.catalogue import default_catalogue
@@ -155,14 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     tunnels_json = json.dumps(plan.tunnels, sort_keys=True)
-    if not args.print_json and store_secret(tunnels_json):
-        print("stored TUNNELS_JSON as a repository secret with gh")
+    try:
+        stored = None if args.print_json else store_secret(tunnels_json)
+    except GitHubError as exc:
+        print(f"setup-tunnels: could not store TUNNELS_JSON as a repository secret: {exc}", file=sys.stderr)
+        stored = None
+    if stored:
+        print(f"stored TUNNELS_JSON as a secret of {stored}")
     else:
         print(f"TUNNELS_JSON={tunnels_json}")
     gateway = plan.tunnels.get(GATEWAY_LABEL, {}).get("hostname")
     if gateway:
         print(f"set the repository variable ARENA_GATEWAY_URL=https://{gateway} "
-              f"(gh variable set ARENA_GATEWAY_URL --body https://{gateway})")
+              "(Settings > Secrets and variables > Actions > Variables)")
     return 0
 
 

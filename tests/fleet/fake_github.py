@@ -10,6 +10,9 @@ Each behaviour follows GitHub's documentation (docs.github.com/en/rest):
   only after a lag (`list_lag` list requests here): the run list is behind the dispatch.
 - "Get a workflow run", "List jobs for a workflow run", "Cancel a workflow run" (202),
   "Get a repository" (`default_branch`).
+- "Get a repository public key" and "Create or update a repository secret" (actions/secrets): the
+  value must arrive sealed with that key (a libsodium sealed box, base64) with its `key_id`;
+  201 when created, 204 when updated; a key id that is not the current one is refused (422).
 - "Rate limits for the REST API": every answer carries `x-ratelimit-limit`, `-remaining`,
   `-used`, `-reset` (epoch seconds) and `-resource`; GITHUB_TOKEN has 1,000 requests an hour per
   repository. Over the primary limit: 403 with `x-ratelimit-remaining: 0` and "API rate limit
@@ -20,6 +23,7 @@ Each behaviour follows GitHub's documentation (docs.github.com/en/rest):
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -32,6 +36,7 @@ from typing import Iterator
 import httpx
 import respx
 import yaml
+from nacl.public import PrivateKey, SealedBox
 
 API = "https://api.github.com"
 WORKFLOWS = Path(__file__).resolve().parents[2] / ".github" / "workflows"
@@ -92,6 +97,8 @@ class FakeGitHub:
         self.requests: list[str] = []
         self.dispatches: list[dict] = []
         self.fail_next: list[httpx.Response | str] = []     # "secondary", "secondary-429", "created-502"
+        self.secret_key = PrivateKey.generate()
+        self.secrets: dict[str, str] = {}                   # name -> the decrypted value
         self.new_run_status = "queued"
         self.new_run_steps: list[dict] = []                 # the steps a dispatched run shows
         self._next_id = 1000
@@ -137,6 +144,17 @@ class FakeGitHub:
         prefix = f"/repos/{self.repo}"
         if path == prefix:
             return self._json(200, {"full_name": self.repo, "default_branch": "main"})
+        if path == f"{prefix}/actions/secrets/public-key":
+            return self._json(200, {"key_id": "3380204578043523366",
+                                    "key": base64.b64encode(bytes(self.secret_key.public_key)).decode()})
+        if m := re.fullmatch(rf"{prefix}/actions/secrets/(\w+)", path):
+            body = json.loads(request.content or b"{}")
+            if body.get("key_id") != "3380204578043523366":
+                return self._error(422, "Invalid request.\n\nkey_id is not the repository's public key.")
+            value = SealedBox(self.secret_key).decrypt(base64.b64decode(body["encrypted_value"])).decode()
+            created = m.group(1) not in self.secrets
+            self.secrets[m.group(1)] = value
+            return self._json(201, {}) if created else httpx.Response(204, headers=self._headers())
         if m := re.fullmatch(rf"{prefix}/actions/workflows/([\w.-]+)/dispatches", path):
             response = self._dispatch(m.group(1), json.loads(request.content or b"{}"))
             if scripted == "created-502" and response.status_code < 300:

@@ -135,8 +135,9 @@ class FakeCloudflare:
 @pytest.fixture
 def fake():
     cf = FakeCloudflare()
-    with respx.mock(base_url=API_URL, assert_all_called=False) as router:
-        router.route().mock(side_effect=cf.handle)
+    with respx.mock(assert_all_called=False) as router:
+        router.route(url__startswith=API_URL).mock(side_effect=cf.handle)
+        cf.router = router
         yield cf
 
 
@@ -206,10 +207,12 @@ def test_bad_token_fails_clearly_without_printing_it(fake, monkeypatch, capsys):
     assert fake.writes == []
 
 
-def test_main_prints_tunnels_json_without_gh(fake, monkeypatch, capsys, tmp_path):
+def test_main_prints_tunnels_json_without_a_github_token(fake, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", API_TOKEN)
     monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
-    monkeypatch.setenv("PATH", str(tmp_path))          # no gh here
+    for name in ("WORKFLOW_PAT", "GITHUB_TOKEN", "GH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))          # no gh login to borrow either
     assert setup_tunnels.main([DOMAIN]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("TUNNELS_JSON="))
@@ -218,21 +221,22 @@ def test_main_prints_tunnels_json_without_gh(fake, monkeypatch, capsys, tmp_path
     assert "nothing to change" in capsys.readouterr().out
 
 
-def test_gh_receives_the_secret_on_stdin(fake, monkeypatch, capsys, tmp_path):
-    gh = tmp_path / "gh"
-    seen = tmp_path / "seen.json"
-    gh.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" > {seen}.args\ncat > {seen}\n")
-    gh.chmod(0o755)
+def test_tunnels_json_is_stored_sealed_through_githubs_rest_api(fake, monkeypatch, capsys):
+    from tests.fleet.fake_github import FakeGitHub
+
+    github = FakeGitHub("o/r", "ghp_setup0000000000")
+    fake_route = fake.router.route(host="api.github.com").mock(side_effect=github.handle)
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", API_TOKEN)
     monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("GH_TOKEN", "ghp_setup0000000000")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
     assert setup_tunnels.main([DOMAIN]) == 0
     out = capsys.readouterr().out
-    assert "TUNNELS_JSON=" not in out and "stored TUNNELS_JSON" in out
-    assert (tmp_path / "seen.json.args").read_text().strip() == "secret set TUNNELS_JSON"
-    assert "gateway" in json.loads(seen.read_text())
-
-
+    assert "TUNNELS_JSON=" not in out and "stored TUNNELS_JSON as a secret of o/r" in out
+    assert fake_route.called
+    stored = json.loads(github.secrets["TUNNELS_JSON"])
+    assert set(stored) == set(load_catalogue().models) | {"gateway"}
+    assert all(entry["token"] not in out for entry in stored.values())
 def test_a_dual_stack_host_becomes_one_cname(fake):
     """A hostname with an A and an AAAA record: both go, then the CNAME can be made (Cloudflare
     refuses a CNAME beside either; before, only the first record was patched, and refused)."""
