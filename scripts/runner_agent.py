@@ -89,7 +89,7 @@ class RunnerAgent:
                  gateway: GatewayRegistrationClient, launcher: SuccessorLauncher | None, log: JobLog,
                  heartbeat_seconds: float = 10.0, ready_timeout: float = 600.0,
                  tunnel_timeout: float = 60.0, drain_timeout: float = 300.0,
-                 tick_seconds: float = 0.5, max_launches: int = 3, ready_check_seconds: float = 2.0) -> None:
+                 tick_seconds: float = 0.5, max_launches: int = 3, ready_check_seconds: float = 1.0) -> None:
         self.model = model
         self.instance = instance
         self.instance_id = instance_id
@@ -265,18 +265,20 @@ class RunnerAgent:
             if time.monotonic() >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = time.monotonic() + self.heartbeat_seconds
-            if self.auto_restart and now >= tl.handoff_at and not self._background_busy():
-                if self.successor is None and self.launches < self.max_launches:
-                    if now >= self.next_launch_at:
-                        self._in_background(self._launch_successor)
-                elif self.successor is not None:
-                    if time.monotonic() >= next_ready_check:
-                        next_ready_check = time.monotonic() + self.ready_check_seconds
-                        if self._successor_ready():
-                            self.log.info(f"successor {self.successor_id} is ready; handing off")
-                            self._drain("handoff to the successor")
-                            return EXIT_OK
-                    if self.launcher and time.monotonic() >= next_failed_check:
+            if self.auto_restart and now >= tl.handoff_at:
+                # Readiness comes from the gateway, so a slow GitHub never delays the handoff.
+                if self.successor is not None and time.monotonic() >= next_ready_check:
+                    next_ready_check = time.monotonic() + self.ready_check_seconds
+                    if self._successor_ready():
+                        self.log.info(f"successor {self.successor_id} is ready; handing off")
+                        self._drain("handoff to the successor")
+                        return EXIT_OK
+                if not self._background_busy():
+                    if self.successor is None and self.launches < self.max_launches:
+                        if now >= self.next_launch_at:
+                            self._in_background(self._launch_successor)
+                    elif self.successor is not None and self.launcher \
+                            and time.monotonic() >= next_failed_check:
                         next_failed_check = time.monotonic() + self.launcher.poll_seconds
                         self._in_background(self._check_successor)
             if now >= tl.hard_limit:
