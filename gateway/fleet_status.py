@@ -18,8 +18,10 @@ class FleetStatus:
         self.started_at = started_at or time.time()
         self.live_load_hidden: Callable[[], bool] = lambda: False   # the arena sets it
 
-    def snapshot(self) -> dict[str, Any]:
-        hidden = self.live_load_hidden()
+    def snapshot(self, *, show_urls: bool = False) -> dict[str, Any]:
+        # The admin's view (show_urls) keeps the live load; the public one withholds it while a
+        # blind battle could be told apart by it.
+        hidden = not show_urls and self.live_load_hidden()
         models = []
         for key, spec in self.registry.catalogue.models.items():
             instances = self.registry.for_model(key)
@@ -32,7 +34,7 @@ class FleetStatus:
                 "instances_total": len([i for i in instances if i.state is not InstanceState.GONE]),
                 "outstanding": sum(i.outstanding for i in instances),
                 "tokens_per_second": round(sum(i.tokens_per_second or 0.0 for i in ready), 2),
-                "instances": [i.public() for i in instances],
+                "instances": [i.public(show_url=show_urls) for i in instances],
             })
             if hidden:
                 for view in (models[-1], *models[-1]["instances"]):

@@ -34,6 +34,8 @@ from gateway.arena.votes import SIDES, Battle, SideResult, Vote, VoteStore
 from gateway.store import DatabaseUnavailable
 from shared.catalogue import ArenaPolicy
 from shared.errors import ApiError
+from shared.sse import DONE, DONE_PAYLOAD, SseReader
+from shared.sse import encode as _sse
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +80,6 @@ class NameScrubber:
 
     def __call__(self, text: str, label: str) -> str:
         return self._pattern.sub(label, text) if self._pattern else text
-
-
-class SseReader:
-    """Splits a byte stream into server-sent events' data payloads, whatever the chunking."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += chunk.replace(b"\r\n", b"\n")
-        payloads = []
-        while b"\n\n" in self._buffer:
-            event, self._buffer = self._buffer.split(b"\n\n", 1)
-            data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
-            if data:
-                payloads.append(b"\n".join(data).decode("utf-8", errors="replace"))
-        return payloads
 
 
 class WordChunker:
@@ -147,10 +132,6 @@ async def _shielded(write: Awaitable[None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 class FollowUpRequest(BaseModel):
@@ -316,7 +297,7 @@ class BattleManager:
                     except StopAsyncIteration:
                         break
                 for payload in reader.feed(pending.pop()):
-                    if payload.strip() == "[DONE]":
+                    if payload.strip() == DONE_PAYLOAD:
                         done = True
                         break
                     try:
@@ -378,7 +359,7 @@ class BattleManager:
             # Only the outcome: timings and token counts tell models apart, they come with the vote.
             yield _sse({"object": "arena.side.done", "side": side, "status": result.status,
                         "finish_reason": result.finish_reason})
-            yield b"data: [DONE]\n\n"
+            yield DONE
         finally:
             live.close()
             await upstream.aclose()

@@ -9,6 +9,7 @@ import sys
 
 from gateway.arena.categories import CATEGORIES, OVERALL
 from gateway.store.cli import StartupError, add_database_argument, open_database
+from shared.catalogue import Catalogue
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,25 +45,23 @@ def render_table(board: dict, category: str, style_control: bool) -> str:
     return "\n".join([title, *lines])
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     try:
-        print(asyncio.run(_board_text(args)))
+        print(asyncio.run(_board_text(args, catalogue)))
     except StartupError as exc:
         print(f"arena leaderboard: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-async def _board_text(args: argparse.Namespace) -> str:
+async def _board_text(args: argparse.Namespace, catalogue: Catalogue) -> str:
     from gateway.arena.identity import IdentityFlagger
     from gateway.arena.leaderboard import build_leaderboard
     from gateway.arena.settings import ArenaSettings
     from gateway.arena.votes import VoteStore
-    from shared.catalogue import default_catalogue
 
-    catalogue = default_catalogue()
     settings = ArenaSettings()
-    async with open_database(args) as db:
+    async with open_database(args, catalogue) as db:
         votes = [v async for v in VoteStore(db).votes()]
     board = build_leaderboard(votes, {k: m.display_name for k, m in catalogue.models.items()},
                               flagger=IdentityFlagger.from_catalogue(catalogue),

@@ -27,11 +27,10 @@ from gateway.arena.clients import ClientIdentifier, ClientLimits
 from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.settings import ArenaSettings
-from gateway.arena.votes import (SIDES, AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy,
-                                 StoreError, VoteStore)
+from gateway.arena.votes import SIDES, VoteStore
 from gateway.keys import RateLimiter
 from gateway.store import Database
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue
 from shared.errors import ApiError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -48,7 +47,6 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_STATUS_OF = {BattleNotFound: 404, AlreadyVoted: 409, SideBusy: 409, BattleNotFinished: 409, NotAContest: 409}
 BATTLE_TOKEN_HEADER = "x-battle-token"
 
 
@@ -89,8 +87,7 @@ class Arena:
 def arena_of(request: Request) -> Arena:
     arena = getattr(request.app.state, "arena", None)
     if arena is None:
-        catalogue = getattr(request.app.state, "catalogue", None) or default_catalogue()
-        arena = request.app.state.arena = Arena(catalogue, ArenaSettings(), request.app.state.database,
+        arena = request.app.state.arena = Arena(request.app.state.catalogue, ArenaSettings(), request.app.state.database,
                                                 getattr(request.app.state, "battle_activity", None))
     return arena
 
@@ -100,10 +97,6 @@ def ready_models(request: Request) -> list[str]:
     if instances is None:
         raise ApiError(503, "The gateway has no instance registry yet.", code="not_ready")
     return list(instances.ready_models())
-
-
-def _store_error(exc: StoreError) -> ApiError:
-    return ApiError(_STATUS_OF.get(type(exc), 400), str(exc), code=exc.code)
 
 
 def _api_dependencies() -> list[Any]:
@@ -225,20 +218,14 @@ async def create_battle(body: BattleRequest, request: Request) -> dict[str, Any]
 async def follow_up(battle_id: str, body: FollowUpRequest, request: Request) -> dict[str, Any]:
     """A follow-up question before the vote: both sides answer it in their own conversation."""
     arena = arena_of(request)
-    try:
-        battle = await arena.battles.follow_up(battle_id, _token(request), body.prompt)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    battle = await arena.battles.follow_up(battle_id, _token(request), body.prompt)
     return _with_stream_urls(_battle_view(arena, battle))
 
 
 @api.get("/api/battles/{battle_id}")
 async def get_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    try:
-        battle = await arena.store.get_battle(battle_id)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    battle = await arena.store.get_battle(battle_id)
     return _battle_view(arena, battle)
 
 
@@ -249,11 +236,8 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
     upstream = getattr(request.app.state, "upstream", None)
     if upstream is None:
         raise ApiError(503, "The gateway cannot reach model instances yet.", code="not_ready")
-    try:
-        stream = await arena.battles.open_side(battle_id, side, functools.partial(upstream.stream_chat, private=True),
-                                               _token(request))
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    stream = await arena.battles.open_side(battle_id, side, functools.partial(upstream.stream_chat, private=True),
+                                           _token(request))
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -263,10 +247,7 @@ async def vote(battle_id: str, body: VoteRequest, request: Request) -> dict[str,
     arena = arena_of(request)
     client = arena.clients.client_id(request)
     await arena.limits.check("vote", client)
-    try:
-        stored, battle = await arena.battles.vote(battle_id, _token(request), body.winner, client)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    stored, battle = await arena.battles.vote(battle_id, _token(request), body.winner, client)
     named = arena.flagger.words_in(*(answer for t in stored.turns or [] for answer in (t["a"], t["b"])))
     return {"object": "arena.vote", "id": stored.id, "battle_id": battle_id, "winner": stored.winner,
             "categories": stored.categories,

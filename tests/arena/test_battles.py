@@ -11,9 +11,10 @@ from collections import Counter
 
 import pytest
 
-from gateway.arena.battles import BattleManager, BattleRequest, NameScrubber, SseReader, pick_pair
+from gateway.arena.battles import BattleManager, BattleRequest, NameScrubber, pick_pair
 from gateway.arena.votes import BattleNotFinished, VoteStore
 from shared.catalogue import ArenaPolicy
+from shared.sse import SseReader
 from shared.errors import ApiError
 
 NAMES = ["smollm2-135m", "SmolLM2 135M Instruct", "gemma3-270m", "Gemma 3 270M (base)"]

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.arena.conftest import DISPLAY, MODELS, wait_models
-from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway
+from tests.harness import PROJECT_ROOT, ManagedProcess, assert_openai_error, free_port, start_gateway, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -134,10 +134,7 @@ def test_stop_cancels_one_model_while_the_other_goes_on(fleet, browser, page_err
     expect(stopped.locator(".msg.note")).to_have_text("Stopped.")
     partial = stopped.locator(".msg.assistant").inner_text()
     # The upstream generation is cancelled: the service frees the slot.
-    deadline = time.monotonic() + 15
-    while slots_active(fleet["services"]["smollm2-135m"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert slots_active(fleet["services"]["smollm2-135m"]) == 0
+    wait_until(lambda: slots_active(fleet["services"]["smollm2-135m"]) == 0, 15, interval=0.2, what="the slot freed")
     # ...while the other model keeps streaming.
     assert other.get_attribute("data-status") == "streaming"
     time.sleep(1.0)
@@ -356,37 +353,30 @@ def test_hostile_model_output_executes_nothing(browser, page_errors, tmp_path):
 def test_arena_api_errors_are_openai_shaped(fleet):
     gateway = fleet["gateway"].url
 
-    def error(response, status, code=None):
-        assert response.status_code == status, response.text
-        body = response.json()["error"]
-        assert set(body) == {"message", "type", "param", "code"} and body["message"]
-        if code:
-            assert body["code"] == code
-        return body
-
-    assert error(httpx.post(gateway + "/api/battles", json={"prompt": ""}), 400)["param"] == "prompt"
-    error(httpx.post(gateway + "/api/battles", json={"prompt": "hi", "temperature": 9}), 400)
-    error(httpx.post(gateway + "/api/battles", content=b"{not json", headers={"content-type": "application/json"}), 400)
-    error(httpx.post(gateway + "/api/battles/nope/vote", json={"winner": "tie"}), 404, "battle_not_found")
+    assert assert_openai_error(httpx.post(gateway + "/api/battles", json={"prompt": ""}), 400)["param"] == "prompt"
+    assert_openai_error(httpx.post(gateway + "/api/battles", json={"prompt": "hi", "temperature": 9}), 400)
+    assert_openai_error(httpx.post(gateway + "/api/battles", content=b"{not json",
+                                   headers={"content-type": "application/json"}), 400)
+    assert_openai_error(httpx.post(gateway + "/api/battles/nope/vote", json={"winner": "tie"}), 404, "battle_not_found")
     battle = httpx.post(gateway + "/api/battles", json={"prompt": "Say yes.", "max_tokens": 4}).json()
     assert battle["revealed"] is None and "model_a" not in json.dumps(battle)
     url = gateway + f"/api/battles/{battle['id']}"
     mine = {"X-Battle-Token": battle["token"]}
     # Only the client that opened the battle, once both sides finished, once.
-    error(httpx.post(url + "/vote", json={"winner": "model_a"}, headers=mine), 409, "battle_not_finished")
-    error(httpx.post(url + "/vote", json={"winner": "draw"}, headers=mine), 400)
-    error(httpx.post(url + "/sides/c/stream", headers=mine), 404, "side_not_found")
-    error(httpx.post(url + "/sides/a/stream"), 403, "invalid_battle_token")
+    assert_openai_error(httpx.post(url + "/vote", json={"winner": "model_a"}, headers=mine), 409, "battle_not_finished")
+    assert_openai_error(httpx.post(url + "/vote", json={"winner": "draw"}, headers=mine), 400)
+    assert_openai_error(httpx.post(url + "/sides/c/stream", headers=mine), 404, "side_not_found")
+    assert_openai_error(httpx.post(url + "/sides/a/stream"), 403, "invalid_battle_token")
     for side in "ab":
         with httpx.stream("POST", url + f"/sides/{side}/stream", headers=mine, timeout=120) as r:
             assert r.status_code == 200 and "data: [DONE]" in r.read().decode()
-    error(httpx.post(url + "/sides/a/stream", headers=mine), 409, "side_already_streamed")
+    assert_openai_error(httpx.post(url + "/sides/a/stream", headers=mine), 409, "side_already_streamed")
     for other in ({}, {"X-Battle-Token": "not-the-token"}):
-        error(httpx.post(url + "/vote", json={"winner": "model_a"}, headers=other), 403, "invalid_battle_token")
-        error(httpx.post(url + "/turns", json={"prompt": "more"}, headers=other), 403, "invalid_battle_token")
-    error(httpx.post(url + "/turns", json={"prompt": "x" * 9000}, headers=mine), 400, "prompt_too_long")
+        assert_openai_error(httpx.post(url + "/vote", json={"winner": "model_a"}, headers=other), 403, "invalid_battle_token")
+        assert_openai_error(httpx.post(url + "/turns", json={"prompt": "more"}, headers=other), 403, "invalid_battle_token")
+    assert_openai_error(httpx.post(url + "/turns", json={"prompt": "x" * 9000}, headers=mine), 400, "prompt_too_long")
     assert httpx.post(url + "/vote", json={"winner": "tie"}, headers=mine).status_code == 200
-    error(httpx.post(url + "/vote", json={"winner": "tie"}, headers=mine), 409, "already_voted")
-    error(httpx.post(url + "/turns", json={"prompt": "more"}, headers=mine), 409, "already_voted")
+    assert_openai_error(httpx.post(url + "/vote", json={"winner": "tie"}, headers=mine), 409, "already_voted")
+    assert_openai_error(httpx.post(url + "/turns", json={"prompt": "more"}, headers=mine), 409, "already_voted")
     revealed = httpx.get(gateway + f"/api/battles/{battle['id']}").json()["revealed"]
     assert {revealed["a"]["model"], revealed["b"]["model"]} == set(MODELS)
