@@ -256,6 +256,7 @@ class VoteStore:
             old = select(battles.c.id).where(battles.c.created_at < older_than,
                                              battles.c.id.not_in(select(votes.c.battle_id)))
             await conn.execute(delete(battle_sides).where(battle_sides.c.battle_id.in_(old)))
+            await conn.execute(delete(battle_turns).where(battle_turns.c.battle_id.in_(old)))
             return (await conn.execute(delete(battles).where(battles.c.id.in_(old)))).rowcount
 
     # -- votes ---------------------------------------------------------------------------
