@@ -67,12 +67,20 @@ class Arena:
             activity=activity, policy=catalogue.arena)
         self._leaderboard: tuple[Any, dict[str, Any]] | None = None
         self._leaderboard_lock = asyncio.Lock()
+        self._leaderboard_checked = float("-inf")
 
     def display_names(self) -> dict[str, str]:
         return {k: m.display_name for k, m in self.catalogue.models.items()}
 
     async def leaderboard(self) -> dict[str, Any]:
+        """The leaderboard, rebuilt when votes or exclusions changed. A rebuild (seconds with
+        thousands of votes: a bootstrap per board) happens at most every `leaderboard_max_age`
+        seconds, and while one runs the previous board is served rather than waited for."""
+        fresh = time.monotonic() - self._leaderboard_checked < self.settings.leaderboard_max_age
+        if self._leaderboard is not None and (fresh or self._leaderboard_lock.locked()):
+            return self._leaderboard[1]
         async with self._leaderboard_lock:
+            self._leaderboard_checked = time.monotonic()
             version = (await self.store.vote_count(), await self.store.exclusions_version())
             if self._leaderboard is None or self._leaderboard[0] != version:
                 votes = [vote async for vote in self.store.votes()]

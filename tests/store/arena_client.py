@@ -11,12 +11,14 @@ def battle_and_vote(client: httpx.Client, base_url: str, *, vote_url: str | None
     created = client.post(f"{base_url}/api/battles", json={"prompt": "Say hi", "max_tokens": 8})
     created.raise_for_status()
     battle = created.json()
+    mine = {"X-Battle-Token": battle["token"]}  # only the client that opened the battle plays and votes it
     for side in ("a", "b"):
-        with client.stream("POST", f"{base_url}{battle['sides'][side]['stream_url']}") as stream:
+        with client.stream("POST", f"{base_url}{battle['sides'][side]['stream_url']}", headers=mine) as stream:
             stream.raise_for_status()
             body = b"".join(stream.iter_bytes())
         assert b"[DONE]" in body, body[-200:]
-    voted = client.post(f"{vote_url or base_url}/api/battles/{battle['id']}/vote", json={"winner": winner})
+    voted = client.post(f"{vote_url or base_url}/api/battles/{battle['id']}/vote", json={"winner": winner},
+                        headers=mine)
     voted.raise_for_status()
     return battle["id"]
 
