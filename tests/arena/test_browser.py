@@ -256,6 +256,45 @@ def test_a_multi_turn_battle_then_a_vote(fleet, browser, page_errors):
     page.context.close()
 
 
+def test_a_reload_restores_the_battle_and_new_warns_before_abandoning_it(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    page = new_page(browser, page_errors)
+    page.goto(gateway + "/#battle")
+    set_max_tokens(page, 8)
+    page.fill("#prompt", "What is the capital of Spain?")
+    page.keyboard.press("Enter")
+    panels = {s: page.locator(f"#battle-panels .panel[data-key='{s}']") for s in "ab"}
+    for panel in panels.values():
+        expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+    answers = {s: panels[s].locator(".msg.assistant").inner_text() for s in "ab"}
+    assert re.fullmatch(r".*#battle/[A-Za-z0-9_-]+", page.url)
+    battle_url = page.url
+
+    page.reload()
+    for side, panel in panels.items():
+        expect(panel.locator(".msg.user")).to_have_text(["What is the capital of Spain?"])
+        expect(panel.locator(".msg.assistant")).to_have_text([answers[side]])
+    expect(page.locator("#vote-bar")).to_be_visible()
+    expect(page.locator("#send")).to_have_text("Ask both")
+    # New on an unvoted battle warns first and keeps it.
+    page.click("#reset")
+    expect(page.locator("#battle-result")).to_contain_text("press New again to abandon it")
+    expect(panels["a"].locator(".msg.assistant")).to_have_count(1)
+    page.click("#vote-bar button[data-winner='tie']")
+    expect(page.locator("#battle-result")).to_contain_text("You voted a tie")
+
+    # The battle's URL in another browser: the revealed battle, to read.
+    other = new_page(browser, page_errors)
+    other.goto(battle_url)
+    expect(other.locator("#battle-result")).to_contain_text("You voted a tie")
+    for side in "ab":
+        expect(other.locator(f"#battle-panels .panel[data-key='{side}'] .msg.assistant")).to_have_text([answers[side]])
+        assert other.locator(f"#battle-panels .panel[data-key='{side}']").get_attribute("data-model") in MODELS
+    assert page_errors == []
+    other.context.close()
+    page.context.close()
+
+
 def test_phone_sized_screen(fleet, browser, page_errors):
     page = new_page(browser, page_errors, width=390, height=844, scheme="dark", is_mobile=True, has_touch=True)
     page.goto(fleet["gateway"].url + "/")
