@@ -295,6 +295,28 @@ def test_a_reload_restores_the_battle_and_new_warns_before_abandoning_it(fleet, 
     page.context.close()
 
 
+def test_keyboard_vote_and_answers_cut_at_the_limit_say_so(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    page = new_page(browser, page_errors)
+    page.goto(gateway + "/#battle")
+    set_max_tokens(page, 3)
+    page.fill("#prompt", "Tell me a long story about a lighthouse keeper and the sea.")
+    page.keyboard.press("Enter")
+    panels = [page.locator(f"#battle-panels .panel[data-key='{s}']") for s in "ab"]
+    for panel in panels:
+        expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+    # Three tokens cannot finish a long story: a side that was cut says so instead of a bare "done".
+    cut = [p for p in panels if p.locator(".msg.ending").count()]
+    assert cut and all(p.locator(".msg.ending").inner_text() in ("Cut at the token limit.",) for p in cut)
+    # Both answers in: the focus is on the vote bar, and one key votes.
+    expect(page.locator("#vote-bar button[data-winner='model_a']")).to_be_focused()
+    assert page.locator("#vote-bar button[data-winner='model_b']").get_attribute("aria-keyshortcuts") == "B"
+    page.keyboard.press("b")
+    expect(page.locator("#battle-result")).to_contain_text("You voted B is better")
+    assert page_errors == []
+    page.context.close()
+
+
 def test_phone_sized_screen(fleet, browser, page_errors):
     page = new_page(browser, page_errors, width=390, height=844, scheme="dark", is_mobile=True, has_touch=True)
     page.goto(fleet["gateway"].url + "/")

@@ -25,6 +25,15 @@ export class BattleMode {
     for (const button of voteBar.querySelectorAll("button[data-winner]")) {
       button.addEventListener("click", () => this.vote(button.dataset.winner));
     }
+    // One key per verdict once both answers are in (not while typing in a field).
+    const KEYS = { a: "model_a", b: "model_b", t: "tie", x: "both_bad" };
+    document.addEventListener("keydown", (e) => {
+      const winner = KEYS[e.key.toLowerCase()];
+      if (!winner || e.ctrlKey || e.metaKey || e.altKey || voteBar.hidden) return;
+      if (e.target.closest && e.target.closest("input, textarea, select, [contenteditable]")) return;
+      const button = voteBar.querySelector(`button[data-winner="${winner}"]`);
+      if (button && !button.disabled) { e.preventDefault(); button.click(); }
+    });
     this.reset({ keepUrl: true });  // the URL may name a battle to restore
   }
 
@@ -235,6 +244,7 @@ export class BattleMode {
     }
     this.voteBar.hidden = false;
     this.setVoteButtons(true);
+    this.voteBar.querySelector("button").focus();  // vote by key (A, B, T, X) or Tab along the bar
     const left = this.battle.max_turns - this.battle.turn;
     this.resultEl.textContent = left > 0
       ? `Which side is better over the whole conversation? Vote, or ask both a follow-up (${left} left).`
