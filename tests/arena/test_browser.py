@@ -335,7 +335,18 @@ def test_phone_sized_screen(fleet, browser, page_errors):
     shot(page, "compare-phone-dark")
     page.click("#tab-battle")
     expect(page.locator("#battle-view")).to_be_visible()
+    page.fill("#prompt", "Name a fruit.")
+    page.click("#send")
+    for side in "ab":
+        expect(page.locator(f"#battle-panels .panel[data-key='{side}']")).to_have_attribute(
+            "data-status", re.compile("done|stopped|error"), timeout=120_000)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    if page.locator("#vote-bar").is_visible():
+        # Stacked panels: A is above, B below, and the labels say so.
+        assert "↑" in page.locator("#vote-bar button[data-winner='model_a']").inner_text()
+        assert "↓" in page.locator("#vote-bar button[data-winner='model_b']").inner_text()
+        bar, prompt = page.locator("#vote-bar").bounding_box(), page.locator("#prompt").bounding_box()
+        assert bar and prompt and bar["y"] + bar["height"] <= prompt["y"] <= 844  # in view, above the composer
     shot(page, "battle-phone-dark")
     page.goto(fleet["gateway"].url + "/leaderboard")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -124,6 +124,11 @@ for (const tab of document.querySelectorAll(".tabs [role=tab]")) {
 }
 window.addEventListener("hashchange", () => setMode(location.hash.startsWith("#battle") ? "battle" : "compare"));
 
+// The composer sticks to the bottom; on a phone the vote bar sticks just above it.
+new ResizeObserver(([entry]) => {
+  document.documentElement.style.setProperty("--composer-height", `${Math.ceil(entry.borderBoxSize[0].blockSize)}px`);
+}).observe($("composer"));
+
 restoreSettings();
 initThemeToggle($("theme-toggle"));
 setMode(location.hash.startsWith("#battle") ? "battle" : "compare");
