@@ -58,7 +58,6 @@ class Instance:
     queued: int | None = None
     tokens_per_second: float | None = None
     uptime_seconds: float | None = None
-    reported_instance_id: str | None = None
     external_busy: int = 0                 # requests the instance had that were not ours
 
     @property

@@ -75,9 +75,9 @@ def active_runs(gh: GitHubClient, workflow: str) -> list[WorkflowRun]:
 
 
 def up(gh: GitHubClient, models: list[str], *, gateway: bool, duration: str | None) -> int:
-    from shared.catalogue import default_catalogue
+    from shared.catalogue import load_catalogue
 
-    catalogue = default_catalogue()
+    catalogue = load_catalogue()
     keys = models or [key for key, spec in catalogue.models.items() if spec.instances > 0]
     ref = gh.default_branch()
     extra = {"duration_hours": duration} if duration else {}

@@ -68,9 +68,9 @@ def _write_state(path: Path, **values: object) -> None:
 
 
 def serve(args: argparse.Namespace, log: JobLog) -> int:
-    from shared.catalogue import default_catalogue
+    from shared.catalogue import load_catalogue
 
-    fleet = default_catalogue().fleet
+    fleet = load_catalogue().fleet
     state = Path(args.state)
     stop: list[str] = []
     signal.signal(signal.SIGTERM, lambda signum, _f: stop.append(signal.Signals(signum).name))

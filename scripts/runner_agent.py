@@ -39,6 +39,7 @@ from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable
 from scripts.successor import (GitHubDispatcher, LaunchedSuccessor, LocalProcessLauncher,
                                SuccessorLauncher, SuccessorRequest)
 from scripts.tunnel import MAX_GRACE_SECONDS, Tunnel, TunnelError, choose_tunnel
+from shared.catalogue import Catalogue
 from shared.processes import ChildProcess, free_port
 
 EXIT_OK = 0
@@ -65,14 +66,15 @@ class Timeline:
 
 
 def service_process(model: str, host: str, port: int, parallel: int | None, instance_id: str,
-                    environ: Mapping[str, str] | None = None) -> ChildProcess:
+                    environ: Mapping[str, str] | None = None, catalogue: Catalogue | None = None) -> ChildProcess:
     """`arena serve MODEL` as a child whose output goes to the job log, seeing only the
     variables a model service needs (never WORKFLOW_PAT, TUNNELS_JSON or the registration token)."""
     args = ["serve", model, "--host", host, "--port", str(port), "--instance-id", instance_id]
     if parallel:
         args += ["--parallel", str(parallel)]
     return ChildProcess(f"{model} service", args, port=port, host=host, log_path=None,
-                        env=service_env(os.environ if environ is None else environ), inherit_env=False)
+                        env=service_env(os.environ if environ is None else environ), inherit_env=False,
+                        catalogue=catalogue.path if catalogue else None)
 
 
 def require_instance_secret(environ: Mapping[str, str], public: bool) -> None:
@@ -356,8 +358,9 @@ def build_launcher(kind: str, args: argparse.Namespace, log: JobLog) -> Successo
     return GitHubDispatcher(client, args.workflow, ref, poll_seconds=args.github_poll_seconds)
 
 
-def run(args: argparse.Namespace) -> int:
-    from shared.catalogue import CatalogueError, default_catalogue
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    """`arena runner MODEL`: the agent's own command; the CLI passes the catalogue it loaded."""
+    from shared.catalogue import CatalogueError
     from shared.model_files import ModelFileError, resolve_model_file
 
     log = JobLog(prefix=f"runner {args.model}/{args.instance}")
@@ -366,7 +369,6 @@ def run(args: argparse.Namespace) -> int:
     on_actions = os.environ.get("GITHUB_ACTIONS") == "true"
     try:
         require_instance_secret(os.environ, public=on_actions or args.tunnel != "none")
-        catalogue = default_catalogue()
         spec = catalogue.model(args.model)
     except (CatalogueError, RuntimeError) as exc:
         log.error(f"cannot start: {exc}")
@@ -386,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     log.info(f"model file {model_path} in {time.monotonic() - fetch_started:.1f}s")
 
     port = args.port or spec.port
-    service = service_process(spec.key, args.host, port, args.parallel, instance_id)
+    service = service_process(spec.key, args.host, port, args.parallel, instance_id, catalogue=catalogue)
     try:
         tunnel = choose_tunnel(args.tunnel, label=spec.key, hostname=spec.hostname, local_url=service.url,
                                base_domain=fleet.base_domain, job_log=log, cloudflared=args.cloudflared,

@@ -141,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="print TUNNELS_JSON instead of storing it as a repository secret")
     args = parser.parse_args(argv)
 
-    from shared.catalogue import default_catalogue
+    from shared.catalogue import load_catalogue
 
     try:
         cf = CloudflareClient(os.environ.get("CLOUDFLARE_API_TOKEN", ""), os.environ.get("CLOUDFLARE_ACCOUNT_ID", ""))
         try:
-            plan = reconcile(cf, args.domain, targets(default_catalogue(), args.domain), dry_run=args.dry_run)
+            plan = reconcile(cf, args.domain, targets(load_catalogue(), args.domain), dry_run=args.dry_run)
         finally:
             cf.close()
     except CloudflareError as exc:

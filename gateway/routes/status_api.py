@@ -8,7 +8,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from gateway.auth import is_admin
 from gateway.fleet_status import BADGE_CACHE_CONTROL
-from gateway.status_page import render_status_page
+from gateway.status_page import render_status_fragment, render_status_page
 
 router = APIRouter()
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -35,6 +35,12 @@ async def status_json(request: Request) -> JSONResponse:
 @router.get("/status", response_class=HTMLResponse)
 async def status_page(request: Request) -> HTMLResponse:
     return HTMLResponse(render_status_page(request.app.state.fleet_status.snapshot()), headers=_NO_STORE)
+
+
+@router.get("/status/fragment")
+async def status_fragment(request: Request) -> JSONResponse:
+    """The status page's rows, rendered by the server, for its script to swap in."""
+    return JSONResponse(render_status_fragment(request.app.state.fleet_status.snapshot()), headers=_NO_STORE)
 
 
 @router.get("/api/badge/system")
