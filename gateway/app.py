@@ -21,13 +21,12 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp
 
 from gateway.auto_routing import AutoRouter
 from gateway.auth import ApiKeyGuard
 from gateway.balancing import make_balancer
 from gateway.db import SqliteDatabase
-from gateway.fast_path import CompletionFastPath, GatewayApp
+from gateway.fast_path import CompletionRouter
 from gateway.fleet_status import FleetStatus
 from gateway.health_monitor import HealthMonitor, HealthPolicy
 from gateway.instances import InstanceRegistry
@@ -38,6 +37,7 @@ from gateway.routes import admin_api, instances_api, openai_api, status_api
 from gateway.settings import GatewaySettings
 from gateway.static_instances import static_instances
 from gateway.upstream import ProxyPolicy, UpstreamProxy
+from shared.body_limit import BodyLimit
 from shared.errors import install_error_handlers
 
 log = logging.getLogger("gateway")
@@ -89,7 +89,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await upstream.stop()
             db.close()
 
-    app = GatewayApp(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.instances = instances
@@ -105,16 +105,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.on_shutdown = []
 
     install_error_handlers(app)
-    # The completion endpoints skip FastAPI's stack (gateway.fast_path); CORS, when on, wraps
-    # them too, so it answers their preflights.
-    front: ASGIApp = CompletionFastPath(super(GatewayApp, app).__call__, app.state)
+    # Middleware added last runs first: the body limit, then CORS (when on), then the
+    # completion endpoints' router (gateway.fast_path), then FastAPI's routing.
+    app.add_middleware(CompletionRouter, state=app.state)
     if settings.cors_origins:
-        cors = dict(allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                    allow_headers=["Authorization", "Content-Type"],
-                    expose_headers=["X-Arena-Model", "X-Arena-Instance", "Retry-After"])
-        app.add_middleware(CORSMiddleware, **cors)
-        front = CORSMiddleware(front, **cors)
-    app.front = front
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["X-Arena-Model", "X-Arena-Instance", "Retry-After"])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in (openai_api.router, instances_api.router, status_api.router, admin_api.router):
         app.include_router(router)
 

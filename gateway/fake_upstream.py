@@ -6,7 +6,7 @@ model; or, with `--answer-file`, streams that file's text word by word (the brow
 it for an answer that must hold an exact hostile payload, which no small model repeats
 reliably). It plays the roles the gateway must handle through a small control endpoint
 (`POST /_control`): our model service (with `/health/details`) or a foreign server without it,
-loading, draining, answering 503, and it counts requests and client disconnects (`/_stats`).
+loading, draining, answering 503 or any error (`reject`), and it counts requests and client disconnects (`/_stats`).
 
 Run: ``python -m gateway.fake_upstream --port 9001 --model smollm2-135m``.
 """
@@ -35,7 +35,7 @@ class FakeUpstream:
         self.instance_id = f"fake-{uuid.uuid4().hex[:8]}"
         self.control: dict[str, Any] = {"status": "ok", "chunks": chunks, "chunk_delay": chunk_delay, "delay": 0.0,
                                         "reject_503": False, "details": details, "slots": slots,
-                                        "break_after": None}
+                                        "break_after": None, "reject": None}
         self.secret = secret
         self.stats = {"requests": 0, "active": 0, "completed": 0, "disconnected": 0, "bodies": []}
 
@@ -77,6 +77,8 @@ class FakeUpstream:
             if c["reject_503"] or c["status"] != "ok":
                 return await _json(send, 503, {"error": {"message": "queue full", "type": "service_unavailable"}},
                                    extra=[(b"retry-after", b"1")])
+            if c["reject"]:  # {"status": 400, "error": {...}}: an instance refusing the request
+                return await _json(send, c["reject"]["status"], {"error": c["reject"]["error"]})
             request = json.loads(body)
             self.stats["bodies"] = self.stats["bodies"][-20:] + [request]
             if request.get("model") != self.served_name:

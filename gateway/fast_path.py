@@ -1,30 +1,27 @@
-"""The completion endpoints as a plain ASGI layer in front of FastAPI.
+"""The completion endpoints as a pure ASGI router in front of FastAPI's routing.
 
 `POST /v1/chat/completions` and `POST /v1/completions` are the gateway's hot path; served
-here they skip FastAPI's middleware stack, routing and dependency injection, which on a small
-machine cost more than the whole rest of the relay. The work is the same as any route's:
-check the API key (`ApiKeyGuard`), then `UpstreamProxy.handle`. Everything else goes to
-FastAPI. `GatewayApp` is FastAPI with this layer in front (behind CORS when it is on).
+here they skip FastAPI's routing and dependency injection, which on a small machine cost more
+than the whole rest of the relay. The work is the same as any route's: check the API key
+(`ApiKeyGuard`), then `UpstreamProxy.handle`. Every other request goes on to FastAPI.
+
+`create_app` installs it as the innermost of the app's middleware (`add_middleware`), so that
+CORS, the body limit and the 500 handler configured once on the app wrap it like any route.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import ApiError, error_body
-
-log = logging.getLogger("gateway")
+from shared.errors import ApiError
 
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
-class CompletionFastPath:
+class CompletionRouter:
     def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app = app
         self.state = state
@@ -40,24 +37,6 @@ class CompletionFastPath:
             request = Request(scope, receive)
             key = self.state.key_guard.check(request)
             response = await self.state.upstream.handle(request, scope["path"], key.key_id if key else None)
-        except ApiError as exc:
+        except ApiError as exc:  # anything else is the app's 500 handler's
             response = exc.response()
-        except Exception as exc:  # never a bare 500 page
-            log.exception("unexpected error on %s", scope["path"])
-            response = JSONResponse(error_body(f"Internal error: {type(exc).__name__}", type="server_error",
-                                               code="internal_error"), status_code=500)
         await response(scope, receive, send)
-
-
-class GatewayApp(FastAPI):
-    """FastAPI, with the completion endpoints answered by `front` before its middleware stack."""
-
-    front: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        front = self.front
-        if front is not None and scope["type"] == "http" and scope["path"] in COMPLETION_PATHS:
-            scope["app"] = self
-            await front(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)

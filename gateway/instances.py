@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from shared.catalogue import Catalogue
 
@@ -73,6 +74,15 @@ class Instance:
     def load(self) -> float:
         """Busy requests per slot; above 1.0 requests wait in the instance's queue."""
         return self.busy / self.capacity
+
+    @contextmanager
+    def lease(self) -> Iterator[None]:
+        """One request of ours on this instance for the duration of the block."""
+        self.outstanding += 1
+        try:
+            yield
+        finally:
+            self.outstanding -= 1
 
     def set_state(self, state: InstanceState) -> bool:
         if state is self.state:

@@ -160,6 +160,12 @@ class UpstreamProxy:
         body = {**body, "model": model, "stream": True}
         call = _Call("/v1/chat/completions", model, True)
         opened = await self._open(call, body, None, stream=True)
+        if opened.iterator is None:  # the instance answered an error (or did not stream)
+            error = _upstream_api_error(opened.response.status_code, opened.first)
+            opened.instance.outstanding -= 1
+            call.status, call.error = error.status, "upstream_error"
+            self._finish(call)
+            raise error
         if info is not None:
             info.update(model=model, instance_id=opened.instance.instance_id)
         relay = self._relay(call, opened)
@@ -172,14 +178,13 @@ class UpstreamProxy:
     # -- the /v1 routes ------------------------------------------------------------------
 
     async def handle(self, request: Request, endpoint: str, key_id: str | None = None) -> Response:
-        raw = await request.body()
-        if len(raw) > self.policy.max_body_bytes:
-            raise ApiError(413, f"The request body is larger than {self.policy.max_body_bytes} bytes.",
-                           code="request_too_large")
+        raw = await request.body()  # at most max_body_bytes (shared.body_limit)
         try:
             body = json.loads(raw)
         except ValueError:
             raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "The request body is nested too deeply.", code="invalid_json") from None
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
         stream = body.get("stream") is True
@@ -424,7 +429,7 @@ def _error_kind(exc: HttpError) -> str:
 def _upstream_message(content: bytes) -> str | None:
     try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(data, dict):
         error = data.get("error")
@@ -435,11 +440,30 @@ def _upstream_message(content: bytes) -> str | None:
     return None
 
 
+def _upstream_api_error(status: int, content: bytes) -> ApiError:
+    """An instance's error answer as an `ApiError`, keeping its message and code (such as
+    context_length_exceeded); a server error of the instance is the gateway's 502."""
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError):
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message = _upstream_message(content) or f"The instance answered {status}."
+    if status < 400:  # a success where a stream was asked for
+        status, message = 502, f"The instance answered {status} without a stream."
+    code, param = error.get("code"), error.get("param")
+    return ApiError(502 if status >= 500 else status, message,
+                    code=code if isinstance(code, str) else "upstream_error",
+                    param=param if isinstance(param, str) else None,
+                    type="upstream_error" if status >= 500 else None)
+
+
 def _error_passthrough(status: int, content: bytes, headers: dict[str, str]) -> Response:
     """An instance's error answer, in OpenAI's shape whatever shape it came in."""
     try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         return Response(content, status_code=status, headers=headers, media_type="application/json")

@@ -10,6 +10,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from shared.body_limit import BodyLimit
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, install_error_handlers
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
@@ -19,7 +20,8 @@ from services.openai_format import SSE_DONE, ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 
 
-def create_app(service: GenerationService, *, instance_secret: str | None = None) -> FastAPI:
+def create_app(service: GenerationService, *, instance_secret: str | None = None,
+               max_body_bytes: int = 4 * 1024 * 1024) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         # Load in a thread: /health answers "loading" meanwhile.
@@ -42,6 +44,7 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
 
     if instance_secret:  # without a secret every request passes: no middleware on the hot path
         app.middleware("http")(require_instance_secret)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before the secret check reads
 
     def health_response() -> JSONResponse:
         status = service.status
@@ -89,7 +92,7 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
         return await respond(body, service.prepare_completion(body), request, chat=False)
 
     async def respond(body: GenerationParams, prepared, request: Request, *, chat: bool):
-        stream = service.open_stream(prepared)
+        stream = await service.open_stream(prepared)
         shaper = ResponseShaper(service.spec.key, chat=chat)
         if body.stream:
             return StreamingResponse(sse_events(stream, shaper, body), media_type="text/event-stream",

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     catalogue = default_catalogue()
     spec = settings.resolve(catalogue)
     service = GenerationService(spec, instance_id=settings.instance_id)
-    app = create_app(service, instance_secret=settings.instance_secret)
+    app = create_app(service, instance_secret=settings.instance_secret, max_body_bytes=settings.max_body_bytes)
     host = settings.host or catalogue.fleet.service_host
     config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(),
                             access_log=False, timeout_graceful_shutdown=5)
