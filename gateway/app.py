@@ -63,7 +63,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                              AutoRouter(catalogue.routing), ProxyPolicy(
                                  connect_timeout=settings.connect_timeout, request_timeout=settings.request_timeout,
                                  attempts=settings.retry_attempts, backoff=settings.retry_backoff,
-                                 backoff_max=settings.retry_backoff_max, max_body_bytes=settings.max_body_bytes,
+                                 backoff_max=settings.retry_backoff_max, max_response_bytes=settings.max_response_bytes,
                                  max_connections=settings.max_connections),
                              instance_secret=settings.instance_secret)
     api_keys = ApiKeyStore(db)

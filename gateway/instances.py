@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from contextlib import contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable, Iterator
+from typing import Any, AsyncIterator, Iterable
 
 from shared.catalogue import Catalogue
 
@@ -75,8 +75,8 @@ class Instance:
         """Busy requests per slot; above 1.0 requests wait in the instance's queue."""
         return self.busy / self.capacity
 
-    @contextmanager
-    def lease(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[None]:
         """One request of ours on this instance for the duration of the block."""
         self.outstanding += 1
         try:
