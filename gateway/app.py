@@ -34,6 +34,7 @@ from gateway.keys import ApiKeyStore, RateLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.registration import RegistrationService, RegistrationStore
 from gateway.routes import admin_api, instances_api, openai_api, status_api
+from gateway.security_headers import SecurityHeaders
 from gateway.settings import GatewaySettings
 from gateway.static_instances import static_instances
 from gateway.upstream import ProxyPolicy, UpstreamProxy
@@ -112,6 +113,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"],
                            expose_headers=["X-Arena-Model", "X-Arena-Instance", "Retry-After"])
+    from gateway.arena.routes import CONTENT_SECURITY_POLICY
+    app.add_middleware(SecurityHeaders, content_security_policy=CONTENT_SECURITY_POLICY)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in (openai_api.router, instances_api.router, status_api.router, admin_api.router):
         app.include_router(router)

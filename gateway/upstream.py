@@ -192,6 +192,10 @@ class UpstreamProxy:
     # -- the /v1 routes ------------------------------------------------------------------
 
     async def handle(self, request: Request, endpoint: str, key_id: str | None = None) -> Response:
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != _JSON:  # a cross-site form (text/plain, urlencoded) cannot spend model time
+            raise ApiError(415, "Send the request as JSON, with the header Content-Type: application/json.",
+                           code="unsupported_media_type")
         raw = await request.body()  # at most max_body_bytes (shared.body_limit)
         try:
             body = json.loads(raw)

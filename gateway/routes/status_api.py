@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from gateway.fleet_status import BADGE_CACHE_CONTROL
+from gateway.status_page import CONTENT_SECURITY_POLICY as STATUS_PAGE_CSP
 from gateway.status_page import render_status_page
 
 router = APIRouter()
@@ -33,7 +34,8 @@ async def status_json(request: Request) -> JSONResponse:
 
 @router.get("/status", response_class=HTMLResponse)
 async def status_page(request: Request) -> HTMLResponse:
-    return HTMLResponse(render_status_page(request.app.state.fleet_status.snapshot()), headers=_NO_STORE)
+    return HTMLResponse(render_status_page(request.app.state.fleet_status.snapshot()),
+                        headers={**_NO_STORE, "Content-Security-Policy": STATUS_PAGE_CSP})
 
 
 @router.get("/api/badge/system")

@@ -63,3 +63,13 @@ def test_a_battle_side_shows_the_models_refusal_and_is_recorded_as_an_error(two_
         assert SMOL not in error["message"] and GEMMA not in error["message"]
     sides = httpx.get(f"{gateway.url}/api/battles/{battle['id']}", timeout=10).json()["sides"]
     assert sides["a"]["status"] == sides["b"]["status"] == "error"
+
+
+@pytest.mark.parametrize("path", ["/", "/static/arena/index.html", "/status", "/docs"])
+def test_every_html_answer_carries_a_content_security_policy(two_models, path):
+    gateway, *_ = two_models
+    response = httpx.get(gateway.url + path, timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    policy = response.headers["content-security-policy"]
+    assert "default-src" in policy and "unsafe-inline" not in policy
+    assert response.headers["x-content-type-options"] == "nosniff"

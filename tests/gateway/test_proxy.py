@@ -71,7 +71,11 @@ def test_bad_requests_get_openai_shaped_errors(one_model):
     assert_openai_error(httpx.post(url, json=chat_body("no-such-model"), timeout=5), 404, "model_not_found")
     error = assert_openai_error(httpx.post(url, json=chat_body(GEMMA), timeout=5), 503, "no_ready_instance")
     assert error["type"] == "service_unavailable"
-    assert_openai_error(httpx.post(url, content=b"{not json", timeout=5), 400, "invalid_json")
+    json_type = {"content-type": "application/json"}
+    assert_openai_error(httpx.post(url, content=b"{not json", headers=json_type, timeout=5), 400, "invalid_json")
+    assert_openai_error(httpx.post(url, content=json.dumps(chat_body()), headers={"content-type": "text/plain"},
+                                   timeout=5), 415, "unsupported_media_type")
+    assert_openai_error(httpx.post(url, data={"model": SMOL}, timeout=5), 415, "unsupported_media_type")
     assert_openai_error(httpx.post(url, json=[1, 2], timeout=5), 400, "invalid_json")
     assert_openai_error(httpx.post(url, json={"messages": []}, timeout=5), 400, "invalid_value")
     assert_openai_error(httpx.post(url, json={"model": 7}, timeout=5), 400, "invalid_value")
