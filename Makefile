@@ -32,6 +32,7 @@ test: install-test
 
 bench: install
 	$(ARENA) bench
+	$(PY) -m gateway.overload_bench
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

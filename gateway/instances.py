@@ -13,7 +13,7 @@ from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from shared.catalogue import Catalogue
 
@@ -61,6 +61,7 @@ class Instance:
     uptime_seconds: float | None = None
     reported_instance_id: str | None = None
     external_busy: int = 0                 # requests the instance had that were not ours
+    on_release: Callable[["Instance"], None] | None = field(default=None, repr=False)  # set by the registry
 
     @property
     def capacity(self) -> int:
@@ -70,6 +71,9 @@ class Instance:
     def busy(self) -> int:
         """Requests on this instance now: ours, plus others it reported at the last probe."""
         return self.outstanding + self.external_busy
+
+    def has_free_slot(self) -> bool:
+        return self.busy < self.capacity
 
     def load(self) -> float:
         """Busy requests per slot; above 1.0 requests wait in the instance's queue."""
@@ -83,6 +87,8 @@ class Instance:
             yield
         finally:
             self.outstanding -= 1
+            if self.on_release is not None:
+                self.on_release(self)
 
     def set_state(self, state: InstanceState) -> bool:
         if state is self.state:
@@ -125,6 +131,12 @@ class InstanceRegistry:
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
         self._by_id: dict[str, Instance] = {}
+        self.slot_listeners: list[Callable[[Instance], None]] = []  # told when an instance may have room
+
+    def slot_freed(self, instance: Instance) -> None:
+        if instance.state is InstanceState.READY and instance.has_free_slot():
+            for listener in self.slot_listeners:
+                listener(instance)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -135,6 +147,7 @@ class InstanceRegistry:
     def add(self, instance: Instance) -> Instance:
         if instance.capacity_hint <= 1 and instance.model in self.catalogue.models:
             instance.capacity_hint = self.catalogue.models[instance.model].parallel
+        instance.on_release = self.slot_freed
         self._by_id[instance.instance_id] = instance
         return instance
 

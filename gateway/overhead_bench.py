@@ -1,4 +1,4 @@
-"""The gateway's overhead, measured against an instant fake upstream (`gateway.fake_upstream`).
+"""The gateway's overhead, measured against an instant fake upstream (`tests.fake_upstream`).
 
 Starts the fake upstream (16-chunk streams) and a real gateway process in front of it, on free
 ports of 127.0.0.1, then measures the same load directly and through the gateway:
@@ -77,7 +77,7 @@ def run_overhead_bench(requests: int = 500, concurrency: int = 16) -> dict[str, 
                "ARENA_GATEWAY_LOG_FORMAT": "json"}
         upstream = ChildProcess("fake-upstream", ["--port", str(upstream_port), "--model", model, "--chunks", "16",
                                                   "--slots", str(concurrency)], port=upstream_port, env=env,
-                                module="gateway.fake_upstream", log_path=log_dir / "fake-upstream.log")
+                                module="tests.fake_upstream", log_path=log_dir / "fake-upstream.log")
         for key in catalogue.models:
             env[f"{env_key(key)}_API_URL"] = upstream.url if key == model else ""
         gateway = ChildProcess("gateway", ["gateway", "--host", "127.0.0.1", "--port", str(gateway_port)],

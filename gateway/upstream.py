@@ -31,6 +31,7 @@ from gateway.health_monitor import HealthMonitor
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
+from gateway.overload_buffer import OverloadBuffer
 from gateway.upstream_http import CLIENT_ERRORS, HttpLimits, UpstreamHttp, check_head, classify, read_capped
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
@@ -115,6 +116,8 @@ class UpstreamProxy:
         self.metrics = metrics
         self.router = router
         self.policy = policy
+        self.buffer = OverloadBuffer(self._buffer_limits)
+        registry.slot_listeners.append(lambda instance: self.buffer.slot_freed(instance.model))
         headers = {"content-type": _JSON, "accept-encoding": "identity"}
         if instance_secret:
             headers[INSTANCE_SECRET_HEADER] = instance_secret
@@ -136,6 +139,13 @@ class UpstreamProxy:
 
     # -- choosing ------------------------------------------------------------------------
 
+    def _buffer_limits(self, model: str) -> tuple[int, float]:
+        spec = self.registry.catalogue.models.get(model)
+        return (spec.overload_buffer, spec.overload_wait) if spec else (0, 0.0)
+
+    def has_free_slot(self, model: str) -> bool:
+        return any(instance.has_free_slot() for instance in self.registry.ready(model))
+
     def resolve_model(self, body: dict[str, Any]) -> str:
         model = body.get("model")
         if not isinstance(model, str) or not model:
@@ -156,8 +166,9 @@ class UpstreamProxy:
         if not ready:
             raise ApiError(503, f"No ready instance of '{model}' right now; try again shortly.",
                            code="no_ready_instance", headers={"Retry-After": "5"})
-        fresh = [inst for inst in ready if inst.instance_id not in tried]
-        return self.balancer.choose(fresh or ready)
+        fresh = [inst for inst in ready if inst.instance_id not in tried] or ready
+        free = [inst for inst in fresh if inst.has_free_slot()]
+        return self.balancer.choose(free or fresh)
 
     # -- the arena's entry point ---------------------------------------------------------
 
@@ -249,6 +260,12 @@ class UpstreamProxy:
 
     async def _open(self, call: _Call, body: dict[str, Any], raw: bytes | None, *, stream: bool) -> _Opened:
         tried: set[str] = set()
+        if self.registry.ready(call.model):  # with none ready, `pick` answers 503 at once
+            try:
+                await self.buffer.wait_for_slot(call.model, lambda: self.has_free_slot(call.model))
+            except ApiError as exc:
+                self.metrics.error(call.model, exc.code or "overloaded")
+                raise
         try:
             return await self._open_with_retries(call, body, raw, stream, tried)
         except _Retryable as exc:
