@@ -40,6 +40,7 @@ from gateway.static_instances import static_instances
 from gateway.upstream import ProxyPolicy, UpstreamProxy
 from shared.body_limit import BodyLimit
 from shared.errors import install_error_handlers
+from shared.openapi import publish_openapi
 
 log = logging.getLogger("gateway")
 
@@ -106,6 +107,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.on_shutdown = []
 
     install_error_handlers(app)
+    publish_openapi(app)
     # Middleware added last runs first: the body limit, then CORS (when on), then the
     # completion endpoints' router (gateway.fast_path), then FastAPI's routing.
     app.add_middleware(CompletionRouter, state=app.state)

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from shared.body_limit import BodyLimit
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, install_error_handlers
+from shared.openapi import COMPLETION_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.generation import GenerationService, JobStream
@@ -33,6 +34,7 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
     app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    publish_openapi(app)
 
     async def require_instance_secret(request: Request, call_next):
         if request.url.path.startswith("/v1/") and not secret_matches(
@@ -83,11 +85,11 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
         service.check_model(model_id)
         return model_card()
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=COMPLETION_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         return await respond(body, service.prepare_chat(body), request, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=COMPLETION_RESPONSES)
     async def completions(body: CompletionRequest, request: Request):
         return await respond(body, service.prepare_completion(body), request, chat=False)
 

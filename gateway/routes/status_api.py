@@ -50,6 +50,7 @@ async def model_badge(key: str, request: Request) -> JSONResponse:
                         headers={"Cache-Control": BADGE_CACHE_CONTROL})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)
