@@ -274,6 +274,9 @@ class UpstreamProxy:
                 headers = {"Retry-After": exc.headers.get("retry-after", "1")}
                 raise ApiError(503, _upstream_message(exc.content) or exc.message, code="instances_busy",
                                headers=headers) from None
+            if exc.content is not None:
+                raise ApiError(502, f"The instance failed: {_upstream_message(exc.content) or exc.message}",
+                               code="upstream_error") from None
             raise ApiError(503, f"No instance of '{call.model}' could take the request: {exc.message}",
                            code="upstream_unavailable", headers={"Retry-After": "2"}) from None
 
@@ -296,11 +299,14 @@ class UpstreamProxy:
             await resources.enter_async_context(instance.lease())
             response = await resources.enter_async_context(self._http.post(instance.url + call.endpoint, content))
             check_head(response)
-            if response.status == 503:
+            if response.status >= 500:  # busy or broken before answering: another instance may serve it
                 content = await read_capped(response, 64 * 1024)
                 self.monitor.probe_soon(instance)
-                raise _Retryable("upstream_503", f"instance {instance.instance_id} answered 503",
-                                 content=content, headers=dict(response.headers))
+                if response.status != 503:
+                    instance.errors_total += 1
+                raise _Retryable(f"upstream_{response.status}", f"instance {instance.instance_id} answered "
+                                 f"{response.status}", status=response.status, content=content,
+                                 headers=dict(response.headers))
             if stream and response.status == 200:
                 first = await response.content.readany()
                 call.ttft = time.perf_counter() - call.started

@@ -36,7 +36,8 @@ class FakeUpstream:
         self.instance_id = f"fake-{uuid.uuid4().hex[:8]}"
         self.control: dict[str, Any] = {"status": "ok", "chunks": chunks, "chunk_delay": chunk_delay, "delay": 0.0,
                                         "reject_503": False, "details": details, "slots": slots,
-                                        "break_after": None, "reject": None, "max_queue": None}
+                                        "break_after": None, "reject": None, "max_queue": None,
+                                        "trickle": False}
         self.secret = secret
         self.stats = {"requests": 0, "active": 0, "completed": 0, "disconnected": 0, "rejected": 0, "bodies": []}
         self.serving = 0               # requests in a slot (with max_queue set, at most `slots`)
@@ -95,7 +96,7 @@ class FakeUpstream:
             self.stats["active"] += 1
             disconnected = asyncio.Event()
             # Only slow answers watch for a disconnect: the instant ones stay as cheap as can be.
-            slow = bool(c["delay"] or c["chunk_delay"])
+            slow = bool(c["delay"] or c["chunk_delay"] or c["trickle"])
             watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnected)) if slow else None
             in_slot = False
             try:
@@ -176,7 +177,17 @@ class FakeUpstream:
             if disconnected.is_set():
                 return False
             if c["break_after"] is not None and i >= c["break_after"]:
+                # Half an event, then the connection drops.
+                await send({"type": "http.response.body", "body": b'data: {"id": "chatcmpl-fa', "more_body": True})
                 raise RuntimeError("fake upstream breaks the stream on purpose")
+            if c["trickle"]:  # one byte a second, for ever
+                while not disconnected.is_set():
+                    await send({"type": "http.response.body", "body": b" ", "more_body": True})
+                    try:
+                        await asyncio.wait_for(disconnected.wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        pass
+                return False
             last = i == len(parts) - 1
             if chat:
                 delta = {"role": "assistant"} if text is None else ({} if last else {"content": text})
