@@ -32,7 +32,8 @@ from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
 from gateway.overload_buffer import OverloadBuffer
-from gateway.upstream_http import CLIENT_ERRORS, HttpLimits, UpstreamHttp, check_head, classify, read_capped
+from gateway.upstream_http import (CLIENT_ERRORS, HttpLimits, UpstreamFailure, UpstreamHttp, check_head, classify,
+                                   read_capped)
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
@@ -46,6 +47,7 @@ _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 # arena's origin by choosing its own Content-Type.
 _JSON, _EVENT_STREAM = "application/json", "text/event-stream"
 _NOSNIFF = {"x-content-type-options": "nosniff"}
+_MAX_EVENT_BYTES = 1024 * 1024  # one server-sent event of a stream
 
 
 @dataclass(frozen=True)
@@ -330,12 +332,21 @@ class UpstreamProxy:
     async def _relay_chunks(self, call: _Call, opened: _Opened) -> AsyncIterator[bytes]:
         instance, content = opened.instance, opened.response.content
         call.status = opened.response.status
+        pending = b""  # the start of an event not yet complete: held back, so a break drops it
         try:
             chunk = opened.first
             while chunk:
-                self._count_chunk(call, chunk)
-                yield chunk
+                data = pending + chunk if pending else chunk
+                end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, 0)
+                if end:
+                    self._count_chunk(call, data[:end])
+                    yield data[:end]
+                pending = data[end:]
+                if len(pending) > _MAX_EVENT_BYTES:
+                    raise UpstreamFailure("upstream_broken", "an event over the size limit", dead=False)
                 chunk = await content.readany()
+            if pending:  # the upstream ended without a last separator: pass what it sent
+                yield pending
         except CLIENT_ERRORS as exc:
             failure = classify(exc)
             instance.errors_total += 1
