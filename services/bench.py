@@ -1,5 +1,6 @@
-"""`arena bench`: throughput and latency of a model service under 1, 4 and 8 concurrent streams,
-and (mode `gateway`) what the gateway adds in front of an instant upstream.
+"""`arena bench [SUITE]`: throughput and latency of a model service under 1, 4 and 8 concurrent
+streams (`service`), what the gateway adds in front of an instant upstream (`gateway`), how the
+local fleet shares the cores (`cores`, in `services.bench_cores`).
 
 Each level runs closed-loop streams (every client sends its next request when the previous one
 ends) with greedy sampling, a fixed `max_tokens` and prompts that invite long answers; a stream
@@ -31,8 +32,12 @@ PROMPTS = [
 ]
 
 
+SUITES = ["service", "gateway", "cores"]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=["service", "gateway", "all"], default="all")
+    parser.add_argument("suite", nargs="?", choices=[*SUITES, "all"], help="what to measure (default: all)")
+    parser.add_argument("--mode", choices=[*SUITES, "all"], default="all", help="same as SUITE")
     parser.add_argument("--model", default="smollm2-135m", help="catalogue key (service mode)")
     parser.add_argument("--url", help="benchmark this running service instead of starting one")
     parser.add_argument("--levels", default="1,4,8", help="concurrent streams per level")
@@ -40,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--gateway-requests", type=int, default=300)
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    cores = parser.add_argument_group("cores")
+    cores.add_argument("--tries", type=int, default=3, help="attempts at asking two models at once")
+    cores.add_argument("--long-prompts", type=int, default=8, help="prompts for one instance against two")
 
 
 @dataclass
@@ -147,12 +155,20 @@ def bench_gateway(args: argparse.Namespace) -> dict:
     return run_overhead_bench(requests=args.gateway_requests, concurrency=16)
 
 
+def bench_cores(args: argparse.Namespace) -> dict:
+    from services import bench_cores
+
+    results = bench_cores.measure(args)
+    bench_cores.print_report(results)
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
+    suite = args.suite or args.mode
     results = {}
-    if args.mode in ("service", "all"):
-        results["service"] = bench_service(args)
-    if args.mode in ("gateway", "all"):
-        results["gateway"] = bench_gateway(args)
+    for name, bench in (("service", bench_service), ("gateway", bench_gateway), ("cores", bench_cores)):
+        if suite in (name, "all"):
+            results[name] = bench(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from shared.catalogue import ModelSpec, default_catalogue
+from shared.core_share import automatic_threads
 from shared.errors import ApiError, model_not_found
 from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
@@ -36,6 +37,8 @@ class GenerationService:
     """One model, its batch scheduler and its state (loading, ok, draining, error)."""
 
     def __init__(self, spec: ModelSpec, *, instance_id: str, model_path: Path | None = None) -> None:
+        if spec.threads is None:  # automatic: this instance has the machine to itself
+            spec = spec.model_copy(update={"threads": automatic_threads()})
         self.spec = spec
         self.instance_id = instance_id
         self.model_path = model_path

@@ -80,7 +80,7 @@ class ModelSpec(BaseModel):
     chat_template: str | None = None
     stop: list[str] = Field(default_factory=list)
     n_ctx: int = Field(2048, ge=128)
-    threads: int = Field(2, ge=1)
+    threads: int | None = Field(None, ge=1)  # None: automatic (see shared.core_share)
     n_batch: int = Field(512, ge=8)
     parallel: int = Field(4, ge=1, le=64)
     max_queue: int = Field(64, ge=0)
