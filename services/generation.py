@@ -14,11 +14,12 @@ from typing import AsyncIterator
 from shared.catalogue import ModelSpec, default_catalogue
 from shared.core_share import automatic_threads
 from shared.errors import ApiError, model_not_found
-from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
+from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
 from services.chat_template import ChatTemplate
 from services.engine import BatchScheduler, DoneEvent, Draining, ErrorEvent, Event, GenerationJob
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
+from services.prompt_cache import PromptCache
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.sampling import SamplingParams, grammar_for_response_format
 
@@ -66,7 +67,8 @@ class GenerationService:
             self.template = ChatTemplate(template_source, bos_token=bos, eos_token=eos)
             self.model = model
             self.spec = self.spec.model_copy(update={"n_ctx": n_ctx})
-            self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue)
+            self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue,
+                                            prompt_cache=PromptCache(self.spec.prompt_cache_mb * 2**20))
             self.scheduler.start()
             self.status = "ok"
             log.info("%s ready: %d slots of %d tokens", self.spec.key, self.spec.parallel, n_ctx)
@@ -189,6 +191,8 @@ class GenerationService:
                 tokens_per_second=scheduler.tokens_per_second() if scheduler else 0.0,
             ),
             max_tokens_limit=self.spec.max_tokens_limit,
+            prompt_cache=PromptCacheReport(**vars(scheduler.prompt_cache.report())) if scheduler else
+            PromptCacheReport(max_bytes=self.spec.prompt_cache_mb * 2**20),
         )
 
 

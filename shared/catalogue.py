@@ -84,6 +84,7 @@ class ModelSpec(BaseModel):
     n_batch: int = Field(512, ge=8)
     parallel: int = Field(4, ge=1, le=64)
     max_queue: int = Field(64, ge=0)
+    prompt_cache_mb: int = Field(256, ge=0)  # RAM for KV of sequences evicted from slots; 0: off
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_limit: int = Field(1024, ge=1)
     port: int = Field(ge=1, le=65535)
