@@ -58,8 +58,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         recovery_probes=settings.recovery_probes, flap_threshold=settings.flap_threshold,
         flap_window=settings.flap_window, flap_cooldown=settings.flap_cooldown,
         gone_retention=settings.gone_retention), instance_secret=settings.instance_secret)
-    metrics = GatewayMetrics(instances)
-    upstream = UpstreamProxy(instances, make_balancer(settings.balancer), monitor, metrics,
+    balancer = make_balancer(settings.balancer)
+    metrics = GatewayMetrics(instances, balancer)
+    upstream = UpstreamProxy(instances, balancer, monitor, metrics,
                              AutoRouter(catalogue.routing), ProxyPolicy(
                                  connect_timeout=settings.connect_timeout, request_timeout=settings.request_timeout,
                                  attempts=settings.retry_attempts, backoff=settings.retry_backoff,

@@ -41,7 +41,7 @@ class GatewaySettings(BaseSettings):
     retry_backoff: float = Field(0.05, ge=0, description="first back-off between attempts, doubled each time")
     retry_backoff_max: float = Field(1.0, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    balancer: Literal["least-busy", "power-of-two"] = "least-busy"
+    balancer: Literal["prefix-affinity", "least-busy", "power-of-two"] = "prefix-affinity"
     max_connections: int = Field(512, ge=1, description="pooled upstream connections")
 
     # Instances.

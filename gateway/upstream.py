@@ -137,13 +137,13 @@ class UpstreamProxy:
             raise model_not_found(model)
         return model
 
-    def pick(self, model: str, tried: set[str]) -> Instance:
+    def pick(self, model: str, tried: set[str], body: dict[str, Any] | None = None) -> Instance:
         ready = self.registry.ready(model)
         if not ready:
             raise ApiError(503, f"No ready instance of '{model}' right now; try again shortly.",
                            code="no_ready_instance", headers={"Retry-After": "5"})
         fresh = [inst for inst in ready if inst.instance_id not in tried]
-        return self.balancer.choose(fresh or ready)
+        return self.balancer.choose(fresh or ready, body)
 
     # -- the arena's entry point ---------------------------------------------------------
 
@@ -263,7 +263,7 @@ class UpstreamProxy:
     async def _attempt(self, call: _Call, body: dict[str, Any], raw: bytes | None, stream: bool,
                        tried: set[str]) -> _Opened:
         assert self._client is not None, "UpstreamProxy.start() was not called"
-        instance = self.pick(call.model, tried)
+        instance = self.pick(call.model, tried, body)
         tried.add(instance.instance_id)
         if call.attempts:
             self.metrics.retries.labels(call.model, "next_instance").inc()
