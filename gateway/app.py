@@ -26,6 +26,7 @@ from starlette.types import ASGIApp
 from gateway.auto_routing import AutoRouter
 from gateway.auth import ApiKeyGuard
 from gateway.balancing import make_balancer
+from gateway.response_cache import ResponseCache
 from gateway.db import SqliteDatabase
 from gateway.fast_path import CompletionFastPath, GatewayApp
 from gateway.fleet_status import FleetStatus
@@ -67,6 +68,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                                  backoff_max=settings.retry_backoff_max, max_body_bytes=settings.max_body_bytes,
                                  max_connections=settings.max_connections),
                              instance_secret=settings.instance_secret)
+    upstream.responses = ResponseCache(catalogue.fleet.response_cache_entries, catalogue.fleet.response_cache_ttl)
     api_keys = ApiKeyStore(db)
 
     @asynccontextmanager

@@ -31,6 +31,7 @@ from gateway.http_client import (ConnectError, ConnectTimeout, HttpClient, HttpE
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
+from gateway.response_cache import ResponseCache
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
@@ -109,6 +110,7 @@ class UpstreamProxy:
         if instance_secret:
             self._headers[INSTANCE_SECRET_HEADER] = instance_secret
         self._client: HttpClient | None = None
+        self.responses = ResponseCache(0, 0)  # off unless the app sets one (gateway.response_cache)
 
     async def start(self) -> None:
         # Our own small HTTP/1.1 client (gateway.http_client): httpx costs more than the
@@ -194,6 +196,9 @@ class UpstreamProxy:
         if body["model"] != model:  # "auto"
             body["model"] = model
             raw = None  # re-encode
+        cache_key = self.responses.key_for(endpoint, model, body, request.headers)
+        if (cached := self.responses.get(cache_key)) is not None:
+            return self.responses.response(cached, body, {"x-arena-model": model})
         try:
             opened = await _unless_disconnected(request.receive, self._open(call, body, raw, stream=stream))
         except ApiError as exc:
@@ -206,9 +211,11 @@ class UpstreamProxy:
             return Response(status_code=499)
         headers = {"x-arena-model": model, "x-arena-instance": opened.instance.instance_id}
         if opened.iterator is None:
+            self.responses.remember_whole(cache_key, opened.response.status_code, opened.first)
             return self._complete(call, opened, headers)
         headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-        return RelayResponse(self._relay(call, opened), status_code=opened.response.status_code,
+        relay = self.responses.recording(cache_key, self._relay(call, opened))
+        return RelayResponse(relay, status_code=opened.response.status_code,
                              headers=headers, media_type=opened.response.headers.get("content-type",
                                                                                     "text/event-stream"))
 

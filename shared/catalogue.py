@@ -129,6 +129,8 @@ class FleetSettings(BaseModel):
     model_cache_dir: str | None = None
     runner_duration_hours: float = Field(5.5, gt=0)
     runner_handoff_margin_minutes: float = Field(15, ge=0)
+    response_cache_entries: int = Field(1024, ge=0)   # the gateway's cache of deterministic answers; 0: off
+    response_cache_ttl: float = Field(600.0, gt=0)
 
     def data_path(self) -> Path:
         path = Path(self.data_dir)
