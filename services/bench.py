@@ -1,6 +1,9 @@
 """`arena bench [SUITE]`: throughput and latency of a model service under 1, 4 and 8 concurrent
 streams (`service`), what the gateway adds in front of an instant upstream (`gateway`), how the
-local fleet shares the cores (`cores`, in `services.bench_cores`).
+local fleet shares the cores (`cores`, `services.bench_cores`), multi-turn conversations with the
+prompt cache and prefix affinity off and on (`conversations`, `services.bench_conversations`),
+and the whole fleet under a mixed load at rising concurrency (`fleet`, `services.bench_fleet`).
+`all` runs every one of them, one after the other.
 
 Each level runs closed-loop streams (every client sends its next request when the previous one
 ends) with greedy sampling, a fixed `max_tokens` and prompts that invite long answers; a stream
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +36,13 @@ PROMPTS = [
 ]
 
 
-SUITES = ["service", "gateway", "cores"]
+SUITES = ["service", "gateway", "cores", "conversations", "fleet"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", nargs="?", choices=[*SUITES, "all"], help="what to measure (default: all)")
-    parser.add_argument("--mode", choices=[*SUITES, "all"], default="all", help="same as SUITE")
+    parser.add_argument("suite", nargs="?", help=f"what to measure: all (default), or some of {', '.join(SUITES)} "
+                                                 "separated by commas")
+    parser.add_argument("--mode", default="all", help="same as SUITE")
     parser.add_argument("--model", default="smollm2-135m", help="catalogue key (service mode)")
     parser.add_argument("--url", help="benchmark this running service instead of starting one")
     parser.add_argument("--levels", default="1,4,8", help="concurrent streams per level")
@@ -47,7 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     cores = parser.add_argument_group("cores")
     cores.add_argument("--tries", type=int, default=3, help="attempts at asking two models at once")
+    cores.add_argument("--pair-tokens", type=int, default=64, help="max_tokens of each answer")
     cores.add_argument("--long-prompts", type=int, default=8, help="prompts for one instance against two")
+    talk = parser.add_argument_group("conversations")
+    talk.add_argument("--conversations", type=int, default=24)
+    talk.add_argument("--turns", type=int, default=3)
+    talk.add_argument("--concurrency", type=int, default=8)
+    talk.add_argument("--answer-tokens", type=int, default=48, help="max_tokens of each turn's answer")
+    fleet = parser.add_argument_group("fleet")
+    fleet.add_argument("--fleet-levels", default="1,2,4,8,16,32,64", help="concurrent clients per level")
+    fleet.add_argument("--seconds", type=float, default=15, help="seconds per level")
+    fleet.add_argument("--chart", type=Path, default=None, help="PNG chart (default: build/bench/fleet.png)")
 
 
 @dataclass
@@ -163,11 +178,35 @@ def bench_cores(args: argparse.Namespace) -> dict:
     return results
 
 
+def bench_conversations(args: argparse.Namespace) -> dict:
+    from services import bench_conversations
+
+    results = bench_conversations.measure(args)
+    bench_conversations.print_report(results)
+    return results
+
+
+def bench_fleet(args: argparse.Namespace) -> dict:
+    from services import bench_fleet
+
+    results = bench_fleet.measure(args)
+    bench_fleet.print_report(results)
+    chart = bench_fleet.draw_chart(results, args.chart or bench_fleet.DEFAULT_CHART)
+    print(f"chart: {chart}")
+    results["chart"] = str(chart)
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
-    suite = args.suite or args.mode
+    chosen = (args.suite or args.mode).split(",")
+    unknown = set(chosen) - {*SUITES, "all"}
+    if unknown:
+        print(f"unknown benchmark {', '.join(sorted(unknown))}; known: all, {', '.join(SUITES)}", file=sys.stderr)
+        return 2
     results = {}
-    for name, bench in (("service", bench_service), ("gateway", bench_gateway), ("cores", bench_cores)):
-        if suite in (name, "all"):
+    for name, bench in (("service", bench_service), ("gateway", bench_gateway), ("cores", bench_cores),
+                        ("conversations", bench_conversations), ("fleet", bench_fleet)):
+        if name in chosen or "all" in chosen:
             results[name] = bench(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

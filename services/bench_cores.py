@@ -17,20 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import time
-from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
-from typing import Iterator
 
 import httpx
 
+from services.bench_support import StreamResult, running_fleet, stream_chat
 from shared.catalogue import Catalogue, default_catalogue
 from shared.core_share import CoreShare, available_cpus
-from shared.local_fleet import LocalFleet
-from shared.processes import PROJECT_ROOT, free_port
-
-LOG_DIR = PROJECT_ROOT / "build" / "bench" / "cores"
 STORY = "Write a long story about a lighthouse keeper and a storm. Use many details."
 QUESTION = "What is the history of the city of Rome?"
 LONG_PROMPT = ("Summarize the following notes in one sentence.\n" +
@@ -38,72 +31,10 @@ LONG_PROMPT = ("Summarize the following notes in one sentence.\n" +
                "children ran along the quay and gulls circled overhead. " * 12)
 
 
-@dataclass
-class Stream:
-    stamps: list[float] = field(default_factory=list)   # arrival time of each content chunk
-
-    def rate(self, start: float | None = None, end: float | None = None) -> float:
-        """Chunks per second between its first and last chunk, or within [start, end]."""
-        stamps = [t for t in self.stamps if (start is None or t >= start) and (end is None or t <= end)]
-        if len(stamps) < 2 or stamps[-1] <= stamps[0]:
-            return 0.0
-        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-
-async def stream_chat(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> Stream:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True}
-    result = Stream()
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("data: {") and '"content":"' in line.replace(" ", "") and '"content":""' not in line:
-                result.stamps.append(time.perf_counter())
-    return result
-
-
-def _free_block(size: int) -> int:
-    """A port p with p .. p+size-1 all free (the local fleet numbers a model's instances so)."""
-    for _ in range(50):
-        base = free_port()
-        ok = True
-        for port in range(base, base + size):
-            with closing(socket.socket()) as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no block of free ports")
-
-
-def _on_free_ports(catalogue: Catalogue, plan: dict[str, int]) -> Catalogue:
-    models = {key: spec.model_copy(update={"port": _free_block(plan.get(key, 1))})
-              for key, spec in catalogue.models.items()}
-    return catalogue.model_copy(update={"models": models})
-
-
-@contextmanager
-def running_fleet(catalogue: Catalogue, plan: dict[str, int], shares: list[CoreShare] | None,
-                  name: str) -> Iterator[str]:
-    port = free_port()
-    fleet = LocalFleet(_on_free_ports(catalogue, plan), plan, host="127.0.0.1", port=port,
-                       log_dir=LOG_DIR / name, shares=shares)
-    try:
-        fleet.start()
-        url = f"http://127.0.0.1:{port}"
-        with httpx.Client(timeout=5) as client:  # the gateway routes once it has probed every instance
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                models = client.get(url + "/api/status").json()["models"]
-                if all(m["ready_instances"] == plan[m["key"]] for m in models if m["key"] in plan):
-                    break
-                time.sleep(0.2)
-        yield url
-    finally:
-        fleet.stop()
+async def _story(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> StreamResult:
+    return await stream_chat(client, url, {"model": model, "messages": [{"role": "user", "content": prompt}],
+                                           "max_tokens": max_tokens, "temperature": 0},
+                             headers={"Cache-Control": "no-store"})
 
 
 def legacy_shares(count: int) -> list[CoreShare]:
@@ -113,14 +44,14 @@ def legacy_shares(count: int) -> list[CoreShare]:
 
 async def _pair_figures(url: str, a: str, b: str, tries: int, max_tokens: int) -> dict:
     async with httpx.AsyncClient(timeout=300) as client:
-        await stream_chat(client, url, a, "Hi", 4)
-        await stream_chat(client, url, b, "Hi", 4)
-        alone = {a: (await stream_chat(client, url, a, STORY, max_tokens)).rate(),
-                 b: (await stream_chat(client, url, b, QUESTION, max_tokens)).rate()}
+        await _story(client, url, a, "Hi", 4)
+        await _story(client, url, b, "Hi", 4)
+        alone = {a: (await _story(client, url, a, STORY, max_tokens)).rate(),
+                 b: (await _story(client, url, b, QUESTION, max_tokens)).rate()}
         together = []
         for _ in range(tries):
-            sa, sb = await asyncio.gather(stream_chat(client, url, a, STORY, max_tokens),
-                                          stream_chat(client, url, b, QUESTION, max_tokens))
+            sa, sb = await asyncio.gather(_story(client, url, a, STORY, max_tokens),
+                                          _story(client, url, b, QUESTION, max_tokens))
             # Only while both decode: the one that ends first must not flatter the other.
             start = max(sa.stamps[0], sb.stamps[0]) if sa.stamps and sb.stamps else None
             end = min(sa.stamps[-1], sb.stamps[-1]) if sa.stamps and sb.stamps else None
@@ -133,7 +64,7 @@ async def _pair_figures(url: str, a: str, b: str, tries: int, max_tokens: int) -
 async def _spread(url: str, model: str, prompts: int, max_tokens: int) -> float:
     async with httpx.AsyncClient(timeout=600) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(stream_chat(client, url, model, f"{i}. {LONG_PROMPT}", max_tokens)
+        await asyncio.gather(*(_story(client, url, model, f"{i}. {LONG_PROMPT}", max_tokens)
                                for i in range(prompts)))
         return round(time.perf_counter() - started, 2)
 
@@ -146,13 +77,14 @@ def measure(args: argparse.Namespace, catalogue: Catalogue | None = None) -> dic
     count = sum(plan.values())
     results: dict = {"cores": len(available_cpus()), "fleet": plan}
     for mode, shares in (("before", legacy_shares(count)), ("after", None)):
-        with running_fleet(catalogue, plan, shares, f"pair-{mode}") as url:
-            results[mode] = {"pair": asyncio.run(_pair_figures(url, a, b, args.tries, args.max_tokens))}
+        with running_fleet(catalogue, plan, f"cores/pair-{mode}", shares=shares) as url:
+            results[mode] = {"pair": asyncio.run(_pair_figures(url, a, b, args.tries, args.pair_tokens))}
         one_shares = legacy_shares(1) if mode == "before" else None
-        with running_fleet(catalogue, {a: 1}, one_shares, f"one-{mode}") as url:
-            one = asyncio.run(_spread(url, a, args.long_prompts, args.max_tokens))
-        with running_fleet(catalogue, {a: 2}, legacy_shares(2) if mode == "before" else None, f"two-{mode}") as url:
-            two = asyncio.run(_spread(url, a, args.long_prompts, args.max_tokens))
+        with running_fleet(catalogue, {a: 1}, f"cores/one-{mode}", shares=one_shares) as url:
+            one = asyncio.run(_spread(url, a, args.long_prompts, args.pair_tokens))
+        two_shares = legacy_shares(2) if mode == "before" else None
+        with running_fleet(catalogue, {a: 2}, f"cores/two-{mode}", shares=two_shares) as url:
+            two = asyncio.run(_spread(url, a, args.long_prompts, args.pair_tokens))
         results[mode]["one_instance_s"], results[mode]["two_instances_s"] = one, two
     before_alone = results["before"]["pair"]["alone_tokens_per_s"]
     after_alone = results["after"]["pair"]["alone_tokens_per_s"]

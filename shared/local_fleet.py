@@ -58,8 +58,9 @@ def plan_instances(catalogue: Catalogue, selections: list[str] | None) -> dict[s
 
 class LocalFleet:
     def __init__(self, catalogue: Catalogue, plan: dict[str, int], *, host: str, port: int, log_dir: Path,
-                 shares: list[CoreShare] | None = None) -> None:
-        """`shares`: each model process's cores, in plan order (default: `share_cores`)."""
+                 shares: list[CoreShare] | None = None, env: dict[str, str] | None = None) -> None:
+        """`shares`: each model process's cores, in plan order (default: `share_cores`);
+        `env`: more environment for every process (the benchmarks switch features with it)."""
         self.catalogue = catalogue
         self.members: list[Member] = []
         service_host = catalogue.fleet.service_host
@@ -73,12 +74,13 @@ class LocalFleet:
             name = f"{key}-{i}"
             proc = ChildProcess(name, ["serve", key, "--host", service_host, "--port", str(service_port),
                                        "--instance-id", f"local-{name}", "--threads", str(share.threads)],
-                                port=service_port, host=service_host, env=share.child_env(),
+                                port=service_port, host=service_host, env={**(env or {}), **share.child_env()},
                                 log_path=log_dir / f"{name}.log")
             self.members.append(Member(proc, "/health", share))
             urls.setdefault(key, []).append(proc.url)
         # The gateway is told exactly which instances exist; models left out get none.
-        gateway_env = {f"{env_key(key)}_API_URL": ",".join(urls.get(key, [])) for key in catalogue.models}
+        gateway_env = {**(env or {}),
+                       **{f"{env_key(key)}_API_URL": ",".join(urls.get(key, [])) for key in catalogue.models}}
         self.gateway = ChildProcess("gateway", ["gateway", "--host", host, "--port", str(port)], port=port,
                                     host=host, env=gateway_env, log_path=log_dir / "gateway.log")
         self.members.append(Member(self.gateway, "/health/live"))
