@@ -9,12 +9,14 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, install_error_handlers
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.generation import GenerationService, JobStream
+from services.metrics import render_metrics
 from services.openai_format import SSE_DONE, ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 
@@ -65,6 +67,10 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
     @app.get("/health/details")
     async def health_details() -> dict:
         return service.health_details().model_dump()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(render_metrics(service), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict:
         spec = service.spec

@@ -27,9 +27,11 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-# libgomp (the OpenMP runtime llama.cpp's CPU backend uses when built with GCC) reads this at
-# load time: PASSIVE makes waiting threads sleep rather than spin. For builds without OpenMP,
-# the service also attaches a threadpool with polling level 0 (see services.llama_backend).
+# llama.cpp's CPU backend, as our build script builds it with GCC, runs its threads with OpenMP
+# (libgomp), whose waiting policy this sets when the library loads: PASSIVE makes waiting
+# threads sleep rather than spin. (ggml's own threadpool, used only in builds without OpenMP,
+# has a polling level instead, llama.cpp server's `--poll`; llama-cpp-python 0.3.36 does not
+# bind `llama_attach_threadpool`, so it cannot be set from here.)
 PASSIVE_WAIT_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 

@@ -70,6 +70,7 @@ def test_an_evicted_conversation_is_restored_from_ram_with_the_same_greedy_answe
         one, other, two = _conversation(client, cached.url)
         plain_one, plain_other, plain_two = _conversation(client, plain.url)
         details = client.get(cached.url + "/health/details").json()["prompt_cache"]
+        metrics = client.get(cached.url + "/metrics").text
         plain_details = client.get(plain.url + "/health/details").json()["prompt_cache"]
 
     restored = two["usage"]["prompt_tokens_details"]["cached_tokens"]
@@ -83,4 +84,6 @@ def test_an_evicted_conversation_is_restored_from_ram_with_the_same_greedy_answe
     assert details["hits"] == 1 and details["restored_tokens"] == restored
     assert details["misses"] >= 2 and details["entries"] >= 1
     assert 0 < details["size_bytes"] <= details["max_bytes"] == 256 * 2**20
+    assert f'arena_service_prompt_cache_hits_total{{model="{MODEL}"}} 1.0' in metrics
+    assert f'arena_service_prompt_cache_entries{{model="{MODEL}"}} {float(details["entries"])}' in metrics
     assert plain_details["max_bytes"] == 0 and plain_details["entries"] == plain_details["hits"] == 0
