@@ -284,7 +284,8 @@ class BatchScheduler:
         if reuse >= len(prompt):
             reuse = len(prompt) - 1  # the last prompt token must be decoded to get logits
         if reuse < len(slot.cached):
-            self._save_to_cache(slot)  # what this slot held is about to be cut: keep it in RAM
+            if len(slot.cached) - reuse >= self.prompt_cache.min_tokens:
+                self._save_to_cache(slot)  # much of what this slot held is about to be cut: keep it in RAM
             if not self.ctx.remove_from(slot.seq_id, reuse):
                 self.ctx.clear_sequence(slot.seq_id)
                 reuse = 0
