@@ -138,8 +138,11 @@ def draw_chart(results: dict, path: Path) -> Path:
     latency.set_ylabel("seconds")
     latency.set_title("Time to first token")
     latency.legend()
+    throughput.legend(loc="upper left")
+    twin.legend(loc="lower right")
     for axis in (throughput, latency):
         axis.set_xscale("log", base=2)
+        axis.set_xticks(x, [str(c) for c in x])
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
