@@ -316,6 +316,28 @@ def test_keyboard_vote_and_answers_cut_at_the_limit_say_so(fleet, browser, page_
     page.context.close()
 
 
+def test_compare_clamps_max_tokens_to_each_models_limit_and_says_so(fleet, browser, page_errors):
+    page = new_page(browser, page_errors)
+    sent: dict[str, int] = {}
+    page.on("request", lambda r: sent.update({json.loads(r.post_data)["model"]: json.loads(r.post_data)["max_tokens"]})
+            if r.url.endswith("/v1/chat/completions") else None)
+    page.goto(fleet["gateway"].url + "/")
+    for model in MODELS:
+        expect(page.locator(f".chip[data-model='{model}'] input")).to_be_checked()
+    set_max_tokens(page, 4096)
+    page.fill("#prompt", "Count from one to a thousand.")
+    page.click("#send")
+    wait_until(lambda: len(sent) == 2, 10, what="both requests sent")
+    page.click("#stop-all")
+    # gemma3-270m takes at most 512, smollm2-135m at most 1024 (the catalogue's max_tokens_limit).
+    assert sent == {"gemma3-270m": 512, "smollm2-135m": 1024}
+    for model, limit in sent.items():
+        expect(page.locator(f"#compare-panels .panel[data-key='{model}'] .msg.clamped")).to_have_text(
+            f"Max tokens 4096 is above this model's limit: asked for {limit}.")
+    assert page_errors == []
+    page.context.close()
+
+
 def test_phone_sized_screen(fleet, browser, page_errors):
     page = new_page(browser, page_errors, width=390, height=844, scheme="dark", is_mobile=True, has_touch=True)
     page.goto(fleet["gateway"].url + "/")

@@ -119,9 +119,15 @@ export class CompareMode {
     const answer = chat.panel.startAnswer();
     const messages = [...(s.system ? [{ role: "system", content: s.system }] : []), ...chat.history];
     const headers = s.apiKey ? { Authorization: `Bearer ${s.apiKey}` } : {};
+    // A model refuses max_tokens above its limit: ask for the limit instead, and say so.
+    const limit = this.models.get(key)?.max_tokens_limit;
+    const maxTokens = limit ? Math.min(s.maxTokens, limit) : s.maxTokens;
+    if (maxTokens < s.maxTokens) {
+      chat.panel.note(`Max tokens ${s.maxTokens} is above this model's limit: asked for ${limit}.`, "note clamped");
+    }
     const result = await streamCompletion("/v1/chat/completions", {
       model: key, messages, stream: true, stream_options: { include_usage: true },
-      temperature: s.temperature, max_tokens: s.maxTokens,
+      temperature: s.temperature, max_tokens: maxTokens,
     }, { signal: controller.signal, headers, onText: answer.update });
     answer.finish(result);
     // A stopped or failed answer stays in the conversation only if it said something.
