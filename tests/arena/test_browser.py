@@ -324,9 +324,11 @@ def test_compare_clamps_max_tokens_to_each_models_limit_and_says_so(fleet, brows
     page.goto(fleet["gateway"].url + "/")
     for model in MODELS:
         expect(page.locator(f".chip[data-model='{model}'] input")).to_be_checked()
+    expect(page.locator("#compare-empty")).to_be_visible()  # what to do, until the first prompt
     set_max_tokens(page, 4096)
     page.fill("#prompt", "Count from one to a thousand.")
     page.click("#send")
+    expect(page.locator("#compare-empty")).to_be_hidden()
     wait_until(lambda: len(sent) == 2, 10, what="both requests sent")
     page.click("#stop-all")
     # gemma3-270m takes at most 512, smollm2-135m at most 1024 (the catalogue's max_tokens_limit).

@@ -86,7 +86,8 @@ export class CompareMode {
     const order = [...this.listEl.querySelectorAll(".chip")].map((c) => c.dataset.model);
     const panels = order.filter((k) => this.chats.has(k)).map((k) => this.chats.get(k).panel.el);
     this.panelsEl.replaceChildren(...panels);
-    this.emptyEl.hidden = panels.length > 0;
+    // The explanation stays until the first prompt (two models are picked by themselves).
+    this.emptyEl.hidden = this.started && panels.length > 0;
   }
 
   canSend() {
@@ -97,6 +98,8 @@ export class CompareMode {
     const targets = [...this.selected].filter((k) => this.chats.has(k) && !this.chats.get(k).controller);
     if (!targets.length) return false;
     const s = this.settings();
+    this.started = true;
+    this.emptyEl.hidden = true;
     for (const key of targets) {
       const chat = this.chats.get(key);
       chat.history.push({ role: "user", content: prompt });
@@ -147,6 +150,8 @@ export class CompareMode {
 
   reset() {
     this.stopAll();
+    this.started = false;
+    this.emptyEl.hidden = false;
     for (const chat of this.chats.values()) {
       chat.history = [];
       chat.panel.clear();
