@@ -120,4 +120,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     from gateway.arena import attach_arena
     attach_arena(app)
+    from gateway.modes import attach_modes
+    attach_modes(app)
     return app

@@ -67,6 +67,22 @@ class ModelSource(BaseModel):
         return f"hub:{self.repo}:{self.file}"
 
 
+class ModelProfile(BaseModel):
+    """What a model is good at, in words the arena shows and the modes' orchestrator reads.
+
+    One place for these facts: the discussion orchestrator weighs participants by them, the
+    modes pages show them. Every field is optional, so a model may have only a summary.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: str = Field("", max_length=500, description="one or two sentences on what the model is")
+    strengths: list[str] = Field(default_factory=list, description="domains it handles comparatively well")
+    weaknesses: list[str] = Field(default_factory=list, description="what it should not be trusted with")
+    benchmarks: dict[str, str] = Field(default_factory=dict,
+                                       description="benchmark name -> result as published, with its source")
+
+
 class ModelSpec(BaseModel):
     """One model of the fleet, as the catalogue names it."""
 
@@ -91,6 +107,7 @@ class ModelSpec(BaseModel):
     instances: int = Field(1, ge=0, le=8)
     battle_weight: float = Field(1.0, ge=0)
     categories: list[str] = Field(default_factory=list)
+    profile: ModelProfile = Field(default_factory=ModelProfile)
 
     @field_validator("source", mode="before")
     @classmethod
