@@ -18,4 +18,7 @@ cp node_modules/marked/lib/marked.esm.js vendor/marked.esm.js
 cp node_modules/marked/LICENSE vendor/marked.LICENSE
 cp node_modules/dompurify/dist/purify.es.mjs vendor/purify.es.mjs
 cp node_modules/dompurify/LICENSE vendor/dompurify.LICENSE
+cp node_modules/uplot/dist/uPlot.esm.js vendor/uPlot.esm.js
+cp node_modules/uplot/dist/uPlot.min.css vendor/uPlot.min.css
+cp node_modules/uplot/LICENSE vendor/uplot.LICENSE
 echo "Arena web assets installed into gateway/web/vendor/"

@@ -40,7 +40,7 @@ pages = APIRouter(include_in_schema=False)
 
 @pages.get("/modes/{mode}")
 async def mode_page(mode: Literal["discussion", "council", "roundtable"]) -> HTMLResponse:
-    return _page(f"{mode}.html")
+    return _page("modes.html")
 
 
 def _dependencies() -> list[Any]:
