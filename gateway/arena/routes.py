@@ -17,12 +17,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 
 from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.settings import ArenaSettings
 from gateway.arena.votes import SIDES, AlreadyVoted, BattleNotFinished, BattleNotFound, SideBusy, StoreError, VoteStore
+from gateway.store import Database
 from shared.catalogue import Catalogue, default_catalogue
 from shared.errors import ApiError
 
@@ -46,10 +47,10 @@ _STATUS_OF = {BattleNotFound: 404, AlreadyVoted: 409, SideBusy: 409, BattleNotFi
 class Arena:
     """The arena's state on the app: its store, battle manager and leaderboard cache."""
 
-    def __init__(self, catalogue: Catalogue, settings: ArenaSettings) -> None:
+    def __init__(self, catalogue: Catalogue, settings: ArenaSettings, database: Database) -> None:
         self.catalogue = catalogue
         self.settings = settings
-        self.store = VoteStore(settings.votes_path(catalogue))
+        self.store = VoteStore(database)
         self.battles = BattleManager(
             self.store, weights={k: m.battle_weight for k, m in catalogue.models.items()},
             known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)])
@@ -61,11 +62,11 @@ class Arena:
 
     async def leaderboard(self) -> dict[str, Any]:
         async with self._leaderboard_lock:
-            count = await run_in_threadpool(self.store.vote_count)
+            count = await self.store.vote_count()
             if self._leaderboard is None or self._leaderboard[0] != count:
+                votes = [vote async for vote in self.store.votes()]
                 board = await run_in_threadpool(
-                    lambda: build_leaderboard(self.store.votes(), self.display_names(),
-                                              rounds=self.settings.bootstrap_rounds))
+                    lambda: build_leaderboard(votes, self.display_names(), rounds=self.settings.bootstrap_rounds))
                 self._leaderboard = (board["votes"], board)
             return self._leaderboard[1]
 
@@ -74,7 +75,7 @@ def arena_of(request: Request) -> Arena:
     arena = getattr(request.app.state, "arena", None)
     if arena is None:
         catalogue = getattr(request.app.state, "catalogue", None) or default_catalogue()
-        arena = request.app.state.arena = Arena(catalogue, ArenaSettings())
+        arena = request.app.state.arena = Arena(catalogue, ArenaSettings(), request.app.state.database)
     return arena
 
 
@@ -160,7 +161,7 @@ def _battle_view(arena: Arena, battle) -> dict[str, Any]:
 async def create_battle(body: BattleRequest, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
     limits = {k: m.max_tokens_limit for k, m in arena.catalogue.models.items()}
-    battle = await run_in_threadpool(arena.battles.create, ready_models(request), body, limits)
+    battle = await arena.battles.create(ready_models(request), body, limits)
     view = _battle_view(arena, battle)
     for s in SIDES:
         view["sides"][s]["stream_url"] = f"/api/battles/{battle.id}/sides/{s}/stream"
@@ -171,7 +172,7 @@ async def create_battle(body: BattleRequest, request: Request) -> dict[str, Any]
 async def get_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
     try:
-        battle = await run_in_threadpool(arena.store.get_battle, battle_id)
+        battle = await arena.store.get_battle(battle_id)
     except StoreError as exc:
         raise _store_error(exc) from None
     return _battle_view(arena, battle)
@@ -196,8 +197,8 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
 async def vote(battle_id: str, body: VoteRequest, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
     try:
-        stored = await run_in_threadpool(arena.store.record_vote, battle_id, body.winner)
-        battle = await run_in_threadpool(arena.store.get_battle, battle_id)
+        stored = await arena.store.record_vote(battle_id, body.winner)
+        battle = await arena.store.get_battle(battle_id)
     except StoreError as exc:
         raise _store_error(exc) from None
     return {"object": "arena.vote", "id": stored.id, "battle_id": battle_id, "winner": stored.winner,
@@ -216,11 +217,11 @@ async def leaderboard(request: Request) -> JSONResponse:
 async def export_votes(request: Request) -> StreamingResponse:
     store = arena_of(request).store
 
-    def lines():
-        for v in store.votes():
+    async def lines():
+        async for v in store.votes():
             yield json.dumps(v.to_dict(), ensure_ascii=False) + "\n"
 
-    return StreamingResponse(iterate_in_threadpool(lines()), media_type="application/x-ndjson",
+    return StreamingResponse(lines(), media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="votes.jsonl"'})
 
 

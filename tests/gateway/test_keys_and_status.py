@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.conftest import GEMMA, SMOL, assert_openai_error, chat_body, gateway_env, wait_ready
-from tests.harness import PROJECT_ROOT
+from tests.harness import PROJECT_ROOT, wait_until
 
 
 def arena_keys(db: str, *args: str) -> subprocess.CompletedProcess:
@@ -48,7 +48,10 @@ def test_keys_limits_and_admin(tmp_path, fake_upstreams, gateways):
     assert [k["key_id"] for k in json.loads(listed.stdout)] == [key["key_id"]]
     assert "key" not in json.loads(listed.stdout)[0]
     assert arena_keys(db, "revoke", key["key_id"]).returncode == 0
-    assert_openai_error(httpx.post(url, json=chat_body(), headers=headers, timeout=5), 401, "invalid_api_key")
+    # Revoked outside the gateway: refused once the gateway reloads its keys (every 2 s).
+    refused = wait_until(lambda: (r := httpx.post(url, json=chat_body(), headers=headers, timeout=5)).status_code
+                         == 401 and r, timeout=6, what="revoked key refused")
+    assert_openai_error(refused, 401, "invalid_api_key")
 
     admin = {"Authorization": "Bearer admin-secret"}
     assert_openai_error(httpx.get(gateway.url + "/api/admin/keys", timeout=5), 401)
