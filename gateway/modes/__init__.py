@@ -15,7 +15,6 @@ __all__ = ["attach_modes"]
 
 
 def attach_modes(app: FastAPI) -> None:
-    from gateway.db import SqliteDatabase
     from gateway.modes.chat import FleetChat
     from gateway.modes.events import event_schemas
     from gateway.modes.manager import ModesService, external_client
@@ -25,16 +24,12 @@ def attach_modes(app: FastAPI) -> None:
 
     state = app.state
     settings = ModesSettings()
-    repository = TranscriptRepository(SqliteDatabase(state.settings.db_path))
+    repository = TranscriptRepository(state.database)
     service = ModesService(state.catalogue, settings, FleetChat(state.upstream.stream_chat),
                            state.instances.ready_models, repository, external_client(settings))
     install(app, service)
 
-    async def close() -> None:
-        await service.aclose()
-        repository.close()
-
-    state.on_shutdown.append(close)
+    state.on_shutdown.append(service.aclose)
 
     # The stream's event types, referenced by POST /api/modes/{mode}, join the document's schemas.
     original = app.openapi

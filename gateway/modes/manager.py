@@ -208,7 +208,7 @@ class ModesService:
         started = time.monotonic()
         status = "error"
         try:
-            await asyncio.to_thread(self.repository.save, transcript)
+            await self._save_quietly(transcript)
             await asyncio.wait_for(self.modes[transcript.mode].run(session), self.settings.session_timeout)
             status = "done"
         except asyncio.TimeoutError:
@@ -225,19 +225,22 @@ class ModesService:
             transcript.status = status
             transcript.finished = time.time()
             if status == "stopped":
-                # The client is gone: record what was said; no one is listening for `done`.
-                try:
-                    self.repository.save(transcript)
-                except Exception:
-                    log.exception("modes: could not record stopped session %s", transcript.id)
+                # The client is gone: record what was said (shielded: this task is being
+                # cancelled); no one is listening for `done`.
                 queue.put_nowait(None)
+                saving = asyncio.ensure_future(self._save_quietly(transcript))
+                with suppress(asyncio.CancelledError):
+                    await asyncio.shield(saving)
         await session.emit("done", status=status, transcript=transcript.id, seconds=round(time.monotonic() - started, 3),
                            url=f"/modes/{transcript.mode}?t={transcript.id}")
+        await self._save_quietly(transcript)
+        queue.put_nowait(None)
+
+    async def _save_quietly(self, transcript: Transcript) -> None:
         try:
-            await asyncio.to_thread(self.repository.save, transcript)
+            await self.repository.save(transcript)
         except Exception:
             log.exception("modes: could not record session %s", transcript.id)
-        queue.put_nowait(None)
 
     async def aclose(self) -> None:
         if self.external is not None:

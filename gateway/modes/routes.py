@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from gateway.arena.routes import _page
 from gateway.modes.events import openapi_stream_response
@@ -91,7 +90,7 @@ async def transcript(transcript_id: str, request: Request, download: bool = Fals
     """A stored session: its settings, participants and every event but the tokens."""
     if not 8 <= len(transcript_id) <= 64:
         raise ApiError(404, "No such transcript.", code="transcript_not_found", param="transcript_id")
-    body = await run_in_threadpool(service_of(request).repository.get, transcript_id)
+    body = await service_of(request).repository.get(transcript_id)
     if body is None:
         raise ApiError(404, "No such transcript.", code="transcript_not_found", param="transcript_id")
     headers = {"Cache-Control": "no-store"}

@@ -79,3 +79,16 @@ votes = Table(
     Column("tokens_per_second_a", Double), Column("tokens_per_second_b", Double),
     CheckConstraint("winner IN ('model_a', 'model_b', 'tie', 'both_bad')", name="votes_winner"),
 )
+
+# Sessions of the multi-model modes (discussion, council, roundtable): the transcript is JSON
+# (settings, participants, every event but the tokens), written at the start and at the end.
+mode_transcripts = Table(
+    "mode_transcripts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Column("body", Text, nullable=False),
+    Index("mode_transcripts_created", "created_at"),
+)
