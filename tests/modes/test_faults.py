@@ -19,7 +19,7 @@ def test_participant_killed_mid_answer_is_skipped_and_the_council_finishes(fleet
     try:
         gateway = start_modes_gateway(tmp_path, {SMOL: fleet["services"][SMOL].url, GEMMA: victim.url})
         body = {"question": "Tell me a long story about a dragon and a knight.", "participants": [SMOL, GEMMA],
-                "max_tokens": 64, "temperature": 0}
+                "max_tokens": 32, "temperature": 0}
         events = []
         with httpx.stream("POST", f"{gateway.url}/api/modes/council", json=body, timeout=240) as response:
             assert response.status_code == 200

@@ -37,7 +37,11 @@ export class SessionView {
     this.$("convergence-chart").replaceChildren();
     this.chart = null;
     this.status("");
+    this.state(question ? "running" : "");
   }
+
+  /** The session's state on the status line (data-state), for styles and tests. */
+  state(value) { this.$("status").dataset.state = value; }
 
   status(message, speaking = null) {
     const line = this.$("status");
@@ -50,8 +54,8 @@ export class SessionView {
     }
   }
 
-  fail(message) { this.status(""); this.$("status").append(text(make("span", "error-text"), message)); }
-  stopped() { this.status("Stopped: every generation of this session was cancelled."); }
+  fail(message) { this.status(""); this.$("status").append(text(make("span", "error-text"), message)); this.state("error"); }
+  stopped() { this.status("Stopped: every generation of this session was cancelled."); this.state("stopped"); }
 
   links(mode, id) {
     this.$("permalink").href = `/modes/${mode}?t=${encodeURIComponent(id)}`;
@@ -188,6 +192,7 @@ export class SessionView {
     this.pending.clear();
     const how = { done: "Finished", timeout: "Reached its time limit", error: "Ended with an error" }[e.status] || e.status;
     this.status(`${how} in ${e.seconds.toFixed(1)} s.`);
+    this.state(e.status);
   }
 
   drawChart() {
