@@ -26,6 +26,7 @@ log = logging.getLogger("gateway.modes")
 MODES = ("discussion", "council", "roundtable")
 EVENT_TYPES = ("turn_start", "token", "turn_end", "evaluation", "ranking", "synthesis", "error", "done")
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
+MAX_CHARS_PER_TOKEN = 32
 
 
 class ModeRequest(BaseModel):
@@ -159,11 +160,19 @@ class Session:
         request = ChatRequest(model=speaker.model, messages=messages, max_tokens=max_tokens or self.limits.max_tokens,
                               temperature=self.temperature, response_format=response_format)
         error: str | None = None
+        # A hostile endpoint may ignore max_tokens: the text is cut at a generous multiple of it.
+        cap = request.max_tokens * MAX_CHARS_PER_TOKEN
+
         async def consume() -> None:
             stream = speaker.client.stream(request)
+            size = 0
             try:
                 async for piece in stream:
+                    piece = piece[:cap - size]
+                    size += len(piece)
                     await on_piece(piece)
+                    if size >= cap:
+                        break
             finally:
                 await stream.aclose()
 

@@ -8,6 +8,7 @@ import json
 
 import httpx
 
+from gateway.modes.session import MAX_CHARS_PER_TOKEN
 from tests.harness import start_service
 from tests.modes.conftest import (EXTERNAL_MODEL, EXTERNAL_TOKEN, GEMMA, SMOL, of_type, run_mode, slots_active,
                                   sse_events, start_modes_gateway, wait_until)
@@ -67,6 +68,8 @@ def test_client_that_disconnects_stops_every_generation(fleet):
 
 def test_external_orchestrator_with_garbage_falls_back_and_the_token_goes_only_there(external, fleet):
     gateway, fake = external["gateway"], external["fake"]
+    # Garbage, and far longer than max_tokens allows: an endpoint may ignore max_tokens.
+    fake.set_answer("<<not json>> }{ ranking: maybe?? " + "filler " * 400)
     raw = []
     body = {"question": "What is the capital of France?", "participants": [SMOL, GEMMA], "rounds": 2,
             "max_tokens": 6, "temperature": 0, "orchestrator": "external"}
@@ -84,6 +87,7 @@ def test_external_orchestrator_with_garbage_falls_back_and_the_token_goes_only_t
     assert of_type(events, "turn_start", role="contribution", round=2), "an unreadable judgement does not stop it"
     synthesis = of_type(events, "synthesis")[0]
     assert synthesis["participant"] == "orchestrator" and "not json" in synthesis["text"]
+    assert len(synthesis["text"]) <= 6 * MAX_CHARS_PER_TOKEN, "cut at a multiple of max_tokens"
 
     sent = fake.sent()
     assert [s["body"].get("response_format", {}).get("type") for s in sent] == ["json_schema", "json_schema", None]
