@@ -98,9 +98,11 @@ def test_roundtable_page_draws_convergence_and_stop_frees_every_slot(fleet, brow
     expect(chart).to_have_attribute("data-points", "2")
     expect(chart.locator("canvas")).to_have_count(1)
     expect(page.locator("#convergence tbody tr")).to_have_count(2)
-    theme_before = chart.get_attribute("data-theme")
+    theme_before, axis_before = chart.get_attribute("data-theme"), chart.get_attribute("data-axis")
+    assert axis_before.startswith("rgb"), "the canvas gets a resolved colour, not light-dark()"
     page.click("#theme-toggle")
-    expect(chart).not_to_have_attribute("data-theme", theme_before)  # redrawn in the new theme's colours
+    expect(chart).not_to_have_attribute("data-theme", theme_before)
+    assert chart.get_attribute("data-axis") != axis_before, "redrawn in the new theme's colours"
     shot(page, "modes-roundtable-phone")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), "no sideways scroll"
 

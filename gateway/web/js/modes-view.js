@@ -195,13 +195,22 @@ export class SessionView {
     this.state(e.status);
   }
 
+  /** A theme colour as the canvas needs it: the variables hold light-dark(), which only CSS resolves. */
+  color(variable) {
+    const probe = make("span");
+    probe.style.color = `var(${variable})`;
+    this.$("convergence-chart").append(probe);
+    const value = getComputedStyle(probe).color;
+    probe.remove();
+    return value;
+  }
+
   drawChart() {
     const box = this.$("convergence-chart");
     if (!this.rounds.length) return;
-    const style = getComputedStyle(this.doc.documentElement);
-    const accent = style.getPropertyValue("--accent").trim() || "#4f46e5";
-    const muted = style.getPropertyValue("--muted").trim() || "#888";
-    const grid = style.getPropertyValue("--border").trim() || "#ddd";
+    const accent = this.color("--accent");
+    const muted = this.color("--muted");
+    const grid = this.color("--border");
     const xs = this.rounds.map((r) => r.round);
     const ys = this.rounds.map((r) => r.similarity);
     const width = Math.max(240, box.clientWidth || 600);
@@ -209,6 +218,7 @@ export class SessionView {
     if (this.chart) this.chart.destroy();
     box.replaceChildren();
     box.dataset.theme = effectiveTheme();
+    box.dataset.axis = muted;
     box.dataset.points = String(xs.length);
     this.chart = new uPlot({
       width, height: 220,
