@@ -9,12 +9,18 @@ fleet, in-process; `ExternalChat`: any OpenAI-compatible endpoint).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
+
+if TYPE_CHECKING:
+    from gateway.modes.settings import ModesSettings
 
 __all__ = ["attach_modes"]
 
 
-def attach_modes(app: FastAPI) -> None:
+def attach_modes(app: FastAPI, settings: "ModesSettings | None" = None) -> None:
+    """Attach the modes to `app`; `settings` default to the environment's (ARENA_MODES_*)."""
     from gateway.modes.chat import FleetChat
     from gateway.modes.events import event_schemas
     from gateway.modes.manager import ModesService, external_client
@@ -23,7 +29,7 @@ def attach_modes(app: FastAPI) -> None:
     from gateway.modes.transcripts import TranscriptRepository
 
     state = app.state
-    settings = ModesSettings()
+    settings = settings or ModesSettings()
     repository = TranscriptRepository(state.database)
     service = ModesService(state.catalogue, settings, FleetChat(state.upstream.stream_chat),
                            state.instances.ready_models, repository, external_client(settings))

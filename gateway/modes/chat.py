@@ -19,8 +19,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import httpx
 
-from gateway.arena.battles import SseReader
 from shared.errors import ApiError
+from shared.sse import SseReader
 
 
 class ChatFailed(Exception):

@@ -24,7 +24,7 @@ def describe(participant: Participant, profile: ModelProfile | None) -> str:
     line = f"{participant.id}: {participant.name}"
     if profile is None:
         return line
-    parts = [profile.summary] if profile.summary else []
+    parts = [profile.description] if profile.description else []
     if profile.strengths:
         parts.append("Strong at: " + ", ".join(profile.strengths))
     if profile.weaknesses:

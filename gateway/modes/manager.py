@@ -18,6 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from gateway.arena.clients import ClientIdentifier
 from gateway.modes.chat import ChatClient, ExternalChat
 from gateway.modes.council import Council
 from gateway.modes.discussion import Discussion
@@ -118,10 +119,12 @@ class ModesService:
         self.repository = repository
         self.external = external
         self.slots = ClientSlots(settings.sessions_per_client, settings.max_sessions)
+        self.clients = ClientIdentifier(catalogue.arena.trusted_proxies)
         self.display_names = {k: m.display_name for k, m in catalogue.models.items()}
         self.modes = {
             "discussion": Discussion({k: m.profile for k, m in catalogue.models.items()}),
-            "council": Council([n for m in catalogue.models.values() for n in (m.key, m.display_name)]),
+            "council": Council([n for m in catalogue.models.values()
+                                for n in (m.key, m.display_name, *m.profile.identity_words)]),
             "roundtable": Roundtable(),
         }
 

@@ -27,11 +27,9 @@ def service_of(request: Request) -> ModesService:
 
 
 def client_of(request: Request) -> str:
-    """Sessions are counted per API key when there is one, per client address otherwise."""
-    key = getattr(request.state, "api_key", None)
-    if key is not None:
-        return f"key:{key.key_id}"
-    return f"ip:{request.client.host if request.client else 'unknown'}"
+    """Sessions are counted per API key when there is one, per client address otherwise (from
+    X-Forwarded-For only behind the catalogue's trusted proxies, as the arena does)."""
+    return service_of(request).clients.client_id(request)
 
 
 pages = APIRouter(include_in_schema=False)

@@ -10,10 +10,10 @@ from typing import Iterator
 import httpx
 import pytest
 
-from shared.catalogue import default_catalogue, env_key
+from shared.catalogue import env_key, load_catalogue
 from tests.harness import ManagedProcess, free_port, start_gateway, start_service, wait_until
 
-MODELS = list(default_catalogue().models)
+MODELS = list(load_catalogue().models)
 SMOL, GEMMA = MODELS[0], MODELS[1]
 
 

@@ -2,8 +2,7 @@
 // orchestrator's weights, the council's rankings, the roundtable's convergence chart, the
 // final answer. The same code draws a live stream and a stored transcript.
 import { renderMarkdown } from "./markdown.js";
-import { effectiveTheme } from "./theme-toggle.js";
-import uPlot from "../vendor/uPlot.esm.js";
+import { cssColor, effectiveTheme } from "./theme-toggle.js";
 
 const ROLE = {
   contribution: "contribution", answer: "answer", revision: "revision", ranking: "ranking",
@@ -34,8 +33,9 @@ export class SessionView {
     for (const id of ["weights-card", "rankings-card", "convergence-card", "synthesis-card", "session-links"]) this.$(id).hidden = true;
     for (const id of ["turns", "judgements", "ranker-notes"]) this.$(id).replaceChildren();
     for (const id of ["weights", "rankings", "convergence"]) this.$(id).tBodies[0].replaceChildren();
-    this.$("convergence-chart").replaceChildren();
+    if (this.chart) this.chart.destroy();
     this.chart = null;
+    this.$("convergence-chart").replaceChildren();
     this.status("");
     this.state(question ? "running" : "");
   }
@@ -195,37 +195,42 @@ export class SessionView {
     this.state(e.status);
   }
 
-  /** A theme colour as the canvas needs it: the variables hold light-dark(), which only CSS resolves. */
-  color(variable) {
-    const probe = make("span");
-    probe.style.color = `var(${variable})`;
-    this.$("convergence-chart").append(probe);
-    const value = getComputedStyle(probe).color;
-    probe.remove();
-    return value;
-  }
-
+  /** The convergence chart (Chart.js, loaded as a classic script: window.Chart), in the theme's colours. */
   drawChart() {
     const box = this.$("convergence-chart");
     if (!this.rounds.length) return;
-    const accent = this.color("--accent");
-    const muted = this.color("--muted");
-    const grid = this.color("--border");
-    const xs = this.rounds.map((r) => r.round);
-    const ys = this.rounds.map((r) => r.similarity);
-    const width = Math.max(240, box.clientWidth || 600);
-    const axis = { stroke: muted, grid: { stroke: grid }, ticks: { stroke: grid } };
+    if (!window.Chart) {
+      box.replaceChildren(text(make("p", "hint"), "The chart needs the Chart.js library, which is missing from this install."));
+      return;
+    }
+    const accent = cssColor("--accent");
+    const muted = cssColor("--muted");
+    const grid = cssColor("--border");
+    const axis = (title, extra) => ({ ticks: { color: muted }, grid: { color: grid },
+      title: { display: true, text: title, color: muted }, ...extra });
     if (this.chart) this.chart.destroy();
-    box.replaceChildren();
+    let canvas = box.querySelector("canvas");
+    if (!canvas) {
+      canvas = make("canvas");
+      canvas.setAttribute("role", "img");
+      canvas.setAttribute("aria-label", "Similarity of the answers per round");
+      box.replaceChildren(canvas);
+    }
     box.dataset.theme = effectiveTheme();
     box.dataset.axis = muted;
-    box.dataset.points = String(xs.length);
-    this.chart = new uPlot({
-      width, height: 220,
-      scales: { x: { time: false }, y: { range: [0, 1] } },
-      axes: [{ ...axis, label: "round", incrs: [1] }, { ...axis, label: "similarity" }],
-      series: [{ label: "round" }, { label: "similarity", stroke: accent, width: 2, points: { show: true, size: 7, fill: accent } }],
-      legend: { show: false },
-    }, [xs, ys], box);
+    box.dataset.points = String(this.rounds.length);
+    this.chart = new window.Chart(canvas, {
+      type: "line",
+      data: {
+        labels: this.rounds.map((r) => String(r.round)),
+        datasets: [{ label: "similarity", data: this.rounds.map((r) => r.similarity), borderColor: accent,
+          backgroundColor: accent, pointRadius: 4, tension: 0, spanGaps: true }],
+      },
+      options: {
+        responsive: true, maintainAspectRatio: false, animation: false,
+        plugins: { legend: { display: false } },
+        scales: { x: axis("round", {}), y: axis("similarity", { min: 0, max: 1 }) },
+      },
+    });
   }
 }

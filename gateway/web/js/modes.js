@@ -32,7 +32,7 @@ function participantRow(model) {
   const about = document.createElement("small");
   const describe = () => {
     const m = options.models.find((x) => x.id === select.value);
-    about.textContent = m && m.profile ? m.profile.summary : "";
+    about.textContent = m && m.profile ? m.profile.description : "";
   };
   select.addEventListener("change", () => { describe(); refreshChairs(); });
   describe();

@@ -1,14 +1,14 @@
 """Transcripts of the multi-model modes (discussion, council, roundtable).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0201_modes
+Revises: 0101_arena
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0201_modes"
+down_revision = "0101_arena"
 branch_labels = None
 depends_on = None
 
