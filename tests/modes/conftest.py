@@ -106,8 +106,8 @@ class FakeOpenAIProcess(ManagedProcess):
                          module="tests.modes.fake_openai")
         self.record = record
 
-    def set_answer(self, answer: str) -> None:
-        httpx.post(self.url + "/_answer", json={"answer": answer}, timeout=5).raise_for_status()
+    def set_answer(self, answer: str, delay: float = 0.0) -> None:
+        httpx.post(self.url + "/_answer", json={"answer": answer, "delay": delay}, timeout=5).raise_for_status()
 
     def sent(self) -> list[dict]:
         if not self.record.exists():

@@ -1,7 +1,7 @@
 """A stand-in for an external OpenAI-compatible endpoint (GitHub Models), for the modes' tests.
 
 It answers every `POST <base>/chat/completions` with the same text (default: garbage that is
-no JSON at all; `POST /_answer {"answer": ...}` changes it), streamed like OpenAI's API or not, and appends what it was sent (path, the
+no JSON at all; `POST /_answer {"answer": ..., "delay": seconds}` changes it), streamed like OpenAI's API or not, and appends what it was sent (path, the
 Authorization header, the body) to a JSON Lines file, so a test can check what reached it.
 
 Run: ``python -m tests.modes.fake_openai --port 9002 --record /tmp/sent.jsonl [--answer TEXT]``.
@@ -10,6 +10,7 @@ Run: ``python -m tests.modes.fake_openai --port 9002 --record /tmp/sent.jsonl [-
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ class FakeOpenAI:
         self.record = record
         self.answer = answer
         self.base = base.rstrip("/")
+        self.delay = 0.0  # seconds before answering: a slow endpoint
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -37,7 +39,9 @@ class FakeOpenAI:
             if not message.get("more_body"):
                 break
         if scope["path"] == "/_answer" and scope["method"] == "POST":
-            self.answer = json.loads(body)["answer"]
+            control = json.loads(body)
+            self.answer = control["answer"]
+            self.delay = float(control.get("delay", 0.0))
             return await self._send(send, 200, b'{"ok":true}', b"application/json")
         if scope["path"] == "/health":
             return await self._send(send, 200, b'{"status":"ok"}', b"application/json")
@@ -49,6 +53,8 @@ class FakeOpenAI:
         with self.record.open("a") as f:
             f.write(json.dumps({"path": scope["path"], "authorization": headers.get("authorization"),
                                 "body": request}) + "\n")
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if not request.get("stream"):
             answer = {"id": "chatcmpl-x", "object": "chat.completion", "created": int(time.time()),
                       "model": request.get("model"),

@@ -70,6 +70,7 @@ def test_external_orchestrator_with_garbage_falls_back_and_the_token_goes_only_t
     gateway, fake = external["gateway"], external["fake"]
     # Garbage, and far longer than max_tokens allows: an endpoint may ignore max_tokens.
     fake.set_answer("<<not json>> }{ ranking: maybe?? " + "filler " * 400)
+    before = len(fake.sent())
     raw = []
     body = {"question": "What is the capital of France?", "participants": [SMOL, GEMMA], "rounds": 2,
             "max_tokens": 6, "temperature": 0, "orchestrator": "external"}
@@ -89,7 +90,7 @@ def test_external_orchestrator_with_garbage_falls_back_and_the_token_goes_only_t
     assert synthesis["participant"] == "orchestrator" and "not json" in synthesis["text"]
     assert len(synthesis["text"]) <= 6 * MAX_CHARS_PER_TOKEN, "cut at a multiple of max_tokens"
 
-    sent = fake.sent()
+    sent = fake.sent()[before:]
     assert [s["body"].get("response_format", {}).get("type") for s in sent] == ["json_schema", "json_schema", None]
     assert all(s["authorization"] == f"Bearer {EXTERNAL_TOKEN}" for s in sent)
     assert all(s["body"]["model"] == EXTERNAL_MODEL for s in sent)
@@ -128,3 +129,23 @@ def test_external_orchestrator_judging_complete_stops_early_and_transcripts_surv
     external["gateway"] = start_modes_gateway(external["data"], external["urls"], **external["env"])
     stored = httpx.get(f"{external['gateway'].url}/api/modes/transcripts/{events[-1]['transcript']}", timeout=5)
     assert stored.status_code == 200 and stored.json()["events"] == [e for e in events if e["type"] != "token"]
+
+
+def test_turn_and_session_time_limits(external, fleet, tmp_path):
+    """A turn over its limit is skipped; a session over its limit ends with `timeout`."""
+    fake = external["fake"]
+    gateway = start_modes_gateway(tmp_path, external["urls"], **external["env"], ARENA_MODES_TURN_TIMEOUT="1.5",
+                                  ARENA_MODES_SESSION_TIMEOUT="2.5")
+    fake.set_answer('{"domains": ["x"], "expertise": {"p1": 1, "p2": 1}}', delay=30)
+    try:
+        events = run_mode(gateway.url, "discussion", {
+            "question": "What is the capital of France?", "participants": [SMOL, GEMMA], "rounds": 2,
+            "max_tokens": 4, "temperature": 0, "orchestrator": "external"}, timeout=60)
+    finally:
+        fake.set_answer("<<not json>>")
+        gateway.stop()
+    plan = of_type(events, "turn_end", role="plan")[0]
+    assert plan["status"] == "skipped" and plan["error"] == "timed out after 1.5 s"
+    assert of_type(events, "evaluation", kind="plan")[0]["source"] == "fallback"
+    assert of_type(events, "error", code="session_timeout")
+    assert events[-1]["status"] == "timeout" and events[-1]["seconds"] < 10

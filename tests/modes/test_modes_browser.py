@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import PROJECT_ROOT
 from tests.modes.conftest import slots_active, wait_until
 
 pytestmark = pytest.mark.browser
@@ -14,40 +13,21 @@ pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
+from tests.arena import test_browser as arena_ui  # noqa: E402 (after the skip)
+
+# One browser set-up for the UI's tests: the arena's (Debian's Chromium, headless) and its fixtures.
+browser, page_errors, new_page, shot = arena_ui.browser, arena_ui.page_errors, arena_ui.new_page, arena_ui.shot
+
 LONG = 240_000  # ms: generations on a shared CPU
 HOSTILE = ('**bold** <img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> '
            '[click](javascript:window.__pwned=3)')
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def errors():
-    return []
-
-
-def open_page(browser, errors, url, *, width=1280, height=900, scheme="light", **context_args):
-    context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme, **context_args)
-    page = context.new_page()
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
+def open_page(browser, page_errors, url, **page_args):
+    page = new_page(browser, page_errors, **page_args)
     page.goto(url)
     expect(page.locator("#participant-list select").first).to_be_visible()
     return page
-
-
-def shot(page, name):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def ask(page, question, *, max_tokens, rounds=None):
@@ -59,9 +39,9 @@ def ask(page, question, *, max_tokens, rounds=None):
     page.press("#question", "Enter")
 
 
-def test_council_page_streams_ranks_and_reopens_by_link(fleet, browser, errors):
+def test_council_page_streams_ranks_and_reopens_by_link(fleet, browser, page_errors):
     url = fleet["gateway"].url
-    page = open_page(browser, errors, url + "/modes/council")
+    page = open_page(browser, page_errors, url + "/modes/council")
     expect(page.locator("[data-mode-link='council']")).to_have_attribute("aria-current", "page")
     expect(page.locator("#participant-list select")).to_have_count(3)
     ask(page, "What is the capital of France?", max_tokens=6)
@@ -80,16 +60,16 @@ def test_council_page_streams_ranks_and_reopens_by_link(fleet, browser, errors):
     href = page.get_attribute("#permalink", "href")
     export = page.get_attribute("#export", "href")
     assert href.startswith("/modes/council?t=") and export.endswith("?download=1")
-    again = open_page(browser, errors, url + href)
+    again = open_page(browser, page_errors, url + href)
     expect(again.locator("#status")).to_have_attribute("data-state", "done", timeout=15_000)
     expect(again.locator(".turn[data-role='answer']")).to_have_count(3)
     expect(again.locator("#rankings tbody tr")).to_have_count(ranked.count())
     assert again.input_value("#question") == "What is the capital of France?"
-    assert errors == []
+    assert page_errors == []
 
 
-def test_roundtable_page_draws_convergence_and_stop_frees_every_slot(fleet, browser, errors):
-    page = open_page(browser, errors, fleet["gateway"].url + "/modes/roundtable", width=390, height=844)
+def test_roundtable_page_draws_convergence_and_stop_frees_every_slot(fleet, browser, page_errors):
+    page = open_page(browser, page_errors, fleet["gateway"].url + "/modes/roundtable", width=390, height=844)
     page.locator("#participant-list .remove").last.click()
     expect(page.locator("#participant-list select")).to_have_count(2)
     ask(page, "Name a primary colour.", max_tokens=6, rounds=1)
@@ -115,15 +95,15 @@ def test_roundtable_page_draws_convergence_and_stop_frees_every_slot(fleet, brow
     wait_until(lambda: all(slots_active(s) == 0 for s in fleet["services"].values()), 10,
                what="every slot freed after Stop")
     expect(page.locator("#start")).to_be_enabled()
-    assert errors == []
+    assert page_errors == []
 
 
-def test_discussion_page_shows_weights_and_sanitises_the_synthesis(external, browser, errors):
+def test_discussion_page_shows_weights_and_sanitises_the_synthesis(external, browser, page_errors):
     fake = external["fake"]
     fake.set_answer(HOSTILE)
     try:
         # The page's CSP is bypassed here: the sanitizer alone must hold.
-        page = open_page(browser, errors, external["gateway"].url + "/modes/discussion", bypass_csp=True)
+        page = open_page(browser, page_errors, external["gateway"].url + "/modes/discussion", bypass_csp=True)
         page.select_option("#orchestrator", "external")
         ask(page, "What is the capital of France?", max_tokens=4, rounds=1)
         expect(page.locator("#status")).to_have_attribute("data-state", "done", timeout=LONG)
@@ -144,4 +124,4 @@ def test_discussion_page_shows_weights_and_sanitises_the_synthesis(external, bro
     # The orchestrator's JSON turns are shown as text, never as HTML.
     expect(page.locator(".turn[data-role='plan'] pre.json")).to_contain_text("<script>")
     shot(page, "modes-discussion-light")
-    assert errors == []
+    assert page_errors == []
