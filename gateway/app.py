@@ -155,6 +155,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
 
     from gateway.arena import attach_arena
     attach_arena(app)
+    from gateway.modes import attach_modes
+    attach_modes(app)
     return app
 
 

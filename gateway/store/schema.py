@@ -108,3 +108,16 @@ arena_excluded_clients = Table(
     Column("excluded_at", Double, nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
 )
+
+# Sessions of the multi-model modes (discussion, council, roundtable): the transcript is JSON
+# (settings, participants, every event but the tokens), written at the start and at the end.
+mode_transcripts = Table(
+    "mode_transcripts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Column("body", Text, nullable=False),
+    Index("mode_transcripts_created", "created_at"),
+)
