@@ -16,8 +16,9 @@ $(VENV)/.installed: $(INSTALL_INPUTS)
 	bash scripts/install.sh
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed scripts/install_browser.sh
+$(VENV)/.installed-test: $(VENV)/.installed scripts/install_browser.sh scripts/install_postgres.sh
 	bash scripts/install_browser.sh
+	bash scripts/install_postgres.sh
 	touch $@
 
 install: $(VENV)/.installed

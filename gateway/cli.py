@@ -15,7 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    import asyncio
+    import sys
+
     import uvicorn
+
+    from gateway.store.cli import StartupError, open_checked
 
     from gateway.app import create_app
     from gateway.logs import configure_logging
@@ -26,7 +31,17 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
                   ("log_level", args.log_level)) if value is not None}
     settings = GatewaySettings.for_catalogue(catalogue, **overrides)
     configure_logging(settings.log_format, settings.log_level)
+    try:  # fail fast, in one line, on a database that cannot be used (the app migrates it again)
+        asyncio.run(_check_store(open_checked, settings.store_url))
+    except StartupError as exc:
+        print(f"arena gateway: {exc}", file=sys.stderr)
+        return 2
     app = create_app(catalogue, settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)  # uvloop, httptools if there
     return 0
+
+
+async def _check_store(open_checked, url: str) -> None:
+    db = await open_checked(url)
+    await db.dispose()

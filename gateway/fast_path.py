@@ -38,7 +38,7 @@ class CompletionFastPath:
                 raise ApiError(405, f"Use POST for {scope['path']}.", code="method_not_allowed",
                                headers={"Allow": "POST"})
             request = Request(scope, receive)
-            key = self.state.key_guard.check(request)
+            key = await self.state.key_guard.check(request)
             response = await self.state.upstream.handle(request, scope["path"], key.key_id if key else None)
         except Exception as exc:  # answered by the gateway's one error table; never a bare 500 page
             if GATEWAY_ERRORS.spec_for(exc) is None and not isinstance(exc, ApiError):

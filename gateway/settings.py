@@ -62,7 +62,15 @@ class GatewaySettings(BaseSettings):
     admin_key: str | None = Field(None, description="bearer key of the admin endpoints; unset: admin API off")
     default_rpm: int = Field(0, ge=0, description="requests per minute of a key without its own limit; 0: none")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    db_path: Path | None = Field(None, description="SQLite file of keys and registrations; default fleet data dir")
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("ARENA_DATABASE_URL", "ARENA_GATEWAY_DATABASE_URL"),
+        description="the store: postgresql://user:password@host/db; unset: the SQLite file db_path")
+    db_path: Path | None = Field(None, description="SQLite file of the store when ARENA_DATABASE_URL is unset; "
+                                                   "default <fleet data dir>/gateway.sqlite3")
+    key_refresh: float = Field(2.0, gt=0, description="seconds between reloads of the API keys from the store")
+    registration_sync: float = Field(1.0, gt=0, description="seconds between syncs of registrations from the store")
+    unvoted_battle_ttl: float = Field(7 * 24 * 3600, gt=0, description="seconds before an unvoted battle is pruned")
+    prune_interval: float = Field(600.0, gt=0, description="seconds between prunes of old battles and rate windows")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -71,7 +79,7 @@ class GatewaySettings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("registration_token", "instance_secret", "admin_key", mode="before")
+    @field_validator("registration_token", "instance_secret", "admin_key", "database_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -80,6 +88,11 @@ class GatewaySettings(BaseSettings):
     def for_catalogue(cls, catalogue: Catalogue, **overrides: Any) -> "GatewaySettings":
         """Settings from the environment and `overrides`, unset fields from the catalogue's fleet."""
         return cls(**overrides).with_fleet_defaults(catalogue.fleet)
+
+    @property
+    def store_url(self) -> str:
+        """The store's database URL: ARENA_DATABASE_URL, else the SQLite file `db_path`."""
+        return self.database_url or f"sqlite:///{self.db_path}"
 
     def with_fleet_defaults(self, fleet: FleetSettings) -> "GatewaySettings":
         """A copy whose unset fields take the fleet's values."""

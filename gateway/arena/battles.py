@@ -19,11 +19,12 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.arena.votes import SIDES, Battle, SideResult, VoteStore
+from gateway.store import DatabaseUnavailable
 from shared.errors import ApiError
 from shared.sse import DONE, DONE_PAYLOAD, SseReader
 from shared.sse import encode as _sse
@@ -95,6 +96,16 @@ class _Meter:
                           tokens_per_second=tps, finish_reason=finish_reason, error=error)
 
 
+async def _shielded(write: Awaitable[None]) -> None:
+    """Finish a store write even if the task awaiting it is cancelled (the browser went away)."""
+    task = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
 class BattleManager:
     """Creates battles, streams their sides anonymously, and records the votes."""
 
@@ -105,7 +116,7 @@ class BattleManager:
         self.known_names = set(known_names)
         self.rng = rng or random.SystemRandom()
 
-    def create(self, ready: Sequence[str], request: BattleRequest,
+    async def create(self, ready: Sequence[str], request: BattleRequest,
                max_tokens_limits: Mapping[str, int] | None = None) -> Battle:
         model_a, model_b = pick_pair(ready, self.weights, self.rng)
         limits = max_tokens_limits or {}
@@ -113,7 +124,7 @@ class BattleManager:
         max_tokens = min(request.max_tokens, limits.get(model_a, request.max_tokens),
                          limits.get(model_b, request.max_tokens))
         settings = {**request.model_dump(), "max_tokens": max_tokens}
-        return self.store.create_battle(secrets.token_urlsafe(16), model_a, model_b,
+        return await self.store.create_battle(secrets.token_urlsafe(16), model_a, model_b,
                                         self.rng.randrange(2**31), settings)
 
     @staticmethod
@@ -138,8 +149,8 @@ class BattleManager:
         if side not in SIDES:
             raise ApiError(404, f"A battle has sides 'a' and 'b', not {side!r}.", code="side_not_found",
                            param="side")
-        battle = await asyncio.to_thread(self.store.get_battle, battle_id)
-        await asyncio.to_thread(self.store.claim_side, battle_id, side)
+        battle = await self.store.get_battle(battle_id)
+        await self.store.claim_side(battle_id, side)
         label = SIDE_LABELS[side]
         scrub = self.scrubber(battle)
         meter = _Meter(started=time.monotonic())
@@ -151,11 +162,12 @@ class BattleManager:
         except ApiError as exc:
             await upstream.aclose()
             message = scrub(exc.message, label)
-            await asyncio.to_thread(self.store.finish_side, battle_id, side, meter.result("error", "", None, message))
+            await self.store.finish_side(battle_id, side, meter.result("error", "", None, message))
             raise ApiError(exc.status, f"{label} is unavailable: {message}", code=exc.code, type=exc.type) from None
         except BaseException:
             await upstream.aclose()
-            self.store.finish_side(battle_id, side, meter.result("error", "", None, "the upstream request failed"))
+            await _shielded(self.store.finish_side(battle_id, side,
+                                                   meter.result("error", "", None, "the upstream request failed")))
             raise
         return self._relay(battle, side, first, upstream, meter, scrub)
 
@@ -243,8 +255,11 @@ class BattleManager:
                                           "param": None, "code": "stream_incomplete"}})
             meter.finished = time.monotonic()
             result = meter.result(status, "".join(answer), finish_reason, error)
-            recorded = True  # the thread completes the write even if this task is cancelled now
-            await asyncio.to_thread(self.store.finish_side, battle.id, side, result)
+            recorded = True  # the write completes even if this task is cancelled now
+            try:
+                await _shielded(self.store.finish_side(battle.id, side, result))
+            except DatabaseUnavailable as exc:  # the answer reached the user: end the stream normally
+                log.warning("battle %s side %s not recorded: %s", battle.id, side, exc)
             yield _sse({"object": "arena.side.stats", "side": side, "status": result.status, "ttft": result.ttft,
                         "total": result.total, "tokens": result.tokens,
                         "tokens_per_second": result.tokens_per_second})
@@ -256,8 +271,9 @@ class BattleManager:
                 # was said, so the battle can still be voted on.
                 meter.finished = time.monotonic()
                 try:
-                    self.store.finish_side(battle.id, side, meter.result(status if status == "error" else "stopped",
-                                                                         "".join(answer), finish_reason, error))
+                    await _shielded(self.store.finish_side(
+                        battle.id, side, meter.result(status if status == "error" else "stopped", "".join(answer),
+                                                      finish_reason, error)))
                 except Exception:
                     log.exception("could not record the end of battle %s side %s", battle.id, side)
 

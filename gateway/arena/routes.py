@@ -17,12 +17,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 
 from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.settings import ArenaSettings
 from gateway.arena.votes import SIDES, VoteStore
+from gateway.store import Database
 from shared.catalogue import Catalogue
 from shared.errors import ApiError
 
@@ -43,10 +44,10 @@ PAGE_HEADERS = {
 class Arena:
     """The arena's state on the app: its store, battle manager and leaderboard cache."""
 
-    def __init__(self, catalogue: Catalogue, settings: ArenaSettings) -> None:
+    def __init__(self, catalogue: Catalogue, settings: ArenaSettings, database: Database) -> None:
         self.catalogue = catalogue
         self.settings = settings
-        self.store = VoteStore(settings.votes_path(catalogue))
+        self.store = VoteStore(database)
         self.battles = BattleManager(
             self.store, weights={k: m.battle_weight for k, m in catalogue.models.items()},
             known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)])
@@ -58,11 +59,11 @@ class Arena:
 
     async def leaderboard(self) -> dict[str, Any]:
         async with self._leaderboard_lock:
-            count = await run_in_threadpool(self.store.vote_count)
+            count = await self.store.vote_count()
             if self._leaderboard is None or self._leaderboard[0] != count:
+                votes = [vote async for vote in self.store.votes()]
                 board = await run_in_threadpool(
-                    lambda: build_leaderboard(self.store.votes(), self.display_names(),
-                                              rounds=self.settings.bootstrap_rounds))
+                    lambda: build_leaderboard(votes, self.display_names(), rounds=self.settings.bootstrap_rounds))
                 self._leaderboard = (board["votes"], board)
             return self._leaderboard[1]
 
@@ -70,7 +71,7 @@ class Arena:
 def arena_of(request: Request) -> Arena:
     arena = getattr(request.app.state, "arena", None)
     if arena is None:
-        arena = request.app.state.arena = Arena(request.app.state.catalogue, ArenaSettings())
+        arena = request.app.state.arena = Arena(request.app.state.catalogue, ArenaSettings(), request.app.state.database)
     return arena
 
 
@@ -152,7 +153,7 @@ def _battle_view(arena: Arena, battle) -> dict[str, Any]:
 async def create_battle(body: BattleRequest, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
     limits = {k: m.max_tokens_limit for k, m in arena.catalogue.models.items()}
-    battle = await run_in_threadpool(arena.battles.create, ready_models(request), body, limits)
+    battle = await arena.battles.create(ready_models(request), body, limits)
     view = _battle_view(arena, battle)
     for s in SIDES:
         view["sides"][s]["stream_url"] = f"/api/battles/{battle.id}/sides/{s}/stream"
@@ -162,7 +163,7 @@ async def create_battle(body: BattleRequest, request: Request) -> dict[str, Any]
 @api.get("/api/battles/{battle_id}")
 async def get_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    battle = await run_in_threadpool(arena.store.get_battle, battle_id)
+    battle = await arena.store.get_battle(battle_id)
     return _battle_view(arena, battle)
 
 
@@ -181,8 +182,8 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
 @api.post("/api/battles/{battle_id}/vote")
 async def vote(battle_id: str, body: VoteRequest, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    stored = await run_in_threadpool(arena.store.record_vote, battle_id, body.winner)
-    battle = await run_in_threadpool(arena.store.get_battle, battle_id)
+    stored = await arena.store.record_vote(battle_id, body.winner)
+    battle = await arena.store.get_battle(battle_id)
     return {"object": "arena.vote", "id": stored.id, "battle_id": battle_id, "winner": stored.winner,
             "revealed": arena.battles.reveal(battle, arena.display_names())}
 
@@ -199,11 +200,11 @@ async def leaderboard(request: Request) -> JSONResponse:
 async def export_votes(request: Request) -> StreamingResponse:
     store = arena_of(request).store
 
-    def lines():
-        for v in store.votes():
+    async def lines():
+        async for v in store.votes():
             yield json.dumps(v.to_dict(), ensure_ascii=False) + "\n"
 
-    return StreamingResponse(iterate_in_threadpool(lines()), media_type="application/x-ndjson",
+    return StreamingResponse(lines(), media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="votes.jsonl"'})
 
 

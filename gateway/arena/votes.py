@@ -1,62 +1,27 @@
-"""The arena's store: battles in progress and their votes, in SQLite.
+"""The arena's persistence: battles in progress and their votes, in the gateway's store.
 
-SQLite in WAL mode with ``synchronous=FULL``: a vote acknowledged to the browser is on disk
-and survives a crash of the process or the machine, and readers (the leaderboard) never block
-writers. Each call opens its own connection, so the store is safe from any thread and from
-several gateway processes sharing one file; writes take the write lock up front
-(``BEGIN IMMEDIATE``) and wait up to `busy_timeout` for it, so concurrent voters queue rather
-than fail. One vote per battle is a UNIQUE constraint, not a check-then-write race.
+A vote acknowledged to the browser is committed (on SQLite with ``synchronous=FULL``: on
+disk, surviving a crash of the process or the machine). Several gateways may share the store:
+one vote per battle is a UNIQUE constraint, not a check-then-write race, and a side is claimed
+by a conditional UPDATE, so it streams once whichever gateway serves it.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.store import Database
+from gateway.store.database import is_unique_violation
+from gateway.store.schema import battle_sides, battles, votes
 
 SIDES = ("a", "b")
 FINISHED = ("done", "stopped", "error")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS battles (
-    id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    model_a TEXT NOT NULL,
-    model_b TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    request TEXT NOT NULL              -- JSON: messages, system prompt, sampling settings
-);
-CREATE TABLE IF NOT EXISTS battle_sides (
-    battle_id TEXT NOT NULL REFERENCES battles(id) ON DELETE CASCADE,
-    side TEXT NOT NULL CHECK (side IN ('a', 'b')),
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending, streaming, done, stopped, error
-    answer TEXT NOT NULL DEFAULT '',
-    ttft REAL, total REAL, tokens INTEGER, tokens_per_second REAL,
-    finish_reason TEXT, error TEXT,
-    PRIMARY KEY (battle_id, side)
-);
-CREATE TABLE IF NOT EXISTS votes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    battle_id TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL,
-    winner TEXT NOT NULL CHECK (winner IN ('model_a', 'model_b', 'tie', 'both_bad')),
-    model_a TEXT NOT NULL,
-    model_b TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    system_prompt TEXT NOT NULL DEFAULT '',
-    temperature REAL, max_tokens INTEGER, seed INTEGER,
-    answer_a TEXT NOT NULL, answer_b TEXT NOT NULL,
-    status_a TEXT NOT NULL, status_b TEXT NOT NULL,
-    ttft_a REAL, ttft_b REAL, total_a REAL, total_b REAL,
-    tokens_a INTEGER, tokens_b INTEGER,
-    tokens_per_second_a REAL, tokens_per_second_b REAL
-);
-CREATE INDEX IF NOT EXISTS battles_created ON battles(created_at);
-"""
 
 
 class StoreError(Exception):
@@ -146,133 +111,108 @@ class Vote:
         return asdict(self)
 
 
+def _side(row: Any) -> SideResult:
+    return SideResult(status=row.status, answer=row.answer, ttft=row.ttft, total=row.total, tokens=row.tokens,
+                      tokens_per_second=row.tokens_per_second, finish_reason=row.finish_reason, error=row.error)
+
+
 class VoteStore:
-    """Battles and votes in one SQLite file."""
+    """Battles and votes, in the gateway's `Database`."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        self.busy_timeout = busy_timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            yield db
-        finally:
-            db.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # -- battles -------------------------------------------------------------------------
 
-    def create_battle(self, battle_id: str, model_a: str, model_b: str, seed: int,
-                      request: dict[str, Any], *, now: float | None = None) -> Battle:
+    async def create_battle(self, battle_id: str, model_a: str, model_b: str, seed: int,
+                            request: dict[str, Any], *, now: float | None = None) -> Battle:
         created = time.time() if now is None else now
-        with self._write() as db:
-            db.execute("INSERT INTO battles (id, created_at, model_a, model_b, seed, request) VALUES (?,?,?,?,?,?)",
-                       (battle_id, created, model_a, model_b, seed, json.dumps(request)))
-            db.executemany("INSERT INTO battle_sides (battle_id, side) VALUES (?, ?)",
-                           [(battle_id, s) for s in SIDES])
+        async with self.db.write() as conn:
+            await conn.execute(insert(battles).values(id=battle_id, created_at=created, model_a=model_a,
+                                                      model_b=model_b, seed=seed, request=json.dumps(request)))
+            await conn.execute(insert(battle_sides), [{"battle_id": battle_id, "side": s} for s in SIDES])
         return Battle(battle_id, created, model_a, model_b, seed, request, {s: SideResult() for s in SIDES})
 
-    def get_battle(self, battle_id: str) -> Battle:
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM battles WHERE id = ?", (battle_id,)).fetchone()
+    async def get_battle(self, battle_id: str) -> Battle:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
             if row is None:
                 raise BattleNotFound(f"no battle {battle_id!r}")
-            sides = db.execute("SELECT * FROM battle_sides WHERE battle_id = ?", (battle_id,)).fetchall()
-            vote = db.execute("SELECT winner FROM votes WHERE battle_id = ?", (battle_id,)).fetchone()
-        results = {r["side"]: SideResult(status=r["status"], answer=r["answer"], ttft=r["ttft"], total=r["total"],
-                                         tokens=r["tokens"], tokens_per_second=r["tokens_per_second"],
-                                         finish_reason=r["finish_reason"], error=r["error"]) for r in sides}
-        return Battle(row["id"], row["created_at"], row["model_a"], row["model_b"], row["seed"],
-                      json.loads(row["request"]), results, vote["winner"] if vote else None)
+            sides = (await conn.execute(select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()
+            winner = (await conn.execute(select(votes.c.winner).where(votes.c.battle_id == battle_id))).scalar()
+        return Battle(row.id, row.created_at, row.model_a, row.model_b, row.seed, json.loads(row.request),
+                      {r.side: _side(r) for r in sides}, winner)
 
-    def claim_side(self, battle_id: str, side: str) -> None:
+    async def claim_side(self, battle_id: str, side: str) -> None:
         """Mark a side as streaming; refuse if it already was (a side streams only once)."""
-        with self._write() as db:
-            cur = db.execute("UPDATE battle_sides SET status = 'streaming' WHERE battle_id = ? AND side = ? "
-                             "AND status = 'pending'", (battle_id, side))
-            if cur.rowcount == 1:
+        async with self.db.write() as conn:
+            claimed = await conn.execute(update(battle_sides).where(
+                battle_sides.c.battle_id == battle_id, battle_sides.c.side == side,
+                battle_sides.c.status == "pending").values(status="streaming"))
+            if claimed.rowcount == 1:
                 return
-            exists = db.execute("SELECT 1 FROM battles WHERE id = ?", (battle_id,)).fetchone()
+            exists = (await conn.execute(select(battles.c.id).where(battles.c.id == battle_id))).first()
         if not exists:
             raise BattleNotFound(f"no battle {battle_id!r}")
         raise SideBusy(f"side {side!r} of battle {battle_id!r} was already streamed")
 
-    def finish_side(self, battle_id: str, side: str, result: SideResult) -> None:
+    async def finish_side(self, battle_id: str, side: str, result: SideResult) -> None:
         if result.status not in FINISHED:
             raise ValueError(f"a side finishes as one of {FINISHED}, not {result.status!r}")
-        with self._write() as db:
-            db.execute("UPDATE battle_sides SET status=?, answer=?, ttft=?, total=?, tokens=?, tokens_per_second=?, "
-                       "finish_reason=?, error=? WHERE battle_id=? AND side=?",
-                       (result.status, result.answer, result.ttft, result.total, result.tokens,
-                        result.tokens_per_second, result.finish_reason, result.error, battle_id, side))
+        async with self.db.write() as conn:
+            await conn.execute(update(battle_sides).where(battle_sides.c.battle_id == battle_id,
+                                                          battle_sides.c.side == side).values(**asdict(result)))
 
-    def prune_battles(self, older_than: float) -> int:
+    async def prune_battles(self, older_than: float) -> int:
         """Forget unvoted battles created before `older_than` (a time.time()); votes stay."""
-        with self._write() as db:
-            cur = db.execute("DELETE FROM battles WHERE created_at < ? AND id NOT IN (SELECT battle_id FROM votes)",
-                             (older_than,))
-            return cur.rowcount
+        async with self.db.write() as conn:
+            old = select(battles.c.id).where(battles.c.created_at < older_than,
+                                             battles.c.id.not_in(select(votes.c.battle_id)))
+            await conn.execute(delete(battle_sides).where(battle_sides.c.battle_id.in_(old)))
+            return (await conn.execute(delete(battles).where(battles.c.id.in_(old)))).rowcount
 
     # -- votes ---------------------------------------------------------------------------
 
-    def record_vote(self, battle_id: str, winner: str, *, now: float | None = None) -> Vote:
+    async def record_vote(self, battle_id: str, winner: str, *, now: float | None = None) -> Vote:
         """Store the vote with everything about the battle, once; the battle must be finished."""
         created = time.time() if now is None else now
-        with self._write() as db:
-            row = db.execute("SELECT * FROM battles WHERE id = ?", (battle_id,)).fetchone()
-            if row is None:
-                raise BattleNotFound(f"no battle {battle_id!r}")
-            if db.execute("SELECT 1 FROM votes WHERE battle_id = ?", (battle_id,)).fetchone():
-                raise AlreadyVoted(f"battle {battle_id!r} already has a vote")
-            sides = {r["side"]: r for r in db.execute("SELECT * FROM battle_sides WHERE battle_id = ?", (battle_id,))}
-            if any(sides[s]["status"] not in FINISHED for s in SIDES):
-                raise BattleNotFinished(f"battle {battle_id!r} has not finished streaming both answers")
-            request = json.loads(row["request"])
-            a, b = sides["a"], sides["b"]
-            values = dict(
-                battle_id=battle_id, created_at=created, winner=winner, model_a=row["model_a"],
-                model_b=row["model_b"], prompt=request.get("prompt", ""),
-                system_prompt=request.get("system") or "", temperature=request.get("temperature"),
-                max_tokens=request.get("max_tokens"), seed=row["seed"],
-                answer_a=a["answer"], answer_b=b["answer"], status_a=a["status"], status_b=b["status"],
-                ttft_a=a["ttft"], ttft_b=b["ttft"], total_a=a["total"], total_b=b["total"],
-                tokens_a=a["tokens"], tokens_b=b["tokens"],
-                tokens_per_second_a=a["tokens_per_second"], tokens_per_second_b=b["tokens_per_second"],
-            )
-            try:
-                cur = db.execute(f"INSERT INTO votes ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                                 tuple(values.values()))
-            except sqlite3.IntegrityError as exc:
-                if "UNIQUE" in str(exc):
-                    raise AlreadyVoted(f"battle {battle_id!r} already has a vote") from None
-                raise
-            return Vote(id=cur.lastrowid, **values)
+        try:
+            async with self.db.write() as conn:
+                row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+                if row is None:
+                    raise BattleNotFound(f"no battle {battle_id!r}")
+                if (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():
+                    raise AlreadyVoted(f"battle {battle_id!r} already has a vote")
+                sides = {r.side: r for r in (await conn.execute(
+                    select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()}
+                if any(sides[s].status not in FINISHED for s in SIDES):
+                    raise BattleNotFinished(f"battle {battle_id!r} has not finished streaming both answers")
+                request = json.loads(row.request)
+                a, b = sides["a"], sides["b"]
+                values = dict(
+                    battle_id=battle_id, created_at=created, winner=winner, model_a=row.model_a,
+                    model_b=row.model_b, prompt=request.get("prompt", ""),
+                    system_prompt=request.get("system") or "", temperature=request.get("temperature"),
+                    max_tokens=request.get("max_tokens"), seed=row.seed,
+                    answer_a=a.answer, answer_b=b.answer, status_a=a.status, status_b=b.status,
+                    ttft_a=a.ttft, ttft_b=b.ttft, total_a=a.total, total_b=b.total,
+                    tokens_a=a.tokens, tokens_b=b.tokens,
+                    tokens_per_second_a=a.tokens_per_second, tokens_per_second_b=b.tokens_per_second,
+                )
+                vote_id = (await conn.execute(insert(votes).values(**values).returning(votes.c.id))).scalar_one()
+        except IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise AlreadyVoted(f"battle {battle_id!r} already has a vote") from None
+            raise
+        return Vote(id=vote_id, **values)
 
-    def votes(self) -> Iterator[Vote]:
+    async def votes(self) -> AsyncIterator[Vote]:
         """Every vote, oldest first (streamed from the database, not loaded at once)."""
-        with self._connect() as db:
-            for row in db.execute("SELECT * FROM votes ORDER BY id"):
-                yield Vote(**dict(row))
+        async with self.db.read() as conn:
+            result = await conn.stream(select(votes).order_by(votes.c.id))
+            async for row in result:
+                yield Vote(**row._asdict())
 
-    def vote_count(self) -> int:
-        with self._connect() as db:
-            return db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
+    async def vote_count(self) -> int:
+        async with self.db.read() as conn:
+            return (await conn.execute(select(func.count()).select_from(votes))).scalar_one()

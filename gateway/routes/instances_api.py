@@ -35,20 +35,20 @@ def _instance_or_404(request: Request, instance_id: str):
 
 @router.post("", dependencies=[Depends(require_registration_token)])
 async def register(request: Request) -> JSONResponse:
-    instance = request.app.state.registrations.register(await _json_body(request, required=True))
+    instance = await request.app.state.registrations.register(await _json_body(request, required=True))
     request.app.state.monitor.probe_soon(instance)
     return JSONResponse(instance.public())
 
 
 @router.post("/{instance_id}/heartbeat", dependencies=[Depends(require_registration_token)])
 async def heartbeat(instance_id: str, request: Request) -> JSONResponse:
-    instance = request.app.state.registrations.heartbeat(instance_id, await _json_body(request, required=False))
+    instance = await request.app.state.registrations.heartbeat(instance_id, await _json_body(request, required=False))
     return JSONResponse(instance.public())
 
 
 @router.delete("/{instance_id}", dependencies=[Depends(require_registration_token)])
 async def deregister(instance_id: str, request: Request) -> JSONResponse:
-    instance = request.app.state.registrations.deregister(instance_id)
+    instance = await request.app.state.registrations.deregister(instance_id)
     return JSONResponse(instance.public())
 
 

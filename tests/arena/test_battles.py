@@ -44,8 +44,8 @@ def upstream_of(parts: list[bytes], log: dict, delay: float = 0.0):
 
 
 @pytest.fixture
-def manager(tmp_path):
-    return BattleManager(VoteStore(tmp_path / "arena.sqlite3"), weights={"smollm2-135m": 1.0, "gemma3-270m": 1.0},
+async def manager(database):
+    return BattleManager(VoteStore(database), weights={"smollm2-135m": 1.0, "gemma3-270m": 1.0},
                          known_names=NAMES, rng=random.Random(3))
 
 
@@ -70,7 +70,7 @@ def test_sse_reader_handles_any_chunking():
 
 
 async def test_a_battle_streams_anonymously_and_records_timings(manager):
-    battle = manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi", temperature=0.2,
+    battle = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi", temperature=0.2,
                                                                            max_tokens=2000),
                             {"smollm2-135m": 1024, "gemma3-270m": 512})
     assert battle.request["max_tokens"] == 512  # the tighter limit, for both
@@ -98,17 +98,17 @@ async def test_a_battle_streams_anonymously_and_records_timings(manager):
         assert out.endswith("data: [DONE]\n\n")
         stats = events[-1]
         assert stats["object"] == "arena.side.stats" and stats["tokens"] == 4 and stats["status"] == "done"
-    stored = manager.store.get_battle(battle.id)
+    stored = await manager.store.get_battle(battle.id)
     assert stored.finished
     a = stored.sides["a"]
     assert a.tokens == 4 and a.finish_reason == "stop" and 0.005 < a.ttft < a.total
     assert a.tokens_per_second == pytest.approx(3 / (a.total - a.ttft), rel=0.2)
-    vote = manager.store.record_vote(battle.id, "model_a")
+    vote = await manager.store.record_vote(battle.id, "model_a")
     assert vote.answer_a == f"I am {battle.model_a} hello"
 
 
 async def test_stopping_a_side_keeps_the_partial_answer_and_closes_upstream(manager):
-    battle = manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Count"))
+    battle = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Count"))
     model = battle.model("a")
     log: dict = {}
     parts = [chunk(model, f"{i} ") for i in range(100)]
@@ -116,12 +116,12 @@ async def test_stopping_a_side_keeps_the_partial_answer_and_closes_upstream(mana
     got = [await stream.__anext__() for _ in range(3)]
     await stream.aclose()
     assert log["closed"] and len(got) == 3
-    side = manager.store.get_battle(battle.id).sides["a"]
+    side = (await manager.store.get_battle(battle.id)).sides["a"]
     assert side.status == "stopped" and side.answer == "0 1 2 "
 
 
 async def test_upstream_failures_are_scrubbed_and_recorded(manager):
-    battle = manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
+    battle = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
     model_a, model_b = battle.model("a"), battle.model("b")
 
     def refusing(body):
@@ -135,19 +135,19 @@ async def test_upstream_failures_are_scrubbed_and_recorded(manager):
     assert err.value.status == 503
     assert model_a not in err.value.message and "SmolLM2" not in err.value.message
     assert "Model A" in err.value.message
-    assert manager.store.get_battle(battle.id).sides["a"].status == "error"
+    assert (await manager.store.get_battle(battle.id)).sides["a"].status == "error"
 
     error_event = b'data: {"error": {"message": "' + model_b.encode() + b' crashed", "type": "server_error"}}\n\n'
     stream = await manager.open_side(battle.id, "b", upstream_of([chunk(model_b, "par"), error_event], {}))
     out = b"".join([c async for c in stream]).decode()
     assert model_b not in out and "Model B failed: Model B crashed" in out
-    side = manager.store.get_battle(battle.id).sides["b"]
+    side = (await manager.store.get_battle(battle.id)).sides["b"]
     assert side.status == "error" and side.answer == "par"
-    assert manager.store.get_battle(battle.id).finished
+    assert (await manager.store.get_battle(battle.id)).finished
 
 
 async def test_unknown_side_is_refused(manager):
-    battle = manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
+    battle = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
     with pytest.raises(ApiError) as err:
         await manager.open_side(battle.id, "c", upstream_of([], {}))
     assert err.value.status == 404

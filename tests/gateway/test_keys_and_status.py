@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.cli import main as arena
 from tests.gateway.conftest import GEMMA, SMOL, assert_openai_error, chat_body, wait_ready
+from tests.harness import wait_until
 
 
 def arena_keys(capsys, db: str, *args: str) -> tuple[int, str]:
@@ -48,7 +49,10 @@ def test_keys_limits_and_admin(tmp_path, capsys, fake_upstreams, gateway_apps):
     assert [k["key_id"] for k in json.loads(out)] == [key["key_id"]]
     assert "key" not in json.loads(out)[0]
     assert arena_keys(capsys, db, "revoke", key["key_id"])[0] == 0
-    assert_openai_error(gateway.post(url, json=chat_body(), headers=headers), 401, "invalid_api_key")
+    # Revoked outside the gateway: refused once the gateway reloads its keys (every 2 s).
+    refused = wait_until(lambda: (r := gateway.post(url, json=chat_body(), headers=headers)).status_code == 401 and r,
+                         timeout=6, what="revoked key refused")
+    assert_openai_error(refused, 401, "invalid_api_key")
 
     admin = {"Authorization": "Bearer admin-secret"}
     assert_openai_error(gateway.get("/api/admin/keys"), 401)
