@@ -39,7 +39,7 @@ def _rows(snapshot: dict[str, Any]) -> str:
         for inst in model["instances"]:
             rows.append(
                 "<tr>"
-                f'<td><code>{escape(inst["instance_id"])}</code><br><small>{escape(inst["url"])}</small></td>'
+                f'<td><code>{escape(inst["instance_id"])}</code>{"<br><small>" + escape(inst["url"]) + "</small>" if inst.get("url") else ""}</td>'
                 f'<td><span class="state {escape(inst["state"])}">{escape(inst["state"])}</span>'
                 f'{"<br><small>" + escape(inst["last_error"]) + "</small>" if inst["last_error"] else ""}</td>'
                 f'<td>{_fmt(inst["last_probe_latency_ms"], " ms")}</td>'

@@ -44,7 +44,7 @@ class ChildProcess:
 
     def __init__(self, name: str, args: list[str], *, port: int, log_path: Path | None,
                  env: dict[str, str] | None = None, host: str = "127.0.0.1", module: str = "shared.cli",
-                 catalogue: Path | None = None) -> None:
+                 catalogue: Path | None = None, inherit_env: bool = True) -> None:
         self.name = name
         self.args = ["--catalogue", str(catalogue), *args] if catalogue is not None else args
         self.module = module
@@ -52,6 +52,8 @@ class ChildProcess:
         self.host = host
         self.log_path = log_path
         self.env = env or {}
+        # False: the child sees `env` only (a runner passes its children an allow-list).
+        self.inherit_env = inherit_env
         self.process: subprocess.Popen | None = None
 
     @property
@@ -65,7 +67,7 @@ class ChildProcess:
 
     def start(self) -> "ChildProcess":
         """Start it; its output goes to `log_path`, or to this process's own output if None."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**(os.environ if self.inherit_env else {}), "PYTHONUNBUFFERED": "1", **self.env}
         argv = [sys.executable, "-m", self.module, *self.args]
         # From a checkout, run there (so `-m` finds its packages); installed, where we are.
         options = dict(cwd=checkout_root(), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
