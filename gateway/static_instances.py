@@ -22,10 +22,16 @@ def api_url_env(model_key: str) -> str:
     return f"{env_key(model_key)}_API_URL"
 
 
+def static_base_domain(catalogue: Catalogue, environ: Mapping[str, str] | None = None) -> str | None:
+    """The fleet's tunnel domain: ``BASE_DOMAIN``, else the catalogue's ``fleet.base_domain``."""
+    env = os.environ if environ is None else environ
+    return env.get("BASE_DOMAIN") or catalogue.fleet.base_domain
+
+
 def static_instances(catalogue: Catalogue, *, use_catalogue: bool = True,
                      environ: Mapping[str, str] | None = None) -> list[Instance]:
     env = os.environ if environ is None else environ
-    base_domain = env.get("BASE_DOMAIN") or catalogue.fleet.base_domain
+    base_domain = static_base_domain(catalogue, env)
     found: list[Instance] = []
     for key, spec in catalogue.models.items():
         name = api_url_env(key)
