@@ -43,6 +43,8 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     balancer: Literal["least-busy", "power-of-two"] = "least-busy"
     max_connections: int = Field(512, ge=1, description="pooled upstream connections")
+    drain_timeout: float = Field(60.0, ge=0, description="on SIGTERM, seconds to let in-flight requests finish")
+    drain_linger: float = Field(1.0, ge=0, description="on SIGTERM, seconds at least of 503s before exiting")
 
     # Instances.
     catalogue_instances: bool = Field(
