@@ -40,6 +40,7 @@ from gateway.routes import admin_api, instances_api, openai_api, status_api
 from gateway.settings import GatewaySettings
 from gateway.static_instances import static_base_domain, static_instances
 from gateway.store import Database, DatabaseUnavailable
+from gateway.store.legacy import import_legacy_votes
 from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
 from shared.errors import install_error_handlers
@@ -89,6 +90,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.upgrade()
+        if settings.database_url is None and settings.db_path is not None:
+            await import_legacy_votes(db, settings.db_path.parent)
         await key_cache.refresh()
         restored = await registrations.restore()
         log.info("gateway: %d static instances, %d registrations restored, balancer %s, keys %s, store %s",
