@@ -25,6 +25,16 @@ async def test_the_migrations_build_exactly_the_declared_schema(database):
     await database.upgrade()  # again: nothing to do, no error
 
 
+async def test_gateways_starting_together_migrate_once(database_url):
+    engines = [Database(database_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(db.upgrade() for db in engines))
+        assert {await db.current_revision() for db in engines} == {"0002"}
+    finally:
+        for db in engines:
+            await db.dispose()
+
+
 async def test_keys_are_hashed_listed_and_revoked(database):
     store = ApiKeyStore(database)
     key, secret = await store.create("tester", rpm=5)
