@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 ARENA := $(VENV)/bin/arena
-INSTALL_INPUTS := pyproject.toml scripts/install.sh scripts/build_llama_cpp.sh
+INSTALL_INPUTS := pyproject.toml setup.py scripts/install.sh scripts/build_llama_cpp.sh
 PYTEST_ARGS ?=
 
 .PHONY: help install install-test run test bench lint-workflows setup-tunnels fleet-up fleet-status fleet-down clean

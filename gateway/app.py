@@ -43,17 +43,20 @@ from gateway.store import Database, DatabaseUnavailable
 from gateway.store.legacy import import_legacy_votes
 from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
+from gateway.errors import GATEWAY_ERRORS
+from shared.catalogue import Catalogue
 from shared.errors import install_error_handlers
 
 log = logging.getLogger("gateway")
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    settings = settings or GatewaySettings()
-    catalogue = settings.catalogue
+def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
+    """The gateway of `catalogue`'s fleet; `settings` fields left unset take the fleet's values."""
+    settings = settings.with_fleet_defaults(catalogue.fleet)
 
     instances = InstanceRegistry(catalogue)
-    for instance in static_instances(catalogue, use_catalogue=settings.catalogue_instances):
+    for instance in static_instances(catalogue, use_catalogue=settings.catalogue_instances,
+                                     urls=settings.instance_urls):
         instances.add(instance)
     db = Database(settings.store_url)
     registrations = RegistrationService(
@@ -134,7 +137,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.on_startup = []
     app.state.on_shutdown = []
 
-    install_error_handlers(app)
+    install_error_handlers(app, GATEWAY_ERRORS)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     # The completion endpoints skip FastAPI's stack (gateway.fast_path); CORS, when on, wraps
     # them too, so it answers their preflights.

@@ -84,6 +84,12 @@ async def require_api_key(request: Request) -> ApiKey | None:
     return key
 
 
+def is_admin(request: Request) -> bool:
+    """The caller presented the admin key (views that are public otherwise show more to it)."""
+    admin_key = request.app.state.settings.admin_key
+    return bool(admin_key) and _same(admin_key, bearer_token(request))
+
+
 async def require_admin(request: Request) -> None:
     admin_key = request.app.state.settings.admin_key
     if not admin_key:

@@ -15,7 +15,7 @@ class FleetStatus:
         self.registry = registry
         self.started_at = started_at or time.time()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, show_urls: bool = False) -> dict[str, Any]:
         models = []
         for key, spec in self.registry.catalogue.models.items():
             instances = self.registry.for_model(key)
@@ -28,7 +28,7 @@ class FleetStatus:
                 "instances_total": len([i for i in instances if i.state is not InstanceState.GONE]),
                 "outstanding": sum(i.outstanding for i in instances),
                 "tokens_per_second": round(sum(i.tokens_per_second or 0.0 for i in ready), 2),
-                "instances": [i.public() for i in instances],
+                "instances": [i.public(show_url=show_urls) for i in instances],
             })
         online = sum(1 for m in models if m["ready_instances"])
         return {

@@ -8,6 +8,7 @@ import json
 import time
 
 from gateway.store.cli import add_database_argument, open_database
+from shared.catalogue import Catalogue
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("key_id")
 
 
-def run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    return asyncio.run(_run(args, catalogue))
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     from gateway.keys import ApiKeyStore
 
-    async with open_database(args) as db:
+    async with open_database(args, catalogue) as db:
         return await _command(args, ApiKeyStore(db))
 
 

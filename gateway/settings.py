@@ -1,7 +1,8 @@
 """Typed settings of the gateway process.
 
-Every field can be set by environment (``ARENA_GATEWAY_<FIELD>``); defaults come from the
-catalogue's `fleet` section, so a fleet setting is named in one place. Three secrets keep the
+Every field can be set by environment (``ARENA_GATEWAY_<FIELD>``); fields left unset take the
+catalogue's `fleet` section (`for_catalogue`, `with_fleet_defaults`), so a fleet setting is named
+in one place and the catalogue is passed in, never read from a global. Three secrets keep the
 names the rest of the fleet uses: ``ARENA_REGISTRATION_TOKEN`` and ``ARENA_INSTANCE_SECRET``.
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue, FleetSettings
 from shared.instance_auth import INSTANCE_SECRET_ENV
 
 
@@ -47,6 +48,8 @@ class GatewaySettings(BaseSettings):
     drain_linger: float = Field(1.0, ge=0, description="on SIGTERM, seconds at least of 503s before exiting")
 
     # Instances.
+    instance_urls: dict[str, list[str]] | None = Field(
+        None, description="static instances, model key -> URLs; unset: <KEY>_API_URL, BASE_DOMAIN or the catalogue")
     catalogue_instances: bool = Field(
         True, description="without <KEY>_API_URL, use the catalogue's ports (or BASE_DOMAIN hostnames)")
     registration_token: str | None = Field(
@@ -88,16 +91,10 @@ class GatewaySettings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @model_validator(mode="after")
-    def _fleet_defaults(self) -> "GatewaySettings":
-        fleet = default_catalogue().fleet
-        self.host = self.host or fleet.gateway_host
-        self.port = fleet.gateway_port if self.port is None else self.port
-        self.health_interval = self.health_interval or fleet.health_interval
-        self.health_timeout = self.health_timeout or fleet.health_timeout
-        self.request_timeout = self.request_timeout or fleet.request_timeout
-        self.db_path = self.db_path or fleet.data_path() / "gateway.sqlite3"
-        return self
+    @classmethod
+    def for_catalogue(cls, catalogue: Catalogue, **overrides: Any) -> "GatewaySettings":
+        """Settings from the environment and `overrides`, unset fields from the catalogue's fleet."""
+        return cls(**overrides).with_fleet_defaults(catalogue.fleet)
 
     def registration_host_patterns(self, base_domain: str | None) -> list[str]:
         """The hosts registered instances may be at: the setting, else loopback and the tunnel domain."""
@@ -111,6 +108,13 @@ class GatewaySettings(BaseSettings):
         """The store's database URL: ARENA_DATABASE_URL, else the SQLite file `db_path`."""
         return self.database_url or f"sqlite:///{self.db_path}"
 
-    @property
-    def catalogue(self) -> Catalogue:
-        return default_catalogue()
+    def with_fleet_defaults(self, fleet: FleetSettings) -> "GatewaySettings":
+        """A copy whose unset fields take the fleet's values."""
+        return self.model_copy(update={
+            "host": self.host or fleet.gateway_host,
+            "port": fleet.gateway_port if self.port is None else self.port,
+            "health_interval": self.health_interval or fleet.health_interval,
+            "health_timeout": self.health_timeout or fleet.health_timeout,
+            "request_timeout": self.request_timeout or fleet.request_timeout,
+            "db_path": self.db_path or fleet.data_path() / "gateway.sqlite3",
+        })

@@ -31,13 +31,13 @@ from gateway.http_client import (ConnectError, ConnectTimeout, HttpClient, HttpE
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
+from shared import sse
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
 
 log = logging.getLogger("gateway.upstream")
 
-DONE_EVENT = b"data: [DONE]\n\n"
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 # Instance failures that say the server itself is gone (not merely slow).
@@ -330,7 +330,7 @@ class UpstreamProxy:
             error = ApiError(502, f"The instance serving '{call.model}' broke off the stream "
                                   f"({type(exc).__name__}); the answer is incomplete.",
                              code="upstream_stream_broken")
-            yield b"\n\n" + error.sse_event() + DONE_EVENT
+            yield b"\n\n" + sse.error_event(error.body())
         except (asyncio.CancelledError, GeneratorExit):
             call.error = call.error or "client_disconnected"
             raise

@@ -6,21 +6,21 @@ override the file:
 - ``ARENA_FLEET__<FIELD>``, e.g. ``ARENA_FLEET__GATEWAY_PORT=9000``;
 - ``ARENA_MODEL_<KEY>__<FIELD>``, e.g. ``ARENA_MODEL_SMOLLM2_135M__PARALLEL=4``;
 - ``ARENA_CATALOGUE`` names another catalogue file altogether.
+
+`load_catalogue` is called once per process, by the command line, and the result is passed
+to whatever needs it.
 """
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CATALOGUE_PATH = PROJECT_ROOT / "config" / "catalogue.yaml"
-
+from shared import paths
 
 class CatalogueError(ValueError):
     """The catalogue file, or an override of it, is not valid."""
@@ -124,26 +124,35 @@ class FleetSettings(BaseModel):
     health_interval: float = Field(2.0, gt=0)
     health_timeout: float = Field(2.0, gt=0)
     request_timeout: float = Field(600.0, gt=0)
-    data_dir: str = "data"
+    data_dir: str | None = None
     model_cache_dir: str | None = None
     runner_duration_hours: float = Field(5.5, gt=0)
     runner_handoff_margin_minutes: float = Field(15, ge=0)
 
     def data_path(self) -> Path:
-        path = Path(self.data_dir)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        """`data_dir` (relative to the checkout, if run from one), else the default data folder."""
+        if not self.data_dir:
+            return paths.data_dir()
+        path = Path(self.data_dir).expanduser()
+        root = paths.checkout_root()
+        return path if path.is_absolute() or root is None else root / path
 
     def model_cache_path(self) -> Path:
         if self.model_cache_dir:
             return Path(self.model_cache_dir).expanduser()
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return Path(base) / "serverless-llm-arena" / "models"
+        return paths.cache_dir() / "models"
 
 
 class Catalogue(BaseModel):
     fleet: FleetSettings
     models: dict[str, ModelSpec]
     routing: Routing = Field(default_factory=Routing)
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this catalogue was read from (child processes are pointed at it)."""
+        return self._path
 
     def model(self, key: str) -> ModelSpec:
         try:
@@ -183,20 +192,17 @@ def _apply_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, 
 
 
 def load_catalogue(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Catalogue:
-    """Read the catalogue file and apply environment overrides."""
+    """Read the catalogue file (`path`, else ``ARENA_CATALOGUE``, else the bundled one) and
+    apply environment overrides."""
     env = dict(os.environ if environ is None else environ)
-    path = Path(path or env.get("ARENA_CATALOGUE") or DEFAULT_CATALOGUE_PATH)
+    path = Path(path or env.get("ARENA_CATALOGUE") or paths.bundled_catalogue()).expanduser().resolve()
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
         raise CatalogueError(f"cannot read the catalogue {path}: {exc}") from exc
     try:
-        return TypeAdapter(Catalogue).validate_python(_apply_overrides(raw, env))
+        catalogue = TypeAdapter(Catalogue).validate_python(_apply_overrides(raw, env))
     except ValueError as exc:
         raise CatalogueError(f"invalid catalogue {path}: {exc}") from exc
-
-
-@lru_cache(maxsize=1)
-def default_catalogue() -> Catalogue:
-    """The catalogue of this process (read once)."""
-    return load_catalogue()
+    catalogue._path = path
+    return catalogue

@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.arena.votes import SIDES, Battle, SideResult, VoteStore
 from gateway.store import DatabaseUnavailable
 from shared.errors import ApiError
+from shared.sse import DONE, DONE_PAYLOAD, SseReader
+from shared.sse import encode as _sse
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +74,6 @@ class NameScrubber:
         return self._pattern.sub(label, text) if self._pattern else text
 
 
-class SseReader:
-    """Splits a byte stream into server-sent events' data payloads, whatever the chunking."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += chunk.replace(b"\r\n", b"\n")
-        payloads = []
-        while b"\n\n" in self._buffer:
-            event, self._buffer = self._buffer.split(b"\n\n", 1)
-            data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
-            if data:
-                payloads.append(b"\n".join(data).decode("utf-8", errors="replace"))
-        return payloads
-
-
 @dataclass
 class _Meter:
     """Timings of one answer, from the moment the request was sent upstream."""
@@ -119,10 +104,6 @@ async def _shielded(write: Awaitable[None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 class BattleManager:
@@ -219,7 +200,7 @@ class BattleManager:
                     except StopAsyncIteration:
                         break
                 for payload in reader.feed(pending.pop()):
-                    if payload.strip() == "[DONE]":
+                    if payload.strip() == DONE_PAYLOAD:
                         done = True
                         break
                     try:
@@ -282,7 +263,7 @@ class BattleManager:
             yield _sse({"object": "arena.side.stats", "side": side, "status": result.status, "ttft": result.ttft,
                         "total": result.total, "tokens": result.tokens,
                         "tokens_per_second": result.tokens_per_second})
-            yield b"data: [DONE]\n\n"
+            yield DONE
         finally:
             await upstream.aclose()
             if not recorded:

@@ -22,9 +22,9 @@ from starlette.concurrency import run_in_threadpool
 from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.settings import ArenaSettings
-from gateway.arena.votes import SIDES, AlreadyVoted, BattleNotFinished, BattleNotFound, SideBusy, StoreError, VoteStore
+from gateway.arena.votes import SIDES, VoteStore
 from gateway.store import Database
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue
 from shared.errors import ApiError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -41,9 +41,6 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_STATUS_OF = {BattleNotFound: 404, AlreadyVoted: 409, SideBusy: 409, BattleNotFinished: 409}
-
-
 class Arena:
     """The arena's state on the app: its store, battle manager and leaderboard cache."""
 
@@ -74,8 +71,7 @@ class Arena:
 def arena_of(request: Request) -> Arena:
     arena = getattr(request.app.state, "arena", None)
     if arena is None:
-        catalogue = getattr(request.app.state, "catalogue", None) or default_catalogue()
-        arena = request.app.state.arena = Arena(catalogue, ArenaSettings(), request.app.state.database)
+        arena = request.app.state.arena = Arena(request.app.state.catalogue, ArenaSettings(), request.app.state.database)
     return arena
 
 
@@ -84,10 +80,6 @@ def ready_models(request: Request) -> list[str]:
     if instances is None:
         raise ApiError(503, "The gateway has no instance registry yet.", code="not_ready")
     return list(instances.ready_models())
-
-
-def _store_error(exc: StoreError) -> ApiError:
-    return ApiError(_STATUS_OF.get(type(exc), 400), str(exc), code=exc.code)
 
 
 def _api_dependencies() -> list[Any]:
@@ -171,10 +163,7 @@ async def create_battle(body: BattleRequest, request: Request) -> dict[str, Any]
 @api.get("/api/battles/{battle_id}")
 async def get_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    try:
-        battle = await arena.store.get_battle(battle_id)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    battle = await arena.store.get_battle(battle_id)
     return _battle_view(arena, battle)
 
 
@@ -185,10 +174,7 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
     upstream = getattr(request.app.state, "upstream", None)
     if upstream is None:
         raise ApiError(503, "The gateway cannot reach model instances yet.", code="not_ready")
-    try:
-        stream = await arena.battles.open_side(battle_id, side, upstream.stream_chat)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    stream = await arena.battles.open_side(battle_id, side, upstream.stream_chat)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -196,11 +182,8 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
 @api.post("/api/battles/{battle_id}/vote")
 async def vote(battle_id: str, body: VoteRequest, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    try:
-        stored = await arena.store.record_vote(battle_id, body.winner)
-        battle = await arena.store.get_battle(battle_id)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    stored = await arena.store.record_vote(battle_id, body.winner)
+    battle = await arena.store.get_battle(battle_id)
     return {"object": "arena.vote", "id": stored.id, "battle_id": battle_id, "winner": stored.winner,
             "revealed": arena.battles.reveal(battle, arena.display_names())}
 

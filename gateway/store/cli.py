@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
+from shared.catalogue import Catalogue
 from gateway.store.database import Database, DatabaseUnavailable, redact, sqlite_url
 
 
@@ -23,14 +24,14 @@ def add_database_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", metavar="PATH", help="an SQLite file, instead of --database-url")
 
 
-def database_url(args: argparse.Namespace) -> str:
+def database_url(args: argparse.Namespace, catalogue: Catalogue) -> str:
     if getattr(args, "database_url", None):
         return args.database_url
     if getattr(args, "db", None):
         return sqlite_url(args.db)
     from gateway.settings import GatewaySettings
 
-    return GatewaySettings().store_url
+    return GatewaySettings.for_catalogue(catalogue).store_url
 
 
 class StartupError(Exception):
@@ -62,8 +63,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 @asynccontextmanager
-async def open_database(args: argparse.Namespace) -> AsyncIterator[Database]:
-    db = await open_checked(database_url(args))
+async def open_database(args: argparse.Namespace, catalogue: Catalogue) -> AsyncIterator[Database]:
+    db = await open_checked(database_url(args, catalogue))
     try:
         yield db
     finally:
@@ -81,18 +82,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("file", help="a file written by `arena db export` ('-' for stdin)")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(args, catalogue))
     except StartupError as exc:
         print(f"arena db: {exc}", file=sys.stderr)
         return 2
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     from gateway.store import transfer
 
-    async with open_database(args) as db:
+    async with open_database(args, catalogue) as db:
         if args.db_command == "upgrade":
             print(f"{db.display_url}: schema at revision {await db.current_revision()}")
             return 0

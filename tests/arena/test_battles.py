@@ -11,7 +11,8 @@ from collections import Counter
 
 import pytest
 
-from gateway.arena.battles import BattleManager, BattleRequest, NameScrubber, SseReader, pick_pair
+from gateway.arena.battles import BattleManager, BattleRequest, NameScrubber, pick_pair
+from shared.sse import SseReader
 from gateway.arena.votes import VoteStore
 from shared.errors import ApiError
 

@@ -13,7 +13,8 @@ import time
 import httpx
 import pytest
 
-from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway, start_service
+from tests.harness import (PROJECT_ROOT, ManagedProcess, assert_openai_error, free_port, start_gateway, start_service,
+                           wait_until)
 
 pytestmark = pytest.mark.browser
 
@@ -28,14 +29,10 @@ DISPLAY = {"smollm2-135m": "SmolLM2 135M Instruct", "gemma3-270m": "Gemma 3 270M
 
 
 def wait_models(gateway_url: str, models: tuple[str, ...], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    ready: list[str] = []
-    while time.monotonic() < deadline:
-        ready = [m["id"] for m in httpx.get(gateway_url + "/api/arena/models", timeout=5).json()["data"]]
-        if set(models) <= set(ready):
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"models {models} not ready at the gateway (ready: {ready})")
+    def ready() -> bool:
+        return set(models) <= {m["id"] for m in httpx.get(gateway_url + "/api/arena/models", timeout=5).json()["data"]}
+
+    wait_until(ready, timeout, interval=0.3, what=f"models {models} ready at the gateway")
 
 
 @pytest.fixture(scope="module")
@@ -164,10 +161,7 @@ def test_stop_cancels_one_model_while_the_other_goes_on(fleet, browser, page_err
     expect(stopped.locator(".msg.note")).to_have_text("Stopped.")
     partial = stopped.locator(".msg.assistant").inner_text()
     # The upstream generation is cancelled: the service frees the slot.
-    deadline = time.monotonic() + 15
-    while slots_active(fleet["services"]["smollm2-135m"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert slots_active(fleet["services"]["smollm2-135m"]) == 0
+    wait_until(lambda: slots_active(fleet["services"]["smollm2-135m"]) == 0, 15, interval=0.2, what="the slot freed")
     # ...while the other model keeps streaming.
     assert other.get_attribute("data-status") == "streaming"
     time.sleep(1.0)
@@ -344,29 +338,22 @@ def test_hostile_model_output_executes_nothing(browser, page_errors, tmp_path):
 def test_arena_api_errors_are_openai_shaped(fleet):
     gateway = fleet["gateway"].url
 
-    def error(response, status, code=None):
-        assert response.status_code == status, response.text
-        body = response.json()["error"]
-        assert set(body) == {"message", "type", "param", "code"} and body["message"]
-        if code:
-            assert body["code"] == code
-        return body
-
-    assert error(httpx.post(gateway + "/api/battles", json={"prompt": ""}), 400)["param"] == "prompt"
-    error(httpx.post(gateway + "/api/battles", json={"prompt": "hi", "temperature": 9}), 400)
-    error(httpx.post(gateway + "/api/battles", content=b"{not json", headers={"content-type": "application/json"}), 400)
-    error(httpx.post(gateway + "/api/battles/nope/vote", json={"winner": "tie"}), 404, "battle_not_found")
+    assert assert_openai_error(httpx.post(gateway + "/api/battles", json={"prompt": ""}), 400)["param"] == "prompt"
+    assert_openai_error(httpx.post(gateway + "/api/battles", json={"prompt": "hi", "temperature": 9}), 400)
+    assert_openai_error(httpx.post(gateway + "/api/battles", content=b"{not json",
+                                   headers={"content-type": "application/json"}), 400)
+    assert_openai_error(httpx.post(gateway + "/api/battles/nope/vote", json={"winner": "tie"}), 404, "battle_not_found")
     battle = httpx.post(gateway + "/api/battles", json={"prompt": "Say yes.", "max_tokens": 4}).json()
     assert battle["revealed"] is None and "model_a" not in json.dumps(battle)
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "model_a"}), 409,
-          "battle_not_finished")
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "draw"}), 400)
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/sides/c/stream"), 404, "side_not_found")
+    assert_openai_error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "model_a"}), 409,
+                        "battle_not_finished")
+    assert_openai_error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "draw"}), 400)
+    assert_openai_error(httpx.post(gateway + f"/api/battles/{battle['id']}/sides/c/stream"), 404, "side_not_found")
     for side in "ab":
         with httpx.stream("POST", gateway + f"/api/battles/{battle['id']}/sides/{side}/stream", timeout=120) as r:
             assert r.status_code == 200 and "data: [DONE]" in r.read().decode()
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/sides/a/stream"), 409, "side_already_streamed")
+    assert_openai_error(httpx.post(gateway + f"/api/battles/{battle['id']}/sides/a/stream"), 409, "side_already_streamed")
     assert httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "tie"}).status_code == 200
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "tie"}), 409, "already_voted")
+    assert_openai_error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "tie"}), 409, "already_voted")
     revealed = httpx.get(gateway + f"/api/battles/{battle['id']}").json()["revealed"]
     assert {revealed["a"]["model"], revealed["b"]["model"]} == set(MODELS)
