@@ -14,9 +14,9 @@ from gateway.instances import InstanceRegistry, InstanceState
 from gateway.registration import RegistrationService, RegistrationStore, UrlPolicy
 from gateway.store import Database
 from scripts.gateway_client import GatewayRegistrationClient, RegistrationError
-from shared.catalogue import default_catalogue
+from shared.catalogue import load_catalogue
 from shared.errors import ApiError
-from tests.gateway.conftest import SMOL, assert_openai_error, gateway_env, instance_state, wait_until
+from tests.gateway.conftest import SMOL, assert_openai_error, chat_body, gateway_env, instance_state, wait_until
 from tests.gateway.test_registration import AUTH, TOKEN, bound, register
 
 
@@ -32,7 +32,8 @@ def test_a_registration_is_bound_to_the_secret_that_made_it(tmp_path, fake_upstr
                             403, "invalid_registration_secret")
         assert_openai_error(register(gateway, "victim", other.url, headers=headers), 409, "instance_id_taken")
     wait_until(lambda: instance_state(gateway, "victim") == "ready")
-    assert httpx.get(gateway.url + "/api/instances/victim", timeout=5).json()["url"] == fake.url
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10).status_code == 200
+    assert fake.stats()["requests"] == 1 and other.stats()["requests"] == 0  # still the victim's own URL
     assert httpx.post(gateway.url + "/api/instances/victim/heartbeat", headers=own, timeout=5).status_code == 200
     assert httpx.delete(gateway.url + "/api/instances/victim", headers=own, timeout=5).status_code == 200
     # Once it is gone, the id is free for anyone with the token (a new secret).
@@ -149,7 +150,7 @@ async def test_registrations_live_their_ttl_on_an_injected_clock(tmp_path):
     now = [1_000.0]
     db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     await db.upgrade()
-    registry = InstanceRegistry(default_catalogue())
+    registry = InstanceRegistry(load_catalogue())
     service = RegistrationService(RegistrationStore(db), registry, default_ttl=10, max_ttl=100,
                                   url_policy=UrlPolicy(["loopback"]), clock=lambda: now[0])
     try:
@@ -166,7 +167,7 @@ async def test_registrations_live_their_ttl_on_an_injected_clock(tmp_path):
             await service.heartbeat("r", {}, secret)
         assert missing.value.status == 404
         # Another gateway's view: the store alone says it is expired.
-        other = InstanceRegistry(default_catalogue())
+        other = InstanceRegistry(load_catalogue())
         peer = RegistrationService(RegistrationStore(db), other, default_ttl=10, max_ttl=100,
                                    url_policy=UrlPolicy(["loopback"]), clock=lambda: now[0])
         assert await peer.sync() == 0 and other.get("r") is None
