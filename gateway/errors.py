@@ -6,7 +6,7 @@ everything below it raises these plain exceptions and this table answers them.
 
 from __future__ import annotations
 
-from gateway.arena.votes import AlreadyVoted, BattleNotFinished, BattleNotFound, SideBusy, StoreError
+from gateway.arena.votes import AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy, StoreError
 from shared.errors import ErrorSpec, ErrorTable, ModelNotFound
 
 GATEWAY_ERRORS = ErrorTable({
@@ -16,4 +16,5 @@ GATEWAY_ERRORS = ErrorTable({
     AlreadyVoted: ErrorSpec(409, AlreadyVoted.code),
     SideBusy: ErrorSpec(409, SideBusy.code),
     BattleNotFinished: ErrorSpec(409, BattleNotFinished.code),
+    NotAContest: ErrorSpec(409, NotAContest.code),
 })

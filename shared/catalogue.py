@@ -67,6 +67,17 @@ class ModelSource(BaseModel):
         return f"hub:{self.repo}:{self.file}"
 
 
+class ModelProfile(BaseModel):
+    """What a model is, for people and for the arena: a short description, what it is good at,
+    and the words by which an answer gives away which model wrote it (its name, its maker)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    strengths: list[str] = Field(default_factory=list)
+    identity_words: list[str] = Field(default_factory=list)
+
+
 class ModelSpec(BaseModel):
     """One model of the fleet, as the catalogue names it."""
 
@@ -91,6 +102,7 @@ class ModelSpec(BaseModel):
     instances: int = Field(1, ge=0, le=8)
     battle_weight: float = Field(1.0, ge=0)
     categories: list[str] = Field(default_factory=list)
+    profile: ModelProfile = Field(default_factory=ModelProfile)
 
     @field_validator("source", mode="before")
     @classmethod
@@ -111,6 +123,22 @@ class RoutingRule(BaseModel):
 class Routing(BaseModel):
     default: str | None = None
     rules: list[RoutingRule] = Field(default_factory=list)
+
+
+class ArenaPolicy(BaseModel):
+    """Limits of the arena's battles and votes (see the README's arena section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int = Field(4, ge=1, le=50, description="user turns a battle may have before the vote")
+    max_prompt_chars: int = Field(8_000, ge=1, description="characters in one user turn")
+    max_system_chars: int = Field(4_000, ge=0)
+    max_conversation_chars: int = Field(32_000, ge=1, description="characters of all turns of a battle")
+    battles_per_minute: int = Field(10, ge=0, description="battles one client may open per minute; 0: no limit")
+    votes_per_minute: int = Field(10, ge=0, description="votes one client may cast per minute; 0: no limit")
+    flood_votes_per_hour: int = Field(60, ge=1, description="votes per hour from one client shown as a flood")
+    trusted_proxies: list[str] = Field(default_factory=list,
+                                       description="addresses or networks whose X-Forwarded-For is believed")
 
 
 class FleetSettings(BaseModel):
@@ -147,6 +175,7 @@ class Catalogue(BaseModel):
     fleet: FleetSettings
     models: dict[str, ModelSpec]
     routing: Routing = Field(default_factory=Routing)
+    arena: ArenaPolicy = Field(default_factory=ArenaPolicy)
     _path: Path | None = PrivateAttr(None)
 
     @property

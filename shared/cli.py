@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("shared.bench_cli", "benchmark a model service and the gateway's overhead"),
     "keys": ("gateway.keys_cli", "create, list and revoke the gateway's API keys"),
     "db": ("gateway.store.cli", "the gateway's store: upgrade the schema, export or import all data"),
+    "leaderboard": ("gateway.arena.cli", "print the arena's leaderboard from the store"),
     "runner": ("scripts.runner_agent", "run one model instance on a CI runner, with handoff"),
 }
 

@@ -46,6 +46,8 @@ battles = Table(
     Column("model_b", Text, nullable=False),
     Column("seed", BigInteger, nullable=False),
     Column("request", Text, nullable=False),  # JSON: messages, system prompt, sampling settings
+    Column("token_hash", String(64)),  # SHA-256 of the battle token (revision 0101_arena)
+    Column("client", Text),            # who opened it: key:<id> or addr:<address>
     Index("battles_created", "created_at"),
 )
 
@@ -60,6 +62,21 @@ battle_sides = Table(
     Column("finish_reason", Text), Column("error", Text),
     PrimaryKeyConstraint("battle_id", "side"),
     CheckConstraint("side IN ('a', 'b')", name="battle_sides_side"),
+)
+
+# The earlier turns of a multi-turn battle (the current one is in battle_sides).
+battle_turns = Table(
+    "battle_turns", metadata,
+    Column("battle_id", String(64), ForeignKey("battles.id", ondelete="CASCADE"), nullable=False),
+    Column("turn", Integer, nullable=False),
+    Column("side", String(1), nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("ttft", Double), Column("total", Double), Column("tokens", Integer),
+    Column("tokens_per_second", Double),
+    Column("finish_reason", Text), Column("error", Text),
+    PrimaryKeyConstraint("battle_id", "turn", "side"),
 )
 
 votes = Table(
@@ -78,5 +95,17 @@ votes = Table(
     Column("ttft_a", Double), Column("ttft_b", Double), Column("total_a", Double), Column("total_b", Double),
     Column("tokens_a", Integer), Column("tokens_b", Integer),
     Column("tokens_per_second_a", Double), Column("tokens_per_second_b", Double),
+    Column("turns", Text),       # JSON: every turn, both sides (revision 0101_arena)
+    Column("categories", Text),  # JSON list, tagged at vote time
+    Column("client", Text),
     CheckConstraint("winner IN ('model_a', 'model_b', 'tie', 'both_bad')", name="votes_winner"),
+    Index("votes_client", "client"),
+)
+
+# Clients whose votes an admin left out of the ratings (a flood).
+arena_excluded_clients = Table(
+    "arena_excluded_clients", metadata,
+    Column("client", String(200), primary_key=True),
+    Column("excluded_at", Double, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
 )

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound, SideBusy, SideResult,
-                                 VoteStore)
+from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy,
+                                 SideResult, VoteStore)
 from gateway.store import Database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -51,13 +51,70 @@ async def test_refusals(database):
     await store.finish_side("b1", "a", SideResult("stopped", "partial"))
     await store.claim_side("b1", "b")
     await store.finish_side("b1", "b", SideResult("error", "", error="boom"))
-    await store.record_vote("b1", "tie")
-    with pytest.raises(AlreadyVoted):
-        await store.record_vote("b1", "model_a")
+    # A side that failed (or stopped before its first token, or said nothing) is not a contest.
+    with pytest.raises(NotAContest):
+        await store.record_vote("b1", "tie")
     await finished_battle(store, "b2")
+    await store.record_vote("b2", "tie")
+    with pytest.raises(AlreadyVoted):
+        await store.record_vote("b2", "model_a")
+    await finished_battle(store, "b3")
     with pytest.raises(IntegrityError):
-        await store.record_vote("b2", "draw")
+        await store.record_vote("b3", "draw")
     assert await store.vote_count() == 1
+
+
+async def test_a_stopped_side_with_text_is_a_contest_an_empty_one_is_not(database):
+    store = VoteStore(database)
+    for battle_id, answer in (("partial", "Par"), ("silent", "  ")):
+        await store.create_battle(battle_id, "m1", "m2", 1, REQUEST)
+        await store.claim_side(battle_id, "a")
+        await store.finish_side(battle_id, "a", SideResult("stopped", answer))
+        await store.claim_side(battle_id, "b")
+        await store.finish_side(battle_id, "b", SideResult("done", "Hello", finish_reason="stop"))
+    assert (await store.record_vote("partial", "model_b")).status_a == "stopped"
+    with pytest.raises(NotAContest):
+        await store.record_vote("silent", "model_b")
+
+
+async def test_a_multi_turn_battle_keeps_every_turn_and_the_vote_covers_them(database):
+    store = VoteStore(database)
+    await finished_battle(store, "mt")
+    with pytest.raises(BattleNotFinished):  # the follow-up's answers are pending
+        await store.add_turn("mt", "And again?")
+        await store.add_turn("mt", "And again?")
+    battle = await store.get_battle("mt")
+    assert battle.turn == 2 and battle.prompts == ["Say hi", "And again?"]
+    assert [t.sides["a"].answer for t in battle.earlier] == ["hi"]
+    assert all(side.status == "pending" for side in battle.sides.values())
+    with pytest.raises(BattleNotFinished):
+        await store.record_vote("mt", "tie")
+    for side, answer in (("a", "hi again"), ("b", "hello again")):
+        await store.claim_side("mt", side)
+        await store.finish_side("mt", side, SideResult("done", answer, tokens=3, finish_reason="stop"))
+    vote = await store.record_vote("mt", "model_a", client="addr:1.2.3.4", categorize=lambda p: ["multi_turn"])
+    assert vote.turns == [{"user": "Say hi", "a": "hi", "b": "hello", "tokens_a": 5, "tokens_b": 5},
+                          {"user": "And again?", "a": "hi again", "b": "hello again", "tokens_a": 3, "tokens_b": 3}]
+    assert (vote.tokens_a, vote.categories, vote.client) == (8, ["multi_turn"], "addr:1.2.3.4")
+    assert [v.to_dict() async for v in store.votes()] == [vote.to_dict()]
+    with pytest.raises(AlreadyVoted):
+        await store.add_turn("mt", "One more")
+
+
+async def test_clients_activity_and_exclusion(database):
+    store = VoteStore(database)
+    for i in range(3):
+        await finished_battle(store, f"f{i}", now=1000.0 + i)
+        await store.record_vote(f"f{i}", "model_a", client="addr:flood", now=1000.0 + i)
+    await finished_battle(store, "q")
+    await store.record_vote("q", "tie", client="key:quiet", now=10.0)
+    activity = await store.client_activity(since=500.0)
+    assert [(c["client"], c["votes_recent"], c["votes_total"], c["excluded"]) for c in activity] == \
+        [("addr:flood", 3, 3, False), ("key:quiet", 0, 1, False)]
+    await store.exclude_client("addr:flood", "flood")
+    assert await store.excluded_clients() == {"addr:flood"}
+    assert (await store.client_activity(since=500.0))[0]["excluded_reason"] == "flood"
+    assert await store.include_client("addr:flood") and not await store.include_client("addr:flood")
 
 
 async def test_concurrent_voters_get_exactly_one_vote_per_battle(database, database_url):

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from scripts.runner_agent import EXIT_FAILED, EXIT_NO_SUCCESSOR, Timeline, service_process
-from shared.processes import PROJECT_ROOT, ChildProcess
+from shared.processes import ChildProcess
+from tests.harness import PROJECT_ROOT
 from tests.harness import ManagedProcess, free_port, start_gateway
 
 MODEL = "smollm2-135m"

@@ -1,14 +1,14 @@
 """Registrations are bound to a per-registration secret (its SHA-256 is kept).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0102_registration
+Revises: 0101_arena
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0102_registration"
+down_revision = "0101_arena"
 branch_labels = None
 depends_on = None
 
