@@ -35,6 +35,7 @@ registrations = Table(
     Column("ttl_seconds", Integer, nullable=False),
     Column("registered_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
+    Column("secret_hash", String(64)),  # SHA-256 of the secret returned at registration (revision 0002)
 )
 
 battles = Table(
