@@ -149,6 +149,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
 
     from gateway.arena import attach_arena
     attach_arena(app)
+    from gateway.admin import attach_admin
+    attach_admin(app)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -47,6 +48,23 @@ class _InstanceCollector(Collector):
         return [state, outstanding, probe, ready]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestSample:
+    """What one proxied request measured, for observers such as the admin analytics."""
+
+    at: float                 # wall-clock time the answer finished
+    model: str
+    instance: str
+    key_id: str | None
+    status: int
+    error: bool
+    duration: float           # seconds, request to last byte
+    ttft: float | None        # seconds to the first streamed chunk
+    queue: float | None       # seconds waiting for a slot, when the instance reported it
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class GatewayMetrics:
     def __init__(self, instances: InstanceRegistry) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -66,6 +84,13 @@ class GatewayMetrics:
                               ["model", "instance", "kind"], registry=r)
         self.instance_collector = _InstanceCollector(instances)
         r.register(self.instance_collector)
+        # Called with each finished request's `RequestSample`, off the answer's path; they must
+        # not do I/O (the admin analytics sums in memory and writes periodically).
+        self.observers: list[Callable[[RequestSample], None]] = []
+
+    def observe(self, sample: RequestSample) -> None:
+        for observer in self.observers:
+            observer(sample)
 
     def error(self, model: str, kind: str) -> None:
         self.errors.labels(model, kind).inc()
