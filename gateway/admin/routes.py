@@ -117,10 +117,10 @@ async def analytics(request: Request, resolution: Literal["minute", "hour"] = "m
     admin = admin_of(request)
     if resolution == "minute" and hours > admin.settings.minute_retention_hours:
         raise ApiError(400, f"Minute points are kept {admin.settings.minute_retention_hours:g} hours; "
-                            "ask for fewer hours or resolution=hour.", code="invalid_value", param="hours")
+                            "ask for fewer hours or resolution=hour.", code="invalid_value", param="query.hours")
     if resolution == "hour" and hours > admin.settings.hour_retention_days * 24:
         raise ApiError(400, f"Hour points are kept {admin.settings.hour_retention_days:g} days; ask for fewer hours.",
-                       code="invalid_value", param="hours")
+                       code="invalid_value", param="query.hours")
     await admin.analytics.flush()
     return await admin.analytics.series(resolution, time.time() - hours * 3600, by=by)
 
