@@ -52,7 +52,7 @@ function showLogin(message = "") {
 export async function initAdmin(ready) {
   initThemeToggle($("theme-toggle"));
   $("logout").addEventListener("click", () => { forget(); showLogin(); });
-  $("login-form").addEventListener("submit", async (event) => {
+  $("login").addEventListener("submit", async (event) => {
     event.preventDefault();
     const key = $("admin-key").value.trim();
     if (!key) return;

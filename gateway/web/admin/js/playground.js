@@ -5,6 +5,7 @@ import { streamCompletion } from "/static/arena/js/stream.js";
 
 const NUMBERS = { max_tokens: "int", temperature: "float", top_p: "float", top_k: "int", min_p: "float",
                   repeat_penalty: "float", presence_penalty: "float", frequency_penalty: "float", seed: "int" };
+const OPENAI_PARAMS = new Set(["max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"]);
 let controller = null;
 
 function requestBody() {
@@ -39,8 +40,11 @@ function showCode(body) {
   const base = `${location.origin}/v1`;
   const curl = `curl -N ${base}/chat/completions \\\n  -H "Authorization: Bearer $ARENA_API_KEY" \\\n  -H "Content-Type: application/json" \\\n  -d '${json}'`;
   const { model, messages, ...params } = body;
+  // The SDK takes OpenAI's own parameters as arguments; the service's others go in extra_body.
+  const extra = Object.fromEntries(Object.entries(params).filter(([k]) => !OPENAI_PARAMS.has(k)));
   const args = [`    model=${JSON.stringify(model)},`, `    messages=${pythonLiteral(messages, "    ")},`,
-    ...Object.entries(params).map(([k, v]) => `    ${k}=${pythonLiteral(v, "    ")},`), "    stream=True,"];
+    ...Object.entries(params).filter(([k]) => OPENAI_PARAMS.has(k)).map(([k, v]) => `    ${k}=${pythonLiteral(v, "    ")},`),
+    ...(Object.keys(extra).length ? [`    extra_body=${pythonLiteral(extra, "    ")},`] : []), "    stream=True,"];
   const python = ["import os", "from openai import OpenAI", "",
     `client = OpenAI(base_url=${JSON.stringify(base)}, api_key=os.environ["ARENA_API_KEY"])`,
     "stream = client.chat.completions.create(", ...args, ")", "for chunk in stream:",
