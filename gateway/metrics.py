@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -59,10 +60,25 @@ class RequestSample:
     status: int
     error: bool
     duration: float           # seconds, request to last byte
-    ttft: float | None        # seconds to the first streamed chunk
+    ttft: float | None        # seconds to the first token (the instance's figure when it gave one)
     queue: float | None       # seconds waiting for a slot, when the instance reported it
+    generation: float | None  # seconds from the first token to the last
     prompt_tokens: int
     completion_tokens: int
+
+    @classmethod
+    def of(cls, *, ttft: float | None, duration: float, perf: dict[str, Any] | None, completion_tokens: int,
+           **fields: Any) -> "RequestSample":
+        """A sample from the gateway's own timings, replaced by the instance's `perf` figures
+        where the request asked for them (the gateway's first chunk can be the role alone, before
+        the prompt is read, so only the instance knows its first token)."""
+        perf = perf or {}
+        seconds = lambda name: perf[name] / 1000 if isinstance(perf.get(name), int | float) else None  # noqa: E731
+        queue, instance_ttft, generation = seconds("queue_ms"), seconds("ttft_ms"), seconds("generation_ms")
+        if generation is None and completion_tokens:
+            generation = max(0.0, duration - (ttft or 0.0))
+        return cls(at=time.time(), ttft=instance_ttft if instance_ttft is not None else ttft, duration=duration,
+                   queue=queue, generation=generation, completion_tokens=completion_tokens, **fields)
 
 
 class GatewayMetrics:

@@ -40,7 +40,7 @@ log = logging.getLogger("gateway.upstream")
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
-_QUEUE_MS = re.compile(rb'"queue_ms"\s*:\s*([0-9.]+)')
+_PERF = re.compile(rb'"perf"\s*:\s*(\{[^{}]*\})')
 # Instance failures that say the server itself is gone (not merely slow).
 _DEAD_ERRORS = (ConnectError, RemoteProtocolError, ReadError)
 
@@ -84,7 +84,7 @@ class _Call:
     attempts: int = 0
     status: int = 0
     ttft: float | None = None
-    queue_ms: float | None = None  # reported by the instance when the request asked for `perf`
+    perf: dict[str, Any] | None = None  # the instance's own timings, when the request asked for `perf`
     error: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -371,8 +371,12 @@ class UpstreamProxy:
             call.prompt_tokens = int(match.group(1))
         if match := _COMPLETION_TOKENS.search(content):
             call.completion_tokens = int(match.group(1))
-        if match := _QUEUE_MS.search(content):
-            call.queue_ms = float(match.group(1))
+        if match := _PERF.search(content):
+            try:
+                perf = json.loads(match.group(1))
+            except ValueError:
+                perf = None
+            call.perf = perf if isinstance(perf, dict) else None
 
     def _finish(self, call: _Call) -> None:
         """Count and log `call` once the loop is free again: after the answer went out, so
@@ -401,11 +405,10 @@ class UpstreamProxy:
         if call.prompt_tokens:
             m.tokens.labels(label, counted_instance, "prompt").inc(call.prompt_tokens)
         if m.observers:
-            m.observe(RequestSample(
-                at=time.time(), model=label, instance=counted_instance, key_id=call.key_id, status=call.status,
-                error=bool(call.error) or call.status >= 400, duration=elapsed, ttft=call.ttft,
-                queue=None if call.queue_ms is None else call.queue_ms / 1000, prompt_tokens=call.prompt_tokens or 0,
-                completion_tokens=completion or 0))
+            m.observe(RequestSample.of(
+                model=label, instance=counted_instance, key_id=call.key_id, status=call.status,
+                error=bool(call.error) or call.status >= 400, duration=elapsed, ttft=call.ttft, perf=call.perf,
+                prompt_tokens=call.prompt_tokens or 0, completion_tokens=completion or 0))
         log_request(endpoint=call.endpoint, model=call.model, instance=instance_id, status=call.status,
                     stream=call.stream, attempts=call.attempts, ms=round(elapsed * 1000, 2),
                     ttft_ms=None if call.ttft is None else round(call.ttft * 1000, 2),

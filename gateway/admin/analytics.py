@@ -48,8 +48,8 @@ class Sums:
         self.prompt_tokens += s.prompt_tokens
         self.completion_tokens += s.completion_tokens
         self.duration_seconds += s.duration
-        if s.completion_tokens:
-            self.generation_seconds += max(0.0, s.duration - (s.ttft or 0.0))
+        if s.completion_tokens and s.generation is not None:
+            self.generation_seconds += s.generation
         if s.ttft is not None:
             self.ttft_seconds += s.ttft
             self.ttft_count += 1

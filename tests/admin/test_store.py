@@ -27,12 +27,23 @@ class Clock:
 
 def sample(at: float, model: str = "m1", instance: str = "i1", **overrides) -> RequestSample:
     values = dict(at=at, model=model, instance=instance, key_id=None, status=200, error=False, duration=1.0,
-                  ttft=0.2, queue=0.05, prompt_tokens=10, completion_tokens=9)
+                  ttft=0.2, queue=0.05, generation=0.8, prompt_tokens=10, completion_tokens=9)
     return RequestSample(**{**values, **overrides})
 
 
 def test_migrations_have_one_head():
     assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def test_samples_prefer_the_instance_timings_when_reported():
+    fields = dict(model="m", instance="i", key_id=None, status=200, error=False, prompt_tokens=3)
+    own = RequestSample.of(ttft=0.01, duration=2.0, perf=None, completion_tokens=5, **fields)
+    assert (own.ttft, own.queue, own.generation) == (0.01, None, 1.99)
+    reported = RequestSample.of(ttft=0.01, duration=2.0, completion_tokens=5, **fields,
+                                perf={"queue_ms": 30.0, "ttft_ms": 500.0, "generation_ms": 1200.0})
+    assert (reported.ttft, reported.queue, reported.generation) == (0.5, 0.03, 1.2)
+    nothing = RequestSample.of(ttft=None, duration=0.5, perf={"ttft_ms": None}, completion_tokens=0, **fields)
+    assert (nothing.ttft, nothing.generation) == (None, None)
 
 
 def test_fingerprint_names_a_key_without_revealing_it():
@@ -62,7 +73,8 @@ async def test_analytics_sum_in_memory_flush_and_add_up_across_flushes(database)
     analytics.record(sample(clock.now, key_id="key_a"))
     analytics.record(sample(clock.now + 1, error=True, status=502, ttft=None, queue=None, completion_tokens=0,
                             prompt_tokens=0, key_id="key_a"))
-    analytics.record(sample(clock.now, model="m2", instance="i9", ttft=0.4, duration=2.4, completion_tokens=20))
+    analytics.record(sample(clock.now, model="m2", instance="i9", ttft=0.4, duration=2.4, generation=2.0,
+                            completion_tokens=20))
     async with database.read() as conn:
         assert (await conn.execute(select(func.count()).select_from(analytics_minutes))).scalar() == 0  # in memory only
     assert await analytics.flush() == 2

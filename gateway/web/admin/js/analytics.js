@@ -22,6 +22,7 @@ function draw(id, type, labels, datasets, yTitle) {
   if (!window.Chart) return;
   const { text, grid } = themeColors();
   if (charts[id]) charts[id].destroy();
+  datasets.forEach((d, i) => { d.borderColor = d.backgroundColor = PALETTE[i % PALETTE.length]; });
   charts[id] = new window.Chart($(id), {
     type, data: { labels, datasets },
     options: {
