@@ -9,12 +9,23 @@ The logic lives in plain classes: `audit.AuditLog`, `analytics.RequestAnalytics`
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
 
-__all__ = ["attach_admin"]
+from fastapi import FastAPI, Request
+
+__all__ = ["attach_admin", "record_admin_action"]
 
 
 def attach_admin(app: FastAPI) -> None:
     from gateway.admin.routes import install
 
     install(app)
+
+
+async def record_admin_action(request: Request, action: str, target: str = "",
+                              detail: dict[str, Any] | None = None) -> None:
+    """Write an admin action done through another package's route (the arena's) to the audit
+    log, as done by the caller's admin key; nothing when the admin side is not attached."""
+    admin = getattr(request.app.state, "admin", None)
+    if admin is not None:
+        await admin.record(request, action, target, detail)

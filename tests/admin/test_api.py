@@ -144,3 +144,14 @@ def test_analytics_of_proxied_requests_and_bad_ranges(gateway):
         assert_openai_error(gateway.get(f"/api/admin/analytics?{query}", headers=ADMIN), 400, param=f"query.{param}")
     for days in ("0", "367", "x"):
         assert_openai_error(gateway.get(f"/api/admin/analytics/arena?days={days}", headers=ADMIN), 400, param="query.days")
+
+
+def test_the_arenas_admin_actions_are_audited_too(gateway):
+    path = "/api/admin/arena/excluded-clients"
+    assert gateway.post(path, json={"client": "addr:10.0.0.9", "reason": "flood"}, headers=ADMIN).status_code == 201
+    assert gateway.delete(f"{path}/addr:10.0.0.9", headers=ADMIN).status_code == 200
+    assert_openai_error(gateway.delete(f"{path}/addr:10.0.0.9", headers=ADMIN), 404)  # refused: not audited
+    entries = gateway.get("/api/admin/audit", headers=ADMIN).json()["data"]
+    assert [(e["action"], e["target"]) for e in entries] == [
+        ("arena.include_client", "addr:10.0.0.9"), ("arena.exclude_client", "addr:10.0.0.9")]
+    assert entries[1]["detail"] == {"reason": "flood"} and entries[0]["actor"] == fingerprint(ADMIN_KEY)
