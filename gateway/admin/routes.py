@@ -25,7 +25,18 @@ from gateway.store.periodic import Periodic
 from shared.errors import ApiError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web" / "admin"
-PAGES = {"/admin": "keys.html", "/admin/analytics": "analytics.html", "/admin/playground": "playground.html"}
+
+
+@dataclass(frozen=True)
+class Page:
+    name: str       # its tab in the shell, and its fragment `<name>.part.html`
+    title: str
+    scripts: tuple[str, ...]  # classic scripts before the page's module `js/<name>.js`
+
+
+PAGES = {"/admin": Page("keys", "API keys", ()),
+         "/admin/analytics": Page("analytics", "Analytics", ("/static/arena/vendor/chart.umd.min.js",)),
+         "/admin/playground": Page("playground", "Playground", ())}
 
 
 @dataclass
@@ -57,21 +68,28 @@ def actor_of(request: Request) -> str:
 pages = APIRouter(include_in_schema=False)
 
 
-def _page(name: str) -> HTMLResponse:
+def render_page(page: Page) -> str:
+    """The shared shell (header, login, admin-off notice) around the page's own fragment."""
     try:
-        return HTMLResponse((WEB_DIR / name).read_text(encoding="utf-8"), headers=PAGE_HEADERS)
+        shell = (WEB_DIR / "shell.html").read_text(encoding="utf-8")
+        main = (WEB_DIR / f"{page.name}.part.html").read_text(encoding="utf-8")
     except OSError:
-        raise ApiError(500, f"The admin page {name} is missing from this install.", code="missing_asset") from None
+        raise ApiError(500, f"The admin page {page.name} is missing from this install.", code="missing_asset") from None
+    scripts = [f'  <script src="{src}"></script>' for src in page.scripts]
+    scripts.append(f'  <script type="module" src="/static/admin/js/{page.name}.js"></script>')
+    return (shell.replace("<!--TITLE-->", page.title).replace("<!--SCRIPTS-->", "\n".join(scripts))
+            .replace("<!--MAIN-->", main.rstrip("\n"))
+            .replace(f'data-page="{page.name}"', f'data-page="{page.name}" aria-current="page"'))
 
 
-def _page_route(name: str):
-    async def page() -> HTMLResponse:
-        return _page(name)
-    return page
+def _page_route(page: Page):
+    async def serve() -> HTMLResponse:
+        return HTMLResponse(render_page(page), headers=PAGE_HEADERS)
+    return serve
 
 
-for _path, _name in PAGES.items():
-    pages.add_api_route(_path, _page_route(_name), methods=["GET"])
+for _path, _page in PAGES.items():
+    pages.add_api_route(_path, _page_route(_page), methods=["GET"])
 
 
 # Public: tells the login form whether the admin side is on (and how to turn it on), nothing more.

@@ -15,15 +15,13 @@ import sys
 import httpx
 import pytest
 
-from tests.harness import PROJECT_ROOT, start_gateway, start_service, wait_until
+from tests.harness import start_gateway, start_service, wait_until
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
+from tests.arena.test_browser import SCREENSHOTS, browser  # noqa: E402,F401 (the browser fixture)
 MODEL = "smollm2-135m"
 ADMIN_KEY = "browser-admin-key-0123456789"
 
@@ -47,16 +45,8 @@ def fleet(tmp_path_factory):
                 proc.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def page(browser):
+def page(browser):  # noqa: F811 (the fixture imported above)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
     page = context.new_page()
     errors: list[str] = []
