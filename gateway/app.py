@@ -162,6 +162,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     attach_arena(app)
     from gateway.modes import attach_modes
     attach_modes(app)
+    from gateway.admin import attach_admin
+    attach_admin(app)
     return app
 
 

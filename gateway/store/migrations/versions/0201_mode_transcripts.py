@@ -1,14 +1,14 @@
 """Transcripts of the multi-model modes (discussion, council, roundtable).
 
 Revision ID: 0201_modes
-Revises: 0101_arena
+Revises: 0102_registration
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0201_modes"
-down_revision = "0101_arena"
+down_revision = "0102_registration"
 branch_labels = None
 depends_on = None
 
