@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway.admin import record_admin_action
 from gateway.arena.activity import BattleActivity
 from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest, FollowUpRequest
 from gateway.arena.clients import ClientIdentifier, ClientLimits
@@ -290,6 +291,7 @@ async def arena_clients(request: Request) -> dict[str, Any]:
 async def exclude_client(body: ExcludeRequest, request: Request) -> dict[str, Any]:
     """Leave every vote of a client out of the ratings (they stay recorded)."""
     await arena_of(request).store.exclude_client(body.client, body.reason)
+    await record_admin_action(request, "arena.exclude_client", body.client, {"reason": body.reason})
     return {"object": "arena.excluded_client", "client": body.client, "excluded": True}
 
 
@@ -297,6 +299,7 @@ async def exclude_client(body: ExcludeRequest, request: Request) -> dict[str, An
 async def include_client(client: str, request: Request) -> dict[str, Any]:
     if not await arena_of(request).store.include_client(client):
         raise ApiError(404, f"The client {client!r} is not excluded.", code="client_not_excluded")
+    await record_admin_action(request, "arena.include_client", client)
     return {"object": "arena.excluded_client", "client": client, "excluded": False}
 
 
