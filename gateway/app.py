@@ -29,6 +29,7 @@ from gateway.auto_routing import AutoRouter
 from gateway.auth import ApiKeyGuard
 from gateway.balancing import make_balancer
 from gateway.fast_path import CompletionRouter
+from gateway.response_cache import ResponseCache
 from gateway.fleet_status import FleetStatus
 from gateway.health_monitor import HealthMonitor, HealthPolicy
 from gateway.instances import InstanceRegistry
@@ -67,14 +68,16 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
         recovery_probes=settings.recovery_probes, flap_threshold=settings.flap_threshold,
         flap_window=settings.flap_window, flap_cooldown=settings.flap_cooldown,
         gone_retention=settings.gone_retention), instance_secret=settings.instance_secret)
-    metrics = GatewayMetrics(instances)
-    upstream = UpstreamProxy(instances, make_balancer(settings.balancer), monitor, metrics,
+    balancer = make_balancer(settings.balancer)
+    metrics = GatewayMetrics(instances, balancer)
+    upstream = UpstreamProxy(instances, balancer, monitor, metrics,
                              AutoRouter(catalogue.routing), ProxyPolicy(
                                  connect_timeout=settings.connect_timeout, request_timeout=settings.request_timeout,
                                  attempts=settings.retry_attempts, backoff=settings.retry_backoff,
                                  backoff_max=settings.retry_backoff_max, max_response_bytes=settings.max_response_bytes,
                                  max_connections=settings.max_connections),
                              instance_secret=settings.instance_secret)
+    upstream.responses = ResponseCache(catalogue.fleet.response_cache_entries, catalogue.fleet.response_cache_ttl)
     api_keys = ApiKeyStore(db)
     key_cache = KeyCache(api_keys)
     limiter = RateLimiter(db)

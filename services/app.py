@@ -9,6 +9,7 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.body_limit import BodyLimit
 from shared.disconnect import cancel_on_disconnect
@@ -21,6 +22,7 @@ from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
+from services.metrics import render_metrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.settings import ServiceSettings
@@ -82,6 +84,10 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     @app.get("/health/details")
     async def health_details() -> dict:
         return service.health_details().model_dump()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(render_metrics(service), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict:
         spec = service.spec
