@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.errors import GATEWAY_ERRORS
 from shared.errors import ApiError
 
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -35,8 +36,10 @@ class CompletionRouter:
                 raise ApiError(405, f"Use POST for {scope['path']}.", code="method_not_allowed",
                                headers={"Allow": "POST"})
             request = Request(scope, receive)
-            key = self.state.key_guard.check(request)
+            key = await self.state.key_guard.check(request)
             response = await self.state.upstream.handle(request, scope["path"], key.key_id if key else None)
-        except ApiError as exc:  # anything else is the app's 500 handler's
-            response = exc.response()
+        except Exception as exc:  # the gateway's one error table; anything else is the app's 500 handler's
+            if not isinstance(exc, ApiError) and GATEWAY_ERRORS.spec_for(exc) is None:
+                raise
+            response = GATEWAY_ERRORS.api_error(exc).response()
         await response(scope, receive, send)

@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 
-from shared.catalogue import default_catalogue, env_key
-from shared.processes import PROJECT_ROOT, ChildProcess, free_port
+from shared.catalogue import env_key, load_catalogue
+from shared import paths
+from shared.processes import ChildProcess, free_port
 
 
 async def _load(url: str, model: str, clients: int, seconds: float) -> dict[str, Any]:
@@ -49,10 +50,10 @@ async def _load(url: str, model: str, clients: int, seconds: float) -> dict[str,
 
 
 def _case(buffer: int, slots: int, delay: float, seconds: float) -> dict[str, Any]:
-    catalogue = default_catalogue()
+    catalogue = load_catalogue()
     model = next(iter(catalogue.models))
     upstream_port, gateway_port = free_port(), free_port()
-    log_dir = PROJECT_ROOT / "build" / "bench"
+    log_dir = paths.log_dir("bench")
     with tempfile.TemporaryDirectory(prefix="arena-bench-") as tmp:
         env = {"ARENA_GATEWAY_DB_PATH": str(Path(tmp) / "gw.sqlite3"), "ARENA_GATEWAY_LOG_FORMAT": "json",
                "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5", f"ARENA_MODEL_{env_key(model)}__OVERLOAD_BUFFER": str(buffer)}

@@ -10,19 +10,30 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from shared.body_limit import BodyLimit
 from shared.disconnect import cancel_on_disconnect
-from shared.errors import ApiError, error_body, install_error_handlers
+from shared import sse
+from shared.catalogue import Catalogue
+from shared.body_limit import BodyLimit
+from shared.errors import error_body, install_error_handlers
 from shared.openapi import COMPLETION_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
+from services.errors import SERVICE_ERRORS
+from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
-from services.openai_format import SSE_DONE, ResponseShaper
+from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
+from services.settings import ServiceSettings
 
 
-def create_app(service: GenerationService, *, instance_secret: str | None = None,
-               max_body_bytes: int = 4 * 1024 * 1024) -> FastAPI:
+def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: GenerationService | None = None) -> FastAPI:
+    """The service of `settings.model`, as the catalogue describes it with the settings'
+    overrides. The model loads in the background once the app starts (`/health` says
+    `loading` meanwhile); `app.state.service` is the `GenerationService`."""
+    service = service or GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
+                                           model_cache=catalogue.fleet.model_cache_path())
+    instance_secret = settings.instance_secret
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         # Load in a thread: /health answers "loading" meanwhile.
@@ -33,7 +44,7 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
 
     app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
     app.state.service = service
-    install_error_handlers(app)
+    install_error_handlers(app, SERVICE_ERRORS)
     publish_openapi(app)
 
     async def require_instance_secret(request: Request, call_next):
@@ -46,7 +57,7 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
 
     if instance_secret:  # without a secret every request passes: no middleware on the hot path
         app.middleware("http")(require_instance_secret)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before the secret check reads
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before the secret check reads
 
     def health_response() -> JSONResponse:
         status = service.status
@@ -116,7 +127,7 @@ async def sse_events(stream: JobStream, shaper: ResponseShaper, body: Generation
                 yield shaper.final_chunks(event, include_usage=body.include_usage_in_stream,
                                           include_perf=body.include_perf)
             elif isinstance(event, ErrorEvent):
-                yield event.error.sse_event() + SSE_DONE
+                yield sse.error_event(SERVICE_ERRORS.api_error(event.error).body())
     finally:
         stream.close()
 
@@ -134,9 +145,9 @@ async def whole_response(stream: JobStream, shaper: ResponseShaper, body: Genera
                     raise event.error
                 elif isinstance(event, DoneEvent):
                     if event.finish_reason == "cancelled":
-                        raise ApiError(503, "The request was cancelled.", code="cancelled")
+                        raise GenerationCancelled()
                     return JSONResponse(shaper.whole("".join(parts), event, body.include_perf))
-            raise ApiError(500, "The generation ended without a result.", code="internal_error")
+            raise GenerationFailed("The generation ended without a result.")
     finally:
         stream.close()
     # The client went away: nobody reads this answer (499 is nginx's "client closed request").

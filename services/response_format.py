@@ -19,7 +19,7 @@ from typing import Any
 
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from shared.errors import ApiError
+from services.exceptions import InvalidParameter, SchemaTooLarge
 
 _COUNT_KEYS = ("minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties",
                "minContains", "maxContains")
@@ -38,13 +38,12 @@ class SchemaLimits:
 DEFAULT_LIMITS = SchemaLimits()
 
 
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, message, param="response_format", code="invalid_value")
+def _invalid(message: str) -> InvalidParameter:
+    return InvalidParameter(message, param="response_format")
 
 
-def _too_large(message: str) -> ApiError:
-    return ApiError(400, f"response_format.json_schema is too large: {message}", param="response_format",
-                    code="schema_too_large")
+def _too_large(message: str) -> SchemaTooLarge:
+    return SchemaTooLarge(f"response_format.json_schema is too large: {message}", param="response_format")
 
 
 def check_response_format(response_format: Any, limits: SchemaLimits = DEFAULT_LIMITS) -> dict | None:

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 
 import llama_cpp as llama
 
-from shared.errors import ApiError
+from services.exceptions import InvalidParameter
 from services.llama_backend import LlamaModel
 
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """One request's sampling; the defaults are those of a request that does not say."""
+
     temperature: float = 0.8
-    top_p: float = 0.95
+    top_p: float = 1.0
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.0
@@ -35,8 +37,7 @@ class CompiledGrammar:
     def __init__(self, model: LlamaModel, gbnf: str) -> None:
         self._ptr = llama.llama_sampler_init_grammar(model.vocab, gbnf.encode(), b"root")
         if not self._ptr:
-            raise ApiError(400, "the response format's grammar could not be compiled",
-                           param="response_format", code="invalid_value")
+            raise InvalidParameter("the response format's grammar could not be compiled", param="response_format")
 
     def take(self):
         ptr, self._ptr = self._ptr, None

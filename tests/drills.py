@@ -30,11 +30,13 @@ from typing import Any, Callable
 
 import httpx
 
-from shared.catalogue import default_catalogue, env_key
-from shared.processes import PROJECT_ROOT, ChildProcess, free_port
+from shared.catalogue import env_key, load_catalogue
+from shared import paths
+from shared.processes import ChildProcess, free_port
+from tests.harness import PROJECT_ROOT
 
-MODEL = next(iter(default_catalogue().models))
-LOG_DIR = PROJECT_ROOT / "build" / "drills"
+MODEL = next(iter(load_catalogue().models))
+LOG_DIR = paths.log_dir("drills")
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 LOAD_SECONDS, FAULT_AT, CLIENTS = 6.0, 1.0, 8
 NETNS, VETH_HOST, VETH_NS = "arena-drill", "arena-drill-h", "arena-drill-n"
@@ -127,7 +129,7 @@ class Fleet:
                "ARENA_REGISTRATION_TOKEN": "", "BASE_DOMAIN": ""}
         self.a: Any = NetnsInstance(free_port()) if a_in_netns else self._fake("a", env)
         self.b = self._fake("b", env)
-        for key in default_catalogue().models:
+        for key in load_catalogue().models:
             env[f"{env_key(key)}_API_URL"] = ",".join([self.a.url, self.b.url]) if key == MODEL else ""
         port = free_port()
         self.gateway = ChildProcess("drill-gateway", ["gateway", "--host", "127.0.0.1", "--port", str(port)],

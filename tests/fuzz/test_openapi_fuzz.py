@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from shared.catalogue import default_catalogue, env_key
+from shared.catalogue import env_key, load_catalogue
 from tests.harness import ManagedProcess, free_port, start_gateway, start_service, wait_until
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
-MODELS = list(default_catalogue().models)
+MODELS = list(load_catalogue().models)
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                          suppress_health_check=list(HealthCheck))
 

@@ -18,10 +18,10 @@ from gateway.health_monitor import HealthMonitor, HealthPolicy
 from gateway.instances import Instance, InstanceRegistry, InstanceState
 from gateway.metrics import GatewayMetrics
 from gateway.upstream import ProxyPolicy, RelayResponse, UpstreamProxy
-from shared.catalogue import default_catalogue
+from shared.catalogue import load_catalogue
 from shared.errors import ApiError
 
-CATALOGUE = default_catalogue()
+CATALOGUE = load_catalogue()
 MODEL = next(iter(CATALOGUE.models))
 ANSWER = json.dumps({"id": "x", "object": "chat.completion", "choices": [
     {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}).encode()
