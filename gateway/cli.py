@@ -25,6 +25,7 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     from gateway.app import create_app
     from gateway.logs import configure_logging
     from gateway.settings import GatewaySettings
+    from shared.tls import uvicorn_tls
 
     overrides = {name: value for name, value in
                  (("host", args.host), ("port", args.port), ("log_format", args.log_format),
@@ -36,9 +37,14 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     except StartupError as exc:
         print(f"arena gateway: {exc}", file=sys.stderr)
         return 2
+    try:
+        tls = uvicorn_tls(settings.tls_cert, settings.tls_key)
+    except ValueError as exc:
+        print(f"arena gateway: {exc}", file=sys.stderr)
+        return 2
     app = create_app(catalogue, settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)  # uvloop, httptools if there
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=10, **tls)  # uvloop, httptools
     return 0
 
 
