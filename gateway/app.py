@@ -29,6 +29,7 @@ from gateway.auto_routing import AutoRouter
 from gateway.auth import ApiKeyGuard
 from gateway.balancing import make_balancer
 from gateway.fast_path import CompletionRouter
+from gateway.response_cache import ResponseCache
 from gateway.fleet_status import FleetStatus
 from gateway.health_monitor import HealthMonitor, HealthPolicy
 from gateway.instances import InstanceRegistry
@@ -43,8 +44,8 @@ from gateway.store import Database, DatabaseUnavailable
 from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
 from gateway.errors import GATEWAY_ERRORS
-from shared.body_limit import BodyLimit
 from shared.catalogue import Catalogue
+from shared.body_limit import BodyLimit
 from shared.errors import install_error_handlers
 from shared.openapi import publish_openapi
 
@@ -67,14 +68,16 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
         recovery_probes=settings.recovery_probes, flap_threshold=settings.flap_threshold,
         flap_window=settings.flap_window, flap_cooldown=settings.flap_cooldown,
         gone_retention=settings.gone_retention), instance_secret=settings.instance_secret)
-    metrics = GatewayMetrics(instances)
-    upstream = UpstreamProxy(instances, make_balancer(settings.balancer), monitor, metrics,
+    balancer = make_balancer(settings.balancer)
+    metrics = GatewayMetrics(instances, balancer)
+    upstream = UpstreamProxy(instances, balancer, monitor, metrics,
                              AutoRouter(catalogue.routing), ProxyPolicy(
                                  connect_timeout=settings.connect_timeout, request_timeout=settings.request_timeout,
                                  attempts=settings.retry_attempts, backoff=settings.retry_backoff,
                                  backoff_max=settings.retry_backoff_max, max_response_bytes=settings.max_response_bytes,
                                  max_connections=settings.max_connections),
                              instance_secret=settings.instance_secret)
+    upstream.responses = ResponseCache(catalogue.fleet.response_cache_entries, catalogue.fleet.response_cache_ttl)
     api_keys = ApiKeyStore(db)
     key_cache = KeyCache(api_keys)
     limiter = RateLimiter(db)
@@ -137,8 +140,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     install_error_handlers(app, GATEWAY_ERRORS)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     publish_openapi(app)
-    # Middleware added last runs first: the body limit, the security headers, CORS (when on),
-    # then the completion endpoints' router (gateway.fast_path), then FastAPI's routing.
+    # Middleware added last runs first: the body limit, then CORS (when on), then the
+    # completion endpoints' router (gateway.fast_path), then FastAPI's routing.
     app.add_middleware(CompletionRouter, state=app.state)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],

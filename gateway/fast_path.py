@@ -11,6 +11,7 @@ CORS, the body limit and the 500 handler configured once on the app wrap it like
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -18,6 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GATEWAY_ERRORS
 from shared.errors import ApiError
+
+log = logging.getLogger("gateway")
 
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
@@ -38,8 +41,8 @@ class CompletionRouter:
             request = Request(scope, receive)
             key = await self.state.key_guard.check(request)
             response = await self.state.upstream.handle(request, scope["path"], key.key_id if key else None)
-        except Exception as exc:  # the gateway's one error table; anything else is the app's 500 handler's
-            if not isinstance(exc, ApiError) and GATEWAY_ERRORS.spec_for(exc) is None:
-                raise
+        except Exception as exc:  # answered by the gateway's one error table; never a bare 500 page
+            if GATEWAY_ERRORS.spec_for(exc) is None and not isinstance(exc, ApiError):
+                log.exception("unexpected error on %s", scope["path"])
             response = GATEWAY_ERRORS.api_error(exc).response()
         await response(scope, receive, send)

@@ -31,10 +31,11 @@ from gateway.health_monitor import HealthMonitor
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
+from shared import sse
 from gateway.overload_buffer import OverloadBuffer
 from gateway.upstream_http import (CLIENT_ERRORS, HttpLimits, UpstreamFailure, UpstreamHttp, check_head, classify,
                                    read_capped)
-from shared import sse
+from gateway.response_cache import ResponseCache
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
@@ -94,7 +95,6 @@ class _Call:
     completion_tokens: int | None = None
     chunks: int = 0
     key_id: str | None = None
-    finished: bool = False
     # A battle side: counted in the metrics under BATTLE_LABEL, not its model or instance, and
     # not in the instance's public counters, so that nobody watching /metrics or /api/status
     # learns which model is answering a blind battle.
@@ -107,6 +107,7 @@ class _Call:
     def count_on(self, instance: Instance, field_name: str) -> None:
         if not self.private:
             setattr(instance, field_name, getattr(instance, field_name) + 1)
+    finished: bool = False
 
 
 @dataclass
@@ -147,6 +148,7 @@ class UpstreamProxy:
             stop=stop_after_attempt(policy.attempts),
             wait=wait_exponential(multiplier=policy.backoff, min=policy.backoff, max=policy.backoff_max),
             retry=retry_if_exception_type(_Retryable), reraise=True).wraps(self._attempt)
+        self.responses = ResponseCache(0, 0)  # off unless the app sets one (gateway.response_cache)
 
     async def start(self) -> None:
         await self._http.start()
@@ -178,14 +180,14 @@ class UpstreamProxy:
             raise model_not_found(model)
         return model
 
-    def pick(self, model: str, tried: set[str]) -> Instance:
+    def pick(self, model: str, tried: set[str], body: dict[str, Any] | None = None) -> Instance:
         ready = self.registry.ready(model)
         if not ready:
             raise ApiError(503, f"No ready instance of '{model}' right now; try again shortly.",
                            code="no_ready_instance", headers={"Retry-After": "5"})
         fresh = [inst for inst in ready if inst.instance_id not in tried] or ready
         free = [inst for inst in fresh if inst.has_free_slot()]
-        return self.balancer.choose(free or fresh)
+        return self.balancer.choose(free or fresh, body)
 
     # -- the arena's entry point ---------------------------------------------------------
 
@@ -247,6 +249,9 @@ class UpstreamProxy:
         if body["model"] != model:  # "auto"
             body["model"] = model
             raw = None  # re-encode
+        cache_key = self.responses.key_for(endpoint, model, body, request.headers)
+        if (cached := self.responses.get(cache_key)) is not None:
+            return self.responses.response(cached, body, {"x-arena-model": model})
         try:
             opened = await _unless_disconnected(request.receive, self._open(call, body, raw, stream=stream))
         except ApiError as exc:
@@ -260,9 +265,11 @@ class UpstreamProxy:
         headers = {"x-arena-model": model, "x-arena-instance": opened.instance.instance_id, **_NOSNIFF}
         if not opened.streaming:
             await self._close(call, opened)
+            self.responses.remember_whole(cache_key, opened.response.status, opened.first)
             return self._complete(call, opened, headers)
         headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-        return RelayResponse(self._relay(call, opened), status_code=opened.response.status, headers=headers, media_type=_EVENT_STREAM)
+        return RelayResponse(self._relay(call, opened, cache_key), status_code=opened.response.status, headers=headers,
+                             media_type=_EVENT_STREAM)
 
     def _complete(self, call: _Call, opened: _Opened, headers: dict[str, str]) -> Response:
         status, content = opened.response.status, opened.first
@@ -301,7 +308,7 @@ class UpstreamProxy:
 
     async def _attempt(self, call: _Call, body: dict[str, Any], raw: bytes | None, stream: bool,
                        tried: set[str]) -> _Opened:
-        instance = self.pick(call.model, tried)
+        instance = self.pick(call.model, tried, body)
         tried.add(instance.instance_id)
         if call.attempts:
             self.metrics.retries.labels(call.label, "next_instance").inc()
@@ -343,8 +350,11 @@ class UpstreamProxy:
             await resources.aclose()
             raise
 
-    def _relay(self, call: _Call, opened: _Opened) -> _Relay:
-        return _Relay(self._relay_chunks(call, opened), lambda: self._close(call, opened))
+    def _relay(self, call: _Call, opened: _Opened, cache_key: str | None = None) -> _Relay:
+        # The response cache records a complete stream on its way through; `_Relay` stays
+        # outermost, so that closing it releases the instance whether or not it ever started.
+        chunks = self.responses.recording(cache_key, self._relay_chunks(call, opened))
+        return _Relay(chunks, lambda: self._close(call, opened))
 
     async def _relay_chunks(self, call: _Call, opened: _Opened) -> AsyncIterator[bytes]:
         instance, content = opened.instance, opened.response.content
@@ -368,13 +378,12 @@ class UpstreamProxy:
             failure = classify(exc)
             call.count_on(instance, "errors_total")
             call.error = "upstream_stream_broken"
-            self.metrics.error(call.label, call.error)
             if failure.dead:
                 self.monitor.mark_failed(instance, f"{failure.kind} during a stream: {failure}")
             error = ApiError(502, f"The instance serving '{call.model}' broke off the stream "
                                   f"({failure.kind}); the answer is incomplete.",
                              code="upstream_stream_broken")
-            yield sse.error_event(error.body())
+            yield b"\n\n" + sse.error_event(error.body())
         except (asyncio.CancelledError, GeneratorExit):
             call.error = call.error or "client_disconnected"
             raise

@@ -9,6 +9,7 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.disconnect import cancel_on_disconnect
 from shared import sse
@@ -21,6 +22,7 @@ from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
+from services.metrics import render_metrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.settings import ServiceSettings
@@ -33,6 +35,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     service = service or GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
                                            model_cache=catalogue.fleet.model_cache_path())
     instance_secret = settings.instance_secret
+    max_body_bytes = settings.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -81,6 +84,10 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     @app.get("/health/details")
     async def health_details() -> dict:
         return service.health_details().model_dump()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(render_metrics(service), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict:
         spec = service.spec

@@ -21,6 +21,7 @@ from typing import Callable, Literal
 from shared.errors import DomainError
 from services.exceptions import Draining, GenerationFailed, InferenceFailed, QueueFull, ServiceStopping
 from services.llama_backend import LlamaContext, LlamaError, LlamaModel
+from services.prompt_cache import PromptCache, common_prefix_length
 from services.sampling import SamplerChain, SamplingParams
 from services.text_stream import TextAssembler
 
@@ -123,21 +124,14 @@ class Slot:
         return self.job is not None and bool(self.pending_prompt)
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 class BatchScheduler:
     """Owns the llama context; runs the decode loop in its own thread."""
 
     def __init__(self, model: LlamaModel, ctx: LlamaContext, *, max_queue: int,
-                 prefill_chunk_while_generating: int | None = None) -> None:
+                 prefill_chunk_while_generating: int | None = None, prompt_cache: PromptCache | None = None) -> None:
         self.model = model
         self.ctx = ctx
+        self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache(0)
         self.n_ctx = ctx.shape.n_ctx_per_sequence
         self.n_batch = ctx.shape.n_batch
         self.max_queue = max_queue
@@ -273,9 +267,13 @@ class BatchScheduler:
         job.timings.started = time.perf_counter()
         prompt = job.prompt_tokens
         reuse = common_prefix_length(slot.cached, prompt)
+        if self.prompt_cache.enabled:
+            reuse = self._restore_from_cache(slot, prompt, reuse)
         if reuse >= len(prompt):
             reuse = len(prompt) - 1  # the last prompt token must be decoded to get logits
         if reuse < len(slot.cached):
+            if len(slot.cached) - reuse >= self.prompt_cache.min_tokens:
+                self._save_to_cache(slot)  # much of what this slot held is about to be cut: keep it in RAM
             if not self.ctx.remove_from(slot.seq_id, reuse):
                 self.ctx.clear_sequence(slot.seq_id)
                 reuse = 0
@@ -291,6 +289,30 @@ class BatchScheduler:
             job.emit(ErrorEvent(exc))
             return
         slot.assembler = TextAssembler(job.params.stop)
+
+    def _restore_from_cache(self, slot: Slot, prompt: list[int], reuse: int) -> int:
+        """Restore the RAM cache's best sequence for `prompt` into the slot when it covers
+        clearly more of the prompt than the slot's own; returns the reusable prefix length.
+        A lookup counts as a miss when at least `min_tokens` of the prompt had to be computed."""
+        cache = self.prompt_cache
+        entry, length = cache.best_match(prompt)
+        if entry is None or length < reuse + cache.min_tokens:
+            if len(prompt) - reuse >= cache.min_tokens:
+                cache.record(None, 0)
+            return reuse
+        self._save_to_cache(slot)
+        if not self.ctx.restore_sequence(slot.seq_id, entry.state):
+            log.warning("llama.cpp refused a cached sequence of %d tokens", len(entry.tokens))
+            slot.cached = []
+            cache.record(None, 0)
+            return 0
+        slot.cached = list(entry.tokens)
+        cache.record(entry, min(length, len(prompt) - 1))
+        return length
+
+    def _save_to_cache(self, slot: Slot) -> None:
+        if self.prompt_cache.wants(slot.cached):
+            self.prompt_cache.put(slot.cached, self.ctx.save_sequence(slot.seq_id))
 
     def _reap_cancelled(self) -> None:
         for slot in self.slots:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from shared.errors import DomainError, ModelNotFound
 
 __all__ = ["ContextTooLong", "Draining", "GenerationCancelled", "GenerationFailed", "InferenceFailed",
-           "InvalidMessages", "InvalidParameter", "ModelLoadFailed", "ModelLoading", "ModelNotFound", "QueueFull",
-           "SchemaTooLarge",
+           "InvalidMessages", "InvalidParameter", "SchemaTooLarge", "ModelLoadFailed", "ModelLoading", "ModelNotFound", "QueueFull",
            "ServiceStopping", "UnsupportedContent", "UnsupportedParameter"]
 
 
@@ -18,12 +17,12 @@ class InvalidParameter(DomainError):
         super().__init__(message, param=param)
 
 
+class SchemaTooLarge(InvalidParameter):
+    """A JSON schema whose grammar would be too large or too deep to build safely."""
+
+
 class UnsupportedParameter(InvalidParameter):
     """A request field OpenAI defines that this service does not implement."""
-
-
-class SchemaTooLarge(InvalidParameter):
-    """A response format's JSON schema over the limits a grammar is built within."""
 
 
 class ContextTooLong(DomainError):

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from shared.catalogue import ModelSpec
-from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
+from shared.core_share import automatic_threads
+from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
 from services.chat_template import ChatTemplate
 from services.engine import BatchScheduler, DoneEvent, ErrorEvent, Event, GenerationJob
 from services.exceptions import (ContextTooLong, Draining, InvalidParameter, ModelLoadFailed, ModelLoading,
                                  ModelNotFound, UnsupportedParameter)
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
+from services.prompt_cache import PromptCache
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.response_format import check_response_format, grammar_source
 from services.sampling import CompiledGrammar, SamplingParams
@@ -39,6 +41,8 @@ class GenerationService:
     """One model, its batch scheduler and its state (loading, ok, draining, error)."""
 
     def __init__(self, spec: ModelSpec, *, instance_id: str, model_cache: Path, model_path: Path | None = None) -> None:
+        if spec.threads is None:  # automatic: this instance has the machine to itself
+            spec = spec.model_copy(update={"threads": automatic_threads()})
         self.spec = spec
         self.instance_id = instance_id
         self.model_cache = model_cache
@@ -67,7 +71,8 @@ class GenerationService:
             self.template = ChatTemplate(template_source, bos_token=bos, eos_token=eos)
             self.model = model
             self.spec = self.spec.model_copy(update={"n_ctx": n_ctx})
-            self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue)
+            self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue,
+                                            prompt_cache=PromptCache(self.spec.prompt_cache_mb * 2**20))
             self.scheduler.start()
             self.status = "ok"
             log.info("%s ready: %d slots of %d tokens", self.spec.key, self.spec.parallel, n_ctx)
@@ -201,6 +206,8 @@ class GenerationService:
                 tokens_per_second=scheduler.tokens_per_second() if scheduler else 0.0,
             ),
             max_tokens_limit=self.spec.max_tokens_limit,
+            prompt_cache=PromptCacheReport(**vars(scheduler.prompt_cache.report())) if scheduler else
+            PromptCacheReport(max_bytes=self.spec.prompt_cache_mb * 2**20),
         )
 
 

@@ -31,12 +31,11 @@ from typing import Any, Callable
 import httpx
 
 from shared.catalogue import env_key, load_catalogue
-from shared import paths
 from shared.processes import ChildProcess, free_port
 from tests.harness import PROJECT_ROOT
 
 MODEL = next(iter(load_catalogue().models))
-LOG_DIR = paths.log_dir("drills")
+LOG_DIR = PROJECT_ROOT / "build" / "drills"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 LOAD_SECONDS, FAULT_AT, CLIENTS = 6.0, 1.0, 8
 NETNS, VETH_HOST, VETH_NS = "arena-drill", "arena-drill-h", "arena-drill-n"

@@ -90,7 +90,7 @@ def test_bad_requests_get_openai_shaped_errors(one_model_app):
     assert_openai_error(gateway.post(url, json={"messages": []}), 400, "invalid_value")
     assert_openai_error(gateway.post(url, json={"model": 7}), 400, "invalid_value")
     assert_openai_error(gateway.get(url), 405)
-    assert_openai_error(gateway.post(url, content=b"x" * (5 * 1024 * 1024)), 413)
+    assert_openai_error(gateway.post(url, content=b"x" * (5 * 1024 * 1024), headers=json_type), 413)
     assert_openai_error(gateway.get("/v1/nothing-here"), 404)
     assert_openai_error(gateway.post("/api/instances", json={}), 503, "registration_disabled")
 
