@@ -16,7 +16,7 @@ from shared import sse
 from shared.catalogue import Catalogue
 from shared.body_limit import BodyLimit
 from shared.errors import error_body, install_error_handlers
-from shared.openapi import COMPLETION_RESPONSES, publish_openapi
+from shared.openapi import COMPLETION_RESPONSES, METRICS_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.errors import SERVICE_ERRORS
@@ -85,7 +85,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     async def health_details() -> dict:
         return service.health_details().model_dump()
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
     async def metrics() -> Response:
         return Response(render_metrics(service), media_type=CONTENT_TYPE_LATEST)
 
