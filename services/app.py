@@ -35,7 +35,6 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     service = service or GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
                                            model_cache=catalogue.fleet.model_cache_path())
     instance_secret = settings.instance_secret
-    max_body_bytes = settings.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
