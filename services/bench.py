@@ -1,9 +1,5 @@
-"""`arena bench [SUITE]`: throughput and latency of a model service under 1, 4 and 8 concurrent
-streams (`service`), what the gateway adds in front of an instant upstream (`gateway`), how the
-local fleet shares the cores (`cores`, `services.bench_cores`), multi-turn conversations with the
-prompt cache and prefix affinity off and on (`conversations`, `services.bench_conversations`),
-and the whole fleet under a mixed load at rising concurrency (`fleet`, `services.bench_fleet`).
-`all` runs every one of them, one after the other.
+"""`arena bench --mode service`: throughput and latency of a model service under 1, 4 and 8
+concurrent streams.
 
 Each level runs closed-loop streams (every client sends its next request when the previous one
 ends) with greedy sampling, a fixed `max_tokens` and prompts that invite long answers; a stream
@@ -15,14 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from shared.processes import PROJECT_ROOT, ChildProcess, free_port
+from shared import paths
+from shared.catalogue import Catalogue
+from shared.processes import ChildProcess, free_port
+from shared.sse import DONE_PAYLOAD, read_events
 
 PROMPTS = [
     "Write a long story about a dragon who learns to cook.",
@@ -36,33 +33,12 @@ PROMPTS = [
 ]
 
 
-SUITES = ["service", "gateway", "cores", "conversations", "fleet"]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", nargs="?", help=f"what to measure: all (default), or some of {', '.join(SUITES)} "
-                                                 "separated by commas")
-    parser.add_argument("--mode", default="all", help="same as SUITE")
     parser.add_argument("--model", default="smollm2-135m", help="catalogue key (service mode)")
     parser.add_argument("--url", help="benchmark this running service instead of starting one")
     parser.add_argument("--levels", default="1,4,8", help="concurrent streams per level")
     parser.add_argument("--requests-per-stream", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--gateway-requests", type=int, default=300)
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    cores = parser.add_argument_group("cores")
-    cores.add_argument("--tries", type=int, default=3, help="attempts at asking two models at once")
-    cores.add_argument("--pair-tokens", type=int, default=64, help="max_tokens of each answer")
-    cores.add_argument("--long-prompts", type=int, default=8, help="prompts for one instance against two")
-    talk = parser.add_argument_group("conversations")
-    talk.add_argument("--conversations", type=int, default=24)
-    talk.add_argument("--turns", type=int, default=3)
-    talk.add_argument("--concurrency", type=int, default=8)
-    talk.add_argument("--answer-tokens", type=int, default=48, help="max_tokens of each turn's answer")
-    fleet = parser.add_argument_group("fleet")
-    fleet.add_argument("--fleet-levels", default="1,2,4,8,16,32,64", help="concurrent clients per level")
-    fleet.add_argument("--seconds", type=float, default=15, help="seconds per level")
-    fleet.add_argument("--chart", type=Path, default=None, help="PNG chart (default: build/bench/fleet.png)")
 
 
 @dataclass
@@ -83,11 +59,11 @@ async def _one_stream(client: httpx.AsyncClient, url: str, model: str, prompt: s
     done = False
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line == "data: [DONE]":
+        async for payload in read_events(response.aiter_bytes()):
+            if payload == DONE_PAYLOAD:
                 done = True
-            elif line.startswith("data: "):
-                chunk = json.loads(line[6:])
+            else:
+                chunk = json.loads(payload)
                 if "error" in chunk:
                     break
                 for choice in chunk.get("choices", []):
@@ -132,7 +108,7 @@ async def run_level(url: str, model: str, streams: int, per_stream: int, max_tok
     }
 
 
-def bench_service(args: argparse.Namespace) -> dict:
+def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     levels = [int(x) for x in args.levels.split(",")]
     service = None
     url = args.url
@@ -140,7 +116,8 @@ def bench_service(args: argparse.Namespace) -> dict:
         port = free_port()
         service = ChildProcess(f"bench-{args.model}", ["serve", args.model, "--port", str(port),
                                                        "--parallel", str(max(levels))],
-                               port=port, log_path=PROJECT_ROOT / "build" / "bench" / f"{args.model}.log")
+                               port=port, log_path=paths.log_dir("bench") / f"{args.model}.log",
+                               catalogue=catalogue.path)
         service.start().wait_ready()
         url = service.url
     try:
@@ -162,53 +139,3 @@ def bench_service(args: argparse.Namespace) -> dict:
         print(f"{max(levels)}-stream / 1-stream throughput: {ratio:.2f}x")
     return result
 
-
-def bench_gateway(args: argparse.Namespace) -> dict:
-    from gateway.overhead_bench import run_overhead_bench
-
-    print("\nGateway overhead against an instant fake upstream (16-chunk streams)")
-    return run_overhead_bench(requests=args.gateway_requests, concurrency=16)
-
-
-def bench_cores(args: argparse.Namespace) -> dict:
-    from services import bench_cores
-
-    results = bench_cores.measure(args)
-    bench_cores.print_report(results)
-    return results
-
-
-def bench_conversations(args: argparse.Namespace) -> dict:
-    from services import bench_conversations
-
-    results = bench_conversations.measure(args)
-    bench_conversations.print_report(results)
-    return results
-
-
-def bench_fleet(args: argparse.Namespace) -> dict:
-    from services import bench_fleet
-
-    results = bench_fleet.measure(args)
-    bench_fleet.print_report(results)
-    chart = bench_fleet.draw_chart(results, args.chart or bench_fleet.DEFAULT_CHART)
-    print(f"chart: {chart}")
-    results["chart"] = str(chart)
-    return results
-
-
-def run(args: argparse.Namespace) -> int:
-    chosen = (args.suite or args.mode).split(",")
-    unknown = set(chosen) - {*SUITES, "all"}
-    if unknown:
-        print(f"unknown benchmark {', '.join(sorted(unknown))}; known: all, {', '.join(SUITES)}", file=sys.stderr)
-        return 2
-    results = {}
-    for name, bench in (("service", bench_service), ("gateway", bench_gateway), ("cores", bench_cores),
-                        ("conversations", bench_conversations), ("fleet", bench_fleet)):
-        if name in chosen or "all" in chosen:
-            results[name] = bench(args)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0

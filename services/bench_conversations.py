@@ -19,7 +19,7 @@ import time
 import httpx
 
 from services.bench_support import percentile, running_fleet, stream_chat
-from shared.catalogue import Catalogue, default_catalogue, env_key
+from shared.catalogue import Catalogue, env_key
 
 WORDS = ("harbour river mountain market garden library station bridge forest village castle meadow "
          "engine lantern orchard quarry bakery tower canal island valley workshop school chapel").split()
@@ -78,8 +78,21 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def measure(args: argparse.Namespace, catalogue: Catalogue | None = None) -> dict:
-    catalogue = catalogue or default_catalogue()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("conversations (model: --model)")
+    group.add_argument("--conversations", type=int, default=24)
+    group.add_argument("--turns", type=int, default=3)
+    group.add_argument("--concurrency", type=int, default=8)
+    group.add_argument("--answer-tokens", type=int, default=48, help="max_tokens of each turn's answer")
+
+
+def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
+    results = collect(args, catalogue)
+    print_report(results)
+    return results
+
+
+def collect(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     model = args.model
     off = {f"ARENA_MODEL_{env_key(model)}__PROMPT_CACHE_MB": "0", "ARENA_GATEWAY_BALANCER": "least-busy"}
     results = {"model": model, "instances": 2, "conversations": args.conversations, "turns": args.turns,

@@ -22,7 +22,7 @@ import time
 import httpx
 
 from services.bench_support import StreamResult, running_fleet, stream_chat
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue
 from shared.core_share import CoreShare, available_cpus
 STORY = "Write a long story about a lighthouse keeper and a storm. Use many details."
 QUESTION = "What is the history of the city of Rome?"
@@ -69,8 +69,20 @@ async def _spread(url: str, model: str, prompts: int, max_tokens: int) -> float:
         return round(time.perf_counter() - started, 2)
 
 
-def measure(args: argparse.Namespace, catalogue: Catalogue | None = None) -> dict:
-    catalogue = catalogue or default_catalogue()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cores")
+    group.add_argument("--tries", type=int, default=3, help="attempts at asking two models at once")
+    group.add_argument("--pair-tokens", type=int, default=64, help="max_tokens of each answer")
+    group.add_argument("--long-prompts", type=int, default=8, help="prompts for one instance against two")
+
+
+def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
+    results = collect(args, catalogue)
+    print_report(results)
+    return results
+
+
+def collect(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     keys = list(catalogue.models)
     a, b = keys[0], keys[1]
     plan = {key: max(spec.instances, 1) for key, spec in catalogue.models.items() if key in (a, b)}

@@ -21,7 +21,7 @@ import httpx
 
 from services.bench_conversations import document
 from services.bench_support import LOG_DIR, StreamResult, percentile, read_stream, running_fleet, stream_chat
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue
 
 PROMPTS = ["Write a short poem about rain.", "Explain how a bicycle works.", "What is the capital of France?",
            "Tell a story about a lost key.", "List three uses of salt.", "Describe a busy train station."]
@@ -57,7 +57,8 @@ class Workload:
         if created.status_code != 201:
             return [StreamResult(status=created.status_code)]
         battle = created.json()
-        return list(await asyncio.gather(*(read_stream(client, self.url + side["stream_url"], None)
+        token = {"X-Battle-Token": battle.get("token", "")}
+        return list(await asyncio.gather(*(read_stream(client, self.url + side["stream_url"], None, token)
                                            for side in battle["sides"].values())))
 
 
@@ -91,8 +92,22 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def measure(args: argparse.Namespace, catalogue: Catalogue | None = None) -> dict:
-    catalogue = catalogue or default_catalogue()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("fleet")
+    group.add_argument("--fleet-levels", default="1,2,4,8,16,32,64", help="concurrent clients per level")
+    group.add_argument("--seconds", type=float, default=15, help="seconds per level")
+    group.add_argument("--chart", type=Path, default=None, help=f"PNG chart (default: {LOG_DIR / 'fleet.png'})")
+
+
+def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
+    results = collect(args, catalogue)
+    print_report(results)
+    chart = draw_chart(results, args.chart or LOG_DIR / "fleet.png")
+    print(f"chart: {chart}")
+    return {**results, "chart": str(chart)}
+
+
+def collect(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     plan = {key: spec.instances for key, spec in catalogue.models.items() if spec.instances}
     levels = [int(x) for x in args.fleet_levels.split(",")]
     rows = []
@@ -149,5 +164,3 @@ def draw_chart(results: dict, path: Path) -> Path:
     plt.close(fig)
     return path
 
-
-DEFAULT_CHART = LOG_DIR / "fleet.png"

@@ -8,7 +8,6 @@ import socket
 import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -16,9 +15,10 @@ import httpx
 from shared.catalogue import Catalogue
 from shared.core_share import CoreShare
 from shared.local_fleet import LocalFleet
-from shared.processes import PROJECT_ROOT, free_port
+from shared import paths
+from shared.processes import free_port
 
-LOG_DIR = PROJECT_ROOT / "build" / "bench"
+LOG_DIR = paths.log_dir("bench")
 
 
 @dataclass
@@ -133,8 +133,3 @@ def running_fleet(catalogue: Catalogue, plan: dict[str, int], name: str, *, shar
     finally:
         fleet.stop()
 
-
-def write_json(path: Path | None, results: dict) -> None:
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2))

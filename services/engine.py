@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from shared.errors import ApiError
+from shared.errors import DomainError
+from services.exceptions import Draining, GenerationFailed, InferenceFailed, QueueFull, ServiceStopping
 from services.llama_backend import LlamaContext, LlamaError, LlamaModel
 from services.prompt_cache import PromptCache, common_prefix_length
 from services.sampling import SamplerChain, SamplingParams
@@ -47,7 +48,7 @@ class DoneEvent:
 
 @dataclass
 class ErrorEvent:
-    error: ApiError
+    error: DomainError
 
 
 Event = TokenEvent | DoneEvent | ErrorEvent
@@ -98,19 +99,6 @@ class GenerationJob:
     def cancel(self) -> None:
         """Ask the scheduler to stop this job; it frees the slot within one step."""
         self.cancelled = True
-
-
-class QueueFull(ApiError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(503, "The model service is at capacity: every slot is busy and the queue is full. "
-                              "Retry shortly.", code="queue_full", type="service_unavailable",
-                         headers={"Retry-After": str(retry_after)})
-
-
-class Draining(ApiError):
-    def __init__(self) -> None:
-        super().__init__(503, "The model service is shutting down and takes no new requests.",
-                         code="draining", type="service_unavailable", headers={"Retry-After": "1"})
 
 
 class Slot:
@@ -244,9 +232,9 @@ class BatchScheduler:
         except Exception as exc:
             log.exception("scheduler step failed")
             if isinstance(exc, LlamaError):
-                error = ApiError(500, f"inference failed: {exc}", code="inference_error")
+                error: DomainError = InferenceFailed(f"inference failed: {exc}")
             else:
-                error = ApiError(500, f"internal error while generating: {type(exc).__name__}", code="internal_error")
+                error = GenerationFailed(f"internal error while generating: {type(exc).__name__}")
             touched = list(args) if args else [s for s in self.slots if s.job is not None]
             for slot in touched:
                 if slot.job is not None:
@@ -295,7 +283,7 @@ class BatchScheduler:
         job.cached_tokens = reuse
         try:
             slot.sampler = SamplerChain(self.model, job.params)
-        except ApiError as exc:
+        except DomainError as exc:
             self._release(slot)
             self.failed += 1
             job.emit(ErrorEvent(exc))
@@ -405,7 +393,7 @@ class BatchScheduler:
         job.emit(DoneEvent(reason, len(job.prompt_tokens), job.completion_tokens, job.cached_tokens, job.timings,
                            job.active_at_submit, job.queued_at_submit))
 
-    def _fail(self, slot: Slot, error: ApiError) -> None:
+    def _fail(self, slot: Slot, error: DomainError) -> None:
         job = slot.job
         self.failed += 1
         self._release(slot)
@@ -427,7 +415,7 @@ class BatchScheduler:
             slot.last_used = time.perf_counter()
 
     def _abort_all(self, message: str) -> None:
-        error = ApiError(503, message, code="service_stopping")
+        error = ServiceStopping(message)
         for job in list(self._waiting):
             job.emit(ErrorEvent(error))
         self._waiting.clear()

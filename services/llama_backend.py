@@ -96,11 +96,6 @@ class LlamaModel:
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama.llama_vocab_is_eog(self.vocab, token))
 
-    def close(self) -> None:
-        if self._ptr:
-            llama.llama_model_free(self._ptr)
-            self._ptr = None
-
 
 @dataclass(frozen=True)
 class ContextShape:
@@ -183,8 +178,3 @@ class LlamaContext:
             return False
         return True
 
-    def close(self) -> None:
-        if self._ptr:
-            llama.llama_batch_free(self.batch)
-            llama.llama_free(self._ptr)
-            self._ptr = None

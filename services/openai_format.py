@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
+from shared.sse import DONE, encode as sse
 from services.engine import DoneEvent
-
-SSE_DONE = b"data: [DONE]\n\n"
-
-
-def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 def usage(done: DoneEvent) -> dict[str, Any]:
@@ -79,4 +73,4 @@ class ResponseShaper:
             usage_chunk = self._envelope("chat.completion.chunk" if self.chat else "text_completion", [])
             usage_chunk["usage"] = usage(done)
             out += sse(usage_chunk)
-        return out + SSE_DONE
+        return out + DONE

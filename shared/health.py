@@ -59,6 +59,3 @@ class HealthDetails(BaseModel):
     max_tokens_limit: int = 0
     prompt_cache: PromptCacheReport = Field(default_factory=PromptCacheReport)
 
-    @property
-    def accepting(self) -> bool:
-        return self.status == "ok"

@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.catalogue import Catalogue, default_catalogue, env_key
+from shared import paths
+from shared.catalogue import Catalogue, env_key
 from shared.core_share import CoreShare, available_cpus, pin, share_cores
-from shared.processes import PROJECT_ROOT, ChildProcess
+from shared.processes import ChildProcess
 
-LOG_DIR = PROJECT_ROOT / "build" / "fleet-logs"
+LOG_DIR = paths.log_dir("fleet")
 MAX_RESTARTS = 5
 
 
@@ -75,14 +76,15 @@ class LocalFleet:
             proc = ChildProcess(name, ["serve", key, "--host", service_host, "--port", str(service_port),
                                        "--instance-id", f"local-{name}", "--threads", str(share.threads)],
                                 port=service_port, host=service_host, env={**(env or {}), **share.child_env()},
-                                log_path=log_dir / f"{name}.log")
+                                log_path=log_dir / f"{name}.log", catalogue=catalogue.path)
             self.members.append(Member(proc, "/health", share))
             urls.setdefault(key, []).append(proc.url)
         # The gateway is told exactly which instances exist; models left out get none.
         gateway_env = {**(env or {}),
                        **{f"{env_key(key)}_API_URL": ",".join(urls.get(key, [])) for key in catalogue.models}}
         self.gateway = ChildProcess("gateway", ["gateway", "--host", host, "--port", str(port)], port=port,
-                                    host=host, env=gateway_env, log_path=log_dir / "gateway.log")
+                                    host=host, env=gateway_env, log_path=log_dir / "gateway.log",
+                                    catalogue=catalogue.path)
         self.members.append(Member(self.gateway, "/health/live"))
         self._stopping = threading.Event()
 
@@ -128,8 +130,7 @@ def _describe(share: CoreShare | None) -> str:
     return f"  ({share.threads} thread{'s' if share.threads > 1 else ''}, {cores})"
 
 
-def run(args: argparse.Namespace) -> int:
-    catalogue = default_catalogue()
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     plan = plan_instances(catalogue, args.model)
     host = args.host or catalogue.fleet.gateway_host
     port = args.port or catalogue.fleet.gateway_port
@@ -154,7 +155,6 @@ def run(args: argparse.Namespace) -> int:
         print("\nStopping the fleet (models finish what they are doing)...", flush=True)
     except (RuntimeError, TimeoutError) as exc:
         print(f"The fleet could not start: {exc}", file=sys.stderr, flush=True)
-        fleet.stop()
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
