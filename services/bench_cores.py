@@ -77,12 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
-    results = collect(args, catalogue)
-    print_report(results)
-    return results
-
-
-def collect(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     keys = list(catalogue.models)
     a, b = keys[0], keys[1]
     plan = {key: max(spec.instances, 1) for key, spec in catalogue.models.items() if key in (a, b)}
@@ -102,6 +96,7 @@ def collect(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     after_alone = results["after"]["pair"]["alone_tokens_per_s"]
     results["alone_after_vs_before"] = {m: round(after_alone[m] / before_alone[m], 2) if before_alone[m] else None
                                         for m in before_alone}
+    print_report(results)
     return results
 
 

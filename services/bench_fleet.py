@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from services.bench_conversations import document
-from services.bench_support import LOG_DIR, StreamResult, percentile, read_stream, running_fleet, stream_chat
+from services.bench_support import LOG_DIR, StreamResult, ms, percentile, read_stream, running_fleet, stream_chat
 from shared.catalogue import Catalogue
 
 PROMPTS = ["Write a short poem about rain.", "Explain how a bicycle works.", "What is the capital of France?",
@@ -83,13 +83,9 @@ async def run_level(url: str, models: list[str], concurrency: int, seconds: floa
     tokens = sum((r.usage or {}).get("completion_tokens", len(r.stamps)) for r in done)
     return {"concurrency": concurrency, "requests": len(results), "completed": len(done),
             "requests_per_s": round(len(done) / wall, 2), "tokens_per_s": round(tokens / wall, 1),
-            "ttft_p50_ms": _ms(percentile(ttfts, 0.5)), "ttft_p90_ms": _ms(percentile(ttfts, 0.9)),
+            "ttft_p50_ms": ms(percentile(ttfts, 0.5)), "ttft_p90_ms": ms(percentile(ttfts, 0.9)),
             "rejected_503": sum(r.status == 503 for r in results),
             "errors": sum(not r.ok and r.status != 503 for r in results), "wall_s": round(wall, 1)}
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,14 +96,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
-    results = collect(args, catalogue)
-    print_report(results)
-    chart = draw_chart(results, args.chart or LOG_DIR / "fleet.png")
-    print(f"chart: {chart}")
-    return {**results, "chart": str(chart)}
-
-
-def collect(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     plan = {key: spec.instances for key, spec in catalogue.models.items() if spec.instances}
     levels = [int(x) for x in args.fleet_levels.split(",")]
     rows = []
@@ -119,7 +107,11 @@ def collect(args: argparse.Namespace, catalogue: Catalogue) -> dict:
                   f"{row['rejected_503']} x 503", flush=True)
             if row["rejected_503"]:
                 break
-    return {"fleet": plan, "seconds_per_level": args.seconds, "levels": rows}
+    results = {"fleet": plan, "seconds_per_level": args.seconds, "levels": rows}
+    print_report(results)
+    chart = draw_chart(results, args.chart or LOG_DIR / "fleet.png")
+    print(f"chart: {chart}")
+    return {**results, "chart": str(chart)}
 
 
 def print_report(results: dict) -> None:

@@ -95,6 +95,10 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def _free_block(size: int) -> int:
     """A port p with p .. p+size-1 all free (the local fleet numbers a model's instances so)."""
     for _ in range(50):
