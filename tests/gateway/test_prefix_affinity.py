@@ -7,10 +7,9 @@ import random
 
 from gateway.balancing import make_balancer
 from gateway.balancing.prefix_affinity import PrefixAffinityBalancer, block_hashes, prompt_text
-from gateway.instances import Instance, InstanceState
+from gateway.instances import Instance, InstanceRegistry, InstanceState
 from gateway.metrics import GatewayMetrics
-from gateway.instances import InstanceRegistry
-from shared.catalogue import default_catalogue
+from shared.catalogue import load_catalogue
 
 
 def _instances(count: int, slots: int = 8) -> list[Instance]:
@@ -86,7 +85,7 @@ def test_a_home_that_is_not_a_candidate_is_ignored_and_memory_is_bounded():
 def test_it_is_the_default_and_its_decisions_are_in_the_metrics():
     balancer = make_balancer("prefix-affinity")
     assert isinstance(balancer, PrefixAffinityBalancer)
-    metrics = GatewayMetrics(InstanceRegistry(default_catalogue()), balancer)
+    metrics = GatewayMetrics(InstanceRegistry(load_catalogue()), balancer)
     a, b = _instances(2)
     balancer.choose([a, b], _turn("doc " * 200, "q"))
     balancer.choose([a, b], _turn("doc " * 200, "q", "q2"))
