@@ -11,10 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared.body_limit import BodyLimit
 from shared.disconnect import cancel_on_disconnect
 from shared import sse
 from shared.catalogue import Catalogue
 from shared.errors import error_body, install_error_handlers
+from shared.openapi import COMPLETION_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.errors import SERVICE_ERRORS
@@ -33,6 +35,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     service = service or GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
                                            model_cache=catalogue.fleet.model_cache_path())
     instance_secret = settings.instance_secret
+    max_body_bytes = settings.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -45,6 +48,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app, SERVICE_ERRORS)
+    publish_openapi(app)
 
     async def require_instance_secret(request: Request, call_next):
         if request.url.path.startswith("/v1/") and not secret_matches(
@@ -56,6 +60,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
 
     if instance_secret:  # without a secret every request passes: no middleware on the hot path
         app.middleware("http")(require_instance_secret)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before the secret check reads
 
     def health_response() -> JSONResponse:
         status = service.status
@@ -98,16 +103,16 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
         service.check_model(model_id)
         return model_card()
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=COMPLETION_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         return await respond(body, service.prepare_chat(body), request, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=COMPLETION_RESPONSES)
     async def completions(body: CompletionRequest, request: Request):
         return await respond(body, service.prepare_completion(body), request, chat=False)
 
     async def respond(body: GenerationParams, prepared, request: Request, *, chat: bool):
-        stream = service.open_stream(prepared)
+        stream = await service.open_stream(prepared)
         shaper = ResponseShaper(service.spec.key, chat=chat)
         if body.stream:
             return StreamingResponse(sse_events(stream, shaper, body), media_type="text/event-stream",

@@ -75,7 +75,7 @@ async def _run(url: str, model: str, conversations: int, turns: int, concurrency
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("conversations (model: --model)")
+    group = parser.add_argument_group("conversations (prompt cache and prefix affinity off and on)")
     group.add_argument("--conversations", type=int, default=24)
     group.add_argument("--turns", type=int, default=3)
     group.add_argument("--concurrency", type=int, default=8)
@@ -83,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
+    """`arena bench --mode conversations`: run it and print the report."""
+    results = _measure(args, catalogue)
+    print_report(results)
+    return results
+
+
+def _measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     model = args.model
     off = {f"ARENA_MODEL_{env_key(model)}__PROMPT_CACHE_MB": "0", "ARENA_GATEWAY_BALANCER": "least-busy"}
     results = {"model": model, "instances": 2, "conversations": args.conversations, "turns": args.turns,
@@ -91,7 +98,6 @@ def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
         with running_fleet(catalogue, {model: 2}, f"conversations-{mode}", env=env) as url:
             results[mode] = asyncio.run(_run(url, model, args.conversations, args.turns, args.concurrency,
                                              args.answer_tokens))
-    print_report(results)
     return results
 
 

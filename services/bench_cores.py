@@ -70,13 +70,20 @@ async def _spread(url: str, model: str, prompts: int, max_tokens: int) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("cores")
+    group = parser.add_argument_group("cores (two models at once in the local fleet)")
     group.add_argument("--tries", type=int, default=3, help="attempts at asking two models at once")
     group.add_argument("--pair-tokens", type=int, default=64, help="max_tokens of each answer")
     group.add_argument("--long-prompts", type=int, default=8, help="prompts for one instance against two")
 
 
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
+    """`arena bench --mode cores`: run it and print the report."""
+    results = _measure(args, catalogue)
+    print_report(results)
+    return results
+
+
+def _measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     keys = list(catalogue.models)
     a, b = keys[0], keys[1]
     plan = {key: max(spec.instances, 1) for key, spec in catalogue.models.items() if key in (a, b)}
@@ -96,7 +103,6 @@ def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     after_alone = results["after"]["pair"]["alone_tokens_per_s"]
     results["alone_after_vs_before"] = {m: round(after_alone[m] / before_alone[m], 2) if before_alone[m] else None
                                         for m in before_alone}
-    print_report(results)
     return results
 
 

@@ -57,7 +57,7 @@ class Workload:
         if created.status_code != 201:
             return [StreamResult(status=created.status_code)]
         battle = created.json()
-        token = {"X-Battle-Token": battle.get("token", "")}
+        token = {"X-Battle-Token": battle.get("token", "")}  # the arena asks for it to stream a side
         return list(await asyncio.gather(*(read_stream(client, self.url + side["stream_url"], None, token)
                                            for side in battle["sides"].values())))
 
@@ -89,13 +89,23 @@ async def run_level(url: str, models: list[str], concurrency: int, seconds: floa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("fleet")
+    group = parser.add_argument_group("fleet (mixed load through the gateway at rising concurrency)")
     group.add_argument("--fleet-levels", default="1,2,4,8,16,32,64", help="concurrent clients per level")
     group.add_argument("--seconds", type=float, default=15, help="seconds per level")
-    group.add_argument("--chart", type=Path, default=None, help=f"PNG chart (default: {LOG_DIR / 'fleet.png'})")
+    group.add_argument("--chart", type=Path, default=None, help=f"PNG chart (default: {DEFAULT_CHART})")
 
 
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
+    """`arena bench --mode fleet`: run it, print the table and draw the chart."""
+    results = _measure(args, catalogue)
+    print_report(results)
+    chart = draw_chart(results, args.chart or DEFAULT_CHART)
+    print(f"chart: {chart}")
+    results["chart"] = str(chart)
+    return results
+
+
+def _measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     plan = {key: spec.instances for key, spec in catalogue.models.items() if spec.instances}
     levels = [int(x) for x in args.fleet_levels.split(",")]
     rows = []
@@ -107,11 +117,7 @@ def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
                   f"{row['rejected_503']} x 503", flush=True)
             if row["rejected_503"]:
                 break
-    results = {"fleet": plan, "seconds_per_level": args.seconds, "levels": rows}
-    print_report(results)
-    chart = draw_chart(results, args.chart or LOG_DIR / "fleet.png")
-    print(f"chart: {chart}")
-    return {**results, "chart": str(chart)}
+    return {"fleet": plan, "seconds_per_level": args.seconds, "levels": rows}
 
 
 def print_report(results: dict) -> None:
@@ -156,3 +162,5 @@ def draw_chart(results: dict, path: Path) -> Path:
     plt.close(fig)
     return path
 
+
+DEFAULT_CHART = LOG_DIR / "fleet.png"

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -22,7 +22,8 @@ from services.exceptions import (ContextTooLong, Draining, InvalidParameter, Mod
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 from services.prompt_cache import PromptCache
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
-from services.sampling import SamplingParams, grammar_for_response_format
+from services.response_format import check_response_format, grammar_source
+from services.sampling import CompiledGrammar, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ VERSION = "0.1.0"
 class PreparedRequest:
     prompt_tokens: list[int]
     params: SamplingParams
+    response_format: dict | None = None   # checked; its grammar is built by `open_stream`
 
 
 class GenerationService:
@@ -113,7 +115,7 @@ class GenerationService:
         prompt = self.template.render(messages)
         add_bos = self.model.add_bos and not (self.template.bos_token and prompt.startswith(self.template.bos_token))
         tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
-        return PreparedRequest(tokens, self._sampling(request, len(tokens)))
+        return PreparedRequest(tokens, self._sampling(request, len(tokens)), self._response_format(request))
 
     def prepare_completion(self, request: CompletionRequest) -> PreparedRequest:
         self.check_model(request.model)
@@ -129,7 +131,7 @@ class GenerationService:
         tokens = self.model.tokenize(prompt, add_special=self.model.add_bos, parse_special=False)
         if not tokens:
             raise InvalidParameter("The prompt is empty.", param="prompt")
-        return PreparedRequest(tokens, self._sampling(request, len(tokens)))
+        return PreparedRequest(tokens, self._sampling(request, len(tokens)), self._response_format(request))
 
     def _sampling(self, request: GenerationParams, n_prompt: int) -> SamplingParams:
         spec = self.spec
@@ -152,13 +154,28 @@ class GenerationService:
         return SamplingParams(
             **given,
             seed=request.seed,
-            grammar=grammar_for_response_format(request.response_format),
             stop=tuple(dict.fromkeys([*spec.stop, *stops])),
             max_tokens=max_tokens,
         )
 
-    def open_stream(self, prepared: PreparedRequest) -> "JobStream":
-        """Submit a job at once (so a full queue is answered before any byte is sent)."""
+    @staticmethod
+    def _response_format(request: GenerationParams) -> dict | None:
+        """The request's response format, checked against the schema limits (a 400 if not)."""
+        check_response_format(request.response_format)
+        response_format = request.response_format
+        return response_format if response_format and response_format.get("type") not in (None, "text") else None
+
+    def _compile_grammar(self, response_format: dict) -> CompiledGrammar | None:
+        gbnf = grammar_source(response_format)
+        return CompiledGrammar(self.model, gbnf) if gbnf else None
+
+    async def open_stream(self, prepared: PreparedRequest) -> "JobStream":
+        """Submit a job at once (so a full queue is answered before any byte is sent).
+
+        A response format's grammar is converted and compiled first, in a worker thread."""
+        if prepared.response_format:
+            grammar = await asyncio.to_thread(self._compile_grammar, prepared.response_format)
+            prepared.params = replace(prepared.params, grammar=grammar)
         loop = asyncio.get_running_loop()
         if self._bridge is None or self._bridge.loop is not loop:
             self._bridge = EventBridge(loop)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 
 import llama_cpp as llama
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from services.exceptions import InvalidParameter
 from services.llama_backend import LlamaModel
@@ -26,33 +24,31 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     seed: int | None = None
-    grammar: str | None = None
+    grammar: CompiledGrammar | None = None   # compiled off the scheduler's thread
     stop: tuple[str, ...] = field(default_factory=tuple)
     max_tokens: int = 256
 
 
-def grammar_for_response_format(response_format: dict | None) -> str | None:
-    """GBNF grammar that constrains sampling to the requested JSON, or None for plain text."""
-    if not response_format:
-        return None
-    kind = response_format.get("type")
-    if kind in (None, "text"):
-        return None
-    if kind == "json_object":
-        return JSON_GBNF
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        if not isinstance(spec, dict):
-            raise InvalidParameter("response_format.json_schema must be an object with a 'schema'",
-                                   param="response_format")
-        schema = spec.get("schema", {"type": "object"})
-        try:
-            return json_schema_to_gbnf(json.dumps(schema))
-        except Exception as exc:  # the converter raises plain exceptions for unsupported schemas
-            raise InvalidParameter(f"response_format.json_schema is not supported: {exc}",
-                                   param="response_format") from exc
-    raise InvalidParameter(f"response_format type {kind!r} is not supported (text, json_object, json_schema)",
-                           param="response_format")
+class CompiledGrammar:
+    """A llama.cpp grammar sampler compiled ahead of the job (in a worker thread: compiling a
+    grammar can take a while, and must not hold up the scheduler's step). The sampler chain of
+    the job takes it over; one never taken is freed with this object."""
+
+    def __init__(self, model: LlamaModel, gbnf: str) -> None:
+        self._ptr = llama.llama_sampler_init_grammar(model.vocab, gbnf.encode(), b"root")
+        if not self._ptr:
+            raise InvalidParameter("the response format's grammar could not be compiled", param="response_format")
+
+    def take(self):
+        ptr, self._ptr = self._ptr, None
+        if not ptr:
+            raise RuntimeError("this grammar was already used by a sampler chain")
+        return ptr
+
+    def __del__(self) -> None:
+        if getattr(self, "_ptr", None):
+            llama.llama_sampler_free(self._ptr)
+            self._ptr = None
 
 
 class SamplerChain:
@@ -61,13 +57,8 @@ class SamplerChain:
     def __init__(self, model: LlamaModel, params: SamplingParams) -> None:
         self._ptr = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._ptr, sampler)  # noqa: E731
-        if params.grammar:
-            grammar = llama.llama_sampler_init_grammar(model.vocab, params.grammar.encode(), b"root")
-            if not grammar:
-                self.close()
-                raise InvalidParameter("the response format's grammar could not be compiled",
-                                       param="response_format")
-            add(grammar)
+        if params.grammar is not None:
+            add(params.grammar.take())
         if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
             add(llama.llama_sampler_init_penalties(model.n_vocab, params.penalty_last_n, params.repeat_penalty,
                                                    params.frequency_penalty, params.presence_penalty))

@@ -95,6 +95,10 @@ class ModelSpec(BaseModel):
     n_batch: int = Field(512, ge=8)
     parallel: int = Field(4, ge=1, le=64)
     max_queue: int = Field(64, ge=0)
+    # At the gateway: requests held while every instance of the model is full (0: none held,
+    # each goes to an instance's own queue), and the longest one is held before a 503.
+    overload_buffer: int = Field(32, ge=0)
+    overload_wait: float = Field(30.0, gt=0)
     prompt_cache_mb: int = Field(256, ge=0)  # RAM for KV of sequences evicted from slots; 0: off
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_limit: int = Field(1024, ge=1)

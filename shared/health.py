@@ -58,4 +58,3 @@ class HealthDetails(BaseModel):
     throughput: ThroughputReport = Field(default_factory=ThroughputReport)
     max_tokens_limit: int = 0
     prompt_cache: PromptCacheReport = Field(default_factory=PromptCacheReport)
-

@@ -36,7 +36,7 @@ def test_fleet_benchmarks_report_every_figure(tmp_path):
     conversation workload with cache and affinity off/on, and the fleet under rising load."""
     out, chart = tmp_path / "fleet.json", tmp_path / "fleet.png"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "bench", "cores,conversations,fleet", "--tries", "1",
+        [sys.executable, "-m", "shared.cli", "bench", "--mode", "cores,conversations,fleet", "--tries", "1",
          "--pair-tokens", "8", "--long-prompts", "2", "--conversations", "3", "--turns", "2", "--concurrency", "2",
          "--answer-tokens", "8", "--fleet-levels", "1,2", "--seconds", "2", "--json", str(out), "--chart", str(chart)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)

@@ -7,8 +7,9 @@ import random
 
 from gateway.balancing import make_balancer
 from gateway.balancing.prefix_affinity import PrefixAffinityBalancer, block_hashes, prompt_text
-from gateway.instances import Instance, InstanceRegistry, InstanceState
+from gateway.instances import Instance, InstanceState
 from gateway.metrics import GatewayMetrics
+from gateway.instances import InstanceRegistry
 from shared.catalogue import load_catalogue
 
 
