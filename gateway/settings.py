@@ -25,6 +25,8 @@ class GatewaySettings(BaseSettings):
     port: int | None = Field(None, ge=0, le=65535, description="default: catalogue fleet.gateway_port")
     log_format: Literal["json", "pretty"] = "pretty"
     log_level: str = "info"
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS (with tls_key)")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
 
     # Health probes and state changes.
     health_interval: float | None = Field(None, gt=0, description="seconds between probes; default fleet")

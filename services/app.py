@@ -11,12 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from shared.body_limit import BodyLimit
 from shared.disconnect import cancel_on_disconnect
 from shared import sse
 from shared.catalogue import Catalogue
+from shared.body_limit import BodyLimit
 from shared.errors import error_body, install_error_handlers
-from shared.openapi import COMPLETION_RESPONSES, publish_openapi
+from shared.openapi import COMPLETION_RESPONSES, METRICS_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.errors import SERVICE_ERRORS
@@ -35,7 +35,6 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     service = GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
                                 model_cache=catalogue.fleet.model_cache_path())
     instance_secret = settings.instance_secret
-    max_body_bytes = settings.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -60,7 +59,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
 
     if instance_secret:  # without a secret every request passes: no middleware on the hot path
         app.middleware("http")(require_instance_secret)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before the secret check reads
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before the secret check reads
 
     def health_response() -> JSONResponse:
         status = service.status
@@ -85,7 +84,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     async def health_details() -> dict:
         return service.health_details().model_dump()
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
     async def metrics() -> Response:
         return Response(render_metrics(service), media_type=CONTENT_TYPE_LATEST)
 
