@@ -28,12 +28,12 @@ from services.protocol import ChatCompletionRequest, CompletionRequest, Generati
 from services.settings import ServiceSettings
 
 
-def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: GenerationService | None = None) -> FastAPI:
+def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     """The service of `settings.model`, as the catalogue describes it with the settings'
     overrides. The model loads in the background once the app starts (`/health` says
     `loading` meanwhile); `app.state.service` is the `GenerationService`."""
-    service = service or GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
-                                           model_cache=catalogue.fleet.model_cache_path())
+    service = GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
+                                model_cache=catalogue.fleet.model_cache_path())
     instance_secret = settings.instance_secret
 
     @asynccontextmanager

@@ -68,13 +68,19 @@ class ModelSource(BaseModel):
 
 
 class ModelProfile(BaseModel):
-    """What a model is, for people and for the arena: a short description, what it is good at,
-    and the words by which an answer gives away which model wrote it (its name, its maker)."""
+    """What a model is, for people, for the arena and for the modes' orchestrator: a short
+    description, what it is good at and not, published benchmark figures, and the words by
+    which an answer gives away which model wrote it (its name, its maker). One place for these
+    facts: battles read `identity_words`, the discussion's orchestrator weighs participants by
+    the rest, the modes pages show them."""
 
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
     strengths: list[str] = Field(default_factory=list)
+    weaknesses: list[str] = Field(default_factory=list, description="what it should not be trusted with")
+    benchmarks: dict[str, str] = Field(default_factory=dict,
+                                       description="benchmark name -> result as published, with its source")
     identity_words: list[str] = Field(default_factory=list)
 
 

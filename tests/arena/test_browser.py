@@ -256,6 +256,67 @@ def test_a_multi_turn_battle_then_a_vote(fleet, browser, page_errors):
     page.context.close()
 
 
+def test_a_reload_restores_the_battle_and_new_warns_before_abandoning_it(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    page = new_page(browser, page_errors)
+    page.goto(gateway + "/#battle")
+    set_max_tokens(page, 8)
+    page.fill("#prompt", "What is the capital of Spain?")
+    page.keyboard.press("Enter")
+    panels = {s: page.locator(f"#battle-panels .panel[data-key='{s}']") for s in "ab"}
+    for panel in panels.values():
+        expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+    answers = {s: panels[s].locator(".msg.assistant").inner_text() for s in "ab"}
+    assert re.fullmatch(r".*#battle/[A-Za-z0-9_-]+", page.url)
+    battle_url = page.url
+
+    page.reload()
+    for side, panel in panels.items():
+        expect(panel.locator(".msg.user")).to_have_text(["What is the capital of Spain?"])
+        expect(panel.locator(".msg.assistant")).to_have_text([answers[side]])
+    expect(page.locator("#vote-bar")).to_be_visible()
+    expect(page.locator("#send")).to_have_text("Ask both")
+    # New on an unvoted battle warns first and keeps it.
+    page.click("#reset")
+    expect(page.locator("#battle-result")).to_contain_text("press New again to abandon it")
+    expect(panels["a"].locator(".msg.assistant")).to_have_count(1)
+    page.click("#vote-bar button[data-winner='tie']")
+    expect(page.locator("#battle-result")).to_contain_text("You voted a tie")
+
+    # The battle's URL in another browser: the revealed battle, to read.
+    other = new_page(browser, page_errors)
+    other.goto(battle_url)
+    expect(other.locator("#battle-result")).to_contain_text("You voted a tie")
+    for side in "ab":
+        expect(other.locator(f"#battle-panels .panel[data-key='{side}'] .msg.assistant")).to_have_text([answers[side]])
+        assert other.locator(f"#battle-panels .panel[data-key='{side}']").get_attribute("data-model") in MODELS
+    assert page_errors == []
+    other.context.close()
+    page.context.close()
+
+
+def test_keyboard_vote_and_answers_cut_at_the_limit_say_so(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    page = new_page(browser, page_errors)
+    page.goto(gateway + "/#battle")
+    set_max_tokens(page, 3)
+    page.fill("#prompt", "Tell me a long story about a lighthouse keeper and the sea.")
+    page.keyboard.press("Enter")
+    panels = [page.locator(f"#battle-panels .panel[data-key='{s}']") for s in "ab"]
+    for panel in panels:
+        expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+    # Three tokens cannot finish a long story: a side that was cut says so instead of a bare "done".
+    cut = [p for p in panels if p.locator(".msg.ending").count()]
+    assert cut and all(p.locator(".msg.ending").inner_text() in ("Cut at the token limit.",) for p in cut)
+    # Both answers in: the focus is on the vote bar, and one key votes.
+    expect(page.locator("#vote-bar button[data-winner='model_a']")).to_be_focused()
+    assert page.locator("#vote-bar button[data-winner='model_b']").get_attribute("aria-keyshortcuts") == "B"
+    page.keyboard.press("b")
+    expect(page.locator("#battle-result")).to_contain_text("You voted B is better")
+    assert page_errors == []
+    page.context.close()
+
+
 def test_phone_sized_screen(fleet, browser, page_errors):
     page = new_page(browser, page_errors, width=390, height=844, scheme="dark", is_mobile=True, has_touch=True)
     page.goto(fleet["gateway"].url + "/")
@@ -274,7 +335,18 @@ def test_phone_sized_screen(fleet, browser, page_errors):
     shot(page, "compare-phone-dark")
     page.click("#tab-battle")
     expect(page.locator("#battle-view")).to_be_visible()
+    page.fill("#prompt", "Name a fruit.")
+    page.click("#send")
+    for side in "ab":
+        expect(page.locator(f"#battle-panels .panel[data-key='{side}']")).to_have_attribute(
+            "data-status", re.compile("done|stopped|error"), timeout=120_000)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    if page.locator("#vote-bar").is_visible():
+        # Stacked panels: A is above, B below, and the labels say so.
+        assert "↑" in page.locator("#vote-bar button[data-winner='model_a']").inner_text()
+        assert "↓" in page.locator("#vote-bar button[data-winner='model_b']").inner_text()
+        bar, prompt = page.locator("#vote-bar").bounding_box(), page.locator("#prompt").bounding_box()
+        assert bar and prompt and bar["y"] + bar["height"] <= prompt["y"] <= 844  # in view, above the composer
     shot(page, "battle-phone-dark")
     page.goto(fleet["gateway"].url + "/leaderboard")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
