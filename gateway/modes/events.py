@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
-class _Event(BaseModel):
+class _Event(BaseModel):  # names prefixed: the document's schemas share one namespace
     model_config = ConfigDict(extra="forbid")
     t: float | None = Field(None, description="seconds since the session started (all but token)")
 
 
-class TurnStart(_Event):
+class ModeTurnStart(_Event):
     """A model starts speaking. `participant` is p1..pN or "orchestrator"."""
     type: Literal["turn_start"]
     turn: str
@@ -28,7 +28,7 @@ class TurnStart(_Event):
     round: int
 
 
-class Token(_Event):
+class ModeToken(_Event):
     """A piece of the text of a running turn (not sent for the orchestrator's JSON turns)."""
     type: Literal["token"]
     turn: str
@@ -36,7 +36,7 @@ class Token(_Event):
     text: str
 
 
-class TurnEnd(_Event):
+class ModeTurnEnd(_Event):
     """A turn ended: `done`, or `skipped` (failed or timed out; `error` says why)."""
     type: Literal["turn_end"]
     turn: str
@@ -49,7 +49,7 @@ class TurnEnd(_Event):
     error: str | None = None
 
 
-class Evaluation(_Event):
+class ModeEvaluation(_Event):
     """kind `plan` (domains, weights, order), `judgement` (complete, reason), `early_stop`,
     `convergence` (round, similarity, pairs) or `final` (answers)."""
     model_config = ConfigDict(extra="allow")
@@ -57,14 +57,14 @@ class Evaluation(_Event):
     kind: Literal["plan", "judgement", "early_stop", "convergence", "final"]
 
 
-class Ranking(_Event):
+class ModeRanking(_Event):
     """kind `ranker` (one ranker's order, best first, and how it was read) or `aggregate` (table)."""
     model_config = ConfigDict(extra="allow")
     type: Literal["ranking"]
     kind: Literal["ranker", "aggregate"]
 
 
-class Synthesis(_Event):
+class ModeSynthesis(_Event):
     """The final answer (discussion's synthesis, council's chairman)."""
     model_config = ConfigDict(extra="allow")
     type: Literal["synthesis"]
@@ -73,7 +73,7 @@ class Synthesis(_Event):
     text: str
 
 
-class Error(_Event):
+class ModeError(_Event):
     """A visible note: a participant skipped (`turn_skipped`), or the session's own failure."""
     model_config = ConfigDict(extra="allow")
     type: Literal["error"]
@@ -81,7 +81,7 @@ class Error(_Event):
     message: str
 
 
-class Done(_Event):
+class ModeDone(_Event):
     """The last event: how the session ended and where its transcript is."""
     type: Literal["done"]
     status: Literal["done", "timeout", "error"]
@@ -90,7 +90,8 @@ class Done(_Event):
     url: str
 
 
-ModeEvent = Annotated[Union[TurnStart, Token, TurnEnd, Evaluation, Ranking, Synthesis, Error, Done],
+ModeEvent = Annotated[Union[ModeTurnStart, ModeToken, ModeTurnEnd, ModeEvaluation, ModeRanking, ModeSynthesis,
+                            ModeError, ModeDone],
                       Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModeEvent)
 

@@ -85,6 +85,8 @@ class SessionStream:
     async def __anext__(self) -> bytes:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+            # However the run ends, the stream ends: a second end marker is harmless.
+            self._task.add_done_callback(lambda _: self._queue.put_nowait(None))
         item = await self._queue.get()
         if item is None:
             raise StopAsyncIteration

@@ -136,7 +136,7 @@ def test_turn_and_session_time_limits(external, fleet, tmp_path):
     fake = external["fake"]
     gateway = start_modes_gateway(tmp_path, external["urls"], **external["env"], ARENA_MODES_TURN_TIMEOUT="1.5",
                                   ARENA_MODES_SESSION_TIMEOUT="2.5")
-    fake.set_answer('{"domains": ["x"], "expertise": {"p1": 1, "p2": 1}}', delay=30)
+    fake.set_answer('{"domains": ["x"], "expertise": {"p1": 1, "p2": 1}}', delay=5)
     try:
         events = run_mode(gateway.url, "discussion", {
             "question": "What is the capital of France?", "participants": [SMOL, GEMMA], "rounds": 2,
