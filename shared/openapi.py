@@ -27,9 +27,9 @@ METRICS_RESPONSES = {200: {"description": "Prometheus metrics",
 
 
 def _with_errors(document: dict[str, Any]) -> dict[str, Any]:
-    document.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    document.setdefault("components", {}).setdefault("schemas", {})["OpenAIError"] = ERROR_SCHEMA
     error = {"description": "An error, in OpenAI's shape",
-             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}}}
     for path in document.get("paths", {}).values():
         for operation in path.values():
             responses = operation.setdefault("responses", {})
