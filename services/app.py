@@ -14,6 +14,7 @@ from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, install_error_handlers
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
+from services.choice_output import ChoiceOutput
 from services.generation import GenerationService, JobStream
 from services.openai_format import SSE_DONE, ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
@@ -88,49 +89,64 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
     async def completions(body: CompletionRequest, request: Request):
         return await respond(body, service.prepare_completion(body), request, chat=False)
 
-    async def respond(body: GenerationParams, prepared, request: Request, *, chat: bool):
+    async def respond(body: ChatCompletionRequest | CompletionRequest, prepared, request: Request, *, chat: bool):
         stream = service.open_stream(prepared)
-        shaper = ResponseShaper(service.spec.key, chat=chat)
+        shaper = ResponseShaper(service.spec.key, chat=chat, want_logprobs=body.wanted_top_logprobs is not None)
+        outputs = [service.choice_output(prepared, index) for index in range(prepared.n)]
         if body.stream:
-            return StreamingResponse(sse_events(stream, shaper, body), media_type="text/event-stream",
+            return StreamingResponse(sse_events(stream, shaper, outputs, body), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await whole_response(stream, shaper, body, request)
+        return await whole_response(stream, shaper, outputs, body, request)
 
     return app
 
 
-async def sse_events(stream: JobStream, shaper: ResponseShaper, body: GenerationParams) -> AsyncIterator[bytes]:
+async def sse_events(stream: JobStream, shaper: ResponseShaper, outputs: list[ChoiceOutput],
+                     body: GenerationParams) -> AsyncIterator[bytes]:
+    dones: list[DoneEvent] = []
     try:
-        first = shaper.first_chunk()
+        first = shaper.first_chunks(len(outputs))
         if first:
             yield first
         async for event in stream:
             if isinstance(event, TokenEvent):
-                yield shaper.text_chunk(event.text)
+                for delta in outputs[event.index].feed(event.text, event.logprobs):
+                    yield shaper.delta_chunk(event.index, delta)
             elif isinstance(event, DoneEvent):
-                yield shaper.final_chunks(event, include_usage=body.include_usage_in_stream,
-                                          include_perf=body.include_perf)
+                dones.append(event)
+                output = outputs[event.index]
+                for delta in output.finish(event.finish_reason):
+                    yield shaper.delta_chunk(event.index, delta)
+                last = len(dones) == len(outputs) or event.finish_reason == "cancelled"
+                yield shaper.finish_chunk(output, dones if last else None, body.include_perf)
+                if last:
+                    if body.include_usage_in_stream:
+                        yield shaper.usage_chunk(dones)
+                    yield SSE_DONE
             elif isinstance(event, ErrorEvent):
                 yield event.error.sse_event() + SSE_DONE
     finally:
         stream.close()
 
 
-async def whole_response(stream: JobStream, shaper: ResponseShaper, body: GenerationParams,
-                         request: Request) -> Response:
+async def whole_response(stream: JobStream, shaper: ResponseShaper, outputs: list[ChoiceOutput],
+                         body: GenerationParams, request: Request) -> Response:
     """Collect a non-streamed answer; a client that disconnects meanwhile cancels the job."""
-    parts: list[str] = []
+    dones: list[DoneEvent] = []
     try:
         async with cancel_on_disconnect(request.receive):
             async for event in stream:
                 if isinstance(event, TokenEvent):
-                    parts.append(event.text)
+                    outputs[event.index].feed(event.text, event.logprobs)
                 elif isinstance(event, ErrorEvent):
                     raise event.error
                 elif isinstance(event, DoneEvent):
                     if event.finish_reason == "cancelled":
                         raise ApiError(503, "The request was cancelled.", code="cancelled")
-                    return JSONResponse(shaper.whole("".join(parts), event, body.include_perf))
+                    outputs[event.index].finish(event.finish_reason)
+                    dones.append(event)
+                    if len(dones) == len(outputs):
+                        return JSONResponse(shaper.whole(outputs, dones, body.include_perf))
             raise ApiError(500, "The generation ended without a result.", code="internal_error")
     finally:
         stream.close()

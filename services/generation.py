@@ -16,6 +16,7 @@ from shared.errors import ApiError, model_not_found
 from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
 from services.chat_template import ChatTemplate
+from services.choice_output import ChoiceOutput
 from services.engine import BatchScheduler, DoneEvent, Draining, ErrorEvent, Event, GenerationJob
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
@@ -30,6 +31,7 @@ VERSION = "0.1.0"
 class PreparedRequest:
     prompt_tokens: list[int]
     params: SamplingParams
+    n: int = 1
 
 
 class GenerationService:
@@ -106,7 +108,7 @@ class GenerationService:
         prompt = self.template.render(messages)
         add_bos = self.model.add_bos and not (self.template.bos_token and prompt.startswith(self.template.bos_token))
         tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
-        return PreparedRequest(tokens, self._sampling(request, len(tokens)))
+        return PreparedRequest(tokens, self._sampling(request, len(tokens)), request.choices)
 
     def prepare_completion(self, request: CompletionRequest) -> PreparedRequest:
         self.check_model(request.model)
@@ -122,10 +124,13 @@ class GenerationService:
         tokens = self.model.tokenize(prompt, add_special=self.model.add_bos, parse_special=False)
         if not tokens:
             raise ApiError(400, "The prompt is empty.", param="prompt", code="invalid_value")
-        return PreparedRequest(tokens, self._sampling(request, len(tokens)))
+        return PreparedRequest(tokens, self._sampling(request, len(tokens)), request.choices)
 
-    def _sampling(self, request: GenerationParams, n_prompt: int) -> SamplingParams:
+    def _sampling(self, request: ChatCompletionRequest | CompletionRequest, n_prompt: int) -> SamplingParams:
         spec = self.spec
+        if request.choices > spec.parallel:
+            raise ApiError(400, f"n is {request.choices}; this instance generates at most {spec.parallel} "
+                                "choices at once (its parallel slots).", param="n", code="invalid_value")
         if n_prompt >= spec.n_ctx:
             raise ApiError(400, f"This model's context is {spec.n_ctx} tokens; the prompt has {n_prompt}. "
                                 "Shorten the messages.", param="messages", code="context_length_exceeded")
@@ -152,7 +157,12 @@ class GenerationService:
             grammar=grammar_for_response_format(request.response_format),
             stop=tuple(dict.fromkeys([*spec.stop, *stops])),
             max_tokens=max_tokens,
+            top_logprobs=request.wanted_top_logprobs,
         )
+
+    def choice_output(self, prepared: PreparedRequest, index: int) -> ChoiceOutput:
+        """How the text of one choice becomes content (and, later, reasoning and tool calls)."""
+        return ChoiceOutput(index)
 
     def open_stream(self, prepared: PreparedRequest) -> "JobStream":
         """Submit a job at once (so a full queue is answered before any byte is sent)."""
@@ -224,7 +234,8 @@ class JobStream:
         self._scheduler = scheduler
         self._finished = False
         self.job = GenerationJob(prepared.prompt_tokens, prepared.params,
-                                 lambda event: bridge.put(self._events, event))
+                                 lambda event: bridge.put(self._events, event), n=prepared.n)
+        self._open_choices = prepared.n
         scheduler.submit(self.job)
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -234,7 +245,11 @@ class JobStream:
         try:
             while not self._finished:
                 event = await self._events.get()
-                if isinstance(event, (DoneEvent, ErrorEvent)):
+                if isinstance(event, DoneEvent):
+                    self._open_choices -= 1
+                    # One "cancelled" ends the whole job (an unstarted job reports it once).
+                    self._finished = self._open_choices <= 0 or event.finish_reason == "cancelled"
+                elif isinstance(event, ErrorEvent):
                     self._finished = True
                 yield event
         finally:

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass, field
 
 import llama_cpp as llama
+import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from shared.errors import ApiError
@@ -27,6 +28,29 @@ class SamplingParams:
     grammar: str | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
     max_tokens: int = 256
+    top_logprobs: int | None = None  # None: no log-probabilities; else the sampled token's and this many others
+
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of a sampled token under the model (log-softmax of the raw logits of
+    its step, before any sampler), with the most likely alternatives of that step."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+def token_logprobs(model: LlamaModel, logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    shifted = logits - logits.max()
+    logprobs = shifted - np.log(np.exp(shifted).sum())
+    alternatives: tuple[tuple[bytes, float], ...] = ()
+    if top > 0:
+        best = np.argpartition(-logprobs, top)[:top]
+        best = best[np.argsort(-logprobs[best], kind="stable")]
+        alternatives = tuple((model.token_bytes(int(i)), float(logprobs[i])) for i in best)
+    return TokenLogprob(model.token_bytes(token), float(logprobs[token]), alternatives)
 
 
 def grammar_for_response_format(response_format: dict | None) -> str | None:
@@ -56,7 +80,7 @@ def grammar_for_response_format(response_format: dict | None) -> str | None:
 class SamplerChain:
     """A llama.cpp sampler chain for one sequence, freed when the request ends."""
 
-    def __init__(self, model: LlamaModel, params: SamplingParams) -> None:
+    def __init__(self, model: LlamaModel, params: SamplingParams, *, seed_offset: int = 0) -> None:
         self._ptr = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._ptr, sampler)  # noqa: E731
         if params.grammar:
@@ -79,7 +103,9 @@ class SamplerChain:
             if params.min_p > 0:
                 add(llama.llama_sampler_init_min_p(params.min_p, 1))
             add(llama.llama_sampler_init_temp(params.temperature))
-            seed = params.seed if params.seed is not None else random.getrandbits(32)
+            # Choice i of a request with a seed samples with seed + i: each choice differs, and
+            # the whole answer is repeatable.
+            seed = params.seed + seed_offset if params.seed is not None else random.getrandbits(32)
             add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def sample(self, ctx_ptr, batch_index: int) -> int:
