@@ -19,7 +19,7 @@ from services.chat_template import ChatTemplate
 from services.choice_output import ChoiceOutput
 from services.engine import BatchScheduler, DoneEvent, Draining, ErrorEvent, Event, GenerationJob
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
-from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
+from services.protocol import ChatCompletionRequest, CompletionRequest
 from services.sampling import SamplingParams, grammar_for_response_format
 
 log = logging.getLogger(__name__)
