@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from shared.disconnect import cancel_on_disconnect
@@ -16,6 +17,7 @@ from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.choice_output import ChoiceOutput
 from services.generation import GenerationService, JobStream
+from services.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, RequestCounter, ServiceMetrics
 from services.openai_format import SSE_DONE, ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 
@@ -32,6 +34,18 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
     app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    metrics = ServiceMetrics(service.load_report)
+    app.state.metrics = metrics
+    app.add_middleware(RequestCounter, metrics=metrics)
+
+    @app.get("/swagger-ui", include_in_schema=False)
+    async def swagger_ui() -> Response:
+        """The interactive API documentation, also at /docs."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=app.title + " - Swagger UI")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     async def require_instance_secret(request: Request, call_next):
         if request.url.path.startswith("/v1/") and not secret_matches(
@@ -93,16 +107,32 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
         stream = service.open_stream(prepared)
         shaper = ResponseShaper(service.spec.key, chat=chat, want_logprobs=body.wanted_top_logprobs is not None)
         outputs = [service.choice_output(prepared, index) for index in range(prepared.n)]
+        headers = ignored_params_header(body)
         if body.stream:
-            return StreamingResponse(sse_events(stream, shaper, outputs, body), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await whole_response(stream, shaper, outputs, body, request)
+            return StreamingResponse(sse_events(stream, shaper, outputs, body, metrics), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
+        response = await whole_response(stream, shaper, outputs, body, request, metrics)
+        response.headers.update(headers)
+        return response
 
     return app
 
 
+IGNORED_PARAMS_HEADER = "X-Arena-Ignored-Params"
+
+
+def ignored_params_header(body: GenerationParams) -> dict[str, str]:
+    """The request's fields this service does not know (accepted, not acted on), as vLLM logs
+    them; bounded so a hostile body cannot grow the header."""
+    names = sorted(body.model_extra or {})
+    if not names:
+        return {}
+    shown = [name[:64].encode("ascii", "replace").decode() for name in names[:32]]
+    return {IGNORED_PARAMS_HEADER: ", ".join(shown) + (", ..." if len(names) > 32 else "")}
+
+
 async def sse_events(stream: JobStream, shaper: ResponseShaper, outputs: list[ChoiceOutput],
-                     body: GenerationParams) -> AsyncIterator[bytes]:
+                     body: GenerationParams, metrics: ServiceMetrics) -> AsyncIterator[bytes]:
     dones: list[DoneEvent] = []
     try:
         first = shaper.first_chunks(len(outputs))
@@ -120,6 +150,7 @@ async def sse_events(stream: JobStream, shaper: ResponseShaper, outputs: list[Ch
                 last = len(dones) == len(outputs) or event.finish_reason == "cancelled"
                 yield shaper.finish_chunk(output, dones if last else None, body.include_perf)
                 if last:
+                    metrics.observe(dones)
                     if body.include_usage_in_stream:
                         yield shaper.usage_chunk(dones)
                     yield SSE_DONE
@@ -130,7 +161,7 @@ async def sse_events(stream: JobStream, shaper: ResponseShaper, outputs: list[Ch
 
 
 async def whole_response(stream: JobStream, shaper: ResponseShaper, outputs: list[ChoiceOutput],
-                         body: GenerationParams, request: Request) -> Response:
+                         body: GenerationParams, request: Request, metrics: ServiceMetrics) -> Response:
     """Collect a non-streamed answer; a client that disconnects meanwhile cancels the job."""
     dones: list[DoneEvent] = []
     try:
@@ -146,6 +177,7 @@ async def whole_response(stream: JobStream, shaper: ResponseShaper, outputs: lis
                     outputs[event.index].finish(event.finish_reason)
                     dones.append(event)
                     if len(dones) == len(outputs):
+                        metrics.observe(dones)
                         return JSONResponse(shaper.whole(outputs, dones, body.include_perf))
             raise ApiError(500, "The generation ended without a result.", code="internal_error")
     finally:

@@ -4,6 +4,7 @@ batch scheduler, and report health."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -15,12 +16,15 @@ from shared.catalogue import ModelSpec, default_catalogue
 from shared.errors import ApiError, model_not_found
 from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
-from services.chat_template import ChatTemplate
+from services.chat_template import ChatTemplate, message_text
 from services.choice_output import ChoiceOutput
 from services.engine import BatchScheduler, DoneEvent, Draining, ErrorEvent, Event, GenerationJob
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 from services.protocol import ChatCompletionRequest, CompletionRequest
+from services.reasoning import ReasoningMarkers, ReasoningSplitter
 from services.sampling import SamplingParams, grammar_for_response_format
+from services.tools import (ToolCallStream, ToolPlan, call_grammar, messages_for_tool_template,
+                            messages_without_tool_roles, plan_tools, tool_instructions)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,8 @@ class PreparedRequest:
     prompt_tokens: list[int]
     params: SamplingParams
     n: int = 1
+    tools: ToolPlan | None = None
+    reasoning: ReasoningMarkers | None = None  # None: thinking stays inline (or not a chat)
 
 
 class GenerationService:
@@ -104,11 +110,35 @@ class GenerationService:
     def prepare_chat(self, request: ChatCompletionRequest) -> PreparedRequest:
         self.check_model(request.model)
         self._require_ready()
-        messages = [message.model_dump(exclude_none=True) for message in request.messages]
-        prompt = self.template.render(messages)
+        plan = plan_tools(request.tools, request.tool_choice, request.parallel_tool_calls)
+        prompt = self._render(request, plan)
         add_bos = self.model.add_bos and not (self.template.bos_token and prompt.startswith(self.template.bos_token))
         tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
-        return PreparedRequest(tokens, self._sampling(request, len(tokens)), request.choices)
+        params = self._sampling(request, len(tokens))
+        if plan is not None and plan.constrained:
+            params = dataclasses.replace(params, grammar=call_grammar(plan))
+        reasoning = None
+        if request.reasoning_format != "none":
+            reasoning = ReasoningMarkers.for_template(self.template.source, prompt)
+        return PreparedRequest(tokens, params, request.choices, tools=plan, reasoning=reasoning)
+
+    def _render(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> str:
+        """The prompt, with the tools where the template puts them; for a template without
+        tool support, in a system message of ours, and past calls and results as plain turns."""
+        messages = [message.model_dump(exclude_none=True) for message in request.messages]
+        variables = template_variables(request.chat_template_kwargs)
+        if self.template.supports_tools:
+            tools = plan.tools if plan is not None else None
+            return self.template.render(messages_for_tool_template(messages), tools=tools, **variables)
+        messages = messages_without_tool_roles(messages)
+        if plan is not None:
+            instructions = tool_instructions(plan)
+            if messages and messages[0].get("role") in ("system", "developer"):
+                first = messages[0]
+                messages[0] = {**first, "content": f"{message_text(first.get('content'))}\n\n{instructions}"}
+            else:
+                messages.insert(0, {"role": "system", "content": instructions})
+        return self.template.render(messages, **variables)
 
     def prepare_completion(self, request: CompletionRequest) -> PreparedRequest:
         self.check_model(request.model)
@@ -162,7 +192,9 @@ class GenerationService:
 
     def choice_output(self, prepared: PreparedRequest, index: int) -> ChoiceOutput:
         """How the text of one choice becomes content (and, later, reasoning and tool calls)."""
-        return ChoiceOutput(index)
+        tools = ToolCallStream(prepared.tools) if prepared.tools is not None else None
+        reasoning = ReasoningSplitter(prepared.reasoning) if prepared.reasoning is not None else None
+        return ChoiceOutput(index, reasoning=reasoning, tools=tools)
 
     def open_stream(self, prepared: PreparedRequest) -> "JobStream":
         """Submit a job at once (so a full queue is answered before any byte is sent)."""
@@ -172,6 +204,13 @@ class GenerationService:
         return JobStream(self.scheduler, self._bridge, prepared)
 
     # ----- health -----------------------------------------------------------------------------
+    def load_report(self) -> tuple[int, int, int, int]:
+        """(queued, max queue, active slots, total slots), for the metrics."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return 0, self.spec.max_queue, 0, self.spec.parallel
+        return scheduler.queued_count, self.spec.max_queue, scheduler.active_count, self.spec.parallel
+
     def health_details(self) -> HealthDetails:
         scheduler = self.scheduler
         active = scheduler.active_count if scheduler else 0
@@ -197,6 +236,25 @@ class GenerationService:
             ),
             max_tokens_limit=self.spec.max_tokens_limit,
         )
+
+
+RESERVED_TEMPLATE_VARIABLES = {"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"}
+
+
+def template_variables(kwargs: dict | None) -> dict:
+    """`chat_template_kwargs` (e.g. Qwen3's `enable_thinking`): plain values, small, and never
+    one of the variables the service sets itself."""
+    if not kwargs:
+        return {}
+    bad = sorted(set(kwargs) & RESERVED_TEMPLATE_VARIABLES)
+    if bad:
+        raise ApiError(400, f"chat_template_kwargs may not set {', '.join(bad)}.", param="chat_template_kwargs",
+                       code="invalid_value")
+    if any(not isinstance(v, (str, int, float, bool, type(None))) or (isinstance(v, str) and len(v) > 256)
+           for v in kwargs.values()):
+        raise ApiError(400, "chat_template_kwargs values must be short strings, numbers or booleans.",
+                       param="chat_template_kwargs", code="invalid_value")
+    return dict(kwargs)
 
 
 class EventBridge:

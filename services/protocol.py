@@ -44,7 +44,6 @@ class GenerationParams(BaseModel):
     stream_options: StreamOptions | None = None
     include_perf: bool = False
     response_format: dict[str, Any] | None = None
-    user: str | None = None
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -63,6 +62,13 @@ class GenerationParams(BaseModel):
 
 class ChatCompletionRequest(GenerationParams):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # "none" keeps a reasoning model's thinking inline in `content` (llama.cpp's name for it);
+    # otherwise it goes to `reasoning_content`.
+    reasoning_format: Literal["auto", "deepseek", "none"] = "auto"
+    chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=16)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 

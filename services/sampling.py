@@ -53,6 +53,38 @@ def token_logprobs(model: LlamaModel, logits: np.ndarray, token: int, top: int) 
     return TokenLogprob(model.token_bytes(token), float(logprobs[token]), alternatives)
 
 
+MAX_SCHEMA_BYTES = 32 * 1024
+MAX_SCHEMA_DEPTH = 16
+MAX_SCHEMA_REPEAT = 256  # a bound on minLength, maxItems...: the grammar spells each repetition out
+_REPEAT_KEYS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+
+
+def check_schema_bounds(schema: object, param: str) -> None:
+    """Refuse a JSON schema too large, too deep or too repetitive to turn into a grammar quickly
+    (one place for response_format and tool parameters alike)."""
+    if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+        raise ApiError(400, f"The JSON schema is larger than {MAX_SCHEMA_BYTES} bytes.", param=param,
+                       code="invalid_value")
+
+    def walk(node: object, depth: int) -> None:
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ApiError(400, f"The JSON schema nests deeper than {MAX_SCHEMA_DEPTH} levels.", param=param,
+                           code="invalid_value")
+        if isinstance(node, dict):
+            for key in _REPEAT_KEYS:
+                value = node.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SCHEMA_REPEAT:
+                    raise ApiError(400, f"{key} is {value}; at most {MAX_SCHEMA_REPEAT} in a JSON schema here.",
+                                   param=param, code="invalid_value")
+            for value in node.values():
+                walk(value, depth + 1)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, depth + 1)
+
+    walk(schema, 0)
+
+
 def grammar_for_response_format(response_format: dict | None) -> str | None:
     """GBNF grammar that constrains sampling to the requested JSON, or None for plain text."""
     if not response_format:
@@ -68,6 +100,7 @@ def grammar_for_response_format(response_format: dict | None) -> str | None:
             raise ApiError(400, "response_format.json_schema must be an object with a 'schema'",
                            param="response_format", code="invalid_value")
         schema = spec.get("schema", {"type": "object"})
+        check_schema_bounds(schema, "response_format")
         try:
             return json_schema_to_gbnf(json.dumps(schema))
         except Exception as exc:  # the converter raises plain exceptions for unsupported schemas
