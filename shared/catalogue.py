@@ -11,6 +11,7 @@ override the file:
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CATALOGUE_PATH = PROJECT_ROOT / "config" / "catalogue.yaml"
+
+
+QUANT_RE = re.compile(r"^(I?Q\d[A-Z0-9_]*|UD-[A-Z0-9_]+|F16|BF16|F32|MXFP4[A-Z0-9_]*)$", re.IGNORECASE)
 
 
 class CatalogueError(ValueError):
@@ -35,6 +39,7 @@ class ModelSource(BaseModel):
     package: str | None = None
     repo: str | None = None
     file: str | None = None
+    quant: str | None = None  # hub:<repo>:<QUANT>: the file is found by listing the repository
 
     @classmethod
     def parse(cls, text: str) -> "ModelSource":
@@ -53,8 +58,13 @@ class ModelSource(BaseModel):
         if kind == "hub":
             repo, colon, file = rest.rpartition(":")
             if not colon or not repo or not file:
-                raise CatalogueError(f"hub source {text!r} must be hub:<repo>:<file>")
-            return cls(kind="hub", repo=repo, file=file)
+                raise CatalogueError(f"hub source {text!r} must be hub:<repo>:<file> or hub:<repo>:<QUANT>")
+            if file.lower().endswith(".gguf"):
+                return cls(kind="hub", repo=repo, file=file)
+            if not QUANT_RE.match(file):
+                raise CatalogueError(f"hub source {text!r}: {file!r} is neither a .gguf file nor a quantisation "
+                                     "such as Q4_K_M")
+            return cls(kind="hub", repo=repo, quant=file)
         raise CatalogueError(f"unknown model source kind {kind!r} in {text!r}")
 
     def __str__(self) -> str:
@@ -64,7 +74,21 @@ class ModelSource(BaseModel):
             return f"gemma-chunks:{self.package}"
         if self.kind == "path":
             return f"path:{self.file}"
-        return f"hub:{self.repo}:{self.file}"
+        return f"hub:{self.repo}:{self.file or self.quant}"
+
+
+class ModelProfile(BaseModel):
+    """What a model is good at and what it supports, for people choosing one and for the arena's
+    modes (one shape for every reader)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: str = Field(description="size, e.g. '4B' or '270M'")
+    strengths: list[str] = Field(default_factory=list)
+    context_length: int = Field(ge=128, description="the model's trained context, in tokens")
+    tools: bool = False
+    reasoning: Literal["none", "optional", "always"] = "none"
+    languages: list[str] = Field(default_factory=lambda: ["en"])
 
 
 class ModelSpec(BaseModel):
@@ -89,6 +113,10 @@ class ModelSpec(BaseModel):
     port: int = Field(ge=1, le=65535)
     hostname: str
     instances: int = Field(1, ge=0, le=8)
+    # Instances on the Actions fleet, when not `instances` (models these machines cannot
+    # download have 0 locally and some on Actions).
+    actions_instances: int | None = Field(None, ge=0, le=8)
+    profile: ModelProfile | None = None
     battle_weight: float = Field(1.0, ge=0)
     categories: list[str] = Field(default_factory=list)
 
@@ -96,6 +124,11 @@ class ModelSpec(BaseModel):
     @classmethod
     def _parse_source(cls, value: Any) -> Any:
         return ModelSource.parse(value) if isinstance(value, str) else value
+
+    def instances_for(self, fleet: Literal["local", "actions"]) -> int:
+        if fleet == "actions" and self.actions_instances is not None:
+            return self.actions_instances
+        return self.instances
 
     @property
     def env_prefix(self) -> str:
