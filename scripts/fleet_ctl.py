@@ -54,7 +54,7 @@ def up(models: list[str], *, gateway: bool, duration: str | None) -> int:
     from shared.catalogue import default_catalogue
 
     catalogue = default_catalogue()
-    keys = models or [key for key, spec in catalogue.models.items() if spec.instances > 0]
+    keys = models or [key for key, spec in catalogue.models.items() if spec.instances_for("actions") > 0]
     running = active_runs(FLEET_WORKFLOW)
     if gateway:
         if any(labels.model == GATEWAY_LABEL for labels, _ in active_runs(GATEWAY_WORKFLOW)):
@@ -67,7 +67,7 @@ def up(models: list[str], *, gateway: bool, duration: str | None) -> int:
         if any(labels.model == key for labels, _ in running):
             print(f"{key}: already running (see `make fleet-status`)")
             continue
-        instances = max(1, min(3, spec.instances))
+        instances = max(1, min(3, spec.instances_for("actions")))
         args = ["workflow", "run", FLEET_WORKFLOW, "-f", f"model={key}", "-f", f"instances={instances}"]
         if duration:
             args += ["-f", f"duration_hours={duration}"]

@@ -85,7 +85,7 @@ class ModelProfile(BaseModel):
 
     parameters: str = Field(description="size, e.g. '4B' or '270M'")
     strengths: list[str] = Field(default_factory=list)
-    context_length: int = Field(ge=128, description="the model's trained context, in tokens")
+    context_length: int | None = Field(None, ge=128, description="the model's trained context, in tokens")
     tools: bool = False
     reasoning: Literal["none", "optional", "always"] = "none"
     languages: list[str] = Field(default_factory=lambda: ["en"])
