@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 ARENA := $(VENV)/bin/arena
-INSTALL_INPUTS := pyproject.toml scripts/install.sh scripts/build_llama_cpp.sh
+INSTALL_INPUTS := pyproject.toml setup.py scripts/install.sh scripts/build_llama_cpp.sh
 PYTEST_ARGS ?=
 
 .PHONY: help install install-test run test bench lint-workflows setup-tunnels fleet-up fleet-status fleet-down clean
@@ -16,8 +16,9 @@ $(VENV)/.installed: $(INSTALL_INPUTS)
 	bash scripts/install.sh
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed scripts/install_browser.sh
+$(VENV)/.installed-test: $(VENV)/.installed scripts/install_browser.sh scripts/install_postgres.sh
 	bash scripts/install_browser.sh
+	bash scripts/install_postgres.sh
 	touch $@
 
 install: $(VENV)/.installed

@@ -4,9 +4,10 @@ Everything stateful lives in plain classes on `app.state`:
 
 - `instances` (`InstanceRegistry`): every instance and its state; `ready_models()`.
 - `monitor` (`HealthMonitor`): background probes, the only thing that changes states.
-- `registrations` (`RegistrationService`): self-registered instances, kept in SQLite.
+- `database` (`gateway.store.Database`): the store (SQLite file, or PostgreSQL shared by replicas).
+- `registrations` (`RegistrationService`): self-registered instances, kept in the store.
 - `upstream` (`UpstreamProxy`): picks an instance and relays; `stream_chat(body)` for the arena.
-- `api_keys` (`ApiKeyStore`), `key_guard` (`ApiKeyGuard`), `metrics` (`GatewayMetrics`),
+- `api_keys` (`ApiKeyStore`), `key_cache` (`KeyCache`), `key_guard` (`ApiKeyGuard`), `metrics` (`GatewayMetrics`),
   `fleet_status` (`FleetStatus`), `settings`, `catalogue`.
 
 Features that need startup or shutdown work can append coroutines to `app.state.on_startup`
@@ -16,43 +17,49 @@ and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
+from gateway.arena.votes import VoteStore
 from gateway.auto_routing import AutoRouter
 from gateway.auth import ApiKeyGuard
 from gateway.balancing import make_balancer
-from gateway.db import SqliteDatabase
 from gateway.fast_path import CompletionFastPath, GatewayApp
 from gateway.fleet_status import FleetStatus
 from gateway.health_monitor import HealthMonitor, HealthPolicy
 from gateway.instances import InstanceRegistry
-from gateway.keys import ApiKeyStore, RateLimiter
+from gateway.keys import ApiKeyStore, KeyCache, RateLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.registration import RegistrationService, RegistrationStore
 from gateway.routes import admin_api, instances_api, openai_api, status_api
 from gateway.settings import GatewaySettings
 from gateway.static_instances import static_instances
+from gateway.store import Database, DatabaseUnavailable
+from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
+from gateway.errors import GATEWAY_ERRORS
+from shared.catalogue import Catalogue
 from shared.errors import install_error_handlers
 
 log = logging.getLogger("gateway")
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    settings = settings or GatewaySettings()
-    catalogue = settings.catalogue
+def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
+    """The gateway of `catalogue`'s fleet; `settings` fields left unset take the fleet's values."""
+    settings = settings.with_fleet_defaults(catalogue.fleet)
 
     instances = InstanceRegistry(catalogue)
-    for instance in static_instances(catalogue, use_catalogue=settings.catalogue_instances):
+    for instance in static_instances(catalogue, use_catalogue=settings.catalogue_instances,
+                                     urls=settings.instance_urls):
         instances.add(instance)
-    db = SqliteDatabase(settings.db_path)
+    db = Database(settings.store_url)
     registrations = RegistrationService(RegistrationStore(db), instances, default_ttl=settings.default_ttl,
-                                        max_ttl=settings.max_ttl)
+                                        max_ttl=settings.max_ttl, sync_interval=settings.registration_sync)
     monitor = HealthMonitor(instances, HealthPolicy(
         interval=settings.health_interval, timeout=settings.health_timeout,
         recovery_probes=settings.recovery_probes, flap_threshold=settings.flap_threshold,
@@ -67,16 +74,33 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                                  max_connections=settings.max_connections),
                              instance_secret=settings.instance_secret)
     api_keys = ApiKeyStore(db)
+    key_cache = KeyCache(api_keys)
+    limiter = RateLimiter(db)
+    votes = VoteStore(db)
+
+    async def prune() -> None:
+        pruned = await votes.prune_battles(time.time() - settings.unvoted_battle_ttl)
+        await limiter.prune()
+        if pruned:
+            log.info("pruned %d unvoted battles older than %ds", pruned, settings.unvoted_battle_ttl)
+
+    background = [Periodic("API key refresh", settings.key_refresh, key_cache.refresh),
+                  Periodic("pruning", settings.prune_interval, prune)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        restored = registrations.restore()
-        log.info("gateway: %d static instances, %d registrations restored, balancer %s, keys %s",
+        await db.upgrade()
+        await key_cache.refresh()
+        restored = await registrations.restore()
+        log.info("gateway: %d static instances, %d registrations restored, balancer %s, keys %s, store %s",
                  len([i for i in instances.all() if i.source == "static"]), restored, settings.balancer,
-                 "required" if settings.require_api_key else "off")
+                 "required" if settings.require_api_key else "off", db.display_url)
         await upstream.start()
         await monitor.start()
         await registrations.start()
+        for task in background:
+            task.start()
+        await background[1].run_once()
         for hook in app.state.on_startup:
             await hook()
         try:
@@ -84,10 +108,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             for hook in app.state.on_shutdown:
                 await hook()
+            for task in background:
+                await task.stop()
             await registrations.stop()
             await monitor.stop()
             await upstream.stop()
-            db.close()
+            await db.dispose()
 
     app = GatewayApp(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
@@ -97,14 +123,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.registrations = registrations
     app.state.metrics = metrics
     app.state.upstream = upstream
+    app.state.database = db
     app.state.api_keys = api_keys
-    app.state.key_guard = ApiKeyGuard(api_keys, RateLimiter(), required=settings.require_api_key,
+    app.state.key_cache = key_cache
+    app.state.key_guard = ApiKeyGuard(key_cache, limiter, required=settings.require_api_key,
                                       default_rpm=settings.default_rpm, admin_key=settings.admin_key)
     app.state.fleet_status = FleetStatus(instances)
     app.state.on_startup = []
     app.state.on_shutdown = []
 
-    install_error_handlers(app)
+    install_error_handlers(app, GATEWAY_ERRORS)
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     # The completion endpoints skip FastAPI's stack (gateway.fast_path); CORS, when on, wraps
     # them too, so it answers their preflights.
     front: ASGIApp = CompletionFastPath(super(GatewayApp, app).__call__, app.state)
@@ -121,3 +150,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     from gateway.arena import attach_arena
     attach_arena(app)
     return app
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    assert isinstance(exc, DatabaseUnavailable)
+    return exc.api_error().response()

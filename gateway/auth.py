@@ -1,7 +1,8 @@
 """Who may call what: API keys on `/v1/*`, the registration token, the admin key.
 
 `require_api_key` is a FastAPI dependency any router can use (the arena applies it to its own
-APIs); it reads the `ApiKeyGuard` on `app.state.key_guard`.
+APIs); it reads the `ApiKeyGuard` on `app.state.key_guard`. Keys are checked against the
+in-memory `KeyCache`; only a key with a per-minute limit touches the store (its shared count).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import hmac
 
 from fastapi import Request
 
-from gateway.keys import ApiKey, ApiKeyStore, RateLimiter
+from gateway.keys import ApiKey, KeyCache, RateLimiter
+from gateway.store import DatabaseUnavailable
 from shared.errors import ApiError
 
 ADMIN_KEY_ID = "admin"
@@ -30,15 +32,15 @@ def _same(expected: str, presented: str | None) -> bool:
 
 
 class ApiKeyGuard:
-    def __init__(self, store: ApiKeyStore, limiter: RateLimiter, *, required: bool, default_rpm: int,
+    def __init__(self, keys: KeyCache, limiter: RateLimiter, *, required: bool, default_rpm: int,
                  admin_key: str | None) -> None:
-        self.store = store
+        self.keys = keys
         self.limiter = limiter
         self.required = required
         self.default_rpm = default_rpm
         self.admin_key = admin_key
 
-    def check(self, request: Request) -> ApiKey | None:
+    async def check(self, request: Request) -> ApiKey | None:
         """The caller's key (None when keys are off); 401 without a valid one, 429 over its limit."""
         if not self.required:
             return None
@@ -48,12 +50,17 @@ class ApiKeyGuard:
                            code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
         if self.admin_key and _same(self.admin_key, token):
             return ApiKey(ADMIN_KEY_ID, "admin", "admin", None, 0.0, None)
-        key = self.store.verify(token)
+        key = self.keys.get(token)
+        if key is None and await self._reloaded():
+            key = self.keys.get(token)
         if key is None:
             raise ApiError(401, "The API key is not valid (unknown or revoked).", code="invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
         rpm = key.rpm if key.rpm is not None else self.default_rpm
-        wait = self.limiter.check(key.key_id, rpm)
+        try:
+            wait = await self.limiter.check(key.key_id, rpm)
+        except DatabaseUnavailable as exc:
+            raise exc.api_error() from None
         if wait is not None:
             retry_after = RateLimiter.retry_after_header(wait)
             raise ApiError(429, f"Rate limit of {rpm} requests per minute reached for this key; "
@@ -61,12 +68,26 @@ class ApiKeyGuard:
                            headers={"Retry-After": retry_after})
         return key
 
+    async def _reloaded(self) -> bool:
+        """A key unknown here may be new: reload the keys (rate-limited by the cache)."""
+        try:
+            await self.keys.refresh_after_miss()
+        except DatabaseUnavailable:
+            return False
+        return True
+
 
 async def require_api_key(request: Request) -> ApiKey | None:
     """FastAPI dependency: the caller's API key, when the gateway requires keys."""
-    key = request.app.state.key_guard.check(request)
+    key = await request.app.state.key_guard.check(request)
     request.state.api_key = key
     return key
+
+
+def is_admin(request: Request) -> bool:
+    """The caller presented the admin key (views that are public otherwise show more to it)."""
+    admin_key = request.app.state.settings.admin_key
+    return bool(admin_key) and _same(admin_key, bearer_token(request))
 
 
 async def require_admin(request: Request) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from shared.catalogue import Catalogue
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="default: catalogue fleet.gateway_host")
@@ -12,8 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", help="default: info")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    import asyncio
+    import sys
+
     import uvicorn
+
+    from gateway.store.cli import StartupError, open_checked
 
     from gateway.app import create_app
     from gateway.logs import configure_logging
@@ -22,9 +29,19 @@ def run(args: argparse.Namespace) -> int:
     overrides = {name: value for name, value in
                  (("host", args.host), ("port", args.port), ("log_format", args.log_format),
                   ("log_level", args.log_level)) if value is not None}
-    settings = GatewaySettings(**overrides)
+    settings = GatewaySettings.for_catalogue(catalogue, **overrides)
     configure_logging(settings.log_format, settings.log_level)
-    app = create_app(settings)
+    try:  # fail fast, in one line, on a database that cannot be used (the app migrates it again)
+        asyncio.run(_check_store(open_checked, settings.store_url))
+    except StartupError as exc:
+        print(f"arena gateway: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(catalogue, settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)  # uvloop, httptools if there
     return 0
+
+
+async def _check_store(open_checked, url: str) -> None:
+    db = await open_checked(url)
+    await db.dispose()

@@ -14,10 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import ApiError, error_body
+from gateway.errors import GATEWAY_ERRORS
+from shared.errors import ApiError
 
 log = logging.getLogger("gateway")
 
@@ -38,14 +38,12 @@ class CompletionFastPath:
                 raise ApiError(405, f"Use POST for {scope['path']}.", code="method_not_allowed",
                                headers={"Allow": "POST"})
             request = Request(scope, receive)
-            key = self.state.key_guard.check(request)
+            key = await self.state.key_guard.check(request)
             response = await self.state.upstream.handle(request, scope["path"], key.key_id if key else None)
-        except ApiError as exc:
-            response = exc.response()
-        except Exception as exc:  # never a bare 500 page
-            log.exception("unexpected error on %s", scope["path"])
-            response = JSONResponse(error_body(f"Internal error: {type(exc).__name__}", type="server_error",
-                                               code="internal_error"), status_code=500)
+        except Exception as exc:  # answered by the gateway's one error table; never a bare 500 page
+            if GATEWAY_ERRORS.spec_for(exc) is None and not isinstance(exc, ApiError):
+                log.exception("unexpected error on %s", scope["path"])
+            response = GATEWAY_ERRORS.api_error(exc).response()
         await response(scope, receive, send)
 
 

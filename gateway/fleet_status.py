@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from gateway.instances import InstanceRegistry, InstanceState
 
 BADGE_CACHE_CONTROL = "public, max-age=15"
+# Live load figures, withheld while they could tell a blind battle's sides apart (gateway.arena.activity).
+LIVE_LOAD_FIELDS = ("outstanding", "active", "queued", "tokens_per_second")
 
 
 class FleetStatus:
     def __init__(self, registry: InstanceRegistry, started_at: float | None = None) -> None:
         self.registry = registry
         self.started_at = started_at or time.time()
+        self.live_load_hidden: Callable[[], bool] = lambda: False   # the arena sets it
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, show_urls: bool = False) -> dict[str, Any]:
+        # The admin's view (show_urls) keeps the live load; the public one withholds it while a
+        # blind battle could be told apart by it.
+        hidden = not show_urls and self.live_load_hidden()
         models = []
         for key, spec in self.registry.catalogue.models.items():
             instances = self.registry.for_model(key)
@@ -28,8 +34,11 @@ class FleetStatus:
                 "instances_total": len([i for i in instances if i.state is not InstanceState.GONE]),
                 "outstanding": sum(i.outstanding for i in instances),
                 "tokens_per_second": round(sum(i.tokens_per_second or 0.0 for i in ready), 2),
-                "instances": [i.public() for i in instances],
+                "instances": [i.public(show_url=show_urls) for i in instances],
             })
+            if hidden:
+                for view in (models[-1], *models[-1]["instances"]):
+                    view.update({f: None for f in LIVE_LOAD_FIELDS if f in view})
         online = sum(1 for m in models if m["ready_instances"])
         return {
             "status": "ok" if online == len(models) and models else ("degraded" if online else "down"),
@@ -37,6 +46,7 @@ class FleetStatus:
             "models_total": len(models),
             "gateway_uptime_seconds": round(time.time() - self.started_at, 1),
             "generated_at": time.time(),
+            "live_load_hidden": hidden,
             "models": models,
         }
 

@@ -161,7 +161,6 @@ class HealthMonitor:
         instance.queued = details.queue.queued
         instance.tokens_per_second = details.throughput.tokens_per_second
         instance.uptime_seconds = details.uptime_seconds
-        instance.reported_instance_id = details.instance_id
         reported_busy = details.slots.active + details.queue.queued
         instance.external_busy = max(0, reported_busy - instance.outstanding)
 

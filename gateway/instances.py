@@ -58,7 +58,6 @@ class Instance:
     queued: int | None = None
     tokens_per_second: float | None = None
     uptime_seconds: float | None = None
-    reported_instance_id: str | None = None
     external_busy: int = 0                 # requests the instance had that were not ours
 
     @property
@@ -81,12 +80,14 @@ class Instance:
         self.state_since = time.time()
         return True
 
-    def public(self) -> dict[str, Any]:
+    def public(self, *, show_url: bool = True) -> dict[str, Any]:
+        """The instance as the API shows it; anonymous views leave out its URL (a tunnel URL is
+        where anyone could reach the instance directly)."""
         now = time.time()
         return {
             "instance_id": self.instance_id,
             "model": self.model,
-            "url": self.url,
+            **({"url": self.url} if show_url else {}),
             "source": self.source,
             "state": self.state.value,
             "state_since": self.state_since,

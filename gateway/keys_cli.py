@@ -1,14 +1,18 @@
-"""`arena keys create|list|revoke`: the gateway's API keys, in its SQLite file."""
+"""`arena keys create|list|revoke`: the gateway's API keys, in its store (ARENA_DATABASE_URL)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 
+from gateway.store.cli import add_database_argument, open_database
+from shared.catalogue import Catalogue
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="SQLite file (default: ARENA_GATEWAY_DB_PATH or <data dir>/gateway.sqlite3)")
+    add_database_argument(parser)
     sub = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = sub.add_parser("create", help="create a key and print it (shown once)")
     create.add_argument("name", help="who or what the key is for")
@@ -20,25 +24,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     revoke.add_argument("key_id")
 
 
-def run(args: argparse.Namespace) -> int:
-    from gateway.db import SqliteDatabase
-    from gateway.keys import ApiKeyStore
-    from gateway.settings import GatewaySettings
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    return asyncio.run(_run(args, catalogue))
 
-    path = args.db or GatewaySettings().db_path
-    store = ApiKeyStore(SqliteDatabase(path))
+
+async def _run(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    from gateway.keys import ApiKeyStore
+
+    async with open_database(args, catalogue) as db:
+        return await _command(args, ApiKeyStore(db))
+
+
+async def _command(args: argparse.Namespace, store) -> int:
     if args.keys_command == "create":
         if args.rpm is not None and args.rpm < 0:
             print("--rpm must be 0 or more")
             return 2
-        key, secret = store.create(args.name, args.rpm)
+        key, secret = await store.create(args.name, args.rpm)
         if args.json:
             print(json.dumps({**key.public(), "key": secret}))
         else:
             print(f"created {key.key_id} ({key.name}); the key, shown only now:\n{secret}")
         return 0
     if args.keys_command == "list":
-        keys = store.list()
+        keys = await store.list()
         if args.json:
             print(json.dumps([k.public() for k in keys]))
             return 0
@@ -51,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         return 0
-    if store.revoke(args.key_id):
+    if await store.revoke(args.key_id):
         print(f"revoked {args.key_id}")
         return 0
     print(f"no active key {args.key_id}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -18,6 +18,7 @@ class _InstanceCollector(Collector):
 
     def __init__(self, instances: InstanceRegistry) -> None:
         self.instances = instances
+        self.live_load_hidden: Callable[[], bool] = lambda: False   # the arena sets it (gateway.arena.activity)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         state = GaugeMetricFamily("arena_gateway_instance_state",
@@ -31,10 +32,12 @@ class _InstanceCollector(Collector):
         ready = GaugeMetricFamily("arena_gateway_model_ready_instances", "ready instances per model",
                                   labels=["model"])
         counts = {key: 0 for key in self.instances.models()}
+        hidden = self.live_load_hidden()
         for inst in self.instances.all():
             for s in InstanceState:
                 state.add_metric([inst.model, inst.instance_id, s.value], 1.0 if inst.state is s else 0.0)
-            outstanding.add_metric([inst.model, inst.instance_id], inst.outstanding)
+            if not hidden:
+                outstanding.add_metric([inst.model, inst.instance_id], inst.outstanding)
             if inst.last_probe_latency is not None:
                 probe.add_metric([inst.model, inst.instance_id], inst.last_probe_latency)
             if inst.state is InstanceState.READY:
@@ -61,7 +64,8 @@ class GatewayMetrics:
                               ["model", "instance"], buckets=_LATENCY_BUCKETS, registry=r)
         self.tokens = Counter("arena_gateway_tokens", "tokens, as reported in usage or counted from stream chunks",
                               ["model", "instance", "kind"], registry=r)
-        r.register(_InstanceCollector(instances))
+        self.instance_collector = _InstanceCollector(instances)
+        r.register(self.instance_collector)
 
     def error(self, model: str, kind: str) -> None:
         self.errors.labels(model, kind).inc()

@@ -11,6 +11,7 @@ Goals: add at most 1 ms at p50, and carry at least half of the upstream's own st
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import tempfile
@@ -20,8 +21,9 @@ from typing import Any
 
 import httpx
 
-from shared.catalogue import default_catalogue, env_key
-from shared.processes import PROJECT_ROOT, ChildProcess, free_port
+from shared import paths, sse
+from shared.catalogue import Catalogue, env_key
+from shared.processes import ChildProcess, free_port
 
 _BODY = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 
@@ -50,7 +52,7 @@ async def _stream_rate(url: str, model: str, n: int, concurrency: int) -> float:
                 tail = b""
                 async for chunk in response.aiter_raw():
                     tail = (tail + chunk)[-32:]
-                if not tail.endswith(b"[DONE]\n\n"):
+                if not tail.endswith(sse.DONE):
                     raise RuntimeError("stream did not end with [DONE]")
 
         async def worker(jobs: list[int]) -> None:
@@ -66,12 +68,21 @@ async def _stream_rate(url: str, model: str, n: int, concurrency: int) -> float:
         return n / (time.perf_counter() - started)
 
 
-def run_overhead_bench(requests: int = 500, concurrency: int = 16) -> dict[str, Any]:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gateway-requests", type=int, default=300, help="requests per gateway measurement")
+
+
+def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict[str, Any]:
+    """`arena bench --mode gateway`."""
+    print("\nGateway overhead against an instant fake upstream (16-chunk streams)")
+    return run_overhead_bench(catalogue, requests=args.gateway_requests, concurrency=16)
+
+
+def run_overhead_bench(catalogue: Catalogue, requests: int = 500, concurrency: int = 16) -> dict[str, Any]:
     """Measure, print and return the gateway's overhead ratios."""
-    catalogue = default_catalogue()
     model = next(iter(catalogue.models))
     upstream_port, gateway_port = free_port(), free_port()
-    log_dir = PROJECT_ROOT / "build" / "bench"
+    log_dir = paths.log_dir("bench")
     with tempfile.TemporaryDirectory(prefix="arena-bench-") as tmp:
         env = {"ARENA_GATEWAY_DB_PATH": str(Path(tmp) / "gw.sqlite3"), "ARENA_GATEWAY_REQUIRE_API_KEY": "false",
                "ARENA_GATEWAY_LOG_FORMAT": "json"}
@@ -81,7 +92,7 @@ def run_overhead_bench(requests: int = 500, concurrency: int = 16) -> dict[str, 
         for key in catalogue.models:
             env[f"{env_key(key)}_API_URL"] = upstream.url if key == model else ""
         gateway = ChildProcess("gateway", ["gateway", "--host", "127.0.0.1", "--port", str(gateway_port)],
-                               port=gateway_port, env=env, log_path=log_dir / "gateway.log")
+                               port=gateway_port, env=env, log_path=log_dir / "gateway.log", catalogue=catalogue.path)
         try:
             upstream.start().wait_ready("/health", timeout=60)
             gateway.start().wait_ready("/v1/models", timeout=60)
@@ -117,13 +128,3 @@ def run_overhead_bench(requests: int = 500, concurrency: int = 16) -> dict[str, 
     print(f"streamed, {concurrency} concurrent: direct {direct_rate:.0f} req/s, through the gateway "
           f"{gateway_rate:.0f} req/s (ratio {result['stream_rate_ratio']:.2f}; goal: at least 0.50)")
     return result
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="measure the gateway's overhead")
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=16)
-    cli = parser.parse_args()
-    run_overhead_bench(cli.requests, cli.concurrency)

@@ -1,34 +1,30 @@
-"""Instances that register themselves: stored in SQLite so they survive a gateway restart.
+"""Instances that register themselves: kept in the store, so they survive a gateway restart
+and every gateway sharing the store routes to them.
 
 A registration lives `ttl_seconds` past its last heartbeat. Deregistration and heartbeats
 name one instance id, so a runner handing off to its successor (maybe at the same public URL)
-can only ever remove itself.
+can only ever remove itself. Each gateway brings its registry in step with the store every
+`sync_interval` seconds (`RegistrationService.sync`): an instance registered through another
+gateway becomes routable here, one deregistered elsewhere is gone here. Health stays per
+gateway: each probes its instances itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from gateway.db import SqliteDatabase
+from sqlalchemy import delete, select, update
+
 from gateway.instances import Instance, InstanceRegistry, InstanceState
+from gateway.store import Database
+from gateway.store.periodic import Periodic
+from gateway.store.schema import registrations
 from shared.errors import ApiError, model_not_found
 
 log = logging.getLogger("gateway.registration")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS registrations (
-    instance_id TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    url TEXT NOT NULL,
-    ttl_seconds INTEGER NOT NULL,
-    registered_at REAL NOT NULL,
-    expires_at REAL NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -42,34 +38,48 @@ class Registration:
 
 
 class RegistrationStore:
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        db.script(_SCHEMA)
 
-    def upsert(self, reg: Registration) -> None:
-        self.db.execute(
-            "INSERT INTO registrations (instance_id, model, url, ttl_seconds, registered_at, expires_at) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT(instance_id) DO UPDATE SET model=excluded.model, url=excluded.url, "
-            "ttl_seconds=excluded.ttl_seconds, registered_at=excluded.registered_at, expires_at=excluded.expires_at",
-            (reg.instance_id, reg.model, reg.url, reg.ttl_seconds, reg.registered_at, reg.expires_at))
+    async def upsert(self, reg: Registration) -> None:
+        values = reg.__dict__
+        async with self.db.write() as conn:
+            changed = await conn.execute(update(registrations).where(registrations.c.instance_id == reg.instance_id)
+                                         .values(**values))
+            if changed.rowcount == 0:
+                await conn.execute(registrations.insert().values(**values))
 
-    def renew(self, instance_id: str, ttl_seconds: int, now: float) -> bool:
-        return self.db.execute_count("UPDATE registrations SET ttl_seconds=?, expires_at=? WHERE instance_id=?",
-                                     (ttl_seconds, now + ttl_seconds, instance_id)) > 0
+    async def renew(self, instance_id: str, ttl_seconds: int, now: float) -> Registration | None:
+        """Extend a live registration; None if there is none (deregistered or expired)."""
+        async with self.db.write() as conn:
+            changed = await conn.execute(update(registrations).where(
+                registrations.c.instance_id == instance_id, registrations.c.expires_at > now)
+                .values(ttl_seconds=ttl_seconds, expires_at=now + ttl_seconds))
+            if changed.rowcount == 0:
+                return None
+            row = (await conn.execute(select(registrations).where(
+                registrations.c.instance_id == instance_id))).one()
+        return Registration(**row._asdict())
 
-    def delete(self, instance_id: str) -> bool:
-        return self.db.execute_count("DELETE FROM registrations WHERE instance_id=?", (instance_id,)) > 0
+    async def delete(self, instance_id: str) -> bool:
+        async with self.db.write() as conn:
+            return (await conn.execute(delete(registrations).where(
+                registrations.c.instance_id == instance_id))).rowcount > 0
 
-    def active(self, now: float) -> list[Registration]:
-        rows = self.db.execute("SELECT * FROM registrations WHERE expires_at > ?", (now,))
-        return [Registration(**dict(row)) for row in rows]
+    async def active(self, now: float) -> list[Registration]:
+        async with self.db.read() as conn:
+            rows = (await conn.execute(select(registrations).where(registrations.c.expires_at > now))).all()
+        return [Registration(**row._asdict()) for row in rows]
 
-    def get(self, instance_id: str) -> Registration | None:
-        rows = self.db.execute("SELECT * FROM registrations WHERE instance_id=?", (instance_id,))
-        return Registration(**dict(rows[0])) if rows else None
+    async def get(self, instance_id: str) -> Registration | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(registrations).where(
+                registrations.c.instance_id == instance_id))).first()
+        return Registration(**row._asdict()) if row else None
 
-    def purge_expired(self, now: float) -> int:
-        return self.db.execute_count("DELETE FROM registrations WHERE expires_at <= ?", (now,))
+    async def purge_expired(self, now: float) -> int:
+        async with self.db.write() as conn:
+            return (await conn.execute(delete(registrations).where(registrations.c.expires_at <= now))).rowcount
 
 
 def _valid_url(url: Any) -> str:
@@ -82,34 +92,43 @@ class RegistrationService:
     """Keeps registered instances in the registry in step with the store."""
 
     def __init__(self, store: RegistrationStore, registry: InstanceRegistry, *, default_ttl: int, max_ttl: int,
-                 check_interval: float = 1.0) -> None:
+                 sync_interval: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.registry = registry
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
-        self.check_interval = check_interval
-        self._task: asyncio.Task | None = None
+        self.sync_interval = sync_interval
+        self.clock = clock
+        self._sync = Periodic("registration sync", sync_interval, self._sync_once)
+        self._written: dict[str, float] = {}  # instance id -> when this gateway last wrote it
 
-    def restore(self) -> int:
+    async def restore(self) -> int:
         """Bring back the registrations that outlived a restart."""
-        now = time.time()
-        self.store.purge_expired(now)
-        regs = self.store.active(now)
+        await self.store.purge_expired(self.clock())
+        return await self.sync()
+
+    async def sync(self) -> int:
+        """Make the registry match the store's live registrations; the number of them."""
+        now = self.clock()
+        regs = await self.store.active(now)
+        live = set()
         for reg in regs:
             if reg.model in self.registry.catalogue.models and not self._is_static(reg.instance_id):
                 self._apply(reg)
+                live.add(reg.instance_id)
+        for inst in self.registry.all():
+            if self._written.get(inst.instance_id, float("-inf")) >= now:
+                continue  # written here after this sync read the store
+            if inst.source == "registered" and inst.state is not InstanceState.GONE and inst.instance_id not in live:
+                self._gone(inst, "registration expired" if inst.expires_at is not None and inst.expires_at <= now
+                           else "deregistered")
         return len(regs)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._expire_loop(), name="registration-expiry")
+        self._sync.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self._sync.stop()
 
     def _ttl(self, value: Any) -> int:
         if value is None:
@@ -123,7 +142,7 @@ class RegistrationService:
         existing = self.registry.get(instance_id)
         return existing is not None and existing.source == "static"
 
-    def register(self, payload: Any) -> Instance:
+    async def register(self, payload: Any) -> Instance:
         if not isinstance(payload, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
         model, instance_id = payload.get("model"), payload.get("instance_id")
@@ -139,55 +158,51 @@ class RegistrationService:
         if self._is_static(instance_id):
             raise ApiError(409, f"'{instance_id}' is a static instance of this gateway.", code="instance_id_taken",
                            param="instance_id")
-        now = time.time()
+        now = self._written[instance_id] = self.clock()
         reg = Registration(instance_id, model, url, ttl, now, now + ttl)
-        self.store.upsert(reg)
+        await self.store.upsert(reg)
         instance = self._apply(reg)
         log.info("registered %s (%s) at %s for %ds", instance_id, model, url, ttl)
         return instance
 
-    def heartbeat(self, instance_id: str, payload: Any) -> Instance:
+    async def heartbeat(self, instance_id: str, payload: Any) -> Instance:
         ttl_value = payload.get("ttl_seconds") if isinstance(payload, dict) else None
-        instance = self.registry.get(instance_id)
-        if instance is None or instance.source != "registered" or instance.state is InstanceState.GONE:
+        ttl = self._ttl(ttl_value) if ttl_value is not None else None
+        stored = await self.store.get(instance_id)
+        now = self._written[instance_id] = self.clock()
+        reg = None
+        if stored is not None and not self._is_static(instance_id):
+            reg = await self.store.renew(instance_id, ttl or stored.ttl_seconds, now)
+        if reg is None or reg.model not in self.registry.catalogue.models:
+            instance = self.registry.get(instance_id)
+            if instance is not None and instance.source == "registered":
+                self._gone(instance, "registration expired")
             raise ApiError(404, f"No registered instance '{instance_id}'; register again.",
                            code="instance_not_found")
-        ttl = self._ttl(ttl_value) if ttl_value is not None else (self._stored_ttl(instance_id) or self.default_ttl)
-        now = time.time()
-        if not self.store.renew(instance_id, ttl, now):
-            self.store.upsert(Registration(instance_id, instance.model, instance.url, ttl,
-                                           instance.registered_at or now, now + ttl))
-        instance.expires_at = now + ttl
-        return instance
+        return self._apply(reg)
 
-    def _stored_ttl(self, instance_id: str) -> int | None:
-        reg = self.store.get(instance_id)
-        return reg.ttl_seconds if reg else None
-
-    def deregister(self, instance_id: str) -> Instance:
+    async def deregister(self, instance_id: str) -> Instance:
         instance = self.registry.get(instance_id)
-        removed = self.store.delete(instance_id)
+        removed = await self.store.delete(instance_id)
         if instance is None or instance.source != "registered" or (instance.state is InstanceState.GONE and not removed):
             raise ApiError(404, f"No registered instance '{instance_id}'.", code="instance_not_found")
         self._gone(instance, "deregistered")
         return instance
 
     def expire(self, now: float | None = None) -> list[Instance]:
-        now = time.time() if now is None else now
+        """Mark registrations past their expiry gone (in memory: works while the store is down)."""
+        now = self.clock() if now is None else now
         expired = [inst for inst in self.registry.all() if inst.source == "registered"
                    and inst.state is not InstanceState.GONE and inst.expires_at is not None and inst.expires_at <= now]
         for inst in expired:
-            self.store.delete(inst.instance_id)
             self._gone(inst, "registration expired")
         return expired
 
-    async def _expire_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_interval)
-            try:
-                self.expire()
-            except Exception:
-                log.exception("expiring registrations failed")
+    async def _sync_once(self) -> None:
+        self.expire()
+        await self.sync()
+        cutoff = self.clock() - 60
+        self._written = {k: t for k, t in self._written.items() if t > cutoff}
 
     def _gone(self, instance: Instance, why: str) -> None:
         instance.last_error = why

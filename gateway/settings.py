@@ -1,7 +1,8 @@
 """Typed settings of the gateway process.
 
-Every field can be set by environment (``ARENA_GATEWAY_<FIELD>``); defaults come from the
-catalogue's `fleet` section, so a fleet setting is named in one place. Three secrets keep the
+Every field can be set by environment (``ARENA_GATEWAY_<FIELD>``); fields left unset take the
+catalogue's `fleet` section (`for_catalogue`, `with_fleet_defaults`), so a fleet setting is named
+in one place and the catalogue is passed in, never read from a global. Three secrets keep the
 names the rest of the fleet uses: ``ARENA_REGISTRATION_TOKEN`` and ``ARENA_INSTANCE_SECRET``.
 """
 
@@ -10,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue, FleetSettings
 from shared.instance_auth import INSTANCE_SECRET_ENV
 
 
@@ -45,6 +46,8 @@ class GatewaySettings(BaseSettings):
     max_connections: int = Field(512, ge=1, description="pooled upstream connections")
 
     # Instances.
+    instance_urls: dict[str, list[str]] | None = Field(
+        None, description="static instances, model key -> URLs; unset: <KEY>_API_URL, BASE_DOMAIN or the catalogue")
     catalogue_instances: bool = Field(
         True, description="without <KEY>_API_URL, use the catalogue's ports (or BASE_DOMAIN hostnames)")
     registration_token: str | None = Field(
@@ -59,7 +62,15 @@ class GatewaySettings(BaseSettings):
     admin_key: str | None = Field(None, description="bearer key of the admin endpoints; unset: admin API off")
     default_rpm: int = Field(0, ge=0, description="requests per minute of a key without its own limit; 0: none")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    db_path: Path | None = Field(None, description="SQLite file of keys and registrations; default fleet data dir")
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("ARENA_DATABASE_URL", "ARENA_GATEWAY_DATABASE_URL"),
+        description="the store: postgresql://user:password@host/db; unset: the SQLite file db_path")
+    db_path: Path | None = Field(None, description="SQLite file of the store when ARENA_DATABASE_URL is unset; "
+                                                   "default <fleet data dir>/gateway.sqlite3")
+    key_refresh: float = Field(2.0, gt=0, description="seconds between reloads of the API keys from the store")
+    registration_sync: float = Field(1.0, gt=0, description="seconds between syncs of registrations from the store")
+    unvoted_battle_ttl: float = Field(7 * 24 * 3600, gt=0, description="seconds before an unvoted battle is pruned")
+    prune_interval: float = Field(600.0, gt=0, description="seconds between prunes of old battles and rate windows")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -68,22 +79,28 @@ class GatewaySettings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("registration_token", "instance_secret", "admin_key", mode="before")
+    @field_validator("registration_token", "instance_secret", "admin_key", "database_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @model_validator(mode="after")
-    def _fleet_defaults(self) -> "GatewaySettings":
-        fleet = default_catalogue().fleet
-        self.host = self.host or fleet.gateway_host
-        self.port = fleet.gateway_port if self.port is None else self.port
-        self.health_interval = self.health_interval or fleet.health_interval
-        self.health_timeout = self.health_timeout or fleet.health_timeout
-        self.request_timeout = self.request_timeout or fleet.request_timeout
-        self.db_path = self.db_path or fleet.data_path() / "gateway.sqlite3"
-        return self
+    @classmethod
+    def for_catalogue(cls, catalogue: Catalogue, **overrides: Any) -> "GatewaySettings":
+        """Settings from the environment and `overrides`, unset fields from the catalogue's fleet."""
+        return cls(**overrides).with_fleet_defaults(catalogue.fleet)
 
     @property
-    def catalogue(self) -> Catalogue:
-        return default_catalogue()
+    def store_url(self) -> str:
+        """The store's database URL: ARENA_DATABASE_URL, else the SQLite file `db_path`."""
+        return self.database_url or f"sqlite:///{self.db_path}"
+
+    def with_fleet_defaults(self, fleet: FleetSettings) -> "GatewaySettings":
+        """A copy whose unset fields take the fleet's values."""
+        return self.model_copy(update={
+            "host": self.host or fleet.gateway_host,
+            "port": fleet.gateway_port if self.port is None else self.port,
+            "health_interval": self.health_interval or fleet.health_interval,
+            "health_timeout": self.health_timeout or fleet.health_timeout,
+            "request_timeout": self.request_timeout or fleet.request_timeout,
+            "db_path": self.db_path or fleet.data_path() / "gateway.sqlite3",
+        })

@@ -2,6 +2,7 @@
 
 For each catalogue model, the first of these that applies:
 
+0. The gateway settings' ``instance_urls`` (model key -> URLs), when given: exactly those.
 1. ``<KEY>_API_URL`` (e.g. ``SMOLLM2_135M_API_URL``): one URL, or several separated by commas;
    set but empty means the model has no static instance.
 2. ``BASE_DOMAIN`` (or the catalogue's ``fleet.base_domain``): ``https://<hostname>.<domain>``.
@@ -23,8 +24,11 @@ def api_url_env(model_key: str) -> str:
 
 
 def static_instances(catalogue: Catalogue, *, use_catalogue: bool = True,
-                     environ: Mapping[str, str] | None = None) -> list[Instance]:
+                     environ: Mapping[str, str] | None = None,
+                     urls: Mapping[str, list[str]] | None = None) -> list[Instance]:
     env = os.environ if environ is None else environ
+    if urls is not None:  # explicit: these models' URLs, no other instance
+        env = {api_url_env(key): ",".join(urls.get(key, [])) for key in catalogue.models}
     base_domain = env.get("BASE_DOMAIN") or catalogue.fleet.base_domain
     found: list[Instance] = []
     for key, spec in catalogue.models.items():

@@ -1,7 +1,8 @@
 """`GET /status`: the fleet as a small HTML page that refreshes itself from `/api/status`.
 
-Rendered on the server first (so it reads without JavaScript, and a meta refresh keeps it
-live), then redrawn in place every two seconds by a few lines of script.
+Rendered on the server (so it reads without JavaScript, and a meta refresh keeps it live); with
+JavaScript, a few lines swap in freshly rendered rows from `/status/fragment` every two
+seconds. The rows are rendered in this module only.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _rows(snapshot: dict[str, Any]) -> str:
         for inst in model["instances"]:
             rows.append(
                 "<tr>"
-                f'<td><code>{escape(inst["instance_id"])}</code><br><small>{escape(inst["url"])}</small></td>'
+                f'<td><code>{escape(inst["instance_id"])}</code>{"<br><small>" + escape(inst["url"]) + "</small>" if inst.get("url") else ""}</td>'
                 f'<td><span class="state {escape(inst["state"])}">{escape(inst["state"])}</span>'
                 f'{"<br><small>" + escape(inst["last_error"]) + "</small>" if inst["last_error"] else ""}</td>'
                 f'<td>{_fmt(inst["last_probe_latency_ms"], " ms")}</td>'
@@ -49,28 +50,14 @@ def _rows(snapshot: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+# The rows are rendered here only: the script swaps in the fragment `/status/fragment` serves.
 _SCRIPT = """
-const esc = s => String(s ?? '–').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
-const num = (v, suffix='') => v == null ? '–' : esc((typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : v) + suffix);
-const up = s => { if (s == null) return '–'; s = Math.floor(s); const h = Math.floor(s/3600), m = Math.floor(s%3600/60);
-  return h ? `${h}h${String(m).padStart(2,'0')}m` : `${m}m${String(s%60).padStart(2,'0')}s`; };
 async function refresh() {
   try {
-    const r = await fetch('/api/status', {cache: 'no-store'});
-    const s = await r.json();
-    let html = '';
-    for (const m of s.models) {
-      html += `<tr class="model"><th colspan="8">${esc(m.display_name)} <code>${esc(m.key)}</code> <span class="state ${esc(m.status)}">${esc(m.status)}</span> ${m.ready_instances}/${m.instances_total} ready</th></tr>`;
-      if (!m.instances.length) html += '<tr><td colspan="8" class="none">no instance</td></tr>';
-      for (const i of m.instances) {
-        html += `<tr><td><code>${esc(i.instance_id)}</code><br><small>${esc(i.url)}</small></td>`
-          + `<td><span class="state ${esc(i.state)}">${esc(i.state)}</span>${i.last_error ? '<br><small>' + esc(i.last_error) + '</small>' : ''}</td>`
-          + `<td>${num(i.last_probe_latency_ms, ' ms')}</td><td>${num(i.active)}</td><td>${num(i.queued)}</td>`
-          + `<td>${num(i.outstanding)}</td><td>${num(i.tokens_per_second)}</td><td>${up(i.uptime_seconds)}</td></tr>`;
-      }
-    }
-    document.getElementById('rows').innerHTML = html;
-    document.getElementById('summary').textContent = `${s.models_online}/${s.models_total} models online`;
+    const r = await fetch('/status/fragment', {cache: 'no-store'});
+    const f = await r.json();
+    document.getElementById('rows').innerHTML = f.rows;
+    document.getElementById('summary').textContent = f.summary;
     document.getElementById('updated').textContent = new Date().toLocaleTimeString();
   } catch (e) {
     document.getElementById('updated').textContent = 'gateway unreachable';
@@ -89,13 +76,22 @@ tr.model th{background:#f4f4f4;padding-top:.8rem}small{color:#666}.none{color:#9
 """
 
 
+def _summary(snapshot: dict[str, Any]) -> str:
+    return f"{snapshot['models_online']}/{snapshot['models_total']} models online"
+
+
+def render_status_fragment(snapshot: dict[str, Any]) -> dict[str, str]:
+    """What the page's script swaps in: the summary line (text) and the table's rows (HTML)."""
+    return {"summary": _summary(snapshot), "rows": _rows(snapshot)}
+
+
 def render_status_page(snapshot: dict[str, Any]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Fleet status · Serverless LLM Arena</title><style>{_STYLE}</style></head>
 <body><h1>Fleet status</h1>
-<p><span id="summary">{snapshot["models_online"]}/{snapshot["models_total"]} models online</span>
+<p><span id="summary">{escape(_summary(snapshot))}</span>
 · updated <span id="updated">now</span> · <a href="/api/status">JSON</a> · <a href="/metrics">metrics</a></p>
 <table><thead><tr><th>instance</th><th>state</th><th>last probe</th><th>active</th><th>queued</th>
 <th>outstanding</th><th>tokens/s</th><th>uptime</th></tr></thead>

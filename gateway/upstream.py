@@ -31,13 +31,13 @@ from gateway.http_client import (ConnectError, ConnectTimeout, HttpClient, HttpE
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
+from shared import sse
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
 
 log = logging.getLogger("gateway.upstream")
 
-DONE_EVENT = b"data: [DONE]\n\n"
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 # Instance failures that say the server itself is gone (not merely slow).
@@ -68,6 +68,9 @@ class _Retryable(Exception):
         self.headers = headers or {}
 
 
+BATTLE_LABEL = "arena-battle"
+
+
 @dataclass
 class _Call:
     """What one client request went through, for the request log and metrics."""
@@ -85,6 +88,18 @@ class _Call:
     completion_tokens: int | None = None
     chunks: int = 0
     key_id: str | None = None
+    # A battle side: counted in the metrics under BATTLE_LABEL, not its model or instance, and
+    # not in the instance's public counters, so that nobody watching /metrics or /api/status
+    # learns which model is answering a blind battle.
+    private: bool = False
+
+    @property
+    def label(self) -> str:
+        return BATTLE_LABEL if self.private else self.model
+
+    def count_on(self, instance: Instance, field_name: str) -> None:
+        if not self.private:
+            setattr(instance, field_name, getattr(instance, field_name) + 1)
 
 
 @dataclass
@@ -147,18 +162,20 @@ class UpstreamProxy:
 
     # -- the arena's entry point ---------------------------------------------------------
 
-    async def stream_chat(self, body: dict[str, Any], info: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
+    async def stream_chat(self, body: dict[str, Any], info: dict[str, Any] | None = None, *,
+                          private: bool = False) -> AsyncIterator[bytes]:
         """Raw SSE bytes of a streamed chat completion of ``body["model"]``.
 
         Raises `ApiError` before the first chunk (unknown model, no ready instance, every
         attempt failed); closing the generator closes the upstream request. ``info``, if given,
-        receives ``model`` and ``instance_id`` once an instance answered.
+        receives ``model`` and ``instance_id`` once an instance answered. ``private`` (a battle
+        side) keeps the request out of the per-model and per-instance counters.
         """
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
         model = self.resolve_model(body)
         body = {**body, "model": model, "stream": True}
-        call = _Call("/v1/chat/completions", model, True)
+        call = _Call("/v1/chat/completions", model, True, private=private)
         opened = await self._open(call, body, None, stream=True)
         if info is not None:
             info.update(model=model, instance_id=opened.instance.instance_id)
@@ -251,7 +268,7 @@ class UpstreamProxy:
                         raise first
                     return await self._attempt(call, body, raw, stream, tried)
         except _Retryable as exc:
-            self.metrics.error(call.model, exc.reason)
+            self.metrics.error(call.label, exc.reason)
             if exc.content is not None and exc.status == 503:
                 headers = {"Retry-After": exc.headers.get("retry-after", "1")}
                 raise ApiError(503, _upstream_message(exc.content) or exc.message, code="instances_busy",
@@ -266,7 +283,7 @@ class UpstreamProxy:
         instance = self.pick(call.model, tried)
         tried.add(instance.instance_id)
         if call.attempts:
-            self.metrics.retries.labels(call.model, "next_instance").inc()
+            self.metrics.retries.labels(call.label, "next_instance").inc()
         call.attempts += 1
         call.instance = instance
         if raw is None or instance.served_model:
@@ -275,7 +292,7 @@ class UpstreamProxy:
         else:
             content = raw
         instance.outstanding += 1
-        instance.requests_total += 1
+        call.count_on(instance, "requests_total")
         response: HttpResponse | None = None
         try:
             response = await self._client.request("POST", instance.url + call.endpoint, content)
@@ -299,7 +316,7 @@ class UpstreamProxy:
             if response is not None:
                 response.close()
             instance.outstanding -= 1
-            instance.errors_total += 1
+            call.count_on(instance, "errors_total")
             reason = _error_kind(exc)
             if isinstance(exc, _DEAD_ERRORS):
                 self.monitor.mark_failed(instance, f"{type(exc).__name__} on a request")
@@ -322,15 +339,15 @@ class UpstreamProxy:
                 self._count_chunk(call, chunk)
                 yield chunk
         except HttpError as exc:
-            instance.errors_total += 1
+            call.count_on(instance, "errors_total")
             call.error = "upstream_stream_broken"
-            self.metrics.error(call.model, call.error)
+            self.metrics.error(call.label, call.error)
             if isinstance(exc, _DEAD_ERRORS):
                 self.monitor.mark_failed(instance, f"{type(exc).__name__} during a stream")
             error = ApiError(502, f"The instance serving '{call.model}' broke off the stream "
                                   f"({type(exc).__name__}); the answer is incomplete.",
                              code="upstream_stream_broken")
-            yield b"\n\n" + error.sse_event() + DONE_EVENT
+            yield b"\n\n" + sse.error_event(error.body())
         except (asyncio.CancelledError, GeneratorExit):
             call.error = call.error or "client_disconnected"
             raise
@@ -364,20 +381,21 @@ class UpstreamProxy:
     def _record(self, call: _Call) -> None:
         elapsed = time.perf_counter() - call.started
         instance_id = call.instance.instance_id if call.instance else "-"
+        label, counted_instance = (call.label, BATTLE_LABEL if call.private else instance_id)
         m = self.metrics
-        m.requests.labels(call.model, instance_id, call.endpoint, str(call.status)).inc()
-        m.latency.labels(call.model, instance_id, "true" if call.stream else "false").observe(elapsed)
+        m.requests.labels(label, counted_instance, call.endpoint, str(call.status)).inc()
+        m.latency.labels(label, counted_instance, "true" if call.stream else "false").observe(elapsed)
         if call.error:
-            m.error(call.model, call.error)
+            m.error(label, call.error)
         if call.ttft is not None:
-            m.ttft.labels(call.model, instance_id).observe(call.ttft)
+            m.ttft.labels(label, counted_instance).observe(call.ttft)
         completion = call.completion_tokens
         if completion is None and call.stream and call.chunks:
             completion = max(0, call.chunks - 2)  # chunks minus the role and finish chunks
         if completion:
-            m.tokens.labels(call.model, instance_id, "completion").inc(completion)
+            m.tokens.labels(label, counted_instance, "completion").inc(completion)
         if call.prompt_tokens:
-            m.tokens.labels(call.model, instance_id, "prompt").inc(call.prompt_tokens)
+            m.tokens.labels(label, counted_instance, "prompt").inc(call.prompt_tokens)
         log_request(endpoint=call.endpoint, model=call.model, instance=instance_id, status=call.status,
                     stream=call.stream, attempts=call.attempts, ms=round(elapsed * 1000, 2),
                     ttft_ms=None if call.ttft is None else round(call.ttft * 1000, 2),

@@ -14,6 +14,17 @@ import time
 from typing import TextIO
 
 
+def escape_data(text: str) -> str:
+    """A workflow command's message: `%`, CR and LF escaped, or the runner cuts the message at
+    the first line break (actions/toolkit, packages/core/src/command.ts, `escapeData`)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """A workflow command's property (`title=...`): also `:` and `,` (`escapeProperty`)."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
 class JobLog:
     def __init__(self, stream: TextIO | None = None, *, on_actions: bool | None = None,
                  prefix: str = "runner") -> None:
@@ -49,14 +60,17 @@ class JobLog:
     def info(self, message: str) -> None:
         self._write(f"{time.strftime('%H:%M:%S')} [{self.prefix}] {message}")
 
-    def warning(self, message: str) -> None:
+    def _annotate(self, command: str, message: str) -> None:
         if self.on_actions:
-            self._write(f"::warning title={self.prefix}::{message}")
+            # Redacted before escaping, so a secret is found whatever characters surround it.
+            self.stream.write(f"::{command} title={escape_property(self.prefix)}::"
+                              f"{escape_data(self.redact(message))}\n")
+            self.stream.flush()
         else:
-            self._write(f"{time.strftime('%H:%M:%S')} [{self.prefix}] WARNING {message}")
+            self._write(f"{time.strftime('%H:%M:%S')} [{self.prefix}] {command.upper()} {message}")
+
+    def warning(self, message: str) -> None:
+        self._annotate("warning", message)
 
     def error(self, message: str) -> None:
-        if self.on_actions:
-            self._write(f"::error title={self.prefix}::{message}")
-        else:
-            self._write(f"{time.strftime('%H:%M:%S')} [{self.prefix}] ERROR {message}")
+        self._annotate("error", message)

@@ -11,6 +11,8 @@
 #   of the flags, so a different set of flags always means a different, deliberate build.
 #
 # Usage: scripts/build_llama_cpp.sh PYTHON VERSION
+#        scripts/build_llama_cpp.sh --print-key VERSION   (the build's key: version and CPU flags;
+#        CI keys its virtualenv cache on it, so a venv built for one CPU never lands on another)
 set -euo pipefail
 
 python_bin=${1:?usage: build_llama_cpp.sh PYTHON VERSION}
@@ -24,7 +26,7 @@ cpu_flags() {
         echo "-DGGML_NATIVE=ON"
         return
     fi
-    local flags; flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+    local flags; flags=$(grep -m1 '^flags' "${ARENA_CPUINFO:-/proc/cpuinfo}" 2>/dev/null || true)
     has() { [[ " $flags " == *" $1 "* ]]; }
     local args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
     has avx && args+=" -DGGML_AVX=ON"
@@ -40,6 +42,10 @@ cpu_flags() {
 
 cmake_args="$(cpu_flags) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
 key=$(printf '%s|%s' "$version" "$cmake_args" | sha256sum | cut -c1-16)
+if [[ "$python_bin" == "--print-key" ]]; then
+    echo "$key"
+    exit 0
+fi
 cache_root=${ARENA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/serverless-llm-arena/wheels}
 wheel_dir="$cache_root/llama-cpp-python-$version-$key"
 marker_dir=$("$python_bin" -c 'import sys; print(sys.prefix)')

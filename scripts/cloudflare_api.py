@@ -1,8 +1,11 @@
 """A small client of Cloudflare's v4 API: tunnels (cfd_tunnel), their configuration, zones, DNS.
 
 Every answer is Cloudflare's envelope ``{"success", "errors", "messages", "result",
-"result_info"}``; lists are read page by page from ``result_info.total_pages``. 429 and 5xx
-are retried with tenacity (honouring `Retry-After`); a bad token fails at once.
+"result_info"}``; lists are read page by page from ``result_info.total_pages``. 429 (the API's
+global limit, 1,200 requests per five minutes per user, developers.cloudflare.com/fundamentals/
+api/reference/limits/) and 5xx are retried through the fleet's one scaffold
+(`scripts/retrying.py`), honouring `Retry-After`; a bad token fails at once, naming the
+permissions the token needs.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+from scripts.retrying import RetryPolicy, TransientError
 
 API_URL = "https://api.cloudflare.com/client/v4"
+TOKEN_PERMISSIONS = ("Account > Cloudflare Tunnel: Edit, Zone > Zone: Read and Zone > DNS: Edit")
 
 
 class CloudflareError(RuntimeError):
@@ -23,10 +28,8 @@ class CloudflareAuthError(CloudflareError):
     pass
 
 
-class CloudflareTransientError(CloudflareError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class CloudflareTransientError(TransientError, CloudflareError):
+    pass
 
 
 def _errors(response: httpx.Response) -> str:
@@ -47,9 +50,7 @@ class CloudflareClient:
         if not account_id:
             raise CloudflareError("no Cloudflare account: set CLOUDFLARE_ACCOUNT_ID")
         self.account_id = account_id
-        self._attempts = attempts
-        self._backoff = backoff
-        self._max_wait = max_wait
+        self.retry = RetryPolicy(attempts=attempts, backoff=backoff, max_wait=max_wait)
         self.writes = 0
         self._http = httpx.Client(base_url=api_url, transport=transport, timeout=30.0,
                                   headers={"Authorization": f"Bearer {token}"})
@@ -57,18 +58,8 @@ class CloudflareClient:
     def close(self) -> None:
         self._http.close()
 
-    def _wait(self, state: Any) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = getattr(exc, "retry_after", None)
-        return min(self._max_wait, hinted if hinted is not None else self._backoff * 2 ** (state.attempt_number - 1))
-
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        retrying = Retrying(retry=retry_if_exception_type(CloudflareTransientError),
-                            stop=stop_after_attempt(self._attempts), wait=self._wait, reraise=True)
-        for attempt in retrying:
-            with attempt:
-                return self._call_once(method, path, **kwargs)
-        raise AssertionError("unreachable")
+        return self.retry.call(lambda: self._call_once(method, path, **kwargs))
 
     def _call_once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -82,8 +73,8 @@ class CloudflareClient:
                                            float(retry_after) if retry_after and retry_after.isdigit() else None)
         if response.status_code in (401, 403):
             raise CloudflareAuthError(
-                f"{what}: {_errors(response)}. CLOUDFLARE_API_TOKEN needs Account > Cloudflare Tunnel: Edit "
-                "and Zone > DNS: Edit, and CLOUDFLARE_ACCOUNT_ID must be its account.")
+                f"{what}: {_errors(response)}. CLOUDFLARE_API_TOKEN needs {TOKEN_PERMISSIONS}, "
+                "and CLOUDFLARE_ACCOUNT_ID must be its account.")
         try:
             body = response.json()
         except ValueError:
@@ -130,9 +121,13 @@ class CloudflareClient:
     # -- zones and DNS -----------------------------------------------------------------------
 
     def zone_id(self, domain: str) -> str:
+        # A token without Zone > Zone: Read is not refused here: the list simply leaves out the
+        # zones it may not read, so an empty answer may be a missing permission.
         zones = [z for z in self._list("/zones", {"name": domain}) if z.get("name") == domain]
         if not zones:
-            raise CloudflareError(f"no zone named {domain} on this Cloudflare account")
+            raise CloudflareError(
+                f"no zone named {domain} is visible to CLOUDFLARE_API_TOKEN: either the zone is not on this "
+                f"account, or the token lacks Zone > Zone: Read for it (it needs {TOKEN_PERMISSIONS})")
         return str(zones[0]["id"])
 
     def dns_records(self, zone_id: str, name: str) -> list[dict[str, Any]]:
@@ -146,3 +141,6 @@ class CloudflareClient:
     def update_cname(self, zone_id: str, record_id: str, name: str, target: str) -> None:
         self._call("PATCH", f"/zones/{zone_id}/dns_records/{record_id}", json={
             "type": "CNAME", "name": name, "content": target, "proxied": True, "ttl": 1})
+
+    def delete_record(self, zone_id: str, record_id: str) -> None:
+        self._call("DELETE", f"/zones/{zone_id}/dns_records/{record_id}")

@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from shared.catalogue import Catalogue, ModelSpec, load_catalogue
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -42,122 +44,99 @@ def instance_labels(instances: int, instance: str = "") -> list[str]:
     return [str(n) for n in range(1, instances + 1)]
 
 
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML: no anchors or aliases for repeated values, lists indented under their key."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def render_yaml(header: str, data: dict) -> str:
+    """A generated file: comment lines, then `data` written by PyYAML (every value quoted as YAML
+    needs, so a catalogue value can never change the file's structure)."""
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return GENERATED_NOTE + comments + yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=4096,
+                                                  default_flow_style=False, allow_unicode=True)
+
+
+def _expr(name: str) -> str:
+    return "${{ " + name + " }}"
+
+
 def dispatcher_workflow(catalogue: Catalogue) -> str:
-    options = "".join(f"          - {key}\n" for key in catalogue.models)
-    duration = f"{catalogue.fleet.runner_duration_hours:g}"
-    return GENERATED_NOTE + f"""# The fleet's one dispatcher: `make fleet-up`, and every runner's successor, start a run here.
-# The run title carries the exact labels a run is found by (scripts/fleet_labels.py).
-name: fleet
-run-name: arena-fleet model=${{{{ inputs.model }}}} instance=${{{{ inputs.instance || 'all' }}}} id=${{{{ inputs.instance_id || '-' }}}}
+    inputs = {
+        "model": {"description": "Model to serve (a catalogue key)", "type": "choice", "required": True,
+                  "options": list(catalogue.models)},
+        "instances": {"description": f"Instances of the model, 1-{MAX_INSTANCES} (a matrix)", "type": "choice",
+                      "default": "1", "options": [str(n) for n in range(1, MAX_INSTANCES + 1)]},
+        "instance": {"description": "One instance label only (set by a predecessor)", "type": "string",
+                     "default": ""},
+        "instance_id": {"description": "Registration id chosen by the predecessor", "type": "string",
+                        "default": ""},
+        "predecessor_id": {"description": "Instance id of the run this one replaces", "type": "string",
+                           "default": ""},
+        "duration_hours": {"description": "Hours before the hard limit; the successor starts a margin earlier",
+                           "type": "string", "default": f"{catalogue.fleet.runner_duration_hours:g}"},
+        "auto_restart": {"description": "Start a successor before the time is up", "type": "boolean",
+                         "default": True},
+    }
+    workflow = {
+        "name": "fleet",
+        "run-name": "arena-fleet model=" + _expr("inputs.model") + " instance=" + _expr("inputs.instance || 'all'")
+                    + " id=" + _expr("inputs.instance_id || '-'"),
+        "on": {"workflow_dispatch": {"inputs": inputs}},
+        "permissions": {"actions": "write", "contents": "read"},
+        "jobs": {"inference": {
+            "uses": "./.github/workflows/inference.yml",
+            "with": {"model": _expr("inputs.model"), "instances": _expr("fromJSON(inputs.instances)"),
+                     **{name: _expr(f"inputs.{name}") for name in
+                        ("instance", "instance_id", "predecessor_id", "duration_hours", "auto_restart")}},
+            "secrets": "inherit",
+        }},
+    }
+    return render_yaml("The fleet's one dispatcher: `make fleet-up`, and every runner's successor, start a run here.\n"
+                       "The run title carries the exact labels a run is found by (scripts/fleet_labels.py).",
+                       workflow)
 
-on:
-  workflow_dispatch:
-    inputs:
-      model:
-        description: Model to serve (a catalogue key)
-        type: choice
-        required: true
-        options:
-{options}      instances:
-        description: Instances of the model, 1-{MAX_INSTANCES} (a matrix)
-        type: choice
-        default: "1"
-        options: ["1", "2", "3"]
-      instance:
-        description: One instance label only (set by a predecessor)
-        type: string
-        default: ""
-      instance_id:
-        description: Registration id chosen by the predecessor
-        type: string
-        default: ""
-      predecessor_id:
-        description: Instance id of the run this one replaces
-        type: string
-        default: ""
-      duration_hours:
-        description: Hours before the hard limit; the successor starts a margin earlier
-        type: string
-        default: "{duration}"
-      auto_restart:
-        description: Start a successor before the time is up
-        type: boolean
-        default: true
 
-permissions:
-  actions: write
-  contents: read
-
-jobs:
-  inference:
-    uses: ./.github/workflows/inference.yml
-    with:
-      model: ${{{{ inputs.model }}}}
-      instances: ${{{{ fromJSON(inputs.instances) }}}}
-      instance: ${{{{ inputs.instance }}}}
-      instance_id: ${{{{ inputs.instance_id }}}}
-      predecessor_id: ${{{{ inputs.predecessor_id }}}}
-      duration_hours: ${{{{ inputs.duration_hours }}}}
-      auto_restart: ${{{{ inputs.auto_restart }}}}
-    secrets: inherit
-"""
+def _healthcheck(port: int, path: str, **extra: str) -> dict:
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}')"
+    return {"test": ["CMD", "python", "-c", probe], "interval": "10s", "timeout": "3s", "retries": 3, **extra}
 
 
 def compose_file(catalogue: Catalogue) -> str:
     fleet = catalogue.fleet
-    lines = [GENERATED_NOTE.rstrip("\n"),
-             "# The gateway, plus one profile per model: `docker compose --profile smollm2-135m up`.",
-             "# Instances register with the gateway like runners do (ARENA_REGISTRATION_TOKEN).",
-             "x-arena-image: &arena-image",
-             "  build:",
-             "    context: .",
-             "    dockerfile: Dockerfile",
-             "  image: serverless-llm-arena:local",
-             "",
-             "services:",
-             "  gateway:",
-             "    <<: *arena-image",
-             f"    command: [\"arena\", \"gateway\", \"--host\", \"0.0.0.0\", \"--port\", \"{fleet.gateway_port}\"]",
-             "    environment:",
-             "      ARENA_REGISTRATION_TOKEN: ${ARENA_REGISTRATION_TOKEN:?set a registration token}",
-             "      ARENA_GATEWAY_DB_PATH: /data/gateway.sqlite3",
-             "    ports:",
-             f"      - \"{fleet.gateway_port}:{fleet.gateway_port}\"",
-             "    volumes:",
-             "      - arena-data:/data",
-             "    healthcheck:",
-             f"      test: [\"CMD\", \"python\", \"-c\", \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{fleet.gateway_port}/health/live')\"]",
-             "      interval: 10s",
-             "      timeout: 3s",
-             "      retries: 3",
-             ""]
+    image = {"build": {"context": ".", "dockerfile": "Dockerfile"}, "image": "serverless-llm-arena:local"}
+    token = "${ARENA_REGISTRATION_TOKEN:?set a registration token}"
+    services: dict = {"gateway": {
+        **image,
+        "command": ["arena", "gateway", "--host", "0.0.0.0", "--port", str(fleet.gateway_port)],
+        "environment": {"ARENA_REGISTRATION_TOKEN": token, "ARENA_FLEET__DATA_DIR": "/data"},
+        "ports": [f"{fleet.gateway_port}:{fleet.gateway_port}"],
+        "volumes": ["arena-data:/data"],
+        "healthcheck": _healthcheck(fleet.gateway_port, "/health/live"),
+    }}
     for key, spec in catalogue.models.items():
-        lines += [
-            f"  {key}:",
-            "    <<: *arena-image",
-            f"    profiles: [\"{key}\"]",
-            f"    command: [\"arena\", \"runner\", \"{key}\", \"--host\", \"0.0.0.0\", \"--port\", \"{spec.port}\","
-            " \"--tunnel\", \"none\", \"--successor\", \"none\", \"--no-auto-restart\","
-            " \"--duration-hours\", \"8760\"]",
-            "    environment:",
-            f"      ARENA_GATEWAY_URL: http://gateway:{fleet.gateway_port}",
-            "      ARENA_REGISTRATION_TOKEN: ${ARENA_REGISTRATION_TOKEN:?set a registration token}",
-            f"      ARENA_RUNNER_PUBLIC_URL: http://{key}:{spec.port}",
-            "      ARENA_FLEET__MODEL_CACHE_DIR: /models",
-            "    volumes:",
-            "      - arena-models:/models",
-            "    depends_on:",
-            "      gateway:",
-            "        condition: service_healthy",
-            "    healthcheck:",
-            f"      test: [\"CMD\", \"python\", \"-c\", \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{spec.port}/health')\"]",
-            "      interval: 10s",
-            "      timeout: 3s",
-            "      retries: 3",
-            "      start_period: 120s",
-            ""]
-    lines += ["volumes:", "  arena-data:", "  arena-models:", ""]
-    return "\n".join(lines)
+        services[key] = {
+            **image,
+            "profiles": [key],
+            "command": ["arena", "runner", key, "--host", "0.0.0.0", "--port", str(spec.port), "--tunnel", "none",
+                        "--successor", "none", "--no-auto-restart", "--duration-hours", "8760"],
+            "environment": {"ARENA_GATEWAY_URL": f"http://gateway:{fleet.gateway_port}",
+                            "ARENA_REGISTRATION_TOKEN": token,
+                            "ARENA_RUNNER_PUBLIC_URL": f"http://{key}:{spec.port}",
+                            "ARENA_FLEET__MODEL_CACHE_DIR": "/models"},
+            "volumes": ["arena-models:/models"],
+            "depends_on": {"gateway": {"condition": "service_healthy"}},
+            "healthcheck": _healthcheck(spec.port, "/health", start_period="120s"),
+        }
+    return render_yaml("The gateway, plus one profile per model: `docker compose --profile smollm2-135m up`.\n"
+                       "Instances register with the gateway like runners do (ARENA_REGISTRATION_TOKEN).\n"
+                       "The same catalogue and gateway as the Actions fleet, on machines of your own.",
+                       {"services": services, "volumes": {"arena-data": None, "arena-models": None}})
 
 
 GENERATED = {DISPATCHER_PATH: dispatcher_workflow, COMPOSE_PATH: compose_file}

@@ -11,15 +11,24 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from scripts.retrying import RetryPolicy, TransientError
 
 
 class RegistrationError(RuntimeError):
     """The gateway refused a registration for a reason a retry will not fix."""
 
 
-class GatewayUnavailable(RuntimeError):
+class GatewayUnavailable(TransientError):
     """The gateway did not answer, or answered 5xx."""
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The gateway's OpenAI-shaped `{"error": {"message", ...}}`, or the start of the body."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
 
 
 class GatewayRegistrationClient:
@@ -30,8 +39,8 @@ class GatewayRegistrationClient:
         if not token:
             raise RegistrationError("no registration token: set ARENA_REGISTRATION_TOKEN")
         self.gateway_url = gateway_url.rstrip("/")
-        self._attempts = attempts
-        self._backoff = backoff
+        # Short waits: this runs in the serving loop, between heartbeats.
+        self.retry = RetryPolicy(attempts=attempts, backoff=backoff, max_wait=5.0)
         self._http = httpx.Client(base_url=self.gateway_url, transport=transport, timeout=timeout,
                                   headers={"Authorization": f"Bearer {token}"})
 
@@ -39,22 +48,19 @@ class GatewayRegistrationClient:
         self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        retrying = Retrying(retry=retry_if_exception_type(GatewayUnavailable),
-                            stop=stop_after_attempt(self._attempts),
-                            wait=wait_exponential(multiplier=self._backoff, max=5), reraise=True)
-        for attempt in retrying:
-            with attempt:
-                try:
-                    response = self._http.request(method, path, **kwargs)
-                except httpx.TransportError as exc:
-                    raise GatewayUnavailable(f"{method} {self.gateway_url}{path}: {type(exc).__name__}") from exc
-                if response.status_code >= 500:
-                    raise GatewayUnavailable(f"{method} {self.gateway_url}{path} -> {response.status_code}")
-                if response.status_code == 401 or response.status_code == 403:
-                    raise RegistrationError(
-                        f"the gateway rejected ARENA_REGISTRATION_TOKEN ({response.status_code})")
-                return response
-        raise AssertionError("unreachable")
+        return self.retry.call(lambda: self._request_once(method, path, **kwargs))
+
+    def _request_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayUnavailable(f"{method} {self.gateway_url}{path}: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise GatewayUnavailable(f"{method} {self.gateway_url}{path} -> {response.status_code}")
+        if response.status_code in (401, 403):
+            raise RegistrationError(f"the gateway rejected ARENA_REGISTRATION_TOKEN ({response.status_code}): "
+                                    f"{_error_message(response)}")
+        return response
 
     @staticmethod
     def _path(instance_id: str, suffix: str = "") -> str:
@@ -66,7 +72,7 @@ class GatewayRegistrationClient:
         if response.status_code == 404:
             raise RegistrationError(f"the gateway does not know the model {model!r}")
         if response.status_code >= 400:
-            raise RegistrationError(f"registration refused ({response.status_code}): {response.text[:200]}")
+            raise RegistrationError(f"registration refused ({response.status_code}): {_error_message(response)}")
         return response.json()
 
     def heartbeat(self, instance_id: str) -> bool:
@@ -75,7 +81,7 @@ class GatewayRegistrationClient:
         if response.status_code == 404:
             return False
         if response.status_code >= 400:
-            raise RegistrationError(f"heartbeat refused ({response.status_code}): {response.text[:200]}")
+            raise RegistrationError(f"heartbeat refused ({response.status_code}): {_error_message(response)}")
         return True
 
     def instance(self, instance_id: str) -> dict[str, Any] | None:

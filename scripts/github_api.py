@@ -1,24 +1,35 @@
 """A small client of GitHub's REST API for the fleet: dispatch a workflow, list and cancel runs.
 
-Transient failures (5xx, 429, a 403 that is a rate limit) are retried with tenacity, honouring
-`Retry-After`; a bad or under-privileged token fails at once with an error that says which
-token and which permission. Lists follow the `Link: <...>; rel="next"` header.
+Retries go through the fleet's one scaffold (`scripts/retrying.py`). What is transient follows
+GitHub's "Rate limits for the REST API" (docs.github.com/en/rest/using-the-rest-api/
+rate-limits-for-the-rest-api, "Exceeding the rate limit"): a 403 or 429 is a rate limit when
+`x-ratelimit-remaining` is 0 (primary: wait until `x-ratelimit-reset`), when it carries
+`retry-after` (wait that long), or when its message says so (secondary: wait at least a minute,
+longer each time). A wait longer than the client's `max_wait` is not slept through: the error
+goes to the caller with `retry_after`, so a runner's serving loop never blocks on GitHub. A bad
+or under-privileged token fails at once with an error that says which token and which permission.
+A dispatch is never sent twice by the client: a dispatch that may have created a run raises
+`DispatchUncertain`, and `RunDispatch` looks the run up by its labels before dispatching again.
+Lists follow the `Link: <...>; rel="next"` header.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Mapping
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from scripts.fleet_labels import RunLabels, parse_title
+from scripts.retrying import RetryPolicy, TransientError
 
 API_URL = "https://api.github.com"
 _NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
+SECONDARY_LIMIT_WAIT = 60.0     # "wait for at least one minute before retrying"
 
 
 class GitHubError(RuntimeError):
@@ -29,10 +40,16 @@ class GitHubAuthError(GitHubError):
     """The token is bad (401) or lacks a permission (403)."""
 
 
-class GitHubTransientError(GitHubError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class GitHubTransientError(TransientError, GitHubError):
+    pass
+
+
+class GitHubRateLimited(GitHubTransientError):
+    """A primary or secondary rate limit: `retry_after` says how long to leave GitHub alone."""
+
+
+class DispatchUncertain(GitHubTransientError):
+    """The dispatch failed in a way that may still have created a run (a 5xx, a timeout)."""
 
 
 @dataclass(frozen=True)
@@ -63,27 +80,47 @@ class WorkflowRun:
                    created_at=data.get("created_at") or "", labels=parse_title(title))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value and value.strip().isdigit():
-        return float(value)
-    reset = response.headers.get("x-ratelimit-reset")
-    if response.headers.get("x-ratelimit-remaining") == "0" and reset and reset.isdigit():
-        return max(0.0, float(reset) - time.time())
-    return None
-
-
 def _message(response: httpx.Response) -> str:
     try:
         return str(response.json().get("message") or response.text[:200])
-    except ValueError:
+    except (ValueError, AttributeError):
         return response.text[:200]
+
+
+def rate_limit_wait(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """Seconds to wait when `response` is a rate limit (primary or secondary), else None."""
+    if response.status_code not in (403, 429):
+        return None
+    headers = response.headers
+    retry_after = headers.get("retry-after", "").strip()
+    if retry_after.isdigit():
+        return float(retry_after)
+    reset = headers.get("x-ratelimit-reset", "").strip()
+    if headers.get("x-ratelimit-remaining") == "0":
+        if reset.isdigit():
+            return max(1.0, float(reset) - (time.time() if now is None else now))
+        return SECONDARY_LIMIT_WAIT
+    if response.status_code == 429 or "rate limit" in _message(response).lower():
+        return SECONDARY_LIMIT_WAIT
+    return None
+
+
+TOKEN_VARIABLES = ("WORKFLOW_PAT", "GITHUB_TOKEN")
+
+
+def token_from_environment(environ: Mapping[str, str]) -> tuple[str, str]:
+    """(variable name, token): `WORKFLOW_PAT` when set (its runs can start other runs), else
+    `GITHUB_TOKEN`. The one place this choice is made."""
+    for name in TOKEN_VARIABLES:
+        if environ.get(name):
+            return name, environ[name]
+    return TOKEN_VARIABLES[-1], ""
 
 
 class GitHubClient:
     def __init__(self, repository: str, token: str, *, token_name: str = "GITHUB_TOKEN",
                  api_url: str = API_URL, transport: httpx.BaseTransport | None = None,
-                 attempts: int = 5, backoff: float = 1.0, max_wait: float = 60.0,
+                 attempts: int = 5, backoff: float = 1.0, max_wait: float = 30.0,
                  timeout: float = 30.0) -> None:
         if repository.count("/") != 1:
             raise GitHubError(f"repository {repository!r} is not of the form owner/name")
@@ -91,14 +128,19 @@ class GitHubClient:
             raise GitHubAuthError(f"no GitHub token: set {token_name}")
         self.repository = repository
         self.token_name = token_name
-        self._attempts = attempts
-        self._backoff = backoff
-        self._max_wait = max_wait
+        self.retry = RetryPolicy(attempts=attempts, backoff=backoff, max_wait=max_wait)
         self._http = httpx.Client(
             base_url=api_url, transport=transport, timeout=timeout,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
                      "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "serverless-llm-arena-fleet"},
         )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str], **kwargs: Any) -> "GitHubClient":
+        """The client a job on Actions uses: its repository, API URL and token variables."""
+        token_name, token = token_from_environment(environ)
+        return cls(environ.get("GITHUB_REPOSITORY", ""), token, token_name=token_name,
+                   api_url=environ.get("GITHUB_API_URL") or API_URL, **kwargs)
 
     def close(self) -> None:
         self._http.close()
@@ -111,19 +153,10 @@ class GitHubClient:
 
     # -- transport with retries -------------------------------------------------------------
 
-    def _wait(self, state: Any) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        hinted = getattr(exc, "retry_after", None)
-        computed = self._backoff * (2 ** (state.attempt_number - 1))
-        return min(self._max_wait, hinted if hinted is not None else computed)
-
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        retrying = Retrying(retry=retry_if_exception_type(GitHubTransientError),
-                            stop=stop_after_attempt(self._attempts), wait=self._wait, reraise=True)
-        for attempt in retrying:
-            with attempt:
-                return self._request_once(method, url, **kwargs)
-        raise AssertionError("unreachable")
+    def _request(self, method: str, url: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
+        if not retry:
+            return self._request_once(method, url, **kwargs)
+        return self.retry.call(lambda: self._request_once(method, url, **kwargs))
 
     def _request_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -134,18 +167,19 @@ class GitHubClient:
         if status < 400:
             return response
         what = f"GitHub {method} {url} -> {status}: {_message(response)}"
-        if status == 429 or status >= 500:
-            raise GitHubTransientError(what, _retry_after(response))
-        if status == 403 and (response.headers.get("x-ratelimit-remaining") == "0"
-                              or "retry-after" in response.headers):
-            raise GitHubTransientError(what + " (rate limited)", _retry_after(response))
+        wait = rate_limit_wait(response)
+        if wait is not None:
+            raise GitHubRateLimited(f"{what} (rate limited; retry in {wait:.0f}s)", wait)
+        if status >= 500:
+            raise GitHubTransientError(what)
         if status == 401:
             raise GitHubAuthError(f"{what}. The token in {self.token_name} is invalid or expired.")
         if status == 403:
             raise GitHubAuthError(
                 f"{what}. The token in {self.token_name} may not run workflows on {self.repository}: "
-                "a personal access token needs the 'actions: write' (fine-grained) or 'workflow' "
-                "(classic) permission; a GITHUB_TOKEN needs 'permissions: actions: write'.")
+                "a fine-grained personal access token needs 'Actions: Read and write' on this "
+                "repository, a classic one the 'repo' scope; a GITHUB_TOKEN needs "
+                "'permissions: actions: write' in the workflow.")
         if status == 404:
             raise GitHubError(f"{what}. The workflow or repository does not exist, or the token "
                               f"in {self.token_name} cannot see {self.repository}.")
@@ -154,24 +188,43 @@ class GitHubClient:
     # -- API --------------------------------------------------------------------------------
 
     def dispatch_workflow(self, workflow: str, ref: str, inputs: dict[str, str]) -> DispatchResult:
-        """`POST .../actions/workflows/{workflow}/dispatches`; run details when GitHub gives them."""
-        response = self._request(
-            "POST", f"/repos/{self.repository}/actions/workflows/{workflow}/dispatches",
-            json={"ref": ref, "inputs": inputs, "return_run_details": True})
+        """`POST .../actions/workflows/{workflow}/dispatches` with `return_run_details` (GitHub
+        answers 200 with `workflow_run_id`, `run_url`, `html_url`; without the parameter, or on a
+        server that predates it, 204). Sent once: a failure that may have created a run raises
+        `DispatchUncertain`, never a second POST."""
+        url = f"/repos/{self.repository}/actions/workflows/{workflow}/dispatches"
+        body: dict[str, Any] = {"ref": ref, "inputs": inputs, "return_run_details": True}
+        try:
+            response = self._request("POST", url, retry=False, json=body)
+        except GitHubRateLimited:
+            raise                       # refused before any run was made
+        except GitHubTransientError as exc:
+            raise DispatchUncertain(f"{exc}; the run may exist: look it up before dispatching again") from exc
+        except GitHubError as exc:
+            # A server without run details refuses the parameter with 422: nothing was created.
+            if "422" not in str(exc) or "return_run_details" not in str(exc):
+                raise
+            del body["return_run_details"]
+            response = self._request("POST", url, retry=False, json=body)
         if response.status_code == 200 and response.content:
-            body = response.json()
-            run_id = body.get("workflow_run_id")
-            return DispatchResult(int(run_id) if run_id else None, body.get("html_url"))
+            details = response.json()
+            run_id = details.get("workflow_run_id")
+            return DispatchResult(int(run_id) if run_id else None, details.get("html_url"))
         return DispatchResult(None, None)
 
     def iter_runs(self, workflow: str, *, event: str | None = None, status: str | None = None,
-                  per_page: int = 100, max_pages: int = 10) -> Iterator[WorkflowRun]:
+                  created_since: float | None = None, per_page: int = 100,
+                  max_pages: int = 10) -> Iterator[WorkflowRun]:
         """Runs of one workflow, newest first, across pages (at most `max_pages`)."""
         params: dict[str, Any] | None = {"per_page": per_page}
+        assert params is not None
         if event:
-            params["event"] = event  # type: ignore[index]
+            params["event"] = event
         if status:
-            params["status"] = status  # type: ignore[index]
+            params["status"] = status
+        if created_since is not None:
+            since = datetime.fromtimestamp(created_since, timezone.utc) - timedelta(minutes=2)  # clock skew
+            params["created"] = ">=" + since.strftime("%Y-%m-%dT%H:%M:%SZ")
         url: str | None = f"/repos/{self.repository}/actions/workflows/{workflow}/runs"
         for _ in range(max_pages):
             if url is None:
@@ -183,10 +236,10 @@ class GitHubClient:
             url, params = (match.group(1), None) if match else (None, None)
 
     def find_runs(self, workflow: str, *, model: str, instance: str | None = None,
-                  active_only: bool = True) -> list[WorkflowRun]:
+                  active_only: bool = True, **filters: Any) -> list[WorkflowRun]:
         """Runs whose labels are exactly this model (and instance label, when given)."""
         found = []
-        for run in self.iter_runs(workflow):
+        for run in self.iter_runs(workflow, **filters):
             if run.labels is None or not run.labels.covers(model, instance):
                 continue
             if active_only and not run.active:
@@ -214,5 +267,81 @@ class GitHubClient:
             url, params = (match.group(1), None) if match else (None, None)
         return False
 
+    def set_secret(self, name: str, value: str) -> None:
+        """Create or update a repository secret: the value is sealed with the repository's public
+        key (libsodium sealed box), as "Create or update a repository secret" requires, so it
+        never travels or rests in clear."""
+        from nacl.public import PublicKey, SealedBox
+
+        key = self._request("GET", f"/repos/{self.repository}/actions/secrets/public-key").json()
+        sealed = SealedBox(PublicKey(base64.b64decode(key["key"]))).encrypt(value.encode())
+        self._request("PUT", f"/repos/{self.repository}/actions/secrets/{name}",
+                      json={"encrypted_value": base64.b64encode(sealed).decode(), "key_id": key["key_id"]})
+
+    def default_branch(self) -> str:
+        return str(self._request("GET", f"/repos/{self.repository}").json().get("default_branch") or "main")
+
     def cancel_run(self, run_id: int) -> None:
         self._request("POST", f"/repos/{self.repository}/actions/runs/{run_id}/cancel")
+
+
+class RunDispatch:
+    """One dispatch of a workflow for one set of run labels, and the run it started.
+
+    `dispatch()` POSTs once. GitHub's answer names the run (`return_run_details`); when it does
+    not (a 204, or a dispatch whose answer was lost), `check()` looks the run up by its exact
+    labels, since the run list lags behind a dispatch, for `lookup_seconds` before calling the
+    dispatch lost, and only then may the caller dispatch again (with fresh labels).
+    """
+
+    PENDING, RUNNING, ENDED, LOST = "pending", "running", "ended", "lost"
+
+    def __init__(self, client: GitHubClient, workflow: str, ref: str, inputs: dict[str, str],
+                 labels: RunLabels, *, lookup_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.workflow = workflow
+        self.ref = ref
+        self.inputs = inputs
+        self.labels = labels
+        self.lookup_seconds = lookup_seconds
+        self.clock = clock
+        self.run: WorkflowRun | None = None
+        self.run_id: int | None = None
+        self.html_url: str | None = None
+        self.dispatched_at: float | None = None
+
+    def dispatch(self) -> None:
+        """POST the dispatch. Raises `GitHubAuthError`/`GitHubRateLimited`/`GitHubError` when
+        GitHub surely made no run; after `DispatchUncertain` the run is looked up like a 204's."""
+        self.dispatched_at = self.clock()
+        try:
+            result = self.client.dispatch_workflow(self.workflow, self.ref, self.inputs)
+        except DispatchUncertain:
+            return
+        self.run_id, self.html_url = result.run_id, result.html_url
+
+    def _look_up(self) -> None:
+        assert self.dispatched_at is not None
+        for run in self.client.find_runs(self.workflow, model=self.labels.model, instance=self.labels.instance,
+                                         active_only=False, event="workflow_dispatch",
+                                         created_since=self.dispatched_at, max_pages=1):
+            if run.labels and run.labels.instance_id == self.labels.instance_id:
+                self.run, self.run_id, self.html_url = run, run.id, run.html_url
+                return
+
+    def check(self) -> str:
+        """One look at the run (one or two requests): `pending` (not listed yet), `running`,
+        `ended` (completed: see `self.run.conclusion`) or `lost` (never listed in time)."""
+        if self.run_id is None:
+            self._look_up()
+            if self.run_id is None:
+                assert self.dispatched_at is not None
+                return self.LOST if self.clock() - self.dispatched_at > self.lookup_seconds else self.PENDING
+        else:
+            self.run = self.client.get_run(self.run_id)
+        assert self.run is not None
+        return self.ENDED if self.run.status == "completed" else self.RUNNING
+
+    def describe(self) -> str:
+        return f"workflow run {self.html_url or '(not listed yet)'} '{self.labels.title()}'"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs into .venv, from the package registries only.
 # Usage: scripts/install.sh [--test]   (--test also installs what the test suite needs: Chromium)
+#        scripts/install.sh --print-build-key   (llama-cpp-python's build key on this CPU, for CI caches)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,16 @@ LLAMA_CPP_VERSION=0.3.36
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 
+if [[ "${1:-}" == "--print-build-key" ]]; then
+    exec bash scripts/build_llama_cpp.sh --print-key "$LLAMA_CPP_VERSION"
+fi
+
+# A virtualenv restored from a cache may point at a Python that is gone (a new patch release):
+# start it again rather than fail later.
+if [[ -e "$VENV" ]] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    echo "$VENV does not run here (its Python is gone); creating it again"
+    rm -rf "$VENV"
+fi
 if [[ ! -x "$VENV/bin/python" ]]; then
     echo "Creating $VENV"
     "$PYTHON" -m venv "$VENV"

@@ -18,4 +18,10 @@ cp node_modules/marked/lib/marked.esm.js vendor/marked.esm.js
 cp node_modules/marked/LICENSE vendor/marked.LICENSE
 cp node_modules/dompurify/dist/purify.es.mjs vendor/purify.es.mjs
 cp node_modules/dompurify/LICENSE vendor/dompurify.LICENSE
+# Charts of the leaderboard: Chart.js's browser build (defines window.Chart, every chart type
+# registered) and its matrix chart type (the heatmaps), loaded as classic scripts before the page's module.
+cp node_modules/chart.js/dist/chart.umd.min.js vendor/chart.umd.min.js
+cp node_modules/chart.js/LICENSE.md vendor/chart.js.LICENSE
+cp node_modules/chartjs-chart-matrix/dist/chartjs-chart-matrix.min.js vendor/chartjs-chart-matrix.min.js
+cp node_modules/chartjs-chart-matrix/LICENSE vendor/chartjs-chart-matrix.LICENSE
 echo "Arena web assets installed into gateway/web/vendor/"

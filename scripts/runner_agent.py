@@ -13,7 +13,12 @@ Life of one link of the chain:
    drain and exit 3 with an error annotation saying so.
 
 If the service dies, the successor is launched at once (when auto-restart is on) and the agent
-deregisters and exits 1. SIGTERM or SIGINT drains the same way as a handoff.
+deregisters and exits 1. SIGTERM or SIGINT drains the same way as a handoff (a cancelled
+Actions run allows about 10 s for that: see the README).
+
+The serving loop never waits on GitHub: launching the successor and checking on its run happen
+on a worker thread, at most once a `launcher.poll_seconds` (GitHub's hourly budget is shared by
+every job of the repository). Whether the successor is ready is asked of the gateway.
 """
 
 from __future__ import annotations
@@ -21,17 +26,20 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
-
+from typing import Callable, Mapping
 
 from scripts.actions_log import JobLog
+from scripts.child_env import service_env
 from scripts.fleet_labels import new_instance_id
-from scripts.github_api import GitHubAuthError
+from scripts.github_api import GitHubAuthError, GitHubClient, GitHubRateLimited, token_from_environment
 from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable, RegistrationError
 from scripts.successor import (GitHubDispatcher, LaunchedSuccessor, LocalProcessLauncher,
                                SuccessorLauncher, SuccessorRequest)
-from scripts.tunnel import Tunnel, TunnelError, choose_tunnel
+from scripts.tunnel import MAX_GRACE_SECONDS, Tunnel, TunnelError, choose_tunnel
+from shared.catalogue import Catalogue
 from shared.processes import ChildProcess, free_port
 
 EXIT_OK = 0
@@ -57,12 +65,24 @@ class Timeline:
         return max(self.started_at, self.hard_limit - self.margin_minutes * 60)
 
 
-def service_process(model: str, host: str, port: int, parallel: int | None, instance_id: str) -> ChildProcess:
-    """`arena serve MODEL` as a child whose output goes to the job log."""
+def service_process(model: str, host: str, port: int, parallel: int | None, instance_id: str,
+                    environ: Mapping[str, str] | None = None, catalogue: Catalogue | None = None) -> ChildProcess:
+    """`arena serve MODEL` as a child whose output goes to the job log, seeing only the
+    variables a model service needs (never WORKFLOW_PAT, TUNNELS_JSON or the registration token)."""
     args = ["serve", model, "--host", host, "--port", str(port), "--instance-id", instance_id]
     if parallel:
         args += ["--parallel", str(parallel)]
-    return ChildProcess(f"{model} service", args, port=port, host=host, log_path=None)
+    return ChildProcess(f"{model} service", args, port=port, host=host, log_path=None,
+                        env=service_env(os.environ if environ is None else environ), inherit_env=False,
+                        catalogue=catalogue.path if catalogue else None)
+
+
+def require_instance_secret(environ: Mapping[str, str], public: bool) -> None:
+    """A service behind a public URL answers only the gateway: without a secret it would answer
+    anyone who finds the URL, so a runner refuses to start."""
+    if public and not environ.get("ARENA_INSTANCE_SECRET"):
+        raise RuntimeError("ARENA_INSTANCE_SECRET is not set: a model service on a public URL would answer "
+                           "anyone. Set the repository secret ARENA_INSTANCE_SECRET (the gateway needs the same).")
 
 
 class RunnerAgent:
@@ -71,7 +91,7 @@ class RunnerAgent:
                  gateway: GatewayRegistrationClient, launcher: SuccessorLauncher | None, log: JobLog,
                  heartbeat_seconds: float = 10.0, ready_timeout: float = 600.0,
                  tunnel_timeout: float = 60.0, drain_timeout: float = 300.0,
-                 tick_seconds: float = 0.5, max_launches: int = 3) -> None:
+                 tick_seconds: float = 0.5, max_launches: int = 3, ready_check_seconds: float = 1.0) -> None:
         self.model = model
         self.instance = instance
         self.instance_id = instance_id
@@ -95,7 +115,18 @@ class RunnerAgent:
         self.successor_id = ""
         self.launches = 0
         self.next_launch_at = 0.0
+        self.ready_check_seconds = ready_check_seconds
         self._registered = False
+        # At most one job at a time talks to the launcher's backend (GitHub), off the serving
+        # loop; a daemon thread, so a request GitHub never answers cannot hold the exit.
+        self._pending: threading.Thread | None = None
+
+    def _in_background(self, job: Callable[[], None]) -> None:
+        self._pending = threading.Thread(target=job, name="successor", daemon=True)
+        self._pending.start()
+
+    def _background_busy(self) -> bool:
+        return self._pending is not None and self._pending.is_alive()
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -128,7 +159,13 @@ class RunnerAgent:
                                    predecessor_id=self.instance_id,
                                    duration_hours=self.timeline.duration_hours, auto_restart=self.auto_restart)
         try:
-            self.successor = self.launcher.launch(request)
+            launched = self.launcher.launch(request)
+        except GitHubRateLimited as exc:
+            # Not the successor's fault: try again once GitHub allows it, without using an attempt.
+            self.launches -= 1
+            self.next_launch_at = time.time() + (exc.retry_after or 60.0)
+            self.log.warning(f"GitHub rate limit; the successor is dispatched in {exc.retry_after or 60:.0f}s: {exc}")
+            return
         except GitHubAuthError as exc:
             # A bad token stays bad: say so once, and keep serving until the hard limit.
             self.successor = None
@@ -141,7 +178,16 @@ class RunnerAgent:
             self.next_launch_at = time.time() + min(30.0, remaining / 4)
             self.log.error(f"could not launch the successor (attempt {self.launches}/{self.max_launches}): {exc}")
             return
-        self.log.info(f"successor {self.successor_id} launched: {self.successor.description}")
+        self.successor = launched
+        self.log.info(f"successor {self.successor_id} launched: {launched.description}")
+
+    def _check_successor(self) -> None:
+        """Ask the launcher whether the successor is known to have failed (a GitHub request)."""
+        launched = self.successor
+        why = self.launcher.failed(launched) if self.launcher and launched else None
+        if why and self.successor is launched:
+            self.log.error(f"successor {self.successor_id} failed: {why}")
+            self.successor = None
 
     def _successor_ready(self) -> bool:
         try:
@@ -190,10 +236,19 @@ class RunnerAgent:
             return EXIT_FAILED
         return self._serve()
 
+    def _launch_now(self) -> None:
+        """The service or the tunnel died: launch the successor at once, waiting for the worker."""
+        if self._pending is not None:
+            self._pending.join(timeout=60)
+        if self._background_busy() or not self.auto_restart:
+            return
+        if self.successor is None and self.launches < self.max_launches:
+            self._launch_successor()
+
     def _serve(self) -> int:
         tl = self.timeline
         next_heartbeat = time.monotonic() + self.heartbeat_seconds
-        next_successor_check = 0.0
+        next_ready_check = next_failed_check = 0.0
         while True:
             now = time.time()
             if self.stop_requested:
@@ -201,33 +256,33 @@ class RunnerAgent:
                 return EXIT_OK
             if not self.service.running:
                 self.log.error(f"the model service died (exit {self.service.process.returncode})")
-                if self.auto_restart and self.successor is None:
-                    self._launch_successor()
+                self._launch_now()
                 self._drain("the model service died")
                 return EXIT_FAILED
             if not self.tunnel.alive():
                 self.log.error("the tunnel process died")
-                if self.auto_restart and self.successor is None:
-                    self._launch_successor()
+                self._launch_now()
                 self._drain("the tunnel died")
                 return EXIT_FAILED
             if time.monotonic() >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = time.monotonic() + self.heartbeat_seconds
             if self.auto_restart and now >= tl.handoff_at:
-                if self.successor is None and self.launches < self.max_launches:
-                    if now >= self.next_launch_at:
-                        self._launch_successor()
-                elif self.successor is not None and time.monotonic() >= next_successor_check:
-                    next_successor_check = time.monotonic() + 1.0
+                # Readiness comes from the gateway, so a slow GitHub never delays the handoff.
+                if self.successor is not None and time.monotonic() >= next_ready_check:
+                    next_ready_check = time.monotonic() + self.ready_check_seconds
                     if self._successor_ready():
                         self.log.info(f"successor {self.successor_id} is ready; handing off")
                         self._drain("handoff to the successor")
                         return EXIT_OK
-                    why = self.launcher.failed(self.successor) if self.launcher else None
-                    if why:
-                        self.log.error(f"successor {self.successor_id} failed: {why}")
-                        self.successor = None
+                if not self._background_busy():
+                    if self.successor is None and self.launches < self.max_launches:
+                        if now >= self.next_launch_at:
+                            self._in_background(self._launch_successor)
+                    elif self.successor is not None and self.launcher \
+                            and time.monotonic() >= next_failed_check:
+                        next_failed_check = time.monotonic() + self.launcher.poll_seconds
+                        self._in_background(self._check_successor)
             if now >= tl.hard_limit:
                 if not self.auto_restart:
                     self._drain("the run's time is up (auto-restart is off)")
@@ -258,7 +313,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="service port (default: the catalogue's)")
     parser.add_argument("--parallel", type=int, default=None)
     parser.add_argument("--tunnel", choices=["auto", "named", "quick", "none"], default="auto",
-                        help="auto: named when TUNNELS_JSON has this model's token, else quick")
+                        help="auto: the named tunnel in TUNNELS_JSON (quick only with --allow-quick-tunnel)")
+    parser.add_argument("--allow-quick-tunnel", action="store_true",
+                        help="testing only: quick tunnels do not carry streamed (SSE) answers")
     parser.add_argument("--public-url", default=None,
                         help="with --tunnel none: the URL the gateway reaches the service at "
                              "(default: $ARENA_RUNNER_PUBLIC_URL, else the local address)")
@@ -270,7 +327,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-url", default=None, help="default: $ARENA_GATEWAY_URL")
     parser.add_argument("--heartbeat-seconds", type=float, default=10.0)
     parser.add_argument("--ready-timeout", type=float, default=900.0)
-    parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument("--drain-timeout", type=float, default=300.0,
+                        help="how long the model service may take to finish its requests")
+    parser.add_argument("--tunnel-grace-seconds", type=float, default=MAX_GRACE_SECONDS,
+                        help=f"cloudflared's --grace-period (at most {MAX_GRACE_SECONDS:.0f} s, its limit)")
+    parser.add_argument("--github-poll-seconds", type=float, default=60.0,
+                        help="how often the successor's run is looked at on GitHub (30-60 s spares the budget)")
 
 
 def build_launcher(kind: str, args: argparse.Namespace, log: JobLog) -> SuccessorLauncher | None:
@@ -287,30 +349,29 @@ def build_launcher(kind: str, args: argparse.Namespace, log: JobLog) -> Successo
             passthrough += ["--gateway-url", args.gateway_url]
         if args.cloudflared:
             passthrough += ["--cloudflared", args.cloudflared]
+        if args.allow_quick_tunnel:
+            passthrough += ["--allow-quick-tunnel"]
         return LocalProcessLauncher(port_picker=free_port, extra_args=passthrough)
-    from scripts.github_api import GitHubClient
-
-    token_name = "WORKFLOW_PAT" if os.environ.get("WORKFLOW_PAT") else "GITHUB_TOKEN"
-    token = os.environ.get(token_name, "")
-    log.mask(token)
-    client = GitHubClient(os.environ.get("GITHUB_REPOSITORY", ""), token, token_name=token_name,
-                          api_url=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
+    log.mask(token_from_environment(os.environ)[1])
+    client = GitHubClient.from_environment(os.environ)
     ref = args.ref or os.environ.get("GITHUB_REF_NAME") or "main"
-    return GitHubDispatcher(client, args.workflow, ref)
+    return GitHubDispatcher(client, args.workflow, ref, poll_seconds=args.github_poll_seconds)
 
 
-def run(args: argparse.Namespace) -> int:
-    from shared.catalogue import CatalogueError, default_catalogue
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    """`arena runner MODEL`: the agent's own command; the CLI passes the catalogue it loaded."""
+    from shared.catalogue import CatalogueError
     from shared.model_files import ModelFileError, resolve_model_file
 
     log = JobLog(prefix=f"runner {args.model}/{args.instance}")
     for name in ("ARENA_REGISTRATION_TOKEN", "ARENA_INSTANCE_SECRET", "WORKFLOW_PAT", "GITHUB_TOKEN"):
         log.mask(os.environ.get(name))
+    on_actions = os.environ.get("GITHUB_ACTIONS") == "true"
     try:
-        catalogue = default_catalogue()
+        require_instance_secret(os.environ, public=on_actions or args.tunnel != "none")
         spec = catalogue.model(args.model)
-    except CatalogueError as exc:
-        log.error(str(exc))
+    except (CatalogueError, RuntimeError) as exc:
+        log.error(f"cannot start: {exc}")
         return EXIT_FAILED
     fleet = catalogue.fleet
     duration = args.duration_hours if args.duration_hours is not None else fleet.runner_duration_hours
@@ -327,15 +388,15 @@ def run(args: argparse.Namespace) -> int:
     log.info(f"model file {model_path} in {time.monotonic() - fetch_started:.1f}s")
 
     port = args.port or spec.port
-    service = service_process(spec.key, args.host, port, args.parallel, instance_id)
+    service = service_process(spec.key, args.host, port, args.parallel, instance_id, catalogue=catalogue)
     try:
         tunnel = choose_tunnel(args.tunnel, label=spec.key, hostname=spec.hostname, local_url=service.url,
                                base_domain=fleet.base_domain, job_log=log, cloudflared=args.cloudflared,
                                public_url=args.public_url or os.environ.get("ARENA_RUNNER_PUBLIC_URL"),
-                               grace_seconds=args.drain_timeout)
+                               grace_seconds=args.tunnel_grace_seconds, allow_quick=args.allow_quick_tunnel)
         gateway = GatewayRegistrationClient(args.gateway_url or os.environ.get("ARENA_GATEWAY_URL", ""),
                                             os.environ.get("ARENA_REGISTRATION_TOKEN", ""))
-        kind = args.successor or ("github" if os.environ.get("GITHUB_ACTIONS") == "true" else "local")
+        kind = args.successor or ("github" if on_actions else "local")
         launcher = build_launcher(kind, args, log) if args.auto_restart else None
     except Exception as exc:  # noqa: BLE001 - configuration errors end the run with a clear line
         log.error(f"cannot start: {exc}")

@@ -5,8 +5,9 @@ the gateway, each with its ingress and a proxied DNS CNAME, then `TUNNELS_JSON`.
 
 Idempotent: it finds tunnels by exact name (`arena-<model>`, `arena-gateway`), compares the
 ingress and DNS it wants with what exists, and writes only differences, so a second run
-changes nothing. With `gh` on PATH, `TUNNELS_JSON` is stored as a repository secret;
-otherwise it is printed. `--dry-run` reads and prints the plan without writing anything.
+changes nothing. With a GitHub token (as for `make fleet-up`), `TUNNELS_JSON` is stored as a
+repository secret through GitHub's REST API; otherwise it is printed. `--dry-run` reads and prints
+the plan without writing anything.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
 from scripts.cloudflare_api import CloudflareClient, CloudflareError
 from scripts.fleet_labels import GATEWAY_LABEL
+from scripts.github_api import GitHubError
 
 TUNNEL_PREFIX = "arena-"
 
@@ -62,6 +62,33 @@ def _ingress_matches(current: dict, wanted: dict) -> bool:
     return essential(current) == essential(wanted)
 
 
+# Cloudflare refuses a CNAME beside an A, AAAA or another CNAME of the same name (error 81053,
+# developers.cloudflare.com/dns/manage-dns-records/troubleshooting/records-with-same-name/).
+CONFLICTS_WITH_CNAME = {"A", "AAAA", "CNAME"}
+
+
+def _reconcile_dns(cf: CloudflareClient, zone_id: str, hostname: str, cname: str, plan: Plan, *,
+                   dry_run: bool) -> None:
+    """Make `hostname` exactly one proxied CNAME to `cname`: every A and AAAA record of the name
+    (a dual-stack host has one of each) and any extra CNAME go first, or the CNAME is refused."""
+    records = [r for r in cf.dns_records(zone_id, hostname) if r.get("type") in CONFLICTS_WITH_CNAME]
+    keep = next((r for r in records if r.get("type") == "CNAME"), None)
+    for record in records:
+        if record is keep:
+            continue
+        plan.add(f"{'delete' if dry_run else 'deleted'} {record.get('type')} {hostname} -> {record.get('content')}")
+        if not dry_run:
+            cf.delete_record(zone_id, str(record["id"]))
+    if keep is None:
+        plan.add(f"{'create' if dry_run else 'created'} CNAME {hostname} -> {cname} (proxied)")
+        if not dry_run:
+            cf.create_cname(zone_id, hostname, cname)
+    elif keep.get("content") != cname or not keep.get("proxied"):
+        plan.add(f"{'update' if dry_run else 'updated'} CNAME {hostname}: {keep.get('content')} -> {cname} (proxied)")
+        if not dry_run:
+            cf.update_cname(zone_id, str(keep["id"]), hostname, cname)
+
+
 def reconcile(cf: CloudflareClient, domain: str, wanted: list[TunnelTarget], *, dry_run: bool) -> Plan:
     plan = Plan()
     zone_id = cf.zone_id(domain)
@@ -86,32 +113,24 @@ def reconcile(cf: CloudflareClient, domain: str, wanted: list[TunnelTarget], *, 
             if not dry_run:
                 cf.put_tunnel_configuration(tunnel_id, target.ingress())
 
-        cname = f"{tunnel_id}.cfargotunnel.com"
-        records = cf.dns_records(zone_id, target.hostname)
-        if not records:
-            plan.add(f"{'create' if dry_run else 'created'} CNAME {target.hostname} -> {cname} (proxied)")
-            if not dry_run:
-                cf.create_cname(zone_id, target.hostname, cname)
-        else:
-            record = records[0]
-            if record.get("type") != "CNAME" or record.get("content") != cname or not record.get("proxied"):
-                plan.add(f"{'update' if dry_run else 'updated'} {record.get('type')} {target.hostname}: "
-                         f"{record.get('content')} -> {cname} (proxied)")
-                if not dry_run:
-                    cf.update_cname(zone_id, str(record["id"]), target.hostname, cname)
+        _reconcile_dns(cf, zone_id, target.hostname, f"{tunnel_id}.cfargotunnel.com", plan, dry_run=dry_run)
         if not dry_run:
             plan.tunnels[target.key] = {"token": cf.tunnel_token(tunnel_id), "hostname": target.hostname}
     return plan
 
 
-def store_secret(tunnels_json: str) -> bool:
-    """`gh secret set TUNNELS_JSON` (value on stdin, never on a command line); False without gh."""
-    gh = shutil.which("gh")
-    if not gh:
-        return False
-    subprocess.run([gh, "secret", "set", "TUNNELS_JSON"], input=tunnels_json, text=True, check=True,
-                   stdout=subprocess.DEVNULL)
-    return True
+def store_secret(tunnels_json: str) -> str | None:
+    """Store `TUNNELS_JSON` as a repository secret; None when there is no GitHub token to do it
+    with, else the repository it went to."""
+    from scripts.fleet_ctl import client
+
+    try:
+        gh = client(os.environ)
+    except GitHubError:
+        return None
+    with gh:
+        gh.set_secret("TUNNELS_JSON", tunnels_json)
+        return gh.repository
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,15 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("domain", help="a zone of the Cloudflare account, e.g. example.com")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     parser.add_argument("--print", dest="print_json", action="store_true",
-                        help="print TUNNELS_JSON even when gh could store it")
+                        help="print TUNNELS_JSON instead of storing it as a repository secret")
     args = parser.parse_args(argv)
 
-    from shared.catalogue import default_catalogue
+    from shared.catalogue import load_catalogue
 
     try:
         cf = CloudflareClient(os.environ.get("CLOUDFLARE_API_TOKEN", ""), os.environ.get("CLOUDFLARE_ACCOUNT_ID", ""))
         try:
-            plan = reconcile(cf, args.domain, targets(default_catalogue(), args.domain), dry_run=args.dry_run)
+            plan = reconcile(cf, args.domain, targets(load_catalogue(), args.domain), dry_run=args.dry_run)
         finally:
             cf.close()
     except CloudflareError as exc:
@@ -140,14 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     tunnels_json = json.dumps(plan.tunnels, sort_keys=True)
-    if not args.print_json and store_secret(tunnels_json):
-        print("stored TUNNELS_JSON as a repository secret with gh")
+    try:
+        stored = None if args.print_json else store_secret(tunnels_json)
+    except GitHubError as exc:
+        print(f"setup-tunnels: could not store TUNNELS_JSON as a repository secret: {exc}", file=sys.stderr)
+        stored = None
+    if stored:
+        print(f"stored TUNNELS_JSON as a secret of {stored}")
     else:
         print(f"TUNNELS_JSON={tunnels_json}")
     gateway = plan.tunnels.get(GATEWAY_LABEL, {}).get("hostname")
     if gateway:
         print(f"set the repository variable ARENA_GATEWAY_URL=https://{gateway} "
-              f"(gh variable set ARENA_GATEWAY_URL --body https://{gateway})")
+              "(Settings > Secrets and variables > Actions > Variables)")
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from scripts.fleet_labels import RunLabels
-from scripts.github_api import GitHubClient, GitHubError
+from scripts.github_api import GitHubClient, GitHubError, RunDispatch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +37,15 @@ class SuccessorRequest:
 @dataclass
 class LaunchedSuccessor:
     description: str                 # for the log: a run URL, a pid
-    run_id: int | None = None
+    dispatch: RunDispatch | None = field(default=None, repr=False)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
 
 class SuccessorLauncher(Protocol):
+    # How often `failed` may be asked: each question costs the launcher's backend something
+    # (a GitHub request counts against the repository's shared hourly budget).
+    poll_seconds: float
+
     def launch(self, request: SuccessorRequest) -> LaunchedSuccessor: ...
 
     def failed(self, launched: LaunchedSuccessor) -> str | None:
@@ -49,10 +53,17 @@ class SuccessorLauncher(Protocol):
 
 
 class GitHubDispatcher:
-    def __init__(self, client: GitHubClient, workflow: str, ref: str) -> None:
+    """Dispatches the successor's run once (`RunDispatch`) and checks on it at most once a
+    `poll_seconds`: GITHUB_TOKEN allows 1,000 requests an hour per repository, shared by every
+    job, and a fleet's runners hand off at about the same time."""
+
+    def __init__(self, client: GitHubClient, workflow: str, ref: str, *, poll_seconds: float = 60.0,
+                 lookup_seconds: float = 300.0) -> None:
         self.client = client
         self.workflow = workflow
         self.ref = ref
+        self.poll_seconds = poll_seconds
+        self.lookup_seconds = lookup_seconds
 
     def inputs(self, request: SuccessorRequest) -> dict[str, str]:
         return {
@@ -66,32 +77,32 @@ class GitHubDispatcher:
         }
 
     def launch(self, request: SuccessorRequest) -> LaunchedSuccessor:
-        result = self.client.dispatch_workflow(self.workflow, self.ref, self.inputs(request))
-        run_id = result.run_id
-        url = result.html_url
-        if run_id is None:
-            # An older API answered 204: find the run by its exact labels instead.
-            for run in self.client.find_runs(self.workflow, model=request.model, instance=request.instance):
-                if run.labels and run.labels.instance_id == request.instance_id:
-                    run_id, url = run.id, run.html_url
-                    break
-        title = RunLabels(request.model, request.instance, request.instance_id).title()
-        return LaunchedSuccessor(f"workflow run {url or '(not listed yet)'} '{title}'", run_id=run_id)
+        dispatch = RunDispatch(self.client, self.workflow, self.ref, self.inputs(request),
+                               RunLabels(request.model, request.instance, request.instance_id),
+                               lookup_seconds=self.lookup_seconds)
+        dispatch.dispatch()
+        return LaunchedSuccessor(dispatch.describe(), dispatch=dispatch)
 
     def failed(self, launched: LaunchedSuccessor) -> str | None:
-        if launched.run_id is None:
+        dispatch = launched.dispatch
+        if dispatch is None:
             return None
         try:
-            run = self.client.get_run(launched.run_id)
+            state = dispatch.check()
         except GitHubError:
-            return None
-        if run.status == "completed":
-            return f"run {run.html_url} ended ({run.conclusion}) before its instance was ready"
+            return None         # GitHub is busy or rate limited: ask again next poll
+        if state == RunDispatch.ENDED and dispatch.run is not None:
+            return f"run {dispatch.run.html_url} ended ({dispatch.run.conclusion}) before its instance was ready"
+        if state == RunDispatch.LOST:
+            return (f"no run titled '{dispatch.labels.title()}' appeared within "
+                    f"{dispatch.lookup_seconds:.0f}s of the dispatch")
         return None
 
 
 class LocalProcessLauncher:
     """Starts the successor as `python -m shared.cli runner ...` on this machine."""
+
+    poll_seconds = 1.0
 
     def __init__(self, *, port_picker, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:

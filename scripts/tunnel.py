@@ -3,11 +3,17 @@
 - `NamedTunnel`: a tunnel created by `make setup-tunnels`, whose ingress already maps the
   model's hostname to its catalogue port; cloudflared gets its token through the
   `TUNNEL_TOKEN` environment variable, so the token is never on a command line or in a log.
-- `QuickTunnel`: a `trycloudflare.com` tunnel when no token exists; its URL is read from
-  cloudflared's log, as pycloudflared does.
+- `QuickTunnel`: a `trycloudflare.com` tunnel, for tests only. Cloudflare's TryCloudflare
+  documentation: quick tunnels do not carry Server-Sent Events (every streamed answer breaks)
+  and cap in-flight requests at 200. `choose_tunnel` refuses them unless allowed.
 - `DirectUrl`: no tunnel (the local fleet and the handoff drill, where 127.0.0.1 is reachable).
 
-cloudflared's output is read by a thread for the tunnel's whole life, so its pipe never fills.
+A tunnel counts as up only once cloudflared logs "Registered tunnel connection" (its
+connection observer, `connection/observer.go`); a quick tunnel prints its URL before that.
+cloudflared refuses a `--grace-period` above 3 minutes at start-up ("grace-period must be equal
+or less than 3m0s", `connection.MaxGracePeriod`), so the grace period is capped here. cloudflared
+sees only its own token and the basics of a process (`scripts/child_env.py`). Its output is read
+by a thread for the tunnel's whole life, so its pipe never fills.
 """
 
 from __future__ import annotations
@@ -26,11 +32,17 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from pycloudflared.try_cloudflare import url_pattern as QUICK_TUNNEL_URL
 from pycloudflared.util import download, get_info
 
+from scripts.child_env import cloudflared_env
+
 if TYPE_CHECKING:
     from scripts.actions_log import JobLog
 
 CONNECTED_MARKER = "Registered tunnel connection"
 TUNNELS_ENV = "TUNNELS_JSON"
+MAX_GRACE_SECONDS = 180.0       # cloudflared's connection.MaxGracePeriod (3m0s)
+QUICK_TUNNEL_WARNING = ("QUICK TUNNEL: for testing only. Cloudflare's quick tunnels do not carry "
+                        "Server-Sent Events, so every streamed answer will break, and they cap "
+                        "in-flight requests at 200. Use a named tunnel (make setup-tunnels) for the fleet.")
 
 
 class TunnelError(RuntimeError):
@@ -92,7 +104,8 @@ class Tunnel(Protocol):
 
     def start(self, timeout: float) -> str: ...
     def alive(self) -> bool: ...
-    def stop(self, timeout: float = 10.0) -> None: ...
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop; `None` waits as long as the tunnel's own grace period lets open requests run."""
 
 
 class DirectUrl:
@@ -112,7 +125,7 @@ class DirectUrl:
     def alive(self) -> bool:
         return True
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         pass
 
 
@@ -121,15 +134,16 @@ class _CloudflaredProcess:
 
     def __init__(self, binary: str, args: list[str], env: dict[str, str], log: Callable[[str], None]) -> None:
         self._argv = [binary, *args]
-        self._env = env
+        self._env = env     # the child's whole environment
         self._log = log
         self._lines: list[str] = []
         self._cond = threading.Condition()
+        self._terminated = False
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self._argv, env={**os.environ, **self._env}, stdin=subprocess.DEVNULL,
+            self._argv, env=self._env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, errors="replace", start_new_session=True)
         threading.Thread(target=self._pump, name="cloudflared-log", daemon=True).start()
@@ -140,21 +154,23 @@ class _CloudflaredProcess:
             line = line.rstrip()
             self._log(line)
             with self._cond:
-                self._lines.append(line)
-                del self._lines[:-200]
+                # Kept until the tunnel is up (a few dozen lines), then only forwarded.
+                if len(self._lines) < 1000:
+                    self._lines.append(line)
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
 
-    def wait_for(self, find: Callable[[str], str | None], timeout: float) -> str:
+    def wait_for(self, find: Callable[[str], str | None], timeout: float, *, since: int = 0) -> tuple[str, int]:
+        """The first hit of `find` in the lines from number `since` on, and the next line number."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = since
         with self._cond:
             while True:
-                for line in self._lines[seen:]:
+                for number, line in enumerate(self._lines[seen:], start=seen):
                     hit = find(line)
                     if hit:
-                        return hit
+                        return hit, number + 1
                 seen = len(self._lines)
                 if self.process and self.process.poll() is not None:
                     raise TunnelError(f"cloudflared exited with {self.process.returncode} before the tunnel was up")
@@ -168,14 +184,17 @@ class _CloudflaredProcess:
 
     def begin_stop(self) -> None:
         """SIGTERM: cloudflared takes no new requests and lets open ones finish (--grace-period)."""
-        if self.process and self.process.poll() is None:
+        if self.process and self.process.poll() is None and not self._terminated:
+            self._terminated = True
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float) -> None:
+        """SIGTERM (once: a second SIGTERM ends cloudflared's grace period at once), then wait."""
         if not self.process:
             return
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if not self._terminated:
+                self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -189,22 +208,22 @@ class _CloudflaredTunnel:
 
     shared_url = False
     public_url = ""
+    grace_seconds = 30.0            # cloudflared's default --grace-period
     _proc: _CloudflaredProcess
 
-    def _ready_line(self, line: str) -> str | None:
-        raise NotImplementedError
-
-    def _on_ready(self, found: str) -> str:
+    def _wait_up(self, timeout: float) -> str:
         raise NotImplementedError
 
     def start(self, timeout: float) -> str:
         self._proc.start()
         try:
-            found = self._proc.wait_for(self._ready_line, timeout)
+            return self._wait_up(timeout)
         except TunnelError:
             self._proc.stop(5)
             raise
-        return self._on_ready(found)
+
+    def _connected(self, timeout: float, since: int = 0) -> None:
+        self._proc.wait_for(lambda line: line if CONNECTED_MARKER in line else None, timeout, since=since)
 
     def alive(self) -> bool:
         return self._proc.alive()
@@ -212,28 +231,36 @@ class _CloudflaredTunnel:
     def begin_stop(self) -> None:
         self._proc.begin_stop()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._proc.stop(timeout)
+    def stop(self, timeout: float | None = None) -> None:
+        # cloudflared finishes open requests for up to its grace period after SIGTERM.
+        self._proc.stop(self.grace_seconds + 15 if timeout is None else timeout)
 
 
 class QuickTunnel(_CloudflaredTunnel):
     """A `trycloudflare.com` URL for a local port; nothing to set up, a new URL every time."""
 
-    def __init__(self, local_url: str, *, binary: str, log: Callable[[str], None]) -> None:
+    def __init__(self, local_url: str, *, binary: str, log: Callable[[str], None],
+                 environ: dict[str, str] | None = None) -> None:
         self.public_url = ""
         self._proc = _CloudflaredProcess(
-            binary, ["tunnel", "--no-autoupdate", "--url", local_url], {}, log)
+            binary, ["tunnel", "--no-autoupdate", "--url", local_url],
+            cloudflared_env(os.environ if environ is None else environ), log)
 
-    def _ready_line(self, line: str) -> str | None:
+    @staticmethod
+    def _url_line(line: str) -> str | None:
         match = QUICK_TUNNEL_URL.search(line)
         # cloudflared also names api.trycloudflare.com, the service it asks for a URL.
         if match and not match.group("url").split("//", 1)[1].startswith("api."):
             return match.group("url")
         return None
 
-    def _on_ready(self, found: str) -> str:
-        self.public_url = found
-        return found
+    def _wait_up(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        url, after = self._proc.wait_for(self._url_line, timeout)
+        # The URL is printed before any connection to the edge exists: wait for one.
+        self._connected(max(0.0, deadline - time.monotonic()), since=after)
+        self.public_url = url
+        return url
 
 
 class NamedTunnel(_CloudflaredTunnel):
@@ -244,25 +271,29 @@ class NamedTunnel(_CloudflaredTunnel):
     shared_url = True
 
     def __init__(self, credential: TunnelCredential, hostname: str, *, binary: str,
-                 log: Callable[[str], None], grace_seconds: float = 300) -> None:
+                 log: Callable[[str], None], grace_seconds: float = MAX_GRACE_SECONDS,
+                 environ: dict[str, str] | None = None) -> None:
+        if grace_seconds < 0:
+            raise TunnelError(f"the tunnel's grace period must be at least 0 s, not {grace_seconds:g}")
         self.public_url = f"https://{credential.hostname or hostname}"
+        # The service may drain for longer than cloudflared allows; its own drain is separate.
+        self.grace_seconds = min(float(grace_seconds), MAX_GRACE_SECONDS)
         self._proc = _CloudflaredProcess(
-            binary, ["tunnel", "--no-autoupdate", "--grace-period", f"{grace_seconds:.0f}s", "run"],
-            {"TUNNEL_TOKEN": credential.token}, log)
+            binary, ["tunnel", "--no-autoupdate", "--grace-period", f"{self.grace_seconds:.0f}s", "run"],
+            cloudflared_env(os.environ if environ is None else environ, credential.token), log)
 
-    def _ready_line(self, line: str) -> str | None:
-        return line if CONNECTED_MARKER in line else None
-
-    def _on_ready(self, found: str) -> str:
+    def _wait_up(self, timeout: float) -> str:
+        self._connected(timeout)
         return self.public_url
 
 
 def choose_tunnel(kind: str, *, label: str, hostname: str, local_url: str, base_domain: str | None,
                   job_log: "JobLog", cloudflared: str | None = None, public_url: str | None = None,
-                  grace_seconds: float = 300) -> Tunnel:
+                  grace_seconds: float = MAX_GRACE_SECONDS, allow_quick: bool = False) -> Tunnel:
     """The tunnel for `local_url`. `kind`: `auto` (named when `TUNNELS_JSON` has a token for
-    `label`, quick otherwise), `named`, `quick`, or `none` (`public_url`, else the local URL).
-    Every token in `TUNNELS_JSON` is masked in the job log first; cloudflared's lines go there."""
+    `label`), `named`, `quick` (only with `allow_quick`, for tests), or `none` (`public_url`,
+    else the local URL). Every token in `TUNNELS_JSON` is masked in the job log first;
+    cloudflared's lines go there."""
     credentials = tunnel_credentials(os.environ.get(TUNNELS_ENV))
     for credential in credentials.values():
         job_log.mask(credential.token)
@@ -271,12 +302,19 @@ def choose_tunnel(kind: str, *, label: str, hostname: str, local_url: str, base_
         kind = "named" if credential else "quick"
     if kind == "none":
         return DirectUrl(public_url or local_url)
+    if kind == "quick" and not allow_quick:
+        raise TunnelError(f"{TUNNELS_ENV} has no tunnel for {label}, and quick tunnels are refused for the "
+                          "fleet: they do not carry Server-Sent Events (streamed answers break) and cap "
+                          "in-flight requests at 200. Run `make setup-tunnels` and store its TUNNELS_JSON as "
+                          "a repository secret, or allow a quick tunnel for a test with --allow-quick-tunnel")
     binary = cloudflared_binary(cloudflared)
     forward = lambda line: job_log.info(f"cloudflared: {line}")  # noqa: E731
     if kind == "named":
         if credential is None:
-            raise TunnelError(f"--tunnel named, but {TUNNELS_ENV} has no token for {label}")
+            raise TunnelError(f"{TUNNELS_ENV} has no tunnel token for {label}: run `make setup-tunnels` "
+                              f"and store its TUNNELS_JSON as a repository secret")
         default_host = f"{hostname}.{base_domain}" if base_domain else hostname
         return NamedTunnel(credential, default_host, binary=binary, log=forward, grace_seconds=grace_seconds)
+    job_log.warning(QUICK_TUNNEL_WARNING)
     return QuickTunnel(local_url, binary=binary, log=forward)
 

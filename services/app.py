@@ -12,17 +12,29 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from shared.disconnect import cancel_on_disconnect
-from shared.errors import ApiError, error_body, install_error_handlers
+from shared import sse
+from shared.catalogue import Catalogue
+from shared.errors import error_body, install_error_handlers
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.choice_output import ChoiceOutput
+from services.errors import SERVICE_ERRORS
+from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
 from services.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, RequestCounter, ServiceMetrics
-from services.openai_format import SSE_DONE, ResponseShaper
+from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
+from services.settings import ServiceSettings
 
 
-def create_app(service: GenerationService, *, instance_secret: str | None = None) -> FastAPI:
+def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: GenerationService | None = None) -> FastAPI:
+    """The service of `settings.model`, as the catalogue describes it with the settings'
+    overrides. The model loads in the background once the app starts (`/health` says
+    `loading` meanwhile); `app.state.service` is the `GenerationService`."""
+    service = service or GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
+                                           model_cache=catalogue.fleet.model_cache_path())
+    instance_secret = settings.instance_secret
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         # Load in a thread: /health answers "loading" meanwhile.
@@ -33,7 +45,7 @@ def create_app(service: GenerationService, *, instance_secret: str | None = None
 
     app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
     app.state.service = service
-    install_error_handlers(app)
+    install_error_handlers(app, SERVICE_ERRORS)
     metrics = ServiceMetrics(service.load_report)
     app.state.metrics = metrics
     app.add_middleware(RequestCounter, metrics=metrics)
@@ -153,9 +165,9 @@ async def sse_events(stream: JobStream, shaper: ResponseShaper, outputs: list[Ch
                     metrics.observe(dones)
                     if body.include_usage_in_stream:
                         yield shaper.usage_chunk(dones)
-                    yield SSE_DONE
+                    yield sse.DONE
             elif isinstance(event, ErrorEvent):
-                yield event.error.sse_event() + SSE_DONE
+                yield sse.error_event(SERVICE_ERRORS.api_error(event.error).body())
     finally:
         stream.close()
 
@@ -173,13 +185,13 @@ async def whole_response(stream: JobStream, shaper: ResponseShaper, outputs: lis
                     raise event.error
                 elif isinstance(event, DoneEvent):
                     if event.finish_reason == "cancelled":
-                        raise ApiError(503, "The request was cancelled.", code="cancelled")
+                        raise GenerationCancelled()
                     outputs[event.index].finish(event.finish_reason)
                     dones.append(event)
                     if len(dones) == len(outputs):
                         metrics.observe(dones)
                         return JSONResponse(shaper.whole(outputs, dones, body.include_perf))
-            raise ApiError(500, "The generation ended without a result.", code="internal_error")
+            raise GenerationFailed("The generation ended without a result.")
     finally:
         stream.close()
     # The client went away: nobody reads this answer (499 is nginx's "client closed request").

@@ -1,5 +1,5 @@
-"""`arena bench`: throughput and latency of a model service under 1, 4 and 8 concurrent streams,
-and (mode `gateway`) what the gateway adds in front of an instant upstream.
+"""`arena bench --mode service`: throughput and latency of a model service under 1, 4 and 8
+concurrent streams.
 
 Each level runs closed-loop streams (every client sends its next request when the previous one
 ends) with greedy sampling, a fixed `max_tokens` and prompts that invite long answers; a stream
@@ -13,11 +13,13 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from shared.processes import PROJECT_ROOT, ChildProcess, free_port
+from shared import paths
+from shared.catalogue import Catalogue
+from shared.processes import ChildProcess, free_port
+from shared.sse import DONE_PAYLOAD, read_events
 
 PROMPTS = [
     "Write a long story about a dragon who learns to cook.",
@@ -32,14 +34,11 @@ PROMPTS = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=["service", "gateway", "all"], default="all")
     parser.add_argument("--model", default="smollm2-135m", help="catalogue key (service mode)")
     parser.add_argument("--url", help="benchmark this running service instead of starting one")
     parser.add_argument("--levels", default="1,4,8", help="concurrent streams per level")
     parser.add_argument("--requests-per-stream", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--gateway-requests", type=int, default=300)
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
 
 
 @dataclass
@@ -60,11 +59,11 @@ async def _one_stream(client: httpx.AsyncClient, url: str, model: str, prompt: s
     done = False
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line == "data: [DONE]":
+        async for payload in read_events(response.aiter_bytes()):
+            if payload == DONE_PAYLOAD:
                 done = True
-            elif line.startswith("data: "):
-                chunk = json.loads(line[6:])
+            else:
+                chunk = json.loads(payload)
                 if "error" in chunk:
                     break
                 for choice in chunk.get("choices", []):
@@ -109,7 +108,7 @@ async def run_level(url: str, model: str, streams: int, per_stream: int, max_tok
     }
 
 
-def bench_service(args: argparse.Namespace) -> dict:
+def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     levels = [int(x) for x in args.levels.split(",")]
     service = None
     url = args.url
@@ -117,7 +116,8 @@ def bench_service(args: argparse.Namespace) -> dict:
         port = free_port()
         service = ChildProcess(f"bench-{args.model}", ["serve", args.model, "--port", str(port),
                                                        "--parallel", str(max(levels))],
-                               port=port, log_path=PROJECT_ROOT / "build" / "bench" / f"{args.model}.log")
+                               port=port, log_path=paths.log_dir("bench") / f"{args.model}.log",
+                               catalogue=catalogue.path)
         service.start().wait_ready()
         url = service.url
     try:
@@ -139,21 +139,3 @@ def bench_service(args: argparse.Namespace) -> dict:
         print(f"{max(levels)}-stream / 1-stream throughput: {ratio:.2f}x")
     return result
 
-
-def bench_gateway(args: argparse.Namespace) -> dict:
-    from gateway.overhead_bench import run_overhead_bench
-
-    print("\nGateway overhead against an instant fake upstream (16-chunk streams)")
-    return run_overhead_bench(requests=args.gateway_requests, concurrency=16)
-
-
-def run(args: argparse.Namespace) -> int:
-    results = {}
-    if args.mode in ("service", "all"):
-        results["service"] = bench_service(args)
-    if args.mode in ("gateway", "all"):
-        results["gateway"] = bench_gateway(args)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0

@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from shared.errors import ApiError
+from services.exceptions import InvalidMessages, UnsupportedContent
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}"
@@ -37,8 +37,7 @@ def message_text(content: Any) -> str:
     parts = []
     for part in content:
         if part.get("type") != "text":
-            raise ApiError(400, f"content parts of type {part.get('type')!r} are not supported by this text model",
-                           param="messages", code="unsupported_content")
+            raise UnsupportedContent(f"content parts of type {part.get('type')!r} are not supported by this text model")
         parts.append(part.get("text", ""))
     return "".join(parts)
 
@@ -64,8 +63,6 @@ class ChatTemplate:
             return self._template.render(messages=normalized, add_generation_prompt=True,
                                          bos_token=self.bos_token, eos_token=self.eos_token, **variables)
         except _TemplateRaised as exc:
-            raise ApiError(400, f"The model's chat template rejected the messages: {exc}",
-                           param="messages", code="invalid_messages") from exc
+            raise InvalidMessages(f"The model's chat template rejected the messages: {exc}") from exc
         except TemplateError as exc:
-            raise ApiError(400, f"The chat template could not render these messages: {exc}",
-                           param="messages", code="invalid_messages") from exc
+            raise InvalidMessages(f"The chat template could not render these messages: {exc}") from exc

@@ -10,7 +10,7 @@ import time
 
 import uvicorn
 
-from shared.catalogue import default_catalogue
+from shared.catalogue import Catalogue, CatalogueError
 from services.app import create_app
 from services.generation import GenerationService
 from services.settings import ServiceSettings
@@ -63,7 +63,7 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     overrides = {name: value for name, value in {
         "model": args.model, "host": args.host, "port": args.port, "parallel": args.parallel,
         "n_ctx": args.n_ctx, "threads": args.threads, "n_batch": args.n_batch, "max_queue": args.max_queue,
@@ -74,10 +74,13 @@ def run(args: argparse.Namespace) -> int:
     # whenever the event loop is busy writing streams.
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    catalogue = default_catalogue()
-    spec = settings.resolve(catalogue)
-    service = GenerationService(spec, instance_id=settings.instance_id)
-    app = create_app(service, instance_secret=settings.instance_secret)
+    try:
+        spec = settings.resolve(catalogue)
+    except CatalogueError as exc:
+        log.error("%s", exc)
+        return 2
+    app = create_app(catalogue, settings)
+    service: GenerationService = app.state.service
     host = settings.host or catalogue.fleet.service_host
     config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(),
                             access_log=False, timeout_graceful_shutdown=5)

@@ -18,7 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from shared.errors import ApiError
+from shared.errors import DomainError
+from services.exceptions import (Draining, GenerationFailed, InferenceFailed, InvalidParameter, QueueFull,
+                                 ServiceStopping)
 from services.llama_backend import LlamaContext, LlamaError, LlamaModel
 from services.sampling import SamplerChain, SamplingParams, TokenLogprob, token_logprobs
 from services.text_stream import TextAssembler
@@ -54,7 +56,7 @@ class DoneEvent:
 
 @dataclass
 class ErrorEvent:
-    error: ApiError
+    error: DomainError
 
 
 Event = TokenEvent | DoneEvent | ErrorEvent
@@ -109,19 +111,6 @@ class GenerationJob:
     def cancel(self) -> None:
         """Ask the scheduler to stop this job; it frees the slot within one step."""
         self.cancelled = True
-
-
-class QueueFull(ApiError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(503, "The model service is at capacity: every slot is busy and the queue is full. "
-                              "Retry shortly.", code="queue_full", type="service_unavailable",
-                         headers={"Retry-After": str(retry_after)})
-
-
-class Draining(ApiError):
-    def __init__(self) -> None:
-        super().__init__(503, "The model service is shutting down and takes no new requests.",
-                         code="draining", type="service_unavailable", headers={"Retry-After": "1"})
 
 
 class Slot:
@@ -195,8 +184,8 @@ class BatchScheduler:
                 self.rejected += 1
                 raise Draining()
             if job.n > len(self.slots):
-                raise ApiError(400, f"n is {job.n}, above this instance's {len(self.slots)} parallel slots.",
-                               param="n", code="invalid_value")
+                raise InvalidParameter(f"n is {job.n}, above this instance's {len(self.slots)} parallel slots.",
+                                       param="n")
             free = sum(1 for slot in self.slots if slot.job is None)
             if len(self._waiting) - free >= self.max_queue:
                 self.rejected += 1
@@ -269,9 +258,9 @@ class BatchScheduler:
         except Exception as exc:
             log.exception("scheduler step failed")
             if isinstance(exc, LlamaError):
-                error = ApiError(500, f"inference failed: {exc}", code="inference_error")
+                error: DomainError = InferenceFailed(f"inference failed: {exc}")
             else:
-                error = ApiError(500, f"internal error while generating: {type(exc).__name__}", code="internal_error")
+                error = GenerationFailed(f"internal error while generating: {type(exc).__name__}")
             jobs = {id(slot.job) for slot in args if slot.job is not None} if args else None
             touched = [s for s in self.slots if s.job is not None and (jobs is None or id(s.job) in jobs)]
             for slot in touched:
@@ -330,7 +319,7 @@ class BatchScheduler:
                 member.cached = []  # its KV is replaced by the prompt's when the prefill ends
             try:
                 member.sampler = SamplerChain(self.model, job.params, seed_offset=member.choice)
-            except ApiError as exc:
+            except DomainError as exc:
                 for started in (slot, *slot.followers):
                     self._release(started)
                 self.failed += 1
@@ -437,7 +426,7 @@ class BatchScheduler:
         job.emit(DoneEvent(reason, len(job.prompt_tokens), slot.produced, job.cached_tokens, job.timings,
                            job.active_at_submit, job.queued_at_submit, slot.choice))
 
-    def _fail(self, slot: Slot, error: ApiError) -> None:
+    def _fail(self, slot: Slot, error: DomainError) -> None:
         job = slot.job
         self.failed += 1
         self._release(slot)
@@ -461,7 +450,7 @@ class BatchScheduler:
             slot.last_used = time.perf_counter()
 
     def _abort_all(self, message: str) -> None:
-        error = ApiError(503, message, code="service_stopping")
+        error = ServiceStopping(message)
         for job in list(self._waiting):
             job.emit(ErrorEvent(error))
         self._waiting.clear()

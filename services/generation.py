@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
-from shared.catalogue import ModelSpec, default_catalogue
-from shared.errors import ApiError, model_not_found
+from shared.catalogue import ModelSpec
 from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
 from services.chat_template import ChatTemplate, message_text
 from services.choice_output import ChoiceOutput
-from services.engine import BatchScheduler, DoneEvent, Draining, ErrorEvent, Event, GenerationJob
+from services.engine import BatchScheduler, DoneEvent, ErrorEvent, Event, GenerationJob
+from services.exceptions import (ContextTooLong, Draining, InvalidParameter, ModelLoadFailed, ModelLoading,
+                                 ModelNotFound, UnsupportedParameter)
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 from services.protocol import ChatCompletionRequest, CompletionRequest
 from services.reasoning import ReasoningMarkers, ReasoningSplitter
@@ -43,9 +44,10 @@ class PreparedRequest:
 class GenerationService:
     """One model, its batch scheduler and its state (loading, ok, draining, error)."""
 
-    def __init__(self, spec: ModelSpec, *, instance_id: str, model_path: Path | None = None) -> None:
+    def __init__(self, spec: ModelSpec, *, instance_id: str, model_cache: Path, model_path: Path | None = None) -> None:
         self.spec = spec
         self.instance_id = instance_id
+        self.model_cache = model_cache
         self.model_path = model_path
         self.status = "loading"
         self.load_error: str | None = None
@@ -59,7 +61,7 @@ class GenerationService:
     def load(self) -> None:
         """Load the model and start the scheduler (blocking: run it off the event loop)."""
         try:
-            path = self.model_path or resolve_model_file(self.spec, default_catalogue().fleet.model_cache_path())
+            path = self.model_path or resolve_model_file(self.spec, self.model_cache)
             log.info("loading %s from %s", self.spec.key, path)
             model = LlamaModel(path)
             n_ctx = min(self.spec.n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else self.spec.n_ctx
@@ -97,15 +99,15 @@ class GenerationService:
     # ----- requests ---------------------------------------------------------------------------
     def check_model(self, name: str) -> None:
         if name not in (self.spec.key, self.spec.display_name):
-            raise model_not_found(name)
+            raise ModelNotFound(name)
 
     def _require_ready(self) -> None:
         if self.status == "loading":
-            raise ApiError(503, "The model is still loading.", code="model_loading", headers={"Retry-After": "2"})
+            raise ModelLoading()
         if self.status == "draining":
             raise Draining()
         if self.status != "ok":
-            raise ApiError(503, f"The model failed to load: {self.load_error}", code="model_load_failed")
+            raise ModelLoadFailed(self.load_error)
 
     def prepare_chat(self, request: ChatCompletionRequest) -> PreparedRequest:
         self.check_model(request.model)
@@ -144,45 +146,41 @@ class GenerationService:
         self.check_model(request.model)
         self._require_ready()
         if request.echo:
-            raise ApiError(400, "echo is not supported", param="echo", code="unsupported_parameter")
+            raise UnsupportedParameter("echo is not supported", param="echo")
         prompt = request.prompt
         if isinstance(prompt, list):
             if len(prompt) != 1:
-                raise ApiError(400, "Send one prompt per request (a list must hold exactly one string).",
-                               param="prompt", code="invalid_value")
+                raise InvalidParameter("Send one prompt per request (a list must hold exactly one string).",
+                                       param="prompt")
             prompt = prompt[0]
         tokens = self.model.tokenize(prompt, add_special=self.model.add_bos, parse_special=False)
         if not tokens:
-            raise ApiError(400, "The prompt is empty.", param="prompt", code="invalid_value")
+            raise InvalidParameter("The prompt is empty.", param="prompt")
         return PreparedRequest(tokens, self._sampling(request, len(tokens)), request.choices)
 
     def _sampling(self, request: ChatCompletionRequest | CompletionRequest, n_prompt: int) -> SamplingParams:
         spec = self.spec
         if request.choices > spec.parallel:
-            raise ApiError(400, f"n is {request.choices}; this instance generates at most {spec.parallel} "
-                                "choices at once (its parallel slots).", param="n", code="invalid_value")
+            raise InvalidParameter(f"n is {request.choices}; this instance generates at most {spec.parallel} "
+                                   "choices at once (its parallel slots).", param="n")
         if n_prompt >= spec.n_ctx:
-            raise ApiError(400, f"This model's context is {spec.n_ctx} tokens; the prompt has {n_prompt}. "
-                                "Shorten the messages.", param="messages", code="context_length_exceeded")
+            raise ContextTooLong(spec.n_ctx, n_prompt)
         requested = request.max_completion_tokens or request.max_tokens
         if requested is not None and requested > spec.max_tokens_limit:
-            raise ApiError(400, f"max_tokens is {requested}, above this model's limit of {spec.max_tokens_limit}.",
-                           param="max_tokens", code="invalid_value")
+            raise InvalidParameter(f"max_tokens is {requested}, above this model's limit of {spec.max_tokens_limit}.",
+                                   param="max_tokens")
         # What does not fit in the context after the prompt is cut with finish_reason "length".
         max_tokens = min(requested or spec.default_max_tokens, spec.n_ctx - n_prompt - 1)
         stops = request.stop_list()
         if len(stops) > 16 or any(not isinstance(s, str) or not s for s in stops):
-            raise ApiError(400, "stop must be a non-empty string or a list of at most 16 non-empty strings.",
-                           param="stop", code="invalid_value")
-        temperature = 0.8 if request.temperature is None else request.temperature
+            raise InvalidParameter("stop must be a non-empty string or a list of at most 16 non-empty strings.",
+                                   param="stop")
+        # Fields the request leaves out keep SamplingParams' defaults (the one place they are named).
+        given = {name: getattr(request, name) for name in (
+            "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
+            if getattr(request, name) is not None}
         return SamplingParams(
-            temperature=temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            top_k=40 if request.top_k is None else request.top_k,
-            min_p=0.05 if request.min_p is None else request.min_p,
-            repeat_penalty=1.0 if request.repeat_penalty is None else request.repeat_penalty,
-            presence_penalty=request.presence_penalty or 0.0,
-            frequency_penalty=request.frequency_penalty or 0.0,
+            **given,
             seed=request.seed,
             grammar=grammar_for_response_format(request.response_format),
             stop=tuple(dict.fromkeys([*spec.stop, *stops])),
@@ -191,7 +189,7 @@ class GenerationService:
         )
 
     def choice_output(self, prepared: PreparedRequest, index: int) -> ChoiceOutput:
-        """How the text of one choice becomes content (and, later, reasoning and tool calls)."""
+        """How the text of one choice becomes content, reasoning and tool calls."""
         tools = ToolCallStream(prepared.tools) if prepared.tools is not None else None
         reasoning = ReasoningSplitter(prepared.reasoning) if prepared.reasoning is not None else None
         return ChoiceOutput(index, reasoning=reasoning, tools=tools)
@@ -248,12 +246,11 @@ def template_variables(kwargs: dict | None) -> dict:
         return {}
     bad = sorted(set(kwargs) & RESERVED_TEMPLATE_VARIABLES)
     if bad:
-        raise ApiError(400, f"chat_template_kwargs may not set {', '.join(bad)}.", param="chat_template_kwargs",
-                       code="invalid_value")
+        raise InvalidParameter(f"chat_template_kwargs may not set {', '.join(bad)}.", param="chat_template_kwargs")
     if any(not isinstance(v, (str, int, float, bool, type(None))) or (isinstance(v, str) and len(v) > 256)
            for v in kwargs.values()):
-        raise ApiError(400, "chat_template_kwargs values must be short strings, numbers or booleans.",
-                       param="chat_template_kwargs", code="invalid_value")
+        raise InvalidParameter("chat_template_kwargs values must be short strings, numbers or booleans.",
+                               param="chat_template_kwargs")
     return dict(kwargs)
 
 

@@ -97,11 +97,6 @@ class LlamaModel:
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama.llama_vocab_is_eog(self.vocab, token))
 
-    def close(self) -> None:
-        if self._ptr:
-            llama.llama_model_free(self._ptr)
-            self._ptr = None
-
 
 @dataclass(frozen=True)
 class ContextShape:
@@ -177,9 +172,3 @@ class LlamaContext:
 
     def clear_sequence(self, seq_id: int) -> None:
         llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
-
-    def close(self) -> None:
-        if self._ptr:
-            llama.llama_batch_free(self.batch)
-            llama.llama_free(self._ptr)
-            self._ptr = None

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
+from shared.sse import encode as sse
 from services.choice_output import ChoiceDelta, ChoiceOutput
 from services.engine import DoneEvent
 from services.sampling import TokenLogprob
-
-SSE_DONE = b"data: [DONE]\n\n"
-
-
-def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 def chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:

@@ -10,14 +10,16 @@ import llama_cpp as llama
 import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from shared.errors import ApiError
+from services.exceptions import InvalidParameter
 from services.llama_backend import LlamaModel
 
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """One request's sampling; the defaults are those of a request that does not say."""
+
     temperature: float = 0.8
-    top_p: float = 0.95
+    top_p: float = 1.0
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.0
@@ -63,19 +65,17 @@ def check_schema_bounds(schema: object, param: str) -> None:
     """Refuse a JSON schema too large, too deep or too repetitive to turn into a grammar quickly
     (one place for response_format and tool parameters alike)."""
     if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
-        raise ApiError(400, f"The JSON schema is larger than {MAX_SCHEMA_BYTES} bytes.", param=param,
-                       code="invalid_value")
+        raise InvalidParameter(f"The JSON schema is larger than {MAX_SCHEMA_BYTES} bytes.", param=param)
 
     def walk(node: object, depth: int) -> None:
         if depth > MAX_SCHEMA_DEPTH:
-            raise ApiError(400, f"The JSON schema nests deeper than {MAX_SCHEMA_DEPTH} levels.", param=param,
-                           code="invalid_value")
+            raise InvalidParameter(f"The JSON schema nests deeper than {MAX_SCHEMA_DEPTH} levels.", param=param)
         if isinstance(node, dict):
             for key in _REPEAT_KEYS:
                 value = node.get(key)
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SCHEMA_REPEAT:
-                    raise ApiError(400, f"{key} is {value}; at most {MAX_SCHEMA_REPEAT} in a JSON schema here.",
-                                   param=param, code="invalid_value")
+                    raise InvalidParameter(f"{key} is {value}; at most {MAX_SCHEMA_REPEAT} in a JSON schema here.",
+                                           param=param)
             for value in node.values():
                 walk(value, depth + 1)
         elif isinstance(node, list):
@@ -97,17 +97,17 @@ def grammar_for_response_format(response_format: dict | None) -> str | None:
     if kind == "json_schema":
         spec = response_format.get("json_schema")
         if not isinstance(spec, dict):
-            raise ApiError(400, "response_format.json_schema must be an object with a 'schema'",
-                           param="response_format", code="invalid_value")
+            raise InvalidParameter("response_format.json_schema must be an object with a 'schema'",
+                                   param="response_format")
         schema = spec.get("schema", {"type": "object"})
         check_schema_bounds(schema, "response_format")
         try:
             return json_schema_to_gbnf(json.dumps(schema))
         except Exception as exc:  # the converter raises plain exceptions for unsupported schemas
-            raise ApiError(400, f"response_format.json_schema is not supported: {exc}",
-                           param="response_format", code="invalid_value") from exc
-    raise ApiError(400, f"response_format type {kind!r} is not supported (text, json_object, json_schema)",
-                   param="response_format", code="invalid_value")
+            raise InvalidParameter(f"response_format.json_schema is not supported: {exc}",
+                                   param="response_format") from exc
+    raise InvalidParameter(f"response_format type {kind!r} is not supported (text, json_object, json_schema)",
+                           param="response_format")
 
 
 class SamplerChain:
@@ -120,8 +120,8 @@ class SamplerChain:
             grammar = llama.llama_sampler_init_grammar(model.vocab, params.grammar.encode(), b"root")
             if not grammar:
                 self.close()
-                raise ApiError(400, "the response format's grammar could not be compiled",
-                               param="response_format", code="invalid_value")
+                raise InvalidParameter("the response format's grammar could not be compiled",
+                                       param="response_format")
             add(grammar)
         if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
             add(llama.llama_sampler_init_penalties(model.n_vocab, params.penalty_last_n, params.repeat_penalty,

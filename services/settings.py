@@ -10,7 +10,7 @@ import uuid
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.catalogue import Catalogue, ModelSpec, default_catalogue
+from shared.catalogue import Catalogue, ModelSpec
 from shared.instance_auth import INSTANCE_SECRET_ENV
 
 
@@ -34,9 +34,8 @@ class ServiceSettings(BaseSettings):
     instance_secret: str | None = Field(None, validation_alias=AliasChoices(INSTANCE_SECRET_ENV))
     log_level: str = "info"
 
-    def resolve(self, catalogue: Catalogue | None = None) -> ModelSpec:
+    def resolve(self, catalogue: Catalogue) -> ModelSpec:
         """The model's catalogue entry with this process's overrides applied."""
-        catalogue = catalogue or default_catalogue()
         spec = catalogue.model(self.model)
         overrides = {name: getattr(self, name) for name in ("parallel", "n_ctx", "threads", "n_batch", "max_queue")
                      if getattr(self, name) is not None}

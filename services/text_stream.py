@@ -57,15 +57,10 @@ class TextAssembler:
     def __init__(self, stops: tuple[str, ...] | list[str]) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stops = StopStringFilter(stops)
-        self.text = ""
 
     def push(self, piece: bytes) -> tuple[str, bool]:
-        delta, stopped = self._stops.push(self._decoder.decode(piece))
-        self.text += delta
-        return delta, stopped
+        return self._stops.push(self._decoder.decode(piece))
 
     def finish(self) -> str:
         """The rest of the text at the end of generation (not after a stop string)."""
-        delta = self._stops.push(self._decoder.decode(b"", final=True))[0] + self._stops.flush()
-        self.text += delta
-        return delta
+        return self._stops.push(self._decoder.decode(b"", final=True))[0] + self._stops.flush()

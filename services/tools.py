@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from llama_cpp.llama_grammar import SchemaConverter
 
-from shared.errors import ApiError
+from services.exceptions import InvalidParameter
 from services.sampling import check_schema_bounds
 
 MAX_TOOLS = 64
@@ -54,29 +54,27 @@ class ToolPlan:
 def plan_tools(tools: list[Any] | None, tool_choice: Any, parallel_tool_calls: bool | None) -> ToolPlan | None:
     """Check `tools` and `tool_choice`; None when no tool may be called."""
     if tool_choice is not None and not tools and tool_choice != "none":
-        raise ApiError(400, "tool_choice needs tools.", param="tool_choice", code="invalid_value")
+        raise InvalidParameter("tool_choice needs tools.", param="tool_choice")
     if not tools or tool_choice == "none":
         return None
     if len(tools) > MAX_TOOLS:
-        raise ApiError(400, f"At most {MAX_TOOLS} tools per request.", param="tools", code="invalid_value")
+        raise InvalidParameter(f"At most {MAX_TOOLS} tools per request.", param="tools")
     checked, names = [], set()
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(function, dict):
-            raise ApiError(400, "Each tool must be {\"type\": \"function\", \"function\": {...}}.",
-                           param=f"tools[{i}]", code="invalid_value")
+            raise InvalidParameter("Each tool must be {\"type\": \"function\", \"function\": {...}}.",
+                                   param=f"tools[{i}]")
         name = function.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise ApiError(400, "A function name is 1 to 64 letters, digits, '_' or '-'.",
-                           param=f"tools[{i}].function.name", code="invalid_value")
+            raise InvalidParameter("A function name is 1 to 64 letters, digits, '_' or '-'.",
+                                   param=f"tools[{i}].function.name")
         if name in names:
-            raise ApiError(400, f"Two tools are named {name!r}.", param=f"tools[{i}].function.name",
-                           code="invalid_value")
+            raise InvalidParameter(f"Two tools are named {name!r}.", param=f"tools[{i}].function.name")
         names.add(name)
         parameters = function.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(parameters, dict):
-            raise ApiError(400, "parameters must be a JSON schema object.", param=f"tools[{i}].function.parameters",
-                           code="invalid_value")
+            raise InvalidParameter("parameters must be a JSON schema object.", param=f"tools[{i}].function.parameters")
         check_schema_bounds(parameters, f"tools[{i}].function.parameters")
         checked.append({"type": "function", "function": {**function, "parameters": parameters}})
     parallel = True if parallel_tool_calls is None else bool(parallel_tool_calls)
@@ -87,11 +85,11 @@ def plan_tools(tools: list[Any] | None, tool_choice: Any, parallel_tool_calls: b
     if isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
         name = tool_choice["function"].get("name")
         if name not in names:
-            raise ApiError(400, f"tool_choice names {name!r}, which is not among the tools.",
-                           param="tool_choice", code="invalid_value")
+            raise InvalidParameter(f"tool_choice names {name!r}, which is not among the tools.",
+                                   param="tool_choice")
         return ToolPlan(checked, "named", False, forced_name=name)
-    raise ApiError(400, "tool_choice must be 'none', 'auto', 'required' or {\"type\": \"function\", "
-                        "\"function\": {\"name\": ...}}.", param="tool_choice", code="invalid_value")
+    raise InvalidParameter("tool_choice must be 'none', 'auto', 'required' or {\"type\": \"function\", "
+                           "\"function\": {\"name\": ...}}.", param="tool_choice")
 
 
 def call_grammar(plan: ToolPlan) -> str:
@@ -108,8 +106,7 @@ def call_grammar(plan: ToolPlan) -> str:
         try:
             arguments = converter.visit(schema, f"{name}-arguments")
         except Exception as exc:  # the converter raises plain exceptions on schemas it cannot express
-            raise ApiError(400, f"The parameters of {name!r} are not supported: {exc}", param="tools",
-                           code="invalid_value") from exc
+            raise InvalidParameter(f"The parameters of {name!r} are not supported: {exc}", param="tools") from exc
         head = json.dumps(f'{{"name": "{name}", "arguments": ')
         alternatives.append(f'{head} {arguments} "}}"')
     call = f'"{_gbnf_escape(OPEN)}\\n" ( {" | ".join(alternatives)} ) "\\n{_gbnf_escape(CLOSE)}"'

@@ -6,22 +6,22 @@ override the file:
 - ``ARENA_FLEET__<FIELD>``, e.g. ``ARENA_FLEET__GATEWAY_PORT=9000``;
 - ``ARENA_MODEL_<KEY>__<FIELD>``, e.g. ``ARENA_MODEL_SMOLLM2_135M__PARALLEL=4``;
 - ``ARENA_CATALOGUE`` names another catalogue file altogether.
+
+`load_catalogue` is called once per process, by the command line, and the result is passed
+to whatever needs it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CATALOGUE_PATH = PROJECT_ROOT / "config" / "catalogue.yaml"
-
+from shared import paths
 
 QUANT_RE = re.compile(r"^(I?Q\d[A-Z0-9_]*|UD-[A-Z0-9_]+|F16|BF16|F32|MXFP4[A-Z0-9_]*)$", re.IGNORECASE)
 
@@ -78,17 +78,20 @@ class ModelSource(BaseModel):
 
 
 class ModelProfile(BaseModel):
-    """What a model is good at and what it supports, for people choosing one and for the arena's
-    modes (one shape for every reader)."""
+    """What a model is, for people choosing one and for the arena and its modes (one shape for
+    every reader): a short description, its size, what it is good at, what it supports, and the
+    words by which an answer gives away which model wrote it (its name, its maker)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    parameters: str = Field(description="size, e.g. '4B' or '270M'")
+    description: str = ""
+    parameters: str | None = Field(None, description="size, e.g. '4B' or '270M'")
     strengths: list[str] = Field(default_factory=list)
     context_length: int | None = Field(None, ge=128, description="the model's trained context, in tokens")
     tools: bool = False
     reasoning: Literal["none", "optional", "always"] = "none"
     languages: list[str] = Field(default_factory=lambda: ["en"])
+    identity_words: list[str] = Field(default_factory=list)
 
 
 class ModelSpec(BaseModel):
@@ -119,6 +122,7 @@ class ModelSpec(BaseModel):
     profile: ModelProfile | None = None
     battle_weight: float = Field(1.0, ge=0)
     categories: list[str] = Field(default_factory=list)
+    profile: ModelProfile = Field(default_factory=ModelProfile)
 
     @field_validator("source", mode="before")
     @classmethod
@@ -146,6 +150,22 @@ class Routing(BaseModel):
     rules: list[RoutingRule] = Field(default_factory=list)
 
 
+class ArenaPolicy(BaseModel):
+    """Limits of the arena's battles and votes (see the README's arena section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int = Field(4, ge=1, le=50, description="user turns a battle may have before the vote")
+    max_prompt_chars: int = Field(8_000, ge=1, description="characters in one user turn")
+    max_system_chars: int = Field(4_000, ge=0)
+    max_conversation_chars: int = Field(32_000, ge=1, description="characters of all turns of a battle")
+    battles_per_minute: int = Field(10, ge=0, description="battles one client may open per minute; 0: no limit")
+    votes_per_minute: int = Field(10, ge=0, description="votes one client may cast per minute; 0: no limit")
+    flood_votes_per_hour: int = Field(60, ge=1, description="votes per hour from one client shown as a flood")
+    trusted_proxies: list[str] = Field(default_factory=list,
+                                       description="addresses or networks whose X-Forwarded-For is believed")
+
+
 class FleetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -157,26 +177,36 @@ class FleetSettings(BaseModel):
     health_interval: float = Field(2.0, gt=0)
     health_timeout: float = Field(2.0, gt=0)
     request_timeout: float = Field(600.0, gt=0)
-    data_dir: str = "data"
+    data_dir: str | None = None
     model_cache_dir: str | None = None
     runner_duration_hours: float = Field(5.5, gt=0)
     runner_handoff_margin_minutes: float = Field(15, ge=0)
 
     def data_path(self) -> Path:
-        path = Path(self.data_dir)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        """`data_dir` (relative to the checkout, if run from one), else the default data folder."""
+        if not self.data_dir:
+            return paths.data_dir()
+        path = Path(self.data_dir).expanduser()
+        root = paths.checkout_root()
+        return path if path.is_absolute() or root is None else root / path
 
     def model_cache_path(self) -> Path:
         if self.model_cache_dir:
             return Path(self.model_cache_dir).expanduser()
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return Path(base) / "serverless-llm-arena" / "models"
+        return paths.cache_dir() / "models"
 
 
 class Catalogue(BaseModel):
     fleet: FleetSettings
     models: dict[str, ModelSpec]
     routing: Routing = Field(default_factory=Routing)
+    arena: ArenaPolicy = Field(default_factory=ArenaPolicy)
+    _path: Path | None = PrivateAttr(None)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this catalogue was read from (child processes are pointed at it)."""
+        return self._path
 
     def model(self, key: str) -> ModelSpec:
         try:
@@ -216,20 +246,17 @@ def _apply_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, 
 
 
 def load_catalogue(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Catalogue:
-    """Read the catalogue file and apply environment overrides."""
+    """Read the catalogue file (`path`, else ``ARENA_CATALOGUE``, else the bundled one) and
+    apply environment overrides."""
     env = dict(os.environ if environ is None else environ)
-    path = Path(path or env.get("ARENA_CATALOGUE") or DEFAULT_CATALOGUE_PATH)
+    path = Path(path or env.get("ARENA_CATALOGUE") or paths.bundled_catalogue()).expanduser().resolve()
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
         raise CatalogueError(f"cannot read the catalogue {path}: {exc}") from exc
     try:
-        return TypeAdapter(Catalogue).validate_python(_apply_overrides(raw, env))
+        catalogue = TypeAdapter(Catalogue).validate_python(_apply_overrides(raw, env))
     except ValueError as exc:
         raise CatalogueError(f"invalid catalogue {path}: {exc}") from exc
-
-
-@lru_cache(maxsize=1)
-def default_catalogue() -> Catalogue:
-    """The catalogue of this process (read once)."""
-    return load_catalogue()
+    catalogue._path = path
+    return catalogue

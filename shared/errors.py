@@ -1,20 +1,29 @@
 """OpenAI-shaped errors, for the model service and the gateway alike.
 
-Every failure a client can see is an `ApiError` (or is turned into one by the handlers that
-`install_error_handlers` adds), answered as ``{"error": {"message", "type", "param", "code"}}``
-with the right status. Nothing reaches the client as a bare 500 traceback.
+Domain code raises plain exceptions (`DomainError` subclasses) that know nothing of HTTP. Each
+app has one `ErrorTable` at its edge (`services/errors.py`, `gateway/errors.py`) mapping each
+exception type to a status, type, code and param; `install_error_handlers(app, table)` answers
+them, and every other failure, as ``{"error": {"message", "type", "param", "code"}}``. Nothing
+reaches the client as a bare 500 traceback.
+
+`ApiError` remains for code that already speaks HTTP (routes, auth, the proxy): it carries its
+own status and is answered as it is.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared import sse
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +44,29 @@ _TYPE_BY_STATUS = {
 }
 
 
+def _type_for(status: int) -> str:
+    return _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+class DomainError(Exception):
+    """A failure named by domain code. `param` is the request field at fault, when one is;
+    `retry_after` the seconds after which trying again may succeed, when known."""
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class ModelNotFound(DomainError):
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist or is not served here.", param="model")
+        self.model = model
+
+
 class ApiError(Exception):
-    """An error to answer in OpenAI's shape."""
+    """An error to answer in OpenAI's shape, raised by code that already speaks HTTP."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
                  type: str | None = None, headers: dict[str, str] | None = None) -> None:
@@ -45,7 +75,7 @@ class ApiError(Exception):
         self.message = message
         self.code = code
         self.param = param
-        self.type = type or _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.type = type or _type_for(status)
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
@@ -55,8 +85,8 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
     def sse_event(self) -> bytes:
-        """The error as one server-sent event, for a stream that already started."""
-        return b"data: " + json.dumps(self.body()).encode() + b"\n\n"
+        """The error as one server-sent event (without ``[DONE]``), for a stream already started."""
+        return sse.encode(self.body())
 
 
 def error_body(message: str, *, type: str = "invalid_request_error", code: str | None = None,
@@ -65,8 +95,47 @@ def error_body(message: str, *, type: str = "invalid_request_error", code: str |
 
 
 def model_not_found(model: str) -> ApiError:
-    return ApiError(404, f"The model '{model}' does not exist or is not served here.",
-                    code="model_not_found", param="model")
+    return ApiError(404, str(ModelNotFound(model)), code="model_not_found", param="model")
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    """How clients see one kind of domain error. `type` defaults by status; `param` is used
+    when the exception names none."""
+
+    status: int
+    code: str | None = None
+    type: str | None = None
+    param: str | None = None
+
+
+INTERNAL = ErrorSpec(500, "internal_error", "server_error")
+
+
+class ErrorTable:
+    """Domain exception types -> OpenAI errors. A subclass uses its nearest mapped ancestor."""
+
+    def __init__(self, specs: Mapping[type[BaseException], ErrorSpec]) -> None:
+        self.specs = dict(specs)
+
+    def spec_for(self, exc: BaseException) -> ErrorSpec | None:
+        for cls in type(exc).__mro__:
+            if cls in self.specs:
+                return self.specs[cls]
+        return None
+
+    def api_error(self, exc: BaseException) -> ApiError:
+        """The answer to `exc`: itself if an `ApiError`, its table entry, else an internal error."""
+        if isinstance(exc, ApiError):
+            return exc
+        spec = self.spec_for(exc)
+        if spec is None:
+            return ApiError(INTERNAL.status, f"Internal error: {type(exc).__name__}", code=INTERNAL.code,
+                            type=INTERNAL.type)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(math.ceil(retry_after))} if retry_after is not None else None
+        return ApiError(spec.status, str(exc), code=spec.code, type=spec.type,
+                        param=getattr(exc, "param", None) or spec.param, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -82,12 +151,19 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"Invalid value for '{param}': {message}" if param else f"Invalid request: {message}"), param
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every exception a route can raise to an OpenAI-shaped answer."""
+def install_error_handlers(app: FastAPI, table: ErrorTable | None = None) -> None:
+    """Answer every exception a route can raise in OpenAI's shape, domain errors by `table`."""
+    table = table or ErrorTable({})
 
-    @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
+
+    async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+        return table.api_error(exc).response()
+
+    app.add_exception_handler(ApiError, _api_error)
+    for exc_type in table.specs:
+        app.add_exception_handler(exc_type, _domain_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -106,5 +182,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return JSONResponse(error_body(f"Internal error: {type(exc).__name__}", type="server_error",
-                                       code="internal_error"), status_code=500)
+        return table.api_error(exc).response()

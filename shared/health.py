@@ -48,7 +48,3 @@ class HealthDetails(BaseModel):
     queue: QueueReport
     throughput: ThroughputReport = Field(default_factory=ThroughputReport)
     max_tokens_limit: int = 0
-
-    @property
-    def accepting(self) -> bool:
-        return self.status == "ok"

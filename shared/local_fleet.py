@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.catalogue import Catalogue, default_catalogue, env_key
-from shared.processes import PROJECT_ROOT, ChildProcess
+from shared import paths
+from shared.catalogue import Catalogue, env_key
+from shared.processes import ChildProcess
 
-LOG_DIR = PROJECT_ROOT / "build" / "fleet-logs"
+LOG_DIR = paths.log_dir("fleet")
 MAX_RESTARTS = 5
 
 
@@ -60,13 +61,15 @@ class LocalFleet:
                 name = f"{key}-{i}"
                 proc = ChildProcess(name, ["serve", key, "--host", service_host, "--port", str(service_port),
                                            "--instance-id", f"local-{name}"],
-                                    port=service_port, host=service_host, log_path=log_dir / f"{name}.log")
+                                    port=service_port, host=service_host, log_path=log_dir / f"{name}.log",
+                                    catalogue=catalogue.path)
                 self.members.append(Member(proc, "/health"))
                 urls.setdefault(key, []).append(proc.url)
         # The gateway is told exactly which instances exist; models left out get none.
         gateway_env = {f"{env_key(key)}_API_URL": ",".join(urls.get(key, [])) for key in catalogue.models}
         self.gateway = ChildProcess("gateway", ["gateway", "--host", host, "--port", str(port)], port=port,
-                                    host=host, env=gateway_env, log_path=log_dir / "gateway.log")
+                                    host=host, env=gateway_env, log_path=log_dir / "gateway.log",
+                                    catalogue=catalogue.path)
         self.members.append(Member(self.gateway, "/health/live"))
         self._stopping = threading.Event()
 
@@ -105,8 +108,7 @@ class LocalFleet:
         self.gateway.stop(timeout=10)
 
 
-def run(args: argparse.Namespace) -> int:
-    catalogue = default_catalogue()
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     plan = plan_instances(catalogue, args.model)
     host = args.host or catalogue.fleet.gateway_host
     port = args.port or catalogue.fleet.gateway_port
@@ -131,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
         print("\nStopping the fleet (models finish what they are doing)...", flush=True)
     except (RuntimeError, TimeoutError) as exc:
         print(f"The fleet could not start: {exc}", file=sys.stderr, flush=True)
-        fleet.stop()
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from shared.catalogue import default_catalogue
+from shared.catalogue import Catalogue
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the catalogue as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    catalogue = default_catalogue()
+def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     if args.json:
         print(json.dumps({key: spec.model_dump(mode="json") for key, spec in catalogue.models.items()}, indent=2))
         return 0

@@ -19,7 +19,7 @@ from typing import Callable
 
 import httpx
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from shared.paths import checkout_root
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -39,17 +39,21 @@ def _die_with_parent() -> None:
 
 class ChildProcess:
     """`python -m MODULE ARGS` (by default an `arena` command) run as a child, in its own process
-    group, logging to a file."""
+    group, logging to a file. `catalogue`, when given, is passed to an `arena` command as
+    ``--catalogue``, so the child reads the same file as its parent."""
 
     def __init__(self, name: str, args: list[str], *, port: int, log_path: Path | None,
-                 env: dict[str, str] | None = None, host: str = "127.0.0.1", module: str = "shared.cli") -> None:
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1", module: str = "shared.cli",
+                 catalogue: Path | None = None, inherit_env: bool = True) -> None:
         self.name = name
-        self.args = args
+        self.args = ["--catalogue", str(catalogue), *args] if catalogue is not None else args
         self.module = module
         self.port = port
         self.host = host
         self.log_path = log_path
         self.env = env or {}
+        # False: the child sees `env` only (a runner passes its children an allow-list).
+        self.inherit_env = inherit_env
         self.process: subprocess.Popen | None = None
 
     @property
@@ -63,9 +67,10 @@ class ChildProcess:
 
     def start(self) -> "ChildProcess":
         """Start it; its output goes to `log_path`, or to this process's own output if None."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**(os.environ if self.inherit_env else {}), "PYTHONUNBUFFERED": "1", **self.env}
         argv = [sys.executable, "-m", self.module, *self.args]
-        options = dict(cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+        # From a checkout, run there (so `-m` finds its packages); installed, where we are.
+        options = dict(cwd=checkout_root(), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                        preexec_fn=_die_with_parent)
         if self.log_path is None:
             self.process = subprocess.Popen(argv, **options)

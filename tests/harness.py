@@ -8,12 +8,14 @@ goes to build/test-logs/ so a failing test can show it.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import httpx
 
-from shared.processes import PROJECT_ROOT, ChildProcess, free_port
+from shared.processes import ChildProcess, free_port
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = PROJECT_ROOT / "build" / "test-logs"
 
 __all__ = ["LOG_DIR", "PROJECT_ROOT", "ManagedProcess", "assert_openai_error", "free_port", "start_gateway",

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from shared.processes import PROJECT_ROOT
+from tests.harness import PROJECT_ROOT
 
 
 def test_bench_reports_every_level_and_the_gateway_overhead(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from shared.processes import PROJECT_ROOT
+from tests.harness import PROJECT_ROOT
 
 
 def test_pyflakes_rules_pass():

@@ -8,7 +8,7 @@ import signal
 import pytest
 from openai import OpenAI
 
-from shared.catalogue import CatalogueError, default_catalogue
+from shared.catalogue import CatalogueError, load_catalogue
 from shared.local_fleet import plan_instances
 from tests.harness import ManagedProcess, free_port, wait_until
 
@@ -37,7 +37,7 @@ def start_fleet() -> tuple[ManagedProcess, int]:
 
 
 def test_plan_follows_the_catalogue_or_the_selection():
-    catalogue = default_catalogue()
+    catalogue = load_catalogue()
     assert plan_instances(catalogue, None) == {k: s.instances for k, s in catalogue.models.items() if s.instances}
     assert plan_instances(catalogue, ["gemma3-270m=2"]) == {"gemma3-270m": 2}
     with pytest.raises(CatalogueError):

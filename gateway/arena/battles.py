@@ -2,29 +2,40 @@
 
 The browser must learn nothing about which model is which before it votes. So the gateway
 does not forward upstream chunks: it reads each one and writes a new chunk holding only the
-fields the UI needs (content, role, finish reason, token usage), under a battle-specific id
-and the model name "Model A" or "Model B". Fields such as `model`, `id`, `system_fingerprint`
-and anything a server may add later never reach the browser. Error messages are scrubbed of
-model names too. Answers and timings are measured here, on the real stream, and kept with
-the battle for the vote.
+answer's text, role and finish reason, under a battle-specific id and the label "Model A" or
+"Model B". Nothing that depends on a model's tokenizer reaches the browser before the vote:
+no usage counts (a script that asks a model directly for the prompt's token count could match
+it), and not even the token boundaries: the text is re-cut at whitespace
+(`WordChunker`), so a side's chunks are words, whatever the tokenizer. Timings, token counts,
+the seed and the models are measured and kept with the battle, and revealed with the vote.
+Error messages are scrubbed of model names too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import random
 import re
 import secrets
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.arena.votes import SIDES, Battle, SideResult, VoteStore
+from gateway.arena.activity import BattleActivity
+from gateway.arena.categories import categorize
+from gateway.arena.votes import SIDES, Battle, SideResult, Vote, VoteStore
+from gateway.store import DatabaseUnavailable
+from shared.catalogue import ArenaPolicy
 from shared.errors import ApiError
+from shared.sse import DONE, DONE_PAYLOAD, SseReader
+from shared.sse import encode as _sse
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +82,24 @@ class NameScrubber:
         return self._pattern.sub(label, text) if self._pattern else text
 
 
-class SseReader:
-    """Splits a byte stream into server-sent events' data payloads, whatever the chunking."""
+class WordChunker:
+    """Re-cuts streamed text at whitespace: what comes out never ends inside a word, so the
+    browser cannot see where one token ended and the next began."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._pending = ""
 
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += chunk.replace(b"\r\n", b"\n")
-        payloads = []
-        while b"\n\n" in self._buffer:
-            event, self._buffer = self._buffer.split(b"\n\n", 1)
-            data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
-            if data:
-                payloads.append(b"\n".join(data).decode("utf-8", errors="replace"))
-        return payloads
+    def feed(self, text: str) -> str:
+        self._pending += text
+        cut = max(self._pending.rfind(" "), self._pending.rfind("\n"), self._pending.rfind("\t"))
+        if cut < 0:
+            return ""
+        out, self._pending = self._pending[:cut + 1], self._pending[cut + 1:]
+        return out
+
+    def flush(self) -> str:
+        out, self._pending = self._pending, ""
+        return out
 
 
 @dataclass
@@ -110,36 +124,108 @@ class _Meter:
                           tokens_per_second=tps, finish_reason=finish_reason, error=error)
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+async def _shielded(write: Awaitable[None]) -> None:
+    """Finish a store write even if the task awaiting it is cancelled (the browser went away)."""
+    task = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+class FollowUpRequest(BaseModel):
+    """A follow-up question in a battle: both sides answer it, each in its own conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=20_000)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class BattleManager:
-    """Creates battles, streams their sides anonymously, and records the votes."""
+    """Creates battles, streams their sides anonymously, takes follow-ups, and records the votes.
+
+    Only the client that opened a battle can stream it, follow up and vote: creation returns a
+    random token (kept by the page), the store keeps its hash, and every later call must
+    present it (`X-Battle-Token`)."""
 
     def __init__(self, store: VoteStore, *, weights: Mapping[str, float] | None = None,
-                 known_names: Iterable[str] = (), rng: random.Random | None = None) -> None:
+                 known_names: Iterable[str] = (), rng: random.Random | None = None,
+                 activity: BattleActivity | None = None, policy: ArenaPolicy | None = None) -> None:
         self.store = store
+        self.policy = policy or ArenaPolicy()
+        self.activity = activity or BattleActivity()
         self.weights = dict(weights or {})
         self.known_names = set(known_names)
         self.rng = rng or random.SystemRandom()
 
-    def create(self, ready: Sequence[str], request: BattleRequest,
-               max_tokens_limits: Mapping[str, int] | None = None) -> Battle:
+    def _check_size(self, text: str, limit: int, what: str, param: str) -> None:
+        if len(text) > limit:
+            raise ApiError(400, f"The {what} has {len(text)} characters; the arena takes at most {limit}.",
+                           code="prompt_too_long", param=param)
+
+    async def create(self, ready: Sequence[str], request: BattleRequest,
+                     max_tokens_limits: Mapping[str, int] | None = None, *,
+                     client: str | None = None) -> tuple[Battle, str]:
+        """A new battle between two ready models, and the token that proves who opened it."""
+        self._check_size(request.prompt, self.policy.max_prompt_chars, "prompt", "prompt")
+        self._check_size(request.system, self.policy.max_system_chars, "system prompt", "system")
         model_a, model_b = pick_pair(ready, self.weights, self.rng)
         limits = max_tokens_limits or {}
         # Both sides get the same settings, so the tighter of the two limits applies to both.
         max_tokens = min(request.max_tokens, limits.get(model_a, request.max_tokens),
                          limits.get(model_b, request.max_tokens))
-        settings = {**request.model_dump(), "max_tokens": max_tokens}
-        return self.store.create_battle(secrets.token_urlsafe(16), model_a, model_b,
-                                        self.rng.randrange(2**31), settings)
+        settings = {**request.model_dump(), "max_tokens": max_tokens, "requested_max_tokens": request.max_tokens}
+        token = secrets.token_urlsafe(24)
+        battle = await self.store.create_battle(secrets.token_urlsafe(16), model_a, model_b,
+                                                self.rng.randrange(2**31), settings,
+                                                token_hash=token_hash(token), client=client)
+        return battle, token
+
+    @staticmethod
+    def check_token(battle: Battle, token: str | None) -> None:
+        """Refuse anyone but the client that opened `battle`."""
+        if battle.token_hash is None:
+            return  # a battle from before tokens existed
+        if not token or not hmac.compare_digest(battle.token_hash, token_hash(token)):
+            raise ApiError(403, "This battle belongs to the client that opened it: the battle token is missing "
+                                "or wrong (header X-Battle-Token).", code="invalid_battle_token")
+
+    async def follow_up(self, battle_id: str, token: str | None, prompt: str) -> Battle:
+        """Add a user turn: both sides will answer it in their own conversation."""
+        battle = await self.store.get_battle(battle_id)
+        self.check_token(battle, token)
+        self._check_size(prompt, self.policy.max_prompt_chars, "prompt", "prompt")
+        if battle.turn >= self.policy.max_turns:
+            raise ApiError(409, f"A battle has at most {self.policy.max_turns} turns: vote, then start a new one.",
+                           code="too_many_turns")
+        so_far = sum(len(p) for p in battle.prompts) + sum(len(r.answer) for t in battle.all_turns()
+                                                           for r in t.sides.values())
+        if so_far + len(prompt) > self.policy.max_conversation_chars:
+            raise ApiError(400, f"The battle's conversation would pass {self.policy.max_conversation_chars} "
+                                "characters: vote, then start a new one.", code="conversation_too_long",
+                           param="prompt")
+        return await self.store.add_turn(battle_id, prompt)
+
+    async def vote(self, battle_id: str, token: str | None, winner: str, client: str | None) -> tuple[Vote, Battle]:
+        battle = await self.store.get_battle(battle_id)
+        self.check_token(battle, token)
+        vote = await self.store.record_vote(battle_id, winner, client=client, categorize=categorize)
+        return vote, await self.store.get_battle(battle_id)
 
     @staticmethod
     def upstream_body(battle: Battle, side: str) -> dict[str, Any]:
+        """The side's own conversation: every earlier prompt with this side's answer, then the new prompt."""
         req = battle.request
         messages = ([{"role": "system", "content": req["system"]}] if req.get("system") else [])
-        messages.append({"role": "user", "content": req["prompt"]})
+        for turn in battle.earlier:
+            messages += [{"role": "user", "content": turn.prompt},
+                         {"role": "assistant", "content": turn.sides[side].answer}]
+        messages.append({"role": "user", "content": battle.prompts[-1]})
         return {"model": battle.model(side), "messages": messages, "stream": True,
                 "stream_options": {"include_usage": True}, "temperature": req["temperature"],
                 "max_tokens": req["max_tokens"], "seed": battle.seed}
@@ -147,7 +233,8 @@ class BattleManager:
     def scrubber(self, battle: Battle) -> NameScrubber:
         return NameScrubber({*self.known_names, battle.model_a, battle.model_b})
 
-    async def open_side(self, battle_id: str, side: str, stream_chat: StreamChat) -> AsyncIterator[bytes]:
+    async def open_side(self, battle_id: str, side: str, stream_chat: StreamChat,
+                        token: str | None = None) -> AsyncIterator[bytes]:
         """Claim a side and start its upstream stream; errors before the first byte raise here.
 
         Returns the anonymised SSE stream to send to the browser. The side is recorded when the
@@ -157,45 +244,48 @@ class BattleManager:
         if side not in SIDES:
             raise ApiError(404, f"A battle has sides 'a' and 'b', not {side!r}.", code="side_not_found",
                            param="side")
-        battle = await asyncio.to_thread(self.store.get_battle, battle_id)
-        await asyncio.to_thread(self.store.claim_side, battle_id, side)
+        battle = await self.store.get_battle(battle_id)
+        self.check_token(battle, token)
+        await self.store.claim_side(battle_id, side)
         label = SIDE_LABELS[side]
         scrub = self.scrubber(battle)
         meter = _Meter(started=time.monotonic())
+        live = ExitStack()  # the side counts as streaming until its relay ends
+        live.enter_context(self.activity.side_streaming())
         upstream = stream_chat(self.upstream_body(battle, side))
         try:
             first = await upstream.__anext__()
         except StopAsyncIteration:
             first = b""
         except ApiError as exc:
+            live.close()
             await upstream.aclose()
             message = scrub(exc.message, label)
-            await asyncio.to_thread(self.store.finish_side, battle_id, side, meter.result("error", "", None, message))
+            await self.store.finish_side(battle_id, side, meter.result("error", "", None, message))
             raise ApiError(exc.status, f"{label} is unavailable: {message}", code=exc.code, type=exc.type) from None
         except BaseException:
+            live.close()
             await upstream.aclose()
-            self.store.finish_side(battle_id, side, meter.result("error", "", None, "the upstream request failed"))
+            await _shielded(self.store.finish_side(battle_id, side,
+                                                   meter.result("error", "", None, "the upstream request failed")))
             raise
-        return self._relay(battle, side, first, upstream, meter, scrub)
+        return self._relay(battle, side, first, upstream, meter, scrub, live)
 
     async def _relay(self, battle: Battle, side: str, first: bytes, upstream: AsyncIterator[bytes],
-                     meter: _Meter, scrub: NameScrubber) -> AsyncIterator[bytes]:
+                     meter: _Meter, scrub: NameScrubber, live: ExitStack) -> AsyncIterator[bytes]:
         label = SIDE_LABELS[side]
-        chunk_id = f"chatcmpl-battle-{battle.id}-{side}"
+        chunk_id = f"chatcmpl-battle-{battle.id}-{battle.turn}-{side}"
         created = int(battle.created_at)
         reader = SseReader()
         answer: list[str] = []
         status, finish_reason, error = "stopped", None, None
         recorded = False
 
-        def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> bytes:
-            body: dict[str, Any] = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
-                                    "model": label, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            if usage is not None:
-                body["usage"] = usage
-                if not delta and finish is None:
-                    body["choices"] = []
-            return _sse(body)
+        words = WordChunker()
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return _sse({"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": label,
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
         try:
             pending = [first]
@@ -207,7 +297,7 @@ class BattleManager:
                     except StopAsyncIteration:
                         break
                 for payload in reader.feed(pending.pop()):
-                    if payload.strip() == "[DONE]":
+                    if payload.strip() == DONE_PAYLOAD:
                         done = True
                         break
                     try:
@@ -226,13 +316,9 @@ class BattleManager:
                                               if isinstance(err.get("code"), (str, type(None))) else None}})
                         done = True
                         break
-                    usage = event.get("usage") if isinstance(event.get("usage"), dict) else None
-                    safe_usage = None
-                    if usage:
-                        safe_usage = {k: int(usage[k]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-                                      if isinstance(usage.get(k), (int, float))}
-                        if "completion_tokens" in safe_usage:
-                            meter.usage_tokens = safe_usage["completion_tokens"]
+                    usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
+                    if isinstance(usage.get("completion_tokens"), (int, float)):
+                        meter.usage_tokens = int(usage["completion_tokens"])  # kept, shown after the vote
                     for choice in event.get("choices") or []:
                         if not isinstance(choice, dict):
                             continue
@@ -246,14 +332,17 @@ class BattleManager:
                                 meter.first_token = time.monotonic()
                             meter.chunks_with_text += 1
                             answer.append(content)
-                            out["content"] = content
+                            if text := words.feed(content):
+                                out["content"] = text
                         fr = choice.get("finish_reason")
                         if isinstance(fr, str):
                             finish_reason = fr
+                            if rest := words.flush():
+                                out["content"] = out.get("content", "") + rest
                         if out or isinstance(fr, str):
                             yield chunk(out, fr if isinstance(fr, str) else None)
-                    if safe_usage:
-                        yield chunk({}, None, safe_usage)
+            if rest := words.flush():
+                yield chunk({"content": rest})
             if status != "error":
                 status = "done" if done or finish_reason else "error"
                 if status == "error":
@@ -262,24 +351,35 @@ class BattleManager:
                                           "param": None, "code": "stream_incomplete"}})
             meter.finished = time.monotonic()
             result = meter.result(status, "".join(answer), finish_reason, error)
-            recorded = True  # the thread completes the write even if this task is cancelled now
-            await asyncio.to_thread(self.store.finish_side, battle.id, side, result)
-            yield _sse({"object": "arena.side.stats", "side": side, "status": result.status, "ttft": result.ttft,
-                        "total": result.total, "tokens": result.tokens,
-                        "tokens_per_second": result.tokens_per_second})
-            yield b"data: [DONE]\n\n"
+            recorded = True  # the write completes even if this task is cancelled now
+            try:
+                await _shielded(self.store.finish_side(battle.id, side, result))
+            except DatabaseUnavailable as exc:  # the answer reached the user: end the stream normally
+                log.warning("battle %s side %s not recorded: %s", battle.id, side, exc)
+            # Only the outcome: timings and token counts tell models apart, they come with the vote.
+            yield _sse({"object": "arena.side.done", "side": side, "status": result.status,
+                        "finish_reason": result.finish_reason})
+            yield DONE
         finally:
+            live.close()
             await upstream.aclose()
             if not recorded:
                 # Cancelled (the browser stopped it or went away) or failed mid-stream: keep what
                 # was said, so the battle can still be voted on.
                 meter.finished = time.monotonic()
                 try:
-                    self.store.finish_side(battle.id, side, meter.result(status if status == "error" else "stopped",
-                                                                         "".join(answer), finish_reason, error))
+                    await _shielded(self.store.finish_side(
+                        battle.id, side, meter.result(status if status == "error" else "stopped", "".join(answer),
+                                                      finish_reason, error)))
                 except Exception:
                     log.exception("could not record the end of battle %s side %s", battle.id, side)
 
-    def reveal(self, battle: Battle, display_names: Mapping[str, str]) -> dict[str, dict[str, str]]:
-        return {s: {"model": battle.model(s), "display_name": display_names.get(battle.model(s), battle.model(s))}
-                for s in SIDES}
+    def reveal(self, battle: Battle, display_names: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """Everything about each side, for after the vote: who it was and how fast it answered."""
+        out = {}
+        for s in SIDES:
+            r = battle.sides.get(s, SideResult())
+            out[s] = {"model": battle.model(s), "display_name": display_names.get(battle.model(s), battle.model(s)),
+                      "ttft": r.ttft, "total": r.total, "tokens": r.tokens,
+                      "tokens_per_second": r.tokens_per_second}
+        return out

@@ -9,21 +9,28 @@ origin) as a second wall behind the sanitizer. APIs: `/api/arena/models`, `/api/
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest
+from gateway.arena.activity import BattleActivity
+from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest, FollowUpRequest
+from gateway.arena.clients import ClientIdentifier, ClientLimits
+from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.settings import ArenaSettings
-from gateway.arena.votes import SIDES, AlreadyVoted, BattleNotFinished, BattleNotFound, SideBusy, StoreError, VoteStore
-from shared.catalogue import Catalogue, default_catalogue
+from gateway.arena.votes import SIDES, VoteStore
+from gateway.keys import RateLimiter
+from gateway.store import Database
+from shared.catalogue import Catalogue
 from shared.errors import ApiError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -40,20 +47,25 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_STATUS_OF = {BattleNotFound: 404, AlreadyVoted: 409, SideBusy: 409, BattleNotFinished: 409}
+BATTLE_TOKEN_HEADER = "x-battle-token"
 
 
 class Arena:
     """The arena's state on the app: its store, battle manager and leaderboard cache."""
 
-    def __init__(self, catalogue: Catalogue, settings: ArenaSettings) -> None:
+    def __init__(self, catalogue: Catalogue, settings: ArenaSettings, database: Database,
+                 activity: BattleActivity | None = None) -> None:
         self.catalogue = catalogue
         self.settings = settings
-        self.store = VoteStore(settings.votes_path(catalogue))
+        self.store = VoteStore(database)
+        self.flagger = IdentityFlagger.from_catalogue(catalogue)
+        self.clients = ClientIdentifier(catalogue.arena.trusted_proxies)
+        self.limits = ClientLimits(catalogue.arena, RateLimiter(database))
         self.battles = BattleManager(
             self.store, weights={k: m.battle_weight for k, m in catalogue.models.items()},
-            known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)])
-        self._leaderboard: tuple[int, dict[str, Any]] | None = None
+            known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)],
+            activity=activity, policy=catalogue.arena)
+        self._leaderboard: tuple[Any, dict[str, Any]] | None = None
         self._leaderboard_lock = asyncio.Lock()
 
     def display_names(self) -> dict[str, str]:
@@ -61,20 +73,22 @@ class Arena:
 
     async def leaderboard(self) -> dict[str, Any]:
         async with self._leaderboard_lock:
-            count = await run_in_threadpool(self.store.vote_count)
-            if self._leaderboard is None or self._leaderboard[0] != count:
+            version = (await self.store.vote_count(), await self.store.exclusions_version())
+            if self._leaderboard is None or self._leaderboard[0] != version:
+                votes = [vote async for vote in self.store.votes()]
+                excluded = await self.store.excluded_clients()
                 board = await run_in_threadpool(
-                    lambda: build_leaderboard(self.store.votes(), self.display_names(),
-                                              rounds=self.settings.bootstrap_rounds))
-                self._leaderboard = (board["votes"], board)
+                    lambda: build_leaderboard(votes, self.display_names(), flagger=self.flagger,
+                                              excluded_clients=excluded, rounds=self.settings.bootstrap_rounds))
+                self._leaderboard = (version, board)
             return self._leaderboard[1]
 
 
 def arena_of(request: Request) -> Arena:
     arena = getattr(request.app.state, "arena", None)
     if arena is None:
-        catalogue = getattr(request.app.state, "catalogue", None) or default_catalogue()
-        arena = request.app.state.arena = Arena(catalogue, ArenaSettings())
+        arena = request.app.state.arena = Arena(request.app.state.catalogue, ArenaSettings(), request.app.state.database,
+                                                getattr(request.app.state, "battle_activity", None))
     return arena
 
 
@@ -83,10 +97,6 @@ def ready_models(request: Request) -> list[str]:
     if instances is None:
         raise ApiError(503, "The gateway has no instance registry yet.", code="not_ready")
     return list(instances.ready_models())
-
-
-def _store_error(exc: StoreError) -> ApiError:
-    return ApiError(_STATUS_OF.get(type(exc), 400), str(exc), code=exc.code)
 
 
 def _api_dependencies() -> list[Any]:
@@ -123,6 +133,24 @@ async def leaderboard_page() -> HTMLResponse:
     return _page("leaderboard.html")
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+METHOD_HEADING = "### How the leaderboard is made"
+
+
+@pages.get("/leaderboard/method")
+async def leaderboard_method() -> PlainTextResponse:
+    """The README's description of the leaderboard's method, as plain Markdown text."""
+    try:
+        text = README.read_text(encoding="utf-8")
+    except OSError:
+        raise ApiError(404, "The README is not part of this install.", code="missing_asset") from None
+    start = text.find(METHOD_HEADING)
+    if start < 0:
+        raise ApiError(404, "The README has no description of the leaderboard.", code="missing_asset")
+    end = min((i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i > 0), default=len(text))
+    return PlainTextResponse(text[start:end].strip() + "\n", headers={"X-Content-Type-Options": "nosniff"})
+
+
 api = APIRouter(tags=["arena"])
 
 
@@ -144,36 +172,60 @@ async def list_ready_models(request: Request) -> dict[str, Any]:
 
 
 def _battle_view(arena: Arena, battle) -> dict[str, Any]:
-    sides = {s: {"label": SIDE_LABELS[s], "status": r.status, "ttft": r.ttft, "total": r.total,
-                 "tokens": r.tokens, "tokens_per_second": r.tokens_per_second}
+    """A battle as the browser may see it. Before the vote: the prompt, the requested settings,
+    and each side's label, status and answer; nothing that tells the sides apart (no seed, no
+    timings or token counts, not the max_tokens both models' limits cut it to). After the
+    vote: everything, under `revealed`."""
+    sides = {s: {"label": SIDE_LABELS[s], "status": r.status, "finish_reason": r.finish_reason,
+                 "answer": r.answer, "error": r.error}
              for s, r in battle.sides.items()}
+    settings = {k: battle.request[k] for k in ("system", "temperature")}
+    settings["max_tokens"] = battle.request.get("requested_max_tokens", battle.request["max_tokens"])
     view = {"id": battle.id, "object": "arena.battle", "created": int(battle.created_at),
-            "settings": {k: battle.request[k] for k in ("system", "temperature", "max_tokens")} | {"seed": battle.seed},
-            "prompt": battle.request["prompt"], "sides": sides, "finished": battle.finished, "vote": battle.vote,
-            "revealed": None}
+            "settings": settings, "prompt": battle.prompts[-1], "turn": battle.turn,
+            "max_turns": arena.catalogue.arena.max_turns,
+            "earlier_turns": [{"prompt": t.prompt, "answers": {s: r.answer for s, r in t.sides.items()}}
+                              for t in battle.earlier],
+            "sides": sides, "finished": battle.finished, "vote": battle.vote, "revealed": None}
     if battle.vote is not None:
         view["revealed"] = arena.battles.reveal(battle, arena.display_names())
+        view["settings"] |= {"max_tokens": battle.request["max_tokens"], "seed": battle.seed}
     return view
+
+
+def _with_stream_urls(view: dict[str, Any]) -> dict[str, Any]:
+    for s in SIDES:
+        view["sides"][s]["stream_url"] = f"/api/battles/{view['id']}/sides/{s}/stream"
+    return view
+
+
+def _token(request: Request) -> str | None:
+    return request.headers.get(BATTLE_TOKEN_HEADER)
 
 
 @api.post("/api/battles", status_code=201)
 async def create_battle(body: BattleRequest, request: Request) -> dict[str, Any]:
+    """A new battle. The answer holds `token`: send it as X-Battle-Token to stream, follow up and vote."""
     arena = arena_of(request)
+    client = arena.clients.client_id(request)
+    await arena.limits.check("battle", client)
     limits = {k: m.max_tokens_limit for k, m in arena.catalogue.models.items()}
-    battle = await run_in_threadpool(arena.battles.create, ready_models(request), body, limits)
-    view = _battle_view(arena, battle)
-    for s in SIDES:
-        view["sides"][s]["stream_url"] = f"/api/battles/{battle.id}/sides/{s}/stream"
-    return view
+    battle, token = await arena.battles.create(ready_models(request), body, limits, client=client)
+    return _with_stream_urls(_battle_view(arena, battle)) | {"token": token}
+
+
+@api.post("/api/battles/{battle_id}/turns", status_code=201)
+async def follow_up(battle_id: str, body: FollowUpRequest, request: Request) -> dict[str, Any]:
+    """A follow-up question before the vote: both sides answer it in their own conversation."""
+    arena = arena_of(request)
+    battle = await arena.battles.follow_up(battle_id, _token(request), body.prompt)
+    return _with_stream_urls(_battle_view(arena, battle))
 
 
 @api.get("/api/battles/{battle_id}")
 async def get_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    try:
-        battle = await run_in_threadpool(arena.store.get_battle, battle_id)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    battle = await arena.store.get_battle(battle_id)
     return _battle_view(arena, battle)
 
 
@@ -184,10 +236,8 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
     upstream = getattr(request.app.state, "upstream", None)
     if upstream is None:
         raise ApiError(503, "The gateway cannot reach model instances yet.", code="not_ready")
-    try:
-        stream = await arena.battles.open_side(battle_id, side, upstream.stream_chat)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    stream = await arena.battles.open_side(battle_id, side, functools.partial(upstream.stream_chat, private=True),
+                                           _token(request))
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -195,16 +245,51 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
 @api.post("/api/battles/{battle_id}/vote")
 async def vote(battle_id: str, body: VoteRequest, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    try:
-        stored = await run_in_threadpool(arena.store.record_vote, battle_id, body.winner)
-        battle = await run_in_threadpool(arena.store.get_battle, battle_id)
-    except StoreError as exc:
-        raise _store_error(exc) from None
+    client = arena.clients.client_id(request)
+    await arena.limits.check("vote", client)
+    stored, battle = await arena.battles.vote(battle_id, _token(request), body.winner, client)
+    named = arena.flagger.words_in(*(answer for t in stored.turns or [] for answer in (t["a"], t["b"])))
     return {"object": "arena.vote", "id": stored.id, "battle_id": battle_id, "winner": stored.winner,
+            "categories": stored.categories,
+            # Recorded either way; an answer that named a model keeps the vote out of the ratings.
+            "counted": not named, "identity_words": named,
             "revealed": arena.battles.reveal(battle, arena.display_names())}
 
 
 public_api = APIRouter(tags=["arena"])
+admin = APIRouter(tags=["arena admin"])
+
+
+class ExcludeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client: str = Field(min_length=1, max_length=200)
+    reason: str = Field("", max_length=500)
+
+
+@admin.get("/api/admin/arena/clients")
+async def arena_clients(request: Request) -> dict[str, Any]:
+    """Who votes how much: per client, votes in the last hour and in all, flood flag, exclusion."""
+    arena = arena_of(request)
+    threshold = arena.catalogue.arena.flood_votes_per_hour
+    clients = await arena.store.client_activity(since=time.time() - 3600)
+    for c in clients:
+        c["flood"] = c["votes_recent"] > threshold
+    return {"object": "list", "flood_votes_per_hour": threshold, "data": clients}
+
+
+@admin.post("/api/admin/arena/excluded-clients", status_code=201)
+async def exclude_client(body: ExcludeRequest, request: Request) -> dict[str, Any]:
+    """Leave every vote of a client out of the ratings (they stay recorded)."""
+    await arena_of(request).store.exclude_client(body.client, body.reason)
+    return {"object": "arena.excluded_client", "client": body.client, "excluded": True}
+
+
+@admin.delete("/api/admin/arena/excluded-clients/{client:path}")
+async def include_client(client: str, request: Request) -> dict[str, Any]:
+    if not await arena_of(request).store.include_client(client):
+        raise ApiError(404, f"The client {client!r} is not excluded.", code="client_not_excluded")
+    return {"object": "arena.excluded_client", "client": client, "excluded": False}
 
 
 @public_api.get("/api/leaderboard")
@@ -216,18 +301,29 @@ async def leaderboard(request: Request) -> JSONResponse:
 async def export_votes(request: Request) -> StreamingResponse:
     store = arena_of(request).store
 
-    def lines():
-        for v in store.votes():
-            yield json.dumps(v.to_dict(), ensure_ascii=False) + "\n"
+    async def lines():
+        async for v in store.votes():
+            row = v.to_dict()
+            row.pop("client")  # an address or key id: for the admin, not for the export
+            yield json.dumps(row, ensure_ascii=False) + "\n"
 
-    return StreamingResponse(iterate_in_threadpool(lines()), media_type="application/x-ndjson",
+    return StreamingResponse(lines(), media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="votes.jsonl"'})
 
 
 def install(app: FastAPI) -> None:
+    from gateway import auth
+
+    # Live load figures in /api/status and /metrics stay hidden while a battle side streams.
+    activity = app.state.battle_activity = BattleActivity()
+    if (status := getattr(app.state, "fleet_status", None)) is not None:
+        status.live_load_hidden = activity.hides_live_load
+    if (metrics := getattr(app.state, "metrics", None)) is not None:
+        metrics.instance_collector.live_load_hidden = activity.hides_live_load
     app.include_router(pages)
     # Battles spend model time and the export holds users' prompts: they take the gateway's
     # API key when it requires one. The leaderboard itself is public.
     app.include_router(api, dependencies=_api_dependencies())
     app.include_router(public_api)
+    app.include_router(admin, dependencies=[Depends(auth.require_admin)])
     app.mount("/static/arena", StaticFiles(directory=WEB_DIR, check_dir=False), name="arena-static")

@@ -1,62 +1,27 @@
-"""The arena's store: battles in progress and their votes, in SQLite.
+"""The arena's persistence: battles in progress and their votes, in the gateway's store.
 
-SQLite in WAL mode with ``synchronous=FULL``: a vote acknowledged to the browser is on disk
-and survives a crash of the process or the machine, and readers (the leaderboard) never block
-writers. Each call opens its own connection, so the store is safe from any thread and from
-several gateway processes sharing one file; writes take the write lock up front
-(``BEGIN IMMEDIATE``) and wait up to `busy_timeout` for it, so concurrent voters queue rather
-than fail. One vote per battle is a UNIQUE constraint, not a check-then-write race.
+A vote acknowledged to the browser is committed (on SQLite with ``synchronous=FULL``: on
+disk, surviving a crash of the process or the machine). Several gateways may share the store:
+one vote per battle is a UNIQUE constraint, not a check-then-write race, and a side is claimed
+by a conditional UPDATE, so it streams once whichever gateway serves it.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator
+
+from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway.store import Database
+from gateway.store.database import is_unique_violation
+from gateway.store.schema import arena_excluded_clients, battle_sides, battle_turns, battles, votes
 
 SIDES = ("a", "b")
 FINISHED = ("done", "stopped", "error")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS battles (
-    id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    model_a TEXT NOT NULL,
-    model_b TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    request TEXT NOT NULL              -- JSON: messages, system prompt, sampling settings
-);
-CREATE TABLE IF NOT EXISTS battle_sides (
-    battle_id TEXT NOT NULL REFERENCES battles(id) ON DELETE CASCADE,
-    side TEXT NOT NULL CHECK (side IN ('a', 'b')),
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending, streaming, done, stopped, error
-    answer TEXT NOT NULL DEFAULT '',
-    ttft REAL, total REAL, tokens INTEGER, tokens_per_second REAL,
-    finish_reason TEXT, error TEXT,
-    PRIMARY KEY (battle_id, side)
-);
-CREATE TABLE IF NOT EXISTS votes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    battle_id TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL,
-    winner TEXT NOT NULL CHECK (winner IN ('model_a', 'model_b', 'tie', 'both_bad')),
-    model_a TEXT NOT NULL,
-    model_b TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    system_prompt TEXT NOT NULL DEFAULT '',
-    temperature REAL, max_tokens INTEGER, seed INTEGER,
-    answer_a TEXT NOT NULL, answer_b TEXT NOT NULL,
-    status_a TEXT NOT NULL, status_b TEXT NOT NULL,
-    ttft_a REAL, ttft_b REAL, total_a REAL, total_b REAL,
-    tokens_a INTEGER, tokens_b INTEGER,
-    tokens_per_second_a REAL, tokens_per_second_b REAL
-);
-CREATE INDEX IF NOT EXISTS battles_created ON battles(created_at);
-"""
 
 
 class StoreError(Exception):
@@ -83,6 +48,17 @@ class BattleNotFinished(StoreError):
     code = "battle_not_finished"
 
 
+class NotAContest(StoreError):
+    """A side failed or said nothing: there is nothing to compare."""
+
+    code = "not_a_contest"
+
+
+def is_contest(result: "SideResult") -> bool:
+    """Both the status and the text make an answer: done or stopped after saying something."""
+    return result.status in ("done", "stopped") and bool(result.answer.strip())
+
+
 @dataclass
 class SideResult:
     """What one side of a battle answered, measured by the gateway on the real stream."""
@@ -98,6 +74,14 @@ class SideResult:
 
 
 @dataclass
+class Turn:
+    """An earlier turn of a multi-turn battle: the user's prompt and both answers."""
+
+    prompt: str
+    sides: dict[str, SideResult]
+
+
+@dataclass
 class Battle:
     id: str
     created_at: float
@@ -105,11 +89,26 @@ class Battle:
     model_b: str
     seed: int
     request: dict[str, Any]
-    sides: dict[str, SideResult] = field(default_factory=dict)
+    sides: dict[str, SideResult] = field(default_factory=dict)   # the current turn
     vote: str | None = None
+    earlier: list[Turn] = field(default_factory=list)
+    token_hash: str | None = None
+    client: str | None = None
 
     def model(self, side: str) -> str:
         return self.model_a if side == "a" else self.model_b
+
+    @property
+    def prompts(self) -> list[str]:
+        """The user's prompts, one per turn, the current one last."""
+        return list(self.request.get("prompts") or [self.request["prompt"]])
+
+    @property
+    def turn(self) -> int:
+        return len(self.earlier) + 1
+
+    def all_turns(self) -> list[Turn]:
+        return [*self.earlier, Turn(self.prompts[-1], self.sides)]
 
     @property
     def finished(self) -> bool:
@@ -141,138 +140,224 @@ class Vote:
     tokens_b: int | None
     tokens_per_second_a: float | None
     tokens_per_second_b: float | None
+    turns: list[dict[str, Any]] | None = None    # every turn: {"user", "a", "b"} (answers), from revision 0101
+    categories: list[str] | None = None
+    client: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Vote":
+        row = dict(row)
+        for name in ("turns", "categories"):
+            row[name] = json.loads(row[name]) if row.get(name) else None
+        return cls(**row)
+
+
+def _side(row: Any) -> SideResult:
+    return SideResult(status=row.status, answer=row.answer, ttft=row.ttft, total=row.total, tokens=row.tokens,
+                      tokens_per_second=row.tokens_per_second, finish_reason=row.finish_reason, error=row.error)
+
 
 class VoteStore:
-    """Battles and votes in one SQLite file."""
+    """Battles and votes, in the gateway's `Database`."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        self.busy_timeout = busy_timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-        try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA foreign_keys=ON")
-            yield db
-        finally:
-            db.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # -- battles -------------------------------------------------------------------------
 
-    def create_battle(self, battle_id: str, model_a: str, model_b: str, seed: int,
-                      request: dict[str, Any], *, now: float | None = None) -> Battle:
+    async def create_battle(self, battle_id: str, model_a: str, model_b: str, seed: int,
+                            request: dict[str, Any], *, now: float | None = None, token_hash: str | None = None,
+                            client: str | None = None) -> Battle:
         created = time.time() if now is None else now
-        with self._write() as db:
-            db.execute("INSERT INTO battles (id, created_at, model_a, model_b, seed, request) VALUES (?,?,?,?,?,?)",
-                       (battle_id, created, model_a, model_b, seed, json.dumps(request)))
-            db.executemany("INSERT INTO battle_sides (battle_id, side) VALUES (?, ?)",
-                           [(battle_id, s) for s in SIDES])
-        return Battle(battle_id, created, model_a, model_b, seed, request, {s: SideResult() for s in SIDES})
+        async with self.db.write() as conn:
+            await conn.execute(insert(battles).values(id=battle_id, created_at=created, model_a=model_a,
+                                                      model_b=model_b, seed=seed, request=json.dumps(request),
+                                                      token_hash=token_hash, client=client))
+            await conn.execute(insert(battle_sides), [{"battle_id": battle_id, "side": s} for s in SIDES])
+        return Battle(battle_id, created, model_a, model_b, seed, request, {s: SideResult() for s in SIDES},
+                      token_hash=token_hash, client=client)
 
-    def get_battle(self, battle_id: str) -> Battle:
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM battles WHERE id = ?", (battle_id,)).fetchone()
+    async def get_battle(self, battle_id: str) -> Battle:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
             if row is None:
                 raise BattleNotFound(f"no battle {battle_id!r}")
-            sides = db.execute("SELECT * FROM battle_sides WHERE battle_id = ?", (battle_id,)).fetchall()
-            vote = db.execute("SELECT winner FROM votes WHERE battle_id = ?", (battle_id,)).fetchone()
-        results = {r["side"]: SideResult(status=r["status"], answer=r["answer"], ttft=r["ttft"], total=r["total"],
-                                         tokens=r["tokens"], tokens_per_second=r["tokens_per_second"],
-                                         finish_reason=r["finish_reason"], error=r["error"]) for r in sides}
-        return Battle(row["id"], row["created_at"], row["model_a"], row["model_b"], row["seed"],
-                      json.loads(row["request"]), results, vote["winner"] if vote else None)
+            sides = (await conn.execute(select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()
+            winner = (await conn.execute(select(votes.c.winner).where(votes.c.battle_id == battle_id))).scalar()
+            earlier_rows = (await conn.execute(select(battle_turns).where(battle_turns.c.battle_id == battle_id)
+                                               .order_by(battle_turns.c.turn, battle_turns.c.side))).all()
+        earlier: dict[int, Turn] = {}
+        for r in earlier_rows:
+            earlier.setdefault(r.turn, Turn(r.prompt, {})).sides[r.side] = _side(r)
+        return Battle(row.id, row.created_at, row.model_a, row.model_b, row.seed, json.loads(row.request),
+                      {r.side: _side(r) for r in sides}, winner, [earlier[t] for t in sorted(earlier)],
+                      row.token_hash, row.client)
 
-    def claim_side(self, battle_id: str, side: str) -> None:
+    async def add_turn(self, battle_id: str, prompt: str) -> Battle:
+        """Start the next turn: the current one (both sides finished, both answered) moves to
+        `battle_turns`, and both sides wait for their next answer. Refused once voted on."""
+        async with self.db.write() as conn:
+            row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+            if row is None:
+                raise BattleNotFound(f"no battle {battle_id!r}")
+            if (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():
+                raise AlreadyVoted(f"battle {battle_id!r} already has a vote")
+            sides = {r.side: r for r in (await conn.execute(
+                select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()}
+            if any(sides[s].status not in FINISHED for s in SIDES):
+                raise BattleNotFinished(f"battle {battle_id!r} has not finished streaming both answers")
+            if not all(is_contest(_side(sides[s])) for s in SIDES):
+                raise NotAContest(f"a side of battle {battle_id!r} gave no answer: start a new battle")
+            request = json.loads(row.request)
+            prompts = list(request.get("prompts") or [request["prompt"]])
+            turn = (await conn.execute(select(func.count()).select_from(battle_turns).where(
+                battle_turns.c.battle_id == battle_id))).scalar_one() // len(SIDES) + 1
+            await conn.execute(insert(battle_turns), [
+                {"battle_id": battle_id, "turn": turn, "side": s, "prompt": prompts[-1], **asdict(_side(sides[s]))}
+                for s in SIDES])
+            reset = asdict(SideResult())
+            # Only sides still as they were read: a concurrent follow-up finds them pending and fails.
+            for s in SIDES:
+                changed = await conn.execute(update(battle_sides).where(
+                    battle_sides.c.battle_id == battle_id, battle_sides.c.side == s,
+                    battle_sides.c.status == sides[s].status).values(**reset))
+                if changed.rowcount != 1:
+                    raise BattleNotFinished(f"battle {battle_id!r} changed while adding a turn")
+            request["prompts"] = [*prompts, prompt]
+            await conn.execute(update(battles).where(battles.c.id == battle_id).values(request=json.dumps(request)))
+        return await self.get_battle(battle_id)
+
+    async def claim_side(self, battle_id: str, side: str) -> None:
         """Mark a side as streaming; refuse if it already was (a side streams only once)."""
-        with self._write() as db:
-            cur = db.execute("UPDATE battle_sides SET status = 'streaming' WHERE battle_id = ? AND side = ? "
-                             "AND status = 'pending'", (battle_id, side))
-            if cur.rowcount == 1:
+        async with self.db.write() as conn:
+            claimed = await conn.execute(update(battle_sides).where(
+                battle_sides.c.battle_id == battle_id, battle_sides.c.side == side,
+                battle_sides.c.status == "pending").values(status="streaming"))
+            if claimed.rowcount == 1:
                 return
-            exists = db.execute("SELECT 1 FROM battles WHERE id = ?", (battle_id,)).fetchone()
+            exists = (await conn.execute(select(battles.c.id).where(battles.c.id == battle_id))).first()
         if not exists:
             raise BattleNotFound(f"no battle {battle_id!r}")
         raise SideBusy(f"side {side!r} of battle {battle_id!r} was already streamed")
 
-    def finish_side(self, battle_id: str, side: str, result: SideResult) -> None:
+    async def finish_side(self, battle_id: str, side: str, result: SideResult) -> None:
         if result.status not in FINISHED:
             raise ValueError(f"a side finishes as one of {FINISHED}, not {result.status!r}")
-        with self._write() as db:
-            db.execute("UPDATE battle_sides SET status=?, answer=?, ttft=?, total=?, tokens=?, tokens_per_second=?, "
-                       "finish_reason=?, error=? WHERE battle_id=? AND side=?",
-                       (result.status, result.answer, result.ttft, result.total, result.tokens,
-                        result.tokens_per_second, result.finish_reason, result.error, battle_id, side))
+        async with self.db.write() as conn:
+            await conn.execute(update(battle_sides).where(battle_sides.c.battle_id == battle_id,
+                                                          battle_sides.c.side == side).values(**asdict(result)))
 
-    def prune_battles(self, older_than: float) -> int:
+    async def prune_battles(self, older_than: float) -> int:
         """Forget unvoted battles created before `older_than` (a time.time()); votes stay."""
-        with self._write() as db:
-            cur = db.execute("DELETE FROM battles WHERE created_at < ? AND id NOT IN (SELECT battle_id FROM votes)",
-                             (older_than,))
-            return cur.rowcount
+        async with self.db.write() as conn:
+            old = select(battles.c.id).where(battles.c.created_at < older_than,
+                                             battles.c.id.not_in(select(votes.c.battle_id)))
+            await conn.execute(delete(battle_sides).where(battle_sides.c.battle_id.in_(old)))
+            return (await conn.execute(delete(battles).where(battles.c.id.in_(old)))).rowcount
 
     # -- votes ---------------------------------------------------------------------------
 
-    def record_vote(self, battle_id: str, winner: str, *, now: float | None = None) -> Vote:
-        """Store the vote with everything about the battle, once; the battle must be finished."""
+    async def record_vote(self, battle_id: str, winner: str, *, now: float | None = None,
+                          client: str | None = None, categorize: Any = None) -> Vote:
+        """Store the vote with everything about the battle (every turn), once; the battle must be
+        finished and a contest. `categorize(user_prompts)` tags it."""
         created = time.time() if now is None else now
-        with self._write() as db:
-            row = db.execute("SELECT * FROM battles WHERE id = ?", (battle_id,)).fetchone()
-            if row is None:
-                raise BattleNotFound(f"no battle {battle_id!r}")
-            if db.execute("SELECT 1 FROM votes WHERE battle_id = ?", (battle_id,)).fetchone():
-                raise AlreadyVoted(f"battle {battle_id!r} already has a vote")
-            sides = {r["side"]: r for r in db.execute("SELECT * FROM battle_sides WHERE battle_id = ?", (battle_id,))}
-            if any(sides[s]["status"] not in FINISHED for s in SIDES):
-                raise BattleNotFinished(f"battle {battle_id!r} has not finished streaming both answers")
-            request = json.loads(row["request"])
-            a, b = sides["a"], sides["b"]
-            values = dict(
-                battle_id=battle_id, created_at=created, winner=winner, model_a=row["model_a"],
-                model_b=row["model_b"], prompt=request.get("prompt", ""),
-                system_prompt=request.get("system") or "", temperature=request.get("temperature"),
-                max_tokens=request.get("max_tokens"), seed=row["seed"],
-                answer_a=a["answer"], answer_b=b["answer"], status_a=a["status"], status_b=b["status"],
-                ttft_a=a["ttft"], ttft_b=b["ttft"], total_a=a["total"], total_b=b["total"],
-                tokens_a=a["tokens"], tokens_b=b["tokens"],
-                tokens_per_second_a=a["tokens_per_second"], tokens_per_second_b=b["tokens_per_second"],
-            )
-            try:
-                cur = db.execute(f"INSERT INTO votes ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-                                 tuple(values.values()))
-            except sqlite3.IntegrityError as exc:
-                if "UNIQUE" in str(exc):
-                    raise AlreadyVoted(f"battle {battle_id!r} already has a vote") from None
-                raise
-            return Vote(id=cur.lastrowid, **values)
+        try:
+            async with self.db.write() as conn:
+                row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+                if row is None:
+                    raise BattleNotFound(f"no battle {battle_id!r}")
+                if (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():
+                    raise AlreadyVoted(f"battle {battle_id!r} already has a vote")
+                sides = {r.side: r for r in (await conn.execute(
+                    select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()}
+                if any(sides[s].status not in FINISHED for s in SIDES):
+                    raise BattleNotFinished(f"battle {battle_id!r} has not finished streaming both answers")
+                if not all(is_contest(_side(sides[s])) for s in SIDES):
+                    raise NotAContest(f"a side of battle {battle_id!r} gave no answer: there is nothing to compare")
+                request = json.loads(row.request)
+                prompts = list(request.get("prompts") or [request["prompt"]])
+                earlier = (await conn.execute(select(battle_turns).where(battle_turns.c.battle_id == battle_id)
+                                              .order_by(battle_turns.c.turn, battle_turns.c.side))).all()
+                turns: dict[int, dict[str, Any]] = {}
+                for r in earlier:
+                    turns.setdefault(r.turn, {"user": r.prompt})[r.side] = r.answer
+                    turns[r.turn][f"tokens_{r.side}"] = r.tokens
+                turns[len(turns) + 1] = {"user": prompts[-1], "a": sides["a"].answer, "b": sides["b"].answer,
+                                         "tokens_a": sides["a"].tokens, "tokens_b": sides["b"].tokens}
+                turn_list = [turns[t] for t in sorted(turns)]
+                categories = list(categorize(prompts)) if categorize else None
+                a, b = sides["a"], sides["b"]
+                values = dict(
+                    battle_id=battle_id, created_at=created, winner=winner, model_a=row.model_a,
+                    model_b=row.model_b, prompt=request.get("prompt", ""),
+                    system_prompt=request.get("system") or "", temperature=request.get("temperature"),
+                    max_tokens=request.get("max_tokens"), seed=row.seed,
+                    answer_a=a.answer, answer_b=b.answer, status_a=a.status, status_b=b.status,
+                    ttft_a=a.ttft, ttft_b=b.ttft, total_a=a.total, total_b=b.total,
+                    tokens_a=a.tokens, tokens_b=b.tokens,
+                    tokens_per_second_a=a.tokens_per_second, tokens_per_second_b=b.tokens_per_second,
+                )
+                # Token counts summed over the turns (style control compares whole conversations).
+                for side in SIDES:
+                    counts = [t.get(f"tokens_{side}") for t in turn_list]
+                    values[f"tokens_{side}"] = sum(c for c in counts if c) if any(counts) else None
+                extra = dict(turns=turn_list, categories=categories, client=client)
+                stored = {**values, **{k: json.dumps(v) if k != "client" and v is not None else v
+                                       for k, v in extra.items()}}
+                vote_id = (await conn.execute(insert(votes).values(**stored).returning(votes.c.id))).scalar_one()
+        except IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise AlreadyVoted(f"battle {battle_id!r} already has a vote") from None
+            raise
+        return Vote(id=vote_id, **values, **extra)
 
-    def votes(self) -> Iterator[Vote]:
+    async def votes(self) -> AsyncIterator[Vote]:
         """Every vote, oldest first (streamed from the database, not loaded at once)."""
-        with self._connect() as db:
-            for row in db.execute("SELECT * FROM votes ORDER BY id"):
-                yield Vote(**dict(row))
+        async with self.db.read() as conn:
+            result = await conn.stream(select(votes).order_by(votes.c.id))
+            async for row in result:
+                yield Vote.from_row(row._asdict())
 
-    def vote_count(self) -> int:
-        with self._connect() as db:
-            return db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
+    async def vote_count(self) -> int:
+        async with self.db.read() as conn:
+            return (await conn.execute(select(func.count()).select_from(votes))).scalar_one()
+
+    # -- clients -------------------------------------------------------------------------
+
+    async def client_activity(self, since: float) -> list[dict[str, Any]]:
+        """Per client: votes since `since` (a time.time()), all its votes, and whether it is excluded."""
+        async with self.db.read() as conn:
+            recent = func.sum(case((votes.c.created_at >= since, 1), else_=0))
+            rows = (await conn.execute(select(votes.c.client, recent.label("recent"), func.count().label("total"),
+                                              func.max(votes.c.created_at).label("last"))
+                                       .where(votes.c.client.is_not(None)).group_by(votes.c.client))).all()
+            excluded = {r.client: r for r in (await conn.execute(select(arena_excluded_clients))).all()}
+        out = [{"client": r.client, "votes_recent": int(r.recent or 0), "votes_total": int(r.total),
+                "last_vote_at": r.last, "excluded": r.client in excluded,
+                "excluded_reason": excluded[r.client].reason if r.client in excluded else None} for r in rows]
+        return sorted(out, key=lambda c: (-c["votes_recent"], -c["votes_total"], c["client"]))
+
+    async def exclude_client(self, client: str, reason: str = "", *, now: float | None = None) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(arena_excluded_clients).where(arena_excluded_clients.c.client == client))
+            await conn.execute(insert(arena_excluded_clients).values(
+                client=client, excluded_at=time.time() if now is None else now, reason=reason))
+
+    async def include_client(self, client: str) -> bool:
+        async with self.db.write() as conn:
+            return (await conn.execute(delete(arena_excluded_clients)
+                                       .where(arena_excluded_clients.c.client == client))).rowcount > 0
+
+    async def excluded_clients(self) -> set[str]:
+        async with self.db.read() as conn:
+            return set((await conn.execute(select(arena_excluded_clients.c.client))).scalars())
+
+    async def exclusions_version(self) -> tuple[int, float]:
+        """Changes whenever the set of excluded clients does (for the leaderboard's cache)."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(func.count(), func.max(arena_excluded_clients.c.excluded_at)))).first()
+        return int(row[0]), float(row[1] or 0.0)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse
 
-from gateway.auth import require_registration_token
+from gateway.auth import is_admin, require_registration_token
 from shared.errors import ApiError
 
 router = APIRouter(prefix="/api/instances")
@@ -35,28 +35,29 @@ def _instance_or_404(request: Request, instance_id: str):
 
 @router.post("", dependencies=[Depends(require_registration_token)])
 async def register(request: Request) -> JSONResponse:
-    instance = request.app.state.registrations.register(await _json_body(request, required=True))
+    instance = await request.app.state.registrations.register(await _json_body(request, required=True))
     request.app.state.monitor.probe_soon(instance)
     return JSONResponse(instance.public())
 
 
 @router.post("/{instance_id}/heartbeat", dependencies=[Depends(require_registration_token)])
 async def heartbeat(instance_id: str, request: Request) -> JSONResponse:
-    instance = request.app.state.registrations.heartbeat(instance_id, await _json_body(request, required=False))
+    instance = await request.app.state.registrations.heartbeat(instance_id, await _json_body(request, required=False))
     return JSONResponse(instance.public())
 
 
 @router.delete("/{instance_id}", dependencies=[Depends(require_registration_token)])
 async def deregister(instance_id: str, request: Request) -> JSONResponse:
-    instance = request.app.state.registrations.deregister(instance_id)
+    instance = await request.app.state.registrations.deregister(instance_id)
     return JSONResponse(instance.public())
 
 
 @router.get("")
 async def list_instances(request: Request) -> JSONResponse:
-    return JSONResponse({"data": [inst.public() for inst in request.app.state.instances.all()]})
+    show_url = is_admin(request)
+    return JSONResponse({"data": [inst.public(show_url=show_url) for inst in request.app.state.instances.all()]})
 
 
 @router.get("/{instance_id}")
 async def get_instance(instance_id: str, request: Request) -> JSONResponse:
-    return JSONResponse(_instance_or_404(request, instance_id).public())
+    return JSONResponse(_instance_or_404(request, instance_id).public(show_url=is_admin(request)))

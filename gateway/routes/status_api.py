@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from gateway.auth import is_admin
 from gateway.fleet_status import BADGE_CACHE_CONTROL
-from gateway.status_page import render_status_page
+from gateway.status_page import render_status_fragment, render_status_page
 
 router = APIRouter()
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -28,12 +29,18 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/api/status")
 async def status_json(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.fleet_status.snapshot(), headers=_NO_STORE)
+    return JSONResponse(request.app.state.fleet_status.snapshot(show_urls=is_admin(request)), headers=_NO_STORE)
 
 
 @router.get("/status", response_class=HTMLResponse)
 async def status_page(request: Request) -> HTMLResponse:
     return HTMLResponse(render_status_page(request.app.state.fleet_status.snapshot()), headers=_NO_STORE)
+
+
+@router.get("/status/fragment")
+async def status_fragment(request: Request) -> JSONResponse:
+    """The status page's rows, rendered by the server, for its script to swap in."""
+    return JSONResponse(render_status_fragment(request.app.state.fleet_status.snapshot()), headers=_NO_STORE)
 
 
 @router.get("/api/badge/system")

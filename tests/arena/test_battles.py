@@ -11,8 +11,10 @@ from collections import Counter
 
 import pytest
 
-from gateway.arena.battles import BattleManager, BattleRequest, NameScrubber, SseReader, pick_pair
-from gateway.arena.votes import VoteStore
+from gateway.arena.battles import BattleManager, BattleRequest, NameScrubber, pick_pair
+from gateway.arena.votes import BattleNotFinished, VoteStore
+from shared.catalogue import ArenaPolicy
+from shared.sse import SseReader
 from shared.errors import ApiError
 
 NAMES = ["smollm2-135m", "SmolLM2 135M Instruct", "gemma3-270m", "Gemma 3 270M (base)"]
@@ -43,8 +45,8 @@ def upstream_of(parts: list[bytes], log: dict, delay: float = 0.0):
 
 
 @pytest.fixture
-def manager(tmp_path):
-    return BattleManager(VoteStore(tmp_path / "arena.sqlite3"), weights={"smollm2-135m": 1.0, "gemma3-270m": 1.0},
+async def manager(database):
+    return BattleManager(VoteStore(database), weights={"smollm2-135m": 1.0, "gemma3-270m": 1.0},
                          known_names=NAMES, rng=random.Random(3))
 
 
@@ -69,7 +71,7 @@ def test_sse_reader_handles_any_chunking():
 
 
 async def test_a_battle_streams_anonymously_and_records_timings(manager):
-    battle = manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi", temperature=0.2,
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi", temperature=0.2,
                                                                            max_tokens=2000),
                             {"smollm2-135m": 1024, "gemma3-270m": 512})
     assert battle.request["max_tokens"] == 512  # the tighter limit, for both
@@ -80,7 +82,7 @@ async def test_a_battle_streams_anonymously_and_records_timings(manager):
                  chunk(model, None, None, usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
                  b"data: [DONE]\n\n"]
         log: dict = {}
-        stream = await manager.open_side(battle.id, side, upstream_of(parts, log, delay=0.01))
+        stream = await manager.open_side(battle.id, side, upstream_of(parts, log, delay=0.01), token)
         out = b"".join([c async for c in stream]).decode()
         body = log["body"]
         assert (body["model"], body["seed"], body["temperature"], body["max_tokens"]) == (model, battle.seed, 0.2, 512)
@@ -95,32 +97,38 @@ async def test_a_battle_streams_anonymously_and_records_timings(manager):
         text = "".join(c["delta"].get("content", "") for e in events for c in e.get("choices", []))
         assert text == f"I am {model} hello"
         assert out.endswith("data: [DONE]\n\n")
-        stats = events[-1]
-        assert stats["object"] == "arena.side.stats" and stats["tokens"] == 4 and stats["status"] == "done"
-    stored = manager.store.get_battle(battle.id)
+        done = events[-1]
+        # The end of the side says how it ended and nothing measurable: no timing, no token count.
+        assert done == {"object": "arena.side.done", "side": side, "status": "done", "finish_reason": "stop"}
+        assert "usage" not in out and "tokens" not in out
+        # Text comes cut at whitespace, never at the model's token boundaries ("I am " arrived whole,
+        # then the rest at once when the answer finished).
+        pieces = [c["delta"]["content"] for e in events for c in e.get("choices", []) if c["delta"].get("content")]
+        assert all(p.endswith(" ") for p in pieces[:-1]) and pieces[0] == "I am "
+    stored = await manager.store.get_battle(battle.id)
     assert stored.finished
     a = stored.sides["a"]
     assert a.tokens == 4 and a.finish_reason == "stop" and 0.005 < a.ttft < a.total
     assert a.tokens_per_second == pytest.approx(3 / (a.total - a.ttft), rel=0.2)
-    vote = manager.store.record_vote(battle.id, "model_a")
+    vote = await manager.store.record_vote(battle.id, "model_a")
     assert vote.answer_a == f"I am {battle.model_a} hello"
 
 
 async def test_stopping_a_side_keeps_the_partial_answer_and_closes_upstream(manager):
-    battle = manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Count"))
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Count"))
     model = battle.model("a")
     log: dict = {}
     parts = [chunk(model, f"{i} ") for i in range(100)]
-    stream = await manager.open_side(battle.id, "a", upstream_of(parts, log, delay=0.01))
+    stream = await manager.open_side(battle.id, "a", upstream_of(parts, log, delay=0.01), token)
     got = [await stream.__anext__() for _ in range(3)]
     await stream.aclose()
     assert log["closed"] and len(got) == 3
-    side = manager.store.get_battle(battle.id).sides["a"]
+    side = (await manager.store.get_battle(battle.id)).sides["a"]
     assert side.status == "stopped" and side.answer == "0 1 2 "
 
 
 async def test_upstream_failures_are_scrubbed_and_recorded(manager):
-    battle = manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
     model_a, model_b = battle.model("a"), battle.model("b")
 
     def refusing(body):
@@ -130,28 +138,78 @@ async def test_upstream_failures_are_scrubbed_and_recorded(manager):
         return gen()
 
     with pytest.raises(ApiError) as err:
-        await manager.open_side(battle.id, "a", refusing)
+        await manager.open_side(battle.id, "a", refusing, token)
     assert err.value.status == 503
     assert model_a not in err.value.message and "SmolLM2" not in err.value.message
     assert "Model A" in err.value.message
-    assert manager.store.get_battle(battle.id).sides["a"].status == "error"
+    assert (await manager.store.get_battle(battle.id)).sides["a"].status == "error"
 
     error_event = b'data: {"error": {"message": "' + model_b.encode() + b' crashed", "type": "server_error"}}\n\n'
-    stream = await manager.open_side(battle.id, "b", upstream_of([chunk(model_b, "par"), error_event], {}))
+    stream = await manager.open_side(battle.id, "b", upstream_of([chunk(model_b, "par"), error_event], {}), token)
     out = b"".join([c async for c in stream]).decode()
     assert model_b not in out and "Model B failed: Model B crashed" in out
-    side = manager.store.get_battle(battle.id).sides["b"]
+    side = (await manager.store.get_battle(battle.id)).sides["b"]
     assert side.status == "error" and side.answer == "par"
-    assert manager.store.get_battle(battle.id).finished
+    assert (await manager.store.get_battle(battle.id)).finished
 
 
 async def test_unknown_side_is_refused(manager):
-    battle = manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
     with pytest.raises(ApiError) as err:
-        await manager.open_side(battle.id, "c", upstream_of([], {}))
+        await manager.open_side(battle.id, "c", upstream_of([], {}), token)
     assert err.value.status == 404
 
 
 def test_scrubber_replaces_longest_names_first():
     scrub = NameScrubber(["gemma3-270m", "Gemma 3 270M (base)"])
     assert scrub("Gemma 3 270M (base) aka GEMMA3-270M", "Model B") == "Model B aka Model B"
+
+
+async def answer_both(manager, battle, token, text="Fine answer. "):
+    for side in "ab":
+        model = battle.model(side)
+        stream = await manager.open_side(battle.id, side, upstream_of(
+            [chunk(model, text), chunk(model, None, "stop"), b"data: [DONE]\n\n"], {}), token)
+        async for _ in stream:
+            pass
+
+
+async def test_only_the_client_with_the_token_can_stream_follow_up_and_vote(manager):
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"),
+                                         client="addr:1.1.1.1")
+    assert battle.client == "addr:1.1.1.1" and token not in str(await manager.store.get_battle(battle.id))
+    for wrong in (None, "", "guess", token + "x"):
+        with pytest.raises(ApiError) as err:
+            await manager.open_side(battle.id, "a", upstream_of([], {}), wrong)
+        assert err.value.status == 403 and err.value.code == "invalid_battle_token"
+        with pytest.raises(ApiError):
+            await manager.vote(battle.id, wrong, "tie", "addr:2.2.2.2")
+        with pytest.raises(ApiError):
+            await manager.follow_up(battle.id, wrong, "more?")
+    await answer_both(manager, battle, token)
+    vote, _ = await manager.vote(battle.id, token, "tie", "addr:1.1.1.1")
+    assert vote.client == "addr:1.1.1.1" and vote.categories == []
+
+
+async def test_follow_ups_give_each_side_its_own_conversation_up_to_the_limit(database):
+    manager = BattleManager(VoteStore(database), known_names=NAMES, rng=random.Random(3),
+                            policy=ArenaPolicy(max_turns=2, max_prompt_chars=50, max_conversation_chars=500))
+    with pytest.raises(ApiError) as err:
+        await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="x" * 51))
+    assert (err.value.status, err.value.code, err.value.param) == (400, "prompt_too_long", "prompt")
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi", system="Be kind."))
+    with pytest.raises(BattleNotFinished):
+        await manager.follow_up(battle.id, token, "And then?")
+    await answer_both(manager, battle, token, "First answer. ")
+    battle = await manager.follow_up(battle.id, token, "And then?")
+    for side in "ab":
+        assert manager.upstream_body(battle, side)["messages"] == [
+            {"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "First answer. "}, {"role": "user", "content": "And then?"}]
+    await answer_both(manager, battle, token, "Second answer. ")
+    with pytest.raises(ApiError) as err:
+        await manager.follow_up(battle.id, token, "Third?")
+    assert (err.value.status, err.value.code) == (409, "too_many_turns")
+    vote, _ = await manager.vote(battle.id, token, "model_b", None)
+    assert [t["user"] for t in vote.turns] == ["Hi", "And then?"] and vote.categories == ["multi_turn"]
+    assert vote.answer_a == "Second answer. "

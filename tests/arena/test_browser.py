@@ -13,7 +13,8 @@ import time
 import httpx
 import pytest
 
-from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway, start_service
+from tests.arena.conftest import DISPLAY, MODELS, wait_models
+from tests.harness import PROJECT_ROOT, ManagedProcess, assert_openai_error, free_port, start_gateway, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -23,39 +24,6 @@ expect = playwright_api.expect
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
-MODELS = ("smollm2-135m", "gemma3-270m")
-DISPLAY = {"smollm2-135m": "SmolLM2 135M Instruct", "gemma3-270m": "Gemma 3 270M (base)"}
-
-
-def wait_models(gateway_url: str, models: tuple[str, ...], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    ready: list[str] = []
-    while time.monotonic() < deadline:
-        ready = [m["id"] for m in httpx.get(gateway_url + "/api/arena/models", timeout=5).json()["data"]]
-        if set(models) <= set(ready):
-            return
-        time.sleep(0.3)
-    raise TimeoutError(f"models {models} not ready at the gateway (ready: {ready})")
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    """The gateway with one real instance of each embedded model."""
-    data = tmp_path_factory.mktemp("arena-data")
-    env = {"ARENA_FLEET__DATA_DIR": str(data)}
-    services: list[ManagedProcess] = []
-    gateway = None
-    try:
-        for model in MODELS:
-            services.append(start_service(model, env=env, timeout=300))
-        gateway = start_gateway(env={**env, **{f"{m.upper().replace('-', '_')}_API_URL": s.url
-                                               for m, s in zip(MODELS, services)}})
-        wait_models(gateway.url, MODELS)
-        yield {"gateway": gateway, "services": dict(zip(MODELS, services))}
-    finally:
-        for proc in [gateway, *services]:
-            if proc:
-                proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +32,8 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
 
 
 @pytest.fixture
@@ -164,10 +134,7 @@ def test_stop_cancels_one_model_while_the_other_goes_on(fleet, browser, page_err
     expect(stopped.locator(".msg.note")).to_have_text("Stopped.")
     partial = stopped.locator(".msg.assistant").inner_text()
     # The upstream generation is cancelled: the service frees the slot.
-    deadline = time.monotonic() + 15
-    while slots_active(fleet["services"]["smollm2-135m"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert slots_active(fleet["services"]["smollm2-135m"]) == 0
+    wait_until(lambda: slots_active(fleet["services"]["smollm2-135m"]) == 0, 15, interval=0.2, what="the slot freed")
     # ...while the other model keeps streaming.
     assert other.get_attribute("data-status") == "streaming"
     time.sleep(1.0)
@@ -243,6 +210,48 @@ def test_battle_vote_reveals_names_and_moves_the_leaderboard(fleet, browser, pag
     shot(page, "leaderboard-dark")
     toggle_theme(page, "light")
     shot(page, "leaderboard-light")
+    assert page_errors == []
+    page.context.close()
+
+
+def test_a_multi_turn_battle_then_a_vote(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    page = new_page(browser, page_errors)
+    page.goto(gateway + "/#battle")
+    set_max_tokens(page, 16)
+    prompts = ["What is the capital of France?", "What is the capital of Italy?"]
+    panels = {s: page.locator(f"#battle-panels .panel[data-key='{s}']") for s in "ab"}
+    for turn, prompt in enumerate(prompts, start=1):
+        expect(page.locator("#send")).to_have_text("Battle" if turn == 1 else "Ask both")
+        page.fill("#prompt", prompt)
+        page.keyboard.press("Enter")
+        for panel in panels.values():
+            expect(panel.locator(".msg.user")).to_have_count(turn)
+            expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+        expect(page.locator("#vote-bar")).to_be_visible()
+        expect(page.locator("#battle-result")).to_contain_text("whole conversation")
+        # Blind: no speed, no token count on the panels before the vote.
+        for panel in panels.values():
+            expect(panel.locator(".stats.blind")).to_be_visible()
+            expect(panel.locator(".stats:not(.blind)")).to_be_hidden()
+    for panel in panels.values():
+        expect(panel.locator(".msg.user")).to_have_text(prompts)
+        expect(panel.locator(".msg.assistant")).to_have_count(2)
+    shot(page, "battle-multi-turn-light")
+    toggle_theme(page, "dark")
+    shot(page, "battle-multi-turn-dark")
+    toggle_theme(page, "light")
+
+    page.click("#vote-bar button[data-winner='model_b']")
+    expect(page.locator("#battle-result")).to_contain_text("You voted B is better")
+    for panel in panels.values():
+        expect(panel.locator(".stats:not(.blind)")).to_be_visible()  # speed, now that it is revealed
+        assert panel.locator("[data-stat='tokens'] b").inner_text() not in ("", "–")
+    votes = [json.loads(line) for line in httpx.get(gateway + "/api/votes.jsonl").text.splitlines()]
+    assert [t["user"] for t in votes[-1]["turns"]] == prompts and votes[-1]["winner"] == "model_b"
+    assert "multi_turn" in votes[-1]["categories"] and "client" not in votes[-1]
+    # The next prompt starts a new battle.
+    expect(page.locator("#send")).to_have_text("Battle")
     assert page_errors == []
     page.context.close()
 
@@ -344,29 +353,30 @@ def test_hostile_model_output_executes_nothing(browser, page_errors, tmp_path):
 def test_arena_api_errors_are_openai_shaped(fleet):
     gateway = fleet["gateway"].url
 
-    def error(response, status, code=None):
-        assert response.status_code == status, response.text
-        body = response.json()["error"]
-        assert set(body) == {"message", "type", "param", "code"} and body["message"]
-        if code:
-            assert body["code"] == code
-        return body
-
-    assert error(httpx.post(gateway + "/api/battles", json={"prompt": ""}), 400)["param"] == "prompt"
-    error(httpx.post(gateway + "/api/battles", json={"prompt": "hi", "temperature": 9}), 400)
-    error(httpx.post(gateway + "/api/battles", content=b"{not json", headers={"content-type": "application/json"}), 400)
-    error(httpx.post(gateway + "/api/battles/nope/vote", json={"winner": "tie"}), 404, "battle_not_found")
+    assert assert_openai_error(httpx.post(gateway + "/api/battles", json={"prompt": ""}), 400)["param"] == "prompt"
+    assert_openai_error(httpx.post(gateway + "/api/battles", json={"prompt": "hi", "temperature": 9}), 400)
+    assert_openai_error(httpx.post(gateway + "/api/battles", content=b"{not json",
+                                   headers={"content-type": "application/json"}), 400)
+    assert_openai_error(httpx.post(gateway + "/api/battles/nope/vote", json={"winner": "tie"}), 404, "battle_not_found")
     battle = httpx.post(gateway + "/api/battles", json={"prompt": "Say yes.", "max_tokens": 4}).json()
     assert battle["revealed"] is None and "model_a" not in json.dumps(battle)
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "model_a"}), 409,
-          "battle_not_finished")
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "draw"}), 400)
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/sides/c/stream"), 404, "side_not_found")
+    url = gateway + f"/api/battles/{battle['id']}"
+    mine = {"X-Battle-Token": battle["token"]}
+    # Only the client that opened the battle, once both sides finished, once.
+    assert_openai_error(httpx.post(url + "/vote", json={"winner": "model_a"}, headers=mine), 409, "battle_not_finished")
+    assert_openai_error(httpx.post(url + "/vote", json={"winner": "draw"}, headers=mine), 400)
+    assert_openai_error(httpx.post(url + "/sides/c/stream", headers=mine), 404, "side_not_found")
+    assert_openai_error(httpx.post(url + "/sides/a/stream"), 403, "invalid_battle_token")
     for side in "ab":
-        with httpx.stream("POST", gateway + f"/api/battles/{battle['id']}/sides/{side}/stream", timeout=120) as r:
+        with httpx.stream("POST", url + f"/sides/{side}/stream", headers=mine, timeout=120) as r:
             assert r.status_code == 200 and "data: [DONE]" in r.read().decode()
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/sides/a/stream"), 409, "side_already_streamed")
-    assert httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "tie"}).status_code == 200
-    error(httpx.post(gateway + f"/api/battles/{battle['id']}/vote", json={"winner": "tie"}), 409, "already_voted")
+    assert_openai_error(httpx.post(url + "/sides/a/stream", headers=mine), 409, "side_already_streamed")
+    for other in ({}, {"X-Battle-Token": "not-the-token"}):
+        assert_openai_error(httpx.post(url + "/vote", json={"winner": "model_a"}, headers=other), 403, "invalid_battle_token")
+        assert_openai_error(httpx.post(url + "/turns", json={"prompt": "more"}, headers=other), 403, "invalid_battle_token")
+    assert_openai_error(httpx.post(url + "/turns", json={"prompt": "x" * 9000}, headers=mine), 400, "prompt_too_long")
+    assert httpx.post(url + "/vote", json={"winner": "tie"}, headers=mine).status_code == 200
+    assert_openai_error(httpx.post(url + "/vote", json={"winner": "tie"}, headers=mine), 409, "already_voted")
+    assert_openai_error(httpx.post(url + "/turns", json={"prompt": "more"}, headers=mine), 409, "already_voted")
     revealed = httpx.get(gateway + f"/api/battles/{battle['id']}").json()["revealed"]
     assert {revealed["a"]["model"], revealed["b"]["model"]} == set(MODELS)

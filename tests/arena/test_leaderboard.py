@@ -27,3 +27,22 @@ def test_enough_battles_give_an_interval_around_the_rating():
     for row in board["models"]:
         assert row["ci_low"] < row["ci_high"]
         assert row["ci_low"] <= row["rating"] <= row["ci_high"]
+
+
+def test_a_vote_on_an_answer_that_names_a_model_is_kept_out_of_the_ratings():
+    from dataclasses import replace
+
+    from gateway.arena.identity import IdentityFlagger
+
+    flagger = IdentityFlagger({"x": ["SmolLM"], "y": ["Gemma"]})
+    votes = [vote(i, WINNER_A) for i in range(6)] + [vote(i, WINNER_B) for i in range(6, 9)]
+    plain = build_leaderboard(votes, {}, flagger=flagger)
+    flagged = [replace(v, answer_b="As SmolLM, I say b") if v.winner == WINNER_B else v for v in votes]
+    board = build_leaderboard(flagged, {}, flagger=flagger)
+    assert board["votes"] == 9 and board["counted"] == 6 and board["excluded"] == {"identity": 3}
+    rating = {m["model"]: m["rating"] for m in board["models"]}
+    assert rating["x"] > {m["model"]: m["rating"] for m in plain["models"]}["x"]  # y's wins no longer count
+    # A side that failed or said nothing is not a contest either.
+    empty = build_leaderboard([replace(votes[0], answer_a=" ", status_a="stopped"),
+                               replace(votes[1], status_b="error")], {}, flagger=flagger)
+    assert empty["counted"] == 0 and empty["excluded"] == {"not_a_contest": 2}

@@ -1,105 +1,188 @@
-"""VoteStore: one vote per battle, concurrent voters, durability across a crash."""
+"""VoteStore: one vote per battle, concurrent voters, durability across a crash (SQLite and PostgreSQL)."""
 
-import sqlite3
+import asyncio
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
-from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound, SideBusy, SideResult,
-                                 VoteStore)
+from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy,
+                                 SideResult, VoteStore)
+from gateway.store import Database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUEST = {"prompt": "Say hi", "system": "Be brief.", "temperature": 0.5, "max_tokens": 32}
 
 
-def finished_battle(store: VoteStore, battle_id: str = "b1") -> None:
-    store.create_battle(battle_id, "m1", "m2", 42, REQUEST)
+async def finished_battle(store: VoteStore, battle_id: str = "b1", *, now: float | None = None) -> None:
+    await store.create_battle(battle_id, "m1", "m2", 42, REQUEST, now=now)
     for side, answer in (("a", "hi"), ("b", "hello")):
-        store.claim_side(battle_id, side)
-        store.finish_side(battle_id, side, SideResult("done", answer, ttft=0.1, total=0.5, tokens=5,
-                                                      tokens_per_second=10.0, finish_reason="stop"))
+        await store.claim_side(battle_id, side)
+        await store.finish_side(battle_id, side, SideResult("done", answer, ttft=0.1, total=0.5, tokens=5,
+                                                            tokens_per_second=10.0, finish_reason="stop"))
 
 
-def test_a_vote_stores_the_whole_battle(tmp_path):
-    store = VoteStore(tmp_path / "arena.sqlite3")
-    finished_battle(store)
-    vote = store.record_vote("b1", "model_b")
+async def test_a_vote_stores_the_whole_battle(database):
+    store = VoteStore(database)
+    await finished_battle(store)
+    vote = await store.record_vote("b1", "model_b")
     assert (vote.model_a, vote.model_b, vote.winner, vote.prompt, vote.system_prompt) == \
         ("m1", "m2", "model_b", "Say hi", "Be brief.")
     assert (vote.answer_a, vote.answer_b, vote.tokens_a, vote.ttft_b, vote.seed) == ("hi", "hello", 5, 0.1, 42)
-    assert [v.to_dict() for v in store.votes()] == [vote.to_dict()]
-    assert store.get_battle("b1").vote == "model_b"
-    with sqlite3.connect(tmp_path / "arena.sqlite3") as db:
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert [v.to_dict() async for v in store.votes()] == [vote.to_dict()]
+    assert (await store.get_battle("b1")).vote == "model_b"
 
 
-def test_refusals(tmp_path):
-    store = VoteStore(tmp_path / "arena.sqlite3")
+async def test_refusals(database):
+    store = VoteStore(database)
     with pytest.raises(BattleNotFound):
-        store.record_vote("nope", "tie")
+        await store.record_vote("nope", "tie")
     with pytest.raises(BattleNotFound):
-        store.claim_side("nope", "a")
-    store.create_battle("b1", "m1", "m2", 1, REQUEST)
-    store.claim_side("b1", "a")
+        await store.claim_side("nope", "a")
+    await store.create_battle("b1", "m1", "m2", 1, REQUEST)
+    await store.claim_side("b1", "a")
     with pytest.raises(SideBusy):
-        store.claim_side("b1", "a")
+        await store.claim_side("b1", "a")
     with pytest.raises(BattleNotFinished):
-        store.record_vote("b1", "tie")
-    store.finish_side("b1", "a", SideResult("stopped", "partial"))
-    store.claim_side("b1", "b")
-    store.finish_side("b1", "b", SideResult("error", "", error="boom"))
-    store.record_vote("b1", "tie")
+        await store.record_vote("b1", "tie")
+    await store.finish_side("b1", "a", SideResult("stopped", "partial"))
+    await store.claim_side("b1", "b")
+    await store.finish_side("b1", "b", SideResult("error", "", error="boom"))
+    # A side that failed (or stopped before its first token, or said nothing) is not a contest.
+    with pytest.raises(NotAContest):
+        await store.record_vote("b1", "tie")
+    await finished_battle(store, "b2")
+    await store.record_vote("b2", "tie")
     with pytest.raises(AlreadyVoted):
-        store.record_vote("b1", "model_a")
-    with pytest.raises(sqlite3.IntegrityError):
-        finished_battle(store, "b2")
-        store.record_vote("b2", "draw")
-    assert store.vote_count() == 1
+        await store.record_vote("b2", "model_a")
+    await finished_battle(store, "b3")
+    with pytest.raises(IntegrityError):
+        await store.record_vote("b3", "draw")
+    assert await store.vote_count() == 1
 
 
-def test_concurrent_voters_get_exactly_one_vote_per_battle(tmp_path):
-    path = tmp_path / "arena.sqlite3"
-    store = VoteStore(path)
+async def test_a_stopped_side_with_text_is_a_contest_an_empty_one_is_not(database):
+    store = VoteStore(database)
+    for battle_id, answer in (("partial", "Par"), ("silent", "  ")):
+        await store.create_battle(battle_id, "m1", "m2", 1, REQUEST)
+        await store.claim_side(battle_id, "a")
+        await store.finish_side(battle_id, "a", SideResult("stopped", answer))
+        await store.claim_side(battle_id, "b")
+        await store.finish_side(battle_id, "b", SideResult("done", "Hello", finish_reason="stop"))
+    assert (await store.record_vote("partial", "model_b")).status_a == "stopped"
+    with pytest.raises(NotAContest):
+        await store.record_vote("silent", "model_b")
+
+
+async def test_a_multi_turn_battle_keeps_every_turn_and_the_vote_covers_them(database):
+    store = VoteStore(database)
+    await finished_battle(store, "mt")
+    with pytest.raises(BattleNotFinished):  # the follow-up's answers are pending
+        await store.add_turn("mt", "And again?")
+        await store.add_turn("mt", "And again?")
+    battle = await store.get_battle("mt")
+    assert battle.turn == 2 and battle.prompts == ["Say hi", "And again?"]
+    assert [t.sides["a"].answer for t in battle.earlier] == ["hi"]
+    assert all(side.status == "pending" for side in battle.sides.values())
+    with pytest.raises(BattleNotFinished):
+        await store.record_vote("mt", "tie")
+    for side, answer in (("a", "hi again"), ("b", "hello again")):
+        await store.claim_side("mt", side)
+        await store.finish_side("mt", side, SideResult("done", answer, tokens=3, finish_reason="stop"))
+    vote = await store.record_vote("mt", "model_a", client="addr:1.2.3.4", categorize=lambda p: ["multi_turn"])
+    assert vote.turns == [{"user": "Say hi", "a": "hi", "b": "hello", "tokens_a": 5, "tokens_b": 5},
+                          {"user": "And again?", "a": "hi again", "b": "hello again", "tokens_a": 3, "tokens_b": 3}]
+    assert (vote.tokens_a, vote.categories, vote.client) == (8, ["multi_turn"], "addr:1.2.3.4")
+    assert [v.to_dict() async for v in store.votes()] == [vote.to_dict()]
+    with pytest.raises(AlreadyVoted):
+        await store.add_turn("mt", "One more")
+
+
+async def test_clients_activity_and_exclusion(database):
+    store = VoteStore(database)
+    for i in range(3):
+        await finished_battle(store, f"f{i}", now=1000.0 + i)
+        await store.record_vote(f"f{i}", "model_a", client="addr:flood", now=1000.0 + i)
+    await finished_battle(store, "q")
+    await store.record_vote("q", "tie", client="key:quiet", now=10.0)
+    activity = await store.client_activity(since=500.0)
+    assert [(c["client"], c["votes_recent"], c["votes_total"], c["excluded"]) for c in activity] == \
+        [("addr:flood", 3, 3, False), ("key:quiet", 0, 1, False)]
+    await store.exclude_client("addr:flood", "flood")
+    assert await store.excluded_clients() == {"addr:flood"}
+    assert (await store.client_activity(since=500.0))[0]["excluded_reason"] == "flood"
+    assert await store.include_client("addr:flood") and not await store.include_client("addr:flood")
+
+
+async def test_concurrent_voters_get_exactly_one_vote_per_battle(database, database_url):
+    store = VoteStore(database)
     for i in range(10):
-        finished_battle(store, f"b{i}")
-    outcomes: list[str] = []
-    lock = threading.Lock()
+        await finished_battle(store, f"b{i}")
+    # As several gateways would: each voter has its own engine and connections.
+    voters = [Database(database_url) for _ in range(4)]
 
-    def voter(n: int) -> None:
-        own = VoteStore(path)  # as another process would: its own connections
+    async def voter(n: int, db: Database) -> list[str]:
+        own, results = VoteStore(db), []
         for i in range(10):
             try:
-                own.record_vote(f"b{i}", ("model_a", "model_b", "tie")[n % 3])
-                result = "ok"
+                await own.record_vote(f"b{i}", ("model_a", "model_b", "tie")[n % 3])
+                results.append("ok")
             except AlreadyVoted:
-                result = "dup"
-            with lock:
-                outcomes.append(result)
+                results.append("dup")
+        return results
 
-    threads = [threading.Thread(target=voter, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert outcomes.count("ok") == 10 and outcomes.count("dup") == 50
-    assert sorted(v.battle_id for v in store.votes()) == sorted(f"b{i}" for i in range(10))
+    try:
+        outcomes = sum(await asyncio.gather(*(voter(n, db) for n, db in enumerate(voters))), [])
+    finally:
+        for db in voters:
+            await db.dispose()
+    assert outcomes.count("ok") == 10 and outcomes.count("dup") == 30
+    assert sorted([v.battle_id async for v in store.votes()]) == sorted(f"b{i}" for i in range(10))
+
+
+async def test_unvoted_battles_are_pruned_after_their_age(database):
+    store = VoteStore(database)
+    await finished_battle(store, "old-voted", now=1000.0)
+    await store.record_vote("old-voted", "tie")
+    await finished_battle(store, "old-unvoted", now=1000.0)
+    await finished_battle(store, "new-unvoted", now=5000.0)
+    assert await store.prune_battles(older_than=2000.0) == 1
+    with pytest.raises(BattleNotFound):
+        await store.get_battle("old-unvoted")
+    assert (await store.get_battle("old-voted")).vote == "tie"
+    assert (await store.get_battle("new-unvoted")).sides["a"].answer == "hi"
 
 
 def test_an_acknowledged_vote_survives_the_process_being_killed(tmp_path):
-    path = tmp_path / "arena.sqlite3"
-    finished_battle(VoteStore(path))
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+
+    async def prepare() -> None:
+        db = Database(url)
+        await db.upgrade()
+        await finished_battle(VoteStore(db))
+        await db.dispose()
+
+    asyncio.run(prepare())
     script = textwrap.dedent(f"""
-        import os, signal
+        import asyncio, os, signal
         from gateway.arena.votes import VoteStore
-        VoteStore({str(path)!r}).record_vote("b1", "model_a")
+        from gateway.store import Database
+        asyncio.run(VoteStore(Database({url!r})).record_vote("b1", "model_a"))
         print("voted", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == -9 and "voted" in proc.stdout, proc.stderr
-    assert [v.winner for v in VoteStore(path).votes()] == ["model_a"]
+
+    async def winners() -> list[str]:
+        db = Database(url)
+        try:
+            return [v.winner async for v in VoteStore(db).votes()]
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(winners()) == ["model_a"]

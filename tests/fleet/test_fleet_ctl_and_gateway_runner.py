@@ -1,4 +1,4 @@
-"""fleet-up/status/down through a fake `gh` on PATH, and the gateway runner's pieces."""
+"""fleet-up/status/down through the REST client (a stateful fake of GitHub), and the gateway runner."""
 
 from __future__ import annotations
 
@@ -11,115 +11,121 @@ import time
 from pathlib import Path
 
 import httpx
-import respx
+import pytest
 
 from scripts import fleet_ctl, gateway_runner
 from scripts.fleet_labels import RunLabels
 from scripts.github_api import GitHubClient
+from tests.fleet.fake_github import FakeGitHub, answering
 from tests.harness import free_port
 
-FAKE_GH = """#!{python}
-import json, sys
-from pathlib import Path
-state = Path({state!r})
-calls = json.loads(state.read_text()) if state.exists() else []
-calls.append(sys.argv[1:])
-state.write_text(json.dumps(calls))
-if sys.argv[1:3] == ["run", "list"]:
-    workflow = sys.argv[sys.argv.index("--workflow") + 1]
-    print(json.dumps(json.loads(Path({runs!r}).read_text()).get(workflow, [])))
-"""
+REPO = "o/r"
+TOKEN = "ghp_fleetctl000000000000"
+ENV = {"GH_TOKEN": TOKEN, "GITHUB_REPOSITORY": REPO}
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def install_gh(tmp_path, monkeypatch, runs: dict) -> Path:
-    calls = tmp_path / "calls.json"
-    (tmp_path / "runs.json").write_text(json.dumps(runs))
-    gh = tmp_path / "gh"
-    gh.write_text(FAKE_GH.format(python=sys.executable, state=str(calls), runs=str(tmp_path / "runs.json")))
-    gh.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    return calls
+@pytest.fixture
+def github():
+    with answering(FakeGitHub(REPO, TOKEN)) as fake:
+        yield fake
 
 
-def run(run_id: int, labels: RunLabels, status: str = "in_progress") -> dict:
-    return {"databaseId": run_id, "displayTitle": labels.title(), "status": status, "conclusion": "",
-            "url": f"https://github.com/o/r/actions/runs/{run_id}", "createdAt": "2026-11-22T02:00:00Z"}
-
-
-def test_up_starts_only_what_is_not_running(tmp_path, monkeypatch, capsys):
-    calls = install_gh(tmp_path, monkeypatch, {"fleet.yml": [
-        run(1, RunLabels("smollm2-135m", "all")),
-        run(2, RunLabels("gemma3-270m", "1", "old"), status="completed")]})
-    assert fleet_ctl.main(["up"]) == 0
-    starts = [c for c in json.loads(calls.read_text()) if c[:2] == ["workflow", "run"]]
-    assert starts == [["workflow", "run", "gateway.yml"],
-                      ["workflow", "run", "fleet.yml", "-f", "model=gemma3-270m", "-f", "instances=1"]]
+def test_up_starts_only_what_is_not_running(github, capsys):
+    github.add_run("fleet.yml", RunLabels("smollm2-135m", "all").title())
+    github.add_run("fleet.yml", RunLabels("gemma3-270m", "1", "old").title(), status="completed")
+    assert fleet_ctl.main(["up"], environ=ENV) == 0
+    assert [(d["workflow"], d["ref"], d["inputs"]) for d in github.dispatches] == [
+        ("gateway.yml", "main", {}), ("fleet.yml", "main", {"model": "gemma3-270m", "instances": "1"})]
     assert "smollm2-135m: already running" in capsys.readouterr().out
+    # Twice: nothing more is started.
+    assert fleet_ctl.main(["up"], environ=ENV) == 0
+    assert len(github.dispatches) == 2
 
 
-def test_down_cancels_exact_labels_only(tmp_path, monkeypatch):
-    calls = install_gh(tmp_path, monkeypatch, {"fleet.yml": [
-        run(1, RunLabels("smollm2-135m", "1", "a")),
-        run(2, RunLabels("smollm2-135m-q8", "1", "b")),
-        run(3, RunLabels("smollm2-135m", "2", "c"), status="queued"),
-        {**run(4, RunLabels("x", "1")), "displayTitle": "smollm2-135m by hand"}],
-        "gateway.yml": [run(9, RunLabels("gateway", "1", "g"))]})
-    assert fleet_ctl.main(["down", "smollm2-135m"]) == 0
-    cancels = [c[2] for c in json.loads(calls.read_text()) if c[:2] == ["run", "cancel"]]
-    assert cancels == ["1", "3"]
-    assert fleet_ctl.main(["down"]) == 0
-    cancels = [c[2] for c in json.loads(calls.read_text()) if c[:2] == ["run", "cancel"]]
-    assert cancels[2:] == ["1", "2", "3", "9"]
+def test_down_cancels_exact_labels_only(github):
+    runs = [github.add_run("fleet.yml", RunLabels("smollm2-135m", "1", "a").title()),
+            github.add_run("fleet.yml", RunLabels("smollm2-135m-q8", "1", "b").title()),
+            github.add_run("fleet.yml", RunLabels("smollm2-135m", "2", "c").title(), status="queued"),
+            github.add_run("fleet.yml", "smollm2-135m by hand"),
+            github.add_run("gateway.yml", RunLabels("gateway", "1", "g").title())]
+    assert fleet_ctl.main(["down", "smollm2-135m"], environ=ENV) == 0
+    assert [r.conclusion for r in runs] == ["cancelled", None, "cancelled", None, None]
+    assert fleet_ctl.main(["down"], environ=ENV) == 0
+    assert [r.conclusion for r in runs] == ["cancelled", "cancelled", "cancelled", None, "cancelled"]
 
 
-def test_status_and_missing_gh(tmp_path, monkeypatch, capsys):
-    install_gh(tmp_path, monkeypatch, {"fleet.yml": [run(5, RunLabels("gemma3-270m", "1", "gemma3-270m.1.ab"))]})
-    assert fleet_ctl.main(["status"]) == 0
+def test_status_and_missing_token(github, capsys, monkeypatch):
+    github.add_run("fleet.yml", RunLabels("gemma3-270m", "1", "gemma3-270m.1.ab").title())
+    assert fleet_ctl.main(["status"], environ=ENV) == 0
     out = capsys.readouterr().out
     assert "gemma3-270m" in out and "gemma3-270m.1.ab" in out
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert fleet_ctl.main(["status"]) == 1
-    assert "`gh` is not installed" in capsys.readouterr().err
+    monkeypatch.setenv("PATH", "/nonexistent")       # no gh to ask for a stored login either
+    assert fleet_ctl.main(["status"], environ={"GITHUB_REPOSITORY": REPO}) == 1
+    assert "no GitHub token" in capsys.readouterr().err
+    assert fleet_ctl.main(["status"], environ={**ENV, "GH_TOKEN": "ghp_wrong"}) == 1
+    assert "invalid or expired" in capsys.readouterr().err
 
 
-@respx.mock
-def test_successor_gateway_is_ready_when_its_named_step_succeeded():
-    jobs = "https://api.github.com/repos/o/r/actions/runs/77/jobs"
+def test_successor_gateway_is_ready_when_its_named_step_succeeded(github):
+    run = github.add_run("gateway.yml", RunLabels("gateway", "1", "g").title())
     step = {"name": gateway_runner.READY_STEP, "status": "in_progress", "conclusion": None, "number": 8}
-    respx.get(jobs).mock(side_effect=[
-        httpx.Response(200, json={"total_count": 1, "jobs": [{"id": 1, "run_id": 77, "name": "gateway",
-                                                              "status": "in_progress", "steps": [step]}]}),
-        httpx.Response(200, json={"total_count": 1, "jobs": [{"id": 1, "run_id": 77, "name": "gateway",
-                                                              "status": "in_progress", "steps": [
-                                                                  {**step, "status": "completed",
-                                                                   "conclusion": "success"}]}]})])
-    with GitHubClient("o/r", "t0ken-abcdef", backoff=0) as gh:
-        assert gh.step_succeeded(77, gateway_runner.READY_STEP) is False
-        assert gh.step_succeeded(77, gateway_runner.READY_STEP) is True
+    run.steps = [step]
+    with GitHubClient(REPO, TOKEN, backoff=0) as gh:
+        assert gh.step_succeeded(run.id, gateway_runner.READY_STEP) is False
+        step.update(status="completed", conclusion="success")
+        assert gh.step_succeeded(run.id, gateway_runner.READY_STEP) is True
 
 
-def test_snapshot_is_a_consistent_copy_of_a_live_database(tmp_path):
-    db = tmp_path / "gateway.sqlite3"
-    live = sqlite3.connect(db)
-    live.execute("PRAGMA journal_mode=WAL")
-    live.execute("CREATE TABLE votes (id INTEGER PRIMARY KEY, winner TEXT)")
-    live.executemany("INSERT INTO votes (winner) VALUES (?)", [("a",), ("b",)])
-    live.commit()                       # still open, the WAL not checkpointed
-    out = tmp_path / "snap" / "gateway.sqlite3"
-    assert gateway_runner.main(["snapshot", "--db", str(db), "--out", str(out)]) == 0
-    live.close()
-    assert sqlite3.connect(out).execute("SELECT count(*) FROM votes").fetchone() == (2,)
+def _live_sqlite(path: Path, table: str, rows: int) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, v TEXT)")
+    db.executemany(f"INSERT INTO {table} (v) VALUES (?)", [(str(i),) for i in range(rows)])
+    db.commit()                       # still open, the WAL not checkpointed
+    return db
+
+
+def test_snapshot_keeps_the_whole_data_directory_and_restore_puts_it_back(tmp_path):
+    """Every SQLite file of the data directory (votes and gateway data are separate files), each
+    a consistent copy of a live database; before, one file and the votes were lost."""
+    data = tmp_path / "data"
+    data.mkdir()
+    gateway_db = _live_sqlite(data / "gateway.sqlite3", "keys", 2)
+    votes_db = _live_sqlite(data / "arena.sqlite3", "votes", 5)
+    (data / "notes.txt").write_text("kept as is")
+    out = tmp_path / "snap"
+    assert gateway_runner.main(["snapshot", "--data-dir", str(data), "--out", str(out)]) == 0
+    gateway_db.close(), votes_db.close()
+    assert sorted(p.name for p in out.iterdir()) == ["arena.sqlite3", "gateway.sqlite3", "notes.txt"]
+    fresh = tmp_path / "fresh"
+    assert gateway_runner.main(["restore", "--snapshot", str(out), "--data-dir", str(fresh)]) == 0
+    assert sqlite3.connect(fresh / "arena.sqlite3").execute("SELECT count(*) FROM votes").fetchone() == (5,)
+    assert sqlite3.connect(fresh / "gateway.sqlite3").execute("SELECT count(*) FROM keys").fetchone() == (2,)
+    assert (fresh / "notes.txt").read_text() == "kept as is"
+
+
+def test_no_snapshot_with_an_external_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARENA_DATABASE_URL", "postgresql://arena@db.example/arena")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.sqlite3").write_bytes(b"")
+    assert gateway_runner.main(["snapshot", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "s")]) == 0
+    assert not (tmp_path / "s").exists()
+
+
+def _serve(tmp_path: Path, state: Path, port: int, **extra_env: str) -> subprocess.Popen:
+    env = {**os.environ, "ARENA_REGISTRATION_TOKEN": "gw-runner-token", "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
+           "ARENA_FLEET__DATA_DIR": str(tmp_path / "data"), "WORKFLOW_PAT": "ghp_never_in_the_gateway",
+           "TUNNELS_JSON": "{}", **extra_env}
+    return subprocess.Popen([sys.executable, "-m", "scripts.gateway_runner", "serve", "--state", str(state),
+                             "--port", str(port), "--tunnel", "none", "--ready-timeout", "60"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_background_gateway_serves_reports_ready_and_stops_on_sigterm(tmp_path):
     state = tmp_path / "state.json"
     port = free_port()
-    env = {**os.environ, "ARENA_REGISTRATION_TOKEN": "gw-runner-token",
-           "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_GATEWAY_DB_PATH": str(tmp_path / "gw.sqlite3")}
-    child = subprocess.Popen([sys.executable, "-m", "scripts.gateway_runner", "serve", "--state", str(state),
-                              "--port", str(port), "--tunnel", "none", "--ready-timeout", "60"],
-                             cwd=Path(__file__).resolve().parents[2], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = _serve(tmp_path, state, port)
     try:
         assert gateway_runner.main(["wait-ready", "--state", str(state), "--ready-timeout", "60"]) == 0
         assert httpx.get(f"http://127.0.0.1:{port}/health/live").status_code == 200
@@ -135,3 +141,48 @@ def test_background_gateway_serves_reports_ready_and_stops_on_sigterm(tmp_path):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_handoff_dispatches_once_and_stops_this_gateway_when_the_successor_is_ready(tmp_path, github, monkeypatch):
+    state = tmp_path / "state.json"
+    child = _serve(tmp_path, state, free_port())
+    monkeypatch.setenv("GITHUB_REPOSITORY", REPO)
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    github.new_run_status = "in_progress"
+    github.new_run_steps = [{"name": gateway_runner.READY_STEP, "status": "completed", "conclusion": "success"}]
+    try:
+        assert gateway_runner.main(["wait-ready", "--state", str(state), "--ready-timeout", "60"]) == 0
+        assert gateway_runner.main(["handoff", "--state", str(state), "--duration-hours", "1",
+                                    "--poll-seconds", "0.1", "--ref", "main"]) == 0
+        assert child.wait(timeout=60) == 0
+        assert json.loads(state.read_text())["status"] == "stopped"
+        assert len(github.dispatches) == 1
+        inputs = github.dispatches[0]["inputs"]
+        assert set(inputs) == {"instance_id", "duration_hours", "auto_restart"}
+        assert github.runs[0].title == f"arena-fleet model=gateway instance=1 id={inputs['instance_id']}"
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def test_the_gateway_refuses_a_public_start_without_an_instance_secret(tmp_path):
+    state = tmp_path / "state.json"
+    env = {k: v for k, v in os.environ.items() if k != "ARENA_INSTANCE_SECRET"}
+    done = subprocess.run([sys.executable, "-m", "scripts.gateway_runner", "serve", "--state", str(state),
+                           "--port", str(free_port()), "--tunnel", "auto"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "ARENA_INSTANCE_SECRET is not set" in done.stderr
+    assert json.loads(state.read_text())["status"] == "stopped"
+
+
+def test_the_gateway_child_sees_none_of_the_runners_github_credentials():
+    from scripts.child_env import gateway_env, service_env
+
+    environ = {"PATH": "/bin", "HOME": "/h", "WORKFLOW_PAT": "p", "GITHUB_TOKEN": "g", "TUNNELS_JSON": "{}",
+               "ACTIONS_RUNTIME_TOKEN": "a", "ARENA_REGISTRATION_TOKEN": "r", "ARENA_INSTANCE_SECRET": "s",
+               "ARENA_DATABASE_URL": "postgresql://x", "ARENA_FLEET__DATA_DIR": "/d", "HF_HOME": "/hf"}
+    assert gateway_env(environ) == {k: environ[k] for k in (
+        "PATH", "HOME", "ARENA_REGISTRATION_TOKEN", "ARENA_INSTANCE_SECRET", "ARENA_DATABASE_URL",
+        "ARENA_FLEET__DATA_DIR", "HF_HOME")}
+    assert service_env(environ) == {k: environ[k] for k in (
+        "PATH", "HOME", "ARENA_INSTANCE_SECRET", "ARENA_FLEET__DATA_DIR", "HF_HOME")}

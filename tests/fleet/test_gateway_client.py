@@ -1,77 +1,93 @@
-"""The agent's registration client against a respx fake of the gateway's registration API."""
+"""The agent's registration client against the real gateway (its real answers: epoch
+`expires_at`, OpenAI-shaped `error` objects), and against a dead or failing one."""
 
 from __future__ import annotations
-
-import json
 
 import httpx
 import pytest
 import respx
 
 from scripts.gateway_client import GatewayRegistrationClient, GatewayUnavailable, RegistrationError
+from tests.harness import start_gateway
 
-GW = "http://gateway.test"
+TOKEN = "reg-token-123456"
+ADMIN = "admin-key-123456"
+MODEL = "smollm2-135m"
 
 
-def client() -> GatewayRegistrationClient:
-    return GatewayRegistrationClient(GW + "/", "reg-token-123456", backoff=0)
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    proc = start_gateway(env={"ARENA_REGISTRATION_TOKEN": TOKEN, "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
+                              "ARENA_GATEWAY_ADMIN_KEY": ADMIN,
+                              "ARENA_FLEET__DATA_DIR": str(tmp_path_factory.mktemp("gw-data"))})
+    yield proc
+    proc.stop()
 
 
-@respx.mock
-def test_register_heartbeat_lookup_deregister_one_id():
-    reg = respx.post(f"{GW}/api/instances").mock(return_value=httpx.Response(
-        200, json={"instance_id": "m.1.ab", "model": "m", "expires_at": "2026-11-22T03:00:00Z"}))
-    beat = respx.post(f"{GW}/api/instances/m.1.ab/heartbeat").mock(side_effect=[
-        httpx.Response(200, json={}), httpx.Response(404, json={"detail": "unknown"})])
-    respx.get(f"{GW}/api/instances/m.1.cd").mock(return_value=httpx.Response(
-        200, json={"instance_id": "m.1.cd", "model": "m", "url": "https://x", "state": "ready"}))
-    delete = respx.delete(f"{GW}/api/instances/m.1.ab").mock(return_value=httpx.Response(200, json={}))
-    c = client()
-    answer = c.register(model="m", url="https://x", instance_id="m.1.ab", ttl_seconds=30)
-    assert answer["expires_at"]
-    assert json.loads(reg.calls.last.request.content) == {
-        "model": "m", "url": "https://x", "instance_id": "m.1.ab", "ttl_seconds": 30}
-    assert reg.calls.last.request.headers["authorization"] == "Bearer reg-token-123456"
+def client(url: str, token: str = TOKEN) -> GatewayRegistrationClient:
+    return GatewayRegistrationClient(url + "/", token, backoff=0)
+
+
+def test_register_heartbeat_lookup_deregister_one_id(gateway):
+    c = client(gateway.url)
+    answer = c.register(model=MODEL, url="http://127.0.0.1:9/", instance_id="m.1.ab", ttl_seconds=30)
+    assert answer["instance_id"] == "m.1.ab" and isinstance(answer["expires_at"], (int, float))
+    c.register(model=MODEL, url="http://127.0.0.1:9/", instance_id="m.1.cd", ttl_seconds=30)
     assert c.heartbeat("m.1.ab") is True
-    assert c.heartbeat("m.1.ab") is False       # forgotten: the caller registers again
-    assert beat.call_count == 2
-    assert c.is_ready("m.1.cd") is True
+    assert c.is_ready("m.1.ab") is False            # nothing answers at that URL
     assert c.deregister("m.1.ab") is True
-    assert delete.call_count == 1
-    assert all(call.request.url.path != "/api/instances/m.1.cd" or call.request.method == "GET"
-               for call in respx.calls)
+    assert c.deregister("m.1.ab") is False          # already gone
+    assert c.heartbeat("m.1.ab") is False           # forgotten: the caller registers again
+    assert c.instance("m.1.cd")["state"] != "gone"  # only its own id was removed
+    assert c.instance("never-registered") is None
+    c.deregister("m.1.cd")
 
 
-@respx.mock
-def test_bad_token_and_unknown_model_are_clear():
-    respx.post(f"{GW}/api/instances").mock(side_effect=[
-        httpx.Response(401, json={"detail": "bad token"}), httpx.Response(404, json={"detail": "no model"})])
-    c = client()
-    with pytest.raises(RegistrationError, match="ARENA_REGISTRATION_TOKEN"):
-        c.register(model="m", url="u", instance_id="i", ttl_seconds=30)
+def test_bad_token_unknown_model_and_bad_values_say_what_is_wrong(gateway):
+    with pytest.raises(RegistrationError, match="rejected ARENA_REGISTRATION_TOKEN"):
+        client(gateway.url, "wrong-token-000").register(model=MODEL, url="http://127.0.0.1:9/", instance_id="i",
+                                                        ttl_seconds=30)
     with pytest.raises(RegistrationError, match="does not know the model"):
-        c.register(model="m", url="u", instance_id="i", ttl_seconds=30)
+        client(gateway.url).register(model="no-such-model", url="http://127.0.0.1:9/", instance_id="i",
+                                     ttl_seconds=30)
+    with pytest.raises(RegistrationError, match="ttl_seconds"):
+        client(gateway.url).register(model=MODEL, url="http://127.0.0.1:9/", instance_id="i", ttl_seconds=0)
+
+
+def test_instance_urls_are_shown_to_the_admin_only(gateway):
+    """A tunnel URL is where anyone could reach an instance directly: anonymous status views
+    leave it out (the registration client and the admin key still see it)."""
+    url = "https://secret-words-here.trycloudflare.com"
+    answer = client(gateway.url).register(model=MODEL, url=url, instance_id="m.1.url", ttl_seconds=30)
+    assert answer["url"] == url
+    with httpx.Client(base_url=gateway.url) as http:
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        for path in ("/api/instances", "/api/instances/m.1.url", "/api/status", "/status"):
+            assert "secret-words-here" not in http.get(path).text, path
+        assert "secret-words-here" not in http.get("/api/instances", headers={"Authorization": "Bearer nope"}).text
+        assert url in http.get("/api/instances", headers=admin).text
+        assert url in http.get("/api/instances/m.1.url", headers=admin).text
+        assert url in http.get("/api/status", headers=admin).text
+    client(gateway.url).deregister("m.1.url")
 
 
 @respx.mock
-def test_gateway_down_is_retried_then_reported():
-    route = respx.post(f"{GW}/api/instances/i/heartbeat").mock(side_effect=httpx.ConnectError("refused"))
+def test_gateway_down_or_failing_is_retried_then_reported():
+    route = respx.post("http://gateway.test/api/instances/i/heartbeat").mock(
+        side_effect=httpx.ConnectError("refused"))
     with pytest.raises(GatewayUnavailable):
-        client().heartbeat("i")
+        client("http://gateway.test").heartbeat("i")
     assert route.call_count == 3
-
-
-@respx.mock
-def test_not_ready_while_unknown_or_unhealthy():
-    respx.get(f"{GW}/api/instances/i").mock(side_effect=[
-        httpx.Response(404, json={}), httpx.Response(200, json={"state": "unhealthy"})])
-    c = client()
-    assert c.is_ready("i") is False
-    assert c.is_ready("i") is False
+    failing = respx.get("http://gateway.test/api/instances/i").mock(side_effect=[
+        httpx.Response(502, text="bad gateway"), httpx.Response(503, text="unavailable"),
+        httpx.Response(404, json={"error": {"message": "No instance 'i'.", "type": "invalid_request_error",
+                                            "param": None, "code": "instance_not_found"}})])
+    assert client("http://gateway.test").is_ready("i") is False
+    assert failing.call_count == 3
 
 
 def test_missing_configuration_is_named():
     with pytest.raises(RegistrationError, match="ARENA_GATEWAY_URL"):
         GatewayRegistrationClient("", "t")
     with pytest.raises(RegistrationError, match="ARENA_REGISTRATION_TOKEN"):
-        GatewayRegistrationClient(GW, "")
+        GatewayRegistrationClient("http://gateway.test", "")

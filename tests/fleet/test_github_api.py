@@ -1,18 +1,18 @@
-"""The GitHub client against respx fakes of the real REST endpoints and response shapes."""
+"""The GitHub client against a stateful respx fake of GitHub's REST API (tests/fleet/fake_github.py)."""
 
 from __future__ import annotations
 
-import json
 
 import httpx
 import pytest
 import respx
 
 from scripts.fleet_labels import RunLabels, parse_title
-from scripts.github_api import GitHubAuthError, GitHubClient, GitHubError, GitHubTransientError
+from scripts.github_api import (DispatchUncertain, GitHubAuthError, GitHubClient, GitHubError, GitHubRateLimited,
+                                GitHubTransientError, RunDispatch, token_from_environment)
 from scripts.successor import GitHubDispatcher, SuccessorRequest
+from tests.fleet.fake_github import API, FakeGitHub, answering
 
-API = "https://api.github.com"
 REPO = "octo/arena"
 TOKEN = "ghp_example0000000000000000000000000000"
 
@@ -21,106 +21,118 @@ def client(**kwargs) -> GitHubClient:
     return GitHubClient(REPO, TOKEN, token_name="WORKFLOW_PAT", backoff=0, **kwargs)
 
 
-def run_json(run_id: int, title: str, status: str = "in_progress", conclusion=None) -> dict:
-    return {"id": run_id, "name": "fleet", "display_title": title, "status": status,
-            "conclusion": conclusion, "event": "workflow_dispatch", "run_attempt": 1,
-            "html_url": f"https://github.com/{REPO}/actions/runs/{run_id}",
-            "created_at": "2026-11-22T02:00:00Z", "updated_at": "2026-11-22T02:00:05Z"}
+@pytest.fixture
+def github():
+    with answering(FakeGitHub(REPO, TOKEN)) as fake:
+        yield fake
 
 
-@respx.mock
-def test_dispatch_sends_ref_and_string_inputs_and_reads_run_details():
-    route = respx.post(f"{API}/repos/{REPO}/actions/workflows/fleet.yml/dispatches").mock(
-        return_value=httpx.Response(200, json={
-            "workflow_run_id": 4242, "run_url": f"{API}/repos/{REPO}/actions/runs/4242",
-            "html_url": f"https://github.com/{REPO}/actions/runs/4242"}))
+def test_dispatch_sends_ref_and_string_inputs_and_reads_run_details(github):
     with client() as gh:
         result = gh.dispatch_workflow("fleet.yml", "main", {"model": "smollm2-135m", "instance": "2"})
-    assert result.run_id == 4242
-    request = route.calls.last.request
-    assert request.headers["authorization"] == f"Bearer {TOKEN}"
-    assert request.headers["x-github-api-version"] == "2022-11-28"
-    body = json.loads(request.content)
-    assert body["ref"] == "main"
-    assert body["inputs"] == {"model": "smollm2-135m", "instance": "2"}
+    assert result.run_id == github.runs[-1].id
+    sent = github.dispatches[-1]
+    assert sent["ref"] == "main" and sent["return_run_details"] is True
+    assert sent["inputs"] == {"model": "smollm2-135m", "instance": "2"}
 
 
-@respx.mock
-def test_dispatch_204_without_details():
-    respx.post(f"{API}/repos/{REPO}/actions/workflows/fleet.yml/dispatches").mock(
-        return_value=httpx.Response(204))
+def test_dispatch_without_run_details_and_refused_inputs(github):
+    github.run_details = False          # a server that predates return_run_details refuses it (422)
     with client() as gh:
-        assert gh.dispatch_workflow("fleet.yml", "main", {}).run_id is None
+        assert gh.dispatch_workflow("fleet.yml", "main", {"model": "smollm2-135m"}).run_id is None
+        assert len(github.runs) == 1    # the 422 made no run; the second POST made one
+        with pytest.raises(GitHubError, match="Unexpected inputs"):
+            gh.dispatch_workflow("fleet.yml", "main", {"model": "smollm2-135m", "colour": "red"})
 
 
-@respx.mock
-def test_retries_5xx_and_429_then_succeeds():
-    route = respx.post(f"{API}/repos/{REPO}/actions/workflows/fleet.yml/dispatches").mock(side_effect=[
-        httpx.Response(502, text="<html>Bad gateway</html>"),
-        httpx.Response(429, headers={"retry-after": "0"}, json={"message": "slow down"}),
-        httpx.Response(403, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0"},
-                       json={"message": "API rate limit exceeded"}),
-        httpx.Response(204),
-    ])
+def test_a_dispatch_is_never_posted_twice(github):
+    """A 5xx after the run was made (or a timeout) must not make a second run."""
+    github.fail_next = ["created-502"]
+    with client() as gh, pytest.raises(DispatchUncertain, match="look it up"):
+        gh.dispatch_workflow("fleet.yml", "main", {"model": "smollm2-135m"})
+    assert github.requests.count(f"POST /repos/{REPO}/actions/workflows/fleet.yml/dispatches") == 1
+    assert len(github.runs) == 1
+
+
+def test_reads_are_retried_through_5xx_and_short_rate_limits(github):
+    run = github.add_run("fleet.yml", RunLabels("m", "1", "x").title())
+    github.fail_next = [httpx.Response(502, text="<html>Bad gateway</html>"), "secondary-429"]
     with client() as gh:
-        gh.dispatch_workflow("fleet.yml", "main", {})
-    assert route.call_count == 4
+        assert gh.get_run(run.id).id == run.id
+    assert github.requests.count(f"GET /repos/{REPO}/actions/runs/{run.id}") == 3
 
 
-@respx.mock
-def test_gives_up_after_the_attempts():
-    route = respx.get(f"{API}/repos/{REPO}/actions/runs/1").mock(return_value=httpx.Response(503))
-    with client(attempts=3) as gh, pytest.raises(GitHubTransientError):
+def test_a_secondary_rate_limit_is_transient_not_a_bad_token(github):
+    """403 with a "secondary rate limit" message and no headers: wait at least a minute (before:
+    taken for a token without permission, and the runner stopped trying for good)."""
+    github.fail_next = ["secondary"]
+    with client() as gh, pytest.raises(GitHubRateLimited) as err:
         gh.get_run(1)
+    assert err.value.retry_after == 60
+    assert not isinstance(err.value, GitHubAuthError)
+    assert len(github.requests) == 1        # a minute is longer than the client waits: the caller decides
+
+
+def test_the_primary_limit_waits_until_the_reset(github):
+    github.used = github.limit
+    with client() as gh, pytest.raises(GitHubRateLimited) as err:
+        gh.get_run(1)
+    assert 3500 < err.value.retry_after <= 3600
+    assert len(github.requests) == 1
+
+
+def test_gives_up_after_the_attempts():
+    with respx.mock(base_url=API) as router:
+        route = router.get(f"/repos/{REPO}/actions/runs/1").mock(return_value=httpx.Response(503))
+        with client(attempts=3) as gh, pytest.raises(GitHubTransientError):
+            gh.get_run(1)
     assert route.call_count == 3
 
 
-@respx.mock
-def test_bad_token_fails_at_once_naming_the_variable():
-    route = respx.post(f"{API}/repos/{REPO}/actions/workflows/fleet.yml/dispatches").mock(
-        return_value=httpx.Response(401, json={"message": "Bad credentials",
-                                               "documentation_url": "https://docs.github.com/rest"}))
-    with client() as gh, pytest.raises(GitHubAuthError) as err:
-        gh.dispatch_workflow("fleet.yml", "main", {})
-    assert route.call_count == 1
-    assert "WORKFLOW_PAT" in str(err.value) and TOKEN not in str(err.value)
+def test_bad_token_fails_at_once_naming_the_variable(github):
+    with GitHubClient(REPO, "ghp_wrong000000", token_name="WORKFLOW_PAT", backoff=0) as gh, \
+            pytest.raises(GitHubAuthError) as err:
+        gh.dispatch_workflow("fleet.yml", "main", {"model": "m"})
+    assert len(github.requests) == 1
+    assert "WORKFLOW_PAT" in str(err.value) and "invalid or expired" in str(err.value)
 
 
-@respx.mock
-def test_forbidden_explains_the_permission():
-    respx.post(f"{API}/repos/{REPO}/actions/workflows/fleet.yml/dispatches").mock(
-        return_value=httpx.Response(403, json={"message": "Resource not accessible by integration"}))
-    with client() as gh, pytest.raises(GitHubAuthError, match="actions: write"):
-        gh.dispatch_workflow("fleet.yml", "main", {})
+def test_forbidden_explains_the_permission_of_each_kind_of_token():
+    with respx.mock(base_url=API) as router:
+        router.post(f"/repos/{REPO}/actions/workflows/fleet.yml/dispatches").mock(
+            return_value=httpx.Response(403, json={"message": "Resource not accessible by integration"}))
+        with client() as gh, pytest.raises(GitHubAuthError) as err:
+            gh.dispatch_workflow("fleet.yml", "main", {})
+    text = str(err.value)
+    assert "'repo' scope" in text and "Actions: Read and write" in text and "actions: write" in text
 
 
-@respx.mock
-def test_missing_workflow_is_a_plain_error():
-    respx.post(f"{API}/repos/{REPO}/actions/workflows/nope.yml/dispatches").mock(
-        return_value=httpx.Response(404, json={"message": "Not Found"}))
+def test_missing_workflow_is_a_plain_error(github):
     with client() as gh, pytest.raises(GitHubError, match="does not exist"):
         gh.dispatch_workflow("nope.yml", "main", {})
 
 
-@respx.mock
-def test_run_list_follows_link_pagination_and_matches_labels_exactly():
-    base = f"{API}/repos/{REPO}/actions/workflows/fleet.yml/runs"
-    page2 = f"{base}?per_page=100&page=2"
+def test_token_choice():
+    assert token_from_environment({"WORKFLOW_PAT": "p", "GITHUB_TOKEN": "g"}) == ("WORKFLOW_PAT", "p")
+    assert token_from_environment({"WORKFLOW_PAT": "", "GITHUB_TOKEN": "g"}) == ("GITHUB_TOKEN", "g")
+    assert token_from_environment({}) == ("GITHUB_TOKEN", "")
+    with pytest.raises(GitHubAuthError, match="GITHUB_TOKEN"):
+        GitHubClient.from_environment({"GITHUB_REPOSITORY": REPO})
+
+
+def test_run_list_follows_link_pagination_and_matches_labels_exactly(github):
     wanted = RunLabels("smollm2-135m", "1", "smollm2-135m.1.aaaa").title()
-    respx.get(base, params={"page": "2"}).mock(return_value=httpx.Response(200, json={
-        "total_count": 4, "workflow_runs": [run_json(3, wanted), run_json(4, wanted, "completed", "success")]}))
-    respx.get(base).mock(return_value=httpx.Response(200, headers={
-        "link": f'<{page2}>; rel="next", <{page2}>; rel="last"'}, json={
-        "total_count": 4, "workflow_runs": [
-            run_json(1, RunLabels("smollm2-135m-q8", "1", "x").title()),     # a longer name
-            run_json(2, RunLabels("smollm2-135m", "10", "y").title()),       # instance 10, not 1
-            run_json(5, "smollm2-135m instance 1 by hand"),                   # not one of ours
-        ]}))
+    github.add_run("fleet.yml", wanted, age=10)
+    github.add_run("fleet.yml", wanted, status="completed", conclusion="success", age=20)
+    github.add_run("fleet.yml", RunLabels("smollm2-135m-q8", "1", "x").title(), age=30)   # a longer name
+    github.add_run("fleet.yml", RunLabels("smollm2-135m", "10", "y").title(), age=40)     # instance 10, not 1
+    github.add_run("fleet.yml", "smollm2-135m instance 1 by hand", age=50)                # not one of ours
     with client() as gh:
-        runs = gh.find_runs("fleet.yml", model="smollm2-135m", instance="1")
-        every = gh.find_runs("fleet.yml", model="smollm2-135m", instance="1", active_only=False)
-    assert [r.id for r in runs] == [3]
-    assert [r.id for r in every] == [3, 4]
+        runs = gh.find_runs("fleet.yml", model="smollm2-135m", instance="1", per_page=2)
+        every = gh.find_runs("fleet.yml", model="smollm2-135m", instance="1", active_only=False, per_page=2)
+    assert [r.title for r in runs] == [wanted]
+    assert [r.status for r in every] == ["in_progress", "completed"]
+    assert github.list_requests == 6      # three pages each
 
 
 def test_titles_round_trip_and_reject_strangers():
@@ -132,30 +144,61 @@ def test_titles_round_trip_and_reject_strangers():
     assert not RunLabels("m-x", "all").covers("m", "3")
 
 
-@respx.mock
-def test_dispatcher_finds_its_run_by_exact_labels_when_github_answers_204():
-    respx.post(f"{API}/repos/{REPO}/actions/workflows/fleet.yml/dispatches").mock(
-        return_value=httpx.Response(204))
-    request = SuccessorRequest("smollm2-135m", "1", "smollm2-135m.1.new0", "smollm2-135m.1.old0", 5.5)
-    respx.get(f"{API}/repos/{REPO}/actions/workflows/fleet.yml/runs").mock(return_value=httpx.Response(
-        200, json={"total_count": 2, "workflow_runs": [
-            run_json(7, RunLabels("smollm2-135m", "1", "smollm2-135m.1.old0").title()),
-            run_json(8, RunLabels("smollm2-135m", "1", "smollm2-135m.1.new0").title(), "queued")]}))
+def test_run_dispatch_finds_a_lagging_run_by_labels_and_never_dispatches_twice(github):
+    """No run id (here a 502 after the run was made), and the run list behind the dispatch: the
+    run is looked up by its exact labels until it shows, and never dispatched again."""
+    github.list_lag = 2
+    github.fail_next = ["created-502"]
+    labels = RunLabels("smollm2-135m", "1", "smollm2-135m.1.new0")
     with client() as gh:
-        launched = GitHubDispatcher(gh, "fleet.yml", "main").launch(request)
-    assert launched.run_id == 8
-    sent = json.loads(respx.calls[0].request.content)["inputs"]
+        dispatch = RunDispatch(gh, "fleet.yml", "main", {"model": "smollm2-135m", "instance": "1",
+                                                         "instance_id": labels.instance_id}, labels)
+        dispatch.dispatch()
+        assert dispatch.run_id is None
+        assert [dispatch.check(), dispatch.check()] == ["pending", "pending"]
+        assert dispatch.check() == "running" and dispatch.run_id == github.runs[-1].id
+        github.runs[-1].status, github.runs[-1].conclusion = "completed", "failure"
+        assert dispatch.check() == "ended"
+    assert len([r for r in github.requests if r.endswith("/dispatches")]) == 1 and len(github.runs) == 1
+
+
+def test_run_dispatch_is_lost_only_after_the_lookup_window(github):
+    now = [1000.0]
+    github.list_lag = 10**6             # never listed
+    labels = RunLabels("m", "1", "m.1.x")
+    with client() as gh:
+        dispatch = RunDispatch(gh, "fleet.yml", "main", {"model": "smollm2-135m"}, labels,
+                               lookup_seconds=180, clock=lambda: now[0])
+        github.run_details = False
+        dispatch.dispatch()
+        now[0] += 170
+        assert dispatch.check() == "pending"
+        now[0] += 20
+        assert dispatch.check() == "lost"
+
+
+def test_dispatcher_sends_the_successors_labels_and_reports_a_run_that_ended(github):
+    request = SuccessorRequest("smollm2-135m", "1", "smollm2-135m.1.new0", "smollm2-135m.1.old0", 5.5)
+    with client() as gh:
+        dispatcher = GitHubDispatcher(gh, "fleet.yml", "main")
+        launched = dispatcher.launch(request)
+        assert dispatcher.failed(launched) is None
+        github.runs[-1].status, github.runs[-1].conclusion = "completed", "failure"
+        why = dispatcher.failed(launched)
+    assert why and "failure" in why
+    assert dispatcher.poll_seconds >= 30
+    sent = github.dispatches[-1]["inputs"]
     assert sent == {"model": "smollm2-135m", "instances": "1", "instance": "1",
                     "instance_id": "smollm2-135m.1.new0", "predecessor_id": "smollm2-135m.1.old0",
                     "duration_hours": "5.5", "auto_restart": "true"}
-    assert all(isinstance(v, str) for v in sent.values())
+    assert github.runs[-1].title == RunLabels("smollm2-135m", "1", "smollm2-135m.1.new0").title()
 
 
-@respx.mock
-def test_dispatcher_reports_a_successor_run_that_ended():
-    respx.get(f"{API}/repos/{REPO}/actions/runs/9").mock(return_value=httpx.Response(
-        200, json=run_json(9, "arena-fleet model=m instance=1 id=z", "completed", "failure")))
+def test_dispatcher_rides_out_a_rate_limit(github):
+    request = SuccessorRequest("smollm2-135m", "1", "smollm2-135m.1.new0", "smollm2-135m.1.old0", 5.5)
     with client() as gh:
-        from scripts.successor import LaunchedSuccessor
-        why = GitHubDispatcher(gh, "fleet.yml", "main").failed(LaunchedSuccessor("run 9", run_id=9))
-    assert why and "failure" in why
+        dispatcher = GitHubDispatcher(gh, "fleet.yml", "main")
+        launched = dispatcher.launch(request)
+        github.fail_next = ["secondary"]
+        assert dispatcher.failed(launched) is None      # not a failure of the successor: ask later
+        assert dispatcher.failed(launched) is None

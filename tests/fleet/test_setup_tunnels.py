@@ -1,4 +1,13 @@
-"""`setup_tunnels` against a stateful respx fake of Cloudflare's API (real paths and envelopes)."""
+"""`setup_tunnels` against a stateful respx fake of Cloudflare's API (real paths and envelopes).
+
+The fake follows Cloudflare's API reference (developers.cloudflare.com/api): the v4 envelope
+`{success, errors, messages, result, result_info}`; `cfd_tunnel` list/create/token/configurations;
+zones listed by name, where a token without Zone > Zone: Read simply sees no zone; DNS records
+listed by name, created, patched and deleted, and a CNAME refused beside an A, AAAA or CNAME of the
+same name (error 81053, "An A, AAAA, or CNAME record with that host already exists.", documented
+under DNS troubleshooting, "Records with the same name"); 429 with `Retry-After` over the API's
+rate limit (1,200 requests per five minutes, "API rate limits").
+"""
 
 from __future__ import annotations
 
@@ -11,13 +20,14 @@ import pytest
 import respx
 
 from scripts import setup_tunnels
-from scripts.cloudflare_api import API_URL, CloudflareAuthError, CloudflareClient
+from scripts.cloudflare_api import API_URL, CloudflareAuthError, CloudflareClient, CloudflareError
 from shared.catalogue import load_catalogue
 
 ACCOUNT = "699d98642c564d2e855e9661899b7252"
 ZONE = "023e105f4ecef8ad9ca31a8372d0c353"
 DOMAIN = "example.com"
 API_TOKEN = "cf-api-token-abcdefghijklmnop"
+NO_ZONE_READ_TOKEN = "cf-token-without-zone-read"
 
 
 def envelope(result, status=200, result_info=None, success=True, errors=()):
@@ -56,10 +66,24 @@ class FakeCloudflare:
         return envelope(chunk, result_info={"page": page, "per_page": size, "count": len(chunk),
                                             "total_count": len(items), "total_pages": pages})
 
+    def _cname_conflict(self, record: dict, record_id: str | None) -> httpx.Response | None:
+        others = [r for rid, r in self.records.items() if rid != record_id and r["name"] == record["name"]]
+        if (record["type"] == "CNAME" and any(r["type"] in ("A", "AAAA", "CNAME") for r in others)) or \
+                (record["type"] in ("A", "AAAA") and any(r["type"] == "CNAME" for r in others)):
+            return envelope(None, 400, success=False, errors=[
+                {"code": 81053, "message": "An A, AAAA, or CNAME record with that host already exists."}])
+        return None
+
+    def add_record(self, type_: str, name: str, content: str, proxied: bool = False) -> dict:
+        rid = uuid.uuid4().hex
+        self.records[rid] = {"id": rid, "type": type_, "name": name, "content": content, "proxied": proxied, "ttl": 1}
+        return self.records[rid]
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         if self.fail_next:
             return self.fail_next.pop(0)
-        if request.headers.get("authorization") != f"Bearer {API_TOKEN}":
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if token not in (API_TOKEN, NO_ZONE_READ_TOKEN):
             return envelope(None, 403, success=False, errors=[{"code": 10000, "message": "Authentication error"}])
         path, method = request.url.path.removeprefix("/client/v4"), request.method
         if method != "GET":
@@ -83,15 +107,26 @@ class FakeCloudflare:
                              "created_at": "2026-11-22T00:00:00Z"})
         if path == "/zones":
             zones = [{"id": ZONE, "name": DOMAIN, "status": "active"}, {"id": "z2", "name": "other.org"}]
+            if token == NO_ZONE_READ_TOKEN:
+                zones = []          # not refused: zones the token may not read are left out
             return self._page(request, [z for z in zones if z["name"] == request.url.params.get("name")])
         if path == f"/zones/{ZONE}/dns_records":
             if method == "POST":
+                if refused := self._cname_conflict(body, None):
+                    return refused
                 rid = uuid.uuid4().hex
                 self.records[rid] = {"id": rid, **body}
                 return envelope(self.records[rid])
             name = request.url.params.get("name")
             return self._page(request, [r for r in self.records.values() if r["name"] == name])
         if m := re.fullmatch(rf"/zones/{ZONE}/dns_records/(\w+)", path):
+            if m.group(1) not in self.records:
+                return envelope(None, 404, success=False, errors=[{"code": 81044, "message": "Record does not exist."}])
+            if method == "DELETE":
+                del self.records[m.group(1)]
+                return envelope({"id": m.group(1)})
+            if refused := self._cname_conflict({**self.records[m.group(1)], **body}, m.group(1)):
+                return refused
             self.records[m.group(1)].update(body)
             return envelope(self.records[m.group(1)])
         return envelope(None, 404, success=False, errors=[{"code": 7003, "message": "No route for that URI"}])
@@ -100,8 +135,9 @@ class FakeCloudflare:
 @pytest.fixture
 def fake():
     cf = FakeCloudflare()
-    with respx.mock(base_url=API_URL, assert_all_called=False) as router:
-        router.route().mock(side_effect=cf.handle)
+    with respx.mock(assert_all_called=False) as router:
+        router.route(url__startswith=API_URL).mock(side_effect=cf.handle)
+        cf.router = router
         yield cf
 
 
@@ -171,10 +207,12 @@ def test_bad_token_fails_clearly_without_printing_it(fake, monkeypatch, capsys):
     assert fake.writes == []
 
 
-def test_main_prints_tunnels_json_without_gh(fake, monkeypatch, capsys, tmp_path):
+def test_main_prints_tunnels_json_without_a_github_token(fake, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", API_TOKEN)
     monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
-    monkeypatch.setenv("PATH", str(tmp_path))          # no gh here
+    for name in ("WORKFLOW_PAT", "GITHUB_TOKEN", "GH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))          # no gh login to borrow either
     assert setup_tunnels.main([DOMAIN]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("TUNNELS_JSON="))
@@ -183,16 +221,40 @@ def test_main_prints_tunnels_json_without_gh(fake, monkeypatch, capsys, tmp_path
     assert "nothing to change" in capsys.readouterr().out
 
 
-def test_gh_receives_the_secret_on_stdin(fake, monkeypatch, capsys, tmp_path):
-    gh = tmp_path / "gh"
-    seen = tmp_path / "seen.json"
-    gh.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" > {seen}.args\ncat > {seen}\n")
-    gh.chmod(0o755)
+def test_tunnels_json_is_stored_sealed_through_githubs_rest_api(fake, monkeypatch, capsys):
+    from tests.fleet.fake_github import FakeGitHub
+
+    github = FakeGitHub("o/r", "ghp_setup0000000000")
+    fake_route = fake.router.route(host="api.github.com").mock(side_effect=github.handle)
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", API_TOKEN)
     monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", ACCOUNT)
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setenv("GH_TOKEN", "ghp_setup0000000000")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
     assert setup_tunnels.main([DOMAIN]) == 0
     out = capsys.readouterr().out
-    assert "TUNNELS_JSON=" not in out and "stored TUNNELS_JSON" in out
-    assert (tmp_path / "seen.json.args").read_text().strip() == "secret set TUNNELS_JSON"
-    assert "gateway" in json.loads(seen.read_text())
+    assert "TUNNELS_JSON=" not in out and "stored TUNNELS_JSON as a secret of o/r" in out
+    assert fake_route.called
+    stored = json.loads(github.secrets["TUNNELS_JSON"])
+    assert set(stored) == set(load_catalogue().models) | {"gateway"}
+    assert all(entry["token"] not in out for entry in stored.values())
+def test_a_dual_stack_host_becomes_one_cname(fake):
+    """A hostname with an A and an AAAA record: both go, then the CNAME can be made (Cloudflare
+    refuses a CNAME beside either; before, only the first record was patched, and refused)."""
+    name = f"smollm2-135m.{DOMAIN}"
+    fake.add_record("A", name, "192.0.2.10")
+    fake.add_record("AAAA", name, "2001:db8::10")
+    fake.add_record("TXT", name, "keep me")
+    plan = setup_tunnels.reconcile(client(), DOMAIN, wanted(), dry_run=False)
+    records = sorted((r["type"], r["content"]) for r in fake.records.values() if r["name"] == name)
+    tunnel_id = next(tid for tid, t in fake.tunnels.items() if t["name"] == "arena-smollm2-135m")
+    assert records == [("CNAME", f"{tunnel_id}.cfargotunnel.com"), ("TXT", "keep me")]
+    assert any(step.startswith(f"deleted A {name}") for step in plan.steps)
+    assert any(step.startswith(f"deleted AAAA {name}") for step in plan.steps)
+    fake.writes.clear()
+    setup_tunnels.reconcile(client(), DOMAIN, wanted(), dry_run=False)
+    assert fake.writes == []
+
+
+def test_a_token_without_zone_read_is_told_so(fake):
+    with pytest.raises(CloudflareError, match="Zone > Zone: Read"):
+        CloudflareClient(NO_ZONE_READ_TOKEN, ACCOUNT, backoff=0).zone_id(DOMAIN)

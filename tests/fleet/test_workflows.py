@@ -4,6 +4,8 @@ inputs that the agents send matching the inputs the workflows declare, and docke
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,6 +19,12 @@ from shared.catalogue import load_catalogue
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONLINT = ROOT / ".venv" / "bin" / "actionlint"
+
+
+# The first major of each action that runs on Node 24 (read from each action's action.yml at its
+# tags: `runs.using: node24`); Actions forced Node 24 in June 2026 and removed Node 20 in September.
+NODE24_MAJORS = {"actions/checkout": 5, "actions/setup-python": 6, "actions/cache": 5, "actions/upload-artifact": 6}
+_USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
 
 
 def workflow(name: str) -> dict:
@@ -74,8 +82,10 @@ def test_gateway_handoff_inputs_match_the_gateway_workflow():
 
 def test_inference_caches_the_model_by_source_and_sha256():
     steps = workflow("inference.yml")["jobs"]["serve"]["steps"]
-    restore = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache/restore"))
-    save = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache/save"))
+    restore = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache/restore")
+                   and s["with"]["path"] != ".venv")
+    save = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache/save")
+                and s["with"]["path"] != ".venv")
     assert restore["with"]["key"] == save["with"]["key"] == "${{ steps.model.outputs.key }}"
     assert "steps.model.outputs.cacheable == 'true'" in save["if"]
     out = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "scripts.fleet_config", "cache-key", "gemma3-270m"],
@@ -128,3 +138,110 @@ def test_makefile_has_the_fleet_targets():
     dry = subprocess.run(["make", "-n", "setup-tunnels", "DOMAIN=example.com", "DRY_RUN=1"], cwd=ROOT,
                          capture_output=True, text=True)
     assert "scripts.setup_tunnels example.com --dry-run" in dry.stdout, dry.stdout + dry.stderr
+
+
+def every_use() -> list[tuple[str, str, str]]:
+    """(file, `uses` value, the rest of the line) for every action a workflow uses."""
+    found = []
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for line in path.read_text().splitlines():
+            if match := _USES.match(line):
+                found.append((path.name, match.group(1), match.group(2)))
+    return found
+
+
+def test_every_action_is_a_node24_major_pinned_by_commit():
+    uses = [u for u in every_use() if not u[1].startswith("./")]
+    assert {u[1].split("@")[0] for u in uses} >= {"actions/checkout", "actions/setup-python", "actions/cache/restore",
+                                                 "actions/cache/save", "actions/upload-artifact"}
+    for name, ref, rest in uses:
+        action, _, sha = ref.partition("@")
+        assert re.fullmatch(r"[0-9a-f]{40}", sha), f"{name}: {ref} is not pinned by a commit SHA"
+        version = re.fullmatch(r"\s*# v(\d+)\.\d+\.\d+", rest)
+        assert version, f"{name}: {ref} has no '# vX.Y.Z' comment naming the release"
+        repo = "/".join(action.split("/")[:2])
+        assert int(version.group(1)) >= NODE24_MAJORS[repo], f"{name}: {repo} v{version.group(1)} runs on Node 20"
+    # One release per action across the files: the same SHA everywhere.
+    pins: dict[str, set[str]] = {}
+    for _, ref, rest in uses:
+        pins.setdefault("/".join(ref.split("@")[0].split("/")[:2]), set()).add(ref.split("@")[1] + rest)
+    assert all(len(p) == 1 for p in pins.values()), pins
+
+
+def _steps(name: str, job: str) -> list[dict]:
+    return workflow(name)["jobs"][job]["steps"]
+
+
+@pytest.mark.parametrize("name,job", [("ci.yml", "test"), ("inference.yml", "serve"), ("gateway.yml", "gateway")])
+def test_the_virtualenv_cache_fits_the_runner_and_is_saved_right_after_the_install(name, job):
+    steps = _steps(name, job)
+    ids = [s.get("id") or s.get("name") for s in steps]
+    restore = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache/restore")
+                   and s["with"]["path"] == ".venv")
+    key = restore["with"]["key"]
+    # The exact Python (a patch release breaks the venv's links) and llama.cpp's CPU build key.
+    assert "steps.python.outputs.python-version" in key and "steps.build.outputs.key" in key
+    assert "runner.arch" in key
+    python_step = steps[ids.index("python")]
+    assert str(python_step["uses"]).startswith("actions/setup-python")
+    assert "install.sh --print-build-key" in steps[ids.index("build")]["run"]
+    install = next(i for i, s in enumerate(steps) if s.get("name") == "Install")
+    assert "if" not in steps[install], "the install must always run (a no-op when nothing changed)"
+    save = steps[install + 1]
+    assert str(save.get("uses", "")).startswith("actions/cache/save") and save["with"]["path"] == ".venv"
+    assert save["with"]["key"] == "${{ steps.venv.outputs.cache-primary-key }}"
+    assert save["if"] == "steps.venv.outputs.cache-hit != 'true'"
+
+
+def test_the_build_key_changes_with_the_cpu(tmp_path):
+    def key(flags: str) -> str:
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor : 0\nflags\t\t: {flags}\n")
+        return subprocess.run(["bash", "scripts/install.sh", "--print-build-key"], cwd=ROOT, check=True,
+                              capture_output=True, text=True, env={**os.environ, "ARENA_CPUINFO": str(cpuinfo)}
+                              ).stdout.strip()
+
+    avx2 = key("fpu sse sse2 avx avx2 fma f16c")
+    avx512 = key("fpu sse sse2 avx avx2 fma f16c avx512f avx512bw avx512vl avx512dq avx512cd")
+    assert re.fullmatch(r"[0-9a-f]{16}", avx2) and avx2 != avx512
+    assert key("fpu sse sse2 avx avx2 fma f16c") == avx2
+
+
+def test_the_agent_is_the_steps_own_process(tmp_path):
+    """On cancellation the runner signals the step's process: with `exec` that is the agent."""
+    step = next(s for s in _steps("inference.yml", "serve") if "arena" in str(s.get("run", "")))
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    probe = tmp_path / ".venv" / "bin" / "arena"
+    probe.write_text('#!/bin/sh\necho "$$" > "$PROBE_OUT"\n')
+    probe.chmod(0o755)
+    env = {**os.environ, "PROBE_OUT": str(tmp_path / "pid"), "MODEL": "m", "INSTANCE": "1", "DURATION_HOURS": "1",
+           "STARTED_AT": "0", "AUTO_RESTART": "true", "INSTANCE_ID": "", "PREDECESSOR_ID": ""}
+    # As the runner runs a step: the script in a file, `bash --noprofile --norc -eo pipefail FILE`.
+    script = tmp_path / "step.sh"
+    script.write_text(step["run"])
+    shell = subprocess.Popen(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=tmp_path, env=env)
+    assert shell.wait(timeout=30) == 0
+    assert int((tmp_path / "pid").read_text()) == shell.pid
+
+
+def test_the_gateway_keeps_every_data_file_or_uses_the_database_secret():
+    steps = _steps("gateway.yml", "gateway")
+    env = workflow("gateway.yml")["env"]
+    assert "ARENA_FLEET__DATA_DIR" in env and "ARENA_GATEWAY_DB_PATH" not in str(workflow("gateway.yml"))
+    by_name = {s.get("name"): s for s in steps}
+    serve = by_name["Start the gateway"]
+    assert serve["env"]["ARENA_DATABASE_URL"] == "${{ secrets.ARENA_DATABASE_URL }}"
+    db = next(s for s in steps if s.get("id") == "db")
+    assert db["env"]["ARENA_DATABASE_URL"] == "${{ secrets.ARENA_DATABASE_URL }}"
+    for name in ("Restore the newest data snapshot", "Put the snapshot in place", "Snapshot the data directory",
+                 "Save the snapshot"):
+        assert "steps.db.outputs.external != 'true'" in by_name[name]["if"], name
+    assert '--data-dir "$ARENA_FLEET__DATA_DIR"' in by_name["Snapshot the data directory"]["run"]
+    assert by_name["Save the snapshot"]["with"]["path"] == by_name["Restore the newest data snapshot"]["with"]["path"]
+
+
+def test_generated_yaml_cannot_be_bent_by_a_value():
+    tricky = {"name": "x: y", "list": ["- a", "#b", "{c}", "yes", "on", "8080:80"], "on": {"k": "${{ inputs.a }}"}}
+    text = fleet_config.render_yaml("a header\nline two", tricky)
+    assert text.startswith(fleet_config.GENERATED_NOTE + "# a header\n# line two\n")
+    assert yaml.safe_load(text) == tricky

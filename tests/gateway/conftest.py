@@ -1,5 +1,7 @@
-"""Fixtures for the gateway's tests: real gateway processes (tests.harness) in front of real
-HTTP servers: `gateway.fake_upstream` processes, and real model services where a test says so."""
+"""Fixtures for the gateway's tests: the gateway built in-process from an explicit catalogue
+and settings (`gateway_apps`, for its logic), or real gateway processes (`gateways`, for what
+needs a process: logs, signals, restarts), in front of real HTTP servers:
+`gateway.fake_upstream` processes, and real model services where a test says so."""
 
 from __future__ import annotations
 
@@ -8,11 +10,15 @@ from typing import Callable, Iterator
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
-from shared.catalogue import default_catalogue, env_key
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from shared.catalogue import load_catalogue, env_key
 from tests.harness import ManagedProcess, assert_openai_error, free_port, start_gateway, wait_until  # noqa: F401 (re-exported)
 
-MODELS = list(default_catalogue().models)
+CATALOGUE = load_catalogue()
+MODELS = list(CATALOGUE.models)
 SMOL, GEMMA = MODELS[0], MODELS[1]
 
 
@@ -41,12 +47,15 @@ def gateway_env(tmp_path: Path, urls: dict[str, list[str]] | None = None, **sett
 
 
 
-def instance_state(gateway: ManagedProcess, instance_id: str) -> str | None:
-    response = httpx.get(f"{gateway.url}/api/instances/{instance_id}", timeout=5)
+def instance_state(gateway: ManagedProcess | TestClient, instance_id: str) -> str | None:
+    if isinstance(gateway, TestClient):
+        response = gateway.get(f"/api/instances/{instance_id}")
+    else:
+        response = httpx.get(f"{gateway.url}/api/instances/{instance_id}", timeout=5)
     return response.json()["state"] if response.status_code == 200 else None
 
 
-def wait_ready(gateway: ManagedProcess, *instance_ids: str, timeout: float = 15.0) -> None:
+def wait_ready(gateway: ManagedProcess | TestClient, *instance_ids: str, timeout: float = 15.0) -> None:
     for instance_id in instance_ids:
         wait_until(lambda: instance_state(gateway, instance_id) == "ready", timeout, what=f"{instance_id} ready")
 
@@ -64,6 +73,33 @@ def fake_upstreams() -> Iterator[Callable[..., FakeUpstreamProcess]]:
     yield start
     for proc in started:
         proc.stop(timeout=5)
+
+
+def gateway_settings(tmp_path: Path, urls: dict[str, list[str]] | None = None, **overrides) -> GatewaySettings:
+    """Settings of an in-process test gateway: exactly these static instances, a private SQLite
+    file, fast probes, no secrets (whatever the environment says)."""
+    values = dict(instance_urls=urls or {}, db_path=tmp_path / "gateway.sqlite3", health_interval=0.2,
+                  health_timeout=1.0, registration_token=None, instance_secret=None, require_api_key=False,
+                  admin_key=None, cors_origins=[])
+    return GatewaySettings(**{**values, **overrides})
+
+
+@pytest.fixture
+def gateway_apps(tmp_path) -> Iterator[Callable[..., TestClient]]:
+    """`gateway_apps(urls, **settings)`: the gateway app, started (lifespan and all) in this
+    process, behind a Starlette TestClient."""
+    started: list[TestClient] = []
+
+    def start(urls: dict[str, list[str]] | None = None, **overrides) -> TestClient:
+        app = create_app(CATALOGUE, gateway_settings(tmp_path, urls, **overrides))
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.__exit__(None, None, None)
 
 
 @pytest.fixture

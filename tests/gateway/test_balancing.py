@@ -7,7 +7,7 @@ from collections import Counter
 from gateway.balancing import make_balancer
 from gateway.health_monitor import HealthMonitor, HealthPolicy, ProbeResult
 from gateway.instances import Instance, InstanceRegistry, InstanceState
-from shared.catalogue import default_catalogue
+from shared.catalogue import load_catalogue
 
 
 def _instances(*loads: tuple[int, int]) -> list[Instance]:
@@ -45,7 +45,7 @@ def test_reported_work_of_others_counts_as_load():
 
 
 def test_state_machine_failures_recovery_and_cool_down():
-    registry = InstanceRegistry(default_catalogue())
+    registry = InstanceRegistry(load_catalogue())
     monitor = HealthMonitor(registry, HealthPolicy(recovery_probes=2, flap_threshold=2, flap_cooldown=60))
     inst = Instance(instance_id="x", model="smollm2-135m", url="http://127.0.0.1:1")
     monitor.apply(inst, ProbeResult("loading"))

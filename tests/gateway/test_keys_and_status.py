@@ -1,74 +1,76 @@
-"""API keys and limits, admin endpoints, badges, status and metrics of a real gateway."""
+"""API keys and limits, admin endpoints, badges, status and metrics of the gateway, built
+in-process (`gateway_apps`) in front of fake upstream processes."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gateway.conftest import GEMMA, SMOL, assert_openai_error, chat_body, gateway_env, wait_ready
-from tests.harness import PROJECT_ROOT
+from shared.cli import main as arena
+from tests.gateway.conftest import GEMMA, SMOL, assert_openai_error, chat_body, wait_ready
+from tests.harness import wait_until
 
 
-def arena_keys(db: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.cli", "keys", "--db", db, *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=60)
+def arena_keys(capsys, db: str, *args: str) -> tuple[int, str]:
+    """`arena keys --db DB ARGS`, run in-process: (exit code, output)."""
+    capsys.readouterr()
+    code = arena(["keys", "--db", db, *args])
+    return code, capsys.readouterr().out
 
 
-def test_keys_limits_and_admin(tmp_path, fake_upstreams, gateways):
+def test_keys_limits_and_admin(tmp_path, capsys, fake_upstreams, gateway_apps):
     fake = fake_upstreams()
-    env = gateway_env(tmp_path, {SMOL: [fake.url]}, require_api_key="true", admin_key="admin-secret",
-                      cors_origins="https://arena.example.org")
-    db = env["ARENA_GATEWAY_DB_PATH"]
-    gateway = gateways(env)
+    gateway = gateway_apps({SMOL: [fake.url]}, require_api_key=True, admin_key="admin-secret",
+                           cors_origins=["https://arena.example.org"])
+    db = str(gateway.app.state.settings.db_path)
     wait_ready(gateway, f"{SMOL}-0")
-    url = gateway.url + "/v1/chat/completions"
+    url = "/v1/chat/completions"
 
-    assert_openai_error(httpx.post(url, json=chat_body(), timeout=5), 401, "missing_api_key")
-    assert_openai_error(httpx.post(url, json=chat_body(), headers={"Authorization": "Bearer sk-wrong"}, timeout=5),
+    assert_openai_error(gateway.post(url, json=chat_body()), 401, "missing_api_key")
+    assert_openai_error(gateway.post(url, json=chat_body(), headers={"Authorization": "Bearer sk-wrong"}),
                         401, "invalid_api_key")
-    assert_openai_error(httpx.get(gateway.url + "/v1/models", timeout=5), 401)
+    assert_openai_error(gateway.get("/v1/models"), 401)
 
-    created = arena_keys(db, "create", "tester", "--rpm", "3", "--json")
-    assert created.returncode == 0, created.stderr
-    key = json.loads(created.stdout)
+    code, out = arena_keys(capsys, db, "create", "tester", "--rpm", "3", "--json")
+    assert code == 0, out
+    key = json.loads(out)
     headers = {"Authorization": f"Bearer {key['key']}"}
     assert key["key"] not in open(db, "rb").read().decode(errors="replace")  # stored hashed
     for _ in range(3):
-        assert httpx.post(url, json=chat_body(), headers=headers, timeout=10).status_code == 200
-    limited = httpx.post(url, json=chat_body(), headers=headers, timeout=5)
+        assert gateway.post(url, json=chat_body(), headers=headers).status_code == 200
+    limited = gateway.post(url, json=chat_body(), headers=headers)
     assert_openai_error(limited, 429, "rate_limit_exceeded")
     assert 1 <= int(limited.headers["retry-after"]) <= 60
 
-    listed = arena_keys(db, "list", "--json")
-    assert [k["key_id"] for k in json.loads(listed.stdout)] == [key["key_id"]]
-    assert "key" not in json.loads(listed.stdout)[0]
-    assert arena_keys(db, "revoke", key["key_id"]).returncode == 0
-    assert_openai_error(httpx.post(url, json=chat_body(), headers=headers, timeout=5), 401, "invalid_api_key")
+    code, out = arena_keys(capsys, db, "list", "--json")
+    assert [k["key_id"] for k in json.loads(out)] == [key["key_id"]]
+    assert "key" not in json.loads(out)[0]
+    assert arena_keys(capsys, db, "revoke", key["key_id"])[0] == 0
+    # Revoked outside the gateway: refused once the gateway reloads its keys (every 2 s).
+    refused = wait_until(lambda: (r := gateway.post(url, json=chat_body(), headers=headers)).status_code == 401 and r,
+                         timeout=6, what="revoked key refused")
+    assert_openai_error(refused, 401, "invalid_api_key")
 
     admin = {"Authorization": "Bearer admin-secret"}
-    assert_openai_error(httpx.get(gateway.url + "/api/admin/keys", timeout=5), 401)
-    made = httpx.post(gateway.url + "/api/admin/keys", json={"name": "web"}, headers=admin, timeout=5).json()
-    assert httpx.post(url, json=chat_body(), headers={"Authorization": f"Bearer {made['key']}"},
-                      timeout=10).status_code == 200
-    assert len(httpx.get(gateway.url + "/api/admin/keys", headers=admin, timeout=5).json()["data"]) == 2
-    assert_openai_error(httpx.post(gateway.url + "/api/admin/keys", json={"rpm": 1}, headers=admin, timeout=5), 400)
+    assert_openai_error(gateway.get("/api/admin/keys"), 401)
+    made = gateway.post("/api/admin/keys", json={"name": "web"}, headers=admin).json()
+    assert gateway.post(url, json=chat_body(), headers={"Authorization": f"Bearer {made['key']}"}).status_code == 200
+    assert len(gateway.get("/api/admin/keys", headers=admin).json()["data"]) == 2
+    assert_openai_error(gateway.post("/api/admin/keys", json={"rpm": 1}, headers=admin), 400)
 
-    preflight = httpx.options(url, headers={"Origin": "https://arena.example.org",
-                                            "Access-Control-Request-Method": "POST"}, timeout=5)
+    preflight = gateway.options(url, headers={"Origin": "https://arena.example.org",
+                                              "Access-Control-Request-Method": "POST"})
     assert preflight.headers["access-control-allow-origin"] == "https://arena.example.org"
-    other = httpx.options(url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
-                          timeout=5)
+    other = gateway.options(url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in other.headers
 
 
-def test_admin_api_is_off_without_an_admin_key(tmp_path, gateways):
-    gateway = gateways(gateway_env(tmp_path))
-    assert_openai_error(httpx.get(gateway.url + "/api/admin/keys", timeout=5), 503, "admin_disabled")
+def test_admin_api_is_off_without_an_admin_key(gateway_apps):
+    gateway = gateway_apps()
+    assert_openai_error(gateway.get("/api/admin/keys"), 503, "admin_disabled")
 
 
 # The shields.io endpoint schema (https://shields.io/badges/endpoint-badge).
@@ -89,34 +91,33 @@ def assert_shields_badge(response: httpx.Response) -> dict:
 
 
 @pytest.fixture
-def status_fleet(tmp_path, fake_upstreams, gateways):
+def status_fleet(fake_upstreams, gateway_apps):
     fake = fake_upstreams()
-    gateway = gateways(gateway_env(tmp_path, {SMOL: [fake.url], GEMMA: ["http://127.0.0.1:9"]}))
+    gateway = gateway_apps({SMOL: [fake.url], GEMMA: ["http://127.0.0.1:9"]})
     wait_ready(gateway, f"{SMOL}-0")
     return gateway
 
 
 def test_badges_match_the_shields_schema(status_fleet):
     gateway = status_fleet
-    system = assert_shields_badge(httpx.get(gateway.url + "/api/badge/system", timeout=5))
+    system = assert_shields_badge(gateway.get("/api/badge/system"))
     assert system["label"] == "API Status" and system["message"] == "1/2 online" and system["color"] == "yellow"
-    smol = assert_shields_badge(httpx.get(f"{gateway.url}/api/badge/model/{SMOL}", timeout=5))
+    smol = assert_shields_badge(gateway.get(f"/api/badge/model/{SMOL}"))
     assert smol["message"].startswith("online") and smol["color"] == "brightgreen"
-    gemma = assert_shields_badge(httpx.get(f"{gateway.url}/api/badge/model/{GEMMA}", timeout=5))
+    gemma = assert_shields_badge(gateway.get(f"/api/badge/model/{GEMMA}"))
     assert gemma["color"] == "red"
-    unknown = assert_shields_badge(httpx.get(gateway.url + "/api/badge/model/<script>", timeout=5))
+    unknown = assert_shields_badge(gateway.get("/api/badge/model/<script>"))
     assert unknown["message"] == "unknown model"
 
 
 def test_status_and_metrics_tell_the_truth(status_fleet):
     gateway = status_fleet
     for stream in (False, True):
-        assert httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(stream=stream),
-                          timeout=10).status_code == 200
-    httpx.post(gateway.url + "/v1/chat/completions", json=chat_body("nope"), timeout=5)
-    httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(GEMMA), timeout=5)
+        assert gateway.post("/v1/chat/completions", json=chat_body(stream=stream)).status_code == 200
+    gateway.post("/v1/chat/completions", json=chat_body("nope"))
+    gateway.post("/v1/chat/completions", json=chat_body(GEMMA))
 
-    status = httpx.get(gateway.url + "/api/status", timeout=5).json()
+    status = gateway.get("/api/status").json()
     models = {m["key"]: m for m in status["models"]}
     assert models[SMOL]["status"] == "online" and models[GEMMA]["status"] == "offline"
     smol = models[SMOL]["instances"][0]
@@ -124,11 +125,16 @@ def test_status_and_metrics_tell_the_truth(status_fleet):
     assert smol["uptime_seconds"] > 0 and smol["requests_total"] == 2
     assert models[GEMMA]["instances"][0]["state"] == "unhealthy"
 
-    page = httpx.get(gateway.url + "/status", timeout=5)
+    page = gateway.get("/status")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert f"{SMOL}-0" in page.text and "/api/status" in page.text and "unhealthy" in page.text
+    # The page's script redraws with rows the server rendered: the same rows, not a second renderer.
+    fragment = gateway.get("/status/fragment").json()
+    assert fragment["summary"] == "1/2 models online"
+    assert f"<code>{SMOL}-0</code>" in fragment["rows"] and '<span class="state unhealthy">' in fragment["rows"]
+    assert "/status/fragment" in page.text and "<tr" not in page.text.split("<script>")[1]
 
-    metrics = httpx.get(gateway.url + "/metrics", timeout=5)
+    metrics = gateway.get("/metrics")
     families = {f.name: f for f in text_string_to_metric_families(metrics.text)}
     requests = [s for s in families["arena_gateway_requests"].samples if s.name.endswith("_total")]
     assert sum(s.value for s in requests if s.labels["model"] == SMOL and s.labels["status"] == "200") == 2

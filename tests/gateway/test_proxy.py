@@ -1,4 +1,6 @@
-"""The request path through a real gateway process, in front of fake upstream processes."""
+"""The request path through the gateway, in front of fake upstream processes: the gateway built
+in-process where a test checks its logic, a real gateway process where the transport or the
+process's own output is what is tested."""
 
 from __future__ import annotations
 
@@ -21,6 +23,14 @@ def sse_events(text: str) -> list[str]:
 def one_model(tmp_path, fake_upstreams, gateways):
     upstream = fake_upstreams()
     gateway = gateways(gateway_env(tmp_path, {SMOL: [upstream.url]}))
+    wait_ready(gateway, f"{SMOL}-0")
+    return gateway, upstream
+
+
+@pytest.fixture
+def one_model_app(fake_upstreams, gateway_apps):
+    upstream = fake_upstreams()
+    gateway = gateway_apps({SMOL: [upstream.url]})
     wait_ready(gateway, f"{SMOL}-0")
     return gateway, upstream
 
@@ -57,66 +67,66 @@ def test_stream_is_relayed_chunk_by_chunk(one_model):
     assert arrivals[0] < 0.6 and arrivals[-1] - arrivals[0] > 0.8, arrivals
 
 
-def test_models_lists_only_models_with_a_ready_instance(one_model):
-    gateway, _ = one_model
-    models = httpx.get(gateway.url + "/v1/models", timeout=5).json()
+def test_models_lists_only_models_with_a_ready_instance(one_model_app):
+    gateway, _ = one_model_app
+    models = gateway.get("/v1/models").json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == [SMOL]
-    assert httpx.get(f"{gateway.url}/v1/models/{SMOL}", timeout=5).json()["id"] == SMOL
-    assert_openai_error(httpx.get(f"{gateway.url}/v1/models/{GEMMA}", timeout=5), 404, "model_not_found")
+    assert gateway.get(f"/v1/models/{SMOL}").json()["id"] == SMOL
+    assert_openai_error(gateway.get(f"/v1/models/{GEMMA}"), 404, "model_not_found")
 
 
-def test_bad_requests_get_openai_shaped_errors(one_model):
-    gateway, _ = one_model
-    url = gateway.url + "/v1/chat/completions"
-    assert_openai_error(httpx.post(url, json=chat_body("no-such-model"), timeout=5), 404, "model_not_found")
-    error = assert_openai_error(httpx.post(url, json=chat_body(GEMMA), timeout=5), 503, "no_ready_instance")
+def test_bad_requests_get_openai_shaped_errors(one_model_app):
+    gateway, _ = one_model_app
+    url = "/v1/chat/completions"
+    assert_openai_error(gateway.post(url, json=chat_body("no-such-model")), 404, "model_not_found")
+    error = assert_openai_error(gateway.post(url, json=chat_body(GEMMA)), 503, "no_ready_instance")
     assert error["type"] == "service_unavailable"
-    assert_openai_error(httpx.post(url, content=b"{not json", timeout=5), 400, "invalid_json")
-    assert_openai_error(httpx.post(url, json=[1, 2], timeout=5), 400, "invalid_json")
-    assert_openai_error(httpx.post(url, json={"messages": []}, timeout=5), 400, "invalid_value")
-    assert_openai_error(httpx.post(url, json={"model": 7}, timeout=5), 400, "invalid_value")
-    assert_openai_error(httpx.get(url, timeout=5), 405)
-    assert_openai_error(httpx.post(url, content=b"x" * (5 * 1024 * 1024), timeout=10), 413)
-    assert_openai_error(httpx.get(gateway.url + "/v1/nothing-here", timeout=5), 404)
-    assert_openai_error(httpx.post(gateway.url + "/api/instances", json={}, timeout=5), 503, "registration_disabled")
+    assert_openai_error(gateway.post(url, content=b"{not json"), 400, "invalid_json")
+    assert_openai_error(gateway.post(url, json=[1, 2]), 400, "invalid_json")
+    assert_openai_error(gateway.post(url, json={"messages": []}), 400, "invalid_value")
+    assert_openai_error(gateway.post(url, json={"model": 7}), 400, "invalid_value")
+    assert_openai_error(gateway.get(url), 405)
+    assert_openai_error(gateway.post(url, content=b"x" * (5 * 1024 * 1024)), 413)
+    assert_openai_error(gateway.get("/v1/nothing-here"), 404)
+    assert_openai_error(gateway.post("/api/instances", json={}), 503, "registration_disabled")
 
 
-def test_upstream_errors_pass_through_in_openai_shape(tmp_path, fake_upstreams, gateways):
+def test_upstream_errors_pass_through_in_openai_shape(fake_upstreams, gateway_apps):
     # A foreign server that wants its own model name, but is registered under ours: the gateway
     # learns the name from /v1/models and rewrites it; without that the fake answers 404.
     upstream = fake_upstreams("--no-details", "--served-name", "SmolLM2-135M-Instruct-Q4")
-    gateway = gateways(gateway_env(tmp_path, {SMOL: [upstream.url]}))
+    gateway = gateway_apps({SMOL: [upstream.url]})
     wait_ready(gateway, f"{SMOL}-0")
-    info = httpx.get(f"{gateway.url}/api/instances/{SMOL}-0", timeout=5).json()
+    info = gateway.get(f"/api/instances/{SMOL}-0").json()
     assert info["probe_mode"] == "health" and info["slots_total"] is None
-    response = httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10)
+    response = gateway.post("/v1/chat/completions", json=chat_body())
     assert response.status_code == 200, response.text
     assert upstream.stats()["last_body"]["model"] == "SmolLM2-135M-Instruct-Q4"
 
 
-def test_auto_picks_a_ready_model_by_the_catalogue_rules(tmp_path, fake_upstreams, gateways):
+def test_auto_picks_a_ready_model_by_the_catalogue_rules(fake_upstreams, gateway_apps):
     smol, gemma = fake_upstreams(), fake_upstreams(model=GEMMA)
-    gateway = gateways(gateway_env(tmp_path, {SMOL: [smol.url], GEMMA: [gemma.url]}))
+    gateway = gateway_apps({SMOL: [smol.url], GEMMA: [gemma.url]})
     wait_ready(gateway, f"{SMOL}-0", f"{GEMMA}-0")
-    url = gateway.url + "/v1/chat/completions"
-    facts = httpx.post(url, json=chat_body("auto", text="What is the capital of France?"), timeout=10)
+    url = "/v1/chat/completions"
+    facts = gateway.post(url, json=chat_body("auto", text="What is the capital of France?"))
     assert facts.status_code == 200 and facts.headers["x-arena-model"] == GEMMA
     assert gemma.stats()["last_body"]["model"] == GEMMA
-    chat = httpx.post(url, json=chat_body("auto", stream=True, text="Tell me a joke"), timeout=10)
+    chat = gateway.post(url, json=chat_body("auto", stream=True, text="Tell me a joke"))
     assert chat.status_code == 200 and chat.headers["x-arena-model"] == SMOL
     # With its rule's model down, "auto" falls back to a ready one.
     gemma.stop()
     wait_until(lambda: instance_state(gateway, f"{GEMMA}-0") == "unhealthy", what="gemma unhealthy")
-    again = httpx.post(url, json=chat_body("auto", text="What is the capital of Spain?"), timeout=10)
+    again = gateway.post(url, json=chat_body("auto", text="What is the capital of Spain?"))
     assert again.headers["x-arena-model"] == SMOL
 
 
-def test_instance_secret_is_sent_only_by_the_gateway(tmp_path, fake_upstreams, gateways):
+def test_instance_secret_is_sent_only_by_the_gateway(fake_upstreams, gateway_apps):
     upstream = fake_upstreams("--secret", "s3cret")
-    gateway = gateways(gateway_env(tmp_path, {SMOL: [upstream.url]}, ARENA_INSTANCE_SECRET="s3cret"))
+    gateway = gateway_apps({SMOL: [upstream.url]}, instance_secret="s3cret")
     wait_ready(gateway, f"{SMOL}-0")
     assert httpx.post(upstream.url + "/v1/chat/completions", json=chat_body(), timeout=5).status_code == 401
-    assert httpx.post(gateway.url + "/v1/chat/completions", json=chat_body(), timeout=10).status_code == 200
+    assert gateway.post("/v1/chat/completions", json=chat_body()).status_code == 200
 
 
 def test_openai_sdk_against_the_gateway(one_model):

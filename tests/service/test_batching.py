@@ -11,7 +11,7 @@ import random
 import httpx
 import pytest
 
-from tests.harness import start_service
+from tests.harness import assert_openai_error, start_service, wait_until
 
 MODEL = "smollm2-135m"
 PROMPTS = [
@@ -43,8 +43,9 @@ async def stream(client: httpx.AsyncClient, url: str, body: dict, allow_queue_fu
     async with client.stream("POST", url + "/v1/chat/completions", timeout=300,
                              json={**body, "stream": True, "stream_options": {"include_usage": True}}) as response:
         if allow_queue_full and response.status_code == 503:
-            error = json.loads(await response.aread())["error"]
-            assert error["code"] == "queue_full" and int(response.headers["Retry-After"]) >= 1
+            await response.aread()
+            assert_openai_error(response, 503, "queue_full")
+            assert int(response.headers["Retry-After"]) >= 1
             return None
         assert response.status_code == 200
         async for line in response.aiter_lines():
@@ -59,15 +60,14 @@ async def stream(client: httpx.AsyncClient, url: str, body: dict, allow_queue_fu
     return {"text": "".join(text), "finish_reason": finish, "usage": usage}
 
 
-async def wait_for_load(client: httpx.AsyncClient, url: str, active: int, queued: int | None = None,
-                        seconds: float = 5.0) -> dict:
-    """Poll /health/details until `active` slots (and `queued` requests) are reported; the last report."""
-    for _ in range(int(seconds / 0.05)):
-        details = (await client.get(url + "/health/details")).json()
-        if details["slots"]["active"] == active and queued in (None, details["queue"]["queued"]):
-            break
-        await asyncio.sleep(0.05)
-    return details
+async def wait_for_load(url: str, active: int, queued: int | None = None, timeout: float = 30.0) -> dict:
+    """Wait until /health/details reports `active` slots (and `queued` requests) and return that
+    report; fail on timeout. The wait runs in a thread, so this loop's streams keep flowing."""
+    def reached() -> dict | None:
+        details = httpx.get(url + "/health/details", timeout=5).json()
+        return details if details["slots"]["active"] == active and queued in (None, details["queue"]["queued"]) else None
+
+    return await asyncio.to_thread(wait_until, reached, timeout, what=f"{active} active, {queued} queued")
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +118,8 @@ async def test_mixed_lengths_stops_and_cancellations_under_load(batch8):
             assert tokens == max_tokens, result
         else:
             assert tokens <= max_tokens
-    # cancelled streams release their slots within a step
-    await asyncio.sleep(0.5)
-    details = httpx.get(batch8.url + "/health/details").json()
-    assert details["slots"]["active"] == 0 and details["queue"]["queued"] == 0
+    # cancelled streams release their slots
+    await wait_for_load(batch8.url, active=0, queued=0)
 
 
 async def test_stop_strings_under_batching_are_never_emitted(batch8):
@@ -141,8 +139,7 @@ async def test_cancelled_stream_frees_its_slot_within_a_step(batch8):
                     break
             busy = (await client.get(batch8.url + "/health/details")).json()["slots"]["active"]
             assert busy == 1
-        details = await wait_for_load(client, batch8.url, active=0, seconds=2)
-        assert details["slots"]["active"] == 0
+        await wait_for_load(batch8.url, active=0)
 
 
 async def test_prompt_prefix_is_reused_from_the_cache(batch8):
@@ -163,10 +160,9 @@ async def test_full_queue_answers_503_with_retry_after_at_once():
         async with httpx.AsyncClient() as client:
             busy = [asyncio.create_task(stream(client, proc.url, chat_body("Write a long story.", 120)))
                     for _ in range(2)]
-            await wait_for_load(client, proc.url, active=1, queued=1)
+            await wait_for_load(proc.url, active=1, queued=1)
             rejected = await client.post(proc.url + "/v1/chat/completions", json=chat_body("hi", 4), timeout=5)
-            assert rejected.status_code == 503
-            assert rejected.json()["error"]["code"] == "queue_full"
+            assert_openai_error(rejected, 503, "queue_full")
             assert int(rejected.headers["Retry-After"]) >= 1
             finished = await asyncio.gather(*busy)
         assert all(r["usage"]["completion_tokens"] == 120 or r["finish_reason"] == "stop" for r in finished)
@@ -206,7 +202,7 @@ async def test_include_perf_reports_the_load_a_request_found():
         async with httpx.AsyncClient() as client:
             first = asyncio.create_task(client.post(proc.url + "/v1/chat/completions", timeout=120,
                                                     json=chat_body("Write a long story.", 80, include_perf=True)))
-            await wait_for_load(client, proc.url, active=1)
+            await wait_for_load(proc.url, active=1)
             second = await client.post(proc.url + "/v1/chat/completions", timeout=120,
                                        json=chat_body("Hi", 4, include_perf=True))
             await first
@@ -221,9 +217,8 @@ async def test_non_streamed_request_abandoned_by_its_client_frees_its_slot(batch
     async with httpx.AsyncClient() as client:
         request = asyncio.create_task(client.post(batch8.url + "/v1/chat/completions", timeout=60,
                                                   json=chat_body("Write a very long essay.", 900)))
-        await wait_for_load(client, batch8.url, active=1)
+        await wait_for_load(batch8.url, active=1)
         request.cancel()  # closes the connection: the client is gone
         with pytest.raises(asyncio.CancelledError):
             await request
-        details = await wait_for_load(client, batch8.url, active=0, seconds=2)
-    assert details["slots"]["active"] == 0
+        await wait_for_load(batch8.url, active=0)

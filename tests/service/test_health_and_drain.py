@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.harness import start_service
+from tests.harness import assert_openai_error, start_service, wait_until
 
 MODEL = "smollm2-135m"
 
@@ -38,12 +38,16 @@ def stream_chat(url: str, max_tokens: int, results: list, prompt: str = "Tell me
         results.append(("transport", repr(exc)))
 
 
+def active_slots(url: str) -> int:
+    return httpx.get(url + "/health/details", timeout=5).json()["slots"]["active"]
+
+
 def test_health_answers_within_milliseconds_during_generation(smollm):
     results: list = []
     workers = [threading.Thread(target=stream_chat, args=(smollm.url, 200, results)) for _ in range(4)]
     for worker in workers:
         worker.start()
-    time.sleep(0.5)
+    wait_until(lambda: active_slots(smollm.url) == 4, 60, what="4 streams generating")
     latencies = []
     with httpx.Client(timeout=5) as client:
         while any(w.is_alive() for w in workers) and len(latencies) < 50:
@@ -52,7 +56,7 @@ def test_health_answers_within_milliseconds_during_generation(smollm):
             latencies.append(time.perf_counter() - start)
             details = client.get(smollm.url + "/health/details").json()
             assert details["slots"]["total"] == 4
-            time.sleep(0.05)
+            time.sleep(0.05)  # the pace of the probes, not a wait
     for worker in workers:
         worker.join()
     assert all(kind == "ok" for kind, _ in results), results
@@ -82,17 +86,14 @@ def test_sigterm_drains_in_flight_streams_then_exits():
         workers = [threading.Thread(target=stream_chat, args=(proc.url, 150, results)) for _ in range(2)]
         for worker in workers:
             worker.start()
-        deadline = time.monotonic() + 30
-        while httpx.get(proc.url + "/health/details").json()["slots"]["active"] < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: active_slots(proc.url) == 2, 30, what="2 streams generating")
         proc.signal(signal.SIGTERM)
-        time.sleep(0.3)
-        health = httpx.get(proc.url + "/health")
-        assert health.status_code == 503 and health.json()["status"] == "draining"
+        health = wait_until(lambda: httpx.get(proc.url + "/health").json()["status"] == "draining", 10,
+                            what="/health to say draining")
+        assert health and httpx.get(proc.url + "/health").status_code == 503
         refused = httpx.post(proc.url + "/v1/chat/completions", timeout=10, json={
             "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-        assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
+        assert_openai_error(refused, 503, "draining")
         assert "Retry-After" in refused.headers
         for worker in workers:
             worker.join(timeout=120)

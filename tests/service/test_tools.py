@@ -26,9 +26,16 @@ TIME = {"type": "function", "function": {
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
+@pytest.fixture
+def client(smollm) -> openai.OpenAI:
+    """A call is some 40 constrained tokens: on a loaded machine that takes longer than the
+    package's default client waits."""
+    return openai.OpenAI(base_url=smollm.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+
+
 def test_required_tool_choice_returns_a_valid_call(client):
     response = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
-                                              max_tokens=80, temperature=0)
+                                              max_tokens=60, temperature=0)
     choice = response.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
@@ -50,7 +57,7 @@ def test_named_tool_choice_calls_that_function_once(client):
 
 def test_streamed_tool_call_sends_the_name_first_then_argument_fragments(client):
     chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
-                                                 parallel_tool_calls=False, max_tokens=80, temperature=0,
+                                                 parallel_tool_calls=False, max_tokens=60, temperature=0,
                                                  stream=True))
     deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].id.startswith("call_") and deltas[0].function.name == "get_weather"
@@ -62,7 +69,7 @@ def test_streamed_tool_call_sends_the_name_first_then_argument_fragments(client)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["tool_calls"]
     whole = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
-                                           parallel_tool_calls=False, max_tokens=80, temperature=0)
+                                           parallel_tool_calls=False, max_tokens=60, temperature=0)
     assert whole.choices[0].message.tool_calls[0].function.arguments == "".join(fragments)
 
 
@@ -80,7 +87,7 @@ def test_auto_parses_a_call_the_model_writes(client):
     schema = {"type": "object", "properties": {"name": {"const": "get_weather"},
                                                "arguments": WEATHER["function"]["parameters"]},
               "required": ["name", "arguments"]}
-    kwargs = dict(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="auto", max_tokens=80, temperature=0,
+    kwargs = dict(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="auto", max_tokens=60, temperature=0,
                   response_format={"type": "json_schema", "json_schema": {"name": "call", "schema": schema}})
     response = client.chat.completions.create(**kwargs)
     assert response.choices[0].finish_reason == "tool_calls"
@@ -106,7 +113,7 @@ def test_auto_keeps_json_that_is_not_a_call_as_content(client):
 
 def test_a_full_round_trip_with_a_tool_message(client):
     first = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
-                                           max_tokens=80, temperature=0)
+                                           max_tokens=60, temperature=0)
     call = first.choices[0].message.tool_calls[0]
     history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
                {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "sky": "clear"})}]
@@ -143,7 +150,7 @@ def test_a_required_tool_call_through_the_gateway(smollm, tmp_path):
         wait_ready(gateway, f"{MODEL}-0", timeout=30)
         client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER],
-                                                     tool_choice="required", max_tokens=80, temperature=0,
+                                                     tool_choice="required", max_tokens=60, temperature=0,
                                                      stream=True))
         deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
         assert deltas[0].function.name == "get_weather"

@@ -48,7 +48,7 @@ function updateButtons() {
   const m = current();
   $("stop-all").disabled = !m.busy;
   $("send").disabled = !m.canSend();
-  $("send").textContent = mode === "battle" ? "Battle" : "Send";
+  $("send").textContent = mode === "battle" ? battle.sendLabel() : "Send";
 }
 
 function setMode(next, { focus = false } = {}) {

@@ -24,7 +24,9 @@ export const fmt = {
 const STATUS_TEXT = { idle: "", streaming: "streaming", done: "done", stopped: "stopped", error: "failed", waiting: "waiting" };
 
 export class Panel {
-  constructor({ key, title, subtitle = "", onStop = null }) {
+  constructor({ key, title, subtitle = "", onStop = null, blind = false }) {
+    // A blind panel (a battle side) shows no timing or count until reveal(): speed tells models apart.
+    this.blind = blind;
     this.title = h("h2", { class: "panel-title" });
     this.badge = h("span", { class: "badge", hidden: true });
     this.stopButton = h("button", { type: "button", class: "stop", hidden: true, text: "Stop",
@@ -37,8 +39,11 @@ export class Panel {
     };
     this.stats = h("footer", { class: "stats" }, stat("ttft", "First token"), stat("total", "Total"),
       stat("tokens", "Tokens"), stat("tps", "Tokens/s"));
+    this.blindNote = h("footer", { class: "stats blind", text: "Speed and tokens are shown after your vote.", hidden: !blind });
+    this.stats.hidden = blind;
     this.el = h("article", { class: "panel", "data-key": key },
-      h("header", { class: "panel-head" }, this.title, this.badge, this.stopButton), this.transcript, this.stats);
+      h("header", { class: "panel-head" }, this.title, this.badge, this.stopButton), this.transcript, this.stats,
+      this.blindNote);
     this.setTitle(title, subtitle);
   }
 
@@ -55,10 +60,19 @@ export class Panel {
   }
 
   showStats(s) {
+    if (this.blind) return;
     this.cells.ttft.textContent = fmt.seconds(s.ttft);
     this.cells.total.textContent = fmt.seconds(s.total);
     this.cells.tokens.textContent = fmt.count(s.tokens);
     this.cells.tps.textContent = fmt.rate(s.tps);
+  }
+
+  /** After the vote: the side's figures as the gateway measured them. */
+  reveal(s) {
+    this.blind = false;
+    this.blindNote.hidden = true;
+    this.stats.hidden = false;
+    this.showStats(s);
   }
 
   clear() {

@@ -1,0 +1,110 @@
+"""The tables of the gateway's store, as SQLAlchemy Core metadata (the migrations build the same)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, CheckConstraint, Column, Double, ForeignKey, Index, Integer, MetaData,
+                        PrimaryKeyConstraint, String, Table, Text)
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(32), nullable=False),
+    Column("rpm", Integer),
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double),
+)
+
+# Requests per key and per minute window, shared by every gateway on the database.
+rate_windows = Table(
+    "rate_windows", metadata,
+    Column("key_id", String(64), nullable=False),
+    Column("window", BigInteger, nullable=False),
+    Column("hits", Integer, nullable=False),
+    PrimaryKeyConstraint("key_id", "window"),
+)
+
+registrations = Table(
+    "registrations", metadata,
+    Column("instance_id", String(200), primary_key=True),
+    Column("model", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("ttl_seconds", Integer, nullable=False),
+    Column("registered_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+)
+
+battles = Table(
+    "battles", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", Double, nullable=False),
+    Column("model_a", Text, nullable=False),
+    Column("model_b", Text, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("request", Text, nullable=False),  # JSON: messages, system prompt, sampling settings
+    Column("token_hash", String(64)),  # SHA-256 of the battle token (revision 0101_arena)
+    Column("client", Text),            # who opened it: key:<id> or addr:<address>
+    Index("battles_created", "created_at"),
+)
+
+battle_sides = Table(
+    "battle_sides", metadata,
+    Column("battle_id", String(64), ForeignKey("battles.id", ondelete="CASCADE"), nullable=False),
+    Column("side", String(1), nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("answer", Text, nullable=False, server_default=""),
+    Column("ttft", Double), Column("total", Double), Column("tokens", Integer),
+    Column("tokens_per_second", Double),
+    Column("finish_reason", Text), Column("error", Text),
+    PrimaryKeyConstraint("battle_id", "side"),
+    CheckConstraint("side IN ('a', 'b')", name="battle_sides_side"),
+)
+
+# The earlier turns of a multi-turn battle (the current one is in battle_sides).
+battle_turns = Table(
+    "battle_turns", metadata,
+    Column("battle_id", String(64), ForeignKey("battles.id", ondelete="CASCADE"), nullable=False),
+    Column("turn", Integer, nullable=False),
+    Column("side", String(1), nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("ttft", Double), Column("total", Double), Column("tokens", Integer),
+    Column("tokens_per_second", Double),
+    Column("finish_reason", Text), Column("error", Text),
+    PrimaryKeyConstraint("battle_id", "turn", "side"),
+)
+
+votes = Table(
+    "votes", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("battle_id", String(64), nullable=False, unique=True),
+    Column("created_at", Double, nullable=False),
+    Column("winner", String(16), nullable=False),
+    Column("model_a", Text, nullable=False),
+    Column("model_b", Text, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("system_prompt", Text, nullable=False, server_default=""),
+    Column("temperature", Double), Column("max_tokens", Integer), Column("seed", BigInteger),
+    Column("answer_a", Text, nullable=False), Column("answer_b", Text, nullable=False),
+    Column("status_a", Text, nullable=False), Column("status_b", Text, nullable=False),
+    Column("ttft_a", Double), Column("ttft_b", Double), Column("total_a", Double), Column("total_b", Double),
+    Column("tokens_a", Integer), Column("tokens_b", Integer),
+    Column("tokens_per_second_a", Double), Column("tokens_per_second_b", Double),
+    Column("turns", Text),       # JSON: every turn, both sides (revision 0101_arena)
+    Column("categories", Text),  # JSON list, tagged at vote time
+    Column("client", Text),
+    CheckConstraint("winner IN ('model_a', 'model_b', 'tie', 'both_bad')", name="votes_winner"),
+    Index("votes_client", "client"),
+)
+
+# Clients whose votes an admin left out of the ratings (a flood).
+arena_excluded_clients = Table(
+    "arena_excluded_clients", metadata,
+    Column("client", String(200), primary_key=True),
+    Column("excluded_at", Double, nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+)
