@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from shared.catalogue import default_catalogue
+from shared.catalogue import load_catalogue
 from shared.model_files import resolve_model_file
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 
@@ -52,6 +52,18 @@ def test_usage_counts_the_prompt_once_and_every_choice_s_tokens(client):
     assert response.usage.completion_tokens == sum(len(c.logprobs.content) for c in response.choices)
 
 
+def test_n_choices_with_logprobs_through_the_gateway(smollm, gateway_in_front):
+    client = gateway_in_front(smollm.url)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=8, temperature=1.0, seed=5,
+                                                 n=2, logprobs=True, top_logprobs=2, stream=True))
+    for index in (0, 1):
+        mine = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == index]
+        text = "".join(c.delta.content or "" for c in mine)
+        entries = [e for c in mine if c.logprobs for e in c.logprobs.content]
+        assert text and "".join(e.token for e in entries) == text
+        assert all(len(e.top_logprobs) == 2 for e in entries)
+
+
 def test_n_completions(client):
     response = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=1.0,
                                          seed=11, n=2)
@@ -72,8 +84,9 @@ def reference():
     """The same GGUF loaded in this process in a context of the service's shape (the fixture's 4
     slots), decoded step by step without the scheduler or any sampler: the raw logits to compare
     the service's log-probabilities with."""
-    spec = default_catalogue().model(MODEL)
-    model = LlamaModel(resolve_model_file(spec, default_catalogue().fleet.model_cache_path()))
+    catalogue = load_catalogue()
+    spec = catalogue.model(MODEL)
+    model = LlamaModel(resolve_model_file(spec, catalogue.fleet.model_cache_path()))
     ctx = LlamaContext(model, ContextShape(n_ctx_per_sequence=spec.n_ctx, n_sequences=4, n_batch=spec.n_batch,
                                            threads=spec.threads))
     yield model, ctx

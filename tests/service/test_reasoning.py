@@ -42,10 +42,15 @@ QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 
 
 @pytest.fixture(scope="module")
-def thinker():
+def thinking_service():
     proc = start_service(MODEL, "--parallel", "2", env={"ARENA_MODEL_SMOLLM2_135M__CHAT_TEMPLATE": THINKING_TEMPLATE})
-    yield OpenAI(base_url=proc.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    yield proc
     proc.stop()
+
+
+@pytest.fixture
+def thinker(thinking_service):
+    return OpenAI(base_url=thinking_service.url + "/v1", api_key="unused", max_retries=0, timeout=600)
 
 
 def test_thinking_goes_to_reasoning_content(thinker):
@@ -74,6 +79,13 @@ def test_max_tokens_counts_the_thinking(thinker):
     choice = response.choices[0]
     assert choice.finish_reason == "length" and response.usage.completion_tokens == 3
     assert choice.message.model_extra["reasoning_content"] and not choice.message.content
+
+
+def test_reasoning_content_through_the_gateway(thinking_service, gateway_in_front):
+    client = gateway_in_front(thinking_service.url)
+    whole = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=40, temperature=0)
+    assert whole.choices[0].message.model_extra["reasoning_content"].strip()
+    assert "</think>" not in whole.choices[0].message.content
 
 
 def split_all(text: str, markers: ReasoningMarkers, step: int) -> tuple[str, str]:

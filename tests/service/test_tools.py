@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from services.tools import ToolCallStream, plan_tools
-from tests.harness import assert_openai_error, start_gateway
+from tests.harness import assert_openai_error
 
 MODEL = "smollm2-135m"
 WEATHER = {"type": "function", "function": {
@@ -142,21 +142,13 @@ def test_bad_tools_are_refused_with_the_parameter_named(smollm):
                         param="tools[0].function.parameters")
 
 
-def test_a_required_tool_call_through_the_gateway(smollm, tmp_path):
-    from tests.gateway.conftest import gateway_env, wait_ready
-
-    gateway = start_gateway(env=gateway_env(tmp_path, {MODEL: [smollm.url]}))
-    try:
-        wait_ready(gateway, f"{MODEL}-0", timeout=30)
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-        chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER],
-                                                     tool_choice="required", max_tokens=60, temperature=0,
-                                                     stream=True))
-        deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
-        assert deltas[0].function.name == "get_weather"
-        assert json.loads("".join(d.function.arguments or "" for d in deltas))["city"]
-    finally:
-        gateway.stop()
+def test_a_required_tool_call_through_the_gateway(smollm, gateway_in_front):
+    client = gateway_in_front(smollm.url)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
+                                                 max_tokens=60, temperature=0, stream=True))
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert deltas[0].function.name == "get_weather"
+    assert json.loads("".join(d.function.arguments or "" for d in deltas))["city"]
 
 
 # ----- the parser, on markup other models write -----------------------------------------------
