@@ -89,9 +89,7 @@ def reference():
     model = LlamaModel(resolve_model_file(spec, catalogue.fleet.model_cache_path()))
     ctx = LlamaContext(model, ContextShape(n_ctx_per_sequence=spec.n_ctx, n_sequences=4, n_batch=spec.n_batch,
                                            threads=spec.threads))
-    yield model, ctx
-    ctx.close()
-    model.close()
+    return model, ctx
 
 
 def log_softmax(row: np.ndarray) -> np.ndarray:

@@ -34,12 +34,13 @@ def client(smollm) -> openai.OpenAI:
 
 
 def test_required_tool_choice_returns_a_valid_call(client):
+    # One call: with parallel calls allowed the model may write more calls than the budget holds.
     response = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
-                                              max_tokens=60, temperature=0)
+                                              parallel_tool_calls=False, max_tokens=60, temperature=0)
     choice = response.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
-    (call,) = choice.message.tool_calls[:1]
+    (call,) = choice.message.tool_calls
     assert call.id.startswith("call_") and call.type == "function"
     assert call.function.name == "get_weather"
     arguments = json.loads(call.function.arguments)
@@ -113,7 +114,7 @@ def test_auto_keeps_json_that_is_not_a_call_as_content(client):
 
 def test_a_full_round_trip_with_a_tool_message(client):
     first = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
-                                           max_tokens=60, temperature=0)
+                                           parallel_tool_calls=False, max_tokens=60, temperature=0)
     call = first.choices[0].message.tool_calls[0]
     history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
                {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "sky": "clear"})}]
@@ -145,7 +146,7 @@ def test_bad_tools_are_refused_with_the_parameter_named(smollm):
 def test_a_required_tool_call_through_the_gateway(smollm, gateway_in_front):
     client = gateway_in_front(smollm.url)
     chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
-                                                 max_tokens=60, temperature=0, stream=True))
+                                                 parallel_tool_calls=False, max_tokens=60, temperature=0, stream=True))
     deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
     assert deltas[0].function.name == "get_weather"
     assert json.loads("".join(d.function.arguments or "" for d in deltas))["city"]
@@ -183,3 +184,22 @@ def test_parser_reads_the_common_markups(text, step):
 def test_parser_gives_back_what_does_not_parse_as_content(text):
     content, calls = stream_through(text, step=3)
     assert calls == [] and content == text
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "required"])
+@pytest.mark.parametrize("step", [1, 9])
+def test_parallel_calls_get_their_own_index_and_id(tool_choice, step):
+    text = ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}\n</tool_call>\n'
+            '<tool_call>\n{"name": "get_time", "arguments": {"timezone": "CET"}}\n</tool_call>')
+    parser = ToolCallStream(plan_tools([WEATHER, TIME], tool_choice, True))
+    deltas = []
+    for i in range(0, len(text), step):
+        deltas += parser.push(text[i:i + step], final=False)[1]
+    deltas += parser.push("", final=True)[1]
+    assert [c["function"]["name"] for c in parser.calls] == ["get_weather", "get_time"]
+    assert len({c["id"] for c in parser.calls}) == 2
+    for index, call in enumerate(parser.calls):
+        mine = [d for d in deltas if d["index"] == index]
+        assert mine[0]["function"]["name"] == call["function"]["name"] and mine[0]["id"] == call["id"]
+        assert "".join(d["function"]["arguments"] for d in mine) == call["function"]["arguments"]
+        json.loads(call["function"]["arguments"])
