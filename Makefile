@@ -5,12 +5,13 @@ ARENA := $(VENV)/bin/arena
 INSTALL_INPUTS := pyproject.toml setup.py scripts/install.sh scripts/build_llama_cpp.sh
 PYTEST_ARGS ?=
 
-.PHONY: help install install-test run test bench lint-workflows setup-tunnels fleet-up fleet-status fleet-down clean
+.PHONY: help install install-test run test bench drills lint-workflows setup-tunnels fleet-up fleet-status fleet-down clean
 
 help:
 	@echo "make run      install, then start the local fleet (gateway + embedded models)"
 	@echo "make test     install, then run the whole test suite"
 	@echo "make bench    benchmark the model service and the gateway's overhead"
+	@echo "make drills   long fuzzing of both apps and the fault drills (a table at the end)"
 
 $(VENV)/.installed: $(INSTALL_INPUTS)
 	bash scripts/install.sh
@@ -33,6 +34,11 @@ test: install-test
 
 bench: install
 	$(ARENA) bench
+	$(PY) -m gateway.overload_bench
+
+drills: install-test
+	FUZZ_EXAMPLES=200 $(PY) -m pytest tests/fuzz -q
+	$(PY) -m tests.drills
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -23,13 +23,13 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp
 
 from gateway.arena.votes import VoteStore
 from gateway.auto_routing import AutoRouter
 from gateway.auth import ApiKeyGuard
 from gateway.balancing import make_balancer
-from gateway.fast_path import CompletionFastPath, GatewayApp
+from gateway.fast_path import CompletionRouter
+from gateway.response_cache import ResponseCache
 from gateway.fleet_status import FleetStatus
 from gateway.health_monitor import HealthMonitor, HealthPolicy
 from gateway.instances import InstanceRegistry
@@ -37,6 +37,7 @@ from gateway.keys import ApiKeyStore, KeyCache, RateLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.registration import RegistrationService, RegistrationStore
 from gateway.routes import admin_api, instances_api, openai_api, status_api
+from gateway.security_headers import SecurityHeaders
 from gateway.settings import GatewaySettings
 from gateway.static_instances import static_instances
 from gateway.store import Database, DatabaseUnavailable
@@ -44,7 +45,9 @@ from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
 from gateway.errors import GATEWAY_ERRORS
 from shared.catalogue import Catalogue
+from shared.body_limit import BodyLimit
 from shared.errors import install_error_handlers
+from shared.openapi import publish_openapi
 
 log = logging.getLogger("gateway")
 
@@ -65,14 +68,16 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
         recovery_probes=settings.recovery_probes, flap_threshold=settings.flap_threshold,
         flap_window=settings.flap_window, flap_cooldown=settings.flap_cooldown,
         gone_retention=settings.gone_retention), instance_secret=settings.instance_secret)
-    metrics = GatewayMetrics(instances)
-    upstream = UpstreamProxy(instances, make_balancer(settings.balancer), monitor, metrics,
+    balancer = make_balancer(settings.balancer)
+    metrics = GatewayMetrics(instances, balancer)
+    upstream = UpstreamProxy(instances, balancer, monitor, metrics,
                              AutoRouter(catalogue.routing), ProxyPolicy(
                                  connect_timeout=settings.connect_timeout, request_timeout=settings.request_timeout,
                                  attempts=settings.retry_attempts, backoff=settings.retry_backoff,
-                                 backoff_max=settings.retry_backoff_max, max_body_bytes=settings.max_body_bytes,
+                                 backoff_max=settings.retry_backoff_max, max_response_bytes=settings.max_response_bytes,
                                  max_connections=settings.max_connections),
                              instance_secret=settings.instance_secret)
+    upstream.responses = ResponseCache(catalogue.fleet.response_cache_entries, catalogue.fleet.response_cache_ttl)
     api_keys = ApiKeyStore(db)
     key_cache = KeyCache(api_keys)
     limiter = RateLimiter(db)
@@ -115,7 +120,7 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
             await upstream.stop()
             await db.dispose()
 
-    app = GatewayApp(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.instances = instances
@@ -134,16 +139,17 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
 
     install_error_handlers(app, GATEWAY_ERRORS)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
-    # The completion endpoints skip FastAPI's stack (gateway.fast_path); CORS, when on, wraps
-    # them too, so it answers their preflights.
-    front: ASGIApp = CompletionFastPath(super(GatewayApp, app).__call__, app.state)
+    publish_openapi(app)
+    # Middleware added last runs first: the body limit, then CORS (when on), then the
+    # completion endpoints' router (gateway.fast_path), then FastAPI's routing.
+    app.add_middleware(CompletionRouter, state=app.state)
     if settings.cors_origins:
-        cors = dict(allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                    allow_headers=["Authorization", "Content-Type"],
-                    expose_headers=["X-Arena-Model", "X-Arena-Instance", "Retry-After"])
-        app.add_middleware(CORSMiddleware, **cors)
-        front = CORSMiddleware(front, **cors)
-    app.front = front
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["X-Arena-Model", "X-Arena-Instance", "Retry-After"])
+    from gateway.arena.routes import CONTENT_SECURITY_POLICY
+    app.add_middleware(SecurityHeaders, content_security_policy=CONTENT_SECURITY_POLICY)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     for router in (openai_api.router, instances_api.router, status_api.router, admin_api.router):
         app.include_router(router)
 

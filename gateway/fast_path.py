@@ -1,10 +1,12 @@
-"""The completion endpoints as a plain ASGI layer in front of FastAPI.
+"""The completion endpoints as a pure ASGI router in front of FastAPI's routing.
 
 `POST /v1/chat/completions` and `POST /v1/completions` are the gateway's hot path; served
-here they skip FastAPI's middleware stack, routing and dependency injection, which on a small
-machine cost more than the whole rest of the relay. The work is the same as any route's:
-check the API key (`ApiKeyGuard`), then `UpstreamProxy.handle`. Everything else goes to
-FastAPI. `GatewayApp` is FastAPI with this layer in front (behind CORS when it is on).
+here they skip FastAPI's routing and dependency injection, which on a small machine cost more
+than the whole rest of the relay. The work is the same as any route's: check the API key
+(`ApiKeyGuard`), then `UpstreamProxy.handle`. Every other request goes on to FastAPI.
+
+`create_app` installs it as the innermost of the app's middleware (`add_middleware`), so that
+CORS, the body limit and the 500 handler configured once on the app wrap it like any route.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -24,7 +25,7 @@ log = logging.getLogger("gateway")
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
-class CompletionFastPath:
+class CompletionRouter:
     def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app = app
         self.state = state
@@ -45,17 +46,3 @@ class CompletionFastPath:
                 log.exception("unexpected error on %s", scope["path"])
             response = GATEWAY_ERRORS.api_error(exc).response()
         await response(scope, receive, send)
-
-
-class GatewayApp(FastAPI):
-    """FastAPI, with the completion endpoints answered by `front` before its middleware stack."""
-
-    front: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        front = self.front
-        if front is not None and scope["type"] == "http" and scope["path"] in COMPLETION_PATHS:
-            scope["app"] = self
-            await front(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)

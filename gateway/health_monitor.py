@@ -106,6 +106,7 @@ class HealthMonitor:
         instance.last_probe_at = time.time()
         instance.last_probe_latency = time.perf_counter() - started
         self.apply(instance, result)
+        self.registry.slot_freed(instance)  # requests held for a free slot may go now
 
     # -- state machine -------------------------------------------------------------------
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from shared.catalogue import Catalogue
 
@@ -59,6 +60,7 @@ class Instance:
     tokens_per_second: float | None = None
     uptime_seconds: float | None = None
     external_busy: int = 0                 # requests the instance had that were not ours
+    on_release: Callable[["Instance"], None] | None = field(default=None, repr=False)  # set by the registry
 
     @property
     def capacity(self) -> int:
@@ -69,9 +71,23 @@ class Instance:
         """Requests on this instance now: ours, plus others it reported at the last probe."""
         return self.outstanding + self.external_busy
 
+    def has_free_slot(self) -> bool:
+        return self.busy < self.capacity
+
     def load(self) -> float:
         """Busy requests per slot; above 1.0 requests wait in the instance's queue."""
         return self.busy / self.capacity
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[None]:
+        """One request of ours on this instance for the duration of the block."""
+        self.outstanding += 1
+        try:
+            yield
+        finally:
+            self.outstanding -= 1
+            if self.on_release is not None:
+                self.on_release(self)
 
     def set_state(self, state: InstanceState) -> bool:
         if state is self.state:
@@ -116,6 +132,12 @@ class InstanceRegistry:
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
         self._by_id: dict[str, Instance] = {}
+        self.slot_listeners: list[Callable[[Instance], None]] = []  # told when an instance may have room
+
+    def slot_freed(self, instance: Instance) -> None:
+        if instance.state is InstanceState.READY and instance.has_free_slot():
+            for listener in self.slot_listeners:
+                listener(instance)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -126,6 +148,7 @@ class InstanceRegistry:
     def add(self, instance: Instance) -> Instance:
         if instance.capacity_hint <= 1 and instance.model in self.catalogue.models:
             instance.capacity_hint = self.catalogue.models[instance.model].parallel
+        instance.on_release = self.slot_freed
         self._by_id[instance.instance_id] = instance
         return instance
 

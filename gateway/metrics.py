@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.instances import InstanceRegistry, InstanceState
@@ -47,8 +47,24 @@ class _InstanceCollector(Collector):
         return [state, outstanding, probe, ready]
 
 
+class _AffinityCollector(Collector):
+    """How the balancer's prefix affinity decided (balancers without it report nothing)."""
+
+    def __init__(self, balancer: Any) -> None:
+        self.balancer = balancer
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily("arena_gateway_affinity_routing",
+                                     "routing decisions of prefix affinity: hit (sent where its prefix is cached), "
+                                     "overridden (that instance was much busier), new (no known prefix)",
+                                     labels=["model", "outcome"])
+        for (model, outcome), count in sorted(getattr(self.balancer, "outcomes", {}).items()):
+            family.add_metric([model, outcome], count)
+        return [family]
+
+
 class GatewayMetrics:
-    def __init__(self, instances: InstanceRegistry) -> None:
+    def __init__(self, instances: InstanceRegistry, balancer: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("arena_gateway_requests", "requests answered, by model, instance and status",
@@ -66,6 +82,8 @@ class GatewayMetrics:
                               ["model", "instance", "kind"], registry=r)
         self.instance_collector = _InstanceCollector(instances)
         r.register(self.instance_collector)
+        if balancer is not None:
+            r.register(_AffinityCollector(balancer))
 
     def error(self, model: str, kind: str) -> None:
         self.errors.labels(model, kind).inc()

@@ -1,4 +1,4 @@
-"""The gateway's overhead, measured against an instant fake upstream (`gateway.fake_upstream`).
+"""The gateway's overhead, measured against an instant fake upstream (`tests.fake_upstream`).
 
 Starts the fake upstream (16-chunk streams) and a real gateway process in front of it, on free
 ports of 127.0.0.1, then measures the same load directly and through the gateway:
@@ -6,7 +6,7 @@ ports of 127.0.0.1, then measures the same load directly and through the gateway
 - p50 latency of non-streamed chat completions, one at a time (the gateway's added ms);
 - streamed chat completions per second at `concurrency` clients (the share the gateway carries).
 
-Goals: add at most 1 ms at p50, and carry at least half of the upstream's own streamed rate.
+Goals: add at most 1 ms at p50, and carry at least 0.9 of the upstream's own streamed rate.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def run_overhead_bench(catalogue: Catalogue, requests: int = 500, concurrency: i
                "ARENA_GATEWAY_LOG_FORMAT": "json"}
         upstream = ChildProcess("fake-upstream", ["--port", str(upstream_port), "--model", model, "--chunks", "16",
                                                   "--slots", str(concurrency)], port=upstream_port, env=env,
-                                module="gateway.fake_upstream", log_path=log_dir / "fake-upstream.log")
+                                module="tests.fake_upstream", log_path=log_dir / "fake-upstream.log")
         for key in catalogue.models:
             env[f"{env_key(key)}_API_URL"] = upstream.url if key == model else ""
         gateway = ChildProcess("gateway", ["gateway", "--host", "127.0.0.1", "--port", str(gateway_port)],
@@ -120,11 +120,11 @@ def run_overhead_bench(catalogue: Catalogue, requests: int = 500, concurrency: i
         "gateway_stream_rps": round(gateway_rate, 1),
         "stream_rate_ratio": round(gateway_rate / direct_rate, 3),
         "goal_added_p50_ms": 1.0,
-        "goal_stream_rate_ratio": 0.5,
+        "goal_stream_rate_ratio": 0.9,
     }
-    result["meets_goals"] = result["added_p50_ms"] <= 1.0 and result["stream_rate_ratio"] >= 0.5
+    result["meets_goals"] = result["added_p50_ms"] <= 1.0 and result["stream_rate_ratio"] >= 0.9
     print(f"non-streamed p50: direct {direct_p50:.2f} ms, through the gateway {gateway_p50:.2f} ms "
           f"(+{gateway_p50 - direct_p50:.2f} ms, ratio {result['latency_ratio']:.2f}; goal: at most +1 ms)")
     print(f"streamed, {concurrency} concurrent: direct {direct_rate:.0f} req/s, through the gateway "
-          f"{gateway_rate:.0f} req/s (ratio {result['stream_rate_ratio']:.2f}; goal: at least 0.50)")
+          f"{gateway_rate:.0f} req/s (ratio {result['stream_rate_ratio']:.2f}; goal: at least 0.90)")
     return result

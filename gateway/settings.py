@@ -41,9 +41,11 @@ class GatewaySettings(BaseSettings):
     retry_attempts: int = Field(3, ge=1, le=10, description="instances tried before the first byte")
     retry_backoff: float = Field(0.05, ge=0, description="first back-off between attempts, doubled each time")
     retry_backoff_max: float = Field(1.0, ge=0)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    balancer: Literal["least-busy", "power-of-two"] = "least-busy"
-    max_connections: int = Field(512, ge=1, description="pooled upstream connections")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies are refused (413)")
+    max_response_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="cap on an instance's non-streamed answer")
+    balancer: Literal["prefix-affinity", "least-busy", "power-of-two"] = "prefix-affinity"
+    max_connections: int = Field(512, ge=1, description="upstream connections (a request waits connect_timeout "
+                                                         "at most for one)")
 
     # Instances.
     instance_urls: dict[str, list[str]] | None = Field(

@@ -7,6 +7,8 @@ seconds. The rows are rendered in this module only.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from html import escape
 from typing import Any
 
@@ -97,3 +99,14 @@ def render_status_page(snapshot: dict[str, Any]) -> str:
 <th>outstanding</th><th>tokens/s</th><th>uptime</th></tr></thead>
 <tbody id="rows">{_rows(snapshot)}</tbody></table>
 <script>{_SCRIPT}</script></body></html>"""
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# The page's own script and style, by hash: nothing else runs or applies on it.
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; script-src {_sha256(_SCRIPT)}; style-src {_sha256(_STYLE)}; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)

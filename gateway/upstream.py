@@ -15,9 +15,11 @@ import json
 import logging
 import re
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
+import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -26,12 +28,14 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from gateway.auto_routing import AUTO_MODEL, AutoRouter
 from gateway.balancing import Balancer
 from gateway.health_monitor import HealthMonitor
-from gateway.http_client import (ConnectError, ConnectTimeout, HttpClient, HttpError, HttpResponse, ReadError,
-                                 RemoteProtocolError, TimeoutException)
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics
 from shared import sse
+from gateway.overload_buffer import OverloadBuffer
+from gateway.upstream_http import (CLIENT_ERRORS, HttpLimits, UpstreamFailure, UpstreamHttp, check_head, classify,
+                                   read_capped)
+from gateway.response_cache import ResponseCache
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
@@ -40,8 +44,11 @@ log = logging.getLogger("gateway.upstream")
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
-# Instance failures that say the server itself is gone (not merely slow).
-_DEAD_ERRORS = (ConnectError, RemoteProtocolError, ReadError)
+# The gateway says what it relays: an instance cannot serve HTML (or anything else) from the
+# arena's origin by choosing its own Content-Type.
+_JSON, _EVENT_STREAM = "application/json", "text/event-stream"
+_NOSNIFF = {"x-content-type-options": "nosniff"}
+_MAX_EVENT_BYTES = 1024 * 1024  # one server-sent event of a stream
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,8 @@ class ProxyPolicy:
     attempts: int = 3
     backoff: float = 0.05
     backoff_max: float = 1.0
-    max_body_bytes: int = 4 * 1024 * 1024
     max_connections: int = 512
+    max_response_bytes: int = 8 * 1024 * 1024
 
 
 class _Retryable(Exception):
@@ -100,14 +107,21 @@ class _Call:
     def count_on(self, instance: Instance, field_name: str) -> None:
         if not self.private:
             setattr(instance, field_name, getattr(instance, field_name) + 1)
+    finished: bool = False
 
 
 @dataclass
 class _Opened:
+    """An instance's answer, holding its lease and its connection until `aclose`."""
+
     instance: Instance
-    response: HttpResponse
+    response: aiohttp.ClientResponse
     first: bytes
-    iterator: AsyncIterator[bytes] | None   # None: the whole body is in `first`
+    streaming: bool          # False: the whole body is in `first`
+    resources: AsyncExitStack
+
+    async def aclose(self) -> None:
+        await self.resources.aclose()
 
 
 class UpstreamProxy:
@@ -120,22 +134,36 @@ class UpstreamProxy:
         self.metrics = metrics
         self.router = router
         self.policy = policy
-        self._headers = {"content-type": "application/json", "accept-encoding": "identity"}
+        self.buffer = OverloadBuffer(self._buffer_limits)
+        registry.slot_listeners.append(lambda instance: self.buffer.slot_freed(instance.model))
+        headers = {"content-type": _JSON, "accept-encoding": "identity"}
         if instance_secret:
-            self._headers[INSTANCE_SECRET_HEADER] = instance_secret
-        self._client: HttpClient | None = None
+            headers[INSTANCE_SECRET_HEADER] = instance_secret
+        self._http = UpstreamHttp(HttpLimits(connect_timeout=policy.connect_timeout,
+                                             request_timeout=policy.request_timeout,
+                                             max_connections=policy.max_connections,
+                                             max_response_bytes=policy.max_response_bytes), headers)
+        # Built once; each call of `_open_with_retries` runs on tenacity's own copy.
+        self._open_with_retries = AsyncRetrying(
+            stop=stop_after_attempt(policy.attempts),
+            wait=wait_exponential(multiplier=policy.backoff, min=policy.backoff, max=policy.backoff_max),
+            retry=retry_if_exception_type(_Retryable), reraise=True).wraps(self._attempt)
+        self.responses = ResponseCache(0, 0)  # off unless the app sets one (gateway.response_cache)
 
     async def start(self) -> None:
-        # Our own small HTTP/1.1 client (gateway.http_client): httpx costs more than the
-        # rest of the relay put together. Health probes still use httpx.
-        self._client = HttpClient(connect_timeout=self.policy.connect_timeout, read_timeout=self.policy.request_timeout,
-                                  max_connections=self.policy.max_connections, headers=self._headers.items())
+        await self._http.start()
 
     async def stop(self) -> None:
-        if self._client:
-            await self._client.aclose()
+        await self._http.stop()
 
     # -- choosing ------------------------------------------------------------------------
+
+    def _buffer_limits(self, model: str) -> tuple[int, float]:
+        spec = self.registry.catalogue.models.get(model)
+        return (spec.overload_buffer, spec.overload_wait) if spec else (0, 0.0)
+
+    def has_free_slot(self, model: str) -> bool:
+        return any(instance.has_free_slot() for instance in self.registry.ready(model))
 
     def resolve_model(self, body: dict[str, Any]) -> str:
         model = body.get("model")
@@ -152,13 +180,14 @@ class UpstreamProxy:
             raise model_not_found(model)
         return model
 
-    def pick(self, model: str, tried: set[str]) -> Instance:
+    def pick(self, model: str, tried: set[str], body: dict[str, Any] | None = None) -> Instance:
         ready = self.registry.ready(model)
         if not ready:
             raise ApiError(503, f"No ready instance of '{model}' right now; try again shortly.",
                            code="no_ready_instance", headers={"Retry-After": "5"})
-        fresh = [inst for inst in ready if inst.instance_id not in tried]
-        return self.balancer.choose(fresh or ready)
+        fresh = [inst for inst in ready if inst.instance_id not in tried] or ready
+        free = [inst for inst in fresh if inst.has_free_slot()]
+        return self.balancer.choose(free or fresh, body)
 
     # -- the arena's entry point ---------------------------------------------------------
 
@@ -167,9 +196,10 @@ class UpstreamProxy:
         """Raw SSE bytes of a streamed chat completion of ``body["model"]``.
 
         Raises `ApiError` before the first chunk (unknown model, no ready instance, every
-        attempt failed); closing the generator closes the upstream request. ``info``, if given,
-        receives ``model`` and ``instance_id`` once an instance answered. ``private`` (a battle
-        side) keeps the request out of the per-model and per-instance counters.
+        attempt failed, or the instance's own refusal, such as a prompt over its context);
+        closing the generator closes the upstream request. ``info``, if given, receives
+        ``model`` and ``instance_id`` once an instance answered. ``private`` (a battle side)
+        keeps the request out of the per-model and per-instance counters.
         """
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
@@ -177,6 +207,11 @@ class UpstreamProxy:
         body = {**body, "model": model, "stream": True}
         call = _Call("/v1/chat/completions", model, True, private=private)
         opened = await self._open(call, body, None, stream=True)
+        if not opened.streaming:  # the instance answered an error (or did not stream)
+            error = _upstream_api_error(opened.response.status, opened.first)
+            call.status, call.error = error.status, "upstream_error"
+            await self._close(call, opened)
+            raise error
         if info is not None:
             info.update(model=model, instance_id=opened.instance.instance_id)
         relay = self._relay(call, opened)
@@ -189,14 +224,17 @@ class UpstreamProxy:
     # -- the /v1 routes ------------------------------------------------------------------
 
     async def handle(self, request: Request, endpoint: str, key_id: str | None = None) -> Response:
-        raw = await request.body()
-        if len(raw) > self.policy.max_body_bytes:
-            raise ApiError(413, f"The request body is larger than {self.policy.max_body_bytes} bytes.",
-                           code="request_too_large")
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != _JSON:  # a cross-site form (text/plain, urlencoded) cannot spend model time
+            raise ApiError(415, "Send the request as JSON, with the header Content-Type: application/json.",
+                           code="unsupported_media_type")
+        raw = await request.body()  # at most max_body_bytes (shared.body_limit)
         try:
             body = json.loads(raw)
         except ValueError:
             raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "The request body is nested too deeply.", code="invalid_json") from None
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
         stream = body.get("stream") is True
@@ -211,6 +249,9 @@ class UpstreamProxy:
         if body["model"] != model:  # "auto"
             body["model"] = model
             raw = None  # re-encode
+        cache_key = self.responses.key_for(endpoint, model, body, request.headers)
+        if (cached := self.responses.get(cache_key)) is not None:
+            return self.responses.response(cached, body, {"x-arena-model": model})
         try:
             opened = await _unless_disconnected(request.receive, self._open(call, body, raw, stream=stream))
         except ApiError as exc:
@@ -221,66 +262,53 @@ class UpstreamProxy:
             call.status, call.error = 499, "client_disconnected"
             self._finish(call)
             return Response(status_code=499)
-        headers = {"x-arena-model": model, "x-arena-instance": opened.instance.instance_id}
-        if opened.iterator is None:
+        headers = {"x-arena-model": model, "x-arena-instance": opened.instance.instance_id, **_NOSNIFF}
+        if not opened.streaming:
+            await self._close(call, opened)
+            self.responses.remember_whole(cache_key, opened.response.status, opened.first)
             return self._complete(call, opened, headers)
         headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-        return RelayResponse(self._relay(call, opened), status_code=opened.response.status_code,
-                             headers=headers, media_type=opened.response.headers.get("content-type",
-                                                                                    "text/event-stream"))
+        return RelayResponse(self._relay(call, opened, cache_key), status_code=opened.response.status, headers=headers,
+                             media_type=_EVENT_STREAM)
 
     def _complete(self, call: _Call, opened: _Opened, headers: dict[str, str]) -> Response:
-        response, content = opened.response, opened.first
-        opened.instance.outstanding -= 1
-        call.status = response.status_code
-        if response.status_code < 400:
+        status, content = opened.response.status, opened.first
+        call.status = status
+        if status < 400:
             self._count_usage(call, content)
-            media_type = response.headers.get("content-type", "application/json")
-            result = Response(content, status_code=response.status_code, headers=headers, media_type=media_type)
-        else:
-            call.error = "upstream_error"
-            result = _error_passthrough(response.status_code, content, headers)
-            call.status = result.status_code
-        self._finish(call)
+            return Response(content, status_code=status, headers=headers, media_type=_JSON)
+        call.error = "upstream_error"
+        result = _error_passthrough(status, content, headers)
+        call.status = result.status_code
         return result
 
     # -- attempts ------------------------------------------------------------------------
 
     async def _open(self, call: _Call, body: dict[str, Any], raw: bytes | None, *, stream: bool) -> _Opened:
         tried: set[str] = set()
-        # The first attempt runs on its own: setting up tenacity costs more than relaying a
-        # request. If it fails, tenacity takes over, and is handed that failure as its own
-        # first attempt, so that back-off and the number of attempts are tenacity's throughout.
-        failed: _Retryable | None = None
+        if self.registry.ready(call.model):  # with none ready, `pick` answers 503 at once
+            try:
+                await self.buffer.wait_for_slot(call.model, lambda: self.has_free_slot(call.model))
+            except ApiError as exc:
+                self.metrics.error(call.label, exc.code or "overloaded")
+                raise
         try:
-            return await self._attempt(call, body, raw, stream, tried)
-        except _Retryable as exc:
-            failed = exc
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.policy.attempts),
-            wait=wait_exponential(multiplier=self.policy.backoff, min=self.policy.backoff, max=self.policy.backoff_max),
-            retry=retry_if_exception_type(_Retryable), reraise=True)
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    if failed is not None:
-                        first, failed = failed, None
-                        raise first
-                    return await self._attempt(call, body, raw, stream, tried)
+            return await self._open_with_retries(call, body, raw, stream, tried)
         except _Retryable as exc:
             self.metrics.error(call.label, exc.reason)
             if exc.content is not None and exc.status == 503:
                 headers = {"Retry-After": exc.headers.get("retry-after", "1")}
                 raise ApiError(503, _upstream_message(exc.content) or exc.message, code="instances_busy",
                                headers=headers) from None
+            if exc.content is not None:
+                raise ApiError(502, f"The instance failed: {_upstream_message(exc.content) or exc.message}",
+                               code="upstream_error") from None
             raise ApiError(503, f"No instance of '{call.model}' could take the request: {exc.message}",
                            code="upstream_unavailable", headers={"Retry-After": "2"}) from None
-        raise AssertionError("unreachable")
 
     async def _attempt(self, call: _Call, body: dict[str, Any], raw: bytes | None, stream: bool,
                        tried: set[str]) -> _Opened:
-        assert self._client is not None, "UpstreamProxy.start() was not called"
-        instance = self.pick(call.model, tried)
+        instance = self.pick(call.model, tried, body)
         tried.add(instance.instance_id)
         if call.attempts:
             self.metrics.retries.labels(call.label, "next_instance").inc()
@@ -291,69 +319,83 @@ class UpstreamProxy:
             content = json.dumps(payload).encode()
         else:
             content = raw
-        instance.outstanding += 1
         call.count_on(instance, "requests_total")
-        response: HttpResponse | None = None
+        resources = AsyncExitStack()
         try:
-            response = await self._client.request("POST", instance.url + call.endpoint, content)
-            if response.status_code == 503:
-                content = await response.aread()
-                response.close()
+            await resources.enter_async_context(instance.lease())
+            response = await resources.enter_async_context(self._http.post(instance.url + call.endpoint, content))
+            check_head(response)
+            if response.status >= 500:  # busy or broken before answering: another instance may serve it
+                content = await read_capped(response, 64 * 1024)
                 self.monitor.probe_soon(instance)
-                raise _Retryable("upstream_503", f"instance {instance.instance_id} answered 503",
-                                 content=content, headers=dict(response.headers))
-            if stream and response.status_code == 200:
-                try:
-                    first = await response.__anext__()
-                except StopAsyncIteration:
-                    first = b""
+                if response.status != 503:
+                    call.count_on(instance, "errors_total")
+                raise _Retryable(f"upstream_{response.status}", f"instance {instance.instance_id} answered "
+                                 f"{response.status}", status=response.status, content=content,
+                                 headers=dict(response.headers))
+            if stream and response.status == 200:
+                first = await response.content.readany()
                 call.ttft = time.perf_counter() - call.started
-                return _Opened(instance, response, first, response)
-            content = await response.aread()
-            response.close()
-            return _Opened(instance, response, content, None)
-        except HttpError as exc:
-            if response is not None:
-                response.close()
-            instance.outstanding -= 1
+                return _Opened(instance, response, first, True, resources)
+            content = await read_capped(response, self.policy.max_response_bytes)
+            return _Opened(instance, response, content, False, resources)
+        except CLIENT_ERRORS as exc:
+            await resources.aclose()
+            failure = classify(exc)
             call.count_on(instance, "errors_total")
-            reason = _error_kind(exc)
-            if isinstance(exc, _DEAD_ERRORS):
-                self.monitor.mark_failed(instance, f"{type(exc).__name__} on a request")
-            raise _Retryable(reason, f"{type(exc).__name__} from instance {instance.instance_id}") from exc
+            if failure.dead:
+                self.monitor.mark_failed(instance, f"{failure.kind} on a request: {failure}")
+            raise _Retryable(failure.kind, f"{failure} (instance {instance.instance_id})") from exc
         except BaseException:
-            if response is not None:
-                response.close()
-            instance.outstanding -= 1
+            await resources.aclose()
             raise
 
-    async def _relay(self, call: _Call, opened: _Opened) -> AsyncIterator[bytes]:
-        instance, response = opened.instance, opened.response
-        call.status = response.status_code
+    def _relay(self, call: _Call, opened: _Opened, cache_key: str | None = None) -> _Relay:
+        # The response cache records a complete stream on its way through; `_Relay` stays
+        # outermost, so that closing it releases the instance whether or not it ever started.
+        chunks = self.responses.recording(cache_key, self._relay_chunks(call, opened))
+        return _Relay(chunks, lambda: self._close(call, opened))
+
+    async def _relay_chunks(self, call: _Call, opened: _Opened) -> AsyncIterator[bytes]:
+        instance, content = opened.instance, opened.response.content
+        call.status = opened.response.status
+        pending = b""  # the start of an event not yet complete: held back, so a break drops it
         try:
-            if opened.first:
-                self._count_chunk(call, opened.first)
-                yield opened.first
-            assert opened.iterator is not None
-            async for chunk in opened.iterator:
-                self._count_chunk(call, chunk)
-                yield chunk
-        except HttpError as exc:
+            chunk = opened.first
+            while chunk:
+                data = pending + chunk if pending else chunk
+                end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, 0)
+                if end:
+                    self._count_chunk(call, data[:end])
+                    yield data[:end]
+                pending = data[end:]
+                if len(pending) > _MAX_EVENT_BYTES:
+                    raise UpstreamFailure("upstream_broken", "an event over the size limit", dead=False)
+                chunk = await content.readany()
+            if pending:  # the upstream ended without a last separator: pass what it sent
+                yield pending
+        except CLIENT_ERRORS as exc:
+            failure = classify(exc)
             call.count_on(instance, "errors_total")
             call.error = "upstream_stream_broken"
-            self.metrics.error(call.label, call.error)
-            if isinstance(exc, _DEAD_ERRORS):
-                self.monitor.mark_failed(instance, f"{type(exc).__name__} during a stream")
+            if failure.dead:
+                self.monitor.mark_failed(instance, f"{failure.kind} during a stream: {failure}")
             error = ApiError(502, f"The instance serving '{call.model}' broke off the stream "
-                                  f"({type(exc).__name__}); the answer is incomplete.",
+                                  f"({failure.kind}); the answer is incomplete.",
                              code="upstream_stream_broken")
             yield b"\n\n" + sse.error_event(error.body())
         except (asyncio.CancelledError, GeneratorExit):
             call.error = call.error or "client_disconnected"
             raise
         finally:
-            response.close()
-            instance.outstanding -= 1
+            await self._close(call, opened)
+
+    async def _close(self, call: _Call, opened: _Opened) -> None:
+        """Release the instance's lease and connection, and count the call: once, whichever
+        path gets here first (a relay's end, a client gone before the relay started)."""
+        await opened.aclose()
+        if not call.finished:
+            call.finished = True
             self._finish(call)
 
     # -- accounting ----------------------------------------------------------------------
@@ -402,9 +444,31 @@ class UpstreamProxy:
                     completion_tokens=completion, error=call.error, key=call.key_id)
 
 
+class _Relay:
+    """The relay of one answer as an async iterator whose `aclose` always releases the
+    answer, even when iteration never started (a client gone before the head was sent): the
+    `finally` of an async generator that never ran does not run on `aclose`."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], release: Callable[[], Awaitable[None]]) -> None:
+        self._chunks = chunks
+        self._release = release
+
+    def __aiter__(self) -> "_Relay":
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        return self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()
+        finally:
+            await self._release()
+
+
 class RelayResponse(StreamingResponse):
     """A streaming response that notices a client disconnect at once, whatever the ASGI
-    version, and then cancels the relay (whose `finally` closes the upstream request).
+    version, and then cancels the relay (closing the relay releases the upstream answer).
 
     The relay runs in the calling task; a watcher task cancels it when the client leaves
     (plain asyncio: anyio's task group and cancel scope cost more than the relay itself)."""
@@ -417,9 +481,7 @@ class RelayResponse(StreamingResponse):
                 except OSError:
                     pass
         finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await self.body_iterator.aclose()
 
 
 async def _unless_disconnected(receive: Receive, work: Any) -> Any:
@@ -429,20 +491,10 @@ async def _unless_disconnected(receive: Receive, work: Any) -> Any:
     return None
 
 
-def _error_kind(exc: HttpError) -> str:
-    if isinstance(exc, ConnectTimeout):
-        return "upstream_connect_timeout"
-    if isinstance(exc, ConnectError):
-        return "upstream_connect_error"
-    if isinstance(exc, TimeoutException):
-        return "upstream_timeout"
-    return "upstream_broken"
-
-
 def _upstream_message(content: bytes) -> str | None:
     try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(data, dict):
         error = data.get("error")
@@ -453,11 +505,30 @@ def _upstream_message(content: bytes) -> str | None:
     return None
 
 
+def _upstream_api_error(status: int, content: bytes) -> ApiError:
+    """An instance's error answer as an `ApiError`, keeping its message and code (such as
+    context_length_exceeded); a server error of the instance is the gateway's 502."""
+    try:
+        data = json.loads(content)
+    except (ValueError, RecursionError):
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message = _upstream_message(content) or f"The instance answered {status}."
+    if status < 400:  # a success where a stream was asked for
+        status, message = 502, f"The instance answered {status} without a stream."
+    code, param = error.get("code"), error.get("param")
+    return ApiError(502 if status >= 500 else status, message,
+                    code=code if isinstance(code, str) else "upstream_error",
+                    param=param if isinstance(param, str) else None,
+                    type="upstream_error" if status >= 500 else None)
+
+
 def _error_passthrough(status: int, content: bytes, headers: dict[str, str]) -> Response:
     """An instance's error answer, in OpenAI's shape whatever shape it came in."""
     try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         return Response(content, status_code=status, headers=headers, media_type="application/json")

@@ -193,8 +193,7 @@ class _CloudflaredProcess:
         if not self.process:
             return
         if self.process.poll() is None:
-            if not self._terminated:
-                self.process.send_signal(signal.SIGTERM)
+            self.begin_stop()
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -10,18 +10,21 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared.body_limit import BodyLimit
 from shared.disconnect import cancel_on_disconnect
 from shared import sse
 from shared.catalogue import Catalogue
 from shared.errors import error_body, install_error_handlers
+from shared.openapi import COMPLETION_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
-from services.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, RequestCounter, ServiceMetrics
+from services.metrics import RequestCounter, ServiceMetrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.settings import ServiceSettings
@@ -34,6 +37,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     service = service or GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
                                            model_cache=catalogue.fleet.model_cache_path())
     instance_secret = settings.instance_secret
+    max_body_bytes = settings.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -46,7 +50,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app, SERVICE_ERRORS)
-    metrics = ServiceMetrics(service.load_report)
+    publish_openapi(app)
+    metrics = ServiceMetrics(service)
     app.state.metrics = metrics
     app.add_middleware(RequestCounter, metrics=metrics)
 
@@ -54,10 +59,6 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     async def swagger_ui() -> Response:
         """The interactive API documentation, also at /docs."""
         return get_swagger_ui_html(openapi_url=app.openapi_url, title=app.title + " - Swagger UI")
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
     async def require_instance_secret(request: Request, call_next):
         if request.url.path.startswith("/v1/") and not secret_matches(
@@ -69,6 +70,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
 
     if instance_secret:  # without a secret every request passes: no middleware on the hot path
         app.middleware("http")(require_instance_secret)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before the secret check reads
 
     def health_response() -> JSONResponse:
         status = service.status
@@ -93,6 +95,10 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     async def health_details() -> dict:
         return service.health_details().model_dump()
 
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     def model_card() -> dict:
         spec = service.spec
         return {"id": spec.key, "object": "model", "created": int(service.started_at), "owned_by": "serverless-llm-arena",
@@ -107,16 +113,16 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
         service.check_model(model_id)
         return model_card()
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=COMPLETION_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         return await respond(body, service.prepare_chat(body), request, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=COMPLETION_RESPONSES)
     async def completions(body: CompletionRequest, request: Request):
         return await respond(body, service.prepare_completion(body), request, chat=False)
 
     async def respond(body: ChatCompletionRequest | CompletionRequest, prepared, request: Request, *, chat: bool):
-        stream = service.open_stream(prepared)
+        stream = await service.open_stream(prepared)
         shaper = ResponseShaper(service.spec.key, chat=chat, want_logprobs=body.wanted_top_logprobs is not None)
         outputs = [service.choice_output(prepared, index) for index in range(prepared.n)]
         headers = ignored_params_header(body)

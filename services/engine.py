@@ -22,6 +22,7 @@ from shared.errors import DomainError
 from services.exceptions import (Draining, GenerationFailed, InferenceFailed, InvalidParameter, QueueFull,
                                  ServiceStopping)
 from services.llama_backend import LlamaContext, LlamaError, LlamaModel
+from services.prompt_cache import PromptCache, common_prefix_length
 from services.sampling import SamplerChain, SamplingParams, TokenLogprob, token_logprobs
 from services.text_stream import TextAssembler
 
@@ -140,21 +141,14 @@ class Slot:
         return self.job is not None and bool(self.pending_prompt)
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 class BatchScheduler:
     """Owns the llama context; runs the decode loop in its own thread."""
 
     def __init__(self, model: LlamaModel, ctx: LlamaContext, *, max_queue: int,
-                 prefill_chunk_while_generating: int | None = None) -> None:
+                 prefill_chunk_while_generating: int | None = None, prompt_cache: PromptCache | None = None) -> None:
         self.model = model
         self.ctx = ctx
+        self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache(0)
         self.n_ctx = ctx.shape.n_ctx_per_sequence
         self.n_batch = ctx.shape.n_batch
         self.max_queue = max_queue
@@ -302,9 +296,13 @@ class BatchScheduler:
         job.timings.started = time.perf_counter()
         prompt = job.prompt_tokens
         reuse = common_prefix_length(slot.cached, prompt)
+        if self.prompt_cache.enabled:
+            reuse = self._restore_from_cache(slot, prompt, reuse)
         if reuse >= len(prompt):
             reuse = len(prompt) - 1  # the last prompt token must be decoded to get logits
         if reuse < len(slot.cached):
+            if len(slot.cached) - reuse >= self.prompt_cache.min_tokens:
+                self._save_to_cache(slot)  # much of what this slot held is about to be cut: keep it in RAM
             if not self.ctx.remove_from(slot.seq_id, reuse):
                 self.ctx.clear_sequence(slot.seq_id)
                 reuse = 0
@@ -316,9 +314,11 @@ class BatchScheduler:
             member.produced = 0
             member.held_logprobs = []
             if member is not slot:
+                if self.prompt_cache.enabled and len(member.cached) >= self.prompt_cache.min_tokens:
+                    self._save_to_cache(member)
                 member.cached = []  # its KV is replaced by the prompt's when the prefill ends
             try:
-                member.sampler = SamplerChain(self.model, job.params, seed_offset=member.choice)
+                member.sampler = SamplerChain(self.model, job.params, choice=member.choice)
             except DomainError as exc:
                 for started in (slot, *slot.followers):
                     self._release(started)
@@ -326,6 +326,30 @@ class BatchScheduler:
                 job.emit(ErrorEvent(exc))
                 return
             member.assembler = TextAssembler(job.params.stop)
+
+    def _restore_from_cache(self, slot: Slot, prompt: list[int], reuse: int) -> int:
+        """Restore the RAM cache's best sequence for `prompt` into the slot when it covers
+        clearly more of the prompt than the slot's own; returns the reusable prefix length.
+        A lookup counts as a miss when at least `min_tokens` of the prompt had to be computed."""
+        cache = self.prompt_cache
+        entry, length = cache.best_match(prompt)
+        if entry is None or length < reuse + cache.min_tokens:
+            if len(prompt) - reuse >= cache.min_tokens:
+                cache.record(None, 0)
+            return reuse
+        self._save_to_cache(slot)
+        if not self.ctx.restore_sequence(slot.seq_id, entry.state):
+            log.warning("llama.cpp refused a cached sequence of %d tokens", len(entry.tokens))
+            slot.cached = []
+            cache.record(None, 0)
+            return 0
+        slot.cached = list(entry.tokens)
+        cache.record(entry, min(length, len(prompt) - 1))
+        return length
+
+    def _save_to_cache(self, slot: Slot) -> None:
+        if self.prompt_cache.wants(slot.cached):
+            self.prompt_cache.put(slot.cached, self.ctx.save_sequence(slot.seq_id))
 
     def _reap_cancelled(self) -> None:
         for slot in self.slots:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from shared.errors import ErrorSpec, ErrorTable
 from services.exceptions import (ContextTooLong, Draining, GenerationCancelled, GenerationFailed, InferenceFailed,
                                  InvalidMessages, InvalidParameter, ModelLoadFailed, ModelLoading, ModelNotFound,
-                                 QueueFull, ServiceStopping, UnsupportedContent, UnsupportedParameter)
+                                 QueueFull, SchemaTooLarge, ServiceStopping, UnsupportedContent, UnsupportedParameter)
 
 SERVICE_ERRORS = ErrorTable({
     ModelNotFound: ErrorSpec(404, "model_not_found", param="model"),
     InvalidParameter: ErrorSpec(400, "invalid_value"),
     UnsupportedParameter: ErrorSpec(400, "unsupported_parameter"),
+    SchemaTooLarge: ErrorSpec(400, "schema_too_large"),
     ContextTooLong: ErrorSpec(400, "context_length_exceeded", param="messages"),
     UnsupportedContent: ErrorSpec(400, "unsupported_content", param="messages"),
     InvalidMessages: ErrorSpec(400, "invalid_messages", param="messages"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from shared.errors import DomainError, ModelNotFound
 
 __all__ = ["ContextTooLong", "Draining", "GenerationCancelled", "GenerationFailed", "InferenceFailed",
-           "InvalidMessages", "InvalidParameter", "ModelLoadFailed", "ModelLoading", "ModelNotFound", "QueueFull",
+           "InvalidMessages", "InvalidParameter", "SchemaTooLarge", "ModelLoadFailed", "ModelLoading", "ModelNotFound", "QueueFull",
            "ServiceStopping", "UnsupportedContent", "UnsupportedParameter"]
 
 
@@ -15,6 +15,10 @@ class InvalidParameter(DomainError):
 
     def __init__(self, message: str, *, param: str) -> None:
         super().__init__(message, param=param)
+
+
+class SchemaTooLarge(InvalidParameter):
+    """A JSON schema whose grammar would be too large or too deep to build safely."""
 
 
 class UnsupportedParameter(InvalidParameter):

@@ -4,16 +4,16 @@ batch scheduler, and report health."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import AsyncIterator
 
 from shared.catalogue import ModelSpec
-from shared.health import HealthDetails, QueueReport, SlotReport, ThroughputReport
+from shared.core_share import automatic_threads
+from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
 from services.chat_template import ChatTemplate, message_text
 from services.choice_output import ChoiceOutput
@@ -21,9 +21,11 @@ from services.engine import BatchScheduler, DoneEvent, ErrorEvent, Event, Genera
 from services.exceptions import (ContextTooLong, Draining, InvalidParameter, ModelLoadFailed, ModelLoading,
                                  ModelNotFound, UnsupportedParameter)
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
-from services.protocol import ChatCompletionRequest, CompletionRequest
+from services.prompt_cache import PromptCache
+from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.reasoning import ReasoningMarkers, ReasoningSplitter
-from services.sampling import SamplingParams, grammar_for_response_format
+from services.response_format import check_response_format, grammar_source
+from services.sampling import CompiledGrammar, SamplingParams
 from services.tools import (ToolCallStream, ToolPlan, call_grammar, messages_for_tool_template,
                             messages_without_tool_roles, plan_tools, tool_instructions)
 
@@ -36,8 +38,9 @@ VERSION = "0.1.0"
 class PreparedRequest:
     prompt_tokens: list[int]
     params: SamplingParams
+    response_format: dict | None = None   # checked; its grammar is built by `open_stream`
     n: int = 1
-    tools: ToolPlan | None = None
+    tools: ToolPlan | None = None  # with required/named calls, their grammar is built by `open_stream`
     reasoning: ReasoningMarkers | None = None  # None: thinking stays inline (or not a chat)
 
 
@@ -45,6 +48,8 @@ class GenerationService:
     """One model, its batch scheduler and its state (loading, ok, draining, error)."""
 
     def __init__(self, spec: ModelSpec, *, instance_id: str, model_cache: Path, model_path: Path | None = None) -> None:
+        if spec.threads is None:  # automatic: this instance has the machine to itself
+            spec = spec.model_copy(update={"threads": automatic_threads()})
         self.spec = spec
         self.instance_id = instance_id
         self.model_cache = model_cache
@@ -73,7 +78,8 @@ class GenerationService:
             self.template = ChatTemplate(template_source, bos_token=bos, eos_token=eos)
             self.model = model
             self.spec = self.spec.model_copy(update={"n_ctx": n_ctx})
-            self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue)
+            self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue,
+                                            prompt_cache=PromptCache(self.spec.prompt_cache_mb * 2**20))
             self.scheduler.start()
             self.status = "ok"
             log.info("%s ready: %d slots of %d tokens", self.spec.key, self.spec.parallel, n_ctx)
@@ -117,12 +123,11 @@ class GenerationService:
         add_bos = self.model.add_bos and not (self.template.bos_token and prompt.startswith(self.template.bos_token))
         tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
         params = self._sampling(request, len(tokens))
-        if plan is not None and plan.constrained:
-            params = dataclasses.replace(params, grammar=call_grammar(plan))
         reasoning = None
         if request.reasoning_format != "none":
             reasoning = ReasoningMarkers.for_template(self.template.source, prompt)
-        return PreparedRequest(tokens, params, request.choices, tools=plan, reasoning=reasoning)
+        return PreparedRequest(tokens, params, self._response_format(request), request.choices, tools=plan,
+                               reasoning=reasoning)
 
     def _render(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> str:
         """The prompt, with the tools where the template puts them; for a template without
@@ -156,7 +161,8 @@ class GenerationService:
         tokens = self.model.tokenize(prompt, add_special=self.model.add_bos, parse_special=False)
         if not tokens:
             raise InvalidParameter("The prompt is empty.", param="prompt")
-        return PreparedRequest(tokens, self._sampling(request, len(tokens)), request.choices)
+        return PreparedRequest(tokens, self._sampling(request, len(tokens)), self._response_format(request),
+                               request.choices)
 
     def _sampling(self, request: ChatCompletionRequest | CompletionRequest, n_prompt: int) -> SamplingParams:
         spec = self.spec
@@ -182,7 +188,6 @@ class GenerationService:
         return SamplingParams(
             **given,
             seed=request.seed,
-            grammar=grammar_for_response_format(request.response_format),
             stop=tuple(dict.fromkeys([*spec.stop, *stops])),
             max_tokens=max_tokens,
             top_logprobs=request.wanted_top_logprobs,
@@ -194,21 +199,38 @@ class GenerationService:
         reasoning = ReasoningSplitter(prepared.reasoning) if prepared.reasoning is not None else None
         return ChoiceOutput(index, reasoning=reasoning, tools=tools)
 
-    def open_stream(self, prepared: PreparedRequest) -> "JobStream":
-        """Submit a job at once (so a full queue is answered before any byte is sent)."""
+    @staticmethod
+    def _response_format(request: GenerationParams) -> dict | None:
+        """The request's response format, checked against the schema limits (a 400 if not)."""
+        check_response_format(request.response_format)
+        response_format = request.response_format
+        return response_format if response_format and response_format.get("type") not in (None, "text") else None
+
+    def _compile_grammars(self, prepared: PreparedRequest) -> tuple[CompiledGrammar, ...]:
+        """The grammar of the forced tool call or of the response format, compiled once per
+        choice (each sequence's grammar keeps its own state)."""
+        if prepared.tools is not None and prepared.tools.constrained:
+            gbnf, param = call_grammar(prepared.tools), "tools"
+        else:
+            gbnf, param = grammar_source(prepared.response_format), "response_format"
+        if not gbnf:
+            return ()
+        return tuple(CompiledGrammar(self.model, gbnf, param=param) for _ in range(prepared.n))
+
+    async def open_stream(self, prepared: PreparedRequest) -> "JobStream":
+        """Submit a job at once (so a full queue is answered before any byte is sent).
+
+        A grammar (forced tool call, response format) is converted and compiled first, in a
+        worker thread."""
+        if prepared.response_format or (prepared.tools is not None and prepared.tools.constrained):
+            grammars = await asyncio.to_thread(self._compile_grammars, prepared)
+            prepared.params = replace(prepared.params, grammars=grammars)
         loop = asyncio.get_running_loop()
         if self._bridge is None or self._bridge.loop is not loop:
             self._bridge = EventBridge(loop)
         return JobStream(self.scheduler, self._bridge, prepared)
 
     # ----- health -----------------------------------------------------------------------------
-    def load_report(self) -> tuple[int, int, int, int]:
-        """(queued, max queue, active slots, total slots), for the metrics."""
-        scheduler = self.scheduler
-        if scheduler is None:
-            return 0, self.spec.max_queue, 0, self.spec.parallel
-        return scheduler.queued_count, self.spec.max_queue, scheduler.active_count, self.spec.parallel
-
     def health_details(self) -> HealthDetails:
         scheduler = self.scheduler
         active = scheduler.active_count if scheduler else 0
@@ -233,6 +255,8 @@ class GenerationService:
                 tokens_per_second=scheduler.tokens_per_second() if scheduler else 0.0,
             ),
             max_tokens_limit=self.spec.max_tokens_limit,
+            prompt_cache=PromptCacheReport(**vars(scheduler.prompt_cache.report())) if scheduler else
+            PromptCacheReport(max_bytes=self.spec.prompt_cache_mb * 2**20),
         )
 
 

@@ -172,3 +172,23 @@ class LlamaContext:
 
     def clear_sequence(self, seq_id: int) -> None:
         llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+
+    def save_sequence(self, seq_id: int) -> bytes:
+        """A copy of one sequence's KV state (for `restore_sequence`, into any sequence)."""
+        size = llama.llama_state_seq_get_size(self._ptr, seq_id)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama.llama_state_seq_get_data(self._ptr, buf, size, seq_id)
+        if written == 0:
+            raise LlamaError(f"could not save the state of sequence {seq_id}")
+        return bytes(memoryview(buf)[:written])
+
+    def restore_sequence(self, seq_id: int, state: bytes) -> bool:
+        """Replace a sequence's KV with a saved state; False if llama.cpp refused it (then the
+        sequence is empty)."""
+        self.clear_sequence(seq_id)
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama.llama_state_seq_set_data(self._ptr, buf, len(state), seq_id) == 0:
+            self.clear_sequence(seq_id)
+            return False
+        return True
+

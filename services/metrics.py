@@ -1,59 +1,83 @@
 """The model service's own Prometheus metrics (`GET /metrics`).
 
-Request counts by endpoint and status, prompt / completion / prefix-cached tokens, time to first
-token and per-token latency histograms are recorded as requests end; queue depth and slot use
-are read from the scheduler when Prometheus scrapes. Each app has its own registry, so several
-services can live in one process (tests) without clashing.
+Read from the service when Prometheus scrapes: the RAM prompt cache, slots, queue and
+throughput. Recorded as requests end: requests by endpoint and status, prompt / completion /
+prefix-cached tokens, prefix-cache hits, time to first token and time per output token. Each
+app has its own registry, so several services can live in one process (tests) without clashing.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from services.engine import DoneEvent
+from services.generation import GenerationService
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2)
 
 
-class _LoadCollector(Collector):
-    def __init__(self, load: Callable[[], tuple[int, int, int, int]]) -> None:
-        self._load = load
+class _ServiceCollector(Collector):
+    def __init__(self, service: GenerationService) -> None:
+        self.service = service
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        queued, max_queue, active, total = self._load()
-        yield GaugeMetricFamily("arena_service_queue_depth", "Requests waiting for a slot.", value=queued)
-        yield GaugeMetricFamily("arena_service_queue_capacity", "Requests that may wait before 503s.", value=max_queue)
-        yield GaugeMetricFamily("arena_service_slots_active", "Slots generating or prefilling.", value=active)
-        yield GaugeMetricFamily("arena_service_slots_total", "Parallel slots.", value=total)
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        details = self.service.health_details()
+        cache = details.prompt_cache
+        labels = ["model"]
+        model = [details.model]
+
+        def gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(name, text, labels=labels)
+            family.add_metric(model, value)
+            return family
+
+        def counter(name: str, text: str, value: float) -> CounterMetricFamily:
+            family = CounterMetricFamily(name, text, labels=labels)
+            family.add_metric(model, value)
+            return family
+
+        return [
+            gauge("arena_service_prompt_cache_bytes", "RAM held by the prompt cache", cache.size_bytes),
+            gauge("arena_service_prompt_cache_max_bytes", "RAM the prompt cache may hold", cache.max_bytes),
+            gauge("arena_service_prompt_cache_entries", "sequences saved in the prompt cache", cache.entries),
+            counter("arena_service_prompt_cache_hits", "prompts restored from the prompt cache", cache.hits),
+            counter("arena_service_prompt_cache_misses", "prompts the prompt cache could not help", cache.misses),
+            counter("arena_service_prompt_cache_restored_tokens", "prompt tokens restored from the prompt cache",
+                    cache.restored_tokens),
+            gauge("arena_service_slots_active", "slots holding a request", details.slots.active),
+            gauge("arena_service_slots_total", "parallel slots", details.slots.total),
+            gauge("arena_service_queued_requests", "requests waiting for a slot", details.queue.queued),
+            counter("arena_service_tokens_generated", "tokens generated", details.throughput.tokens_generated),
+            counter("arena_service_requests_completed", "requests completed", details.throughput.requests_completed),
+        ]
 
 
 class ServiceMetrics:
-    def __init__(self, load: Callable[[], tuple[int, int, int, int]]) -> None:
-        """`load`: (queued, max queue, active slots, total slots), read at each scrape."""
-        self.registry = CollectorRegistry()
+    def __init__(self, service: GenerationService) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ServiceCollector(service))
         self.requests = Counter("arena_service_requests", "Requests answered, by endpoint and HTTP status.",
                                 ["endpoint", "status"], registry=self.registry)
         self.prompt_tokens = Counter("arena_service_prompt_tokens", "Prompt tokens of finished requests.",
                                      registry=self.registry)
-        self.completion_tokens = Counter("arena_service_completion_tokens", "Tokens generated.",
+        self.completion_tokens = Counter("arena_service_completion_tokens", "Tokens generated for finished requests.",
                                          registry=self.registry)
         self.cached_tokens = Counter("arena_service_prefix_cache_tokens",
-                                     "Prompt tokens whose KV was reused from a slot's cache.", registry=self.registry)
+                                     "Prompt tokens whose KV was reused (a slot's cache or the RAM cache).",
+                                     registry=self.registry)
         self.cache_hits = Counter("arena_service_prefix_cache_hits",
                                   "Requests that reused a cached prompt prefix.", registry=self.registry)
         self.ttft = Histogram("arena_service_time_to_first_token_seconds",
                               "From arrival to the first generated token.", buckets=TTFT_BUCKETS,
                               registry=self.registry)
         self.token_latency = Histogram("arena_service_time_per_output_token_seconds",
-                                       "Mean time between generated tokens, per request.", buckets=TOKEN_BUCKETS,
+                                       "Mean time between generated tokens, per choice.", buckets=TOKEN_BUCKETS,
                                        registry=self.registry)
-        self.registry.register(_LoadCollector(load))
 
     def observe(self, dones: list[DoneEvent]) -> None:
         """One finished request (all its choices)."""

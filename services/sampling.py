@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 
 import llama_cpp as llama
 import numpy as np
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
 from services.exceptions import InvalidParameter
 from services.llama_backend import LlamaModel
@@ -27,11 +25,11 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     seed: int | None = None
-    grammar: str | None = None
+    # Compiled off the scheduler's thread: one per choice (each sequence needs its own state).
+    grammars: tuple[CompiledGrammar, ...] = ()
     stop: tuple[str, ...] = field(default_factory=tuple)
     max_tokens: int = 256
     top_logprobs: int | None = None  # None: no log-probabilities; else the sampled token's and this many others
-
 
 
 @dataclass(frozen=True)
@@ -55,74 +53,37 @@ def token_logprobs(model: LlamaModel, logits: np.ndarray, token: int, top: int) 
     return TokenLogprob(model.token_bytes(token), float(logprobs[token]), alternatives)
 
 
-MAX_SCHEMA_BYTES = 32 * 1024
-MAX_SCHEMA_DEPTH = 16
-MAX_SCHEMA_REPEAT = 256  # a bound on minLength, maxItems...: the grammar spells each repetition out
-_REPEAT_KEYS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+class CompiledGrammar:
+    """A llama.cpp grammar sampler compiled ahead of the job (in a worker thread: compiling a
+    grammar can take a while, and must not hold up the scheduler's step). The sampler chain of
+    the job takes it over; one never taken is freed with this object."""
 
+    def __init__(self, model: LlamaModel, gbnf: str, *, param: str = "response_format") -> None:
+        self._ptr = llama.llama_sampler_init_grammar(model.vocab, gbnf.encode(), b"root")
+        if not self._ptr:
+            raise InvalidParameter(f"the grammar of {param} could not be compiled", param=param)
 
-def check_schema_bounds(schema: object, param: str) -> None:
-    """Refuse a JSON schema too large, too deep or too repetitive to turn into a grammar quickly
-    (one place for response_format and tool parameters alike)."""
-    if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
-        raise InvalidParameter(f"The JSON schema is larger than {MAX_SCHEMA_BYTES} bytes.", param=param)
+    def take(self):
+        ptr, self._ptr = self._ptr, None
+        if not ptr:
+            raise RuntimeError("this grammar was already used by a sampler chain")
+        return ptr
 
-    def walk(node: object, depth: int) -> None:
-        if depth > MAX_SCHEMA_DEPTH:
-            raise InvalidParameter(f"The JSON schema nests deeper than {MAX_SCHEMA_DEPTH} levels.", param=param)
-        if isinstance(node, dict):
-            for key in _REPEAT_KEYS:
-                value = node.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value > MAX_SCHEMA_REPEAT:
-                    raise InvalidParameter(f"{key} is {value}; at most {MAX_SCHEMA_REPEAT} in a JSON schema here.",
-                                           param=param)
-            for value in node.values():
-                walk(value, depth + 1)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value, depth + 1)
-
-    walk(schema, 0)
-
-
-def grammar_for_response_format(response_format: dict | None) -> str | None:
-    """GBNF grammar that constrains sampling to the requested JSON, or None for plain text."""
-    if not response_format:
-        return None
-    kind = response_format.get("type")
-    if kind in (None, "text"):
-        return None
-    if kind == "json_object":
-        return JSON_GBNF
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        if not isinstance(spec, dict):
-            raise InvalidParameter("response_format.json_schema must be an object with a 'schema'",
-                                   param="response_format")
-        schema = spec.get("schema", {"type": "object"})
-        check_schema_bounds(schema, "response_format")
-        try:
-            return json_schema_to_gbnf(json.dumps(schema))
-        except Exception as exc:  # the converter raises plain exceptions for unsupported schemas
-            raise InvalidParameter(f"response_format.json_schema is not supported: {exc}",
-                                   param="response_format") from exc
-    raise InvalidParameter(f"response_format type {kind!r} is not supported (text, json_object, json_schema)",
-                           param="response_format")
+    def __del__(self) -> None:
+        if getattr(self, "_ptr", None):
+            llama.llama_sampler_free(self._ptr)
+            self._ptr = None
 
 
 class SamplerChain:
     """A llama.cpp sampler chain for one sequence, freed when the request ends."""
 
-    def __init__(self, model: LlamaModel, params: SamplingParams, *, seed_offset: int = 0) -> None:
+    def __init__(self, model: LlamaModel, params: SamplingParams, *, choice: int = 0) -> None:
+        """`choice`: which of the request's choices this chain samples (its grammar, its seed)."""
         self._ptr = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         add = lambda sampler: llama.llama_sampler_chain_add(self._ptr, sampler)  # noqa: E731
-        if params.grammar:
-            grammar = llama.llama_sampler_init_grammar(model.vocab, params.grammar.encode(), b"root")
-            if not grammar:
-                self.close()
-                raise InvalidParameter("the response format's grammar could not be compiled",
-                                       param="response_format")
-            add(grammar)
+        if params.grammars:
+            add(params.grammars[choice].take())
         if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
             add(llama.llama_sampler_init_penalties(model.n_vocab, params.penalty_last_n, params.repeat_penalty,
                                                    params.frequency_penalty, params.presence_penalty))
@@ -138,7 +99,7 @@ class SamplerChain:
             add(llama.llama_sampler_init_temp(params.temperature))
             # Choice i of a request with a seed samples with seed + i: each choice differs, and
             # the whole answer is repeatable.
-            seed = params.seed + seed_offset if params.seed is not None else random.getrandbits(32)
+            seed = params.seed + choice if params.seed is not None else random.getrandbits(32)
             add(llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def sample(self, ctx_ptr, batch_index: int) -> int:

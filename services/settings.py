@@ -33,6 +33,7 @@ class ServiceSettings(BaseSettings):
     drain_timeout: float = Field(120.0, gt=0, description="seconds to finish in-flight work on SIGTERM")
     instance_secret: str | None = Field(None, validation_alias=AliasChoices(INSTANCE_SECRET_ENV))
     log_level: str = "info"
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies are refused (413)")
 
     def resolve(self, catalogue: Catalogue) -> ModelSpec:
         """The model's catalogue entry with this process's overrides applied."""

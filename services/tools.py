@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from llama_cpp.llama_grammar import SchemaConverter
 
-from services.exceptions import InvalidParameter
-from services.sampling import check_schema_bounds
+from services.exceptions import InvalidParameter, SchemaTooLarge
+from services.response_format import DEFAULT_LIMITS, check_json_schema
 
 MAX_TOOLS = 64
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -75,7 +75,7 @@ def plan_tools(tools: list[Any] | None, tool_choice: Any, parallel_tool_calls: b
         parameters = function.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(parameters, dict):
             raise InvalidParameter("parameters must be a JSON schema object.", param=f"tools[{i}].function.parameters")
-        check_schema_bounds(parameters, f"tools[{i}].function.parameters")
+        check_json_schema(parameters, param=f"tools[{i}].function.parameters")
         checked.append({"type": "function", "function": {**function, "parameters": parameters}})
     parallel = True if parallel_tool_calls is None else bool(parallel_tool_calls)
     if tool_choice in (None, "auto"):
@@ -94,7 +94,8 @@ def plan_tools(tools: list[Any] | None, tool_choice: Any, parallel_tool_calls: b
 
 def call_grammar(plan: ToolPlan) -> str:
     """GBNF for one call (or, with parallel calls, one or more) of the allowed functions, each
-    argument object following its function's schema."""
+    argument object following its function's schema (slow for big schemas: call it off the
+    event loop)."""
     converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     alternatives = []
     for function in plan.functions:
@@ -111,7 +112,11 @@ def call_grammar(plan: ToolPlan) -> str:
         alternatives.append(f'{head} {arguments} "}}"')
     call = f'"{_gbnf_escape(OPEN)}\\n" ( {" | ".join(alternatives)} ) "\\n{_gbnf_escape(CLOSE)}"'
     root = f"{call} ( \"\\n\" {call} )*" if plan.parallel else call
-    return f"root ::= {root}\n{converter.format_grammar()}"
+    gbnf = f"root ::= {root}\n{converter.format_grammar()}"
+    if len(gbnf) > DEFAULT_LIMITS.max_grammar_bytes:
+        raise SchemaTooLarge(f"the tools' grammar has {len(gbnf)} bytes, above the limit of "
+                             f"{DEFAULT_LIMITS.max_grammar_bytes}", param="tools")
+    return gbnf
 
 
 def _gbnf_escape(text: str) -> str:

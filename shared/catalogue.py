@@ -107,10 +107,15 @@ class ModelSpec(BaseModel):
     chat_template: str | None = None
     stop: list[str] = Field(default_factory=list)
     n_ctx: int = Field(2048, ge=128)
-    threads: int = Field(2, ge=1)
+    threads: int | None = Field(None, ge=1)  # None: automatic (see shared.core_share)
     n_batch: int = Field(512, ge=8)
     parallel: int = Field(4, ge=1, le=64)
     max_queue: int = Field(64, ge=0)
+    # At the gateway: requests held while every instance of the model is full (0: none held,
+    # each goes to an instance's own queue), and the longest one is held before a 503.
+    overload_buffer: int = Field(32, ge=0)
+    overload_wait: float = Field(30.0, gt=0)
+    prompt_cache_mb: int = Field(256, ge=0)  # RAM for KV of sequences evicted from slots; 0: off
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_limit: int = Field(1024, ge=1)
     port: int = Field(ge=1, le=65535)
@@ -181,6 +186,8 @@ class FleetSettings(BaseModel):
     model_cache_dir: str | None = None
     runner_duration_hours: float = Field(5.5, gt=0)
     runner_handoff_margin_minutes: float = Field(15, ge=0)
+    response_cache_entries: int = Field(1024, ge=0)   # the gateway's cache of deterministic answers; 0: off
+    response_cache_ttl: float = Field(600.0, gt=0)
 
     def data_path(self) -> Path:
         """`data_dir` (relative to the checkout, if run from one), else the default data folder."""

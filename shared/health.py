@@ -33,6 +33,15 @@ class ThroughputReport(BaseModel):
     tokens_per_second: float = Field(0.0, description="generated tokens/s over the last minute")
 
 
+class PromptCacheReport(BaseModel):
+    max_bytes: int = Field(0, description="RAM the prompt cache may use; 0: off")
+    size_bytes: int = 0
+    entries: int = 0
+    hits: int = Field(0, description="prompts that restored a saved sequence instead of recomputing it")
+    misses: int = Field(0, description="prompts with uncached tokens that no saved sequence covered")
+    restored_tokens: int = 0
+
+
 class HealthDetails(BaseModel):
     status: ServiceStatus
     model: str = Field(description="catalogue key of the model served")
@@ -48,3 +57,4 @@ class HealthDetails(BaseModel):
     queue: QueueReport
     throughput: ThroughputReport = Field(default_factory=ThroughputReport)
     max_tokens_limit: int = 0
+    prompt_cache: PromptCacheReport = Field(default_factory=PromptCacheReport)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shared import paths
 from shared.catalogue import Catalogue, env_key
+from shared.core_share import CoreShare, available_cpus, pin, share_cores
 from shared.processes import ChildProcess
 
 LOG_DIR = paths.log_dir("fleet")
@@ -33,7 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Member:
     process: ChildProcess
     ready_path: str
+    share: CoreShare | None = None
     restarts: int = 0
+
+    def start(self) -> None:
+        self.process.start()
+        if self.share is not None:
+            # Right after exec the child is still single-threaded: every thread it starts later
+            # (llama.cpp's included) inherits this mask.
+            pin(self.process.process.pid, self.share.cpus)
 
 
 def plan_instances(catalogue: Catalogue, selections: list[str] | None) -> dict[str, int]:
@@ -49,24 +58,30 @@ def plan_instances(catalogue: Catalogue, selections: list[str] | None) -> dict[s
 
 
 class LocalFleet:
-    def __init__(self, catalogue: Catalogue, plan: dict[str, int], *, host: str, port: int, log_dir: Path) -> None:
+    def __init__(self, catalogue: Catalogue, plan: dict[str, int], *, host: str, port: int, log_dir: Path,
+                 shares: list[CoreShare] | None = None, env: dict[str, str] | None = None) -> None:
+        """`shares`: each model process's cores, in plan order (default: `share_cores`);
+        `env`: more environment for every process (the benchmarks switch features with it)."""
         self.catalogue = catalogue
         self.members: list[Member] = []
         service_host = catalogue.fleet.service_host
         urls: dict[str, list[str]] = {}
-        for key, count in plan.items():
+        instances = [(key, i) for key, count in plan.items() for i in range(count)]
+        if shares is None:
+            shares = share_cores([catalogue.model(key).threads for key, _ in instances], available_cpus())
+        for (key, i), share in zip(instances, shares):
             spec = catalogue.model(key)
-            for i in range(count):
-                service_port = spec.port + i
-                name = f"{key}-{i}"
-                proc = ChildProcess(name, ["serve", key, "--host", service_host, "--port", str(service_port),
-                                           "--instance-id", f"local-{name}"],
-                                    port=service_port, host=service_host, log_path=log_dir / f"{name}.log",
-                                    catalogue=catalogue.path)
-                self.members.append(Member(proc, "/health"))
-                urls.setdefault(key, []).append(proc.url)
+            service_port = spec.port + i
+            name = f"{key}-{i}"
+            proc = ChildProcess(name, ["serve", key, "--host", service_host, "--port", str(service_port),
+                                       "--instance-id", f"local-{name}", "--threads", str(share.threads)],
+                                port=service_port, host=service_host, env={**(env or {}), **share.child_env()},
+                                log_path=log_dir / f"{name}.log", catalogue=catalogue.path)
+            self.members.append(Member(proc, "/health", share))
+            urls.setdefault(key, []).append(proc.url)
         # The gateway is told exactly which instances exist; models left out get none.
-        gateway_env = {f"{env_key(key)}_API_URL": ",".join(urls.get(key, [])) for key in catalogue.models}
+        gateway_env = {**(env or {}),
+                       **{f"{env_key(key)}_API_URL": ",".join(urls.get(key, [])) for key in catalogue.models}}
         self.gateway = ChildProcess("gateway", ["gateway", "--host", host, "--port", str(port)], port=port,
                                     host=host, env=gateway_env, log_path=log_dir / "gateway.log",
                                     catalogue=catalogue.path)
@@ -75,10 +90,10 @@ class LocalFleet:
 
     def start(self) -> None:
         for member in self.members:
-            member.process.start()
+            member.start()
         for member in self.members:
             member.process.wait_ready(member.ready_path, timeout=300)
-            print(f"  ready  {member.process.name:<16} {member.process.url}", flush=True)
+            print(f"  ready  {member.process.name:<16} {member.process.url}{_describe(member.share)}", flush=True)
 
     def supervise(self) -> None:
         """Restart a crashed process (a few times, with back-off) until asked to stop."""
@@ -94,7 +109,7 @@ class LocalFleet:
                 print(f"  {proc.name} exited ({proc.process.returncode}); restart {member.restarts}"
                       f"/{MAX_RESTARTS} (log: {proc.log_path})", flush=True)
                 time.sleep(min(2 ** member.restarts, 30))
-                proc.start()
+                member.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -106,6 +121,13 @@ class LocalFleet:
         for thread in threads:
             thread.join()
         self.gateway.stop(timeout=10)
+
+
+def _describe(share: CoreShare | None) -> str:
+    if share is None:
+        return ""
+    cores = f"cores {','.join(map(str, share.cpus))}" if share.cpus else "cores shared"
+    return f"  ({share.threads} thread{'s' if share.threads > 1 else ''}, {cores})"
 
 
 def run(args: argparse.Namespace, catalogue: Catalogue) -> int:

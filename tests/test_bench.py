@@ -13,7 +13,7 @@ from tests.harness import PROJECT_ROOT
 def test_bench_reports_every_level_and_the_gateway_overhead(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "bench", "--mode", "all", "--levels", "1,2", "--requests-per-stream", "1",
+        [sys.executable, "-m", "shared.cli", "bench", "--mode", "service,gateway", "--levels", "1,2", "--requests-per-stream", "1",
          "--max-tokens", "8", "--gateway-requests", "20", "--json", str(out)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -29,3 +29,31 @@ def test_bench_reports_every_level_and_the_gateway_overhead(tmp_path):
     assert gateway["direct_p50_ms"] > 0 and gateway["gateway_p50_ms"] > 0
     assert gateway["direct_stream_rps"] > 0 and gateway["gateway_stream_rps"] > 0
     assert "tok/s" in result.stdout and "through the gateway" in result.stdout
+
+
+def test_fleet_benchmarks_report_every_figure(tmp_path):
+    """The speed benchmarks of issue #14 at their smallest: cores shared before/after, the
+    conversation workload with cache and affinity off/on, and the fleet under rising load."""
+    out, chart = tmp_path / "fleet.json", tmp_path / "fleet.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "bench", "--mode", "cores,conversations,fleet", "--tries", "1",
+         "--pair-tokens", "8", "--long-prompts", "2", "--conversations", "3", "--turns", "2", "--concurrency", "2",
+         "--answer-tokens", "8", "--fleet-levels", "1,2", "--seconds", "2", "--json", str(out), "--chart", str(chart)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    cores = report["cores"]
+    for mode in ("before", "after"):
+        pair = cores[mode]["pair"]
+        assert set(pair["alone_tokens_per_s"]) == set(cores["fleet"]) and len(pair["together_tokens_per_s"]) == 1
+        assert all(v > 0 for v in pair["alone_tokens_per_s"].values())
+        assert cores[mode]["one_instance_s"] > 0 and cores[mode]["two_instances_s"] > 0
+    talk = report["conversations"]
+    for mode in ("off", "on"):
+        assert talk[mode]["requests"] == 6 and talk[mode]["failed"] == 0
+        assert talk[mode]["later_turns_prompt_tokens"] > 0 and talk[mode]["later_turns_ttft_p50_ms"] > 0
+    assert talk["on"]["later_turns_cached_share"] > 0.5  # each conversation's history comes back from cache
+    levels = report["fleet"]["levels"]
+    assert [r["concurrency"] for r in levels] == [1, 2] and all(r["completed"] > 0 for r in levels)
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "turn2+ cached" in result.stdout and "TTFT p50" in result.stdout

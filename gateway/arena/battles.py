@@ -262,7 +262,9 @@ class BattleManager:
             await upstream.aclose()
             message = scrub(exc.message, label)
             await self.store.finish_side(battle_id, side, meter.result("error", "", None, message))
-            raise ApiError(exc.status, f"{label} is unavailable: {message}", code=exc.code, type=exc.type) from None
+            # The model's own refusal (a prompt over its context, say) is said as such, not as an outage.
+            said = "could not answer" if exc.status < 500 else "is unavailable"
+            raise ApiError(exc.status, f"{label} {said}: {message}", code=exc.code, type=exc.type) from None
         except BaseException:
             live.close()
             await upstream.aclose()

@@ -297,7 +297,8 @@ async def leaderboard(request: Request) -> JSONResponse:
     return JSONResponse(await arena_of(request).leaderboard())
 
 
-@api.get("/api/votes.jsonl")
+@api.get("/api/votes.jsonl", response_class=StreamingResponse,
+         responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}})
 async def export_votes(request: Request) -> StreamingResponse:
     store = arena_of(request).store
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from gateway.instances import Instance
 
@@ -14,7 +14,7 @@ class LeastBusyBalancer:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
-    def choose(self, candidates: Sequence[Instance]) -> Instance:
+    def choose(self, candidates: Sequence[Instance], body: Mapping[str, Any] | None = None) -> Instance:
         if len(candidates) == 1:
             return candidates[0]
         lowest = min(inst.load() for inst in candidates)

@@ -7,7 +7,7 @@ from all rushing to the same "least busy" instance at once.
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from gateway.instances import Instance
 
@@ -18,7 +18,7 @@ class PowerOfTwoBalancer:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
-    def choose(self, candidates: Sequence[Instance]) -> Instance:
+    def choose(self, candidates: Sequence[Instance], body: Mapping[str, Any] | None = None) -> Instance:
         if len(candidates) == 1:
             return candidates[0]
         first, second = self._rng.sample(list(candidates), 2)

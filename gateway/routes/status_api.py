@@ -8,6 +8,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from gateway.auth import is_admin
 from gateway.fleet_status import BADGE_CACHE_CONTROL
+from gateway.status_page import CONTENT_SECURITY_POLICY as STATUS_PAGE_CSP
 from gateway.status_page import render_status_fragment, render_status_page
 
 router = APIRouter()
@@ -34,7 +35,8 @@ async def status_json(request: Request) -> JSONResponse:
 
 @router.get("/status", response_class=HTMLResponse)
 async def status_page(request: Request) -> HTMLResponse:
-    return HTMLResponse(render_status_page(request.app.state.fleet_status.snapshot()), headers=_NO_STORE)
+    return HTMLResponse(render_status_page(request.app.state.fleet_status.snapshot()),
+                        headers={**_NO_STORE, "Content-Security-Policy": STATUS_PAGE_CSP})
 
 
 @router.get("/status/fragment")
@@ -55,6 +57,7 @@ async def model_badge(key: str, request: Request) -> JSONResponse:
                         headers={"Cache-Control": BADGE_CACHE_CONTROL})
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)

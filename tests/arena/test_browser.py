@@ -310,7 +310,7 @@ def test_hostile_model_output_executes_nothing(browser, page_errors, tmp_path):
     port = free_port()
     upstream = ManagedProcess("scripted-upstream", ["--port", str(port), "--model", "smollm2-135m",
                                                     "--answer-file", str(answer), "--chunk-delay", "0.01"], port,
-                              module="gateway.fake_upstream")
+                              module="tests.fake_upstream")
     gateway = None
     try:
         upstream.start().wait_ready("/health", 60)

@@ -186,3 +186,43 @@ def test_the_gateway_child_sees_none_of_the_runners_github_credentials():
         "ARENA_FLEET__DATA_DIR", "HF_HOME")}
     assert service_env(environ) == {k: environ[k] for k in (
         "PATH", "HOME", "ARENA_INSTANCE_SECRET", "ARENA_FLEET__DATA_DIR", "HF_HOME")}
+
+
+def test_the_gateway_hands_over_its_named_tunnel_within_the_grace_period(tmp_path):
+    """On SIGTERM the connector goes first and is given its grace period (here 2 s, a request in
+    flight keeps it that long), then the gateway drains; cloudflared never sees the runner's
+    GitHub token or the other tunnels' tokens."""
+    from tests.fleet.fake_cloudflared import make_fake
+
+    record = tmp_path / "cloudflared.jsonl"
+    binary = make_fake(tmp_path, mode="busy", record=record)
+    state = tmp_path / "state.json"
+    tunnels = {"gateway": {"token": "gw-tunnel-token-0000", "hostname": "arena.example.com"},
+               "smollm2-135m": {"token": "model-tunnel-token-0000"}}
+    env = {**os.environ, "ARENA_REGISTRATION_TOKEN": "gw-runner-token", "ARENA_INSTANCE_SECRET": "gw-instance-secret",
+           "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_FLEET__DATA_DIR": str(tmp_path / "data"),
+           "WORKFLOW_PAT": "ghp_never_in_cloudflared", "TUNNELS_JSON": json.dumps(tunnels)}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        child = subprocess.Popen([sys.executable, "-m", "scripts.gateway_runner", "serve", "--state", str(state),
+                                  "--port", str(free_port()), "--cloudflared", binary, "--tunnel-grace-seconds", "2",
+                                  "--ready-timeout", "60"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert gateway_runner.main(["wait-ready", "--state", str(state), "--ready-timeout", "60"]) == 0, log.read_text()
+        assert json.loads(state.read_text())["public_url"] == "https://arena.example.com"
+        started = time.monotonic()
+        child.terminate()
+        assert child.wait(timeout=60) == 0, log.read_text()
+        assert time.monotonic() - started >= 2          # the connector had its grace period
+    finally:
+        if child.poll() is None:
+            child.kill()
+    text = log.read_text()
+    # The connector is registered before the gateway says ready, and gone before the gateway drains.
+    assert text.index("Registered tunnel connection") < text.index("gateway ready at")
+    assert text.index("Tunnel server stopped") < text.index("Shutting down")
+    seen = json.loads(record.read_text().splitlines()[0])
+    assert seen["argv"] == ["tunnel", "--no-autoupdate", "--grace-period", "2s", "run"]
+    assert "TUNNEL_TOKEN" in seen["env"] and not {"WORKFLOW_PAT", "TUNNELS_JSON", "ARENA_REGISTRATION_TOKEN"} & set(
+        seen["env"])
+    assert "gw-tunnel-token-0000" not in text and "model-tunnel-token-0000" not in text

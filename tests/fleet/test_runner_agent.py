@@ -16,8 +16,7 @@ import pytest
 
 from scripts.runner_agent import EXIT_FAILED, EXIT_NO_SUCCESSOR, Timeline, service_process
 from shared.processes import ChildProcess
-from tests.harness import PROJECT_ROOT
-from tests.harness import ManagedProcess, free_port, start_gateway
+from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway
 
 MODEL = "smollm2-135m"
 TOKEN = "agent-test-registration-token"

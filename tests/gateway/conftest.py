@@ -1,7 +1,7 @@
 """Fixtures for the gateway's tests: the gateway built in-process from an explicit catalogue
 and settings (`gateway_apps`, for its logic), or real gateway processes (`gateways`, for what
 needs a process: logs, signals, restarts), in front of real HTTP servers:
-`gateway.fake_upstream` processes, and real model services where a test says so."""
+`tests.fake_upstream` processes, and real model services where a test says so."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ SMOL, GEMMA = MODELS[0], MODELS[1]
 
 
 class FakeUpstreamProcess(ManagedProcess):
-    """`python -m gateway.fake_upstream` on a free port."""
+    """`python -m tests.fake_upstream` on a free port."""
 
     def __init__(self, name: str, args: list[str], port: int) -> None:
-        super().__init__(name, ["--port", str(port), *args], port, module="gateway.fake_upstream")
+        super().__init__(name, ["--port", str(port), *args], port, module="tests.fake_upstream")
 
     def control(self, **changes) -> dict:
         return httpx.post(self.url + "/_control", json=changes, timeout=5).json()

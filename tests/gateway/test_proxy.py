@@ -81,12 +81,16 @@ def test_bad_requests_get_openai_shaped_errors(one_model_app):
     assert_openai_error(gateway.post(url, json=chat_body("no-such-model")), 404, "model_not_found")
     error = assert_openai_error(gateway.post(url, json=chat_body(GEMMA)), 503, "no_ready_instance")
     assert error["type"] == "service_unavailable"
-    assert_openai_error(gateway.post(url, content=b"{not json"), 400, "invalid_json")
+    json_type = {"content-type": "application/json"}
+    assert_openai_error(gateway.post(url, content=b"{not json", headers=json_type), 400, "invalid_json")
+    assert_openai_error(gateway.post(url, content=json.dumps(chat_body()), headers={"content-type": "text/plain"}),
+                        415, "unsupported_media_type")
+    assert_openai_error(gateway.post(url, data={"model": SMOL}), 415, "unsupported_media_type")
     assert_openai_error(gateway.post(url, json=[1, 2]), 400, "invalid_json")
     assert_openai_error(gateway.post(url, json={"messages": []}), 400, "invalid_value")
     assert_openai_error(gateway.post(url, json={"model": 7}), 400, "invalid_value")
     assert_openai_error(gateway.get(url), 405)
-    assert_openai_error(gateway.post(url, content=b"x" * (5 * 1024 * 1024)), 413)
+    assert_openai_error(gateway.post(url, content=b"x" * (5 * 1024 * 1024), headers=json_type), 413)
     assert_openai_error(gateway.get("/v1/nothing-here"), 404)
     assert_openai_error(gateway.post("/api/instances", json={}), 503, "registration_disabled")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 
 import httpx
 import pytest
@@ -14,10 +13,16 @@ import pytest
 from tests.gateway.conftest import SMOL, chat_body, gateway_env, instance_state, wait_ready, wait_until
 
 
-async def _stream(client: httpx.AsyncClient, url: str) -> list[str]:
+async def _stream(client: httpx.AsyncClient, url: str, flowing: list | None = None) -> list[str]:
+    events = []
     async with client.stream("POST", url, json=chat_body(stream=True)) as response:
         assert response.status_code == 200
-        return [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+                if len(events) == 2 and flowing is not None:
+                    flowing.append(True)
+    return events
 
 
 @pytest.fixture
@@ -30,13 +35,18 @@ def two_instances(tmp_path, fake_upstreams, gateways):
 
 async def test_kill_an_instance_under_load(two_instances):
     gateway, a, b = two_instances
-    for fake in (a, b):
-        fake.control(delay=0.4, chunk_delay=0.1)
+    for fake in (a, b):  # room for every request at once: none waits in the gateway's buffer
+        fake.control(delay=0.4, chunk_delay=0.1, slots=32)
+    await asyncio.to_thread(wait_until, lambda: all(
+        httpx.get(f"{gateway.url}/api/instances/{SMOL}-{i}").json()["slots_total"] == 32 for i in (0, 1)),
+        what="the slots reported")
     url = gateway.url + "/v1/chat/completions"
     async with httpx.AsyncClient(timeout=30) as client:
         plain = [asyncio.create_task(client.post(url, json=chat_body())) for _ in range(16)]
-        streams = [asyncio.create_task(_stream(client, url)) for _ in range(6)]
-        await asyncio.sleep(0.6)  # streams are flowing, non-streamed requests are in flight
+        flowing: list = []
+        streams = [asyncio.create_task(_stream(client, url, flowing)) for _ in range(6)]
+        # Kill once every stream is flowing (non-streamed requests are in flight too).
+        await asyncio.to_thread(wait_until, lambda: len(flowing) == 6, what="the streams flowing")
         a.process.send_signal(signal.SIGKILL)
         late = [asyncio.create_task(client.post(url, json=chat_body())) for _ in range(8)]
         results = await asyncio.gather(*plain, *late)
@@ -127,10 +137,13 @@ def test_recovery_needs_good_probes_and_a_flapping_instance_cools_down(tmp_path,
     fail_and_restart()
     wait_until(lambda: info()["state"] == "ready", what="recovered")
     fail_and_restart()  # the second failure within the window starts a cool-down
-    seen_cooling = 0
-    while (current := info())["cooling_down"]:
-        assert current["state"] == "unhealthy"  # good probes do not count while cooling down
-        seen_cooling += 1
-        time.sleep(0.2)
-    assert seen_cooling > 0
+    seen: list[dict] = []
+
+    def cooled_down() -> bool:
+        seen.append(info())
+        return not seen[-1]["cooling_down"]
+
+    wait_until(cooled_down, timeout=20, interval=0.2, what="the end of the cool-down")
+    cooling = [current for current in seen if current["cooling_down"]]
+    assert cooling and all(current["state"] == "unhealthy" for current in cooling)  # good probes don't count
     wait_until(lambda: info()["state"] == "ready", what="ready after the cool-down")

@@ -56,8 +56,9 @@ def test_metrics_count_requests_tokens_cache_hits_and_latency(smollm):
     assert grew(("arena_service_prefix_cache_hits_total", ())) >= 1  # the same prompt again
     assert grew(("arena_service_time_to_first_token_seconds_count", ())) == 2
     assert grew(("arena_service_time_per_output_token_seconds_count", ())) >= 1
-    assert after[("arena_service_slots_total", ())] == 4
-    assert after[("arena_service_slots_active", ())] == 0 and after[("arena_service_queue_depth", ())] == 0
+    model = (("model", MODEL),)
+    assert after[("arena_service_slots_total", model)] == 4
+    assert after[("arena_service_slots_active", model)] == 0 and after[("arena_service_queued_requests", model)] == 0
 
 
 def test_interactive_docs_at_docs_and_swagger_ui(smollm):

@@ -6,9 +6,10 @@ model; or, with `--answer-file`, streams that file's text word by word (the brow
 it for an answer that must hold an exact hostile payload, which no small model repeats
 reliably). It plays the roles the gateway must handle through a small control endpoint
 (`POST /_control`): our model service (with `/health/details`) or a foreign server without it,
-loading, draining, answering 503, and it counts requests and client disconnects (`/_stats`).
+loading, draining, answering 503 or any error (`reject`), a model service's slots and
+queue (`max_queue`: at most `slots` answered at once, 503 beyond the queue), and it counts requests and client disconnects (`/_stats`).
 
-Run: ``python -m gateway.fake_upstream --port 9001 --model smollm2-135m``.
+Run: ``python -m tests.fake_upstream --port 9001 --model smollm2-135m``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ class FakeUpstream:
         self.instance_id = f"fake-{uuid.uuid4().hex[:8]}"
         self.control: dict[str, Any] = {"status": "ok", "chunks": chunks, "chunk_delay": chunk_delay, "delay": 0.0,
                                         "reject_503": False, "details": details, "slots": slots,
-                                        "break_after": None}
+                                        "break_after": None, "reject": None, "max_queue": None,
+                                        "trickle": False}
         self.secret = secret
-        self.stats = {"requests": 0, "active": 0, "completed": 0, "disconnected": 0, "bodies": []}
+        self.stats = {"requests": 0, "active": 0, "completed": 0, "disconnected": 0, "rejected": 0, "bodies": []}
+        self.serving = 0               # requests in a slot (with max_queue set, at most `slots`)
+        self.turn = asyncio.Event()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -77,18 +81,31 @@ class FakeUpstream:
             if c["reject_503"] or c["status"] != "ok":
                 return await _json(send, 503, {"error": {"message": "queue full", "type": "service_unavailable"}},
                                    extra=[(b"retry-after", b"1")])
+            if c["reject"]:  # {"status": 400, "error": {...}}: an instance refusing the request
+                return await _json(send, c["reject"]["status"], {"error": c["reject"]["error"]})
             request = json.loads(body)
             self.stats["bodies"] = self.stats["bodies"][-20:] + [request]
             if request.get("model") != self.served_name:
                 return await _json(send, 404, {"error": {"message": f"model {request.get('model')} not served",
                                                          "type": "invalid_request_error", "code": "model_not_found"}})
             self.stats["requests"] += 1
+            if c["max_queue"] is not None and self.stats["active"] >= c["slots"] + c["max_queue"]:
+                self.stats["rejected"] += 1  # like a model service whose queue is full
+                return await _json(send, 503, {"error": {"message": "queue full", "type": "service_unavailable",
+                                                         "code": "queue_full"}}, extra=[(b"retry-after", b"1")])
             self.stats["active"] += 1
             disconnected = asyncio.Event()
             # Only slow answers watch for a disconnect: the instant ones stay as cheap as can be.
-            slow = bool(c["delay"] or c["chunk_delay"])
+            slow = bool(c["delay"] or c["chunk_delay"] or c["trickle"])
             watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnected)) if slow else None
+            in_slot = False
             try:
+                if c["max_queue"] is not None:
+                    while self.serving >= c["slots"]:
+                        self.turn.clear()
+                        await self.turn.wait()
+                self.serving += 1
+                in_slot = True
                 if c["delay"]:
                     try:
                         await asyncio.wait_for(disconnected.wait(), c["delay"])
@@ -108,6 +125,9 @@ class FakeUpstream:
                 if watcher:
                     watcher.cancel()
                 self.stats["active"] -= 1
+                if in_slot:
+                    self.serving -= 1
+                    self.turn.set()
             return
         await _json(send, 404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}})
 
@@ -157,7 +177,17 @@ class FakeUpstream:
             if disconnected.is_set():
                 return False
             if c["break_after"] is not None and i >= c["break_after"]:
+                # Half an event, then the connection drops.
+                await send({"type": "http.response.body", "body": b'data: {"id": "chatcmpl-fa', "more_body": True})
                 raise RuntimeError("fake upstream breaks the stream on purpose")
+            if c["trickle"]:  # one byte a second, for ever
+                while not disconnected.is_set():
+                    await send({"type": "http.response.body", "body": b" ", "more_body": True})
+                    try:
+                        await asyncio.wait_for(disconnected.wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        pass
+                return False
             last = i == len(parts) - 1
             if chat:
                 delta = {"role": "assistant"} if text is None else ({} if last else {"content": text})
