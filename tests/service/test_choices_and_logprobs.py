@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from shared.catalogue import load_catalogue
+from shared.core_share import automatic_threads
 from shared.model_files import resolve_model_file
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 
@@ -88,7 +89,7 @@ def reference():
     spec = catalogue.model(MODEL)
     model = LlamaModel(resolve_model_file(spec, catalogue.fleet.model_cache_path()))
     ctx = LlamaContext(model, ContextShape(n_ctx_per_sequence=spec.n_ctx, n_sequences=4, n_batch=spec.n_batch,
-                                           threads=spec.threads))
+                                           threads=spec.threads or automatic_threads()))
     return model, ctx
 
 
