@@ -2,7 +2,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 ARENA := $(VENV)/bin/arena
-INSTALL_INPUTS := pyproject.toml setup.py scripts/install.sh scripts/build_llama_cpp.sh
+INSTALL_INPUTS := pyproject.toml setup.py scripts/install.sh scripts/build_llama_cpp.sh scripts/install_web_assets.sh \
+	gateway/web/package.json gateway/web/package-lock.json
 PYTEST_ARGS ?=
 
 .PHONY: help install install-test run test bench drills lint-workflows setup-tunnels fleet-up fleet-status fleet-down clean

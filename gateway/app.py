@@ -35,12 +35,13 @@ from gateway.health_monitor import HealthMonitor, HealthPolicy
 from gateway.instances import InstanceRegistry
 from gateway.keys import ApiKeyStore, KeyCache, RateLimiter
 from gateway.metrics import GatewayMetrics
-from gateway.registration import RegistrationService, RegistrationStore
+from gateway.registration import RegistrationService, RegistrationStore, UrlPolicy
 from gateway.routes import admin_api, instances_api, openai_api, status_api
 from gateway.security_headers import SecurityHeaders
 from gateway.settings import GatewaySettings
-from gateway.static_instances import static_instances
+from gateway.static_instances import static_base_domain, static_instances
 from gateway.store import Database, DatabaseUnavailable
+from gateway.store.legacy import import_legacy_votes
 from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
 from gateway.errors import GATEWAY_ERRORS
@@ -61,8 +62,10 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
                                      urls=settings.instance_urls):
         instances.add(instance)
     db = Database(settings.store_url)
-    registrations = RegistrationService(RegistrationStore(db), instances, default_ttl=settings.default_ttl,
-                                        max_ttl=settings.max_ttl, sync_interval=settings.registration_sync)
+    registrations = RegistrationService(
+        RegistrationStore(db), instances, default_ttl=settings.default_ttl, max_ttl=settings.max_ttl,
+        url_policy=UrlPolicy(settings.registration_host_patterns(static_base_domain(catalogue))),
+        max_per_model=settings.max_registrations_per_model, sync_interval=settings.registration_sync)
     monitor = HealthMonitor(instances, HealthPolicy(
         interval=settings.health_interval, timeout=settings.health_timeout,
         recovery_probes=settings.recovery_probes, flap_threshold=settings.flap_threshold,
@@ -95,6 +98,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.upgrade()
+        if settings.database_url is None and settings.db_path is not None:
+            await import_legacy_votes(db, settings.db_path.parent)
         await key_cache.refresh()
         restored = await registrations.restore()
         log.info("gateway: %d static instances, %d registrations restored, balancer %s, keys %s, store %s",
@@ -155,6 +160,10 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
 
     from gateway.arena import attach_arena
     attach_arena(app)
+    from gateway.modes import attach_modes
+    attach_modes(app)
+    from gateway.admin import attach_admin
+    attach_admin(app)
     return app
 
 

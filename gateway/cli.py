@@ -20,11 +20,12 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
 
     import uvicorn
 
-    from gateway.store.cli import StartupError, open_checked
-
     from gateway.app import create_app
+    from gateway.drain import DrainGuard, DrainingServer
     from gateway.logs import configure_logging
     from gateway.settings import GatewaySettings
+    from gateway.store.cli import StartupError, open_checked
+    from shared.tls import uvicorn_tls
 
     overrides = {name: value for name, value in
                  (("host", args.host), ("port", args.port), ("log_format", args.log_format),
@@ -36,9 +37,18 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     except StartupError as exc:
         print(f"arena gateway: {exc}", file=sys.stderr)
         return 2
+    try:
+        tls = uvicorn_tls(settings.tls_cert, settings.tls_key)
+    except ValueError as exc:
+        print(f"arena gateway: {exc}", file=sys.stderr)
+        return 2
     app = create_app(catalogue, settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)  # uvloop, httptools if there
+    # SIGTERM drains (gateway.drain): in-flight streams finish, new requests get a retryable 503.
+    guard = DrainGuard(app)
+    config = uvicorn.Config(guard, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                            log_level=settings.log_level.lower(), timeout_graceful_shutdown=10,
+                            **tls)  # uvloop, httptools
+    DrainingServer(config, guard, timeout=settings.drain_timeout, linger=settings.drain_linger).run()
     return 0
 
 

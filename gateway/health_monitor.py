@@ -56,7 +56,8 @@ class HealthMonitor:
 
     async def start(self) -> None:
         timeout = httpx.Timeout(self.policy.timeout)
-        self._client = httpx.AsyncClient(timeout=timeout, headers=self._headers, follow_redirects=True,
+        # Never follow a redirect: the probe carries the instance secret.
+        self._client = httpx.AsyncClient(timeout=timeout, headers=self._headers, follow_redirects=False,
                                          limits=httpx.Limits(max_keepalive_connections=64))
         self._task = asyncio.create_task(self._run(), name="health-monitor")
 

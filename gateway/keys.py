@@ -81,6 +81,16 @@ class ApiKeyStore:
                                         .values(revoked_at=time.time()))
         return result.rowcount > 0
 
+    async def set_limit(self, key_id: str, rpm: int | None) -> ApiKey | None:
+        """Set an active key's requests per minute (None: the gateway's default); None if no such key."""
+        async with self.db.write() as conn:
+            result = await conn.execute(update(api_keys).where(api_keys.c.key_id == key_id,
+                                                               api_keys.c.revoked_at.is_(None)).values(rpm=rpm))
+            if result.rowcount == 0:
+                return None
+            row = (await conn.execute(select(api_keys).where(api_keys.c.key_id == key_id))).one()
+        return _key(row)
+
     async def verify(self, secret: str) -> ApiKey | None:
         """The active key with this secret, or None (reads the store: for tools, not the hot path)."""
         return (await self.active_by_hash()).get(hash_key(secret))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -47,6 +49,38 @@ class _InstanceCollector(Collector):
         return [state, outstanding, probe, ready]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestSample:
+    """What one proxied request measured, for observers such as the admin analytics."""
+
+    at: float                 # wall-clock time the answer finished
+    model: str
+    instance: str
+    key_id: str | None
+    status: int
+    error: bool
+    duration: float           # seconds, request to last byte
+    ttft: float | None        # seconds to the first token (the instance's figure when it gave one)
+    queue: float | None       # seconds waiting for a slot, when the instance reported it
+    generation: float | None  # seconds from the first token to the last
+    prompt_tokens: int
+    completion_tokens: int
+
+    @classmethod
+    def of(cls, *, ttft: float | None, duration: float, perf: dict[str, Any] | None, completion_tokens: int,
+           **fields: Any) -> "RequestSample":
+        """A sample from the gateway's own timings, replaced by the instance's `perf` figures
+        where the request asked for them (the gateway's first chunk can be the role alone, before
+        the prompt is read, so only the instance knows its first token)."""
+        perf = perf or {}
+        seconds = lambda name: perf[name] / 1000 if isinstance(perf.get(name), int | float) else None  # noqa: E731
+        queue, instance_ttft, generation = seconds("queue_ms"), seconds("ttft_ms"), seconds("generation_ms")
+        if generation is None and completion_tokens:
+            generation = max(0.0, duration - (ttft or 0.0))
+        return cls(at=time.time(), ttft=instance_ttft if instance_ttft is not None else ttft, duration=duration,
+                   queue=queue, generation=generation, completion_tokens=completion_tokens, **fields)
+
+
 class _AffinityCollector(Collector):
     """How the balancer's prefix affinity decided (balancers without it report nothing)."""
 
@@ -84,6 +118,13 @@ class GatewayMetrics:
         r.register(self.instance_collector)
         if balancer is not None:
             r.register(_AffinityCollector(balancer))
+        # Called with each finished request's `RequestSample`, off the answer's path; they must
+        # not do I/O (the admin analytics sums in memory and writes periodically).
+        self.observers: list[Callable[[RequestSample], None]] = []
+
+    def observe(self, sample: RequestSample) -> None:
+        for observer in self.observers:
+            observer(sample)
 
     def error(self, model: str, kind: str) -> None:
         self.errors.labels(model, kind).inc()

@@ -1,9 +1,13 @@
 """Instances that register themselves: kept in the store, so they survive a gateway restart
 and every gateway sharing the store routes to them.
 
-A registration lives `ttl_seconds` past its last heartbeat. Deregistration and heartbeats
-name one instance id, so a runner handing off to its successor (maybe at the same public URL)
-can only ever remove itself. Each gateway brings its registry in step with the store every
+A registration lives `ttl_seconds` past its last heartbeat. Registering needs the registration
+token and returns a per-registration secret; heartbeats, deregistration and re-registration of
+a live id need that secret too (`X-Arena-Registration-Secret`), so a holder of the token cannot
+take over or remove another runner's instance, and a runner handing off to its successor
+(maybe at the same public URL) can only ever remove itself. A registered URL is an origin
+(http or https, no userinfo, path, query or fragment) on an allowed host (`UrlPolicy`), and
+each model has at most `max_per_model` live registrations. Each gateway brings its registry in step with the store every
 `sync_interval` seconds (`RegistrationService.sync`): an instance registered through another
 gateway becomes routable here, one deregistered elsewhere is gone here. Health stays per
 gateway: each probes its instances itself.
@@ -11,12 +15,18 @@ gateway: each probes its instances itself.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import hmac
+import ipaddress
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from gateway.instances import Instance, InstanceRegistry, InstanceState
 from gateway.store import Database
@@ -25,6 +35,8 @@ from gateway.store.schema import registrations
 from shared.errors import ApiError, model_not_found
 
 log = logging.getLogger("gateway.registration")
+
+REGISTRATION_SECRET_HEADER = "X-Arena-Registration-Secret"
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,11 @@ class Registration:
     ttl_seconds: int
     registered_at: float
     expires_at: float
+    secret_hash: str | None = None
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class RegistrationStore:
@@ -77,23 +94,81 @@ class RegistrationStore:
                 registrations.c.instance_id == instance_id))).first()
         return Registration(**row._asdict()) if row else None
 
+    async def count_live(self, model: str, now: float, *, besides: str) -> int:
+        async with self.db.read() as conn:
+            return (await conn.execute(select(func.count()).select_from(registrations).where(
+                registrations.c.model == model, registrations.c.expires_at > now,
+                registrations.c.instance_id != besides))).scalar_one()
+
     async def purge_expired(self, now: float) -> int:
         async with self.db.write() as conn:
             return (await conn.execute(delete(registrations).where(registrations.c.expires_at <= now))).rowcount
 
 
-def _valid_url(url: Any) -> str:
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
-        raise ApiError(400, "'url' must be an http:// or https:// URL.", code="invalid_value", param="url")
-    return url.rstrip("/")
+class UrlPolicy:
+    """Which URLs an instance may register: an http(s) origin on a host matching a pattern.
+
+    Patterns are fnmatch patterns on the host name (``*.example.org``); ``loopback`` stands for
+    127.0.0.0/8, ::1 and localhost. The URL may not carry userinfo, a path, a query or a fragment:
+    the gateway appends the API's paths itself and sends the instance secret there.
+    """
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns = [p.strip().lower() for p in patterns if p.strip()]
+
+    def check(self, url: Any) -> str:
+        if not isinstance(url, str) or len(url) > 2048:
+            raise self._refuse("'url' must be an http:// or https:// URL.")
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port
+        except ValueError:
+            raise self._refuse("'url' is not a valid URL.") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self._refuse("'url' must be an http:// or https:// URL.")
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise self._refuse("'url' may not carry a user name or password.")
+        if parts.query or parts.fragment or "?" in url or "#" in url or parts.path not in ("", "/"):
+            raise self._refuse("'url' must be the instance's origin (scheme, host, port): no path, query or "
+                               "fragment.")
+        host = parts.hostname.lower()
+        if not self.allows(host):
+            raise ApiError(403, f"'url' names the host {host!r}, which this gateway does not accept for "
+                                "registrations (ARENA_GATEWAY_REGISTRATION_HOSTS).", code="host_not_allowed",
+                           param="url")
+        netloc = f"[{host}]" if ":" in host else host
+        return f"{parts.scheme}://{netloc}" + (f":{port}" if port is not None else "")
+
+    def allows(self, host: str) -> bool:
+        for pattern in self.patterns:
+            if pattern == "loopback":
+                if host == "localhost" or _is_loopback(host):
+                    return True
+            elif fnmatch.fnmatchcase(host, pattern):
+                return True
+        return False
+
+    @staticmethod
+    def _refuse(message: str) -> ApiError:
+        return ApiError(400, message, code="invalid_value", param="url")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RegistrationService:
     """Keeps registered instances in the registry in step with the store."""
 
     def __init__(self, store: RegistrationStore, registry: InstanceRegistry, *, default_ttl: int, max_ttl: int,
-                 sync_interval: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+                 url_policy: UrlPolicy, max_per_model: int = 8, sync_interval: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.url_policy = url_policy
+        self.max_per_model = max_per_model
         self.registry = registry
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
@@ -142,7 +217,8 @@ class RegistrationService:
         existing = self.registry.get(instance_id)
         return existing is not None and existing.source == "static"
 
-    async def register(self, payload: Any) -> Instance:
+    async def register(self, payload: Any, secret: str | None = None) -> tuple[Instance, str | None]:
+        """Register (or move) an instance; with the new registration's secret (None if it kept its own)."""
         if not isinstance(payload, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
         model, instance_id = payload.get("model"), payload.get("instance_id")
@@ -151,7 +227,7 @@ class RegistrationService:
         if not isinstance(instance_id, str) or not instance_id or len(instance_id) > 200:
             raise ApiError(400, "'instance_id' must be a non-empty string.", code="invalid_value",
                            param="instance_id")
-        url = _valid_url(payload.get("url"))
+        url = self.url_policy.check(payload.get("url"))
         ttl = self._ttl(payload.get("ttl_seconds"))
         if model not in self.registry.catalogue.models:
             raise model_not_found(model)
@@ -159,33 +235,54 @@ class RegistrationService:
             raise ApiError(409, f"'{instance_id}' is a static instance of this gateway.", code="instance_id_taken",
                            param="instance_id")
         now = self._written[instance_id] = self.clock()
-        reg = Registration(instance_id, model, url, ttl, now, now + ttl)
+        existing = await self.store.get(instance_id)
+        live = existing if existing is not None and existing.expires_at > now and existing.secret_hash else None
+        if live is not None and not _secret_matches(live, secret):
+            raise ApiError(409, f"'{instance_id}' is registered with another credential: send its "
+                                f"{REGISTRATION_SECRET_HEADER}, or use another instance id.",
+                           code="instance_id_taken", param="instance_id")
+        if await self.store.count_live(model, now, besides=instance_id) >= self.max_per_model:
+            raise ApiError(409, f"'{model}' already has {self.max_per_model} registered instances, the most this "
+                                "gateway accepts.", code="registration_limit_reached", param="model")
+        new_secret = None if live is not None else "rs-" + secrets.token_urlsafe(32)
+        secret_hash = live.secret_hash if live is not None else _hash(new_secret)
+        reg = Registration(instance_id, model, url, ttl, now, now + ttl, secret_hash)
         await self.store.upsert(reg)
         instance = self._apply(reg)
         log.info("registered %s (%s) at %s for %ds", instance_id, model, url, ttl)
-        return instance
+        return instance, new_secret
 
-    async def heartbeat(self, instance_id: str, payload: Any) -> Instance:
+    async def _bound(self, instance_id: str, secret: str | None) -> Registration:
+        """The live registration of `instance_id`, if `secret` is its own; 404 or 403 otherwise."""
+        stored = await self.store.get(instance_id)
+        if stored is None or stored.expires_at <= self.clock() or not stored.secret_hash \
+                or self._is_static(instance_id):
+            instance = self.registry.get(instance_id)
+            if instance is not None and instance.source == "registered" and instance.state is not InstanceState.GONE:
+                self._gone(instance, "registration expired")
+            raise ApiError(404, f"No registered instance '{instance_id}'; register again.",
+                           code="instance_not_found")
+        if not _secret_matches(stored, secret):
+            raise ApiError(403, f"Send the {REGISTRATION_SECRET_HEADER} that registering '{instance_id}' returned.",
+                           code="invalid_registration_secret")
+        return stored
+
+    async def heartbeat(self, instance_id: str, payload: Any, secret: str | None = None) -> Instance:
         ttl_value = payload.get("ttl_seconds") if isinstance(payload, dict) else None
         ttl = self._ttl(ttl_value) if ttl_value is not None else None
-        stored = await self.store.get(instance_id)
+        stored = await self._bound(instance_id, secret)
         now = self._written[instance_id] = self.clock()
-        reg = None
-        if stored is not None and not self._is_static(instance_id):
-            reg = await self.store.renew(instance_id, ttl or stored.ttl_seconds, now)
+        reg = await self.store.renew(instance_id, ttl or stored.ttl_seconds, now)
         if reg is None or reg.model not in self.registry.catalogue.models:
-            instance = self.registry.get(instance_id)
-            if instance is not None and instance.source == "registered":
-                self._gone(instance, "registration expired")
             raise ApiError(404, f"No registered instance '{instance_id}'; register again.",
                            code="instance_not_found")
         return self._apply(reg)
 
-    async def deregister(self, instance_id: str) -> Instance:
-        instance = self.registry.get(instance_id)
-        removed = await self.store.delete(instance_id)
-        if instance is None or instance.source != "registered" or (instance.state is InstanceState.GONE and not removed):
-            raise ApiError(404, f"No registered instance '{instance_id}'.", code="instance_not_found")
+    async def deregister(self, instance_id: str, secret: str | None = None) -> Instance:
+        stored = await self._bound(instance_id, secret)
+        await self.store.delete(instance_id)
+        # Registered through another gateway and not yet synced here: known from the store.
+        instance = self.registry.get(instance_id) or self._apply(stored)
         self._gone(instance, "deregistered")
         return instance
 
@@ -221,3 +318,7 @@ class RegistrationService:
         instance.registered_at = reg.registered_at
         instance.expires_at = reg.expires_at
         return instance
+
+
+def _secret_matches(reg: Registration, secret: str | None) -> bool:
+    return bool(secret) and reg.secret_hash is not None and hmac.compare_digest(reg.secret_hash, _hash(secret))

@@ -25,6 +25,8 @@ class GatewaySettings(BaseSettings):
     port: int | None = Field(None, ge=0, le=65535, description="default: catalogue fleet.gateway_port")
     log_format: Literal["json", "pretty"] = "pretty"
     log_level: str = "info"
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS (with tls_key)")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
 
     # Health probes and state changes.
     health_interval: float | None = Field(None, gt=0, description="seconds between probes; default fleet")
@@ -46,6 +48,8 @@ class GatewaySettings(BaseSettings):
     balancer: Literal["prefix-affinity", "least-busy", "power-of-two"] = "prefix-affinity"
     max_connections: int = Field(512, ge=1, description="upstream connections (a request waits connect_timeout "
                                                          "at most for one)")
+    drain_timeout: float = Field(60.0, ge=0, description="on SIGTERM, seconds to let in-flight requests finish")
+    drain_linger: float = Field(1.0, ge=0, description="on SIGTERM, seconds at least of 503s before exiting")
 
     # Instances.
     instance_urls: dict[str, list[str]] | None = Field(
@@ -58,6 +62,11 @@ class GatewaySettings(BaseSettings):
         None, validation_alias=AliasChoices(INSTANCE_SECRET_ENV, "ARENA_GATEWAY_INSTANCE_SECRET"))
     default_ttl: int = Field(60, ge=1)
     max_ttl: int = Field(24 * 3600, ge=1)
+    registration_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="host patterns a registered URL may name (fnmatch, comma-separated; "
+                                          "'loopback' for 127.0.0.0/8, ::1 and localhost); default: loopback and "
+                                          "*.<BASE_DOMAIN>, or *.trycloudflare.com without a domain")
+    max_registrations_per_model: int = Field(8, ge=1, description="live registrations one model may have")
 
     # Keys, limits, CORS, storage.
     require_api_key: bool = Field(False, description="require a key made with `arena keys create` on /v1/*")
@@ -74,7 +83,7 @@ class GatewaySettings(BaseSettings):
     unvoted_battle_ttl: float = Field(7 * 24 * 3600, gt=0, description="seconds before an unvoted battle is pruned")
     prune_interval: float = Field(600.0, gt=0, description="seconds between prunes of old battles and rate windows")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "registration_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -90,6 +99,13 @@ class GatewaySettings(BaseSettings):
     def for_catalogue(cls, catalogue: Catalogue, **overrides: Any) -> "GatewaySettings":
         """Settings from the environment and `overrides`, unset fields from the catalogue's fleet."""
         return cls(**overrides).with_fleet_defaults(catalogue.fleet)
+
+    def registration_host_patterns(self, base_domain: str | None) -> list[str]:
+        """The hosts registered instances may be at: the setting, else loopback and the tunnel domain."""
+        if self.registration_hosts:
+            return self.registration_hosts
+        tunnel = f"*.{base_domain.strip('.')}" if base_domain else "*.trycloudflare.com"
+        return ["loopback", tunnel]
 
     @property
     def store_url(self) -> str:

@@ -23,13 +23,19 @@ def api_url_env(model_key: str) -> str:
     return f"{env_key(model_key)}_API_URL"
 
 
+def static_base_domain(catalogue: Catalogue, environ: Mapping[str, str] | None = None) -> str | None:
+    """The fleet's tunnel domain: ``BASE_DOMAIN``, else the catalogue's ``fleet.base_domain``."""
+    env = os.environ if environ is None else environ
+    return env.get("BASE_DOMAIN") or catalogue.fleet.base_domain
+
+
 def static_instances(catalogue: Catalogue, *, use_catalogue: bool = True,
                      environ: Mapping[str, str] | None = None,
                      urls: Mapping[str, list[str]] | None = None) -> list[Instance]:
     env = os.environ if environ is None else environ
     if urls is not None:  # explicit: these models' URLs, no other instance
         env = {api_url_env(key): ",".join(urls.get(key, [])) for key in catalogue.models}
-    base_domain = env.get("BASE_DOMAIN") or catalogue.fleet.base_domain
+    base_domain = static_base_domain(catalogue, env)
     found: list[Instance] = []
     for key, spec in catalogue.models.items():
         name = api_url_env(key)

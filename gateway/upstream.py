@@ -30,7 +30,7 @@ from gateway.balancing import Balancer
 from gateway.health_monitor import HealthMonitor
 from gateway.instances import Instance, InstanceRegistry
 from gateway.logs import log_request
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, RequestSample
 from shared import sse
 from gateway.overload_buffer import OverloadBuffer
 from gateway.upstream_http import (CLIENT_ERRORS, HttpLimits, UpstreamFailure, UpstreamHttp, check_head, classify,
@@ -44,6 +44,7 @@ log = logging.getLogger("gateway.upstream")
 
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_PERF = re.compile(rb'"perf"\s*:\s*(\{[^{}]*\})')
 # The gateway says what it relays: an instance cannot serve HTML (or anything else) from the
 # arena's origin by choosing its own Content-Type.
 _JSON, _EVENT_STREAM = "application/json", "text/event-stream"
@@ -90,6 +91,7 @@ class _Call:
     attempts: int = 0
     status: int = 0
     ttft: float | None = None
+    perf: dict[str, Any] | None = None  # the instance's own timings, when the request asked for `perf`
     error: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -411,6 +413,12 @@ class UpstreamProxy:
             call.prompt_tokens = int(match.group(1))
         if match := _COMPLETION_TOKENS.search(content):
             call.completion_tokens = int(match.group(1))
+        if match := _PERF.search(content):
+            try:
+                perf = json.loads(match.group(1))
+            except ValueError:
+                perf = None
+            call.perf = perf if isinstance(perf, dict) else None
 
     def _finish(self, call: _Call) -> None:
         """Count and log `call` once the loop is free again: after the answer went out, so
@@ -438,6 +446,11 @@ class UpstreamProxy:
             m.tokens.labels(label, counted_instance, "completion").inc(completion)
         if call.prompt_tokens:
             m.tokens.labels(label, counted_instance, "prompt").inc(call.prompt_tokens)
+        if m.observers:
+            m.observe(RequestSample.of(
+                model=label, instance=counted_instance, key_id=call.key_id, status=call.status,
+                error=bool(call.error) or call.status >= 400, duration=elapsed, ttft=call.ttft, perf=call.perf,
+                prompt_tokens=call.prompt_tokens or 0, completion_tokens=completion or 0))
         log_request(endpoint=call.endpoint, model=call.model, instance=instance_id, status=call.status,
                     stream=call.stream, attempts=call.attempts, ms=round(elapsed * 1000, 2),
                     ttft_ms=None if call.ttft is None else round(call.ttft * 1000, 2),

@@ -2,7 +2,9 @@
 
 `POST /api/instances` registers (or renews) one instance, `POST /api/instances/{id}/heartbeat`
 keeps it, `GET /api/instances/{id}` tells whether the gateway sees it ready, and
-`DELETE /api/instances/{id}` removes that one id and nothing else.
+`DELETE /api/instances/{id}` removes that one id and nothing else. Registering returns a
+per-registration secret, which the client sends (`X-Arena-Registration-Secret`) with every later
+call about that instance.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from urllib.parse import quote
 import httpx
 
 from scripts.retrying import RetryPolicy, TransientError
+
+REGISTRATION_SECRET_HEADER = "X-Arena-Registration-Secret"
 
 
 class RegistrationError(RuntimeError):
@@ -43,6 +47,11 @@ class GatewayRegistrationClient:
         self.retry = RetryPolicy(attempts=attempts, backoff=backoff, max_wait=5.0)
         self._http = httpx.Client(base_url=self.gateway_url, transport=transport, timeout=timeout,
                                   headers={"Authorization": f"Bearer {token}"})
+        self._secrets: dict[str, str] = {}  # instance id -> its registration secret
+
+    def _secret_header(self, instance_id: str) -> dict[str, str]:
+        secret = self._secrets.get(instance_id)
+        return {REGISTRATION_SECRET_HEADER: secret} if secret else {}
 
     def close(self) -> None:
         self._http.close()
@@ -67,17 +76,20 @@ class GatewayRegistrationClient:
         return f"/api/instances/{quote(instance_id, safe='')}{suffix}"
 
     def register(self, *, model: str, url: str, instance_id: str, ttl_seconds: int) -> dict[str, Any]:
-        response = self._request("POST", "/api/instances", json={
+        response = self._request("POST", "/api/instances", headers=self._secret_header(instance_id), json={
             "model": model, "url": url, "instance_id": instance_id, "ttl_seconds": ttl_seconds})
         if response.status_code == 404:
             raise RegistrationError(f"the gateway does not know the model {model!r}")
         if response.status_code >= 400:
             raise RegistrationError(f"registration refused ({response.status_code}): {_error_message(response)}")
-        return response.json()
+        answer = response.json()
+        if answer.get("registration_secret"):
+            self._secrets[instance_id] = answer["registration_secret"]
+        return answer
 
     def heartbeat(self, instance_id: str) -> bool:
         """True when renewed; False when the gateway forgot the instance (register again)."""
-        response = self._request("POST", self._path(instance_id, "/heartbeat"))
+        response = self._request("POST", self._path(instance_id, "/heartbeat"), headers=self._secret_header(instance_id))
         if response.status_code == 404:
             return False
         if response.status_code >= 400:
@@ -98,7 +110,7 @@ class GatewayRegistrationClient:
 
     def deregister(self, instance_id: str) -> bool:
         """Remove this one instance id; False when the gateway had already forgotten it."""
-        response = self._request("DELETE", self._path(instance_id))
+        response = self._request("DELETE", self._path(instance_id), headers=self._secret_header(instance_id))
         if response.status_code == 404:
             return False
         if response.status_code >= 400:

@@ -20,8 +20,8 @@ from typing import Protocol
 
 from scripts.fleet_labels import RunLabels
 from scripts.github_api import GitHubClient, GitHubError, RunDispatch
+from shared import paths
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class LocalProcessLauncher:
         self._port_picker = port_picker
         self._extra_args = list(extra_args or [])
         self._env = dict(env or {})
-        self._log_dir = log_dir or PROJECT_ROOT / "build" / "runner-logs"
+        self._log_dir = log_dir or paths.log_dir("runner")
         self.launched: list[LaunchedSuccessor] = []
 
     def command(self, request: SuccessorRequest, port: int) -> list[str]:
@@ -126,7 +126,7 @@ class LocalProcessLauncher:
         log_path = self._log_dir / f"runner-{request.instance_id}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                self.command(request, port), cwd=PROJECT_ROOT, env={**os.environ, **self._env},
+                self.command(request, port), cwd=paths.checkout_root(), env={**os.environ, **self._env},
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         launched = LaunchedSuccessor(f"local process {process.pid} on port {port} (log {log_path})",
                                      process=process)

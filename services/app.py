@@ -12,12 +12,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from shared.body_limit import BodyLimit
 from shared.disconnect import cancel_on_disconnect
 from shared import sse
 from shared.catalogue import Catalogue
+from shared.body_limit import BodyLimit
 from shared.errors import error_body, install_error_handlers
-from shared.openapi import COMPLETION_RESPONSES, publish_openapi
+from shared.openapi import COMPLETION_RESPONSES, METRICS_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.choice_output import ChoiceOutput
@@ -30,14 +30,13 @@ from services.protocol import ChatCompletionRequest, CompletionRequest, Generati
 from services.settings import ServiceSettings
 
 
-def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: GenerationService | None = None) -> FastAPI:
+def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     """The service of `settings.model`, as the catalogue describes it with the settings'
     overrides. The model loads in the background once the app starts (`/health` says
     `loading` meanwhile); `app.state.service` is the `GenerationService`."""
-    service = service or GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
-                                           model_cache=catalogue.fleet.model_cache_path())
+    service = GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
+                                model_cache=catalogue.fleet.model_cache_path())
     instance_secret = settings.instance_secret
-    max_body_bytes = settings.max_body_bytes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -70,7 +69,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
 
     if instance_secret:  # without a secret every request passes: no middleware on the hot path
         app.middleware("http")(require_instance_secret)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # outermost: before the secret check reads
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # outermost: before the secret check reads
 
     def health_response() -> JSONResponse:
         status = service.status
@@ -95,7 +94,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, *, service: Gene
     async def health_details() -> dict:
         return service.health_details().model_dump()
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 

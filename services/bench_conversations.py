@@ -18,7 +18,7 @@ import time
 
 import httpx
 
-from services.bench_support import percentile, running_fleet, stream_chat
+from services.bench_support import ms, percentile, running_fleet, stream_chat
 from shared.catalogue import Catalogue, env_key
 
 WORDS = ("harbour river mountain market garden library station bridge forest village castle meadow "
@@ -64,18 +64,14 @@ async def _run(url: str, model: str, conversations: int, turns: int, concurrency
     return {
         "requests": sum(len(t) for t in turn_figures),
         "failed": sum(not r.ok for t in turn_figures for r in t),
-        "turn1_ttft_p50_ms": _ms(percentile(first, 0.5)),
+        "turn1_ttft_p50_ms": ms(percentile(first, 0.5)),
         "later_turns_prompt_tokens": prompt,
         "later_turns_cached_tokens": cached,
         "later_turns_cached_share": round(cached / prompt, 3) if prompt else None,
-        "later_turns_ttft_p50_ms": _ms(percentile(ttfts, 0.5)),
-        "later_turns_ttft_p90_ms": _ms(percentile(ttfts, 0.9)),
+        "later_turns_ttft_p50_ms": ms(percentile(ttfts, 0.5)),
+        "later_turns_ttft_p90_ms": ms(percentile(ttfts, 0.9)),
         "wall_s": round(wall, 1),
     }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

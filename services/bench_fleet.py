@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from services.bench_conversations import document
-from services.bench_support import LOG_DIR, StreamResult, percentile, read_stream, running_fleet, stream_chat
+from services.bench_support import LOG_DIR, StreamResult, ms, percentile, read_stream, running_fleet, stream_chat
 from shared.catalogue import Catalogue
 
 PROMPTS = ["Write a short poem about rain.", "Explain how a bicycle works.", "What is the capital of France?",
@@ -57,7 +57,8 @@ class Workload:
         if created.status_code != 201:
             return [StreamResult(status=created.status_code)]
         battle = created.json()
-        return list(await asyncio.gather(*(read_stream(client, self.url + side["stream_url"], None)
+        token = {"X-Battle-Token": battle.get("token", "")}  # the arena asks for it to stream a side
+        return list(await asyncio.gather(*(read_stream(client, self.url + side["stream_url"], None, token)
                                            for side in battle["sides"].values())))
 
 
@@ -82,13 +83,9 @@ async def run_level(url: str, models: list[str], concurrency: int, seconds: floa
     tokens = sum((r.usage or {}).get("completion_tokens", len(r.stamps)) for r in done)
     return {"concurrency": concurrency, "requests": len(results), "completed": len(done),
             "requests_per_s": round(len(done) / wall, 2), "tokens_per_s": round(tokens / wall, 1),
-            "ttft_p50_ms": _ms(percentile(ttfts, 0.5)), "ttft_p90_ms": _ms(percentile(ttfts, 0.9)),
+            "ttft_p50_ms": ms(percentile(ttfts, 0.5)), "ttft_p90_ms": ms(percentile(ttfts, 0.9)),
             "rejected_503": sum(r.status == 503 for r in results),
             "errors": sum(not r.ok and r.status != 503 for r in results), "wall_s": round(wall, 1)}
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,6 @@ import socket
 import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -96,6 +95,10 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def _free_block(size: int) -> int:
     """A port p with p .. p+size-1 all free (the local fleet numbers a model's instances so)."""
     for _ in range(50):
@@ -134,8 +137,3 @@ def running_fleet(catalogue: Catalogue, plan: dict[str, int], name: str, *, shar
     finally:
         fleet.stop()
 
-
-def write_json(path: Path | None, results: dict) -> None:
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2))

@@ -11,6 +11,7 @@ import time
 import uvicorn
 
 from shared.catalogue import Catalogue, CatalogueError
+from shared.tls import uvicorn_tls
 from services.app import create_app
 from services.generation import GenerationService
 from services.settings import ServiceSettings
@@ -79,13 +80,18 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     except CatalogueError as exc:
         log.error("%s", exc)
         return 2
+    try:
+        tls = uvicorn_tls(settings.tls_cert, settings.tls_key)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     app = create_app(catalogue, settings)
     service: GenerationService = app.state.service
     host = settings.host or catalogue.fleet.service_host
     config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(),
-                            access_log=False, timeout_graceful_shutdown=5)
+                            access_log=False, timeout_graceful_shutdown=5, **tls)
     server = DrainingServer(config, service, settings.drain_timeout)
-    log.info("serving %s on http://%s:%d", spec.key, host, spec.port)
+    log.info("serving %s on %s://%s:%d", spec.key, "https" if tls else "http", host, spec.port)
     server.run()
     return 0 if service.status != "error" else 1
 

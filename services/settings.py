@@ -4,6 +4,7 @@ environment (ARENA_SERVICE_*) and then by the command line."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import socket
 import uuid
 
@@ -33,6 +34,8 @@ class ServiceSettings(BaseSettings):
     drain_timeout: float = Field(120.0, gt=0, description="seconds to finish in-flight work on SIGTERM")
     instance_secret: str | None = Field(None, validation_alias=AliasChoices(INSTANCE_SECRET_ENV))
     log_level: str = "info"
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS (with tls_key)")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies are refused (413)")
 
     def resolve(self, catalogue: Catalogue) -> ModelSpec:

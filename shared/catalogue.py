@@ -78,9 +78,12 @@ class ModelSource(BaseModel):
 
 
 class ModelProfile(BaseModel):
-    """What a model is, for people choosing one and for the arena and its modes (one shape for
-    every reader): a short description, its size, what it is good at, what it supports, and the
-    words by which an answer gives away which model wrote it (its name, its maker)."""
+    """What a model is, for people, for the arena and for the modes' orchestrator: a short
+    description, its size, what it is good at and not, its trained context, tool and reasoning
+    support, published benchmark figures, and the words by which an answer gives away which
+    model wrote it (its name, its maker). One place for these facts: battles read
+    `identity_words`, the discussion's orchestrator weighs participants by the rest, the modes
+    pages show them."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -91,6 +94,9 @@ class ModelProfile(BaseModel):
     tools: bool = False
     reasoning: Literal["none", "optional", "always"] = "none"
     languages: list[str] = Field(default_factory=lambda: ["en"])
+    weaknesses: list[str] = Field(default_factory=list, description="what it should not be trusted with")
+    benchmarks: dict[str, str] = Field(default_factory=dict,
+                                       description="benchmark name -> result as published, with its source")
     identity_words: list[str] = Field(default_factory=list)
 
 

@@ -21,6 +21,10 @@ COMPLETION_RESPONSES = {200: {"description": "The completion; a stream of server
                               "content": {"application/json": {"schema": {"type": "object"}},
                                           "text/event-stream": {"schema": {"type": "string"}}}}}
 
+#: The 200 of a Prometheus `/metrics` endpoint.
+METRICS_RESPONSES = {200: {"description": "Prometheus metrics",
+                           "content": {"text/plain": {"schema": {"type": "string"}}}}}
+
 
 def _with_errors(document: dict[str, Any]) -> dict[str, Any]:
     document.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA

@@ -16,12 +16,13 @@ Run: ``python -m tests.drills`` (or one: ``python -m tests.drills sigkill``).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -259,11 +260,9 @@ def _never_reads(fleet: Fleet, outcome: Outcome) -> str:
     """Clients that open long streams and never read them, then leave."""
     control(fleet.a, chunks=20000, chunk_delay=0.0)
     control(fleet.b, chunks=20000, chunk_delay=0.0)
-    import socket
-
-    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {{n}}\r\n\r\n{{body}}")
-    body = __import__("json").dumps({**BODY, "stream": True})
+    body = json.dumps({**BODY, "stream": True})
+    request = ("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               "Content-Length: {n}\r\n\r\n{body}")
     sockets = []
     for _ in range(16):
         sock = socket.create_connection(("127.0.0.1", fleet.gateway.port))

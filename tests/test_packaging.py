@@ -59,6 +59,9 @@ def test_arena_models_runs_from_the_installed_wheel_outside_the_checkout(wheel, 
 
     listed = json.loads(run("-m", "shared.cli", "models", "--json"))
     assert "smollm2-135m" in listed and listed["smollm2-135m"]["port"] > 0
+    # The store's migrations are data files of the package: the installed gateway can build its store.
+    run("-m", "shared.cli", "db", "upgrade")
+    assert (tmp_path / "xdg-data" / "serverless-llm-arena" / "gateway.sqlite3").stat().st_size > 0
     where = json.loads(run("-c", "import json, shared, shared.paths as p; from shared.catalogue import load_catalogue;"
                                  "c = load_catalogue(); print(json.dumps([shared.__file__, str(c.path),"
                                  " str(c.fleet.data_path()), str(p.log_dir('fleet'))]))"))

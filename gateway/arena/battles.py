@@ -83,19 +83,24 @@ class NameScrubber:
 
 
 class WordChunker:
-    """Re-cuts streamed text at whitespace: what comes out never ends inside a word, so the
-    browser cannot see where one token ended and the next began."""
+    """Re-cuts streamed text into words: each piece is one word with the whitespace after it, so
+    the pieces depend on the text alone and the browser cannot see where one token ended and
+    the next began. A run without whitespace (Chinese, Japanese, a long URL) is cut every
+    `HOLD` characters, again positions that depend on the text alone."""
+
+    HOLD = 32
+    _PIECE = re.compile(r"\S{1,%d}\s*|\s+" % HOLD)
 
     def __init__(self) -> None:
         self._pending = ""
 
-    def feed(self, text: str) -> str:
+    def feed(self, text: str) -> list[str]:
+        """The pieces now complete: a piece is complete once the next one has begun, so the cut
+        is where it would be in the whole text, whatever arrived when."""
         self._pending += text
-        cut = max(self._pending.rfind(" "), self._pending.rfind("\n"), self._pending.rfind("\t"))
-        if cut < 0:
-            return ""
-        out, self._pending = self._pending[:cut + 1], self._pending[cut + 1:]
-        return out
+        pieces = self._PIECE.findall(self._pending)[:-1]
+        self._pending = self._pending[sum(len(p) for p in pieces):]
+        return pieces
 
     def flush(self) -> str:
         out, self._pending = self._pending, ""
@@ -334,13 +339,14 @@ class BattleManager:
                                 meter.first_token = time.monotonic()
                             meter.chunks_with_text += 1
                             answer.append(content)
-                            if text := words.feed(content):
-                                out["content"] = text
+                            for piece in words.feed(content):
+                                yield chunk({**out, "content": piece})
+                                out = {}
                         fr = choice.get("finish_reason")
                         if isinstance(fr, str):
                             finish_reason = fr
                             if rest := words.flush():
-                                out["content"] = out.get("content", "") + rest
+                                out["content"] = rest
                         if out or isinstance(fr, str):
                             yield chunk(out, fr if isinstance(fr, str) else None)
             if rest := words.flush():

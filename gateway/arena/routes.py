@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from gateway.admin import record_admin_action
 from gateway.arena.activity import BattleActivity
 from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest, FollowUpRequest
 from gateway.arena.clients import ClientIdentifier, ClientLimits
@@ -67,12 +68,20 @@ class Arena:
             activity=activity, policy=catalogue.arena)
         self._leaderboard: tuple[Any, dict[str, Any]] | None = None
         self._leaderboard_lock = asyncio.Lock()
+        self._leaderboard_checked = float("-inf")
 
     def display_names(self) -> dict[str, str]:
         return {k: m.display_name for k, m in self.catalogue.models.items()}
 
     async def leaderboard(self) -> dict[str, Any]:
+        """The leaderboard, rebuilt when votes or exclusions changed. A rebuild (seconds with
+        thousands of votes: a bootstrap per board) happens at most every `leaderboard_max_age`
+        seconds, and while one runs the previous board is served rather than waited for."""
+        fresh = time.monotonic() - self._leaderboard_checked < self.settings.leaderboard_max_age
+        if self._leaderboard is not None and (fresh or self._leaderboard_lock.locked()):
+            return self._leaderboard[1]
         async with self._leaderboard_lock:
+            self._leaderboard_checked = time.monotonic()
             version = (await self.store.vote_count(), await self.store.exclusions_version())
             if self._leaderboard is None or self._leaderboard[0] != version:
                 votes = [vote async for vote in self.store.votes()]
@@ -282,6 +291,7 @@ async def arena_clients(request: Request) -> dict[str, Any]:
 async def exclude_client(body: ExcludeRequest, request: Request) -> dict[str, Any]:
     """Leave every vote of a client out of the ratings (they stay recorded)."""
     await arena_of(request).store.exclude_client(body.client, body.reason)
+    await record_admin_action(request, "arena.exclude_client", body.client, {"reason": body.reason})
     return {"object": "arena.excluded_client", "client": body.client, "excluded": True}
 
 
@@ -289,6 +299,7 @@ async def exclude_client(body: ExcludeRequest, request: Request) -> dict[str, An
 async def include_client(client: str, request: Request) -> dict[str, Any]:
     if not await arena_of(request).store.include_client(client):
         raise ApiError(404, f"The client {client!r} is not excluded.", code="client_not_excluded")
+    await record_admin_action(request, "arena.include_client", client)
     return {"object": "arena.excluded_client", "client": client, "excluded": False}
 
 

@@ -255,7 +255,8 @@ class VoteStore:
         async with self.db.write() as conn:
             old = select(battles.c.id).where(battles.c.created_at < older_than,
                                              battles.c.id.not_in(select(votes.c.battle_id)))
-            await conn.execute(delete(battle_sides).where(battle_sides.c.battle_id.in_(old)))
+            for child in (battle_turns, battle_sides):
+                await conn.execute(delete(child).where(child.c.battle_id.in_(old)))
             return (await conn.execute(delete(battles).where(battles.c.id.in_(old)))).rowcount
 
     # -- votes ---------------------------------------------------------------------------

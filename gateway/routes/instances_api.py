@@ -1,4 +1,4 @@
-"""`/api/instances*`: instances that register themselves, heartbeat, and deregister."""
+"""`/api/instances*`: instances that register themselves, heartbeat, and deregister (see `gateway.registration`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse
 
 from gateway.auth import is_admin, require_registration_token
+from gateway.registration import REGISTRATION_SECRET_HEADER
 from shared.errors import ApiError
 
 router = APIRouter(prefix="/api/instances")
@@ -35,20 +36,24 @@ def _instance_or_404(request: Request, instance_id: str):
 
 @router.post("", dependencies=[Depends(require_registration_token)])
 async def register(request: Request) -> JSONResponse:
-    instance = await request.app.state.registrations.register(await _json_body(request, required=True))
+    instance, secret = await request.app.state.registrations.register(
+        await _json_body(request, required=True), request.headers.get(REGISTRATION_SECRET_HEADER))
     request.app.state.monitor.probe_soon(instance)
-    return JSONResponse(instance.public())
+    # The secret is shown once: heartbeats, deregistration and re-registration must send it.
+    return JSONResponse({**instance.public(), **({"registration_secret": secret} if secret else {})})
 
 
 @router.post("/{instance_id}/heartbeat", dependencies=[Depends(require_registration_token)])
 async def heartbeat(instance_id: str, request: Request) -> JSONResponse:
-    instance = await request.app.state.registrations.heartbeat(instance_id, await _json_body(request, required=False))
+    instance = await request.app.state.registrations.heartbeat(
+        instance_id, await _json_body(request, required=False), request.headers.get(REGISTRATION_SECRET_HEADER))
     return JSONResponse(instance.public())
 
 
 @router.delete("/{instance_id}", dependencies=[Depends(require_registration_token)])
 async def deregister(instance_id: str, request: Request) -> JSONResponse:
-    instance = await request.app.state.registrations.deregister(instance_id)
+    instance = await request.app.state.registrations.deregister(
+        instance_id, request.headers.get(REGISTRATION_SECRET_HEADER))
     return JSONResponse(instance.public())
 
 

@@ -49,5 +49,5 @@ async def completions(body: CompletionRequest, request: Request):
 
 
 async def _served_in_front(request: Request, endpoint: str):
-    key = request.app.state.key_guard.check(request)
+    key = await request.app.state.key_guard.check(request)
     return await request.app.state.upstream.handle(request, endpoint, key.key_id if key else None)

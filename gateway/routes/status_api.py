@@ -10,6 +10,7 @@ from gateway.auth import is_admin
 from gateway.fleet_status import BADGE_CACHE_CONTROL
 from gateway.status_page import CONTENT_SECURITY_POLICY as STATUS_PAGE_CSP
 from gateway.status_page import render_status_fragment, render_status_page
+from shared.openapi import METRICS_RESPONSES
 
 router = APIRouter()
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -57,7 +58,6 @@ async def model_badge(key: str, request: Request) -> JSONResponse:
                         headers={"Cache-Control": BADGE_CACHE_CONTROL})
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)

@@ -12,7 +12,7 @@ How a feature adds a table (the arena's votes and the API keys are the examples)
 2. Add a migration in `gateway/store/migrations/versions/`: copy the newest file, set
    ``down_revision`` to the previous revision, and write `upgrade()` with ``op.create_table``
    (or ``op.add_column``). Never edit a migration that has been merged: add a new one.
-   `tests/store/test_migrations.py` checks that the migrations build exactly `schema.py`.
+   `tests/store/test_store.py` checks that the migrations build exactly `schema.py`.
 3. Write a small repository class in the feature's own package that takes a `Database` and
    does its reads with ``async with db.read() as conn`` and its writes with
    ``async with db.write() as conn`` (one transaction each), e.g. `gateway.keys.ApiKeyStore`.

@@ -136,7 +136,16 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def upgrade(self, revision: str = "head") -> None:
-        """Bring the schema to `revision` (Alembic); gateways starting together take turns."""
+        """Bring the schema to `revision` (Alembic); gateways starting together take turns.
+
+        Alembic keeps its migration context in module globals, so one process migrates one
+        database at a time; across processes PostgreSQL's advisory lock (or SQLite's write lock,
+        taken by ``BEGIN IMMEDIATE``) makes the others wait.
+        """
+        async with _migration_lock():
+            await self._upgrade(revision)
+
+    async def _upgrade(self, revision: str) -> None:
         try:
             async with self.engine.connect() as conn:
                 if not self.is_sqlite:
@@ -161,6 +170,18 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_MIGRATION_LOCKS: dict[int, asyncio.Lock] = {}
+
+
+def _migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(id(loop))
+    if lock is None:
+        _MIGRATION_LOCKS.clear()  # locks of loops that are gone (tests run one loop at a time)
+        lock = _MIGRATION_LOCKS[id(loop)] = asyncio.Lock()
+    return lock
 
 
 def alembic_config(connection: Any = None):

@@ -35,6 +35,7 @@ registrations = Table(
     Column("ttl_seconds", Integer, nullable=False),
     Column("registered_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
+    Column("secret_hash", String(64)),  # SHA-256 of the secret returned at registration (revision 0002)
 )
 
 battles = Table(
@@ -108,3 +109,60 @@ arena_excluded_clients = Table(
     Column("excluded_at", Double, nullable=False),
     Column("reason", Text, nullable=False, server_default=""),
 )
+
+# Sessions of the multi-model modes (discussion, council, roundtable): the transcript is JSON
+# (settings, participants, every event but the tokens), written at the start and at the end.
+mode_transcripts = Table(
+    "mode_transcripts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Column("body", Text, nullable=False),
+    Index("mode_transcripts_created", "created_at"),
+)
+
+# The admin side (revision 0301_admin): who did what, and when. `actor` is a fingerprint of the
+# admin key (never the key); `detail` is JSON.
+admin_audit = Table(
+    "admin_audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", Text, nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default="{}"),
+    Index("admin_audit_at", "at"),
+)
+
+# Use of each API key, summed in memory by every gateway and added here periodically.
+api_key_usage = Table(
+    "api_key_usage", metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("requests", BigInteger, nullable=False, server_default="0"),
+    Column("last_used_at", Double),
+)
+
+
+def _analytics_table(name: str) -> Table:
+    """Request analytics per period (a minute or an hour, as its start in epoch seconds), model and instance."""
+    return Table(
+        name, metadata,
+        Column("period", BigInteger, nullable=False),
+        Column("model", String(200), nullable=False),
+        Column("instance", String(200), nullable=False),
+        Column("requests", BigInteger, nullable=False),
+        Column("errors", BigInteger, nullable=False),
+        Column("prompt_tokens", BigInteger, nullable=False),
+        Column("completion_tokens", BigInteger, nullable=False),
+        Column("generation_seconds", Double, nullable=False),   # streaming time behind completion tokens
+        Column("duration_seconds", Double, nullable=False),
+        Column("ttft_seconds", Double, nullable=False), Column("ttft_count", BigInteger, nullable=False),
+        Column("queue_seconds", Double, nullable=False), Column("queue_count", BigInteger, nullable=False),
+        PrimaryKeyConstraint("period", "model", "instance"),
+    )
+
+
+analytics_minutes = _analytics_table("analytics_minutes")
+analytics_hours = _analytics_table("analytics_hours")

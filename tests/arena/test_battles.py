@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from gateway.arena.battles import BattleManager, BattleRequest, NameScrubber, pick_pair
+from gateway.arena.battles import BattleManager, BattleRequest, NameScrubber, WordChunker, pick_pair
 from gateway.arena.votes import BattleNotFinished, VoteStore
 from shared.catalogue import ArenaPolicy
 from shared.sse import SseReader
@@ -62,6 +62,19 @@ def test_pick_pair_follows_weights_and_needs_two_models():
     assert err.value.status == 503 and err.value.code == "not_enough_models"
 
 
+def test_word_chunker_cuts_at_words_or_fixed_positions_never_at_tokens():
+    for tokens in (["Hel", "lo wor", "ld, how", " are", " you?"], ["Hello", " world,", " how are you?"],
+                   list("Hello world, how are you?")):
+        chunker = WordChunker()
+        pieces = [p for t in tokens for p in chunker.feed(t)] + [chunker.flush()]
+        assert pieces == ["Hello ", "world, ", "how ", "are ", "you?"]
+    cjk = "日本語の文章には空白がありません" * 5  # 80 characters, no space
+    for size in (1, 3, 7):
+        chunker = WordChunker()
+        pieces = [p for i in range(0, len(cjk), size) for p in chunker.feed(cjk[i:i + size])]
+        assert [len(p) for p in pieces] == [32, 32] and "".join(pieces) + chunker.flush() == cjk
+
+
 def test_sse_reader_handles_any_chunking():
     data = chunk("m", "Hel") + chunk("m", "lo") + b"data: [DONE]\n\n"
     for size in (1, 3, 7, len(data)):
@@ -101,10 +114,9 @@ async def test_a_battle_streams_anonymously_and_records_timings(manager):
         # The end of the side says how it ended and nothing measurable: no timing, no token count.
         assert done == {"object": "arena.side.done", "side": side, "status": "done", "finish_reason": "stop"}
         assert "usage" not in out and "tokens" not in out
-        # Text comes cut at whitespace, never at the model's token boundaries ("I am " arrived whole,
-        # then the rest at once when the answer finished).
+        # Text comes as words, never cut at the model's token boundaries ("I am " arrived as one token).
         pieces = [c["delta"]["content"] for e in events for c in e.get("choices", []) if c["delta"].get("content")]
-        assert all(p.endswith(" ") for p in pieces[:-1]) and pieces[0] == "I am "
+        assert pieces == ["I ", "am ", f"{model} ", "hello"]
     stored = await manager.store.get_battle(battle.id)
     assert stored.finished
     a = stored.sides["a"]
@@ -124,7 +136,8 @@ async def test_stopping_a_side_keeps_the_partial_answer_and_closes_upstream(mana
     await stream.aclose()
     assert log["closed"] and len(got) == 3
     side = (await manager.store.get_battle(battle.id)).sides["a"]
-    assert side.status == "stopped" and side.answer == "0 1 2 "
+    # The answer keeps all the model said, the word not yet shown included.
+    assert side.status == "stopped" and side.answer == "0 1 2 3 "
 
 
 async def test_upstream_failures_are_scrubbed_and_recorded(manager):

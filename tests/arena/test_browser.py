@@ -214,20 +214,31 @@ def test_battle_vote_reveals_names_and_moves_the_leaderboard(fleet, browser, pag
     page.context.close()
 
 
-def test_a_multi_turn_battle_then_a_vote(fleet, browser, page_errors):
-    gateway = fleet["gateway"].url
+def open_battle_page(browser, page_errors, gateway: str, max_tokens: int):
+    """A page on the battle tab with short answers; its page and the two side panels."""
     page = new_page(browser, page_errors)
     page.goto(gateway + "/#battle")
-    set_max_tokens(page, 16)
+    set_max_tokens(page, max_tokens)
+    return page, {s: page.locator(f"#battle-panels .panel[data-key='{s}']") for s in "ab"}
+
+
+def ask_both(page, panels, prompt: str) -> None:
+    """Send `prompt` and wait for both sides to finish answering it."""
+    asked = panels["a"].locator(".msg.user").count()
+    page.fill("#prompt", prompt)
+    page.keyboard.press("Enter")
+    for panel in panels.values():
+        expect(panel.locator(".msg.user")).to_have_count(asked + 1)  # this prompt's turn has begun
+        expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+
+
+def test_a_multi_turn_battle_then_a_vote(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    page, panels = open_battle_page(browser, page_errors, gateway, 16)
     prompts = ["What is the capital of France?", "What is the capital of Italy?"]
-    panels = {s: page.locator(f"#battle-panels .panel[data-key='{s}']") for s in "ab"}
     for turn, prompt in enumerate(prompts, start=1):
         expect(page.locator("#send")).to_have_text("Battle" if turn == 1 else "Ask both")
-        page.fill("#prompt", prompt)
-        page.keyboard.press("Enter")
-        for panel in panels.values():
-            expect(panel.locator(".msg.user")).to_have_count(turn)
-            expect(panel).to_have_attribute("data-status", "done", timeout=120_000)
+        ask_both(page, panels, prompt)
         expect(page.locator("#vote-bar")).to_be_visible()
         expect(page.locator("#battle-result")).to_contain_text("whole conversation")
         # Blind: no speed, no token count on the panels before the vote.
@@ -256,6 +267,79 @@ def test_a_multi_turn_battle_then_a_vote(fleet, browser, page_errors):
     page.context.close()
 
 
+def test_a_reload_restores_the_battle_and_new_warns_before_abandoning_it(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    page, panels = open_battle_page(browser, page_errors, gateway, 8)
+    ask_both(page, panels, "What is the capital of Spain?")
+    answers = {s: panels[s].locator(".msg.assistant").inner_text() for s in "ab"}
+    assert re.fullmatch(r".*#battle/[A-Za-z0-9_-]+", page.url)
+    battle_url = page.url
+
+    page.reload()
+    for side, panel in panels.items():
+        expect(panel.locator(".msg.user")).to_have_text(["What is the capital of Spain?"])
+        expect(panel.locator(".msg.assistant")).to_have_text([answers[side]])
+    expect(page.locator("#vote-bar")).to_be_visible()
+    expect(page.locator("#send")).to_have_text("Ask both")
+    # New on an unvoted battle warns first and keeps it.
+    page.click("#reset")
+    expect(page.locator("#battle-result")).to_contain_text("press New again to abandon it")
+    expect(panels["a"].locator(".msg.assistant")).to_have_count(1)
+    page.click("#vote-bar button[data-winner='tie']")
+    expect(page.locator("#battle-result")).to_contain_text("You voted a tie")
+
+    # The battle's URL in another browser: the revealed battle, to read.
+    other = new_page(browser, page_errors)
+    other.goto(battle_url)
+    expect(other.locator("#battle-result")).to_contain_text("You voted a tie")
+    for side in "ab":
+        expect(other.locator(f"#battle-panels .panel[data-key='{side}'] .msg.assistant")).to_have_text([answers[side]])
+        assert other.locator(f"#battle-panels .panel[data-key='{side}']").get_attribute("data-model") in MODELS
+    assert page_errors == []
+    other.context.close()
+    page.context.close()
+
+
+def test_keyboard_vote_and_answers_cut_at_the_limit_say_so(fleet, browser, page_errors):
+    gateway = fleet["gateway"].url
+    page, panels = open_battle_page(browser, page_errors, gateway, 3)
+    ask_both(page, panels, "Tell me a long story about a lighthouse keeper and the sea.")
+    # Three tokens cannot finish a long story: a side that was cut says so instead of a bare "done".
+    cut = [p for p in panels.values() if p.locator(".msg.ending").count()]
+    assert cut and all(p.locator(".msg.ending").inner_text() in ("Cut at the token limit.",) for p in cut)
+    # Both answers in: the focus is on the vote bar, and one key votes.
+    expect(page.locator("#vote-bar button[data-winner='model_a']")).to_be_focused()
+    assert page.locator("#vote-bar button[data-winner='model_b']").get_attribute("aria-keyshortcuts") == "B"
+    page.keyboard.press("b")
+    expect(page.locator("#battle-result")).to_contain_text("You voted B is better")
+    assert page_errors == []
+    page.context.close()
+
+
+def test_compare_clamps_max_tokens_to_each_models_limit_and_says_so(fleet, browser, page_errors):
+    page = new_page(browser, page_errors)
+    sent: dict[str, int] = {}
+    page.on("request", lambda r: sent.update({json.loads(r.post_data)["model"]: json.loads(r.post_data)["max_tokens"]})
+            if r.url.endswith("/v1/chat/completions") else None)
+    page.goto(fleet["gateway"].url + "/")
+    for model in MODELS:
+        expect(page.locator(f".chip[data-model='{model}'] input")).to_be_checked()
+    expect(page.locator("#compare-empty")).to_be_visible()  # what to do, until the first prompt
+    set_max_tokens(page, 4096)
+    page.fill("#prompt", "Count from one to a thousand.")
+    page.click("#send")
+    expect(page.locator("#compare-empty")).to_be_hidden()
+    wait_until(lambda: len(sent) == 2, 10, what="both requests sent")
+    page.click("#stop-all")
+    # gemma3-270m takes at most 512, smollm2-135m at most 1024 (the catalogue's max_tokens_limit).
+    assert sent == {"gemma3-270m": 512, "smollm2-135m": 1024}
+    for model, limit in sent.items():
+        expect(page.locator(f"#compare-panels .panel[data-key='{model}'] .msg.clamped")).to_have_text(
+            f"Max tokens 4096 is above this model's limit: asked for {limit}.")
+    assert page_errors == []
+    page.context.close()
+
+
 def test_phone_sized_screen(fleet, browser, page_errors):
     page = new_page(browser, page_errors, width=390, height=844, scheme="dark", is_mobile=True, has_touch=True)
     page.goto(fleet["gateway"].url + "/")
@@ -274,7 +358,18 @@ def test_phone_sized_screen(fleet, browser, page_errors):
     shot(page, "compare-phone-dark")
     page.click("#tab-battle")
     expect(page.locator("#battle-view")).to_be_visible()
+    page.fill("#prompt", "Name a fruit.")
+    page.click("#send")
+    for side in "ab":
+        expect(page.locator(f"#battle-panels .panel[data-key='{side}']")).to_have_attribute(
+            "data-status", re.compile("done|stopped|error"), timeout=120_000)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    if page.locator("#vote-bar").is_visible():
+        # Stacked panels: A is above, B below, and the labels say so.
+        assert "↑" in page.locator("#vote-bar button[data-winner='model_a']").inner_text()
+        assert "↓" in page.locator("#vote-bar button[data-winner='model_b']").inner_text()
+        bar, prompt = page.locator("#vote-bar").bounding_box(), page.locator("#prompt").bounding_box()
+        assert bar and prompt and bar["y"] + bar["height"] <= prompt["y"] <= 844  # in view, above the composer
     shot(page, "battle-phone-dark")
     page.goto(fleet["gateway"].url + "/leaderboard")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390

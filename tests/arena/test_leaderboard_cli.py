@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.arena.test_leaderboard_page import _fill
+from tests.arena.synthetic_votes import _fill
 from tests.harness import PROJECT_ROOT
 
 

@@ -7,11 +7,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy,
                                  SideResult, VoteStore)
 from gateway.store import Database
+from gateway.store.schema import battle_turns
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUEST = {"prompt": "Say hi", "system": "Be brief.", "temperature": 0.5, "max_tokens": 32}
@@ -99,6 +101,16 @@ async def test_a_multi_turn_battle_keeps_every_turn_and_the_vote_covers_them(dat
     assert [v.to_dict() async for v in store.votes()] == [vote.to_dict()]
     with pytest.raises(AlreadyVoted):
         await store.add_turn("mt", "One more")
+
+
+async def test_pruning_an_unvoted_multi_turn_battle_forgets_every_turn(database):
+    store = VoteStore(database)
+    await finished_battle(store, "old", now=100.0)
+    await store.add_turn("old", "More?")
+    assert await store.prune_battles(older_than=200.0) == 1
+    async with database.read() as conn:
+        left = (await conn.execute(select(func.count()).select_from(battle_turns))).scalar_one()
+    assert left == 0
 
 
 async def test_clients_activity_and_exclusion(database):

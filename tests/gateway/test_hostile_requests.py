@@ -54,14 +54,18 @@ def test_a_battle_side_shows_the_models_refusal_and_is_recorded_as_an_error(two_
                                         "code": "context_length_exceeded"}}
     smol.control(reject=refusal)
     gemma.control(reject=refusal)
-    battle = httpx.post(gateway.url + "/api/battles", json={"prompt": "word " * 3000}, timeout=10).json()
+    created = httpx.post(gateway.url + "/api/battles", json={"prompt": "word " * 1500}, timeout=10)
+    assert created.status_code == 201, created.text
+    battle = created.json()
     for side in ("a", "b"):
-        response = httpx.post(gateway.url + battle["sides"][side]["stream_url"], timeout=10)
+        response = httpx.post(gateway.url + battle["sides"][side]["stream_url"],
+                              headers={"X-Battle-Token": battle["token"]}, timeout=10)
         error = assert_openai_error(response, 400, "context_length_exceeded")
         label = "Model A" if side == "a" else "Model B"
         assert error["message"].startswith(f"{label} could not answer: ") and "context" in error["message"]
         assert SMOL not in error["message"] and GEMMA not in error["message"]
-    sides = httpx.get(f"{gateway.url}/api/battles/{battle['id']}", timeout=10).json()["sides"]
+    sides = httpx.get(f"{gateway.url}/api/battles/{battle['id']}", headers={"X-Battle-Token": battle["token"]},
+                      timeout=10).json()["sides"]
     assert sides["a"]["status"] == sides["b"]["status"] == "error"
 
 

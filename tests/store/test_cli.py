@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -11,12 +13,27 @@ from gateway.arena.votes import SideResult, VoteStore
 from gateway.keys import ApiKeyStore
 from gateway.registration import Registration, RegistrationStore
 from gateway.store import Database
+from shared.cli import main
 from tests.harness import PROJECT_ROOT
 
 
 def arena(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The `arena` command in a process of its own."""
     return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=120, input=stdin, env=env)
+
+
+def arena_here(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """The same command line, run in this process (each `arena` process spends seconds importing)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        sys.stdin = saved
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 async def fill(url: str) -> None:
@@ -50,9 +67,9 @@ def test_export_import_moves_everything_both_ways(tmp_path, postgres):
     assert "2 votes" in exported.stderr and "3 battles" in exported.stderr and "6 battle_sides" in exported.stderr
     dump = (tmp_path / "dump.jsonl").read_text()
 
-    imported = arena("db", "--database-url", pg_url, "import", str(tmp_path / "dump.jsonl"))
+    imported = arena_here("db", "--database-url", pg_url, "import", str(tmp_path / "dump.jsonl"))
     assert imported.returncode == 0, imported.stderr
-    on_pg = arena("db", "--database-url", pg_url, "export")
+    on_pg = arena_here("db", "--database-url", pg_url, "export")
     assert on_pg.returncode == 0 and rows(on_pg.stdout) == rows(dump)
 
     # New votes on PostgreSQL continue the imported numbering.
@@ -67,26 +84,26 @@ def test_export_import_moves_everything_both_ways(tmp_path, postgres):
 
     # And back: PostgreSQL to a fresh SQLite file, from stdin.
     back_url = f"sqlite:///{tmp_path / 'back.sqlite3'}"
-    on_pg = arena("db", "--database-url", pg_url, "export").stdout
-    assert arena("db", "--database-url", back_url, "import", "-", stdin=on_pg).returncode == 0
-    back = arena("db", "--database-url", back_url, "export").stdout
+    on_pg = arena_here("db", "--database-url", pg_url, "export").stdout
+    assert arena_here("db", "--database-url", back_url, "import", "-", stdin=on_pg).returncode == 0
+    back = arena_here("db", "--database-url", back_url, "export").stdout
     assert rows(back) == rows(on_pg) and len([r for r in rows(back) if r["table"] == "votes"]) == 3
 
     # Into a store that has data: refused, nothing changed.
-    again = arena("db", "--database-url", back_url, "import", str(tmp_path / "dump.jsonl"))
+    again = arena_here("db", "--database-url", back_url, "import", str(tmp_path / "dump.jsonl"))
     assert again.returncode == 1 and "empty store" in again.stderr
-    assert rows(arena("db", "--database-url", back_url, "export").stdout) == rows(back)
+    assert rows(arena_here("db", "--database-url", back_url, "export").stdout) == rows(back)
 
 
 def test_bad_imports_are_refused_clearly(tmp_path):
     url = f"sqlite:///{tmp_path / 's.sqlite3'}"
     (tmp_path / "bad.jsonl").write_text("not json\n")
-    result = arena("db", "--database-url", url, "import", str(tmp_path / "bad.jsonl"))
+    result = arena_here("db", "--database-url", url, "import", str(tmp_path / "bad.jsonl"))
     assert result.returncode == 1 and "not JSON" in result.stderr
     (tmp_path / "other.jsonl").write_text('{"format": "serverless-llm-arena-store", "revision": "0000"}\n')
-    result = arena("db", "--database-url", url, "import", str(tmp_path / "other.jsonl"))
+    result = arena_here("db", "--database-url", url, "import", str(tmp_path / "other.jsonl"))
     assert result.returncode == 1 and "revision" in result.stderr
-    result = arena("db", "--database-url", url, "import", str(tmp_path / "missing.jsonl"))
+    result = arena_here("db", "--database-url", url, "import", str(tmp_path / "missing.jsonl"))
     assert result.returncode == 1 and "missing.jsonl" in result.stderr
 
 
@@ -99,12 +116,12 @@ def test_an_unreachable_database_stops_start_up_with_one_line(tmp_path, postgres
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "cannot reach the database" in lines[0], result.stderr
         assert "127.0.0.1" in lines[0] and "arena-test-pw" not in result.stderr + result.stdout
-    bad = arena("db", "--database-url", "mysql://u:pw@h/x", "upgrade")
+    bad = arena_here("db", "--database-url", "mysql://u:pw@h/x", "upgrade")
     assert bad.returncode == 2 and "unsupported" in bad.stderr and ":pw@" not in bad.stderr
 
 
 def test_upgrade_reports_the_revision(tmp_path):
     url = f"sqlite:///{tmp_path / 's.sqlite3'}"
-    result = arena("db", "--database-url", url, "upgrade")
+    result = arena_here("db", "--database-url", url, "upgrade")
     assert result.returncode == 0 and "schema at revision" in result.stdout
-    assert arena("db", "--database-url", url, "current").stdout.strip() == result.stdout.split()[-1]
+    assert arena_here("db", "--database-url", url, "current").stdout.strip() == result.stdout.split()[-1]

@@ -36,6 +36,7 @@ def test_two_gateways_share_one_postgresql(tmp_path, postgres, fake_upstreams, g
     reg = client.post(one.url + "/api/instances", headers=auth,
                       json={"model": SMOL, "url": extra.url, "instance_id": "shared-1", "ttl_seconds": 60})
     assert reg.status_code == 200, reg.text
+    auth["X-Arena-Registration-Secret"] = reg.json()["registration_secret"]
     wait_until(lambda: instance_state(two, "shared-1") == "ready", timeout=5, what="registration seen by the other")
     assert client.post(two.url + "/api/instances/shared-1/heartbeat", headers=auth).status_code == 200
 

@@ -9,11 +9,12 @@ import sqlite3
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from gateway.keys import ApiKeyStore, KeyCache, RateLimiter
 from gateway.registration import Registration, RegistrationStore
 from gateway.store import Database, DatabaseUnavailable, redact
-from gateway.store.database import async_url
+from gateway.store.database import alembic_config, async_url
 from gateway.store.schema import metadata
 
 
@@ -23,6 +24,17 @@ async def test_the_migrations_build_exactly_the_declared_schema(database):
     assert diffs == []
     assert await database.current_revision() is not None
     await database.upgrade()  # again: nothing to do, no error
+
+
+async def test_gateways_starting_together_migrate_once(database_url):
+    engines = [Database(database_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(db.upgrade() for db in engines))
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()  # one head, or this fails
+        assert {await db.current_revision() for db in engines} == {head}
+    finally:
+        for db in engines:
+            await db.dispose()
 
 
 async def test_keys_are_hashed_listed_and_revoked(database):
@@ -127,5 +139,40 @@ async def test_an_old_sqlite_file_is_adopted_with_its_data(tmp_path):
     try:
         await db.upgrade()
         assert [k.key_id for k in await ApiKeyStore(db).list()] == ["key_old"]
+    finally:
+        await db.dispose()
+
+
+async def test_votes_of_an_old_arena_file_move_into_the_store(tmp_path):
+    from gateway.arena.votes import VoteStore
+    from gateway.store.legacy import import_legacy_votes
+
+    with sqlite3.connect(tmp_path / "arena.sqlite3") as old:  # the schema earlier versions wrote
+        old.executescript("""
+            CREATE TABLE battles (id TEXT PRIMARY KEY, created_at REAL NOT NULL, model_a TEXT NOT NULL,
+                model_b TEXT NOT NULL, seed INTEGER NOT NULL, request TEXT NOT NULL);
+            CREATE TABLE battle_sides (battle_id TEXT NOT NULL, side TEXT NOT NULL, status TEXT NOT NULL,
+                answer TEXT NOT NULL, ttft REAL, total REAL, tokens INTEGER, tokens_per_second REAL,
+                finish_reason TEXT, error TEXT, PRIMARY KEY (battle_id, side));
+            CREATE TABLE votes (id INTEGER PRIMARY KEY AUTOINCREMENT, battle_id TEXT NOT NULL UNIQUE,
+                created_at REAL NOT NULL, winner TEXT NOT NULL, model_a TEXT NOT NULL, model_b TEXT NOT NULL,
+                prompt TEXT NOT NULL, system_prompt TEXT NOT NULL DEFAULT '', temperature REAL, max_tokens INTEGER,
+                seed INTEGER, answer_a TEXT NOT NULL, answer_b TEXT NOT NULL, status_a TEXT NOT NULL,
+                status_b TEXT NOT NULL, ttft_a REAL, ttft_b REAL, total_a REAL, total_b REAL, tokens_a INTEGER,
+                tokens_b INTEGER, tokens_per_second_a REAL, tokens_per_second_b REAL);
+            INSERT INTO battles VALUES ('b1', 1.0, 'm1', 'm2', 7, '{"prompt": "hi"}');
+            INSERT INTO battle_sides (battle_id, side, status, answer) VALUES ('b1', 'a', 'done', 'x'),
+                ('b1', 'b', 'done', 'y');
+            INSERT INTO votes (battle_id, created_at, winner, model_a, model_b, prompt, answer_a, answer_b,
+                status_a, status_b) VALUES ('b1', 2.0, 'tie', 'm1', 'm2', 'hi', 'x', 'y', 'done', 'done');
+        """)
+    db = Database(f"sqlite:///{tmp_path / 'gateway.sqlite3'}")
+    try:
+        await db.upgrade()
+        assert await import_legacy_votes(db, tmp_path) == 1
+        assert [v.winner async for v in VoteStore(db).votes()] == ["tie"]
+        assert (await VoteStore(db).get_battle("b1")).vote == "tie"
+        assert not (tmp_path / "arena.sqlite3").exists() and (tmp_path / "arena.sqlite3.imported").exists()
+        assert await import_legacy_votes(db, tmp_path) == 0
     finally:
         await db.dispose()

@@ -7,6 +7,8 @@ import { Panel, h } from "./panel.js";
 import { errorMessage, streamCompletion } from "./stream.js";
 
 const WINNER_TEXT = { model_a: "A is better", model_b: "B is better", tie: "a tie", both_bad: "both are bad" };
+const TOKEN_KEY = (id) => `arena-battle-token:${id}`;
+const streamUrl = (id, side) => `/api/battles/${encodeURIComponent(id)}/sides/${side}/stream`;
 
 export class BattleMode {
   constructor({ panelsEl, voteBar, resultEl, settings, onBusyChange }) {
@@ -23,7 +25,16 @@ export class BattleMode {
     for (const button of voteBar.querySelectorAll("button[data-winner]")) {
       button.addEventListener("click", () => this.vote(button.dataset.winner));
     }
-    this.reset();
+    // One key per verdict once both answers are in (not while typing in a field).
+    const KEYS = { a: "model_a", b: "model_b", t: "tie", x: "both_bad" };
+    document.addEventListener("keydown", (e) => {
+      const winner = KEYS[e.key.toLowerCase()];
+      if (!winner || e.ctrlKey || e.metaKey || e.altKey || voteBar.hidden) return;
+      if (e.target.closest && e.target.closest("input, textarea, select, [contenteditable]")) return;
+      const button = voteBar.querySelector(`button[data-winner="${winner}"]`);
+      if (button && !button.disabled) { e.preventDefault(); button.click(); }
+    });
+    this.reset({ keepUrl: true });  // the URL may name a battle to restore
   }
 
   get busy() {
@@ -52,8 +63,26 @@ export class BattleMode {
              ...(this.token ? { "X-Battle-Token": this.token } : {}) };
   }
 
-  reset() {
+  /** An unvoted battle with something to lose (answers given, or in progress). */
+  get unvoted() {
+    return Boolean(this.battle) && !this.voted;
+  }
+
+  /** "New" on an unvoted battle warns first; a second "New" abandons it. Returns whether it reset. */
+  abandon() {
+    if (this.unvoted && !this.warnedAbandon) {
+      this.warnedAbandon = true;
+      this.resultEl.textContent = "This battle has no vote yet: press New again to abandon it, or vote first.";
+      return false;
+    }
+    this.reset();
+    return true;
+  }
+
+  reset({ keepUrl = false } = {}) {
     for (const s of Object.values(this.sides)) s.controller?.abort();
+    if (!keepUrl && location.hash.startsWith("#battle/")) history.replaceState(null, "", "#battle");
+    this.warnedAbandon = false;
     this.battle = null;
     this.token = null;
     this.voted = false;
@@ -100,9 +129,63 @@ export class BattleMode {
     if (!response || !response.ok) { this.onBusyChange(); return true; }
     this.battle = await response.json();
     this.token = this.battle.token;
+    // The battle survives a reload: its id in the URL, its token in this tab's storage.
+    try { sessionStorage.setItem(TOKEN_KEY(this.battle.id), this.token); } catch (_) { /* not kept */ }
+    history.replaceState(null, "", `#battle/${encodeURIComponent(this.battle.id)}`);
     this.resultEl.textContent = "";
     await Promise.all(["a", "b"].map((side) => this.run(side, prompt, s)));
     return true;
+  }
+
+  /** Show the battle `id` as the gateway has it (after a reload): every turn, then what is left to do. */
+  async restore(id) {
+    let token = null;
+    try { token = sessionStorage.getItem(TOKEN_KEY(id)); } catch (_) { /* none */ }
+    let response;
+    try {
+      response = await fetch(`/api/battles/${encodeURIComponent(id)}`, { headers: this.headers() });
+    } catch (e) {
+      this.resultEl.textContent = `Could not reach the gateway: ${e.message}`;
+      return;
+    }
+    if (!response.ok) {
+      this.resultEl.textContent = await errorMessage(response);
+      history.replaceState(null, "", "#battle");
+      return;
+    }
+    const view = await response.json();
+    this.reset();
+    history.replaceState(null, "", `#battle/${encodeURIComponent(id)}`);
+    this.battle = { ...view, sides: Object.fromEntries(["a", "b"].map((s) => [s, { ...view.sides[s], stream_url: streamUrl(id, s) }])) };
+    this.token = token;
+    this.voted = view.vote !== null;
+    const shown = (panel, prompt, result) => {
+      panel.addUser(prompt);
+      panel.startAnswer().finish(result);
+      return result;
+    };
+    for (const turn of view.earlier_turns) {
+      for (const side of ["a", "b"]) shown(this.sides[side].panel, turn.prompt, { status: "done", text: turn.answers[side] });
+    }
+    const pending = [];
+    for (const side of ["a", "b"]) {
+      const sv = view.sides[side];
+      if (sv.status === "pending" && token && !this.voted) pending.push(side);
+      // A side cut by the reload was stopped by it: the gateway kept what it said.
+      else this.sides[side].result = shown(this.sides[side].panel, view.prompt, {
+        status: sv.status === "streaming" || sv.status === "pending" ? "stopped" : sv.status,
+        text: sv.answer, error: sv.error });
+    }
+    if (this.voted) {
+      this.showRevealed(view.revealed, view.vote, true);
+    } else if (!token) {
+      this.resultEl.textContent = "This battle was opened in another tab or browser: you can read it, not vote on it.";
+    } else if (pending.length) {
+      await Promise.all(pending.map((side) => this.run(side, view.prompt, this.settings())));
+    } else {
+      this.offerVote();
+    }
+    this.onBusyChange();
   }
 
   async followUp(prompt) {
@@ -161,6 +244,7 @@ export class BattleMode {
     }
     this.voteBar.hidden = false;
     this.setVoteButtons(true);
+    this.voteBar.querySelector("button").focus();  // vote by key (A, B, T, X) or Tab along the bar
     const left = this.battle.max_turns - this.battle.turn;
     this.resultEl.textContent = left > 0
       ? `Which side is better over the whole conversation? Vote, or ask both a follow-up (${left} left).`
@@ -199,17 +283,24 @@ export class BattleMode {
     const body = await response.json();
     this.voted = true;
     this.onBusyChange();
+    this.showRevealed(body.revealed, winner, body.counted);
+  }
+
+  /** After the vote: names, speed and tokens on the panels, and the outcome. */
+  showRevealed(revealed, winner, counted) {
     for (const side of ["a", "b"]) {
-      const who = body.revealed[side];
+      const who = revealed[side];
       const panel = this.sides[side].panel;
       panel.setTitle(`Model ${side.toUpperCase()}: ${who.display_name}`, who.model);
       panel.el.classList.add("revealed");
       panel.el.dataset.model = who.model;
       panel.reveal({ ttft: who.ttft, total: who.total, tokens: who.tokens, tps: who.tokens_per_second });
     }
+    this.voteBar.hidden = false;
+    this.setVoteButtons(false, winner);
     this.resultEl.replaceChildren(
-      `You voted ${WINNER_TEXT[winner]}. Model A was ${body.revealed.a.display_name}, Model B was ${body.revealed.b.display_name}. `,
-      body.counted ? "" : h("span", { class: "flag-note", text: "An answer named a model, so this vote is recorded but not counted. " }),
+      `You voted ${WINNER_TEXT[winner]}. Model A was ${revealed.a.display_name}, Model B was ${revealed.b.display_name}. `,
+      counted ? "" : h("span", { class: "flag-note", text: "An answer named a model, so this vote is recorded but not counted. " }),
       h("a", { href: "/leaderboard", text: "See the leaderboard" }), " or type a new prompt for the next battle.");
   }
 }

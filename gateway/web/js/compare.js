@@ -86,7 +86,8 @@ export class CompareMode {
     const order = [...this.listEl.querySelectorAll(".chip")].map((c) => c.dataset.model);
     const panels = order.filter((k) => this.chats.has(k)).map((k) => this.chats.get(k).panel.el);
     this.panelsEl.replaceChildren(...panels);
-    this.emptyEl.hidden = panels.length > 0;
+    // The explanation stays until the first prompt (two models are picked by themselves).
+    this.emptyEl.hidden = this.started && panels.length > 0;
   }
 
   canSend() {
@@ -97,6 +98,8 @@ export class CompareMode {
     const targets = [...this.selected].filter((k) => this.chats.has(k) && !this.chats.get(k).controller);
     if (!targets.length) return false;
     const s = this.settings();
+    this.started = true;
+    this.emptyEl.hidden = true;
     for (const key of targets) {
       const chat = this.chats.get(key);
       chat.history.push({ role: "user", content: prompt });
@@ -119,9 +122,15 @@ export class CompareMode {
     const answer = chat.panel.startAnswer();
     const messages = [...(s.system ? [{ role: "system", content: s.system }] : []), ...chat.history];
     const headers = s.apiKey ? { Authorization: `Bearer ${s.apiKey}` } : {};
+    // A model refuses max_tokens above its limit: ask for the limit instead, and say so.
+    const limit = this.models.get(key)?.max_tokens_limit;
+    const maxTokens = limit ? Math.min(s.maxTokens, limit) : s.maxTokens;
+    if (maxTokens < s.maxTokens) {
+      chat.panel.note(`Max tokens ${s.maxTokens} is above this model's limit: asked for ${limit}.`, "note clamped");
+    }
     const result = await streamCompletion("/v1/chat/completions", {
       model: key, messages, stream: true, stream_options: { include_usage: true },
-      temperature: s.temperature, max_tokens: s.maxTokens,
+      temperature: s.temperature, max_tokens: maxTokens,
     }, { signal: controller.signal, headers, onText: answer.update });
     answer.finish(result);
     // A stopped or failed answer stays in the conversation only if it said something.
@@ -141,6 +150,8 @@ export class CompareMode {
 
   reset() {
     this.stopAll();
+    this.started = false;
+    this.emptyEl.hidden = false;
     for (const chat of this.chats.values()) {
       chat.history = [];
       chat.panel.clear();

@@ -1,22 +1,12 @@
 // The leaderboard page: ratings with intervals next to speed, per category, with or without
 // style control, and four charts (Chart.js, loaded as a classic script: window.Chart).
 import { fmt, h } from "./panel.js";
-import { initThemeToggle } from "./theme-toggle.js";
+import { cssColor, initThemeToggle } from "./theme-toggle.js";
 
 const $ = (id) => document.getElementById(id);
 const pct = (x) => (x === null || x === undefined ? "–" : `${(x * 100).toFixed(0)}%`);
 const charts = {};
 let board = null;
-
-/** The theme's colour of a CSS variable, resolved (the variables hold light-dark() pairs). */
-function cssColor(name) {
-  const probe = h("span", { hidden: true });
-  probe.style.color = `var(${name})`;
-  document.body.append(probe);
-  const color = getComputedStyle(probe).color;
-  probe.remove();
-  return color;
-}
 
 function withAlpha(rgb, alpha) {
   const m = rgb.match(/\d+(\.\d+)?/g) || [0, 0, 0];

@@ -59,7 +59,9 @@ function setMode(next, { focus = false } = {}) {
   }
   $("compare-view").hidden = mode !== "compare";
   $("battle-view").hidden = mode !== "battle";
-  if (location.hash !== `#${mode}`) history.replaceState(null, "", mode === "battle" ? "#battle" : location.pathname);
+  // "#battle/<id>" names an open battle: keep it.
+  const wanted = mode === "battle" ? (location.hash.startsWith("#battle") ? location.hash : "#battle") : "";
+  if (location.hash !== wanted) history.replaceState(null, "", wanted || location.pathname);
   updateButtons();
   if (focus) $("prompt").focus();
 }
@@ -104,7 +106,11 @@ document.addEventListener("keydown", (e) => {
   if (e.key === "Escape" && current().busy) current().stopAll();
 });
 $("stop-all").addEventListener("click", () => current().stopAll());
-$("reset").addEventListener("click", () => { current().reset(); updateButtons(); $("prompt").focus(); });
+$("reset").addEventListener("click", () => {
+  if (mode === "battle") battle.abandon(); else compare.reset();
+  updateButtons();
+  $("prompt").focus();
+});
 $("temperature").addEventListener("input", () => { $("temperature-value").textContent = $("temperature").value; });
 for (const id of ["system-prompt", "temperature", "max-tokens", "api-key"]) $(id).addEventListener("change", persistSettings);
 for (const tab of document.querySelectorAll(".tabs [role=tab]")) {
@@ -116,10 +122,17 @@ for (const tab of document.querySelectorAll(".tabs [role=tab]")) {
     }
   });
 }
-window.addEventListener("hashchange", () => setMode(location.hash === "#battle" ? "battle" : "compare"));
+window.addEventListener("hashchange", () => setMode(location.hash.startsWith("#battle") ? "battle" : "compare"));
+
+// The composer sticks to the bottom; on a phone the vote bar sticks just above it.
+new ResizeObserver(([entry]) => {
+  document.documentElement.style.setProperty("--composer-height", `${Math.ceil(entry.borderBoxSize[0].blockSize)}px`);
+}).observe($("composer"));
 
 restoreSettings();
 initThemeToggle($("theme-toggle"));
-setMode(location.hash === "#battle" ? "battle" : "compare");
+setMode(location.hash.startsWith("#battle") ? "battle" : "compare");
+const openBattle = location.hash.match(/^#battle\/([A-Za-z0-9_-]+)$/);
+if (openBattle) battle.restore(openBattle[1]).then(updateButtons);
 pollModels();
 document.documentElement.dataset.ready = "true";

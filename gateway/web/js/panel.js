@@ -128,8 +128,11 @@ export class Panel {
         if (!result.text) el.remove();
         this.showStats(result);
         this.setStatus(result.status);
+        // How the answer ended, said plainly: "done" alone hides a cut or an empty answer.
         if (result.status === "error") this.note(result.error || "The model failed.", "error");
-        if (result.status === "stopped") this.note("Stopped.");
+        else if (!result.text || !result.text.trim()) this.note("Empty answer: the model said nothing.", "note ending");
+        else if (result.status === "stopped") this.note("Stopped.", "note ending");
+        else if (result.finishReason === "length") this.note("Cut at the token limit.", "note ending");
       },
     };
   }

@@ -21,3 +21,14 @@ export function initThemeToggle(button) {
   media.addEventListener("change", label);
   label();
 }
+
+/** The theme's colour of a CSS variable, resolved for a canvas (the variables hold light-dark() pairs). */
+export function cssColor(name) {
+  const probe = document.createElement("span");
+  probe.hidden = true;
+  probe.style.color = `var(${name})`;
+  document.body.append(probe);
+  const color = getComputedStyle(probe).color;
+  probe.remove();
+  return color;
+}

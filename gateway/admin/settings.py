@@ -1,0 +1,20 @@
+"""Settings of the admin side, from the environment (``ARENA_ADMIN_<FIELD>``).
+
+The admin key itself is the gateway's ``ARENA_GATEWAY_ADMIN_KEY`` (`GatewaySettings.admin_key`).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AdminSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARENA_ADMIN_", extra="ignore")
+
+    analytics_flush: float = Field(10.0, gt=0, le=3600,
+                                   description="seconds between writes of the in-memory request analytics to the store")
+    minute_retention_hours: float = Field(3.0, ge=1, le=48,
+                                          description="hours minute points are kept before they are rolled up by hour")
+    hour_retention_days: float = Field(30.0, ge=1, le=3650, description="days hour points are kept")
+    audit_retention_days: float = Field(365.0, ge=1, description="days audit log entries are kept")

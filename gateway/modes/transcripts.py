@@ -1,0 +1,42 @@
+"""Where sessions are kept, so a link can open them again: the gateway's store.
+
+`TranscriptRepository` is the only thing that knows how transcripts are stored: one row of
+`mode_transcripts` (gateway/store/schema.py) per session with its mode, status, times and the
+transcript as JSON. It is written when a session starts and again when it ends (done,
+stopped, timed out or failed), so a session the client abandoned is still there, `stopped`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.modes.session import Transcript
+from gateway.store import Database
+from gateway.store.schema import mode_transcripts
+
+
+class TranscriptRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def save(self, transcript: Transcript) -> None:
+        values = {"id": transcript.id, "mode": transcript.mode, "status": transcript.status,
+                  "created_at": transcript.created, "finished_at": transcript.finished,
+                  "body": json.dumps(transcript.to_dict(), ensure_ascii=False)}
+        dialect = postgresql if not self.db.is_sqlite else sqlite
+        statement = dialect.insert(mode_transcripts).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[mode_transcripts.c.id],
+            set_={k: statement.excluded[k] for k in ("status", "finished_at", "body")})
+        async with self.db.write() as conn:
+            await conn.execute(statement)
+
+    async def get(self, transcript_id: str) -> dict[str, Any] | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(mode_transcripts.c.body)
+                                      .where(mode_transcripts.c.id == transcript_id))).first()
+        return json.loads(row.body) if row else None
