@@ -78,7 +78,7 @@ def up(gh: GitHubClient, models: list[str], *, gateway: bool, duration: str | No
     from shared.catalogue import load_catalogue
 
     catalogue = load_catalogue()
-    keys = models or [key for key, spec in catalogue.models.items() if spec.instances > 0]
+    keys = models or [key for key, spec in catalogue.models.items() if spec.instances_for("actions") > 0]
     ref = gh.default_branch()
     extra = {"duration_hours": duration} if duration else {}
     if gateway:
@@ -93,7 +93,7 @@ def up(gh: GitHubClient, models: list[str], *, gateway: bool, duration: str | No
         if any(run.labels and run.labels.model == key for run in running):
             print(f"{key}: already running (see `make fleet-status`)")
             continue
-        instances = max(1, min(3, spec.instances))
+        instances = max(1, min(3, spec.instances_for("actions")))
         gh.dispatch_workflow(FLEET_WORKFLOW, ref, {"model": key, "instances": str(instances), **extra})
         print(f"{key}: started {instances} instance(s)")
     return 0

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -19,10 +20,11 @@ from shared.errors import error_body, install_error_handlers
 from shared.openapi import COMPLETION_RESPONSES, METRICS_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
+from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
-from services.metrics import render_metrics
+from services.metrics import RequestCounter, ServiceMetrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.settings import ServiceSettings
@@ -48,6 +50,14 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     app.state.service = service
     install_error_handlers(app, SERVICE_ERRORS)
     publish_openapi(app)
+    metrics = ServiceMetrics(service)
+    app.state.metrics = metrics
+    app.add_middleware(RequestCounter, metrics=metrics)
+
+    @app.get("/swagger-ui", include_in_schema=False)
+    async def swagger_ui() -> Response:
+        """The interactive API documentation, also at /docs."""
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=app.title + " - Swagger UI")
 
     async def require_instance_secret(request: Request, call_next):
         if request.url.path.startswith("/v1/") and not secret_matches(
@@ -85,8 +95,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
         return service.health_details().model_dump()
 
     @app.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
-    async def metrics() -> Response:
-        return Response(render_metrics(service), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict:
         spec = service.spec
@@ -110,49 +120,82 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     async def completions(body: CompletionRequest, request: Request):
         return await respond(body, service.prepare_completion(body), request, chat=False)
 
-    async def respond(body: GenerationParams, prepared, request: Request, *, chat: bool):
+    async def respond(body: ChatCompletionRequest | CompletionRequest, prepared, request: Request, *, chat: bool):
         stream = await service.open_stream(prepared)
-        shaper = ResponseShaper(service.spec.key, chat=chat)
+        shaper = ResponseShaper(service.spec.key, chat=chat, want_logprobs=body.wanted_top_logprobs is not None)
+        outputs = [service.choice_output(prepared, index) for index in range(prepared.n)]
+        headers = ignored_params_header(body)
         if body.stream:
-            return StreamingResponse(sse_events(stream, shaper, body), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await whole_response(stream, shaper, body, request)
+            return StreamingResponse(sse_events(stream, shaper, outputs, body, metrics), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
+        response = await whole_response(stream, shaper, outputs, body, request, metrics)
+        response.headers.update(headers)
+        return response
 
     return app
 
 
-async def sse_events(stream: JobStream, shaper: ResponseShaper, body: GenerationParams) -> AsyncIterator[bytes]:
+IGNORED_PARAMS_HEADER = "X-Arena-Ignored-Params"
+
+
+def ignored_params_header(body: GenerationParams) -> dict[str, str]:
+    """The request's fields this service does not know (accepted, not acted on), as vLLM logs
+    them; bounded so a hostile body cannot grow the header."""
+    names = sorted(body.model_extra or {})
+    if not names:
+        return {}
+    shown = [name[:64].encode("ascii", "replace").decode() for name in names[:32]]
+    return {IGNORED_PARAMS_HEADER: ", ".join(shown) + (", ..." if len(names) > 32 else "")}
+
+
+async def sse_events(stream: JobStream, shaper: ResponseShaper, outputs: list[ChoiceOutput],
+                     body: GenerationParams, metrics: ServiceMetrics) -> AsyncIterator[bytes]:
+    dones: list[DoneEvent] = []
     try:
-        first = shaper.first_chunk()
+        first = shaper.first_chunks(len(outputs))
         if first:
             yield first
         async for event in stream:
             if isinstance(event, TokenEvent):
-                yield shaper.text_chunk(event.text)
+                for delta in outputs[event.index].feed(event.text, event.logprobs):
+                    yield shaper.delta_chunk(event.index, delta)
             elif isinstance(event, DoneEvent):
-                yield shaper.final_chunks(event, include_usage=body.include_usage_in_stream,
-                                          include_perf=body.include_perf)
+                dones.append(event)
+                output = outputs[event.index]
+                for delta in output.finish(event.finish_reason):
+                    yield shaper.delta_chunk(event.index, delta)
+                last = len(dones) == len(outputs) or event.finish_reason == "cancelled"
+                yield shaper.finish_chunk(output, dones if last else None, body.include_perf)
+                if last:
+                    metrics.observe(dones)
+                    if body.include_usage_in_stream:
+                        yield shaper.usage_chunk(dones)
+                    yield sse.DONE
             elif isinstance(event, ErrorEvent):
                 yield sse.error_event(SERVICE_ERRORS.api_error(event.error).body())
     finally:
         stream.close()
 
 
-async def whole_response(stream: JobStream, shaper: ResponseShaper, body: GenerationParams,
-                         request: Request) -> Response:
+async def whole_response(stream: JobStream, shaper: ResponseShaper, outputs: list[ChoiceOutput],
+                         body: GenerationParams, request: Request, metrics: ServiceMetrics) -> Response:
     """Collect a non-streamed answer; a client that disconnects meanwhile cancels the job."""
-    parts: list[str] = []
+    dones: list[DoneEvent] = []
     try:
         async with cancel_on_disconnect(request.receive):
             async for event in stream:
                 if isinstance(event, TokenEvent):
-                    parts.append(event.text)
+                    outputs[event.index].feed(event.text, event.logprobs)
                 elif isinstance(event, ErrorEvent):
                     raise event.error
                 elif isinstance(event, DoneEvent):
                     if event.finish_reason == "cancelled":
                         raise GenerationCancelled()
-                    return JSONResponse(shaper.whole("".join(parts), event, body.include_perf))
+                    outputs[event.index].finish(event.finish_reason)
+                    dones.append(event)
+                    if len(dones) == len(outputs):
+                        metrics.observe(dones)
+                        return JSONResponse(shaper.whole(outputs, dones, body.include_perf))
             raise GenerationFailed("The generation ended without a result.")
     finally:
         stream.close()

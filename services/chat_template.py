@@ -51,11 +51,17 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def render(self, messages: list[dict[str, Any]]) -> str:
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the template renders a `tools` list (as Hugging Face's tool-aware ones do)."""
+        return "tools" in self.source
+
+    def render(self, messages: list[dict[str, Any]], **variables: Any) -> str:
+        """`variables`: what a template may read beyond the messages (`tools`, `enable_thinking`)."""
         normalized = [{**message, "content": message_text(message.get("content"))} for message in messages]
         try:
             return self._template.render(messages=normalized, add_generation_prompt=True,
-                                         bos_token=self.bos_token, eos_token=self.eos_token)
+                                         bos_token=self.bos_token, eos_token=self.eos_token, **variables)
         except _TemplateRaised as exc:
             raise InvalidMessages(f"The model's chat template rejected the messages: {exc}") from exc
         except TemplateError as exc:

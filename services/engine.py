@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 from shared.errors import DomainError
-from services.exceptions import Draining, GenerationFailed, InferenceFailed, QueueFull, ServiceStopping
+from services.exceptions import (Draining, GenerationFailed, InferenceFailed, InvalidParameter, QueueFull,
+                                 ServiceStopping)
 from services.llama_backend import LlamaContext, LlamaError, LlamaModel
 from services.prompt_cache import PromptCache, common_prefix_length
-from services.sampling import SamplerChain, SamplingParams
+from services.sampling import SamplerChain, SamplingParams, TokenLogprob, token_logprobs
 from services.text_stream import TextAssembler
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,18 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 @dataclass
 class TokenEvent:
+    """Text of one choice (`index`), with the log-probabilities of the tokens it came from when
+    the request asked for them."""
+
     text: str
+    index: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
 class DoneEvent:
+    """One choice ended (a request with `n` choices gets `n` of these, or one "cancelled")."""
+
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
@@ -44,6 +52,7 @@ class DoneEvent:
     timings: "JobTimings"
     active_at_submit: int = 0
     queued_at_submit: int = 0
+    index: int = 0
 
 
 @dataclass
@@ -79,17 +88,21 @@ class JobTimings:
 
 
 class GenerationJob:
-    """One request to generate: its prompt, its sampling, and where its events go."""
+    """One request to generate: its prompt, its sampling, and where its events go. With
+    `n` > 1 choices the prompt is prefilled once, in one slot, and its KV copied to the slots of
+    the other choices, each of which samples with its own chain (seed + index)."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, prompt_tokens: list[int], params: SamplingParams, emit: Callable[[Event], None]) -> None:
+    def __init__(self, prompt_tokens: list[int], params: SamplingParams, emit: Callable[[Event], None],
+                 n: int = 1) -> None:
         self.id = next(self._ids)
         self.prompt_tokens = prompt_tokens
         self.params = params
         self.emit = emit
+        self.n = n
         self.timings = JobTimings()
-        self.completion_tokens = 0
+        self.completion_tokens = 0  # over all choices
         self.cached_tokens = 0
         self.cancelled = False
         # The scheduler's load when this job was accepted (reported with include_perf).
@@ -109,6 +122,10 @@ class Slot:
         self.seq_id = seq_id
         self.cached: list[int] = []
         self.job: GenerationJob | None = None
+        self.choice = 0  # which of the job's choices this slot generates
+        self.produced = 0  # tokens of that choice
+        self.followers: list[Slot] = []  # slots of the other choices, waiting for this prompt's KV
+        self.held_logprobs: list[TokenLogprob] = []  # of tokens whose text is not emitted yet
         self.sampler: SamplerChain | None = None
         self.assembler: TextAssembler | None = None
         self.pending_prompt: list[int] = []
@@ -160,6 +177,9 @@ class BatchScheduler:
             if self.draining or self._stopping:
                 self.rejected += 1
                 raise Draining()
+            if job.n > len(self.slots):
+                raise InvalidParameter(f"n is {job.n}, above this instance's {len(self.slots)} parallel slots.",
+                                       param="n")
             free = sum(1 for slot in self.slots if slot.job is None)
             if len(self._waiting) - free >= self.max_queue:
                 self.rejected += 1
@@ -235,7 +255,8 @@ class BatchScheduler:
                 error: DomainError = InferenceFailed(f"inference failed: {exc}")
             else:
                 error = GenerationFailed(f"internal error while generating: {type(exc).__name__}")
-            touched = list(args) if args else [s for s in self.slots if s.job is not None]
+            jobs = {id(slot.job) for slot in args if slot.job is not None} if args else None
+            touched = [s for s in self.slots if s.job is not None and (jobs is None or id(s.job) in jobs)]
             for slot in touched:
                 if slot.job is not None:
                     self.ctx.clear_sequence(slot.seq_id)
@@ -251,13 +272,21 @@ class BatchScheduler:
                 self._finish_unstarted(job)
                 continue
             free = [slot for slot in self.slots if slot.job is None]
-            if not free:
+            if len(free) < job.n:
                 break
             self._waiting.popleft()
             # The slot whose cache shares the longest prefix with this prompt; else the one
             # unused the longest (its cache is the least likely to be wanted again).
             best = max(free, key=lambda s: (common_prefix_length(s.cached, job.prompt_tokens), -s.last_used))
             best.job = job
+            best.choice = 0
+            # The other choices take the slots unused the longest; their caches are overwritten
+            # with the prompt's once it is prefilled.
+            others = sorted((s for s in free if s is not best), key=lambda s: s.last_used)[: job.n - 1]
+            for index, follower in enumerate(others, start=1):
+                follower.job = job
+                follower.choice = index
+            best.followers = others
             admitted.append(best)
         return admitted
 
@@ -279,16 +308,24 @@ class BatchScheduler:
                 reuse = 0
         slot.cached = prompt[:reuse]
         slot.pending_prompt = prompt[reuse:]
-        slot.next_token = None
         job.cached_tokens = reuse
-        try:
-            slot.sampler = SamplerChain(self.model, job.params)
-        except DomainError as exc:
-            self._release(slot)
-            self.failed += 1
-            job.emit(ErrorEvent(exc))
-            return
-        slot.assembler = TextAssembler(job.params.stop)
+        for member in (slot, *slot.followers):
+            member.next_token = None
+            member.produced = 0
+            member.held_logprobs = []
+            if member is not slot:
+                if self.prompt_cache.enabled and len(member.cached) >= self.prompt_cache.min_tokens:
+                    self._save_to_cache(member)
+                member.cached = []  # its KV is replaced by the prompt's when the prefill ends
+            try:
+                member.sampler = SamplerChain(self.model, job.params, choice=member.choice)
+            except DomainError as exc:
+                for started in (slot, *slot.followers):
+                    self._release(started)
+                self.failed += 1
+                job.emit(ErrorEvent(exc))
+                return
+            member.assembler = TextAssembler(job.params.stop)
 
     def _restore_from_cache(self, slot: Slot, prompt: list[int], reuse: int) -> int:
         """Restore the RAM cache's best sequence for `prompt` into the slot when it covers
@@ -346,9 +383,23 @@ class BatchScheduler:
         ctx.decode()  # a failure fails every job in the batch (see _guarded)
         now = time.perf_counter()
         produced = 0
+        for slot, index in list(wants_logits):
+            if slot.followers:  # n > 1: the prompt is in; the other choices start from a copy of it
+                for follower in slot.followers:
+                    ctx.copy_sequence(slot.seq_id, follower.seq_id)
+                    follower.cached = list(slot.cached)
+                    wants_logits.append((follower, index))
+                slot.followers = []
         for slot, index in wants_logits:
             job = slot.job
+            if job is None:
+                continue
+            top = job.params.top_logprobs
+            # Read before sampling: the log-probabilities of this very step's logits.
+            logits = ctx.logits(index) if top is not None else None
             token = slot.sampler.sample(ctx.ptr, index)
+            if logits is not None:
+                slot.held_logprobs.append(token_logprobs(self.model, logits, token, top))
             if job.timings.first_token is None:
                 job.timings.first_token = now
             produced += self._accept_token(slot, token)
@@ -358,18 +409,24 @@ class BatchScheduler:
             while self._recent_tokens and now - self._recent_tokens[0][0] > 60:
                 self._recent_tokens.popleft()
 
+    def _emit_text(self, slot: Slot, text: str) -> None:
+        logprobs, slot.held_logprobs = slot.held_logprobs, []
+        slot.job.emit(TokenEvent(text, slot.choice, logprobs))
+
     def _accept_token(self, slot: Slot, token: int) -> int:
         job = slot.job
         if self.model.is_end_of_generation(token):
+            slot.held_logprobs = slot.held_logprobs[:-1] if slot.held_logprobs else []
             self._finish(slot, "stop")
             return 0
         job.completion_tokens += 1
+        slot.produced += 1
         delta, stopped = slot.assembler.push(self.model.token_bytes(token))
         if delta:
-            job.emit(TokenEvent(delta))
+            self._emit_text(slot, delta)
         if stopped:
             self._finish(slot, "stop", flush=False)
-        elif job.completion_tokens >= job.params.max_tokens or len(slot.cached) + 1 >= self.n_ctx:
+        elif slot.produced >= job.params.max_tokens or len(slot.cached) + 1 >= self.n_ctx:
             self._finish(slot, "length")
         else:
             slot.next_token = token
@@ -379,8 +436,8 @@ class BatchScheduler:
         job = slot.job
         if flush and reason != "cancelled":
             tail = slot.assembler.finish()
-            if tail:
-                job.emit(TokenEvent(tail))
+            if tail or slot.held_logprobs:
+                self._emit_text(slot, tail)
         job.timings.finished = time.perf_counter()
         if reason == "cancelled":
             # A cancelled prefill leaves a cache that no longer matches `cached` exactly.
@@ -390,8 +447,8 @@ class BatchScheduler:
         else:
             self.completed += 1
         self._release(slot)
-        job.emit(DoneEvent(reason, len(job.prompt_tokens), job.completion_tokens, job.cached_tokens, job.timings,
-                           job.active_at_submit, job.queued_at_submit))
+        job.emit(DoneEvent(reason, len(job.prompt_tokens), slot.produced, job.cached_tokens, job.timings,
+                           job.active_at_submit, job.queued_at_submit, slot.choice))
 
     def _fail(self, slot: Slot, error: DomainError) -> None:
         job = slot.job
@@ -408,6 +465,8 @@ class BatchScheduler:
             slot.sampler.close()
         with self._cv:
             slot.job = None
+            slot.followers = []
+            slot.held_logprobs = []
             slot.sampler = None
             slot.assembler = None
             slot.pending_prompt = []

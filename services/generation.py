@@ -15,15 +15,19 @@ from shared.catalogue import ModelSpec
 from shared.core_share import automatic_threads
 from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
-from services.chat_template import ChatTemplate
+from services.chat_template import ChatTemplate, message_text
+from services.choice_output import ChoiceOutput
 from services.engine import BatchScheduler, DoneEvent, ErrorEvent, Event, GenerationJob
 from services.exceptions import (ContextTooLong, Draining, InvalidParameter, ModelLoadFailed, ModelLoading,
                                  ModelNotFound, UnsupportedParameter)
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 from services.prompt_cache import PromptCache
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
+from services.reasoning import ReasoningMarkers, ReasoningSplitter
 from services.response_format import check_response_format, grammar_source
 from services.sampling import CompiledGrammar, SamplingParams
+from services.tools import (ToolCallStream, ToolPlan, call_grammar, messages_for_tool_template,
+                            messages_without_tool_roles, plan_tools, tool_instructions)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ class PreparedRequest:
     prompt_tokens: list[int]
     params: SamplingParams
     response_format: dict | None = None   # checked; its grammar is built by `open_stream`
+    n: int = 1
+    tools: ToolPlan | None = None  # with required/named calls, their grammar is built by `open_stream`
+    reasoning: ReasoningMarkers | None = None  # None: thinking stays inline (or not a chat)
 
 
 class GenerationService:
@@ -111,11 +118,34 @@ class GenerationService:
     def prepare_chat(self, request: ChatCompletionRequest) -> PreparedRequest:
         self.check_model(request.model)
         self._require_ready()
-        messages = [message.model_dump(exclude_none=True) for message in request.messages]
-        prompt = self.template.render(messages)
+        plan = plan_tools(request.tools, request.tool_choice, request.parallel_tool_calls)
+        prompt = self._render(request, plan)
         add_bos = self.model.add_bos and not (self.template.bos_token and prompt.startswith(self.template.bos_token))
         tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
-        return PreparedRequest(tokens, self._sampling(request, len(tokens)), self._response_format(request))
+        params = self._sampling(request, len(tokens))
+        reasoning = None
+        if request.reasoning_format != "none":
+            reasoning = ReasoningMarkers.for_template(self.template.source, prompt)
+        return PreparedRequest(tokens, params, self._response_format(request), request.choices, tools=plan,
+                               reasoning=reasoning)
+
+    def _render(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> str:
+        """The prompt, with the tools where the template puts them; for a template without
+        tool support, in a system message of ours, and past calls and results as plain turns."""
+        messages = [message.model_dump(exclude_none=True) for message in request.messages]
+        variables = template_variables(request.chat_template_kwargs)
+        if self.template.supports_tools:
+            tools = plan.tools if plan is not None else None
+            return self.template.render(messages_for_tool_template(messages), tools=tools, **variables)
+        messages = messages_without_tool_roles(messages)
+        if plan is not None:
+            instructions = tool_instructions(plan)
+            if messages and messages[0].get("role") in ("system", "developer"):
+                first = messages[0]
+                messages[0] = {**first, "content": f"{message_text(first.get('content'))}\n\n{instructions}"}
+            else:
+                messages.insert(0, {"role": "system", "content": instructions})
+        return self.template.render(messages, **variables)
 
     def prepare_completion(self, request: CompletionRequest) -> PreparedRequest:
         self.check_model(request.model)
@@ -131,10 +161,14 @@ class GenerationService:
         tokens = self.model.tokenize(prompt, add_special=self.model.add_bos, parse_special=False)
         if not tokens:
             raise InvalidParameter("The prompt is empty.", param="prompt")
-        return PreparedRequest(tokens, self._sampling(request, len(tokens)), self._response_format(request))
+        return PreparedRequest(tokens, self._sampling(request, len(tokens)), self._response_format(request),
+                               request.choices)
 
-    def _sampling(self, request: GenerationParams, n_prompt: int) -> SamplingParams:
+    def _sampling(self, request: ChatCompletionRequest | CompletionRequest, n_prompt: int) -> SamplingParams:
         spec = self.spec
+        if request.choices > spec.parallel:
+            raise InvalidParameter(f"n is {request.choices}; this instance generates at most {spec.parallel} "
+                                   "choices at once (its parallel slots).", param="n")
         if n_prompt >= spec.n_ctx:
             raise ContextTooLong(spec.n_ctx, n_prompt)
         requested = request.max_completion_tokens or request.max_tokens
@@ -156,7 +190,14 @@ class GenerationService:
             seed=request.seed,
             stop=tuple(dict.fromkeys([*spec.stop, *stops])),
             max_tokens=max_tokens,
+            top_logprobs=request.wanted_top_logprobs,
         )
+
+    def choice_output(self, prepared: PreparedRequest, index: int) -> ChoiceOutput:
+        """How the text of one choice becomes content, reasoning and tool calls."""
+        tools = ToolCallStream(prepared.tools) if prepared.tools is not None else None
+        reasoning = ReasoningSplitter(prepared.reasoning) if prepared.reasoning is not None else None
+        return ChoiceOutput(index, reasoning=reasoning, tools=tools)
 
     @staticmethod
     def _response_format(request: GenerationParams) -> dict | None:
@@ -165,17 +206,25 @@ class GenerationService:
         response_format = request.response_format
         return response_format if response_format and response_format.get("type") not in (None, "text") else None
 
-    def _compile_grammar(self, response_format: dict) -> CompiledGrammar | None:
-        gbnf = grammar_source(response_format)
-        return CompiledGrammar(self.model, gbnf) if gbnf else None
+    def _compile_grammars(self, prepared: PreparedRequest) -> tuple[CompiledGrammar, ...]:
+        """The grammar of the forced tool call or of the response format, compiled once per
+        choice (each sequence's grammar keeps its own state)."""
+        if prepared.tools is not None and prepared.tools.constrained:
+            gbnf, param = call_grammar(prepared.tools), "tools"
+        else:
+            gbnf, param = grammar_source(prepared.response_format), "response_format"
+        if not gbnf:
+            return ()
+        return tuple(CompiledGrammar(self.model, gbnf, param=param) for _ in range(prepared.n))
 
     async def open_stream(self, prepared: PreparedRequest) -> "JobStream":
         """Submit a job at once (so a full queue is answered before any byte is sent).
 
-        A response format's grammar is converted and compiled first, in a worker thread."""
-        if prepared.response_format:
-            grammar = await asyncio.to_thread(self._compile_grammar, prepared.response_format)
-            prepared.params = replace(prepared.params, grammar=grammar)
+        A grammar (forced tool call, response format) is converted and compiled first, in a
+        worker thread."""
+        if prepared.response_format or (prepared.tools is not None and prepared.tools.constrained):
+            grammars = await asyncio.to_thread(self._compile_grammars, prepared)
+            prepared.params = replace(prepared.params, grammars=grammars)
         loop = asyncio.get_running_loop()
         if self._bridge is None or self._bridge.loop is not loop:
             self._bridge = EventBridge(loop)
@@ -209,6 +258,24 @@ class GenerationService:
             prompt_cache=PromptCacheReport(**vars(scheduler.prompt_cache.report())) if scheduler else
             PromptCacheReport(max_bytes=self.spec.prompt_cache_mb * 2**20),
         )
+
+
+RESERVED_TEMPLATE_VARIABLES = {"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"}
+
+
+def template_variables(kwargs: dict | None) -> dict:
+    """`chat_template_kwargs` (e.g. Qwen3's `enable_thinking`): plain values, small, and never
+    one of the variables the service sets itself."""
+    if not kwargs:
+        return {}
+    bad = sorted(set(kwargs) & RESERVED_TEMPLATE_VARIABLES)
+    if bad:
+        raise InvalidParameter(f"chat_template_kwargs may not set {', '.join(bad)}.", param="chat_template_kwargs")
+    if any(not isinstance(v, (str, int, float, bool, type(None))) or (isinstance(v, str) and len(v) > 256)
+           for v in kwargs.values()):
+        raise InvalidParameter("chat_template_kwargs values must be short strings, numbers or booleans.",
+                               param="chat_template_kwargs")
+    return dict(kwargs)
 
 
 class EventBridge:
@@ -246,7 +313,8 @@ class JobStream:
         self._scheduler = scheduler
         self._finished = False
         self.job = GenerationJob(prepared.prompt_tokens, prepared.params,
-                                 lambda event: bridge.put(self._events, event))
+                                 lambda event: bridge.put(self._events, event), n=prepared.n)
+        self._open_choices = prepared.n
         scheduler.submit(self.job)
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -256,7 +324,11 @@ class JobStream:
         try:
             while not self._finished:
                 event = await self._events.get()
-                if isinstance(event, (DoneEvent, ErrorEvent)):
+                if isinstance(event, DoneEvent):
+                    self._open_choices -= 1
+                    # One "cancelled" ends the whole job (an unstarted job reports it once).
+                    self._finished = self._open_choices <= 0 or event.finish_reason == "cancelled"
+                elif isinstance(event, ErrorEvent):
                     self._finished = True
                 yield event
         finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp as llama
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,19 @@ class LlamaContext:
         batch.logits[i] = want_logits
         batch.n_tokens = i + 1
         return i
+
+    def logits(self, index: int) -> np.ndarray:
+        """A copy of the logits the last decode produced at batch position `index`."""
+        ptr = llama.llama_get_logits_ith(self._ptr, index)
+        if not ptr:
+            raise LlamaError(f"no logits at batch index {index}")
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)).copy()
+
+    def copy_sequence(self, src: int, dst: int) -> None:
+        """Make sequence `dst` hold exactly what `src` holds (the copy of the KV data happens at
+        the next decode, before that decode's tokens)."""
+        llama.llama_memory_seq_rm(self._memory, dst, -1, -1)
+        llama.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
 
     def remove_from(self, seq_id: int, start: int) -> bool:
         """Drop positions >= start of a sequence; False if the cache cannot cut there (then the

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_TOP_LOGPROBS = 20
+
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
@@ -37,12 +39,11 @@ class GenerationParams(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repeat_penalty: float | None = Field(None, gt=0, le=5)
-    n: int | None = Field(None, ge=1, le=1, description="only one choice per request is supported")
+    n: int | None = Field(None, ge=1, le=16, description="choices to generate; the prompt is prefilled once")
     stream: bool = False
     stream_options: StreamOptions | None = None
     include_perf: bool = False
     response_format: dict[str, Any] | None = None
-    user: str | None = None
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -54,10 +55,34 @@ class GenerationParams(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+
 class ChatCompletionRequest(GenerationParams):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # "none" keeps a reasoning model's thinking inline in `content` (llama.cpp's name for it);
+    # otherwise it goes to `reasoning_content`.
+    reasoning_format: Literal["auto", "deepseek", "none"] = "auto"
+    chat_template_kwargs: dict[str, Any] | None = Field(None, max_length=16)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @property
+    def wanted_top_logprobs(self) -> int | None:
+        """None: no log-probabilities; else how many alternatives per token."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(GenerationParams):
     prompt: str | list[str]
     echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @property
+    def wanted_top_logprobs(self) -> int | None:
+        return self.logprobs

@@ -38,12 +38,13 @@ class SchemaLimits:
 DEFAULT_LIMITS = SchemaLimits()
 
 
-def _invalid(message: str) -> InvalidParameter:
-    return InvalidParameter(message, param="response_format")
+def _invalid(message: str, param: str = "response_format") -> InvalidParameter:
+    return InvalidParameter(message, param=param)
 
 
-def _too_large(message: str) -> SchemaTooLarge:
-    return SchemaTooLarge(f"response_format.json_schema is too large: {message}", param="response_format")
+def _too_large(message: str, param: str = "response_format") -> SchemaTooLarge:
+    what = "response_format.json_schema" if param == "response_format" else param
+    return SchemaTooLarge(f"{what} is too large: {message}", param=param)
 
 
 def check_response_format(response_format: Any, limits: SchemaLimits = DEFAULT_LIMITS) -> dict | None:
@@ -63,22 +64,28 @@ def check_response_format(response_format: Any, limits: SchemaLimits = DEFAULT_L
     schema = spec.get("schema", {"type": "object"})
     if not isinstance(schema, (dict, bool)):
         raise _invalid("response_format.json_schema.schema must be a JSON schema object")
-    try:
-        size = len(json.dumps(schema))
-    except (ValueError, RecursionError):
-        raise _too_large("it cannot be encoded") from None
-    if size > limits.max_schema_bytes:
-        raise _too_large(f"{size} bytes, above the limit of {limits.max_schema_bytes}")
-    _walk(schema, 0, limits)
+    check_json_schema(schema, param="response_format", limits=limits)
     return schema if isinstance(schema, dict) else {}
 
 
-def _walk(node: Any, depth: int, limits: SchemaLimits) -> None:
+def check_json_schema(schema: Any, *, param: str, limits: SchemaLimits = DEFAULT_LIMITS) -> None:
+    """The bounds of any JSON schema that becomes a grammar (a response format's, a tool's
+    parameters): size, nesting depth, repetition counts, local references only."""
+    try:
+        size = len(json.dumps(schema))
+    except (ValueError, RecursionError):
+        raise _too_large("it cannot be encoded", param) from None
+    if size > limits.max_schema_bytes:
+        raise _too_large(f"{size} bytes, above the limit of {limits.max_schema_bytes}", param)
+    _walk(schema, 0, limits, param)
+
+
+def _walk(node: Any, depth: int, limits: SchemaLimits, param: str) -> None:
     if depth > limits.max_depth:
-        raise _too_large(f"nested deeper than {limits.max_depth} levels")
+        raise _too_large(f"nested deeper than {limits.max_depth} levels", param)
     if isinstance(node, list):
         for item in node:
-            _walk(item, depth + 1, limits)
+            _walk(item, depth + 1, limits, param)
         return
     if not isinstance(node, dict):
         return
@@ -86,31 +93,31 @@ def _walk(node: Any, depth: int, limits: SchemaLimits) -> None:
         if key in node:
             value = node[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise _invalid(f"response_format.json_schema: {key} must be a non-negative integer")
+                raise _invalid(f"{param}: {key} must be a non-negative integer", param)
             if value > limits.max_count:
-                raise _too_large(f"{key} is {value}, above the limit of {limits.max_count}")
+                raise _too_large(f"{key} is {value}, above the limit of {limits.max_count}", param)
     ref = node.get("$ref")
     if ref is not None and (not isinstance(ref, str) or not ref.startswith("#")):
-        raise _invalid("response_format.json_schema: only local references ('#/...') are supported")
+        raise _invalid(f"{param}: only local references ('#/...') are supported", param)
     pattern = node.get("pattern")
     if pattern is not None:
         if not isinstance(pattern, str):
-            raise _invalid("response_format.json_schema: pattern must be a string")
-        _check_pattern(pattern, limits)
+            raise _invalid(f"{param}: pattern must be a string", param)
+        _check_pattern(pattern, limits, param)
     for value in node.values():
         if isinstance(value, (dict, list)):
-            _walk(value, depth + 1, limits)
+            _walk(value, depth + 1, limits, param)
 
 
-def _check_pattern(pattern: str, limits: SchemaLimits) -> None:
+def _check_pattern(pattern: str, limits: SchemaLimits, param: str) -> None:
     product = 1
     for low, high in _QUANTIFIER.findall(pattern):
         bound = max(int(low or 0), int(high or 0))
         if bound > limits.max_count:
-            raise _too_large(f"a pattern repeats {bound} times, above the limit of {limits.max_count}")
+            raise _too_large(f"a pattern repeats {bound} times, above the limit of {limits.max_count}", param)
         product *= max(bound, 1)
         if product > limits.max_pattern_repetition:
-            raise _too_large(f"a pattern's repetitions multiply to more than {limits.max_pattern_repetition}")
+            raise _too_large(f"a pattern's repetitions multiply to more than {limits.max_pattern_repetition}", param)
 
 
 def grammar_source(response_format: Any, limits: SchemaLimits = DEFAULT_LIMITS) -> str | None:

@@ -14,6 +14,7 @@ to whatever needs it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
 
 from shared import paths
+
+QUANT_RE = re.compile(r"^(I?Q\d[A-Z0-9_]*|UD-[A-Z0-9_]+|F16|BF16|F32|MXFP4[A-Z0-9_]*)$", re.IGNORECASE)
+
 
 class CatalogueError(ValueError):
     """The catalogue file, or an override of it, is not valid."""
@@ -35,6 +39,7 @@ class ModelSource(BaseModel):
     package: str | None = None
     repo: str | None = None
     file: str | None = None
+    quant: str | None = None  # hub:<repo>:<QUANT>: the file is found by listing the repository
 
     @classmethod
     def parse(cls, text: str) -> "ModelSource":
@@ -53,8 +58,13 @@ class ModelSource(BaseModel):
         if kind == "hub":
             repo, colon, file = rest.rpartition(":")
             if not colon or not repo or not file:
-                raise CatalogueError(f"hub source {text!r} must be hub:<repo>:<file>")
-            return cls(kind="hub", repo=repo, file=file)
+                raise CatalogueError(f"hub source {text!r} must be hub:<repo>:<file> or hub:<repo>:<QUANT>")
+            if file.lower().endswith(".gguf"):
+                return cls(kind="hub", repo=repo, file=file)
+            if not QUANT_RE.match(file):
+                raise CatalogueError(f"hub source {text!r}: {file!r} is neither a .gguf file nor a quantisation "
+                                     "such as Q4_K_M")
+            return cls(kind="hub", repo=repo, quant=file)
         raise CatalogueError(f"unknown model source kind {kind!r} in {text!r}")
 
     def __str__(self) -> str:
@@ -64,20 +74,26 @@ class ModelSource(BaseModel):
             return f"gemma-chunks:{self.package}"
         if self.kind == "path":
             return f"path:{self.file}"
-        return f"hub:{self.repo}:{self.file}"
+        return f"hub:{self.repo}:{self.file or self.quant}"
 
 
 class ModelProfile(BaseModel):
     """What a model is, for people, for the arena and for the modes' orchestrator: a short
-    description, what it is good at and not, published benchmark figures, and the words by
-    which an answer gives away which model wrote it (its name, its maker). One place for these
-    facts: battles read `identity_words`, the discussion's orchestrator weighs participants by
-    the rest, the modes pages show them."""
+    description, its size, what it is good at and not, its trained context, tool and reasoning
+    support, published benchmark figures, and the words by which an answer gives away which
+    model wrote it (its name, its maker). One place for these facts: battles read
+    `identity_words`, the discussion's orchestrator weighs participants by the rest, the modes
+    pages show them."""
 
     model_config = ConfigDict(extra="forbid")
 
     description: str = ""
+    parameters: str | None = Field(None, description="size, e.g. '4B' or '270M'")
     strengths: list[str] = Field(default_factory=list)
+    context_length: int | None = Field(None, ge=128, description="the model's trained context, in tokens")
+    tools: bool = False
+    reasoning: Literal["none", "optional", "always"] = "none"
+    languages: list[str] = Field(default_factory=lambda: ["en"])
     weaknesses: list[str] = Field(default_factory=list, description="what it should not be trusted with")
     benchmarks: dict[str, str] = Field(default_factory=dict,
                                        description="benchmark name -> result as published, with its source")
@@ -111,6 +127,10 @@ class ModelSpec(BaseModel):
     port: int = Field(ge=1, le=65535)
     hostname: str
     instances: int = Field(1, ge=0, le=8)
+    # Instances on the Actions fleet, when not `instances` (models these machines cannot
+    # download have 0 locally and some on Actions).
+    actions_instances: int | None = Field(None, ge=0, le=8)
+    profile: ModelProfile | None = None
     battle_weight: float = Field(1.0, ge=0)
     categories: list[str] = Field(default_factory=list)
     profile: ModelProfile = Field(default_factory=ModelProfile)
@@ -119,6 +139,11 @@ class ModelSpec(BaseModel):
     @classmethod
     def _parse_source(cls, value: Any) -> Any:
         return ModelSource.parse(value) if isinstance(value, str) else value
+
+    def instances_for(self, fleet: Literal["local", "actions"]) -> int:
+        if fleet == "actions" and self.actions_instances is not None:
+            return self.actions_instances
+        return self.instances
 
     @property
     def env_prefix(self) -> str:

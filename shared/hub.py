@@ -36,6 +36,7 @@ The repo may name a revision as ``org/name@revision`` (a branch, tag or commit h
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from shared.catalogue import ModelSpec
@@ -87,7 +88,80 @@ def _progress_bar_class(progress: bool | None):
 
 
 def _describe(spec: ModelSpec) -> str:
+    if spec.source.quant:
+        return f"{spec.key}: quantisation {spec.source.quant} of hub repo {spec.source.repo!r}"
     return f"{spec.key}: hub file {spec.source.file!r} of repo {spec.source.repo!r}"
+
+
+# ----- hub:<repo>:<QUANT>: which file that is ---------------------------------------------------
+
+SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+MAX_LISTED = 20
+
+
+class QuantNotFound(Exception):
+    """The repository has no single GGUF of the asked quantisation."""
+
+
+def pick_quant_files(paths: list[str], quant: str) -> list[str]:
+    """The GGUF file of quantisation `quant` among a repository's files, as llama.cpp's
+    ``-hf repo:QUANT`` picks it: the name holds the quantisation as a whole word, not followed by more of a name (so Q4_K does
+    not pick Q4_K_M); projector files (mmproj) are not models. A model split in parts gives
+    every part, first part first. Raises `QuantNotFound` naming what exists."""
+    ggufs = sorted(p for p in paths if p.lower().endswith(".gguf") and "mmproj" not in p.rsplit("/", 1)[-1].lower())
+    word = re.compile(rf"(^|[-_./]){re.escape(quant)}([-.]|$)", re.IGNORECASE)
+    matches = [p for p in ggufs if word.search(SPLIT_RE.sub(".gguf", p)[: -len(".gguf")])]
+    if not matches:
+        listed = ", ".join(p.rsplit("/", 1)[-1] for p in ggufs[:MAX_LISTED]) or "no GGUF file at all"
+        more = f" and {len(ggufs) - MAX_LISTED} more" if len(ggufs) > MAX_LISTED else ""
+        raise QuantNotFound(f"no GGUF of quantisation {quant} in the repository; it has: {listed}{more}")
+    models = {SPLIT_RE.sub("", p) if SPLIT_RE.search(p) else p for p in matches}
+    if len(models) > 1:
+        raise QuantNotFound(f"several GGUF files match {quant}: {', '.join(sorted(matches)[:MAX_LISTED])}; "
+                            "name the file instead (hub:<repo>:<file>)")
+    split = [p for p in matches if SPLIT_RE.search(p)]
+    if not split:
+        return matches
+    total = int(SPLIT_RE.search(split[0]).group(2))
+    present = {int(SPLIT_RE.search(p).group(1)) for p in split}
+    missing = sorted(set(range(1, total + 1)) - present)
+    if missing:
+        raise QuantNotFound(f"{quant} is split in {total} parts and parts {missing} are missing from the repository")
+    return sorted(split, key=lambda p: int(SPLIT_RE.search(p).group(1)))
+
+
+def _quant_files(repo_id: str, revision: str | None, quant: str, *, endpoint: str | None, cache: Path,
+                 offline: bool) -> list[str]:
+    """List the repository (one API call) and pick the quantisation's file(s). Offline, or with
+    the hub unreachable, the files already in the hub cache are listed instead."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not offline:
+        try:
+            tree = HfApi(endpoint=endpoint).list_repo_tree(repo_id, revision=revision, recursive=True)
+            return pick_quant_files([entry.path for entry in tree if hasattr(entry, "size")], quant)
+        except HfHubHTTPError:
+            raise  # the repo or revision is wrong, or access is denied: the caller says which
+        except Exception as exc:  # the hub cannot be reached (httpx's errors, timeouts, DNS)
+            cached = _cached_files(cache, repo_id)
+            if not cached:
+                raise ConnectionError(f"cannot list the repository to find {quant}: {_root_cause(exc)}") from exc
+            return pick_quant_files(cached, quant)
+    cached = _cached_files(cache, repo_id)
+    if not cached:
+        raise QuantNotFound(f"offline mode (HF_HUB_OFFLINE=1) and no file of the repository is in the hub cache "
+                            f"{cache}: the quantisation {quant} cannot be looked up")
+    return pick_quant_files(cached, quant)
+
+
+def _cached_files(cache: Path, repo_id: str) -> list[str]:
+    """Files of the repository present in the hub cache (any snapshot)."""
+    snapshots = cache / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    if not snapshots.is_dir():
+        return []
+    return sorted({str(p.relative_to(snapshot)) for snapshot in snapshots.iterdir() if snapshot.is_dir()
+                   for p in snapshot.rglob("*.gguf")})
 
 
 def _verified_marker(cache_dir: Path, expected: str) -> Path:
@@ -144,7 +218,7 @@ def fetch_from_hub(spec: ModelSpec, cache_dir: Path, *, progress: bool | None = 
     )
 
     source = spec.source
-    if source.kind != "hub" or not source.repo or not source.file:
+    if source.kind != "hub" or not source.repo or not (source.file or source.quant):
         raise ModelFileError(f"{spec.key}: {source} is not a hub:<repo>:<file> source")
     repo_id, revision = _split_repo(source.repo)
     what = _describe(spec)
@@ -155,15 +229,22 @@ def fetch_from_hub(spec: ModelSpec, cache_dir: Path, *, progress: bool | None = 
     token_set = bool(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
 
     try:
-        path = hf_hub_download(
+        if source.quant:
+            files = _quant_files(repo_id, revision, source.quant, endpoint=endpoint, cache=cache, offline=offline)
+        else:
+            files = [source.file]
+        paths = [hf_hub_download(
             repo_id=repo_id,
-            filename=source.file,
+            filename=filename,
             revision=revision,
             cache_dir=cache,
             endpoint=endpoint,
             local_files_only=offline,
             tqdm_class=_progress_bar_class(progress),
-        )
+        ) for filename in files]
+        path = paths[0]  # llama.cpp finds the other parts of a split model next to the first
+    except QuantNotFound as exc:
+        raise ModelFileError(f"{what}: {exc}") from exc
     except GatedRepoError as exc:  # before RepositoryNotFoundError, its parent class
         advice = (
             "HF_TOKEN was sent but not granted access: accept the repo's terms on its hub page with that account"

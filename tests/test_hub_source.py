@@ -130,6 +130,8 @@ def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def answer(self) -> None:
             hub.record("hub", self)
             parts = [unquote(p) for p in urlsplit(self.path).path.strip("/").split("/")]
+            if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
+                return self.tree("/".join(parts[2:4]), parts[5])
             if len(parts) < 5 or parts[2] != "resolve":
                 return self.error(404, None, "Not Found")
             repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
@@ -162,6 +164,24 @@ def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 "Content-Type": "application/octet-stream",
                 "Accept-Ranges": "bytes",
             }, content)
+
+        def tree(self, repo: str, revision: str) -> None:
+            """``GET /api/models/{repo}/tree/{revision}?recursive=true``: the repo's files, as the
+            hub lists them (one page; LFS files with their sha256 and size)."""
+            if repo not in hub.repos():
+                return self.error(401, "RepoNotFound", "Repository not found")
+            if revision not in ("main", COMMIT):
+                return self.error(404, "RevisionNotFound", "Invalid rev id: " + revision)
+            entries = []
+            for (file_repo, path), (content, lfs) in sorted(hub.files.items()):
+                if file_repo != repo:
+                    continue
+                entry = {"type": "file", "oid": git_blob_sha1(content), "size": len(content), "path": path}
+                if lfs:
+                    entry["lfs"] = {"oid": hashlib.sha256(content).hexdigest(), "size": len(content),
+                                    "pointerSize": 134}
+                entries.append(entry)
+            _reply(self, 200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
 
     return Hub
 
@@ -325,6 +345,80 @@ def _sha(content: bytes) -> str:
 
 def _no_network_to_hub(hub: FakeHub) -> None:
     assert hub.seen() == [], f"expected no request, got {hub.seen()}"
+
+
+# --- hub:<repo>:<QUANT>: the file found by listing the repository -----------------------------
+
+QUANT_REPO = "fake-org/many-quants-GGUF"
+
+
+def add_quants(hub: FakeHub, *paths: str) -> dict[str, bytes]:
+    contents = {}
+    for i, path in enumerate(paths):
+        contents[path] = fake_gguf(size=20_000 + i, seed=10 + i)
+        hub.files[(QUANT_REPO, path)] = (contents[path], True)
+    return contents
+
+
+def test_quant_source_picks_that_quantisation_s_file(hub, fetcher):
+    contents = add_quants(hub, "Model-Q4_K_S.gguf", "Model-Q4_K_M.gguf", "Model-Q8_0.gguf", "mmproj-Model-Q4_K_M.gguf",
+                          "README.md")
+    result = fetcher(f"hub:{QUANT_REPO}:Q4_K_M")
+    assert result.error is None, result.error
+    assert result.path.name == "Model-Q4_K_M.gguf" and result.path.read_bytes() == contents["Model-Q4_K_M.gguf"]
+    assert any("/api/models/" + QUANT_REPO + "/tree/main" in r.path for r in hub.seen("hub", "GET"))
+    lower = fetcher(f"hub:{QUANT_REPO}:q8_0")
+    assert lower.path.name == "Model-Q8_0.gguf"
+
+
+def test_split_quant_fetches_every_part_and_returns_the_first(hub, fetcher):
+    contents = add_quants(hub, "Q4_K_M/Big-Q4_K_M-00002-of-00002.gguf", "Q4_K_M/Big-Q4_K_M-00001-of-00002.gguf",
+                          "Big-Q8_0.gguf")
+    result = fetcher(f"hub:{QUANT_REPO}:Q4_K_M")
+    assert result.error is None, result.error
+    assert result.path.name == "Big-Q4_K_M-00001-of-00002.gguf"
+    second = result.path.parent / "Big-Q4_K_M-00002-of-00002.gguf"
+    assert second.read_bytes() == contents["Q4_K_M/Big-Q4_K_M-00002-of-00002.gguf"]
+
+
+def test_missing_quant_names_what_exists(hub, fetcher):
+    add_quants(hub, "Model-Q4_K_M.gguf", "Model-Q8_0.gguf")
+    result = fetcher(f"hub:{QUANT_REPO}:Q5_K_M")
+    assert result.path is None
+    assert "no GGUF of quantisation Q5_K_M" in result.error and "Model-Q8_0.gguf" in result.error
+
+
+def test_split_quant_with_a_missing_part_is_a_clear_error(hub, fetcher):
+    add_quants(hub, "Big-Q4_K_M-00001-of-00003.gguf", "Big-Q4_K_M-00003-of-00003.gguf")
+    result = fetcher(f"hub:{QUANT_REPO}:Q4_K_M")
+    assert result.path is None and "split in 3 parts" in result.error and "[2]" in result.error
+
+
+def test_quant_of_an_unknown_repo_is_a_clear_error(hub, fetcher):
+    result = fetcher("hub:fake-org/nothing-here:Q4_K_M")
+    assert result.path is None and "repository not found" in result.error
+
+
+def test_quant_offline_uses_the_cached_file(hub, fetcher):
+    add_quants(hub, "Model-Q4_K_M.gguf", "Model-Q8_0.gguf")
+    first = fetcher(f"hub:{QUANT_REPO}:Q4_K_M")
+    hub.clear()
+    again = fetcher(f"hub:{QUANT_REPO}:Q4_K_M", env={"HF_HUB_OFFLINE": "1"})
+    assert again.path == first.path
+    _no_network_to_hub(hub)
+    missing = fetcher(f"hub:{QUANT_REPO}:Q8_0", env={"HF_HUB_OFFLINE": "1"})
+    assert missing.path is None and "Q8_0" in missing.error
+
+
+def test_pick_quant_files_matches_whole_words_only():
+    from shared.hub import QuantNotFound, pick_quant_files
+
+    files = ["a/Model-Q4_K.gguf", "Model-Q4_K_M.gguf", "Model.IQ4_XS.gguf", "Model-UD-Q4_K_XL.gguf"]
+    assert pick_quant_files(files, "Q4_K") == ["a/Model-Q4_K.gguf"]
+    assert pick_quant_files(files, "IQ4_XS") == ["Model.IQ4_XS.gguf"]
+    assert pick_quant_files(files, "UD-Q4_K_XL") == ["Model-UD-Q4_K_XL.gguf"]
+    with pytest.raises(QuantNotFound, match="several"):
+        pick_quant_files(["x/M-Q8_0.gguf", "y/N-Q8_0.gguf"], "Q8_0")
 
 
 # --- hub: downloads and the cache ---------------------------------------------------------------

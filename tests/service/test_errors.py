@@ -41,7 +41,7 @@ def test_malformed_json_is_400(smollm):
     (chat(messages=[]), "messages"),
     (chat(messages=[{"role": "wizard", "content": "x"}]), "messages.0.role"),
     (chat(stream="sometimes"), "stream"),
-    (chat(n=3), "n"),
+    (chat(n=17), "n"),
     (chat(max_tokens=0), "max_tokens"),
     ({"messages": [{"role": "user", "content": "x"}]}, "model"),
 ])

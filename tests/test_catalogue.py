@@ -1,0 +1,70 @@
+"""The catalogue check (part of `make test`): every entry of config/catalogue.yaml has the right
+shape, and the fleet-wide facts hold (ports and hostnames unique, profiles coherent, models
+these machines cannot download off in the local fleet)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from shared.catalogue import CatalogueError, ModelProfile, ModelSource, load_catalogue
+
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return load_catalogue(environ={})
+
+
+def test_every_entry_is_well_formed(catalogue):
+    assert catalogue.models
+    for key, spec in catalogue.models.items():
+        assert KEY_RE.match(key), key
+        assert spec.display_name and spec.hostname
+        assert spec.default_max_tokens <= spec.max_tokens_limit < spec.n_ctx, key
+        assert spec.profile is not None, f"{key} has no profile"
+        if spec.profile.context_length:
+            assert spec.n_ctx <= spec.profile.context_length, key
+        if spec.source.kind == "hub":
+            assert re.match(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$", spec.source.repo), key
+            assert spec.instances == 0, f"{key} is fetched from the hub: off in the local fleet"
+            assert spec.instances_for("actions") >= 1, f"{key} should run on Actions"
+    routed = {rule.model for rule in catalogue.routing.rules} | {catalogue.routing.default}
+    assert routed <= set(catalogue.models)
+
+
+def test_ports_and_hostnames_do_not_collide(catalogue):
+    ports: dict[int, str] = {}
+    for key, spec in catalogue.models.items():
+        for i in range(max(spec.instances, spec.instances_for("actions"), 1)):
+            assert spec.port + i not in ports, f"{key} and {ports.get(spec.port + i)} share port {spec.port + i}"
+            ports[spec.port + i] = key
+    hostnames = [spec.hostname for spec in catalogue.models.values()]
+    assert len(hostnames) == len(set(hostnames))
+    assert catalogue.fleet.gateway_port not in ports
+
+
+def test_the_original_lineup_is_there_with_quant_sources(catalogue):
+    lineup = {"qwen3-4b-instruct-2507", "phi-4-mini", "llama-3.2-3b", "smollm3-3b", "lfm2.5-1.2b",
+              "deepseek-r1-distill-qwen-1.5b", "gemma-3-12b", "mistral-7b-v0.3", "functiongemma-270m"}
+    assert lineup <= set(catalogue.models)
+    for key in lineup:
+        assert catalogue.models[key].source.quant, key
+    assert catalogue.models["deepseek-r1-distill-qwen-1.5b"].profile.reasoning == "always"
+    assert catalogue.models["functiongemma-270m"].profile.tools
+
+
+def test_bad_entries_are_refused(tmp_path):
+    with pytest.raises(CatalogueError, match="neither a .gguf file nor a quantisation"):
+        ModelSource.parse("hub:org/repo:latest")
+    with pytest.raises(ValueError):
+        ModelProfile(parameters="1B", reasoning="sometimes")
+    with pytest.raises(ValueError):
+        ModelProfile(parameters="1B", favourite_colour="blue")
+    path = tmp_path / "catalogue.yaml"
+    path.write_text("fleet: {}\nmodels:\n  m:\n    display_name: M\n    source: hub:org/repo:Q4_K_M\n"
+                    "    port: 9000\n    hostname: m\n    profile: {parameters: 1B, context_length: 64}\n")
+    with pytest.raises(CatalogueError, match="context_length"):
+        load_catalogue(path, environ={})
