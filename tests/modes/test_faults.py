@@ -57,7 +57,9 @@ def test_client_that_disconnects_stops_every_generation(fleet):
                 if len(speaking) == 3:
                     break
             busy = {m: slots_active(s) for m, s in services.items()}
-            assert busy[SMOL] >= 2 and busy[GEMMA] >= 1, busy
+            # Both SmolLM2 participants are mid-essay; the base Gemma may already have stopped
+            # at its transcript's stop string, so its slot is not required to be busy.
+            assert busy[SMOL] >= 2, busy
         # The response is closed here: the client is gone.
     wait_until(lambda: all(slots_active(s) == 0 for s in services.values()), 10,
                what="every slot freed after the client left")
