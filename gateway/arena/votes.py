@@ -200,19 +200,7 @@ class VoteStore:
         """Start the next turn: the current one (both sides finished, both answered) moves to
         `battle_turns`, and both sides wait for their next answer. Refused once voted on."""
         async with self.db.write() as conn:
-            row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
-            if row is None:
-                raise BattleNotFound(f"no battle {battle_id!r}")
-            if (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():
-                raise AlreadyVoted(f"battle {battle_id!r} already has a vote")
-            sides = {r.side: r for r in (await conn.execute(
-                select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()}
-            if any(sides[s].status not in FINISHED for s in SIDES):
-                raise BattleNotFinished(f"battle {battle_id!r} has not finished streaming both answers")
-            if not all(is_contest(_side(sides[s])) for s in SIDES):
-                raise NotAContest(f"a side of battle {battle_id!r} gave no answer: start a new battle")
-            request = json.loads(row.request)
-            prompts = list(request.get("prompts") or [request["prompt"]])
+            row, sides, request, prompts = await _open_contest(conn, battle_id, "start a new battle")
             turn = (await conn.execute(select(func.count()).select_from(battle_turns).where(
                 battle_turns.c.battle_id == battle_id))).scalar_one() // len(SIDES) + 1
             await conn.execute(insert(battle_turns), [
@@ -268,19 +256,7 @@ class VoteStore:
         created = time.time() if now is None else now
         try:
             async with self.db.write() as conn:
-                row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
-                if row is None:
-                    raise BattleNotFound(f"no battle {battle_id!r}")
-                if (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():
-                    raise AlreadyVoted(f"battle {battle_id!r} already has a vote")
-                sides = {r.side: r for r in (await conn.execute(
-                    select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()}
-                if any(sides[s].status not in FINISHED for s in SIDES):
-                    raise BattleNotFinished(f"battle {battle_id!r} has not finished streaming both answers")
-                if not all(is_contest(_side(sides[s])) for s in SIDES):
-                    raise NotAContest(f"a side of battle {battle_id!r} gave no answer: there is nothing to compare")
-                request = json.loads(row.request)
-                prompts = list(request.get("prompts") or [request["prompt"]])
+                row, sides, request, prompts = await _open_contest(conn, battle_id, "there is nothing to compare")
                 earlier = (await conn.execute(select(battle_turns).where(battle_turns.c.battle_id == battle_id)
                                               .order_by(battle_turns.c.turn, battle_turns.c.side))).all()
                 turns: dict[int, dict[str, Any]] = {}
@@ -362,3 +338,22 @@ class VoteStore:
         async with self.db.read() as conn:
             row = (await conn.execute(select(func.count(), func.max(arena_excluded_clients.c.excluded_at)))).first()
         return int(row[0]), float(row[1] or 0.0)
+
+
+async def _open_contest(conn: Any, battle_id: str, why_not: str) -> tuple[Any, dict[str, Any], dict, list[str]]:
+    """The battle's row, its sides by name, its request and its user prompts, inside a write:
+    only a battle that exists, has no vote, and whose sides both finished with an answer (a
+    contest) may take a follow-up turn or a vote."""
+    row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+    if row is None:
+        raise BattleNotFound(f"no battle {battle_id!r}")
+    if (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():
+        raise AlreadyVoted(f"battle {battle_id!r} already has a vote")
+    sides = {r.side: r for r in (await conn.execute(
+        select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()}
+    if any(sides[s].status not in FINISHED for s in SIDES):
+        raise BattleNotFinished(f"battle {battle_id!r} has not finished streaming both answers")
+    if not all(is_contest(_side(sides[s])) for s in SIDES):
+        raise NotAContest(f"a side of battle {battle_id!r} gave no answer: {why_not}")
+    request = json.loads(row.request)
+    return row, sides, request, list(request.get("prompts") or [request["prompt"]])

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.arena.synthetic_votes import fill_store
-from tests.arena.test_browser import CHROMIUM, CHROMIUM_ARGS, new_page, shot
+from tests.arena.test_browser import browser, new_page, shot  # noqa: F401 (browser: a fixture)
 from tests.harness import start_gateway
 
 pytestmark = pytest.mark.browser
@@ -32,12 +32,6 @@ def board_gateway(tmp_path_factory):
         gateway.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def canvas_has_ink(page, canvas_id: str) -> int:
@@ -64,7 +58,7 @@ def test_the_api_has_boards_per_category_and_leaves_flagged_votes_out(board_gate
     assert method.status_code == 200 and "upper bound" in method.text
 
 
-def test_charts_categories_and_style_control_in_the_page(board_gateway, browser):
+def test_charts_categories_and_style_control_in_the_page(board_gateway, browser):  # noqa: F811 (the fixture)
     errors: list[str] = []
     for scheme in ("light", "dark"):
         page = new_page(browser, errors, scheme=scheme, height=1400)
