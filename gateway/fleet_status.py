@@ -23,7 +23,8 @@ class FleetStatus:
         # blind battle could be told apart by it.
         hidden = not show_urls and self.live_load_hidden()
         models = []
-        for key, spec in self.registry.catalogue.models.items():
+        for key in self.deployed_models():
+            spec = self.registry.catalogue.models[key]
             instances = self.registry.for_model(key)
             ready = [i for i in instances if i.state is InstanceState.READY]
             models.append({
@@ -50,6 +51,11 @@ class FleetStatus:
             "models": models,
         }
 
+    def deployed_models(self) -> list[str]:
+        """The catalogue's models this gateway has instances of, in any state. A model no fleet
+        here runs (the Actions lineup, seen from a local fleet) is left out, not counted as down."""
+        return [key for key in self.registry.catalogue.models if self.registry.for_model(key)]
+
     def _model_status(self, key: str) -> str:
         states = {i.state for i in self.registry.for_model(key)}
         if InstanceState.READY in states:
@@ -63,7 +69,7 @@ class FleetStatus:
     # -- shields.io endpoint badges ------------------------------------------------------
 
     def system_badge(self) -> dict[str, Any]:
-        total = len(self.registry.catalogue.models)
+        total = len(self.deployed_models())
         online = len(self.registry.ready_models())
         color = "brightgreen" if total and online == total else ("yellow" if online else "red")
         return {"schemaVersion": 1, "label": "API Status", "message": f"{online}/{total} online", "color": color}

@@ -17,6 +17,7 @@ from scripts import fleet_ctl, gateway_runner
 from scripts.fleet_labels import RunLabels
 from scripts.github_api import GitHubClient
 from tests.fleet.fake_github import FakeGitHub, answering
+from shared.catalogue import load_catalogue
 from tests.harness import free_port
 
 REPO = "o/r"
@@ -35,12 +36,18 @@ def test_up_starts_only_what_is_not_running(github, capsys):
     github.add_run("fleet.yml", RunLabels("smollm2-135m", "all").title())
     github.add_run("fleet.yml", RunLabels("gemma3-270m", "1", "old").title(), status="completed")
     assert fleet_ctl.main(["up"], environ=ENV) == 0
-    assert [(d["workflow"], d["ref"], d["inputs"]) for d in github.dispatches] == [
-        ("gateway.yml", "main", {}), ("fleet.yml", "main", {"model": "gemma3-270m", "instances": "1"})]
+    # Every model the catalogue runs on Actions (the embedded ones and the lineup), but the one
+    # already running, and the gateway.
+    on_actions = [(key, spec.instances_for("actions")) for key, spec in load_catalogue(environ={}).models.items()
+                  if spec.instances_for("actions") > 0 and key != "smollm2-135m"]
+    assert [(d["workflow"], d["ref"], d["inputs"]) for d in github.dispatches] == [("gateway.yml", "main", {})] + [
+        ("fleet.yml", "main", {"model": key, "instances": str(max(1, min(3, n)))}) for key, n in on_actions]
+    assert {"model": "gemma3-270m", "instances": "1"} in [d["inputs"] for d in github.dispatches]
     assert "smollm2-135m: already running" in capsys.readouterr().out
     # Twice: nothing more is started.
+    started = len(github.dispatches)
     assert fleet_ctl.main(["up"], environ=ENV) == 0
-    assert len(github.dispatches) == 2
+    assert len(github.dispatches) == started
 
 
 def test_down_cancels_exact_labels_only(github):
