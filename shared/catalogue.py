@@ -4,6 +4,7 @@ This is the one place a model, a port or a fleet setting is named. Environment v
 override the file:
 
 - ``ARENA_FLEET__<FIELD>``, e.g. ``ARENA_FLEET__GATEWAY_PORT=9000``;
+- ``ARENA_ARENA__<FIELD>`` (the `arena` section), e.g. ``ARENA_ARENA__VOTES_PER_MINUTE=30``;
 - ``ARENA_MODEL_<KEY>__<FIELD>``, e.g. ``ARENA_MODEL_SMOLLM2_135M__PARALLEL=4``;
 - ``ARENA_CATALOGUE`` names another catalogue file altogether.
 
@@ -244,18 +245,21 @@ def _coerce(text: str) -> Any:
 
 def _apply_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     fleet = dict(raw.get("fleet") or {})
+    arena = dict(raw.get("arena") or {})
     models = {key: dict(value or {}) for key, value in (raw.get("models") or {}).items()}
     by_env_key = {env_key(key): key for key in models}
     for name, value in environ.items():
         if name.startswith("ARENA_FLEET__"):
             fleet[name[len("ARENA_FLEET__"):].lower()] = _coerce(value)
+        elif name.startswith("ARENA_ARENA__"):
+            arena[name[len("ARENA_ARENA__"):].lower()] = _coerce(value)
         elif name.startswith("ARENA_MODEL_") and "__" in name:
             stem, _, field = name[len("ARENA_MODEL_"):].partition("__")
             if stem in by_env_key:
                 models[by_env_key[stem]][field.lower()] = _coerce(value)
     for key, spec in models.items():
         spec["key"] = key
-    return {**raw, "fleet": fleet, "models": models}
+    return {**raw, "fleet": fleet, "models": models, **({"arena": arena} if arena else {})}
 
 
 def load_catalogue(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Catalogue:

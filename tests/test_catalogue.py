@@ -68,3 +68,9 @@ def test_bad_entries_are_refused(tmp_path):
                     "    port: 9000\n    hostname: m\n    profile: {parameters: 1B, context_length: 64}\n")
     with pytest.raises(CatalogueError, match="context_length"):
         load_catalogue(path, environ={})
+
+
+def test_the_arena_section_is_overridden_by_environment():
+    catalogue = load_catalogue(environ={"ARENA_ARENA__VOTES_PER_MINUTE": "30"})
+    assert catalogue.arena.votes_per_minute == 30
+    assert load_catalogue(environ={}).arena.votes_per_minute != 30

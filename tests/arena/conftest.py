@@ -29,8 +29,11 @@ def fleet(tmp_path_factory):
     try:
         for model in MODELS:
             services.append(start_service(model, env=env, timeout=300))
-        gateway = start_gateway(env={**env, **{f"{m.upper().replace('-', '_')}_API_URL": s.url
-                                               for m, s in zip(MODELS, services)}})
+        # Every test here plays battles from 127.0.0.1: the per-client limits (tested on their
+        # own in test_clients.py) are raised so the shared gateway does not refuse a later test.
+        limits = {"ARENA_ARENA__BATTLES_PER_MINUTE": "1000", "ARENA_ARENA__VOTES_PER_MINUTE": "1000"}
+        gateway = start_gateway(env={**env, **limits, **{f"{m.upper().replace('-', '_')}_API_URL": s.url
+                                                         for m, s in zip(MODELS, services)}})
         wait_models(gateway.url, MODELS)
         yield {"gateway": gateway, "services": dict(zip(MODELS, services))}
     finally:
