@@ -35,7 +35,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     overrides. The model loads in the background once the app starts (`/health` says
     `loading` meanwhile); `app.state.service` is the `GenerationService`."""
     service = GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
-                                model_cache=catalogue.fleet.model_cache_path())
+                                model_cache=catalogue.fleet.model_cache_path(),
+                                core_board=settings.core_board, core_slot=settings.core_slot)
     instance_secret = settings.instance_secret
 
     @asynccontextmanager

@@ -1,16 +1,22 @@
 """`arena bench cores`: do model processes on one machine share its cores fairly?
 
-Runs the local fleet of `make run` (the catalogue's instances, through the gateway) twice, back
-to back: first as it was before fair sharing (every process with a thread per core, unpinned,
-llama.cpp's threads spinning while they wait), then with `shared.core_share`'s plan. In each:
+First each of two models alone on the machine (a fleet of that one instance, every core: the
+reference), then the local fleet of `make run` (the catalogue's instances, through the gateway)
+under each plan of sharing, back to back:
 
-- each of two models alone, then both asked at the same moment (the compare page's and every
-  battle's load), three tries; decode speed is counted only while both streams are decoding;
-- the same long prompts on one instance of a model, then spread over two instances on the same
-  cores (aggregate wall time).
+- before: as it was before fair sharing (every process a thread per core, unpinned, llama.cpp's
+  threads spinning while they wait);
+- fixed: `shared.core_share`'s fixed shares (the cores divided among the instances);
+- shared: threads that follow how many instances are busy (`shared.core_board`, the default).
+
+In each: each model asked alone in the fleet, then both at the same moment (the compare page's
+and every battle's load), `--tries` times, decode speed counted only while both streams are
+decoding; and the same long prompts spread over two instances of one model (against one
+instance alone).
 
 Goals (issue #14): together, each model keeps >= 40% of its speed alone in the worst try;
-alone, neither loses more than 10% to fair sharing; two instances are never slower than one.
+alone in the fleet, neither loses more than 10% of its speed alone on the machine; two
+instances are never slower than one.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import httpx
 
 from services.bench_support import StreamResult, running_fleet, stream_chat
 from shared.catalogue import Catalogue
-from shared.core_share import CoreShare, available_cpus
+from shared.core_share import CoreShare, available_cpus, share_cores
+
 STORY = "Write a long story about a lighthouse keeper and a storm. Use many details."
 QUESTION = "What is the history of the city of Rome?"
 LONG_PROMPT = ("Summarize the following notes in one sentence.\n" +
@@ -42,12 +49,24 @@ def legacy_shares(count: int) -> list[CoreShare]:
     return [CoreShare(max(1, len(available_cpus())), None, passive_wait=False)] * count
 
 
+PROMPTS = (STORY, QUESTION)   # the first model is asked the first, the second the second
+PLANS = ("before", "fixed", "shared")
+
+
+def plan_shares(plan: str, explicit_threads: list[int | None]) -> list[CoreShare]:
+    if plan == "before":
+        return legacy_shares(len(explicit_threads))
+    return share_cores(explicit_threads, available_cpus(), dynamic=plan == "shared")
+
+
+async def _alone(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> float:
+    await _story(client, url, model, "Hi", 4)  # warm-up
+    return (await _story(client, url, model, prompt, max_tokens)).rate()
+
+
 async def _pair_figures(url: str, a: str, b: str, tries: int, max_tokens: int) -> dict:
     async with httpx.AsyncClient(timeout=300) as client:
-        await _story(client, url, a, "Hi", 4)
-        await _story(client, url, b, "Hi", 4)
-        alone = {a: (await _story(client, url, a, STORY, max_tokens)).rate(),
-                 b: (await _story(client, url, b, QUESTION, max_tokens)).rate()}
+        alone = {a: await _alone(client, url, a, STORY, max_tokens), b: await _alone(client, url, b, QUESTION, max_tokens)}
         together = []
         for _ in range(tries):
             sa, sb = await asyncio.gather(_story(client, url, a, STORY, max_tokens),
@@ -74,6 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tries", type=int, default=3, help="attempts at asking two models at once")
     group.add_argument("--pair-tokens", type=int, default=64, help="max_tokens of each answer")
     group.add_argument("--long-prompts", type=int, default=8, help="prompts for one instance against two")
+    group.add_argument("--plans", default=",".join(PLANS), type=_plans,
+                       help=f"ways of sharing the cores to compare, of {', '.join(PLANS)} (default: all)")
+
+
+def _plans(text: str) -> list[str]:
+    chosen = [p.strip() for p in text.split(",") if p.strip()]
+    if not chosen or set(chosen) - set(PLANS):
+        raise argparse.ArgumentTypeError(f"plans are some of {', '.join(PLANS)}, not {text!r}")
+    return chosen
 
 
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
@@ -87,35 +115,55 @@ def _measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     keys = list(catalogue.models)
     a, b = keys[0], keys[1]
     plan = {key: max(spec.instances, 1) for key, spec in catalogue.models.items() if key in (a, b)}
-    count = sum(plan.values())
-    results: dict = {"cores": len(available_cpus()), "fleet": plan}
-    for mode, shares in (("before", legacy_shares(count)), ("after", None)):
-        with running_fleet(catalogue, plan, f"cores/pair-{mode}", shares=shares) as url:
-            results[mode] = {"pair": asyncio.run(_pair_figures(url, a, b, args.tries, args.pair_tokens))}
-        one_shares = legacy_shares(1) if mode == "before" else None
-        with running_fleet(catalogue, {a: 1}, f"cores/one-{mode}", shares=one_shares) as url:
-            one = asyncio.run(_spread(url, a, args.long_prompts, args.pair_tokens))
-        two_shares = legacy_shares(2) if mode == "before" else None
-        with running_fleet(catalogue, {a: 2}, f"cores/two-{mode}", shares=two_shares) as url:
-            two = asyncio.run(_spread(url, a, args.long_prompts, args.pair_tokens))
-        results[mode]["one_instance_s"], results[mode]["two_instances_s"] = one, two
-    before_alone = results["before"]["pair"]["alone_tokens_per_s"]
-    after_alone = results["after"]["pair"]["alone_tokens_per_s"]
-    results["alone_after_vs_before"] = {m: round(after_alone[m] / before_alone[m], 2) if before_alone[m] else None
-                                        for m in before_alone}
+    explicit = [catalogue.model(key).threads for key, count in plan.items() for _ in range(count)]
+    results: dict = {"cores": len(available_cpus()), "fleet": plan, "machine": {}}
+    # Each model alone on the machine: the speed sharing should not take away.
+    for model, prompt in zip((a, b), PROMPTS):
+        with running_fleet(catalogue, {model: 1}, f"cores/machine-{model}") as url:
+            results["machine"][model] = {"alone_tokens_per_s": round(asyncio.run(_alone_once(url, model, prompt,
+                                                                                              args.pair_tokens)), 1)}
+            if model == a:
+                results["machine"][model]["long_prompts_s"] = asyncio.run(_spread(url, a, args.long_prompts,
+                                                                                  args.pair_tokens))
+    for name in args.plans:
+        with running_fleet(catalogue, plan, f"cores/pair-{name}", shares=plan_shares(name, explicit)) as url:
+            pair = asyncio.run(_pair_figures(url, a, b, args.tries, args.pair_tokens))
+        machine = {m: results["machine"][m]["alone_tokens_per_s"] for m in (a, b)}
+        pair["alone_in_fleet_share"] = {m: round(pair["alone_tokens_per_s"][m] / machine[m], 2) if machine[m] else None
+                                        for m in (a, b)}
+        pair["worst_share_of_machine"] = {
+            m: round(min(t[m] for t in pair["together_tokens_per_s"]) / machine[m], 2) if machine[m] else None
+            for m in (a, b)}
+        two_explicit = [catalogue.model(a).threads] * 2
+        with running_fleet(catalogue, {a: 2}, f"cores/two-{name}", shares=plan_shares(name, two_explicit)) as url:
+            pair["two_instances_s"] = asyncio.run(_spread(url, a, args.long_prompts, args.pair_tokens))
+        results[name] = pair
     return results
+
+
+async def _alone_once(url: str, model: str, prompt: str, max_tokens: int) -> float:
+    async with httpx.AsyncClient(timeout=300) as client:
+        return await _alone(client, url, model, prompt, max_tokens)
 
 
 def print_report(results: dict) -> None:
     print(f"\nCores shared by the local fleet ({results['cores']} cores, "
           f"{', '.join(f'{k} x{n}' for k, n in results['fleet'].items())})")
-    print(f"{'':8} {'model':<14} {'alone tok/s':>11} {'together, 3 tries':>24} {'worst/alone':>11}")
-    for mode in ("before", "after"):
-        pair = results[mode]["pair"]
+    machine = results["machine"]
+    print(f"{'plan':8} {'model':<14} {'alone tok/s':>11} {'alone/machine':>13} {'together, each try':>24} "
+          f"{'worst/alone':>11} {'worst/machine':>13}")
+    for model, figures in machine.items():
+        print(f"{'machine':8} {model:<14} {figures['alone_tokens_per_s']:>11} {'1.0':>13}")
+    plans = [name for name in PLANS if name in results]
+    for name in plans:
+        pair = results[name]
         for model, alone in pair["alone_tokens_per_s"].items():
             tries = " ".join(f"{t[model]:>6}" for t in pair["together_tokens_per_s"])
-            print(f"{mode:8} {model:<14} {alone:>11} {tries:>24} {pair['worst_share_of_alone'][model]:>11}")
-    for mode in ("before", "after"):
-        r = results[mode]
-        print(f"{mode:8} long prompts: one instance {r['one_instance_s']} s, two instances {r['two_instances_s']} s")
-    print(f"alone, after/before: {results['alone_after_vs_before']}")
+            print(f"{name:8} {model:<14} {alone:>11} {pair['alone_in_fleet_share'][model]:>13} {tries:>24} "
+                  f"{pair['worst_share_of_alone'][model]:>11} {pair['worst_share_of_machine'][model]:>13}")
+    one = next(iter(machine.values()))["long_prompts_s"]
+    print(f"{len(results[plans[0]]['together_tokens_per_s']) if plans else 0} tries; long prompts on one instance: "
+          f"{one} s; on two: " + ", ".join(f"{name} {results[name]['two_instances_s']} s" for name in plans))
+    for name in plans:
+        print(f"alone in the fleet / alone on the machine, {name}: "
+              + ", ".join(f"{m} {v}" for m, v in results[name]["alone_in_fleet_share"].items()))

@@ -99,7 +99,7 @@ def ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def _free_block(size: int) -> int:
+def free_port_block(size: int) -> int:
     """A port p with p .. p+size-1 all free (the local fleet numbers a model's instances so)."""
     for _ in range(50):
         base = free_port()
@@ -118,7 +118,7 @@ def running_fleet(catalogue: Catalogue, plan: dict[str, int], name: str, *, shar
                   env: dict[str, str] | None = None) -> Iterator[str]:
     """The local fleet of `plan` on free ports (so it never meets a running `make run`), once
     the gateway has every instance ready; yields the gateway's URL."""
-    models = {key: spec.model_copy(update={"port": _free_block(plan.get(key, 1))})
+    models = {key: spec.model_copy(update={"port": free_port_block(plan.get(key, 1))})
               for key, spec in catalogue.models.items()}
     port = free_port()
     fleet = LocalFleet(catalogue.model_copy(update={"models": models}), plan, host="127.0.0.1", port=port,

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
+from shared.core_board import FixedThreads, ThreadPolicy
 from shared.errors import DomainError
 from services.exceptions import (Draining, GenerationFailed, InferenceFailed, InvalidParameter, QueueFull,
                                  ServiceStopping)
@@ -145,9 +146,13 @@ class BatchScheduler:
     """Owns the llama context; runs the decode loop in its own thread."""
 
     def __init__(self, model: LlamaModel, ctx: LlamaContext, *, max_queue: int,
-                 prefill_chunk_while_generating: int | None = None, prompt_cache: PromptCache | None = None) -> None:
+                 prefill_chunk_while_generating: int | None = None, prompt_cache: PromptCache | None = None,
+                 threads: ThreadPolicy | None = None) -> None:
+        """`threads`: how many threads each decode step takes (default: the context's, always)."""
         self.model = model
         self.ctx = ctx
+        self.threads = threads or FixedThreads(ctx.shape.threads)
+        self.threads_in_use = ctx.shape.threads
         self.prompt_cache = prompt_cache if prompt_cache is not None else PromptCache(0)
         self.n_ctx = ctx.shape.n_ctx_per_sequence
         self.n_batch = ctx.shape.n_batch
@@ -227,6 +232,8 @@ class BatchScheduler:
         try:
             while True:
                 with self._cv:
+                    if not self._waiting and self.active_count == 0:
+                        self.threads.idle()  # out of work: the instances sharing our cores may take them
                     while not self._stopping and not self._waiting and self.active_count == 0:
                         self._cv.wait()
                     if self._stopping:
@@ -243,6 +250,8 @@ class BatchScheduler:
             with self._cv:
                 self._stopping = True
                 self._abort_all("internal error in the batch scheduler")
+        finally:
+            self.threads.idle()
 
     def _guarded(self, action, *args) -> None:
         """Run one scheduling action; an unexpected error fails the jobs it touched (their
@@ -380,6 +389,10 @@ class BatchScheduler:
             budget -= len(chunk)
             if last_chunk:
                 wants_logits.append((slot, index))
+        threads = self.threads.for_step()
+        if threads != self.threads_in_use:
+            ctx.set_threads(threads)
+            self.threads_in_use = threads
         ctx.decode()  # a failure fails every job in the batch (see _guarded)
         now = time.perf_counter()
         produced = 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from shared.catalogue import ModelSpec
+from shared.core_board import CoreBoard, FixedThreads, SharedThreads, ThreadPolicy
 from shared.core_share import automatic_threads
 from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
@@ -47,13 +48,17 @@ class PreparedRequest:
 class GenerationService:
     """One model, its batch scheduler and its state (loading, ok, draining, error)."""
 
-    def __init__(self, spec: ModelSpec, *, instance_id: str, model_cache: Path, model_path: Path | None = None) -> None:
+    def __init__(self, spec: ModelSpec, *, instance_id: str, model_cache: Path, model_path: Path | None = None,
+                 core_board: Path | None = None, core_slot: int = 0) -> None:
+        """`core_board`: the local fleet's board of busy instances; `spec.threads` is then the
+        most this instance takes (when the others sharing its cores are idle)."""
         if spec.threads is None:  # automatic: this instance has the machine to itself
             spec = spec.model_copy(update={"threads": automatic_threads()})
         self.spec = spec
         self.instance_id = instance_id
         self.model_cache = model_cache
         self.model_path = model_path
+        self.core_board, self.core_slot = core_board, core_slot
         self.status = "loading"
         self.load_error: str | None = None
         self.started_at = time.time()
@@ -79,7 +84,8 @@ class GenerationService:
             self.model = model
             self.spec = self.spec.model_copy(update={"n_ctx": n_ctx})
             self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue,
-                                            prompt_cache=PromptCache(self.spec.prompt_cache_mb * 2**20))
+                                            prompt_cache=PromptCache(self.spec.prompt_cache_mb * 2**20),
+                                            threads=self._thread_policy())
             self.scheduler.start()
             self.status = "ok"
             log.info("%s ready: %d slots of %d tokens", self.spec.key, self.spec.parallel, n_ctx)
@@ -87,6 +93,11 @@ class GenerationService:
             log.exception("could not load %s", self.spec.key)
             self.status = "error"
             self.load_error = str(exc)
+
+    def _thread_policy(self) -> ThreadPolicy:
+        if self.core_board is None:
+            return FixedThreads(self.spec.threads)
+        return SharedThreads(CoreBoard(self.core_board), self.core_slot, self.spec.threads)
 
     def start_draining(self) -> None:
         if self.status == "ok":
@@ -244,6 +255,8 @@ class GenerationService:
             uptime_seconds=round(time.time() - self.started_at, 1),
             n_ctx=self.spec.n_ctx,
             threads=self.spec.threads,
+            threads_in_use=scheduler.threads_in_use if scheduler else self.spec.threads,
+            threads_shared=self.core_board is not None,
             n_batch=self.spec.n_batch,
             slots=SlotReport(total=self.spec.parallel, active=active, free=self.spec.parallel - active),
             queue=QueueReport(queued=scheduler.queued_count if scheduler else 0, max=self.spec.max_queue),

@@ -132,6 +132,11 @@ class LlamaContext:
     def ptr(self):
         return self._ptr
 
+    def set_threads(self, threads: int) -> None:
+        """Threads of the next decodes (llama.cpp reads it at every decode; with OpenMP the
+        pool's extra threads stay parked while fewer are used)."""
+        llama.llama_set_n_threads(self._ptr, threads, threads)
+
     def decode(self) -> None:
         rc = llama.llama_decode(self._ptr, self.batch)
         if rc != 0:

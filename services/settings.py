@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.catalogue import Catalogue, ModelSpec
+from shared.core_board import BOARD_ENV, SLOT_ENV
 from shared.instance_auth import INSTANCE_SECRET_ENV
 
 
@@ -37,6 +38,9 @@ class ServiceSettings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS (with tls_key)")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies are refused (413)")
+    core_board: Path | None = Field(None, validation_alias=AliasChoices(BOARD_ENV),
+                                    description="the local fleet's core board: threads follow its busy instances")
+    core_slot: int = Field(0, ge=0, validation_alias=AliasChoices(SLOT_ENV), description="this instance's cell on it")
 
     def resolve(self, catalogue: Catalogue) -> ModelSpec:
         """The model's catalogue entry with this process's overrides applied."""

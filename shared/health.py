@@ -51,7 +51,9 @@ class HealthDetails(BaseModel):
     version: str
     uptime_seconds: float
     n_ctx: int = Field(description="context length of one slot, in tokens")
-    threads: int
+    threads: int = Field(description="inference threads (shared: the most it takes, while the others are idle)")
+    threads_in_use: int = Field(0, description="threads of the last decode step")
+    threads_shared: bool = Field(False, description="threads follow how many instances of the local fleet are busy")
     n_batch: int
     slots: SlotReport
     queue: QueueReport

@@ -5,8 +5,10 @@ processes supervised together: started together, restarted if one crashes, stopp
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from shared import paths
 from shared.catalogue import Catalogue, env_key
+from shared.core_board import CoreBoard
 from shared.core_share import CoreShare, available_cpus, pin, share_cores
 from shared.processes import ChildProcess
 
@@ -68,14 +71,24 @@ class LocalFleet:
         urls: dict[str, list[str]] = {}
         instances = [(key, i) for key, count in plan.items() for i in range(count)]
         if shares is None:
-            shares = share_cores([catalogue.model(key).threads for key, _ in instances], available_cpus())
-        for (key, i), share in zip(instances, shares):
+            shares = share_cores([catalogue.model(key).threads for key, _ in instances], available_cpus(),
+                                 dynamic=catalogue.fleet.shared_threads)
+        # The board the instances sharing a pool of cores announce their work on (in RAM where
+        # the platform has a tmpfs for it); removed with the fleet.
+        self._board_dir = None
+        board_path = None
+        if any(share.shared for share in shares):
+            self._board_dir = Path(tempfile.mkdtemp(prefix="arena-cores-", dir=_tmpfs()))
+            board_path = self._board_dir / "board"
+            CoreBoard(board_path, create=True).close()
+        for slot, ((key, i), share) in enumerate(zip(instances, shares)):
             spec = catalogue.model(key)
             service_port = spec.port + i
             name = f"{key}-{i}"
             proc = ChildProcess(name, ["serve", key, "--host", service_host, "--port", str(service_port),
                                        "--instance-id", f"local-{name}", "--threads", str(share.threads)],
-                                port=service_port, host=service_host, env={**(env or {}), **share.child_env()},
+                                port=service_port, host=service_host,
+                                env={**(env or {}), **share.child_env(board_path, slot)},
                                 log_path=log_dir / f"{name}.log", catalogue=catalogue.path)
             self.members.append(Member(proc, "/health", share))
             urls.setdefault(key, []).append(proc.url)
@@ -121,13 +134,21 @@ class LocalFleet:
         for thread in threads:
             thread.join()
         self.gateway.stop(timeout=10)
+        if self._board_dir is not None:
+            shutil.rmtree(self._board_dir, ignore_errors=True)
+
+
+def _tmpfs() -> str | None:
+    return "/dev/shm" if Path("/dev/shm").is_dir() else None
 
 
 def _describe(share: CoreShare | None) -> str:
     if share is None:
         return ""
     cores = f"cores {','.join(map(str, share.cpus))}" if share.cpus else "cores shared"
-    return f"  ({share.threads} thread{'s' if share.threads > 1 else ''}, {cores})"
+    threads = f"{share.threads} threads while the others are idle, a share while they work" if share.shared \
+        else f"{share.threads} thread{'s' if share.threads > 1 else ''}"
+    return f"  ({threads}, {cores})"
 
 
 def run(args: argparse.Namespace, catalogue: Catalogue) -> int:

@@ -9,30 +9,31 @@ from pathlib import Path
 import pytest
 
 from shared.catalogue import load_catalogue
+from shared.core_board import BOARD_ENV, SLOT_ENV, CoreBoard, FixedThreads, SharedThreads, fair_threads
 from shared.core_share import CoreShare, share_cores
 from shared.local_fleet import LocalFleet
 
 
-def test_cores_are_divided_among_automatic_instances_and_pinned_when_each_can_have_its_own():
-    assert share_cores([None, None], [0, 1]) == [CoreShare(1, (0,), False), CoreShare(1, (1,), False)]
-    assert share_cores([None], [0, 1, 2, 3]) == [CoreShare(4, (0, 1, 2, 3), False)]
-    assert share_cores([None, None], [0, 1, 2, 3, 4]) == [CoreShare(2, (0, 1), False), CoreShare(2, (2, 3), False)]
+def test_fixed_shares_divide_the_cores_and_pin_when_each_instance_can_have_its_own():
+    assert share_cores([None, None], [0, 1], dynamic=False) == [CoreShare(1, (0,), False), CoreShare(1, (1,), False)]
+    assert share_cores([None], [0, 1, 2, 3], dynamic=False) == [CoreShare(4, (0, 1, 2, 3), False)]
+    assert share_cores([None, None], [0, 1, 2, 3, 4], dynamic=False) == [CoreShare(2, (0, 1), False), CoreShare(2, (2, 3), False)]
     # The cores of a restricted affinity mask, not the first ones of the machine.
-    assert share_cores([None, None], [4, 6]) == [CoreShare(1, (4,), False), CoreShare(1, (6,), False)]
+    assert share_cores([None, None], [4, 6], dynamic=False) == [CoreShare(1, (4,), False), CoreShare(1, (6,), False)]
 
 
-def test_more_instances_than_cores_get_one_thread_each_unpinned_and_waiting_passively():
-    shares = share_cores([None, None, None], [0, 1])
+def test_fixed_shares_of_more_instances_than_cores_are_one_thread_each_unpinned_and_waiting_passively():
+    shares = share_cores([None, None, None], [0, 1], dynamic=False)
     assert shares == [CoreShare(1, None, True)] * 3
     assert shares[0].child_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert share_cores([], [0, 1]) == []
+    assert share_cores([], [0, 1], dynamic=False) == []
 
 
-def test_threads_set_in_the_catalogue_are_kept():
-    assert share_cores([3, None], [0, 1, 2, 3]) == [CoreShare(3, (0, 1, 2), False), CoreShare(1, (3,), False)]
+def test_threads_set_in_the_catalogue_are_kept_by_fixed_shares():
+    assert share_cores([3, None], [0, 1, 2, 3], dynamic=False) == [CoreShare(3, (0, 1, 2), False), CoreShare(1, (3,), False)]
     # Oversubscribed by the catalogue's choice: kept, but nobody is pinned and nobody spins.
-    assert share_cores([2, 2], [0, 1]) == [CoreShare(2, None, True), CoreShare(2, None, True)]
-    assert share_cores([None, None], [0, 1])[0].child_env() == {}
+    assert share_cores([2, 2], [0, 1], dynamic=False) == [CoreShare(2, None, True), CoreShare(2, None, True)]
+    assert share_cores([None, None], [0, 1], dynamic=False)[0].child_env() == {}
 
 
 def _fleet(tmp_path: Path, env: dict[str, str]) -> LocalFleet:
@@ -52,9 +53,80 @@ def test_the_local_fleet_passes_each_model_process_its_share(tmp_path):
     models = [m for m in fleet.members if m.process is not fleet.gateway]
     cores = len(os.sched_getaffinity(0))
     assert len(models) == 3  # the catalogue's two smollm2 instances and one gemma
-    assert all(_threads_arg(m) == max(1, cores // 3) for m in models)
+    assert all(_threads_arg(m) == cores for m in models)  # the most each takes, when the others are idle
     assert [m.share for m in models] == share_cores([None] * 3, sorted(os.sched_getaffinity(0)))
+    boards = {m.process.env.get(BOARD_ENV) for m in models}
+    assert len(boards) == 1 and None not in boards
+    assert sorted(m.process.env[SLOT_ENV] for m in models) == ["0", "1", "2"]
+    fleet.stop()
+    assert not Path(boards.pop()).exists()
+
+    fixed = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "false"})
+    assert all(_threads_arg(m) == max(1, cores // 3) for m in fixed.members if m.process is not fixed.gateway)
 
     pinned = _fleet(tmp_path, {"ARENA_MODEL_GEMMA3_270M__THREADS": "3"})
     gemma = next(m for m in pinned.members if m.process.name == "gemma3-270m-0")
     assert _threads_arg(gemma) == 3
+
+
+def test_automatic_instances_share_one_pool_of_cores_by_default():
+    assert share_cores([None, None, None], [0, 1]) == [CoreShare(2, None, False, shared=True)] * 3
+    # Explicit threads take cores of their own first; the others share (pinned to) the rest.
+    assert share_cores([1, None, None], [0, 1, 2]) == [CoreShare(1, (0,), False),
+                                                        CoreShare(2, (1, 2), False, shared=True),
+                                                        CoreShare(2, (1, 2), False, shared=True)]
+    # One automatic instance has its pool to itself: nothing to share.
+    assert share_cores([None], [0, 1]) == [CoreShare(2, (0, 1), False)]
+    # Nothing left by the catalogue's explicit threads: the fixed plan (one each, passive).
+    assert share_cores([2, None, None], [0, 1]) == [CoreShare(2, None, True), CoreShare(1, None, True),
+                                                     CoreShare(1, None, True)]
+    board = Path("/tmp/board")
+    assert share_cores([None, None], [0, 1])[0].child_env(board, 1) == {BOARD_ENV: "/tmp/board", SLOT_ENV: "1"}
+    assert share_cores([None, None], [0, 1], dynamic=False)[0].child_env(board, 1) == {}
+
+
+def test_fair_threads_divide_the_pool_among_the_busy_instances():
+    assert fair_threads(2, [], 0) == 2            # alone: the whole pool
+    assert fair_threads(2, [0], 0) == 2
+    assert fair_threads(2, [0, 3], 3) == 1
+    assert fair_threads(2, [0, 1, 2], 2) == 1     # more busy than cores: never below one
+    assert [fair_threads(4, [0, 1, 2], me) for me in (0, 1, 2)] == [2, 1, 1]  # the remainder, to the lowest
+    assert [fair_threads(8, [1, 5], me) for me in (1, 5)] == [4, 4]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_instances_on_one_board_see_each_other_busy_and_idle(tmp_path):
+    path = tmp_path / "board"
+    clock = Clock()
+    CoreBoard(path, create=True).close()
+    # Separate mappings of one file, as separate processes have.
+    a = SharedThreads(CoreBoard(path), 0, 2, clock=clock, stale=30)
+    b = SharedThreads(CoreBoard(path), 1, 2, clock=clock, stale=30)
+    assert a.for_step() == 2                      # b idle
+    assert b.for_step() == 1 and a.for_step() == 1
+    b.idle()
+    assert a.for_step() == 2
+    b.for_step()
+    clock.now += 31                               # b stopped stepping (crashed) while marked busy
+    assert a.for_step() == 2
+    # A restarted instance clears its own cell.
+    b.board.mark_busy(1, clock.now)
+    SharedThreads(CoreBoard(path), 1, 2, clock=clock)
+    assert a.for_step() == 2
+
+
+def test_a_board_refuses_slots_and_files_it_cannot_hold(tmp_path):
+    board = CoreBoard(tmp_path / "board", create=True)
+    with pytest.raises(ValueError):
+        SharedThreads(board, board.slots, 2)
+    (tmp_path / "other").write_bytes(b"not a board")
+    with pytest.raises(ValueError):
+        CoreBoard(tmp_path / "other")
+    assert FixedThreads(3).for_step() == 3
