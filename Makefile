@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run      install, then start the local fleet (gateway + embedded models)"
 	@echo "make test     install, then run the whole test suite"
-	@echo "make bench    benchmark the model service and the gateway's overhead"
+	@echo "make bench    every benchmark (arena bench: service, gateway, cores, conversations, fleet, modes, choices, overload; JSON in build/bench.json)"
 	@echo "make drills   long fuzzing of both apps and the fault drills (a table at the end)"
 
 $(VENV)/.installed: $(INSTALL_INPUTS)
@@ -34,8 +34,7 @@ test: install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(ARENA) bench
-	$(PY) -m gateway.overload_bench
+	$(ARENA) bench --json build/bench.json
 
 drills: install-test
 	FUZZ_EXAMPLES=200 $(PY) -m pytest tests/fuzz -q

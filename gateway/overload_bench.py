@@ -9,6 +9,7 @@ case: requests completed, p50/p99 latency of the completed ones, and 503s.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from shared.catalogue import env_key, load_catalogue
+from shared.catalogue import Catalogue, env_key, load_catalogue
 from shared import paths
 from shared.processes import ChildProcess, free_port
 
@@ -82,16 +83,28 @@ def _case(buffer: int, slots: int, delay: float, seconds: float) -> dict[str, An
 def run_overload_bench(slots: int = 4, delay: float = 0.25, seconds: float = 8.0, buffer: int = 32) -> dict[str, Any]:
     result = {"slots": slots, "clients": 4 * slots, "answer_seconds": delay, "seconds": seconds,
               "without_buffer": _case(0, slots, delay, seconds), "with_buffer": _case(buffer, slots, delay, seconds)}
+    print(f"\nOverload: {4 * slots} clients on {slots} slots, answers of {delay} s, {seconds} s per case")
+    print(f"{'':15} {'completed':>9} {'p50 ms':>8} {'p99 ms':>8} {'503s':>6} {'other':>6}")
     for name in ("without_buffer", "with_buffer"):
         r = result[name]
-        print(f"{name.replace('_', ' ')}: {r['completed']} completed (p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms), "
-              f"{r['rejected_503']} answered 503, {r['other']} other")
+        print(f"{name.replace('_', ' '):15} {r['completed']:>9} {r['p50_ms']!s:>8} {r['p99_ms']!s:>8} "
+              f"{r['rejected_503']:>6} {r['other']:>6}")
     return result
 
 
-if __name__ == "__main__":
-    import argparse
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("overload (goodput at 4x the slots, with and without the overload buffer)")
+    group.add_argument("--overload-slots", type=int, default=4, help="slots of the fake instance")
+    group.add_argument("--overload-delay", type=float, default=0.25, help="seconds each answer takes")
+    group.add_argument("--overload-seconds", type=float, default=8.0, help="seconds of load per case")
 
+
+def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict[str, Any]:
+    """`arena bench --mode overload`."""
+    return run_overload_bench(args.overload_slots, args.overload_delay, args.overload_seconds)
+
+
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="goodput at 4x the fleet's slots, with and without the buffer")
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--delay", type=float, default=0.25)

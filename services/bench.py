@@ -12,13 +12,13 @@ import argparse
 import asyncio
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import httpx
 
-from shared import paths
+from services.bench_support import running_service
 from shared.catalogue import Catalogue
-from shared.processes import ChildProcess, free_port
 from shared.sse import DONE_PAYLOAD, read_events
 
 PROMPTS = [
@@ -110,22 +110,11 @@ async def run_level(url: str, model: str, streams: int, per_stream: int, max_tok
 
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     levels = [int(x) for x in args.levels.split(",")]
-    service = None
-    url = args.url
-    if not url:
-        port = free_port()
-        service = ChildProcess(f"bench-{args.model}", ["serve", args.model, "--port", str(port),
-                                                       "--parallel", str(max(levels))],
-                               port=port, log_path=paths.log_dir("bench") / f"{args.model}.log",
-                               catalogue=catalogue.path)
-        service.start().wait_ready()
-        url = service.url
-    try:
+    service = nullcontext(args.url) if args.url else \
+        running_service(catalogue, args.model, f"bench-{args.model}", "--parallel", str(max(levels)))
+    with service as url:
         asyncio.run(run_level(url, args.model, 1, 1, 16))  # warm-up
         rows = [asyncio.run(run_level(url, args.model, n, args.requests_per_stream, args.max_tokens)) for n in levels]
-    finally:
-        if service:
-            service.stop()
     print(f"\nModel service: {args.model}, max_tokens {args.max_tokens}, temperature 0, streaming")
     print(f"{'streams':>7} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p90':>9} {'lat p50':>9} {'lat p99':>9} {'complete':>9}")
     for row in rows:

@@ -1,5 +1,5 @@
-"""What the fleet benchmarks share: a local fleet on free ports, and one streamed chat request
-measured from the client's side."""
+"""What the benchmarks share: a local fleet or one model service on free ports, and one streamed
+chat request measured from the client's side."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from shared.catalogue import Catalogue
 from shared.core_share import CoreShare
 from shared.local_fleet import LocalFleet
 from shared import paths
-from shared.processes import free_port
+from shared.processes import ChildProcess, free_port
 
 LOG_DIR = paths.log_dir("bench")
 
@@ -111,6 +111,19 @@ def free_port_block(size: int) -> int:
             continue
         return base
     raise RuntimeError("no block of free ports")
+
+
+@contextmanager
+def running_service(catalogue: Catalogue, model: str, name: str, *args: str) -> Iterator[str]:
+    """One model service (`arena serve MODEL *args`) on a free port; yields its URL once ready."""
+    port = free_port()
+    service = ChildProcess(name, ["serve", model, "--port", str(port), *args], port=port,
+                           log_path=LOG_DIR / f"{name}.log", catalogue=catalogue.path)
+    try:
+        service.start().wait_ready()
+        yield service.url
+    finally:
+        service.stop()
 
 
 @contextmanager

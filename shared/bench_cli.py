@@ -1,8 +1,11 @@
 """`arena bench`: composed of parts, each owned by its package: the model service's throughput
 (`services.bench`), the gateway's overhead (`gateway.overhead_bench`), how the local fleet shares
 the cores (`services.bench_cores`), multi-turn conversations with the prompt cache and prefix
-affinity off and on (`services.bench_conversations`), and the whole fleet under a mixed load at
-rising concurrency (`services.bench_fleet`). A part provides ``add_arguments(parser)`` and
+affinity off and on (`services.bench_conversations`), the whole fleet under a mixed load at
+rising concurrency (`services.bench_fleet`), councils of three through the fleet
+(`gateway.modes.bench`), `n` > 1 choices against one (`services.choices_bench`) and the
+gateway's overload buffer (`gateway.overload_bench`). Each part starts the processes it
+measures. A part provides ``add_arguments(parser)`` and
 ``measure(args, catalogue) -> dict`` (which prints its own report)."""
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from shared.catalogue import Catalogue
 # `arena bench --mode PART`: part -> module
 BENCH_PARTS: dict[str, str] = {"service": "services.bench", "gateway": "gateway.overhead_bench",
                                "cores": "services.bench_cores", "conversations": "services.bench_conversations",
-                               "fleet": "services.bench_fleet"}
+                               "fleet": "services.bench_fleet", "modes": "gateway.modes.bench",
+                               "choices": "services.choices_bench", "overload": "gateway.overload_bench"}
 
 
 def _parts(text: str) -> set[str]:

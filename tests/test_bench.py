@@ -10,11 +10,11 @@ import sys
 from tests.harness import PROJECT_ROOT
 
 
-def test_bench_reports_every_level_and_the_gateway_overhead(tmp_path):
+def test_bench_reports_every_level_the_gateway_overhead_and_overload(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "bench", "--mode", "service,gateway", "--levels", "1,2", "--requests-per-stream", "1",
-         "--max-tokens", "8", "--gateway-requests", "20", "--json", str(out)],
+        [sys.executable, "-m", "shared.cli", "bench", "--mode", "service,gateway,overload", "--levels", "1,2", "--requests-per-stream", "1",
+         "--max-tokens", "8", "--gateway-requests", "20", "--overload-seconds", "1", "--json", str(out)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
@@ -29,25 +29,35 @@ def test_bench_reports_every_level_and_the_gateway_overhead(tmp_path):
     assert gateway["direct_p50_ms"] > 0 and gateway["gateway_p50_ms"] > 0
     assert gateway["direct_stream_rps"] > 0 and gateway["gateway_stream_rps"] > 0
     assert "tok/s" in result.stdout and "through the gateway" in result.stdout
+    overload = report["overload"]
+    assert overload["without_buffer"]["completed"] > 0 and overload["with_buffer"]["completed"] > 0
+    assert "with buffer" in result.stdout
 
 
 def test_fleet_benchmarks_report_every_figure(tmp_path):
-    """The speed benchmarks of issue #14 at their smallest: cores shared before/after, the
-    conversation workload with cache and affinity off/on, and the fleet under rising load."""
+    """The speed benchmarks of issue #14 at their smallest: cores shared (two plans of the
+    three), the conversation workload with cache and affinity off/on, the fleet under rising
+    load, a council through the fleet and n > 1 choices."""
     out, chart = tmp_path / "fleet.json", tmp_path / "fleet.png"
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "bench", "--mode", "cores,conversations,fleet", "--tries", "1",
-         "--pair-tokens", "8", "--long-prompts", "2", "--conversations", "3", "--turns", "2", "--concurrency", "2",
-         "--answer-tokens", "8", "--fleet-levels", "1,2", "--seconds", "2", "--json", str(out), "--chart", str(chart)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+        [sys.executable, "-m", "shared.cli", "bench", "--mode", "cores,conversations,fleet,modes,choices",
+         "--plans", "fixed,shared", "--tries", "1", "--pair-tokens", "8", "--long-prompts", "2",
+         "--conversations", "3", "--turns", "2", "--concurrency", "2", "--answer-tokens", "8",
+         "--fleet-levels", "1,2", "--seconds", "2", "--council-runs", "1", "--council-tokens", "8",
+         "--choices-n", "2", "--choices-repetitions", "1", "--choices-tokens", "4",
+         "--json", str(out), "--chart", str(chart)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     cores = report["cores"]
-    for mode in ("before", "after"):
-        pair = cores[mode]["pair"]
+    assert set(cores["machine"]) == set(cores["fleet"]) and "before" not in cores
+    assert all(m["alone_tokens_per_s"] > 0 for m in cores["machine"].values())
+    for plan in ("fixed", "shared"):
+        pair = cores[plan]
         assert set(pair["alone_tokens_per_s"]) == set(cores["fleet"]) and len(pair["together_tokens_per_s"]) == 1
-        assert all(v > 0 for v in pair["alone_tokens_per_s"].values())
-        assert cores[mode]["one_instance_s"] > 0 and cores[mode]["two_instances_s"] > 0
+        assert all(v > 0 for v in pair["alone_in_fleet_share"].values())
+        assert pair["two_instances_s"] > 0
+    assert "alone in the fleet / alone on the machine, shared" in result.stdout
     talk = report["conversations"]
     for mode in ("off", "on"):
         assert talk[mode]["requests"] == 6 and talk[mode]["failed"] == 0
@@ -57,3 +67,8 @@ def test_fleet_benchmarks_report_every_figure(tmp_path):
     assert [r["concurrency"] for r in levels] == [1, 2] and all(r["completed"] > 0 for r in levels)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "turn2+ cached" in result.stdout and "TTFT p50" in result.stdout
+    council = report["modes"]["runs"]
+    assert len(council) == 1 and 0 < council[0]["slowest_s"] <= council[0]["sum_s"]
+    choices = report["choices"]
+    assert choices["n"] == 2 and choices["prompt_tokens"] > 100 and choices["n2_seconds"] > 0
+    assert "median wall / slowest answer" in result.stdout and "x n=1" in result.stdout
