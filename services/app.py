@@ -36,7 +36,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     `loading` meanwhile); `app.state.service` is the `GenerationService`."""
     service = GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
                                 model_cache=catalogue.fleet.model_cache_path(),
-                                core_board=settings.core_board, core_slot=settings.core_slot)
+                                core_board=settings.core_board, core_slot=settings.core_slot,
+                                core_wait_limit=settings.core_wait_limit)
     instance_secret = settings.instance_secret
 
     @asynccontextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from shared.catalogue import ModelSpec
-from shared.core_board import CoreBoard, FixedThreads, SharedThreads, ThreadPolicy
+from shared.core_board import CoreBoard, FixedThreads, RunQueueWait, SharedThreads, ThreadPolicy
 from shared.core_share import automatic_threads
 from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
@@ -49,7 +49,7 @@ class GenerationService:
     """One model, its batch scheduler and its state (loading, ok, draining, error)."""
 
     def __init__(self, spec: ModelSpec, *, instance_id: str, model_cache: Path, model_path: Path | None = None,
-                 core_board: Path | None = None, core_slot: int = 0) -> None:
+                 core_board: Path | None = None, core_slot: int = 0, core_wait_limit: float = 0.0) -> None:
         """`core_board`: the local fleet's board of busy instances; `spec.threads` is then the
         most this instance takes (when the others sharing its cores are idle)."""
         if spec.threads is None:  # automatic: this instance has the machine to itself
@@ -58,7 +58,7 @@ class GenerationService:
         self.instance_id = instance_id
         self.model_cache = model_cache
         self.model_path = model_path
-        self.core_board, self.core_slot = core_board, core_slot
+        self.core_board, self.core_slot, self.core_wait_limit = core_board, core_slot, core_wait_limit
         self.status = "loading"
         self.load_error: str | None = None
         self.started_at = time.time()
@@ -97,7 +97,8 @@ class GenerationService:
     def _thread_policy(self) -> ThreadPolicy:
         if self.core_board is None:
             return FixedThreads(self.spec.threads)
-        return SharedThreads(CoreBoard(self.core_board), self.core_slot, self.spec.threads)
+        return SharedThreads(CoreBoard(self.core_board), self.core_slot, self.spec.threads,
+                             contention=RunQueueWait(self.core_wait_limit) if self.core_wait_limit else None)
 
     def start_draining(self) -> None:
         if self.status == "ok":

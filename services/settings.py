@@ -41,6 +41,9 @@ class ServiceSettings(BaseSettings):
     core_board: Path | None = Field(None, validation_alias=AliasChoices(BOARD_ENV),
                                     description="the local fleet's core board: threads follow its busy instances")
     core_slot: int = Field(0, ge=0, validation_alias=AliasChoices(SLOT_ENV), description="this instance's cell on it")
+    core_wait_limit: float = Field(0.3, ge=0, le=1, description=(
+        "with a core board: one thread while the decoding thread waits for a core more than this share of its "
+        "runnable time (other work on the machine); 0: never"))
 
     def resolve(self, catalogue: Catalogue) -> ModelSpec:
         """The model's catalogue entry with this process's overrides applied."""

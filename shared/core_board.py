@@ -12,6 +12,11 @@ The board is a small file the fleet's supervisor creates and every instance maps
 it has work, 0 when it has none. Reading and writing it are memory accesses, no system call, so
 an instance looks at it before every step. A cell not refreshed for `STALE_SECONDS` counts as
 idle, so an instance that crashed while busy does not hold the others back for long.
+
+Other work on the machine (not on the board) is seen by `RunQueueWait`: when the decoding thread
+spends much of its time ready to run but waiting for a core, threads that meet at barriers
+stall each other (measured under a load average of 10-14 on 2 cores: one instance decoding with
+2 threads made 1-10 tokens/s, with 1 thread 21-41), so a shared instance then takes one thread.
 """
 
 from __future__ import annotations
@@ -98,20 +103,70 @@ class FixedThreads:
         pass
 
 
-class SharedThreads:
-    """An instance sharing `pool` cores with the others on `board`."""
+class RunQueueWait:
+    """Whether the calling thread (the one that decodes) waits for a core too much: the share of
+    its runnable time it spent waiting on a run queue (the kernel's `schedstat` of the thread),
+    over windows of at least `window` seconds of runnable time, read at most every `interval`
+    seconds (one small file read; the decision is kept in between). Above `limit` it counts as
+    contended, and stays so until the share falls below half the limit."""
 
-    def __init__(self, board: CoreBoard, slot: int, pool: int, *,
+    def __init__(self, limit: float, *, window: float = 0.05, interval: float = 0.25,
+                 read: Callable[[], tuple[int, int] | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self.interval = limit, window, interval
+        self._read = read or _thread_schedstat
+        self._clock = clock
+        self._last: tuple[int, int] | None = None   # read first by the thread that checks
+        self._next = 0.0
+        self.contended = False
+        self.share = 0.0
+
+    def check(self) -> bool:
+        now = self._clock()
+        if self.limit <= 0 or now < self._next:
+            return self.contended
+        self._next = now + self.interval
+        sample = self._read()
+        if sample is None or self._last is None:
+            self._last = sample
+            return self.contended
+        ran, waited = sample[0] - self._last[0], sample[1] - self._last[1]
+        if ran + waited < self.window * 1e9:
+            return self.contended  # too little runnable time yet: keep counting from _last
+        self._last = sample
+        self.share = waited / (ran + waited)
+        self.contended = self.share > (self.limit / 2 if self.contended else self.limit)
+        return self.contended
+
+
+def _thread_schedstat() -> tuple[int, int] | None:
+    """(ns on a core, ns waiting on a run queue) of the calling thread; None where unknown."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as handle:
+            ran, waited, _ = handle.read().split()
+        return int(ran), int(waited)
+    except (OSError, ValueError):
+        return None
+
+
+class SharedThreads:
+    """An instance sharing `pool` cores with the others on `board`; one thread while the machine
+    is contended by other work (`contention`)."""
+
+    def __init__(self, board: CoreBoard, slot: int, pool: int, *, contention: RunQueueWait | None = None,
                  clock: Callable[[], float] = time.monotonic, stale: float = STALE_SECONDS) -> None:
         if not 0 <= slot < board.slots:
             raise ValueError(f"core board slot {slot} is outside 0..{board.slots - 1}")
         self.board, self.slot, self.pool = board, slot, max(1, pool)
+        self.contention = contention
         self._clock, self._stale = clock, stale
         self.board.mark_idle(slot)  # a restarted instance starts with its cell cleared
 
     def for_step(self) -> int:
         now = self._clock()
         self.board.mark_busy(self.slot, now)
+        if self.contention is not None and self.contention.check():
+            return 1
         return fair_threads(self.pool, self.board.busy_slots(now, self._stale), self.slot)
 
     def idle(self) -> None:

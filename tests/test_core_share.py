@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from shared.catalogue import load_catalogue
-from shared.core_board import BOARD_ENV, SLOT_ENV, CoreBoard, FixedThreads, SharedThreads, fair_threads
+from shared.core_board import (BOARD_ENV, SLOT_ENV, CoreBoard, FixedThreads, RunQueueWait, SharedThreads,
+                               fair_threads)
 from shared.core_share import CoreShare, share_cores
 from shared.local_fleet import LocalFleet
 
@@ -130,3 +131,42 @@ def test_a_board_refuses_slots_and_files_it_cannot_hold(tmp_path):
     with pytest.raises(ValueError):
         CoreBoard(tmp_path / "other")
     assert FixedThreads(3).for_step() == 3
+
+
+class Schedstat:
+    """A thread's (ns run, ns waited) as the kernel counts them, advanced by the test."""
+
+    def __init__(self) -> None:
+        self.ran = self.waited = 0
+
+    def advance(self, ran_ms: float, waited_ms: float) -> None:
+        self.ran += int(ran_ms * 1e6)
+        self.waited += int(waited_ms * 1e6)
+
+    def __call__(self) -> tuple[int, int]:
+        return self.ran, self.waited
+
+
+def test_other_work_waiting_for_the_cores_drops_a_shared_instance_to_one_thread(tmp_path):
+    clock, stat = Clock(), Schedstat()
+    CoreBoard(tmp_path / "board", create=True).close()
+    wait = RunQueueWait(0.3, window=0.05, interval=0.25, read=stat, clock=clock)
+    policy = SharedThreads(CoreBoard(tmp_path / "board"), 0, 2, contention=wait, clock=clock)
+    assert policy.for_step() == 2                  # the first check only takes the baseline
+
+    def window(ran_ms: float, waited_ms: float) -> int:
+        stat.advance(ran_ms, waited_ms)
+        clock.now += 0.25
+        return policy.for_step()
+
+    assert window(240, 10) == 2                    # 4% waiting: a quiet machine
+    assert window(60, 190) == 1 and wait.contended  # 76% waiting: the machine is busy
+    assert window(200, 50) == 1                    # 20%: not yet below half the limit
+    assert window(240, 10) == 2                    # quiet again
+    stat.advance(5, 20)
+    clock.now += 0.25
+    assert policy.for_step() == 2 and not wait.contended  # too short a window to judge: kept
+    # Between reads, the decision is kept without reading.
+    stat.advance(0, 10_000)
+    assert policy.for_step() == 2
+    assert RunQueueWait(0).check() is False        # limit 0: never contended
