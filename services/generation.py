@@ -258,6 +258,7 @@ class GenerationService:
             threads=self.spec.threads,
             threads_in_use=scheduler.threads_in_use if scheduler else self.spec.threads,
             threads_shared=self.core_board is not None,
+            core_wait_share=_wait_share(scheduler),
             n_batch=self.spec.n_batch,
             slots=SlotReport(total=self.spec.parallel, active=active, free=self.spec.parallel - active),
             queue=QueueReport(queued=scheduler.queued_count if scheduler else 0, max=self.spec.max_queue),
@@ -272,6 +273,11 @@ class GenerationService:
             prompt_cache=PromptCacheReport(**vars(scheduler.prompt_cache.report())) if scheduler else
             PromptCacheReport(max_bytes=self.spec.prompt_cache_mb * 2**20),
         )
+
+
+def _wait_share(scheduler: BatchScheduler | None) -> float | None:
+    contention = getattr(scheduler.threads, "contention", None) if scheduler else None
+    return round(contention.share, 3) if contention is not None else None
 
 
 RESERVED_TEMPLATE_VARIABLES = {"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"}

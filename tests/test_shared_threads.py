@@ -50,7 +50,8 @@ def test_an_instance_takes_every_core_alone_and_its_share_when_another_is_busy()
         first, second = (f"http://127.0.0.1:{model_port + i}" for i in (0, 1))
         for url in (first, second):
             wait_until(lambda: httpx.get(url + "/health", timeout=5).status_code == 200, 120, what="instance ready")
-            assert httpx.get(url + "/health/details", timeout=5).json()["threads_shared"] is True
+            details = httpx.get(url + "/health/details", timeout=5).json()
+            assert details["threads_shared"] is True and details["core_wait_share"] is not None
 
         _count(first, done, statuses)
         # Alone: every core (a fixed share would be one core of two).
