@@ -52,7 +52,9 @@ class GenerationService:
                  core_board: Path | None = None, core_slot: int = 0, core_wait_limit: float = 0.0) -> None:
         """`core_board`: the local fleet's board of busy instances; `spec.threads` is then the
         most this instance takes (when the others sharing its cores are idle)."""
-        if spec.threads is None:  # automatic: this instance has the machine to itself
+        # Automatic: every core of the machine (or the local fleet's pool, on its core board).
+        self.automatic_threads = spec.threads is None or core_board is not None
+        if spec.threads is None:
             spec = spec.model_copy(update={"threads": automatic_threads()})
         self.spec = spec
         self.instance_id = instance_id
@@ -95,9 +97,11 @@ class GenerationService:
             self.load_error = str(exc)
 
     def _thread_policy(self) -> ThreadPolicy:
-        if self.core_board is None:
+        """Threads set in the catalogue or by the fleet's fixed share stay as they are."""
+        if not self.automatic_threads or self.spec.threads == 1:
             return FixedThreads(self.spec.threads)
-        return SharedThreads(CoreBoard(self.core_board), self.core_slot, self.spec.threads,
+        board = CoreBoard(self.core_board) if self.core_board is not None else None
+        return SharedThreads(board, self.core_slot, self.spec.threads,
                              contention=RunQueueWait(self.core_wait_limit) if self.core_wait_limit else None)
 
     def start_draining(self) -> None:

@@ -42,7 +42,7 @@ class ServiceSettings(BaseSettings):
                                     description="the local fleet's core board: threads follow its busy instances")
     core_slot: int = Field(0, ge=0, validation_alias=AliasChoices(SLOT_ENV), description="this instance's cell on it")
     core_wait_limit: float = Field(0.3, ge=0, le=1, description=(
-        "with a core board: one thread while the decoding thread waits for a core more than this share of its "
+        "automatic threads: one thread while the decoding thread waits for a core more than this share of its "
         "runnable time (other work on the machine); 0: never"))
 
     def resolve(self, catalogue: Catalogue) -> ModelSpec:

@@ -16,7 +16,8 @@ idle, so an instance that crashed while busy does not hold the others back for l
 Other work on the machine (not on the board) is seen by `RunQueueWait`: when the decoding thread
 spends much of its time ready to run but waiting for a core, threads that meet at barriers
 stall each other (measured under a load average of 10-14 on 2 cores: one instance decoding with
-2 threads made 1-10 tokens/s, with 1 thread 21-41), so a shared instance then takes one thread.
+2 threads made 1-10 tokens/s, with 1 thread 21-41), so an instance whose threads are automatic
+(shared, or every core of a machine of its own) then takes one thread.
 """
 
 from __future__ import annotations
@@ -150,24 +151,31 @@ def _thread_schedstat() -> tuple[int, int] | None:
 
 
 class SharedThreads:
-    """An instance sharing `pool` cores with the others on `board`; one thread while the machine
-    is contended by other work (`contention`)."""
+    """Automatic threads: `pool` cores, divided among the busy instances on `board` when the
+    instance shares one (else all of them), and one while other work contends for the machine
+    (`contention`)."""
 
-    def __init__(self, board: CoreBoard, slot: int, pool: int, *, contention: RunQueueWait | None = None,
+    def __init__(self, board: CoreBoard | None, slot: int, pool: int, *, contention: RunQueueWait | None = None,
                  clock: Callable[[], float] = time.monotonic, stale: float = STALE_SECONDS) -> None:
-        if not 0 <= slot < board.slots:
+        if board is not None and not 0 <= slot < board.slots:
             raise ValueError(f"core board slot {slot} is outside 0..{board.slots - 1}")
         self.board, self.slot, self.pool = board, slot, max(1, pool)
         self.contention = contention
         self._clock, self._stale = clock, stale
-        self.board.mark_idle(slot)  # a restarted instance starts with its cell cleared
+        if board is not None:
+            board.mark_idle(slot)  # a restarted instance starts with its cell cleared
 
     def for_step(self) -> int:
-        now = self._clock()
-        self.board.mark_busy(self.slot, now)
+        if self.board is None:
+            busy: list[int] = []
+        else:
+            now = self._clock()
+            self.board.mark_busy(self.slot, now)
+            busy = self.board.busy_slots(now, self._stale)
         if self.contention is not None and self.contention.check():
             return 1
-        return fair_threads(self.pool, self.board.busy_slots(now, self._stale), self.slot)
+        return fair_threads(self.pool, busy, self.slot)
 
     def idle(self) -> None:
-        self.board.mark_idle(self.slot)
+        if self.board is not None:
+            self.board.mark_idle(self.slot)

@@ -55,7 +55,7 @@ class HealthDetails(BaseModel):
     threads_in_use: int = Field(0, description="threads of the last decode step")
     threads_shared: bool = Field(False, description="threads follow how many instances of the local fleet are busy")
     core_wait_share: float | None = Field(None, description=(
-        "shared threads: the share of its runnable time the decoding thread last waited for a core (other work "
+        "automatic threads: the share of its runnable time the decoding thread last waited for a core (other work "
         "on the machine); above the service's core_wait_limit it takes one thread"))
     n_batch: int
     slots: SlotReport

@@ -170,3 +170,13 @@ def test_other_work_waiting_for_the_cores_drops_a_shared_instance_to_one_thread(
     stat.advance(0, 10_000)
     assert policy.for_step() == 2
     assert RunQueueWait(0).check() is False        # limit 0: never contended
+
+
+def test_automatic_threads_without_a_board_take_every_core_unless_the_machine_is_contended():
+    clock, stat = Clock(), Schedstat()
+    alone = SharedThreads(None, 0, 2, contention=RunQueueWait(0.3, read=stat, clock=clock), clock=clock)
+    assert alone.for_step() == 2
+    stat.advance(50, 200)
+    clock.now += 0.25
+    assert alone.for_step() == 1
+    alone.idle()
