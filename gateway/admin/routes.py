@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.admin.analytics import RequestAnalytics
 from gateway.admin.audit import AuditLog, fingerprint
+from gateway.admin.catalogue_overlay import CatalogueOverlay
 from gateway.admin.settings import AdminSettings
 from gateway.arena.routes import PAGE_HEADERS
 from gateway.auth import bearer_token, require_admin
@@ -149,10 +150,26 @@ async def arena_activity(request: Request, days: int = Query(14, ge=1, le=366)) 
     return await admin_of(request).analytics.arena_per_day(days)
 
 
+def publish_catalogue(app: FastAPI):
+    """The hook that makes the overlay's effective catalogue the one the gateway reads: its
+    registry (known models, registrations), status page, model list and the arena's battles."""
+    def publish(catalogue) -> None:
+        app.state.catalogue = catalogue
+        app.state.instances.catalogue = catalogue
+        arena = getattr(app.state, "arena", None)
+        if arena is not None:
+            arena.catalogue = catalogue
+            arena.battles.weights = {k: m.battle_weight for k, m in catalogue.models.items()}
+    return publish
+
+
 def install(app: FastAPI) -> None:
     settings = AdminSettings()
     db = app.state.database
     admin = app.state.admin = Admin(settings, AuditLog(db), RequestAnalytics(db))
+    overlay = app.state.catalogue_overlay = CatalogueOverlay(app.state.catalogue, db)
+    overlay.on_catalogue_changed.append(publish_catalogue(app))
+    app.state.on_store_ready.append(overlay.load)
     app.state.metrics.observers.append(admin.analytics.record)
     jobs = [Periodic("admin analytics flush", settings.analytics_flush, admin.analytics.flush),
             Periodic("admin analytics roll-up", max(60.0, settings.analytics_flush), admin.maintain)]
