@@ -11,7 +11,8 @@ asks the way the hub does:
 - byte ranges on the CDN.
 
 Every request is recorded. For the admin side's downloads it can also pace the CDN's body
-(`chunk_delay` seconds between `chunk_size` chunks: a download long enough to watch and cancel)
+(`chunk_delay` seconds between `chunk_size` chunks, for the blobs in `paced` or all: a download
+long enough to watch and cancel)
 and list a file with another size than it serves (`listed_sizes`: a hub that lies).
 """
 
@@ -71,6 +72,7 @@ class FakeHub:
     listed_sizes: dict[tuple[str, str], int] = field(default_factory=dict)  # (repo, file) -> size the tree lists
     chunk_size: int = 64 * 1024
     chunk_delay: float = 0.0   # seconds between chunks of a CDN body
+    paced: set[str] = field(default_factory=set)  # sha256 of the blobs paced; empty: every blob
     _shas: dict[int, str] = field(default_factory=dict)
 
     def sha256(self, content: bytes) -> str:
@@ -108,7 +110,7 @@ class FakeHub:
 
 
 def _reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes = b"",
-           hub: FakeHub | None = None) -> None:
+           hub: FakeHub | None = None, sha256: str = "") -> None:
     handler.send_response(status)
     for name, value in headers.items():
         handler.send_header(name, value)
@@ -116,7 +118,7 @@ def _reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str]
     handler.end_headers()
     if handler.command == "HEAD" or not body:
         return
-    if hub is None or not hub.chunk_delay:
+    if hub is None or not hub.chunk_delay or (hub.paced and sha256 not in hub.paced):
         handler.wfile.write(body)
         return
     try:
@@ -220,7 +222,8 @@ def _cdn_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def answer(self) -> None:
             hub.record("cdn", self)
             path = urlsplit(self.path).path
-            content = hub.blob(path.rsplit("/", 1)[-1]) if path.startswith("/blobs/") else None
+            sha = path.rsplit("/", 1)[-1]
+            content = hub.blob(sha) if path.startswith("/blobs/") else None
             if content is None:
                 return _reply(self, 404, {"Content-Type": "text/plain"}, b"NoSuchKey")
             headers = {
@@ -235,8 +238,8 @@ def _cdn_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 start = int(start_text)
                 end = int(end_text) if end_text else len(content) - 1
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
-                return _reply(self, 206, headers, content[start:end + 1], hub)
-            return _reply(self, 200, headers, content, hub)
+                return _reply(self, 206, headers, content[start:end + 1], hub, sha)
+            return _reply(self, 200, headers, content, hub, sha)
 
     return Cdn
 
