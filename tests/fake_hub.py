@@ -5,9 +5,9 @@ asks the way the hub does:
 - ``HEAD/GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag``,
   ``X-Linked-Etag``/``X-Linked-Size`` and a redirect to the CDN for LFS files, ``X-Error-Code``
   on errors (``RepoNotFound`` as a 401, as the hub answers an unknown or private repository);
-- ``GET /api/models/{repo}/tree/{revision}?recursive=true``: the repository's files as the hub
-  lists them (``type``, ``oid``, ``size``, ``path``, and ``lfs`` {``oid`` (sha256), ``size``,
-  ``pointerSize``} for LFS files);
+- ``GET /api/models/{repo}/tree/{revision}?recursive=true``: the repository's folders and files
+  as the hub lists them (``type`` "directory" or "file", ``oid``, ``size``, ``path``, and ``lfs``
+  {``oid`` (sha256), ``size``, ``pointerSize``} for LFS files);
 - byte ranges on the CDN.
 
 Every request is recorded. For the admin side's downloads it can also pace the CDN's body
@@ -195,6 +195,11 @@ def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if revision not in ("main", COMMIT):
                 return self.error(404, "RevisionNotFound", "Invalid rev id: " + revision)
             entries = []
+            folders = sorted({path.rsplit("/", 1)[0] for (file_repo, path) in hub.files
+                              if file_repo == repo and "/" in path})
+            for folder in folders:  # the hub lists folders too, with a tree's oid and size 0
+                entries.append({"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "size": 0,
+                                "path": folder})
             for (file_repo, path), (content, lfs) in sorted(hub.files.items()):
                 if file_repo != repo:
                     continue

@@ -4,12 +4,22 @@ hooks told, and the export loading back as a catalogue."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from gateway.admin.catalogue_overlay import CatalogueOverlay, InvalidSetting, ModelExists, NotARuntimeModel, UnknownModel
+from gateway.admin.catalogue_overlay import (
+    CatalogueOverlay,
+    InvalidSetting,
+    ModelExists,
+    NotARuntimeModel,
+    UnknownModel,
+)
 from gateway.store import Database
 from gateway.store.database import sqlite_url
 from shared.catalogue import load_catalogue
+from tests.harness import PROJECT_ROOT
 
 BASE = load_catalogue()
 SMOL = "smollm2-135m"
@@ -149,3 +159,9 @@ async def test_export_loads_as_the_effective_catalogue(store, tmp_path):
     assert loaded.models == overlay.effective_catalogue().models
     assert loaded.models[SMOL].n_ctx == 4096 and loaded.models[SMOL].sampling.top_p == 0.9
     assert loaded.fleet == base.fleet and loaded.routing == base.routing and loaded.arena == base.arena
+    # The command line writes the same text from the store.
+    done = subprocess.run([sys.executable, "-m", "shared.cli", "catalogue", "export", "--db",
+                           str(tmp_path / "store.sqlite3"), str(tmp_path / "cli.yaml")], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cli.yaml").read_text() == text
