@@ -351,7 +351,7 @@ class HubDownloads:
 
     def _fetch(self, download: Download) -> list[str]:
         from huggingface_hub import constants, hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
         constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, PROGRESS_CHUNK)
         repo_id, revision = split_repo(download.choice.repo)
@@ -364,6 +364,9 @@ class HubDownloads:
                                              tqdm_class=_progress_class(download)))
             except _Stop:
                 raise
+            except GatedRepoError:  # the hub lists a gated repository's files to anyone
+                raise HubError(f"{repo_id} is gated: the gateway's HF_TOKEN must belong to an account that "
+                               "accepted its terms on the hub.") from None
             except HfHubHTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else None
                 raise HubError(f"the hub answered HTTP {status} for {hub_file.path}.") from None

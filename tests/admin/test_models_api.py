@@ -27,6 +27,7 @@ HUGE = "fake-org/Huge-GGUF"
 LIAR = "fake-org/Liar-GGUF"
 NOT_GGUF = "fake-org/NotGguf-GGUF"
 SLOW = "fake-org/Slow-GGUF"
+GATED = "fake-org/Gated-GGUF"
 
 
 @pytest.fixture
@@ -43,9 +44,11 @@ def hub(monkeypatch, tmp_path):
         (LIAR, "Liar-Q4_K_M.gguf"): fake_gguf(LIMIT + 500_000, 7),
         (NOT_GGUF, "Bad-Q4_K_M.gguf"): b"NOPE" + bytes(5000),
         (SLOW, "Slow-Q4_K_M.gguf"): fake_gguf(6_000_000, 8),
+        (GATED, "Gated-Q4_K_M.gguf"): fake_gguf(1000, 10),
     }
     for (repo, path), content in files.items():
         fake.files[(repo, path)] = (content, not path.endswith(".md"))
+    fake.gated.add(GATED)
     fake.listed_sizes[(HUGE, "Huge-Q4_K_M.gguf")] = 50 * 1024 ** 3
     fake.listed_sizes[(LIAR, "Liar-Q4_K_M.gguf")] = 1000
     with serve_fake_hub(fake):
@@ -162,6 +165,14 @@ def test_a_stream_larger_than_the_limit_is_aborted(gateway, hub, tmp_path):
     assert blobs(tmp_path) == [] and "liar-q4_k_m" not in models(gateway)
 
 
+def test_a_gated_repository_is_listed_but_its_download_fails_clearly(gateway, hub, tmp_path):
+    # As on the hub: anyone may list a gated repository's files; downloading needs granted access.
+    download = gateway.post("/api/admin/models", json={"repo": GATED, "quant": "Q4_K_M"}, headers=ADMIN).json()
+    done = finished(gateway, download["id"])
+    assert done["state"] == "failed" and "gated" in done["error"] and "HF_TOKEN" in done["error"], done
+    assert blobs(tmp_path) == [] and "gated-q4_k_m" not in models(gateway)
+
+
 def test_a_file_that_is_not_gguf_is_refused_and_removed(gateway, hub, tmp_path):
     download = gateway.post("/api/admin/models", json={"repo": NOT_GGUF, "quant": "Q4_K_M"}, headers=ADMIN).json()
     done = finished(gateway, download["id"])
@@ -275,3 +286,21 @@ def test_every_model_api_needs_the_admin_key(gateway, hub):
             assert_openai_error(getattr(gateway, method)(path, headers=headers, **kwargs), 401, "invalid_admin_key")
     assert hub.seen() == [] and models(gateway)[SMOL]["overrides"] == {}
     assert gateway.get("/admin/models").status_code == 200
+
+
+def test_a_settings_change_is_handed_to_the_fleet_s_hook(gateway, hub):
+    overlay = gateway.app.state.catalogue_overlay
+    told: list[str] = []
+
+    async def rolling_restart(key: str) -> None:
+        told.append(key)
+
+    overlay.on_settings_changed.append(rolling_restart)
+    assert gateway.get("/api/arena/models").status_code == 200  # the arena made (lazily), with its weights
+    answer = gateway.patch(f"/api/admin/models/{SMOL}/settings", json={"parallel": 2}, headers=ADMIN).json()
+    assert answer["restart"] == "rolling" and told == [SMOL]
+    assert gateway.patch(f"/api/admin/models/{SMOL}/settings", json={"battle_weight": 2},
+                         headers=ADMIN).json()["restart"] == "not_needed"
+    assert told == [SMOL] and gateway.app.state.arena.battles.weights[SMOL] == 2
+    assert gateway.delete(f"/api/admin/models/{SMOL}/settings", headers=ADMIN).json()["restart"] == "rolling"
+    assert told == [SMOL, SMOL]
