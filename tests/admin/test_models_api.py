@@ -215,8 +215,11 @@ BAD_SETTINGS = [
 ]
 
 
+REGISTRATION = {"Authorization": "Bearer registration-token-for-model-tests"}
+
+
 def test_settings_are_validated_saved_and_survive_a_restart(hub, gateway_apps, tmp_path):
-    gateway = gateway_apps(admin_key=ADMIN_KEY)
+    gateway = gateway_apps(admin_key=ADMIN_KEY, registration_token="registration-token-for-model-tests")
     for body, param in BAD_SETTINGS:
         assert_openai_error(gateway.patch(f"/api/admin/models/{SMOL}/settings", json=body, headers=ADMIN),
                             400, "invalid_value", param)
@@ -233,12 +236,17 @@ def test_settings_are_validated_saved_and_survive_a_restart(hub, gateway_apps, t
     download = gateway.post("/api/admin/models", json={"repo": TINY, "quant": "Q8_0"}, headers=ADMIN).json()
     assert finished(gateway, download["id"])["state"] == "done"
     gateway.patch("/api/admin/models/tiny-q8_0/settings", json={"n_ctx": 1024, "max_tokens_limit": 512}, headers=ADMIN)
+    # An instance of the runtime model may register like any other (and is restored after a restart).
+    registered = gateway.post("/api/instances", headers=REGISTRATION, json={
+        "model": "tiny-q8_0", "url": "http://127.0.0.1:9", "instance_id": "tiny-1", "ttl_seconds": 600})
+    assert registered.status_code == 200, registered.text
     entry = gateway.get("/api/admin/audit", headers=ADMIN).json()["data"][0]
     assert entry["action"] == "model.settings" and entry["target"] == "tiny-q8_0"
     assert entry["actor"] == fingerprint(ADMIN_KEY)
     gateway.__exit__(None, None, None)
 
-    restarted = gateway_apps(admin_key=ADMIN_KEY)  # the same store
+    restarted = gateway_apps(admin_key=ADMIN_KEY, registration_token="registration-token-for-model-tests")  # same store
+    assert restarted.get("/api/instances/tiny-1").status_code == 200
     after = models(restarted)
     assert after[SMOL]["settings"] == {"n_ctx": 4096, "parallel": 3, "default_max_tokens": 100,
                                        "max_tokens_limit": 2000, "sampling": {"temperature": 0.2, "top_k": 20},
