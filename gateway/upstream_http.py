@@ -20,6 +20,7 @@ keep-alive), configured for a hostile or broken instance.
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,10 +102,30 @@ class BoundedResponse(aiohttp.ClientResponse):
         return self
 
 
+#: With tracing on: what the gateway is attempting (model, instance id, attempt number), set by
+#: the proxy before each attempt and put on that attempt's client span by `name_attempt_span`.
+ATTEMPT_ATTRIBUTES: ContextVar[dict[str, Any] | None] = ContextVar("arena_upstream_attempt", default=None)
+
+
+def name_attempt_span(span: Any, params: aiohttp.TraceRequestStartParams) -> None:
+    """The aiohttp instrumentation's request hook: one attempt's span, named and described."""
+    span.update_name("upstream attempt")
+    if attributes := ATTEMPT_ATTRIBUTES.get():
+        span.set_attributes(attributes)
+
+
+def record_attempt_status(span: Any, params: Any) -> None:
+    """Its response hook: the instance's status, or the failure that stood for one."""
+    response = getattr(params, "response", None)
+    status = response.status if response is not None else type(getattr(params, "exception", None)).__name__
+    span.set_attribute("arena.attempt.status", status)
+
+
 class UpstreamHttp:
-    def __init__(self, limits: HttpLimits, headers: dict[str, str]) -> None:
+    def __init__(self, limits: HttpLimits, headers: dict[str, str], trace_configs: list[Any] | None = None) -> None:
         self.limits = limits
         self.headers = headers
+        self.trace_configs = trace_configs or []  # OpenTelemetry's, when tracing is on
         self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -116,7 +137,7 @@ class UpstreamHttp:
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
                                              auto_decompress=False, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
                                              skip_auto_headers=("User-Agent",), raise_for_status=False,
-                                             response_class=BoundedResponse)
+                                             response_class=BoundedResponse, trace_configs=self.trace_configs or None)
 
     async def stop(self) -> None:
         if self.session is not None:

@@ -19,6 +19,7 @@ from shared.body_limit import BodyLimit
 from shared.errors import error_body, install_error_handlers
 from shared.openapi import COMPLETION_RESPONSES, METRICS_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
+from shared.telemetry import Telemetry
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
@@ -30,10 +31,11 @@ from services.protocol import ChatCompletionRequest, CompletionRequest, Generati
 from services.settings import ServiceSettings
 
 
-def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
+def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telemetry | None = None) -> FastAPI:
     """The service of `settings.model`, as the catalogue describes it with the settings'
     overrides. The model loads in the background once the app starts (`/health` says
-    `loading` meanwhile); `app.state.service` is the `GenerationService`."""
+    `loading` meanwhile); `app.state.service` is the `GenerationService`. `telemetry`
+    (`shared.telemetry`): a server span per request, continuing the gateway's trace."""
     service = GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
                                 model_cache=catalogue.fleet.model_cache_path())
     instance_secret = settings.instance_secret
@@ -45,6 +47,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
         loader.start()
         yield
         service.shutdown()
+        if telemetry is not None:
+            telemetry.shutdown()
 
     app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
     app.state.service = service
@@ -132,6 +136,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
         response.headers.update(headers)
         return response
 
+    if telemetry is not None:
+        telemetry.instrument_app(app)
     return app
 
 
