@@ -46,6 +46,7 @@ from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
 from gateway.errors import GATEWAY_ERRORS
 from shared.catalogue import Catalogue
+from shared.api_docs import attach_api_docs
 from shared.body_limit import BodyLimit
 from shared.errors import install_error_handlers
 from shared.openapi import publish_openapi
@@ -129,7 +130,7 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
             if telemetry is not None:
                 telemetry.shutdown()
 
-    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.instances = instances
@@ -149,6 +150,7 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     install_error_handlers(app, GATEWAY_ERRORS)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     publish_openapi(app)
+    attach_api_docs(app)  # /docs and /swagger-ui, with Swagger UI served by the gateway itself
     # Middleware added last runs first: the body limit, then CORS (when on), then the
     # completion endpoints' router (gateway.fast_path), then FastAPI's routing.
     app.add_middleware(CompletionRouter, state=app.state)

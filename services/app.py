@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared.api_docs import attach_api_docs
 from shared.disconnect import cancel_on_disconnect
 from shared import sse
 from shared.catalogue import Catalogue
@@ -50,7 +50,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
         if telemetry is not None:
             telemetry.shutdown()
 
-    app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
+    app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.service = service
     install_error_handlers(app, SERVICE_ERRORS)
     publish_openapi(app)
@@ -58,10 +59,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
     app.state.metrics = metrics
     app.add_middleware(RequestCounter, metrics=metrics)
 
-    @app.get("/swagger-ui", include_in_schema=False)
-    async def swagger_ui() -> Response:
-        """The interactive API documentation, also at /docs."""
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=app.title + " - Swagger UI")
+    attach_api_docs(app)  # /docs and /swagger-ui, with Swagger UI served by the service itself
 
     async def require_instance_secret(request: Request, call_next):
         if request.url.path.startswith("/v1/") and not secret_matches(
