@@ -94,7 +94,7 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     app = create_app(catalogue, settings, telemetry)
     service: GenerationService = app.state.service
     host = settings.host or catalogue.fleet.service_host
-    config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(),
+    config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(), log_config=None,
                             access_log=False, timeout_graceful_shutdown=5, **tls)
     server = DrainingServer(config, service, settings.drain_timeout)
     log.info("serving %s on %s://%s:%d", spec.key, "https" if tls else "http", host, spec.port)
