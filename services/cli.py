@@ -78,7 +78,8 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     # start the next one; the default 5 ms switch interval would idle the model between steps
     # whenever the event loop is busy writing streams.
     sys.setswitchinterval(0.0005)
-    telemetry = Telemetry.from_environ(f"arena-model-{settings.model}")  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
+    # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set (shared.telemetry)
+    telemetry = Telemetry.from_environ(f"arena-model-{settings.model}")
     configure_logging(settings.log_format, settings.log_level,
                       record_filter=telemetry.log_filter() if telemetry else None)
     try:

@@ -119,7 +119,7 @@ def test_one_trace_from_the_client_through_the_gateway_and_its_attempts_to_the_m
 
         wait_until(lambda: ready() == 2, 30, what="both instances ready")
         failover = None
-        for n in range(8):  # until the balancer has sent one request to the broken instance first
+        for n in range(16):  # until the balancer (random among idle instances) sent one to the broken one first
             trace_id, client_span = secrets.token_hex(16), secrets.token_hex(8)
             answer = httpx.post(gateway.url + "/v1/chat/completions", timeout=60, json={
                 "model": SMOL, "max_tokens": 4, "messages": [{"role": "user", "content": f"Count to {n}."}]},
