@@ -17,14 +17,11 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from shared.csp import CONTENT_SECURITY_POLICY
+
 ASSETS = Path(__file__).parent / "api_docs_assets"
 ASSET_PATH = "/static/api-docs"
 DOCS_PATHS = ("/docs", "/swagger-ui")
-# Swagger UI's icons are inline SVG data: URLs; "Try it out" calls the app's own origin.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
 
 
 def docs_page(title: str, openapi_url: str) -> str:
