@@ -314,7 +314,7 @@ class BattleManager:
                         break
                     try:
                         event = json.loads(payload)
-                    except ValueError:
+                    except (ValueError, RecursionError):  # garbage, or nested past the parser's limit
                         continue
                     if not isinstance(event, dict):
                         continue
