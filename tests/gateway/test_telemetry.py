@@ -165,3 +165,12 @@ def test_one_trace_from_the_client_through_the_gateway_and_its_attempts_to_the_m
         gateway.stop()
         service.stop()
 
+
+
+def test_a_runners_children_get_opentelemetrys_variables_and_no_credentials():
+    from scripts.child_env import gateway_env as runner_gateway_env, service_env
+
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS": "x=1",
+               "WORKFLOW_PAT": "ghp_secret", "TUNNELS_JSON": "{}"}
+    for env in (service_env(environ), runner_gateway_env(environ)):
+        assert env == {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS": "x=1"}
