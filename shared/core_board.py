@@ -109,16 +109,23 @@ class RunQueueWait:
     its runnable time it spent waiting on a run queue (the kernel's `schedstat` of the thread),
     over windows of at least `window` seconds of runnable time, read at most every `interval`
     seconds (one small file read; the decision is kept in between). Above `limit` it counts as
-    contended, and stays so until the share falls below half the limit."""
+    contended. Leaving that takes consecutive windows below half the limit: 2 at first, twice as
+    many each time contention comes back within `memory` seconds of the last (up to 64), because
+    a step with more threads on a contended machine costs far more than a step with one."""
 
-    def __init__(self, limit: float, *, window: float = 0.05, interval: float = 0.25,
+    MOST_CALM_WINDOWS = 64
+
+    def __init__(self, limit: float, *, window: float = 0.05, interval: float = 0.25, memory: float = 60.0,
                  read: Callable[[], tuple[int, int] | None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window, self.interval = limit, window, interval
+        self.limit, self.window, self.interval, self.memory = limit, window, interval, memory
         self._read = read or _thread_schedstat
         self._clock = clock
         self._last: tuple[int, int] | None = None   # read first by the thread that checks
         self._next = 0.0
+        self._calm = 0            # consecutive calm windows while contended
+        self._calm_needed = 1
+        self._calm_since = float("-inf")
         self.contended = False
         self.share = 0.0
 
@@ -136,7 +143,14 @@ class RunQueueWait:
             return self.contended  # too little runnable time yet: keep counting from _last
         self._last = sample
         self.share = waited / (ran + waited)
-        self.contended = self.share > (self.limit / 2 if self.contended else self.limit)
+        if not self.contended and self.share > self.limit:
+            self.contended, self._calm = True, 0
+            recent = now - self._calm_since < self.memory
+            self._calm_needed = min(self._calm_needed * 2, self.MOST_CALM_WINDOWS) if recent else 2
+        elif self.contended:
+            self._calm = self._calm + 1 if self.share < self.limit / 2 else 0
+            if self._calm >= self._calm_needed:
+                self.contended, self._calm_since = False, now
         return self.contended
 
 

@@ -162,7 +162,11 @@ def test_other_work_waiting_for_the_cores_drops_a_shared_instance_to_one_thread(
     assert window(240, 10) == 2                    # 4% waiting: a quiet machine
     assert window(60, 190) == 1 and wait.contended  # 76% waiting: the machine is busy
     assert window(200, 50) == 1                    # 20%: not yet below half the limit
+    assert window(240, 10) == 1                    # calm once: two calm windows needed
     assert window(240, 10) == 2                    # quiet again
+    # Contention back soon after: twice as many calm windows before more threads again.
+    assert window(60, 190) == 1
+    assert [window(240, 10) for _ in range(4)] == [1, 1, 1, 2]
     stat.advance(5, 20)
     clock.now += 0.25
     assert policy.for_step() == 2 and not wait.contended  # too short a window to judge: kept
@@ -174,9 +178,17 @@ def test_other_work_waiting_for_the_cores_drops_a_shared_instance_to_one_thread(
 
 def test_automatic_threads_without_a_board_take_every_core_unless_the_machine_is_contended():
     clock, stat = Clock(), Schedstat()
-    alone = SharedThreads(None, 0, 2, contention=RunQueueWait(0.3, read=stat, clock=clock), clock=clock)
+    alone = SharedThreads(None, 0, 2, contention=RunQueueWait(0.3, memory=5, read=stat, clock=clock), clock=clock)
     assert alone.for_step() == 2
-    stat.advance(50, 200)
-    clock.now += 0.25
-    assert alone.for_step() == 1
+
+    def window(ran_ms: float, waited_ms: float, after: float = 0.25) -> int:
+        stat.advance(ran_ms, waited_ms)
+        clock.now += after
+        return alone.for_step()
+
+    assert window(50, 200) == 1
+    assert [window(240, 10) for _ in range(2)] == [1, 2]
+    # Contended again long (more than `memory`) after the last spell: two calm windows again.
+    assert window(50, 200, after=10) == 1
+    assert [window(240, 10) for _ in range(2)] == [1, 2]
     alone.idle()
