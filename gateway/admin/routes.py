@@ -36,7 +36,8 @@ class Page:
 
 PAGES = {"/admin": Page("keys", "API keys", ()),
          "/admin/analytics": Page("analytics", "Analytics", ("/static/arena/vendor/chart.umd.min.js",)),
-         "/admin/playground": Page("playground", "Playground", ())}
+         "/admin/playground": Page("playground", "Playground", ()),
+         "/admin/instances": Page("instances", "Instances", ())}
 
 
 @dataclass
