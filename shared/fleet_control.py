@@ -75,7 +75,8 @@ class ControlServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()  # waits for serve_forever: only when it runs
         self._server.server_close()
 
 

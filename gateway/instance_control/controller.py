@@ -66,6 +66,13 @@ class Dispatch:
     def public(self) -> dict[str, Any]:
         return {"model": self.model, "state": "dispatched", "at": self.at, **self.detail}
 
+    def registered(self, registry: InstanceRegistry) -> bool:
+        """Its runner has registered: the instance id it was given, else any new one of the model."""
+        expected = self.detail.get("expected_instance_id")
+        if expected:
+            return registry.get(expected) is not None
+        return any(i.instance_id not in self.known and i.source == "registered" for i in registry.for_model(self.model))
+
 
 class InstanceController:
     def __init__(self, registry: InstanceRegistry, backend: InstanceBackend | None, *,
@@ -161,20 +168,32 @@ class InstanceController:
         """`action=unload`: drain every instance of the model (and, on Actions, cancel its runs)."""
         self.spec(model)
         backend = self._backend()
-        stopping = [i for i in self._live(model)]
-        for instance in stopping:
-            await self.stop(instance.instance_id)
-        cancelled = []
+        live = self._live(model)
         stop_model = getattr(backend, "stop_model", None)
-        if stop_model is not None:
-            cancelled = [run.html_url or run.id for run in await stop_model(model)]
+        cancelled: list[Any] = []
+        kept: list[str] = []
+        if stop_model is None:
+            for instance in live:
+                await self.stop(instance.instance_id)
+        else:
+            # Actions: cancel every run of the model; its instances drain as their runners stop.
+            runs = await stop_model(model)
+            cancelled = [run.html_url or run.id for run in runs]
+            ids = {run.labels.instance_id for run in runs if run.labels}
+            for instance in live:
+                if instance.instance_id in ids or ("" in ids and instance.source == "registered"):
+                    instance.retiring = True
+                    instance.set_state(InstanceState.DRAINING)
+                else:
+                    kept.append(instance.instance_id)  # not run by this fleet's workflow
             self.dispatches = [d for d in self.dispatches if d.model != model]
         restart = self.restarts.get(model)
         if restart is not None and restart.state == "running":
             restart.again = False
-        status = "unloading" if stopping or cancelled else "unloaded"
+        status = "unloading" if len(live) > len(kept) or cancelled else "unloaded"
         return {"id": model, "object": "model", "action": "unload", "status": status,
-                "instances": [i.public() for i in self.registry.for_model(model)], "cancelled_runs": cancelled}
+                "instances": [i.public() for i in self.registry.for_model(model)], "cancelled_runs": cancelled,
+                "not_stopped": kept}
 
     def rolling_restart(self, model: str, *, reason: str = "asked", coalesce: bool = False) -> RollingRestart:
         """Replace the model's instances one at a time, in the background: a new instance is
@@ -263,8 +282,7 @@ class InstanceController:
             if instance.booting and (instance.state is not InstanceState.LOADING
                                      or now - instance.state_since > self.ready_timeout):
                 instance.booting = False
-        self.dispatches = [d for d in self.dispatches if now - d.at < self.ready_timeout and not any(
-            i.instance_id not in d.known and i.source == "registered" for i in self.registry.for_model(d.model))]
+        self.dispatches = [d for d in self.dispatches if now - d.at < self.ready_timeout and not d.registered(self.registry)]
         if self.backend is None:
             return
         processes = await self.backend.processes()
