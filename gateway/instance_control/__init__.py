@@ -2,14 +2,17 @@
 
 `attach_instance_control(app)` builds the fleet backend from `InstanceControlSettings` (the local
 supervisor's control channel, else GitHub Actions, else none), puts an `InstanceController` on
-`app.state.instance_control`, watches the fleet in the background and adds the routes. Another
-package may replace `controller.spec_for` / `controller.model_keys` (a runtime catalogue overlay)
-and call `controller.rolling_restart(key, coalesce=True)` when a model's settings change.
+`app.state.instance_control`, watches the fleet in the background and adds the routes. With the
+admin side's runtime catalogue overlay (`app.state.catalogue_overlay`), `plug_overlay` makes it
+the source of every spec (models added at runtime can be started) and applies a settings change
+by a rolling restart of that model's instances.
 """
 
 from __future__ import annotations
 
 import httpx
+from typing import Any, Awaitable, Callable
+
 from fastapi import FastAPI
 
 from gateway.instance_control.backends import (
@@ -48,6 +51,34 @@ def fleet_description(settings: InstanceControlSettings) -> dict[str, object]:
             "workflow": settings.fleet_workflow if kind == "actions" else None}
 
 
+def plug_overlay(controller: InstanceController, overlay: Any, audit: Audit | None = None) -> None:
+    """Specs from the overlay (`CatalogueOverlay`); its settings changes restart the model's
+    instances, one at a time (only when there is a fleet to restart them in: otherwise the
+    overlay keeps saying a restart is needed)."""
+    from gateway.admin.catalogue_overlay import UnknownModel
+
+    def spec_for(key: str):
+        try:
+            return overlay.model_spec(key)
+        except UnknownModel:
+            raise KeyError(key) from None
+
+    controller.spec_for = spec_for
+    controller.model_keys = lambda: list(overlay.effective_catalogue().models)
+    controller.fleet_catalogue = overlay.base
+    if controller.backend is None:
+        return
+
+    async def restart_on_settings_change(key: str) -> None:
+        if not controller.live(key):
+            return  # nothing runs it: the next start takes the new settings
+        restart = controller.rolling_restart(key, reason="settings changed", coalesce=True)
+        if audit is not None:
+            await audit("settings", "instance.rolling_restart", key, {"reason": restart.reason})
+
+    overlay.on_settings_changed.append(restart_on_settings_change)
+
+
 def attach_instance_control(app: FastAPI, settings: InstanceControlSettings | None = None) -> InstanceController:
     from gateway.instance_control.routes import admin, v1
     from gateway.store.periodic import Periodic
@@ -56,6 +87,10 @@ def attach_instance_control(app: FastAPI, settings: InstanceControlSettings | No
     controller = InstanceController(app.state.instances, make_backend(settings), not_configured=NOT_CONFIGURED,
                                     ready_timeout=settings.ready_timeout, drain_timeout=settings.drain_timeout)
     app.state.instance_control = controller
+    overlay = getattr(app.state, "catalogue_overlay", None)
+    if overlay is not None:
+        admin_side = getattr(app.state, "admin", None)
+        plug_overlay(controller, overlay, admin_side.audit.record if admin_side is not None else None)
     app.state.instance_control_fleet = fleet_description(settings)
     watch = Periodic("instance control watch", settings.poll_interval, controller.watch)
 

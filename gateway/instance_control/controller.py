@@ -27,7 +27,7 @@ from gateway.instance_control.errors import (
     OperationInProgress,
 )
 from gateway.instances import Instance, InstanceRegistry, InstanceState
-from shared.catalogue import CatalogueError, ModelSpec
+from shared.catalogue import Catalogue, CatalogueError, ModelSpec
 from shared.errors import ModelNotFound
 
 log = logging.getLogger("gateway.instance_control")
@@ -77,12 +77,14 @@ class Dispatch:
 class InstanceController:
     def __init__(self, registry: InstanceRegistry, backend: InstanceBackend | None, *,
                  spec_for: SpecSource | None = None, model_keys: Callable[[], list[str]] | None = None,
-                 not_configured: str = "", ready_timeout: float = 600.0, drain_timeout: float = 180.0,
+                 fleet_catalogue: Catalogue | None = None, not_configured: str = "", ready_timeout: float = 600.0, drain_timeout: float = 180.0,
                  check_interval: float = 0.2) -> None:
         self.registry = registry
         self.backend = backend
-        self.spec_for: SpecSource = spec_for or registry.catalogue.model
+        self.spec_for: SpecSource = spec_for or (lambda key: registry.catalogue.model(key))
         self.model_keys = model_keys or (lambda: list(registry.catalogue.models))
+        # The catalogue file the fleet's processes read: a spec equal to its entry is not sent.
+        self.fleet_catalogue = fleet_catalogue or registry.catalogue
         self.not_configured = not_configured
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
@@ -105,7 +107,7 @@ class InstanceController:
             raise ControlNotConfigured(self.not_configured)
         return self.backend
 
-    def _live(self, model: str) -> list[Instance]:
+    def live(self, model: str) -> list[Instance]:
         return [i for i in self.registry.for_model(model) if i.state is not InstanceState.GONE and not i.retiring]
 
     async def start(self, model: str) -> dict[str, Any]:
@@ -113,7 +115,7 @@ class InstanceController:
         it, or as a pending dispatch (Actions) until its runner registers."""
         spec = self.spec(model)
         backend = self._backend()
-        base = self.registry.catalogue.models.get(model)
+        base = self.fleet_catalogue.models.get(model)
         started = await backend.start(model, None if spec == base else spec)
         if started.instance_id is not None and started.url is not None:
             instance = Instance(instance_id=started.instance_id, model=model, url=started.url, source="local",
@@ -154,7 +156,7 @@ class InstanceController:
     async def load(self, model: str) -> dict[str, Any]:
         """`action=load`: start one instance unless one is ready or on its way."""
         self.spec(model)
-        live = self._live(model)
+        live = self.live(model)
         if any(i.state is InstanceState.READY for i in live):
             status, started = "loaded", None
         elif live or any(d.model == model for d in self.dispatches):
@@ -168,7 +170,7 @@ class InstanceController:
         """`action=unload`: drain every instance of the model (and, on Actions, cancel its runs)."""
         self.spec(model)
         backend = self._backend()
-        live = self._live(model)
+        live = self.live(model)
         stop_model = getattr(backend, "stop_model", None)
         cancelled: list[Any] = []
         kept: list[str] = []
@@ -222,7 +224,7 @@ class InstanceController:
     async def _roll(self, restart: RollingRestart) -> None:
         try:
             while True:
-                old = self._live(restart.model)
+                old = self.live(restart.model)
                 restart.total += len(old)
                 for instance in old:
                     if instance.retiring or self.registry.get(instance.instance_id) is not instance:

@@ -230,3 +230,50 @@ async def test_without_a_fleet_every_operation_says_how_to_configure_one(setup):
             await call
     with pytest.raises(ControlNotConfigured):
         controller.rolling_restart(SMOL)
+
+
+async def test_with_the_runtime_overlay_a_settings_change_restarts_the_model_and_new_models_start(setup, tmp_path):
+    from gateway.admin.catalogue_overlay import CatalogueOverlay
+    from gateway.instance_control import plug_overlay
+    from gateway.store import Database
+
+    registry, monitor, fleet, controller = setup
+    db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    await db.upgrade()
+    try:
+        overlay = CatalogueOverlay(registry.catalogue, db)
+        await overlay.load()
+        audited = []
+
+        async def audit(actor, action, target, detail):
+            audited.append((actor, action, target))
+
+        plug_overlay(controller, overlay, audit)
+        await overlay.update_settings(SMOL, {"n_ctx": 1024})  # nothing runs it: nothing to restart
+        assert SMOL not in controller.restarts
+        await controller.start(SMOL)
+        assert fleet.specs[-1].n_ctx == 1024  # the overlay's spec travels with the start
+        probe(monitor, registry, fleet.calls[-1][1])
+        fleet.calls.clear()
+        await overlay.update_settings(SMOL, {"n_ctx": 1536})
+        restart = controller.restarts[SMOL]
+        assert restart.reason == "settings changed"
+        assert audited == [("settings", "instance.rolling_restart", SMOL)]
+        while restart.state == "running":
+            for inst in registry.for_model(SMOL):
+                if inst.state is InstanceState.LOADING:
+                    probe(monitor, registry, inst.instance_id)
+                if inst.retiring and inst.instance_id in fleet.running:
+                    fleet.exit(inst.instance_id)
+            await controller.watch()
+            await asyncio.sleep(0.01)
+        assert restart.state == "done" and [c[0] for c in fleet.calls] == ["start", "stop"]
+        assert fleet.specs[-1].n_ctx == 1536
+
+        runtime = overlay.base.model(SMOL).model_copy(update={"key": "smol-copy", "port": 9555})
+        await overlay.add_model(runtime)
+        await controller.start("smol-copy")
+        assert fleet.specs[-1].key == "smol-copy"
+        assert "smol-copy" in [m["key"] for m in controller.view()["data"]]
+    finally:
+        await db.dispose()
