@@ -23,7 +23,9 @@ from gateway.instance_control.backends import (
 from gateway.instance_control.controller import InstanceController
 from gateway.instance_control.settings import NOT_CONFIGURED, InstanceControlSettings
 
-__all__ = ["InstanceControlSettings", "attach_instance_control", "make_backend"]
+__all__ = ["attach_instance_control", "make_backend", "plug_overlay", "InstanceControlSettings"]
+
+Audit = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 
 
 def make_backend(settings: InstanceControlSettings, *,

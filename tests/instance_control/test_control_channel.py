@@ -69,3 +69,11 @@ def test_a_spec_from_the_gateway_reaches_the_process_as_its_catalogue(tmp_path):
     assert written.model("smollm2-copy").n_ctx == 1024
     assert written.model("smollm2-copy").source == spec.source
     assert written.model("smollm2-135m") == catalogue.model("smollm2-135m")
+
+
+def test_a_runners_model_service_never_sees_the_fleet_control_tokens():
+    from scripts.child_env import gateway_env, service_env
+
+    environ = {"ARENA_FLEETCTL_GITHUB_TOKEN": "ghp-secret", CONTROL_TOKEN_ENV: "control-secret", "PATH": "/bin"}
+    assert service_env(environ) == {"PATH": "/bin"}
+    assert gateway_env(environ) == environ
