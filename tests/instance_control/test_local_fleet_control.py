@@ -113,6 +113,25 @@ def test_a_rolling_restart_keeps_the_model_answering(fleet):
     assert {"instance.start", "instance.stop", "instance.rolling_restart"} <= {e["action"] for e in audit}
 
 
+def test_a_settings_change_reaches_the_processes_by_a_rolling_restart(fleet):
+    """A setting changed in the runtime overlay travels with each replacement's start, into the
+    model process's own catalogue: its default max_tokens bounds an answer that sets none."""
+    before = {i["instance_id"] for i in instances(fleet) if i["state"] == "ready"}
+    changed = httpx.patch(f"{fleet}/api/admin/models/{SMOL}/settings", json={"default_max_tokens": 3}, headers=AUTH)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["restart"] == "rolling"
+    view = lambda: next(m for m in httpx.get(fleet + "/api/admin/instances", headers=AUTH).json()["data"]  # noqa: E731
+                        if m["key"] == SMOL)["rolling_restart"]
+    wait_until(lambda: view()["reason"] == "settings changed" and view()["state"] != "running", 300, 0.3,
+               what="the settings' rolling restart done")
+    assert view()["state"] == "done", view()
+    after = {i["instance_id"] for i in instances(fleet) if i["state"] == "ready"}
+    assert after and after.isdisjoint(before)
+    reply = httpx.post(fleet + "/v1/chat/completions", timeout=60, json={
+        "model": SMOL, "messages": [{"role": "user", "content": "Write a long story about the sea."}]}).json()
+    assert reply["usage"]["completion_tokens"] <= 3, reply
+
+
 def test_unload_drains_every_instance_and_load_brings_one_back(fleet):
     url = f"{fleet}/v1/models/{SMOL}"
     assert httpx.post(url, params={"action": "load"}, headers=AUTH).json()["status"] == "loaded"
