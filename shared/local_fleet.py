@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,10 @@ class LocalFleet:
         self.env = env or {}
         self.instances: list[Member] = []
         self._lock = threading.RLock()
+        # Processes asked for through the control channel are started from this one long-lived
+        # thread: a child's parent-death signal (PR_SET_PDEATHSIG) fires when the *thread* that
+        # forked it ends, and each control request runs in a thread of its own.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="fleet-spawn")
         urls: dict[str, list[str]] = {}
         instances = [(key, i) for key, count in plan.items() for i in range(count)]
         if shares is None:
@@ -145,7 +150,7 @@ class LocalFleet:
             path = self._catalogue_with(name, model_spec) if spec is not None else self.catalogue.path
             member = self._model_member(model, name, free_port(self.catalogue.fleet.service_host),
                                         self._share_for(model_spec), path)
-            member.start()
+            self._spawner.submit(member.start).result()
             self.instances.append(member)
         print(f"  start  {name:<16} {member.process.url}{_describe(member.share)} (asked by the gateway)", flush=True)
         return member.public()
@@ -233,6 +238,7 @@ class LocalFleet:
         self._stopping.set()
         if self.control is not None:
             self.control.stop()
+        self._spawner.shutdown(wait=True)
         # Models first (they drain in-flight work), then the gateway that was relaying it.
         with self._lock:
             services = [m.process for m in self.instances]

@@ -60,6 +60,8 @@ def test_a_started_instance_goes_loading_to_ready_and_serves(fleet):
     wait_until(lambda: seen.append(state_of(fleet, new["instance_id"])) or seen[-1] == "ready", 240, 0.2,
                what="the new instance ready")
     assert set(seen) <= {"loading", "ready"}, seen  # never unhealthy while it loads
+    # The process started is the one serving (not killed and restarted by the supervisor).
+    assert (new["instance_id"], started.json()["pid"]) in _supervisor_pids(fleet)
     served = set()
     wait_until(lambda: served.add(ask(fleet, f"Say {len(served)} {os.urandom(4).hex()}").headers["x-arena-instance"])
                or new["instance_id"] in served, 60, what="an answer from the new instance")
