@@ -20,8 +20,8 @@ function button(text, label, onclick, extra = {}) {
   return h("button", { type: "button", text, "aria-label": label, onclick, ...extra });
 }
 
-function instanceRow(inst) {
-  const stop = inst.state === "gone" || inst.state === "draining" ? null
+function instanceRow(inst, enabled) {
+  const stop = !enabled || inst.state === "gone" || inst.state === "draining" ? null
     : button("Stop", `Stop ${inst.instance_id}`, () => act(`/api/admin/instances/${encodeURIComponent(inst.instance_id)}`, { method: "DELETE" }),
              { class: "danger" });
   return h("tr", { "data-instance": inst.instance_id, "data-state": inst.state },
@@ -43,7 +43,7 @@ function modelCard(model, enabled) {
            { class: "primary", disabled: !enabled }),
     button("Rolling restart", `Rolling restart of ${model.key}`, () => act("/api/admin/instances/restart", { method: "POST", body: { model: model.key } }),
            { disabled: !enabled || !live || (restart && restart.state === "running") }));
-  const rows = model.instances.map(instanceRow);
+  const rows = model.instances.map((inst) => instanceRow(inst, enabled));
   for (const d of model.dispatches) {
     rows.push(h("tr", { "data-dispatch": String(d.run_id || d.at) },
       h("td", { class: "left" }, d.html_url ? h("a", { href: d.html_url, text: "workflow run", rel: "noopener" }) : "workflow run"),
