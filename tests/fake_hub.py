@@ -130,17 +130,24 @@ def _reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str]
         pass  # the client went away (a cancelled download)
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """HEAD and GET answered alike (`answer`), nothing logged."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.answer()
+
+    def do_GET(self) -> None:
+        self.answer()
+
+    def answer(self) -> None:
+        raise NotImplementedError
+
+
 def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Hub(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self.answer()
-
-        def do_GET(self) -> None:
-            self.answer()
-
+    class Hub(_Handler):
         def error(self, status: int, code: str | None, message: str, commit: str | None = None) -> None:
             headers = {"X-Error-Message": message, "Content-Type": "application/json"}
             if code:
@@ -214,16 +221,7 @@ def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
 
 def _cdn_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Cdn(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self.answer()
-
-        def do_GET(self) -> None:
-            self.answer()
-
+    class Cdn(_Handler):
         def answer(self) -> None:
             hub.record("cdn", self)
             path = urlsplit(self.path).path

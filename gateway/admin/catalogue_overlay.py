@@ -19,12 +19,14 @@ Hooks, for the parts of the gateway that act on a change:
   (context, slots, tokens, sampling) was saved: the fleet applies it by a rolling restart. With
   no subscriber, the change waits for the next restart of the model (`restart_needed()`).
 
-Several gateways on one store each read the overlay at startup (`load()`) and after their own
-writes; a change made through another gateway is seen at the next `load()`.
+Several gateways on one store each read the overlay at startup and every
+``ARENA_ADMIN_OVERLAY_REFRESH`` seconds (`load()`); a change made through one gateway reaches the
+others at their next reload (its rolling restart is started by the gateway that made it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -110,6 +112,7 @@ class CatalogueOverlay:
         self.on_catalogue_changed: list[CatalogueHook] = []
         self.on_settings_changed: list[SettingsHook] = []
         self.skipped: dict[str, str] = {}  # rows of the store that no longer validate: key -> why
+        self._lock = asyncio.Lock()  # one change or reload at a time: a reload never undoes a change
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -141,6 +144,10 @@ class CatalogueOverlay:
         """Read the overlay from the store. A row that no longer validates against the base (a
         runtime model whose key the YAML now names, an override of a model the YAML dropped, a
         value out of a range the catalogue narrowed) is left out and logged, not fatal."""
+        async with self._lock:
+            await self._load()
+
+    async def _load(self) -> None:
         async with self.db.read() as conn:
             rows = (await conn.execute(select(catalogue_overlay))).all()
         runtime: dict[str, ModelSpec] = {}
@@ -193,6 +200,10 @@ class CatalogueOverlay:
         return spec
 
     async def add_model(self, spec: ModelSpec, *, actor: str = "") -> ModelSpec:
+        async with self._lock:
+            return await self._add_model(spec, actor)
+
+    async def _add_model(self, spec: ModelSpec, actor: str) -> ModelSpec:
         if spec.key in self._effective.models:
             raise ModelExists(f"The catalogue already has a model '{spec.key}'.", param="key")
         await self._save(spec.key, "model", _spec_to_yaml_fields(spec, full=False), actor)
@@ -201,6 +212,10 @@ class CatalogueOverlay:
         return spec
 
     async def remove_model(self, key: str, *, actor: str = "") -> None:
+        async with self._lock:
+            await self._remove_model(key, actor)
+
+    async def _remove_model(self, key: str, actor: str) -> None:
         if key not in self._runtime:
             if key in self._effective.models:
                 raise NotARuntimeModel(f"'{key}' is a model of the catalogue file, not one added at runtime; "
@@ -214,6 +229,13 @@ class CatalogueOverlay:
         """Validate and save `changes` to the model's settings. Returns the new entry and whether
         the change needs the model's instances restarted; the `on_settings_changed` hooks are
         awaited for such a change (a failing hook is logged: the change is saved)."""
+        async with self._lock:
+            updated, restart = await self._update_settings(key, changes, actor)
+        if restart:
+            await self._settings_changed(key)
+        return updated, restart
+
+    async def _update_settings(self, key: str, changes: dict[str, Any], actor: str) -> tuple[ModelSpec, bool]:
         current = self.model_spec(key)
         unknown = sorted(set(changes) - set(EDITABLE))
         if unknown:
@@ -240,28 +262,28 @@ class CatalogueOverlay:
             else:
                 self._overrides.pop(key, None)
         self._publish()
-        restart = bool(changed & RESTART_FIELDS)
-        if restart:
-            for hook in list(self.on_settings_changed):
-                try:
-                    await hook(key)
-                except Exception:  # the change is saved; the fleet reports its own failure
-                    log.exception("catalogue overlay: settings hook failed for %s", key)
-        return updated, restart
+        return updated, bool(changed & RESTART_FIELDS)
+
+    async def _settings_changed(self, key: str) -> None:
+        for hook in list(self.on_settings_changed):
+            try:
+                await hook(key)
+            except Exception:  # the change is saved; the fleet reports its own failure
+                log.exception("catalogue overlay: settings hook failed for %s", key)
 
     async def reset_settings(self, key: str, *, actor: str = "") -> ModelSpec:
         """Drop the overrides of a base model (back to the YAML's settings)."""
         if key not in self.base.models:
             raise NotARuntimeModel(f"'{key}' was added at runtime: it has no catalogue settings to go back to.",
                                    param="model")
-        if self._overrides.pop(key, None) is not None:
-            await self._save(key, "override", None, actor)
-            self._publish()
-            for hook in list(self.on_settings_changed):
-                try:
-                    await hook(key)
-                except Exception:
-                    log.exception("catalogue overlay: settings hook failed for %s", key)
+        async with self._lock:
+            had = key in self._overrides
+            if had:
+                await self._save(key, "override", None, actor)
+                del self._overrides[key]
+                self._publish()
+        if had:
+            await self._settings_changed(key)
         return self.model_spec(key)
 
     def restart_needed(self) -> bool:

@@ -46,7 +46,9 @@ LIST_TIMEOUT = 30.0
 FINISHED_KEPT = 50          # finished downloads still shown, newest first
 # huggingface-hub reads a body in chunks of `constants.DOWNLOAD_CHUNK_SIZE` (10 MB) and reports
 # progress once per chunk: too coarse for a progress bar, and a cancel would wait for the next
-# 10 MB. The gateway's downloads read 1 MiB chunks (the gateway downloads nothing else).
+# 10 MB. The gateway's downloads read 1 MiB chunks, over plain HTTP: its Xet transfer (hf_xet)
+# reports progress from its own threads, where the progress class cannot stop a transfer, so it
+# is turned off in the gateway (which downloads nothing else; the hub serves every file over HTTP).
 PROGRESS_CHUNK = 1024 * 1024
 
 
@@ -351,9 +353,10 @@ class HubDownloads:
 
     def _fetch(self, download: Download) -> list[str]:
         from huggingface_hub import constants, hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
         constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, PROGRESS_CHUNK)
+        constants.HF_HUB_DISABLE_XET = True
         repo_id, revision = split_repo(download.choice.repo)
         cache = hub_cache_dir(self.cache_dir)
         paths = []
@@ -364,6 +367,9 @@ class HubDownloads:
                                              tqdm_class=_progress_class(download)))
             except _Stop:
                 raise
+            except GatedRepoError:  # the hub lists a gated repository's files to anyone
+                raise HubError(f"{repo_id} is gated: the gateway's HF_TOKEN must belong to an account that "
+                               "accepted its terms on the hub.") from None
             except HfHubHTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else None
                 raise HubError(f"the hub answered HTTP {status} for {hub_file.path}.") from None

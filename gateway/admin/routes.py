@@ -184,7 +184,8 @@ def install(app: FastAPI) -> None:
                                                  max_active=settings.max_active_downloads)
     app.state.metrics.observers.append(admin.analytics.record)
     jobs = [Periodic("admin analytics flush", settings.analytics_flush, admin.analytics.flush),
-            Periodic("admin analytics roll-up", max(60.0, settings.analytics_flush), admin.maintain)]
+            Periodic("admin analytics roll-up", max(60.0, settings.analytics_flush), admin.maintain),
+            Periodic("catalogue overlay refresh", settings.overlay_refresh, overlay.load)]
 
     async def start() -> None:
         for job in jobs:

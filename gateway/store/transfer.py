@@ -18,7 +18,8 @@ from gateway.store.schema import (admin_audit, analytics_hours, analytics_minute
                                    mode_transcripts, registrations, votes)
 
 FORMAT = "serverless-llm-arena-store"
-# Everything a user made and the admin side's history (request analytics per minute and hour);
+# Everything a user made (the runtime catalogue overlay too) and the admin side's history (request
+# analytics per minute and hour);
 # rate windows (a minute's request counts) are not carried over.
 TABLES: list[Table] = [api_keys, registrations, battles, battle_sides, battle_turns, votes, arena_excluded_clients,
                        mode_transcripts, api_key_usage, admin_audit, analytics_minutes, analytics_hours,

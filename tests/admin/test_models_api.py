@@ -27,6 +27,7 @@ HUGE = "fake-org/Huge-GGUF"
 LIAR = "fake-org/Liar-GGUF"
 NOT_GGUF = "fake-org/NotGguf-GGUF"
 SLOW = "fake-org/Slow-GGUF"
+GATED = "fake-org/Gated-GGUF"
 
 
 @pytest.fixture
@@ -43,9 +44,11 @@ def hub(monkeypatch, tmp_path):
         (LIAR, "Liar-Q4_K_M.gguf"): fake_gguf(LIMIT + 500_000, 7),
         (NOT_GGUF, "Bad-Q4_K_M.gguf"): b"NOPE" + bytes(5000),
         (SLOW, "Slow-Q4_K_M.gguf"): fake_gguf(6_000_000, 8),
+        (GATED, "Gated-Q4_K_M.gguf"): fake_gguf(1000, 10),
     }
     for (repo, path), content in files.items():
         fake.files[(repo, path)] = (content, not path.endswith(".md"))
+    fake.gated.add(GATED)
     fake.listed_sizes[(HUGE, "Huge-Q4_K_M.gguf")] = 50 * 1024 ** 3
     fake.listed_sizes[(LIAR, "Liar-Q4_K_M.gguf")] = 1000
     with serve_fake_hub(fake):
@@ -162,6 +165,14 @@ def test_a_stream_larger_than_the_limit_is_aborted(gateway, hub, tmp_path):
     assert blobs(tmp_path) == [] and "liar-q4_k_m" not in models(gateway)
 
 
+def test_a_gated_repository_is_listed_but_its_download_fails_clearly(gateway, hub, tmp_path):
+    # As on the hub: anyone may list a gated repository's files; downloading needs granted access.
+    download = gateway.post("/api/admin/models", json={"repo": GATED, "quant": "Q4_K_M"}, headers=ADMIN).json()
+    done = finished(gateway, download["id"])
+    assert done["state"] == "failed" and "gated" in done["error"] and "HF_TOKEN" in done["error"], done
+    assert blobs(tmp_path) == [] and "gated-q4_k_m" not in models(gateway)
+
+
 def test_a_file_that_is_not_gguf_is_refused_and_removed(gateway, hub, tmp_path):
     download = gateway.post("/api/admin/models", json={"repo": NOT_GGUF, "quant": "Q4_K_M"}, headers=ADMIN).json()
     done = finished(gateway, download["id"])
@@ -204,8 +215,11 @@ BAD_SETTINGS = [
 ]
 
 
+REGISTRATION = {"Authorization": "Bearer registration-token-for-model-tests"}
+
+
 def test_settings_are_validated_saved_and_survive_a_restart(hub, gateway_apps, tmp_path):
-    gateway = gateway_apps(admin_key=ADMIN_KEY)
+    gateway = gateway_apps(admin_key=ADMIN_KEY, registration_token="registration-token-for-model-tests")
     for body, param in BAD_SETTINGS:
         assert_openai_error(gateway.patch(f"/api/admin/models/{SMOL}/settings", json=body, headers=ADMIN),
                             400, "invalid_value", param)
@@ -222,12 +236,17 @@ def test_settings_are_validated_saved_and_survive_a_restart(hub, gateway_apps, t
     download = gateway.post("/api/admin/models", json={"repo": TINY, "quant": "Q8_0"}, headers=ADMIN).json()
     assert finished(gateway, download["id"])["state"] == "done"
     gateway.patch("/api/admin/models/tiny-q8_0/settings", json={"n_ctx": 1024, "max_tokens_limit": 512}, headers=ADMIN)
+    # An instance of the runtime model may register like any other (and is restored after a restart).
+    registered = gateway.post("/api/instances", headers=REGISTRATION, json={
+        "model": "tiny-q8_0", "url": "http://127.0.0.1:9", "instance_id": "tiny-1", "ttl_seconds": 600})
+    assert registered.status_code == 200, registered.text
     entry = gateway.get("/api/admin/audit", headers=ADMIN).json()["data"][0]
     assert entry["action"] == "model.settings" and entry["target"] == "tiny-q8_0"
     assert entry["actor"] == fingerprint(ADMIN_KEY)
     gateway.__exit__(None, None, None)
 
-    restarted = gateway_apps(admin_key=ADMIN_KEY)  # the same store
+    restarted = gateway_apps(admin_key=ADMIN_KEY, registration_token="registration-token-for-model-tests")  # same store
+    assert restarted.get("/api/instances/tiny-1").status_code == 200
     after = models(restarted)
     assert after[SMOL]["settings"] == {"n_ctx": 4096, "parallel": 3, "default_max_tokens": 100,
                                        "max_tokens_limit": 2000, "sampling": {"temperature": 0.2, "top_k": 20},
@@ -275,3 +294,21 @@ def test_every_model_api_needs_the_admin_key(gateway, hub):
             assert_openai_error(getattr(gateway, method)(path, headers=headers, **kwargs), 401, "invalid_admin_key")
     assert hub.seen() == [] and models(gateway)[SMOL]["overrides"] == {}
     assert gateway.get("/admin/models").status_code == 200
+
+
+def test_a_settings_change_is_handed_to_the_fleet_s_hook(gateway, hub):
+    overlay = gateway.app.state.catalogue_overlay
+    told: list[str] = []
+
+    async def rolling_restart(key: str) -> None:
+        told.append(key)
+
+    overlay.on_settings_changed.append(rolling_restart)
+    assert gateway.get("/api/arena/models").status_code == 200  # the arena made (lazily), with its weights
+    answer = gateway.patch(f"/api/admin/models/{SMOL}/settings", json={"parallel": 2}, headers=ADMIN).json()
+    assert answer["restart"] == "rolling" and told == [SMOL]
+    assert gateway.patch(f"/api/admin/models/{SMOL}/settings", json={"battle_weight": 2},
+                         headers=ADMIN).json()["restart"] == "not_needed"
+    assert told == [SMOL] and gateway.app.state.arena.battles.weights[SMOL] == 2
+    assert gateway.delete(f"/api/admin/models/{SMOL}/settings", headers=ADMIN).json()["restart"] == "rolling"
+    assert told == [SMOL, SMOL]

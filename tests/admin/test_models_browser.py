@@ -23,9 +23,11 @@ pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
+from tests.admin.test_browser import page  # noqa: E402,F401 (the page fixture)
 from tests.arena.test_browser import SCREENSHOTS, browser  # noqa: E402,F401 (the browser fixture)
 
 ADMIN_KEY = "browser-models-admin-key-0123456789"
+EXPECTED_STATUSES = (400, 401, 404)  # the refused quantisation and settings: errors the browser logs
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 REPO = "fake-org/SmolLM2-135M-Instruct-GGUF"
 SLOW_REPO = "fake-org/Slow-GGUF"
@@ -66,38 +68,23 @@ def gateway(hub, tmp_path_factory):
     proc.stop()
 
 
-@pytest.fixture
-def page(browser):  # noqa: F811 (the fixture imported above)
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light", accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    # The refused quantisation (404) and settings (400) are errors the browser logs; every other
-    # console error fails the test.
-    page.on("console", lambda m: m.type == "error" and not any(f"status of {s}" in m.text for s in (400, 404))
-            and errors.append(m.text))
-    yield page
-    context.close()
-    assert not errors, errors
-
-
-def shot(page, name: str) -> None:
+def shot(tab, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"admin-models-{name}.png"), full_page=True)
+    tab.screenshot(path=str(SCREENSHOTS / f"admin-models-{name}.png"), full_page=True)
 
 
-def check(page, repo: str, quant: str) -> None:
-    page.fill("#hub-repo", repo)
-    page.fill("#hub-quant", quant)
-    page.click("#inspect-form button[type=submit]")
-    expect(page.locator("#choice")).to_be_visible()
+def check(tab, repo: str, quant: str) -> None:
+    tab.fill("#hub-repo", repo)
+    tab.fill("#hub-quant", quant)
+    tab.click("#inspect-form button[type=submit]")
+    expect(tab.locator("#choice")).to_be_visible()
 
 
-def progress_of(page, key: str) -> int:
-    return int(page.locator(f"tr[data-model='{key}'] progress").get_attribute("value"))
+def progress_of(tab, key: str) -> int:
+    return int(tab.locator(f"tr[data-model='{key}'] progress").get_attribute("value"))
 
 
-def test_add_a_model_from_the_hub_watch_it_download_cancel_another_and_export(gateway, hub, page, tmp_path):
+def test_add_a_model_from_the_hub_watch_it_download_cancel_another_and_export(gateway, hub, page, tmp_path):  # noqa: F811
     page.goto(gateway.url + "/admin/models")
     page.fill("#admin-key", ADMIN_KEY)
     page.click("#login button[type=submit]")
