@@ -73,6 +73,19 @@ def probe(monitor, registry, instance_id, status="ok", error=None):
     monitor.apply(registry.get(instance_id), ProbeResult(status, error=error))
 
 
+async def play_the_fleet(setup, restart) -> None:
+    """Until the rolling restart ends: new processes answer their probes, drained ones exit."""
+    registry, monitor, fleet, controller = setup
+    while restart.state == "running":
+        for inst in registry.for_model(SMOL):
+            if inst.state is InstanceState.LOADING:
+                probe(monitor, registry, inst.instance_id)
+            if inst.retiring and inst.instance_id in fleet.running:
+                fleet.exit(inst.instance_id)
+        await controller.watch()
+        await asyncio.sleep(0.01)
+
+
 async def test_a_started_instance_stays_loading_until_it_answers_then_is_ready(setup):
     registry, monitor, fleet, controller = setup
     started = await controller.start(SMOL)
@@ -189,14 +202,7 @@ async def test_a_settings_change_during_a_restart_runs_it_once_more(setup):
     fleet.calls.clear()
     restart = controller.rolling_restart(SMOL, reason="settings changed", coalesce=True)
     assert controller.rolling_restart(SMOL, reason="settings changed", coalesce=True) is restart
-    while restart.state == "running":
-        for inst in registry.for_model(SMOL):
-            if inst.state is InstanceState.LOADING:
-                probe(monitor, registry, inst.instance_id)
-            if inst.retiring and inst.instance_id in fleet.running:
-                fleet.exit(inst.instance_id)
-        await controller.watch()
-        await asyncio.sleep(0.01)
+    await play_the_fleet(setup, restart)
     assert restart.state == "done" and restart.total == 2
     assert [c[0] for c in fleet.calls] == ["start", "stop", "start", "stop"]
 
@@ -259,14 +265,7 @@ async def test_with_the_runtime_overlay_a_settings_change_restarts_the_model_and
         restart = controller.restarts[SMOL]
         assert restart.reason == "settings changed"
         assert audited == [("settings", "instance.rolling_restart", SMOL)]
-        while restart.state == "running":
-            for inst in registry.for_model(SMOL):
-                if inst.state is InstanceState.LOADING:
-                    probe(monitor, registry, inst.instance_id)
-                if inst.retiring and inst.instance_id in fleet.running:
-                    fleet.exit(inst.instance_id)
-            await controller.watch()
-            await asyncio.sleep(0.01)
+        await play_the_fleet(setup, restart)
         assert restart.state == "done" and [c[0] for c in fleet.calls] == ["start", "stop"]
         assert fleet.specs[-1].n_ctx == 1536
 
