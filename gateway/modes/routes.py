@@ -78,7 +78,7 @@ async def run_mode(mode: Literal["discussion", "council", "roundtable"], body: M
     The session id is in the `X-Arena-Session` header and the `done` event.
     """
     service = service_of(request)
-    session_id, stream = service.open(mode, body, client_of(request))
+    session_id, stream = await service.open(mode, body, client_of(request))
     return RelayResponse(stream, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Arena-Session": session_id})
 
