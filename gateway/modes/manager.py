@@ -3,9 +3,9 @@
 `ModesService.open(mode, request, client)` checks the request against the settings and the
 fleet (raising `ApiError` before anything starts), counts the start against the client's
 per-minute limit (the catalogue's `arena.sessions_per_minute`, shared by replicas), takes one
-of the client's session slots, and returns a `SessionStream`: the session's events as SSE bytes. The session runs in its own
-task; closing the stream (the client went away, or pressed Stop) cancels that task, which
-cancels every generation it started and frees the slot. The transcript is saved when the
+of the client's session slots, and returns a `SessionStream`: the session's events as SSE
+bytes. The session runs in its own task; closing the stream (the client went away, or pressed
+Stop) cancels that task, which cancels every generation it started and frees the slot. The transcript is saved when the
 session starts and when it ends, however it ends.
 """
 

@@ -31,8 +31,8 @@ def test_wrong_keys_are_limited_per_client_and_then_even_the_right_one_is_refuse
     for _ in range(2):
         assert_openai_error(gateway.get("/api/admin/session", headers=wrong), 401, "invalid_admin_key")
     assert_openai_error(gateway.get("/v1/models", headers=wrong), 401, "invalid_api_key")  # the /v1 side counts too
-    for response in (gateway.get("/api/admin/session", headers=wrong), gateway.post("/api/admin/session", headers=ADMIN),
-                     gateway.get("/v1/models", headers=ADMIN)):
+    for response in (gateway.get("/api/admin/session", headers=wrong),
+                     gateway.post("/api/admin/session", headers=ADMIN), gateway.get("/v1/models", headers=ADMIN)):
         assert_openai_error(response, 429, "rate_limit_exceeded")
         assert int(response.headers["Retry-After"]) >= 1
 
