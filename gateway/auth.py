@@ -6,7 +6,7 @@ in-memory `KeyCache`; only a key with a per-minute limit touches the store (its 
 
 Guessing the admin key is held back: `AuthFailures` counts each client's wrong admin keys (and
 wrong API keys, through which the admin key could be tried too) in the store's rate windows,
-shared by replicas, and a client over `GatewaySettings.auth_failures_per_minute` gets a 429
+shared by replicas (a client is its address, an IPv6 one's /64), and a client over `GatewaySettings.auth_failures_per_minute` gets a 429
 before its key is even compared.
 """
 
@@ -16,7 +16,7 @@ import hmac
 
 from fastapi import Request
 
-from gateway.arena.clients import ClientIdentifier, ClientLimits
+from gateway.arena.clients import ClientIdentifier, ClientLimits, client_network
 from gateway.keys import ApiKey, KeyCache, RateLimiter
 from gateway.store import DatabaseUnavailable
 from shared.errors import ApiError
@@ -47,7 +47,7 @@ class AuthFailures:
 
     def _window(self, request: Request) -> str:
         peer = request.client.host if request.client else None
-        client = "addr:" + self.clients.address(peer, request.headers.get("x-forwarded-for"))
+        client = "addr:" + client_network(self.clients.address(peer, request.headers.get("x-forwarded-for")))
         return ClientLimits.window_key("auth-failure", client)
 
     def _refuse(self, wait: float) -> ApiError:
