@@ -6,8 +6,8 @@ in-memory `KeyCache`; only a key with a per-minute limit touches the store (its 
 
 Guessing the admin key is held back: `AuthFailures` counts each client's wrong admin keys (and
 wrong API keys, through which the admin key could be tried too) in the store's rate windows,
-shared by replicas (a client is its address, an IPv6 one's /64), and a client over `GatewaySettings.auth_failures_per_minute` gets a 429
-before its key is even compared.
+shared by replicas (a client is its address, an IPv6 one's /64); a client over
+`GatewaySettings.auth_failures_per_minute` gets a 429 before its key is even compared.
 """
 
 from __future__ import annotations
