@@ -11,7 +11,9 @@ Everything stateful lives in plain classes on `app.state`:
   `fleet_status` (`FleetStatus`), `settings`, `catalogue`.
 
 Features that need startup or shutdown work can append coroutines to `app.state.on_startup`
-and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own.
+and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own. Those
+that read the store before the gateway uses it (the catalogue overlay) append to
+`app.state.on_store_ready`, awaited right after the migrations.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.upgrade()
+        for hook in app.state.on_store_ready:
+            await hook()
         if settings.database_url is None and settings.db_path is not None:
             await import_legacy_votes(db, settings.db_path.parent)
         await key_cache.refresh()
@@ -149,6 +153,7 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
                                       failures=AuthFailures(limiter, ClientIdentifier(catalogue.arena.trusted_proxies),
                                                             settings.auth_failures_per_minute))
     app.state.fleet_status = FleetStatus(instances)
+    app.state.on_store_ready = []  # after the store's migrations, before registrations are restored
     app.state.on_startup = []
     app.state.on_shutdown = []
     app.state.on_prune = []
