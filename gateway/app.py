@@ -9,6 +9,7 @@ Everything stateful lives in plain classes on `app.state`:
 - `upstream` (`UpstreamProxy`): picks an instance and relays; `stream_chat(body)` for the arena.
 - `api_keys` (`ApiKeyStore`), `key_cache` (`KeyCache`), `key_guard` (`ApiKeyGuard`), `metrics` (`GatewayMetrics`),
   `fleet_status` (`FleetStatus`), `settings`, `catalogue`.
+- `instance_control` (`gateway.instance_control.InstanceController`): starts and drains instances at runtime.
 
 Features that need startup or shutdown work can append coroutines to `app.state.on_startup`
 and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own. Those
@@ -26,9 +27,10 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
+from gateway.arena.clients import ClientIdentifier
 from gateway.arena.votes import VoteStore
 from gateway.auto_routing import AutoRouter
-from gateway.auth import ApiKeyGuard
+from gateway.auth import ApiKeyGuard, AuthFailures
 from gateway.balancing import make_balancer
 from gateway.fast_path import CompletionRouter
 from gateway.response_cache import ResponseCache
@@ -94,6 +96,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     async def prune() -> None:
         pruned = await votes.prune_battles(time.time() - settings.unvoted_battle_ttl)
         await limiter.prune()
+        for hook in app.state.on_prune:  # the store's other prunes (mode transcripts, ...)
+            await hook()
         if pruned:
             log.info("pruned %d unvoted battles older than %ds", pruned, settings.unvoted_battle_ttl)
 
@@ -146,11 +150,14 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     app.state.api_keys = api_keys
     app.state.key_cache = key_cache
     app.state.key_guard = ApiKeyGuard(key_cache, limiter, required=settings.require_api_key,
-                                      default_rpm=settings.default_rpm, admin_key=settings.admin_key)
+                                      default_rpm=settings.default_rpm, admin_key=settings.admin_key,
+                                      failures=AuthFailures(limiter, ClientIdentifier(catalogue.arena.trusted_proxies),
+                                                            settings.auth_failures_per_minute))
     app.state.fleet_status = FleetStatus(instances)
     app.state.on_store_ready = []  # after the store's migrations, before registrations are restored
     app.state.on_startup = []
     app.state.on_shutdown = []
+    app.state.on_prune = []
 
     install_error_handlers(app, GATEWAY_ERRORS)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
@@ -175,6 +182,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     attach_modes(app)
     from gateway.admin import attach_admin
     attach_admin(app)
+    from gateway.instance_control import attach_instance_control
+    attach_instance_control(app)
     if telemetry is not None:
         telemetry.instrument_app(app)
     return app

@@ -192,6 +192,10 @@ class ArenaPolicy(BaseModel):
     battles_per_minute: int = Field(10, ge=0, description="battles one client may open per minute; 0: no limit")
     votes_per_minute: int = Field(10, ge=0, description="votes one client may cast per minute; 0: no limit")
     flood_votes_per_hour: int = Field(60, ge=1, description="votes per hour from one client shown as a flood")
+    sessions_per_minute: int = Field(6, ge=0, description="mode sessions (discussion, council, roundtable) one "
+                                                          "client may start per minute; 0: no limit")
+    transcript_retention_days: float = Field(90, ge=0, description="days a mode session's transcript is kept; "
+                                                                   "0: for ever")
     trusted_proxies: list[str] = Field(default_factory=list,
                                        description="addresses or networks whose X-Forwarded-For is believed")
 
