@@ -59,6 +59,9 @@ def test_the_local_fleet_passes_each_model_process_its_share(tmp_path):
     boards = {m.process.env.get(BOARD_ENV) for m in models}
     assert len(boards) == 1 and None not in boards
     assert sorted(m.process.env[SLOT_ENV] for m in models) == ["0", "1", "2"]
+    # One more instance asked for at runtime (the control channel) joins the board, in a free cell.
+    share, slot = fleet._share_for(fleet.catalogue.model("smollm2-135m"))
+    assert share.shared and slot == 3
     fleet.stop()
     assert not Path(boards.pop()).exists()
 
