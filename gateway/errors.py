@@ -6,7 +6,8 @@ everything below it raises these plain exceptions and this table answers them.
 
 from __future__ import annotations
 
-from gateway.arena.votes import AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy, StoreError
+from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound, BattleNotVoted, NotAContest,
+                                 ShareNotFound, SideBusy, StoreError, TooManyRegenerations)
 from shared.errors import ErrorSpec, ErrorTable, ModelNotFound
 
 GATEWAY_ERRORS = ErrorTable({
@@ -17,4 +18,7 @@ GATEWAY_ERRORS = ErrorTable({
     SideBusy: ErrorSpec(409, SideBusy.code),
     BattleNotFinished: ErrorSpec(409, BattleNotFinished.code),
     NotAContest: ErrorSpec(409, NotAContest.code),
+    BattleNotVoted: ErrorSpec(409, BattleNotVoted.code),
+    TooManyRegenerations: ErrorSpec(409, TooManyRegenerations.code),
+    ShareNotFound: ErrorSpec(404, ShareNotFound.code),
 })
