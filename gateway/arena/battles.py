@@ -407,6 +407,8 @@ class BattleManager:
                     except SideHung as exc:
                         # Ended here, as an error: a hung side is not an answer to vote on.
                         status, error = "error", exc.message
+                        if rest := words.flush():
+                            yield chunk({"content": rest})
                         yield _sse({"error": {"message": f"{label} {exc.message}.", "type": "upstream_error",
                                               "param": None, "code": exc.code}})
                         break
