@@ -411,7 +411,7 @@ export function fillBattlePanels(panels, view, live = []) {
     const sv = view.sides[side];
     const voted = view.voted_answers ? view.voted_answers[side] : undefined;
     let prompt = view.prompt;
-    if (voted !== undefined && voted !== sv.answer) {
+    if (voted !== undefined && (view.regenerated || {})[side]) {
       shown(panels[side], prompt, { status: "done", text: voted });
       panels[side].foldLastAnswer("Answer voted on");
       prompt = null;
@@ -428,5 +428,4 @@ export function fillBattlePanels(panels, view, live = []) {
 export function showShareLink(el, path) {
   const url = new URL(path, location.origin).href;
   el.replaceChildren("Read-only link: ", h("a", { href: url, class: "share-url", text: url }));
-}
 }
