@@ -77,7 +77,7 @@ function updateEstimate(check = contextCheck()) {
   el.classList.toggle("over", check.over);
   el.textContent = check.over
     ? `About ${n(check.tokens)} tokens + ${n(check.reserve)} to answer: more than ${check.model}'s context of ${n(check.context)} tokens. Shorten it, or lower max tokens.`
-    : `About ${n(check.tokens)} tokens + ${n(check.reserve)} to answer, of ${n(check.context)} (${check.model}, the smallest context).`;
+    : `About ${n(check.tokens)} tokens + ${n(check.reserve)} to answer, of ${n(check.context)} (${check.model}, the tightest fit).`;
   if (check.over && confirmedOver) el.textContent += " Send again to send it anyway.";
 }
 

@@ -12,15 +12,19 @@ export function estimateTokens(text) {
 }
 
 /**
- * The estimate against the smallest context among `models` ({display_name, context}):
+ * The estimate against the tightest of `models` ({display_name, context, max_tokens_limit}):
  * {tokens, reserve, context, model, over}, or null without a model that names its context.
- * `reserve` is the answer's max tokens, which the context must hold too.
+ * `reserve` is the answer's max tokens (as each model takes it: at most its limit), which the
+ * context must hold too.
  */
-export function checkContext(text, reserve, models) {
+export function checkContext(text, maxTokens, models) {
   const sized = models.filter((m) => m && Number.isFinite(m.context));
   if (!sized.length) return null;
-  const smallest = sized.reduce((a, b) => (b.context < a.context ? b : a));
   const tokens = estimateTokens(text);
-  return { tokens, reserve, context: smallest.context, model: smallest.display_name,
-           over: tokens + reserve > smallest.context };
+  const fits = sized.map((m) => {
+    const reserve = Number.isFinite(m.max_tokens_limit) ? Math.min(maxTokens, m.max_tokens_limit) : maxTokens;
+    return { tokens, reserve, context: m.context, model: m.display_name, room: m.context - tokens - reserve };
+  });
+  const tightest = fits.reduce((a, b) => (b.room < a.room ? b : a));
+  return { ...tightest, over: tightest.room < 0 };
 }
