@@ -75,11 +75,12 @@ class ClientLimits:
         return key if len(key) <= 64 else f"arena-{action}:" + hashlib.sha256(client.encode()).hexdigest()[:40]
 
     async def check(self, action: str, client: str) -> None:
-        """Count one `action` ("battle" or "vote") of `client`; 429 over its limit."""
+        """Count one `action` ("battle", "vote" or "share", which counts like votes) of `client`;
+        429 over its limit."""
         per_minute = self.policy.battles_per_minute if action == "battle" else self.policy.votes_per_minute
         wait = await self.limiter.check(self._window_key(action, client), per_minute)
         if wait is not None:
             retry = RateLimiter.retry_after_header(wait)
-            what = "battles opened" if action == "battle" else "votes"
+            what = {"battle": "battles opened", "share": "share links"}.get(action, "votes")
             raise ApiError(429, f"Too many {what} from this client: at most {per_minute} a minute. "
                                 f"Try again in {retry}s.", code="rate_limit_exceeded", headers={"Retry-After": retry})

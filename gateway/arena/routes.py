@@ -299,14 +299,18 @@ async def share_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
     battle = await arena.store.get_battle(battle_id)
     arena.battles.check_token(battle, _token(request))
-    return await arena.shares.share_battle(battle, client=arena.clients.client_id(request))
+    client = arena.clients.client_id(request)
+    await arena.limits.check("share", client)
+    return await arena.shares.share_battle(battle, client=client)
 
 
 @api.post("/api/shares", status_code=201)
 async def share_compare(body: CompareShareRequest, request: Request) -> dict[str, Any]:
     """A read-only link to a compare conversation, from the snapshot the page sends."""
     arena = arena_of(request)
-    return await arena.shares.share_compare(body, client=arena.clients.client_id(request))
+    client = arena.clients.client_id(request)
+    await arena.limits.check("share", client)
+    return await arena.shares.share_compare(body, client=client)
 
 
 @api.post("/api/battles/{battle_id}/sides/{side}/stream")

@@ -163,7 +163,7 @@ document.addEventListener("keydown", (e) => {
 });
 $("stop-all").addEventListener("click", () => current().stopAll());
 $("reset").addEventListener("click", () => {
-  if (mode === "battle") battle.abandon(); else compare.reset();
+  if (mode === "battle") battle.abandon(); else { compare.reset(); $("compare-share").replaceChildren(); }
   updateButtons();
   $("prompt").focus();
 });
