@@ -202,19 +202,10 @@ export class BattleMode {
     this.starting = true;
     this.voteBar.hidden = true;
     this.onBusyChange();
-    let response;
-    try {
-      response = await fetch(`/api/battles/${encodeURIComponent(this.battle.id)}/turns`, {
-        method: "POST", headers: this.headers({ "Content-Type": "application/json" }), body: JSON.stringify({ prompt }),
-      });
-    } catch (e) {
-      response = null;
-      this.resultEl.textContent = `Could not reach the gateway: ${e.message}`;
-    }
+    const view = await this.post("/turns", { prompt }, this.resultEl);
     this.starting = false;
-    if (response && !response.ok) this.resultEl.textContent = await errorMessage(response);
-    if (!response || !response.ok) { this.voteBar.hidden = false; this.onBusyChange(); return true; }
-    this.battle = { ...(await response.json()), token: this.token };
+    if (!view) { this.voteBar.hidden = false; this.onBusyChange(); return true; }
+    this.battle = { ...view, token: this.token };
     this.resultEl.textContent = "";
     for (const side of Object.values(this.sides)) side.result = null;
     await Promise.all(["a", "b"].map((side) => this.run(side, prompt, s)));
@@ -317,19 +308,9 @@ export class BattleMode {
     if (!this.battle || !this.voted || this.busy) return;
     this.starting = true;
     this.onBusyChange();
-    let response;
-    try {
-      response = await fetch(`/api/battles/${encodeURIComponent(this.battle.id)}/regenerate`, {
-        method: "POST", headers: this.headers({ "Content-Type": "application/json" }), body: JSON.stringify({ sides }),
-      });
-    } catch (e) {
-      response = null;
-      this.shareEl.textContent = `Could not reach the gateway: ${e.message}`;
-    }
+    const view = await this.post("/regenerate", { sides }, this.shareEl);
     this.starting = false;
-    if (response && !response.ok) this.shareEl.textContent = await errorMessage(response);
-    if (!response || !response.ok) { this.onBusyChange(); return; }
-    const view = await response.json();
+    if (!view) { this.onBusyChange(); return; }
     this.battle = { ...this.battle, ...view, token: this.token };
     this.shareEl.replaceChildren();
     await Promise.all(sides.map(async (side) => {
@@ -348,15 +329,27 @@ export class BattleMode {
   /** A read-only link to this voted battle (the gateway refuses one before the vote). */
   async share() {
     if (!this.battle) return;
+    const made = await this.post("/share", null, this.shareEl);
+    if (made) showShareLink(this.shareEl, made.url);
+  }
+
+  /** POST to this battle's `path` (with its token); the answer's JSON, or null once `messageEl` says why not. */
+  async post(path, body, messageEl) {
     let response;
     try {
-      response = await fetch(`/api/battles/${encodeURIComponent(this.battle.id)}/share`, { method: "POST", headers: this.headers() });
+      response = await fetch(`/api/battles/${encodeURIComponent(this.battle.id)}${path}`, {
+        method: "POST", headers: this.headers(body ? { "Content-Type": "application/json" } : {}),
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
     } catch (e) {
-      this.shareEl.textContent = `Could not reach the gateway: ${e.message}`;
-      return;
+      messageEl.textContent = `Could not reach the gateway: ${e.message}`;
+      return null;
     }
-    if (!response.ok) { this.shareEl.textContent = await errorMessage(response); return; }
-    showShareLink(this.shareEl, (await response.json()).url);
+    if (!response.ok) {
+      messageEl.textContent = await errorMessage(response);
+      return null;
+    }
+    return response.json();
   }
 
   /** After the vote: names, speed and tokens on the panels, and the outcome. */
