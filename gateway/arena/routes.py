@@ -33,17 +33,15 @@ from gateway.arena.votes import SIDES, VoteStore
 from gateway.instances import InstanceState
 from gateway.keys import RateLimiter
 from gateway.store import Database
+from gateway.upstream import RelayResponse
 from shared.catalogue import Catalogue
+from shared.csp import CONTENT_SECURITY_POLICY
 from shared.errors import ApiError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
-# Model output is rendered as HTML (after DOMPurify); this policy is the second wall: no
-# inline script or handler runs, and nothing loads from another origin.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
+# Model output is rendered as HTML (after DOMPurify); the Content-Security-Policy (shared.csp)
+# is the second wall: no inline script or handler runs, and nothing loads from another origin.
 PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -322,8 +320,9 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
         raise ApiError(503, "The gateway cannot reach model instances yet.", code="not_ready")
     stream = await arena.battles.open_side(battle_id, side, functools.partial(upstream.stream_chat, private=True),
                                            _token(request))
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # RelayResponse closes the stream however the response ends, even before its first chunk.
+    return RelayResponse(stream, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @api.post("/api/battles/{battle_id}/vote")
