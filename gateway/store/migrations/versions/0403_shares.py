@@ -1,14 +1,14 @@
 """Read-only share links of voted battles and compare conversations.
 
 Revision ID: 0403_shares
-Revises: 0301_admin
+Revises: 0401_catalogue_overlay
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0403_shares"
-down_revision = "0301_admin"
+down_revision = "0401_catalogue_overlay"
 branch_labels = None
 depends_on = None
 
