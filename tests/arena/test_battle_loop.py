@@ -32,7 +32,7 @@ def keys_of(value) -> set[str]:
     return set()
 
 
-def test_new_round_regenerate_and_a_share_link_read_elsewhere(fleet, browser, page_errors):
+def test_new_round_regenerate_and_a_share_link_read_elsewhere(fleet, browser, page_errors):  # noqa: F811 (fixtures)
     gateway = fleet["gateway"].url
     page, panels = open_battle_page(browser, page_errors, gateway, 10)
     ask_both(page, panels, PROMPT)
@@ -102,7 +102,7 @@ def test_new_round_regenerate_and_a_share_link_read_elsewhere(fleet, browser, pa
     page.context.close()
 
 
-def test_the_token_estimate_warns_and_a_long_prompt_folds_above_its_error(fleet, browser, page_errors):
+def test_the_token_estimate_warns_and_a_long_prompt_folds_above_its_error(fleet, browser, page_errors):  # noqa: F811 (fixtures)
     page = new_page(browser, page_errors)
     page.goto(fleet["gateway"].url + "/")
     for model in MODELS:

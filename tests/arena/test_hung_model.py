@@ -46,7 +46,7 @@ def hung_fleet(tmp_path_factory):
                 proc.stop()
 
 
-def test_a_hung_model_shows_its_wait_then_fails_at_the_deadline(hung_fleet, browser, page_errors):
+def test_a_hung_model_shows_its_wait_then_fails_at_the_deadline(hung_fleet, browser, page_errors):  # noqa: F811 (fixtures)
     httpx.post(hung_fleet["scripted"].url + "/_control", json={"delay": 600})  # healthy, never answers
     try:
         page = new_page(browser, page_errors)
