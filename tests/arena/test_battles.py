@@ -270,7 +270,7 @@ async def test_a_side_that_hangs_fails_at_the_deadline_and_cannot_be_voted(datab
     manager = BattleManager(VoteStore(database), known_names=NAMES, rng=random.Random(3),
                             policy=ArenaPolicy(answer_deadline=0.5))
     battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
-    model_a, model_b = battle.model("a"), battle.model("b")
+    model_a = battle.model("a")
     stream = await manager.open_side(battle.id, "a", hanging_after([chunk(model_a, "Hello ")]), token)
     out = b"".join([c async for c in stream]).decode()
     error = json.loads(next(line[6:] for line in out.splitlines() if '"error"' in line))["error"]

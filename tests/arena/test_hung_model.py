@@ -65,7 +65,7 @@ def test_a_hung_model_shows_its_wait_then_fails_at_the_deadline(hung_fleet, brow
         httpx.post(hung_fleet["scripted"].url + "/_control", json={"delay": 0})
 
 
-def test_a_frozen_model_fails_its_battle_side_once_the_gateway_takes_it_out(hung_fleet, browser, page_errors):
+def test_a_frozen_model_fails_its_battle_side_once_the_gateway_takes_it_out(hung_fleet, browser, page_errors):  # noqa: F811 (fixtures)
     gateway, service = hung_fleet["gateway"].url, hung_fleet["service"]
     page = new_page(browser, page_errors)
     page.goto(gateway + "/#battle")
