@@ -1,0 +1,101 @@
+"""Every page of pages.yaml on a phone (390 x 844, touch): text fields at 16 px or more (iOS
+zooms into smaller ones), touch targets at least 44 x 44 px; tables wider than the screen say
+that they scroll sideways; the chosen vote keeps AA contrast in both themes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.accessibility.conftest import PAGES, expect, open_page, page_ids
+from tests.arena.test_browser import browser  # noqa: F401 (the fixture)
+from tests.harness import wait_until
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+FIELDS = "input:not([type=checkbox]):not([type=radio]):not([type=range]):not([type=hidden]), textarea, select"
+TARGETS = ("button, a.tab-link, .brand, select, summary, label.chip, label.check, "
+           "input:not([type=checkbox]):not([type=radio]):not([type=range]):not([type=hidden]), textarea")
+
+# What the page shows of each matching element: its box and its font size (visible ones only).
+MEASURE = """(selector) => [...document.querySelectorAll(selector)]
+    .filter(e => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden'
+                 && !e.closest('[hidden], .visually-hidden'))
+    .map(e => { const r = e.getBoundingClientRect();
+                return {what: e.outerHTML.slice(0, 90), width: r.width, height: r.height,
+                        font: parseFloat(getComputedStyle(e).fontSize)}; })"""
+
+
+@pytest.mark.parametrize("spec", PAGES, ids=page_ids())
+def test_phone_fields_and_touch_targets(site, browser, spec):  # noqa: F811
+    page = open_page(browser, site, spec, color_scheme="light", **PHONE)
+    try:
+        # Closed <details> hide their fields: open them to measure everything.
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        fields = page.evaluate(MEASURE, FIELDS)
+        small_text = [f for f in fields if f["font"] < 16]
+        assert not small_text, f"{spec['path']}: fields under 16 px on a phone: {small_text}"
+        targets = page.evaluate(MEASURE, TARGETS)
+        assert targets, "no target measured"
+        small = [t for t in targets if t["height"] < 43.5 or t["width"] < 43.5]
+        assert not small, f"{spec['path']}: touch targets under 44 x 44 px on a phone: {small}"
+    finally:
+        page.context.close()
+
+
+HINT_STATE = """(id) => { const box = document.getElementById(id).closest('.table-scroll');
+    const hint = box.nextElementSibling;
+    return {overflows: box.scrollWidth > box.clientWidth, more: box.hasAttribute('data-more'),
+            focusable: box.tabIndex === 0, shadow: getComputedStyle(box).backgroundImage,
+            hint: hint && hint.classList.contains('scroll-hint') && hint.getClientRects().length > 0
+                  ? hint.textContent : null}; }"""
+
+
+@pytest.mark.parametrize("path, table", [("/leaderboard", "ratings"), ("/status", "rows")])
+def test_tables_that_scroll_sideways_say_so(site, browser, path, table):  # noqa: F811
+    spec = {"name": path, "path": path}
+    page = open_page(browser, site, spec, color_scheme="dark", **PHONE)
+    try:
+        if path == "/leaderboard":
+            expect(page.locator("#ratings tbody tr").first).to_be_visible()
+        state = page.evaluate(HINT_STATE, table)
+        assert state["overflows"] and state["more"] and state["focusable"], state
+        assert state["hint"] == "Scroll sideways to see every column", state
+        assert state["shadow"].count("radial-gradient") == 2, state  # the edge shadows
+        # Turned to a wide screen the table fits: the hint goes.
+        page.set_viewport_size({"width": 1400, "height": 900})
+        state = wait_until(lambda: (lambda s: s["hint"] is None and s)(page.evaluate(HINT_STATE, table)), 10,
+                           what="the hint gone on a wide screen")
+        assert not state["overflows"] and not state["more"] and not state["focusable"], state
+    finally:
+        page.context.close()
+
+
+# WCAG's contrast ratio of the element's text on its own background, with its opacity.
+CONTRAST = """(selector) => {
+    const e = document.querySelector(selector), s = getComputedStyle(e);
+    const rgb = c => c.match(/[\\d.]+/g).map(Number);
+    let opacity = 1;
+    for (let n = e; n; n = n.parentElement) opacity *= parseFloat(getComputedStyle(n).opacity);
+    const page = rgb(getComputedStyle(document.body).backgroundColor);
+    const over = (c, under, a) => c.slice(0, 3).map((v, i) => v * a + under[i] * (1 - a));
+    const bgRaw = rgb(s.backgroundColor), bg = over(bgRaw, page, (bgRaw[3] ?? 1) * opacity);
+    const fg = over(rgb(s.color), bg, opacity);
+    const lum = c => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                       return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+    const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+    return (hi + 0.05) / (lo + 0.05); }"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_chosen_vote_keeps_aa_contrast(site, browser, scheme):  # noqa: F811
+    spec = {"name": "battle-voted", "path": "/#battle", "state": "voted"}
+    page = open_page(browser, site, spec, viewport={"width": 1280, "height": 900}, color_scheme=scheme)
+    try:
+        chosen = "#vote-bar button[data-winner='model_a']"
+        assert page.locator(chosen).is_disabled()  # the vote is cast: no second one
+        assert page.evaluate(CONTRAST, chosen) >= 4.5
+        # The votes not chosen are disabled and say so, still readable.
+        assert page.evaluate(CONTRAST, "#vote-bar button[data-winner='tie']") >= 4.5
+    finally:
+        page.context.close()
