@@ -38,6 +38,12 @@
   }
 
   watch(document);
-  // Pages add tables later (admin pages, /status's refresh, the modes' result cards).
-  new MutationObserver(function () { watch(document); }).observe(document.body, { childList: true, subtree: true });
+  // Pages add tables later (admin pages, the modes' result cards): look again once per frame at
+  // most (an answer streaming in changes the page many times a second).
+  var queued = false;
+  new MutationObserver(function () {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(function () { queued = false; watch(document); });
+  }).observe(document.body, { childList: true, subtree: true });
 })();
