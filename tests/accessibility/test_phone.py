@@ -39,6 +39,10 @@ def test_phone_fields_and_touch_targets(site, browser, spec):  # noqa: F811
         assert targets, "no target measured"
         small = [t for t in targets if t["height"] < 43.5 or t["width"] < 43.5]
         assert not small, f"{spec['path']}: touch targets under 44 x 44 px on a phone: {small}"
+        # The top bar's links and tabs hold their whole label (the row scrolls rather than squeeze them).
+        squeezed = page.evaluate("""() => [...document.querySelectorAll('.tabs a, .tabs button')]
+            .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent)""")
+        assert not squeezed, f"{spec['path']}: labels wider than their tab: {squeezed}"
     finally:
         page.context.close()
 
