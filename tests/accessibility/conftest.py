@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway.admin.routes import PAGES as ADMIN_PAGES
 from tests.arena.conftest import MODELS, wait_models
 from tests.arena.synthetic_votes import fill_store
 from tests.harness import ManagedProcess, start_gateway, start_service
@@ -20,7 +21,17 @@ from tests.harness import ManagedProcess, start_gateway, start_service
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-PAGES = yaml.safe_load((Path(__file__).with_name("pages.yaml")).read_text(encoding="utf-8"))
+def _pages() -> list[dict]:
+    """pages.yaml, plus any admin page the gateway registers that the list does not name yet."""
+    pages = yaml.safe_load((Path(__file__).with_name("pages.yaml")).read_text(encoding="utf-8"))
+    listed = {p["path"] for p in pages if p.get("admin")}
+    for path, page in ADMIN_PAGES.items():
+        if path not in listed:
+            pages.append({"name": f"admin-{page.name}", "path": path, "admin": True})
+    return pages
+
+
+PAGES = _pages()
 ADMIN_KEY = "a11y-admin-key-0123456789"
 
 
