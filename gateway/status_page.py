@@ -12,6 +12,8 @@ import hashlib
 from html import escape
 from typing import Any
 
+from gateway.page_shell import render_page
+
 
 def _fmt(value: Any, suffix: str = "") -> str:
     if value is None:
@@ -80,44 +82,19 @@ def render_status_fragment(snapshot: dict[str, Any]) -> dict[str, str]:
 
 
 def render_status_page(snapshot: dict[str, Any]) -> str:
-    """The page, in the arena's look (its stylesheet, theme and top bar)."""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light dark">
-<title>Fleet status · LLM Arena</title>
-<link rel="icon" href="/static/arena/favicon.svg" type="image/svg+xml">
-<link rel="stylesheet" href="/static/arena/arena.css">
-<script src="/static/arena/theme.js"></script>
-<script src="/static/arena/scroll-hints.js" defer></script>
-<script type="module" src="/static/arena/js/theme-page.js"></script></head>
-<body>
-<header class="topbar">
-  <a class="brand" href="/" aria-label="LLM Arena"><span class="brand-mark" aria-hidden="true">⚔</span><span class="brand-text"> LLM Arena</span></a>
-  <nav class="tabs" aria-label="Pages">
-    <a href="/" class="tab-link">Compare</a>
-    <a href="/#battle" class="tab-link">Battle</a>
-    <a href="/leaderboard" class="tab-link">Leaderboard</a>
-    <a href="/modes/discussion" class="tab-link">Together</a>
-    <a href="/status" class="tab-link" aria-current="page">Status</a>
-  </nav>
-  <button type="button" class="icon-button" id="theme-toggle" aria-label="Switch to dark theme" title="Switch theme">
-    <span aria-hidden="true" class="theme-icon"></span>
-  </button>
-</header>
-<main class="layout board">
-<h1 class="page-title">Fleet status</h1>
+    """The page, in the arena's look (the server pages' shell: stylesheet, theme, top bar)."""
+    main = f"""<h1 class="page-title">Fleet status</h1>
 <p class="hint"><span id="summary">{escape(_summary(snapshot))}</span>
 · updated <span id="updated">now</span> · <a href="/api/status">JSON</a> · <a href="/metrics">metrics</a></p>
 <section class="card" aria-labelledby="instances-title">
 <h2 id="instances-title">Instances</h2>
-<div class="table-scroll"><table class="data status-table"><thead><tr><th scope="col">Instance</th><th scope="col">State</th>
-<th scope="col">Last probe</th><th scope="col">Active</th><th scope="col">Queued</th><th scope="col">Outstanding</th>
-<th scope="col">Tokens/s</th><th scope="col">Uptime</th></tr></thead>
+<div class="table-scroll"><table class="data status-table"><thead><tr><th scope="col">Instance</th>
+<th scope="col">State</th><th scope="col">Last probe</th><th scope="col">Active</th><th scope="col">Queued</th>
+<th scope="col">Outstanding</th><th scope="col">Tokens/s</th><th scope="col">Uptime</th></tr></thead>
 <tbody id="rows">{_rows(snapshot)}</tbody></table></div>
-</section>
-</main>
-<script>{_SCRIPT}</script></body></html>"""
+</section>"""
+    return render_page("Fleet status", "status", main, head='  <meta http-equiv="refresh" content="10">\n',
+                       tail=f"<script>{_SCRIPT}</script>\n")
 
 
 def _sha256(text: str) -> str:

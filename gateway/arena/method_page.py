@@ -1,6 +1,6 @@
 """The page `/leaderboard/method`: `web/leaderboard-method.md` (the one text of the method, which
-the README links to) rendered into `web/method.html`. The text is package data, so an installed
-gateway serves it too. Raw HTML in the Markdown is not passed through (markdown-it's html=False)."""
+the README links to) rendered into the server pages' shell. The text is package data, so an
+installed gateway serves it too. Raw HTML in the Markdown is not passed through (html=False)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,21 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
-METHOD_FILE = "leaderboard-method.md"
-TEMPLATE = "method.html"
+from gateway.page_shell import render_page
+
+METHOD_FILE = Path(__file__).resolve().parents[1] / "web" / "leaderboard-method.md"
+
+_LINKS = """    <p class="board-links"><a href="/leaderboard">Back to the leaderboard</a>
+      <a href="/static/arena/leaderboard-method.md">This text as Markdown</a></p>"""
 
 
-@functools.lru_cache(maxsize=4)
-def _render(web_dir: Path, mtimes: tuple[float, float]) -> str:
-    text = (web_dir / METHOD_FILE).read_text(encoding="utf-8")
-    body = MarkdownIt("commonmark", {"html": False}).render(text)
-    return (web_dir / TEMPLATE).read_text(encoding="utf-8").replace("<!--METHOD-->", body.rstrip("\n"))
+@functools.lru_cache(maxsize=1)
+def _render(mtime: float) -> str:
+    body = MarkdownIt("commonmark", {"html": False}).render(METHOD_FILE.read_text(encoding="utf-8"))
+    main = f'    <article class="card md method-text">\n{body.rstrip()}\n    </article>\n{_LINKS}'
+    return render_page("How the leaderboard is made", "leaderboard", main)
 
 
-def render_method_page(web_dir: Path) -> str:
-    """The page's HTML; raises OSError when a file is missing from the install."""
-    mtimes = ((web_dir / METHOD_FILE).stat().st_mtime, (web_dir / TEMPLATE).stat().st_mtime)
-    return _render(web_dir, mtimes)
+def render_method_page() -> str:
+    """The page's HTML; raises OSError when its text or the shell is missing from the install."""
+    return _render(METHOD_FILE.stat().st_mtime)

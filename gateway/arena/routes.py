@@ -148,7 +148,7 @@ async def leaderboard_page() -> HTMLResponse:
 async def leaderboard_method() -> HTMLResponse:
     """How the leaderboard is made: gateway/web/leaderboard-method.md (the README links to it), as a page."""
     try:
-        return HTMLResponse(render_method_page(WEB_DIR), headers=PAGE_HEADERS)
+        return HTMLResponse(render_method_page(), headers=PAGE_HEADERS)
     except OSError:
         raise ApiError(500, "The leaderboard's method page is missing from this install.", code="missing_asset") from None
 
