@@ -46,15 +46,18 @@ from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
 from gateway.errors import GATEWAY_ERRORS
 from shared.catalogue import Catalogue
+from shared.api_docs import attach_api_docs
 from shared.body_limit import BodyLimit
 from shared.errors import install_error_handlers
 from shared.openapi import publish_openapi
+from shared.telemetry import Telemetry
 
 log = logging.getLogger("gateway")
 
 
-def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
-    """The gateway of `catalogue`'s fleet; `settings` fields left unset take the fleet's values."""
+def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telemetry | None = None) -> FastAPI:
+    """The gateway of `catalogue`'s fleet; `settings` fields left unset take the fleet's values.
+    `telemetry` (`shared.telemetry`): trace each request and each attempt towards an instance."""
     settings = settings.with_fleet_defaults(catalogue.fleet)
 
     instances = InstanceRegistry(catalogue)
@@ -79,7 +82,7 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
                                  attempts=settings.retry_attempts, backoff=settings.retry_backoff,
                                  backoff_max=settings.retry_backoff_max, max_response_bytes=settings.max_response_bytes,
                                  max_connections=settings.max_connections),
-                             instance_secret=settings.instance_secret)
+                             instance_secret=settings.instance_secret, telemetry=telemetry)
     upstream.responses = ResponseCache(catalogue.fleet.response_cache_entries, catalogue.fleet.response_cache_ttl)
     api_keys = ApiKeyStore(db)
     key_cache = KeyCache(api_keys)
@@ -124,8 +127,10 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
             await monitor.stop()
             await upstream.stop()
             await db.dispose()
+            if telemetry is not None:
+                telemetry.shutdown()
 
-    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.instances = instances
@@ -145,6 +150,7 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     install_error_handlers(app, GATEWAY_ERRORS)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     publish_openapi(app)
+    attach_api_docs(app)  # /docs and /swagger-ui, with Swagger UI served by the gateway itself
     # Middleware added last runs first: the body limit, then CORS (when on), then the
     # completion endpoints' router (gateway.fast_path), then FastAPI's routing.
     app.add_middleware(CompletionRouter, state=app.state)
@@ -164,6 +170,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     attach_modes(app)
     from gateway.admin import attach_admin
     attach_admin(app)
+    if telemetry is not None:
+        telemetry.instrument_app(app)
     return app
 
 

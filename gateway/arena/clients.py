@@ -5,6 +5,10 @@ or a reverse proxy every request comes from the proxy, so the address is taken f
 X-Forwarded-For, but only when the connection comes from one of the catalogue's
 `arena.trusted_proxies` (anyone else could write any address there): the right-most address
 that is not itself a trusted proxy is the client.
+
+An IPv6 client is its /64, not its address: one host (one home or one cloud machine) is handed
+a whole /64 and can rotate through its 2^64 addresses freely, which would escape every
+per-client limit. An IPv4 client (an IPv4-mapped IPv6 address included) is its address.
 """
 
 from __future__ import annotations
@@ -33,6 +37,20 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_network(address: str) -> str:
+    """The unit a client is counted as: an IPv4 address, or an IPv6 address's /64 (text that is
+    no address, such as "unknown", stays as it is)."""
+    parsed = _address(address)
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed) if parsed is not None else address
+
+
 class ClientIdentifier:
     def __init__(self, trusted_proxies: Iterable[str]) -> None:
         self.trusted = _networks(trusted_proxies)
@@ -58,7 +76,7 @@ class ClientIdentifier:
         if key is not None:
             return f"key:{key.key_id}"
         peer = request.client.host if request.client else None
-        return "addr:" + self.address(peer, request.headers.get("x-forwarded-for"))
+        return "addr:" + client_network(self.address(peer, request.headers.get("x-forwarded-for")))
 
 
 class ClientLimits:

@@ -34,16 +34,13 @@ from gateway.keys import RateLimiter
 from gateway.store import Database
 from gateway.upstream import RelayResponse
 from shared.catalogue import Catalogue
+from shared.csp import CONTENT_SECURITY_POLICY
 from shared.errors import ApiError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
-# Model output is rendered as HTML (after DOMPurify); this policy is the second wall: no
-# inline script or handler runs, and nothing loads from another origin.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
+# Model output is rendered as HTML (after DOMPurify); the Content-Security-Policy (shared.csp)
+# is the second wall: no inline script or handler runs, and nothing loads from another origin.
 PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
