@@ -11,7 +11,9 @@ Everything stateful lives in plain classes on `app.state`:
   `fleet_status` (`FleetStatus`), `settings`, `catalogue`.
 
 Features that need startup or shutdown work can append coroutines to `app.state.on_startup`
-and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own.
+and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own. Those
+that read the store before the gateway uses it (the catalogue overlay) append to
+`app.state.on_store_ready`, awaited right after the migrations.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
+from gateway.arena.clients import ClientIdentifier
 from gateway.arena.votes import VoteStore
 from gateway.auto_routing import AutoRouter
-from gateway.auth import ApiKeyGuard
+from gateway.auth import ApiKeyGuard, AuthFailures
 from gateway.balancing import make_balancer
 from gateway.fast_path import CompletionRouter
 from gateway.response_cache import ResponseCache
@@ -92,6 +95,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     async def prune() -> None:
         pruned = await votes.prune_battles(time.time() - settings.unvoted_battle_ttl)
         await limiter.prune()
+        for hook in app.state.on_prune:  # the store's other prunes (mode transcripts, ...)
+            await hook()
         if pruned:
             log.info("pruned %d unvoted battles older than %ds", pruned, settings.unvoted_battle_ttl)
 
@@ -101,6 +106,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.upgrade()
+        for hook in app.state.on_store_ready:
+            await hook()
         if settings.database_url is None and settings.db_path is not None:
             await import_legacy_votes(db, settings.db_path.parent)
         await key_cache.refresh()
@@ -142,10 +149,14 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     app.state.api_keys = api_keys
     app.state.key_cache = key_cache
     app.state.key_guard = ApiKeyGuard(key_cache, limiter, required=settings.require_api_key,
-                                      default_rpm=settings.default_rpm, admin_key=settings.admin_key)
+                                      default_rpm=settings.default_rpm, admin_key=settings.admin_key,
+                                      failures=AuthFailures(limiter, ClientIdentifier(catalogue.arena.trusted_proxies),
+                                                            settings.auth_failures_per_minute))
     app.state.fleet_status = FleetStatus(instances)
+    app.state.on_store_ready = []  # after the store's migrations, before registrations are restored
     app.state.on_startup = []
     app.state.on_shutdown = []
+    app.state.on_prune = []
 
     install_error_handlers(app, GATEWAY_ERRORS)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)

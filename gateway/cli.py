@@ -19,6 +19,7 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     import sys
 
     import uvicorn
+    from pydantic import ValidationError
 
     from gateway.app import create_app
     from gateway.drain import DrainGuard, DrainingServer
@@ -31,7 +32,15 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     overrides = {name: value for name, value in
                  (("host", args.host), ("port", args.port), ("log_format", args.log_format),
                   ("log_level", args.log_level)) if value is not None}
-    settings = GatewaySettings.for_catalogue(catalogue, **overrides)
+    try:
+        settings = GatewaySettings.for_catalogue(catalogue, **overrides)
+    except ValidationError as exc:  # one line per bad setting, no traceback
+        for error in exc.errors():
+            message = str(error["msg"])
+            if not message.startswith("Value error, "):
+                message = f"{'.'.join(map(str, error['loc']))}: {message}"
+            print(f"arena gateway: {message.removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     telemetry = Telemetry.from_environ("arena-gateway")  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     configure_logging(settings.log_format, settings.log_level,
                       record_filter=telemetry.log_filter() if telemetry else None)

@@ -80,24 +80,26 @@ class ClientIdentifier:
 
 
 class ClientLimits:
-    """Battles opened and votes cast per client per minute (limits from the catalogue), counted
-    in the store by the gateway's `RateLimiter`, so that replicas share them."""
+    """Battles opened, votes cast and mode sessions started per client per minute (limits from
+    the catalogue), counted in the store by the gateway's `RateLimiter`, so that replicas share them."""
+
+    WHAT = {"battle": "battles opened", "vote": "votes", "session": "sessions started"}
 
     def __init__(self, policy: ArenaPolicy, limiter: RateLimiter) -> None:
         self.policy = policy
         self.limiter = limiter
 
     @staticmethod
-    def _window_key(action: str, client: str) -> str:
+    def window_key(action: str, client: str) -> str:
         key = f"arena-{action}:{client}"
         return key if len(key) <= 64 else f"arena-{action}:" + hashlib.sha256(client.encode()).hexdigest()[:40]
 
     async def check(self, action: str, client: str) -> None:
-        """Count one `action` ("battle" or "vote") of `client`; 429 over its limit."""
-        per_minute = self.policy.battles_per_minute if action == "battle" else self.policy.votes_per_minute
-        wait = await self.limiter.check(self._window_key(action, client), per_minute)
+        """Count one `action` ("battle", "vote" or "session") of `client`; 429 over its limit."""
+        per_minute = {"battle": self.policy.battles_per_minute, "vote": self.policy.votes_per_minute,
+                      "session": self.policy.sessions_per_minute}[action]
+        wait = await self.limiter.check(self.window_key(action, client), per_minute)
         if wait is not None:
             retry = RateLimiter.retry_after_header(wait)
-            what = "battles opened" if action == "battle" else "votes"
-            raise ApiError(429, f"Too many {what} from this client: at most {per_minute} a minute. "
+            raise ApiError(429, f"Too many {self.WHAT[action]} from this client: at most {per_minute} a minute. "
                                 f"Try again in {retry}s.", code="rate_limit_exceeded", headers={"Retry-After": retry})

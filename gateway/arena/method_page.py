@@ -13,8 +13,7 @@ from gateway.page_shell import render_page
 
 METHOD_FILE = Path(__file__).resolve().parents[1] / "web" / "leaderboard-method.md"
 
-_LINKS = """    <p class="board-links"><a href="/leaderboard">Back to the leaderboard</a>
-      <a href="/static/arena/leaderboard-method.md">This text as Markdown</a></p>"""
+_LINKS = """    <p class="board-links"><a href="/leaderboard">Back to the leaderboard</a></p>"""
 
 
 @functools.lru_cache(maxsize=1)
