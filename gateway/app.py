@@ -9,6 +9,7 @@ Everything stateful lives in plain classes on `app.state`:
 - `upstream` (`UpstreamProxy`): picks an instance and relays; `stream_chat(body)` for the arena.
 - `api_keys` (`ApiKeyStore`), `key_cache` (`KeyCache`), `key_guard` (`ApiKeyGuard`), `metrics` (`GatewayMetrics`),
   `fleet_status` (`FleetStatus`), `settings`, `catalogue`.
+- `instance_control` (`gateway.instance_control.InstanceController`): starts and drains instances at runtime.
 
 Features that need startup or shutdown work can append coroutines to `app.state.on_startup`
 and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own. Those
@@ -181,6 +182,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telem
     attach_modes(app)
     from gateway.admin import attach_admin
     attach_admin(app)
+    from gateway.instance_control import attach_instance_control
+    attach_instance_control(app)
     if telemetry is not None:
         telemetry.instrument_app(app)
     return app

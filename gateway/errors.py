@@ -9,6 +9,7 @@ from __future__ import annotations
 from gateway.arena.votes import AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy, StoreError
 from gateway.admin import catalogue_overlay as overlay
 from gateway.admin import hub_downloads as hub
+from gateway.instance_control import errors as control
 from shared.errors import ErrorSpec, ErrorTable, ModelNotFound
 
 GATEWAY_ERRORS = ErrorTable({
@@ -37,4 +38,13 @@ GATEWAY_ERRORS = ErrorTable({
     hub.DownloadNotFound: ErrorSpec(404, hub.DownloadNotFound.code, param="id"),
     hub.HubUnavailable: ErrorSpec(502, hub.HubUnavailable.code),
     hub.HubError: ErrorSpec(502, hub.HubError.code),
+    # Starting and stopping instances at runtime.
+    control.ControlNotConfigured: ErrorSpec(503, "fleet_control_not_configured"),
+    control.SupervisorUnavailable: ErrorSpec(503, "supervisor_unavailable"),
+    control.FleetRefused: ErrorSpec(409, "fleet_refused"),
+    control.GitHubFailed: ErrorSpec(502, "github_failed"),
+    control.RunNotFound: ErrorSpec(409, "run_not_found"),
+    control.InstanceNotFound: ErrorSpec(404, "instance_not_found", param="instance_id"),
+    control.OperationInProgress: ErrorSpec(409, "operation_in_progress"),
+    control.InvalidAction: ErrorSpec(400, "invalid_value", param="action"),
 })

@@ -41,7 +41,8 @@ class Page:
 PAGES = {"/admin": Page("keys", "API keys", ()),
          "/admin/analytics": Page("analytics", "Analytics", ("/static/arena/vendor/chart.umd.min.js",)),
          "/admin/models": Page("models", "Models", ()),
-         "/admin/playground": Page("playground", "Playground", ())}
+         "/admin/playground": Page("playground", "Playground", ()),
+         "/admin/instances": Page("instances", "Instances", ())}
 
 
 @dataclass
