@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +26,7 @@ from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest, Fol
 from gateway.arena.clients import ClientIdentifier, ClientLimits
 from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
+from gateway.arena.method_page import render_method_page
 from gateway.arena.settings import ArenaSettings
 from gateway.arena.shares import CompareShareRequest, ShareBook
 from gateway.arena.votes import SIDES, Vote, VoteStore
@@ -160,22 +161,13 @@ async def leaderboard_page() -> HTMLResponse:
     return _page("leaderboard.html")
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-METHOD_HEADING = "### How the leaderboard is made"
-
-
 @pages.get("/leaderboard/method")
-async def leaderboard_method() -> PlainTextResponse:
-    """The README's description of the leaderboard's method, as plain Markdown text."""
+async def leaderboard_method() -> HTMLResponse:
+    """How the leaderboard is made: gateway/web/leaderboard-method.md (the README links to it), as a page."""
     try:
-        text = README.read_text(encoding="utf-8")
+        return HTMLResponse(render_method_page(), headers=PAGE_HEADERS)
     except OSError:
-        raise ApiError(404, "The README is not part of this install.", code="missing_asset") from None
-    start = text.find(METHOD_HEADING)
-    if start < 0:
-        raise ApiError(404, "The README has no description of the leaderboard.", code="missing_asset")
-    end = min((i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i > 0), default=len(text))
-    return PlainTextResponse(text[start:end].strip() + "\n", headers={"X-Content-Type-Options": "nosniff"})
+        raise ApiError(500, "The leaderboard's method page is missing from this install.", code="missing_asset") from None
 
 
 api = APIRouter(tags=["arena"])
