@@ -90,7 +90,17 @@ def _voted(page) -> None:
     expect(page.locator("#vote-bar button[data-winner='model_a']")).to_have_class(re.compile(r"\bchosen\b"))
 
 
-STATES = {"answered": _answered, "voted": _voted}
+def _shared(page) -> None:
+    """A voted battle shared, and its read-only page opened."""
+    _voted(page)
+    page.click("[data-action=share]")
+    link = page.locator(".share-url")
+    expect(link).to_be_visible(timeout=30_000)
+    page.goto(link.get_attribute("href"))
+    expect(page.locator("h1")).to_have_count(1)
+
+
+STATES = {"answered": _answered, "voted": _voted, "shared": _shared}
 
 
 def open_page(browser, site: str, spec: dict, **context_args):
