@@ -102,6 +102,10 @@ class GenerationService:
         if self.scheduler:
             self.scheduler.stop()
 
+    async def aclose(self) -> None:
+        """Stop, from the app's lifespan (an engine with connections closes them first)."""
+        self.shutdown()
+
     # ----- requests ---------------------------------------------------------------------------
     def check_model(self, name: str) -> None:
         if name not in (self.spec.key, self.spec.display_name):
@@ -206,16 +210,22 @@ class GenerationService:
         response_format = request.response_format
         return response_format if response_format and response_format.get("type") not in (None, "text") else None
 
-    def _compile_grammars(self, prepared: PreparedRequest) -> tuple[CompiledGrammar, ...]:
-        """The grammar of the forced tool call or of the response format, compiled once per
-        choice (each sequence's grammar keeps its own state)."""
+    @staticmethod
+    def grammar_for(prepared: PreparedRequest) -> tuple[str, str] | None:
+        """The GBNF of the forced tool call or of the response format, and the request field it
+        comes from; None when the output is free."""
         if prepared.tools is not None and prepared.tools.constrained:
             gbnf, param = call_grammar(prepared.tools), "tools"
         else:
             gbnf, param = grammar_source(prepared.response_format), "response_format"
-        if not gbnf:
+        return (gbnf, param) if gbnf else None
+
+    def _compile_grammars(self, prepared: PreparedRequest) -> tuple[CompiledGrammar, ...]:
+        """The grammar, compiled once per choice (each sequence's grammar keeps its own state)."""
+        grammar = self.grammar_for(prepared)
+        if grammar is None:
             return ()
-        return tuple(CompiledGrammar(self.model, gbnf, param=param) for _ in range(prepared.n))
+        return tuple(CompiledGrammar(self.model, grammar[0], param=grammar[1]) for _ in range(prepared.n))
 
     async def open_stream(self, prepared: PreparedRequest) -> "JobStream":
         """Submit a job at once (so a full queue is answered before any byte is sent).
@@ -231,6 +241,9 @@ class GenerationService:
         return JobStream(self.scheduler, self._bridge, prepared)
 
     # ----- health -----------------------------------------------------------------------------
+    async def refresh_details(self) -> None:
+        """Bring `health_details()` up to date (this engine's figures are always current)."""
+
     def health_details(self) -> HealthDetails:
         scheduler = self.scheduler
         active = scheduler.active_count if scheduler else 0
@@ -241,6 +254,7 @@ class GenerationService:
             source=str(self.spec.source),
             instance_id=self.instance_id,
             version=VERSION,
+            engine=self.spec.engine,
             uptime_seconds=round(time.time() - self.started_at, 1),
             n_ctx=self.spec.n_ctx,
             threads=self.spec.threads,
