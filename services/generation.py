@@ -318,18 +318,17 @@ class EventBridge:
             queue.put_nowait(event)
 
 
-class JobStream:
-    """The events of one submitted job, read on the event loop. Closing it before the end (a
-    client that went away) cancels the job, which frees its slot within one scheduler step."""
+class EventStream:
+    """The events of one request's choices, read on the event loop, whichever engine makes them.
+    Closing it before the end (a client that went away) cancels what is still generating."""
 
-    def __init__(self, scheduler: BatchScheduler, bridge: EventBridge, prepared: PreparedRequest) -> None:
+    def __init__(self, n: int) -> None:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._scheduler = scheduler
         self._finished = False
-        self.job = GenerationJob(prepared.prompt_tokens, prepared.params,
-                                 lambda event: bridge.put(self._events, event), n=prepared.n)
-        self._open_choices = prepared.n
-        scheduler.submit(self.job)
+        self._open_choices = n
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -347,6 +346,18 @@ class JobStream:
                 yield event
         finally:
             self.close()
+
+
+class JobStream(EventStream):
+    """The events of one job of the in-process scheduler; cancelling it frees its slot within
+    one scheduler step."""
+
+    def __init__(self, scheduler: BatchScheduler, bridge: EventBridge, prepared: PreparedRequest) -> None:
+        super().__init__(prepared.n)
+        self._scheduler = scheduler
+        self.job = GenerationJob(prepared.prompt_tokens, prepared.params,
+                                 lambda event: bridge.put(self._events, event), n=prepared.n)
+        scheduler.submit(self.job)
 
     def close(self) -> None:
         if not self._finished:

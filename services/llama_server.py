@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,10 +36,10 @@ from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotRep
 from shared.model_files import resolve_model_file
 from shared.processes import ChildProcess, free_port
 from services.chat_template import ChatTemplate
-from services.engine import DoneEvent, ErrorEvent, Event, JobTimings, TokenEvent
+from services.engine import DoneEvent, ErrorEvent, JobTimings, TokenEvent
 from services.exceptions import (GenerationFailed, InferenceFailed, InvalidParameter, QueueFull,
                                  ServiceStopping)
-from services.generation import VERSION, GenerationService, PreparedRequest
+from services.generation import VERSION, EventStream, GenerationService, PreparedRequest
 from services.llama_backend import LlamaModel
 from services.sampling import TokenLogprob
 
@@ -322,46 +322,28 @@ def token_logprobs(entries: list[dict[str, Any]], top: int) -> list[TokenLogprob
             for entry in entries]
 
 
-class ServerJobStream:
+class ServerJobStream(EventStream):
     """The events of one request's choices, read from the child's streams. Closing it before the
     end closes the child's streams, which cancels their tasks (llama-server stops a task whose
     client went away)."""
 
     def __init__(self, service: LlamaServerService, responses: list[httpx.Response], prompt_tokens: int,
                  top_logprobs: int | None, timings: JobTimings, active: int, queued: int) -> None:
+        super().__init__(len(responses))
         self.service = service
         self.prompt_tokens = prompt_tokens
         self.top = top_logprobs  # None: no log-probabilities; else this many alternatives
         self.timings = timings
         self.active, self.queued = active, queued
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._open = len(responses)
         self._relaying = len(responses)
-        self._finished = False
         self._ok = True
         self._tasks = [asyncio.ensure_future(self._relay(index, response))
                        for index, response in enumerate(responses)]
 
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Event]:
-        try:
-            while not self._finished:
-                event = await self._events.get()
-                if isinstance(event, DoneEvent):
-                    self._open -= 1
-                    self._finished = self._open <= 0
-                elif isinstance(event, ErrorEvent):
-                    self._finished = True
-                yield event
-        finally:
-            self.close()
-
     def close(self) -> None:
         """Cancel the choices still generating (none after a normal end)."""
         self._finished = True
-        if self._open > 0:
+        if self._open_choices > 0:
             self._ok = False
             for task in self._tasks:
                 task.cancel()

@@ -15,7 +15,7 @@ import httpx
 
 from tests.harness import assert_openai_error, start_service, wait_until
 from tests.service.conftest import require_llama_server
-from tests.service.test_health_and_drain import active_slots, stream_chat
+from tests.service.test_health_and_drain import active_slots, drain_two_streams, stream_chat
 
 MODEL = "smollm2-135m"
 
@@ -39,6 +39,13 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def start_on_llama_server(parallel: int):
+    """Our own service on the llama-server engine (for tests that stop or kill it), and its child."""
+    require_llama_server()
+    proc = start_service(MODEL, "--engine", "llama-server", "--parallel", str(parallel))
+    return proc, llama_server_child(proc.process.pid)
 
 
 def chat(**overrides) -> dict:
@@ -112,10 +119,8 @@ def test_a_full_queue_is_503_queue_full(smollm_server):
 
 
 def test_a_dead_child_is_reported_not_hidden():
-    require_llama_server()
-    proc = start_service(MODEL, "--engine", "llama-server", "--parallel", "1")
+    proc, child = start_on_llama_server(1)
     try:
-        child = llama_server_child(proc.process.pid)
         os.kill(child, signal.SIGKILL)
         wait_until(lambda: httpx.get(proc.url + "/health", timeout=5).json()["status"] == "error", 30,
                    what="/health to say error")
@@ -128,35 +133,17 @@ def test_a_dead_child_is_reported_not_hidden():
 
 
 def test_sigterm_drains_then_stops_the_child():
-    require_llama_server()
-    proc = start_service(MODEL, "--engine", "llama-server", "--parallel", "2")
+    proc, child = start_on_llama_server(2)
     try:
-        child = llama_server_child(proc.process.pid)
-        results: list = []
-        workers = [threading.Thread(target=stream_chat, args=(proc.url, 150, results)) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        wait_until(lambda: active_slots(proc.url) == 2, 60, what="2 streams generating")
-        proc.signal(signal.SIGTERM)
-        wait_until(lambda: httpx.get(proc.url + "/health").json()["status"] == "draining", 10,
-                   what="/health to say draining")
-        assert_openai_error(httpx.post(proc.url + "/v1/chat/completions", json=chat(), timeout=10), 503, "draining")
-        for worker in workers:
-            worker.join(timeout=120)
-        assert proc.wait_exit(timeout=30) == 0
-        assert [kind for kind, _ in results] == ["ok", "ok"], results
-        for _, answer in results:
-            assert answer["finish_reason"] in ("stop", "length") and answer["usage"]["completion_tokens"] > 0
+        drain_two_streams(proc)  # the same drain as the in-process engine's test checks
         wait_until(lambda: not alive(child), 30, what="the llama-server child to exit")
     finally:
         proc.stop()
 
 
 def test_sigkill_of_our_process_leaves_no_orphan():
-    require_llama_server()
-    proc = start_service(MODEL, "--engine", "llama-server", "--parallel", "1")
+    proc, child = start_on_llama_server(1)
     try:
-        child = llama_server_child(proc.process.pid)
         os.kill(proc.process.pid, signal.SIGKILL)  # no handler runs: only the kernel can stop the child
         proc.wait_exit(timeout=10)
         wait_until(lambda: not alive(child), 30, what="the orphaned llama-server to be stopped")
