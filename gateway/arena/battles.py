@@ -276,7 +276,11 @@ class BattleManager:
             await _shielded(self.store.finish_side(battle_id, side,
                                                    meter.result("error", "", None, "the upstream request failed")))
             raise
-        return self._relay(battle, side, first, upstream, meter, scrub, live)
+        relay = self._relay(battle, side, first, upstream, meter, scrub, live)
+        # Run the relay to its first line: closing it then records the side and closes the
+        # upstream request even if not one chunk was read (the browser left before the first token).
+        await relay.__anext__()
+        return relay
 
     async def _relay(self, battle: Battle, side: str, first: bytes, upstream: AsyncIterator[bytes],
                      meter: _Meter, scrub: NameScrubber, live: ExitStack) -> AsyncIterator[bytes]:
@@ -295,6 +299,7 @@ class BattleManager:
                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
         try:
+            yield b""  # taken by open_side, never sent
             pending = [first]
             done = False
             while not done:
@@ -309,7 +314,7 @@ class BattleManager:
                         break
                     try:
                         event = json.loads(payload)
-                    except ValueError:
+                    except (ValueError, RecursionError):  # garbage, or nested past the parser's limit
                         continue
                     if not isinstance(event, dict):
                         continue

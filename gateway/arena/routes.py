@@ -31,6 +31,7 @@ from gateway.arena.settings import ArenaSettings
 from gateway.arena.votes import SIDES, VoteStore
 from gateway.keys import RateLimiter
 from gateway.store import Database
+from gateway.upstream import RelayResponse
 from shared.catalogue import Catalogue
 from shared.errors import ApiError
 
@@ -247,8 +248,9 @@ async def stream_side(battle_id: str, side: str, request: Request) -> StreamingR
         raise ApiError(503, "The gateway cannot reach model instances yet.", code="not_ready")
     stream = await arena.battles.open_side(battle_id, side, functools.partial(upstream.stream_chat, private=True),
                                            _token(request))
-    return StreamingResponse(stream, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # RelayResponse closes the stream however the response ends, even before its first chunk.
+    return RelayResponse(stream, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @api.post("/api/battles/{battle_id}/vote")

@@ -292,12 +292,19 @@ class VoteStore:
             raise
         return Vote(id=vote_id, **values, **extra)
 
-    async def votes(self) -> AsyncIterator[Vote]:
-        """Every vote, oldest first (streamed from the database, not loaded at once)."""
-        async with self.db.read() as conn:
-            result = await conn.stream(select(votes).order_by(votes.c.id))
-            async for row in result:
+    async def votes(self, page: int = 500) -> AsyncIterator[Vote]:
+        """Every vote, oldest first, read `page` at a time: no connection is held while the
+        caller waits (the export's client may read as slowly as it likes)."""
+        after = 0
+        while True:
+            async with self.db.read() as conn:
+                rows = (await conn.execute(select(votes).where(votes.c.id > after)
+                                           .order_by(votes.c.id).limit(page))).all()
+            for row in rows:
                 yield Vote.from_row(row._asdict())
+            if len(rows) < page:
+                return
+            after = rows[-1].id
 
     async def vote_count(self) -> int:
         async with self.db.read() as conn:

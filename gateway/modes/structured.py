@@ -21,17 +21,18 @@ def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _json_object(text: str) -> Any:
-    """The JSON object in `text`: the whole text, or its first {...} (models wrap JSON in prose)."""
+    """The JSON object in `text`: the whole text, or its first {...} (models wrap JSON in prose).
+    Nesting deeper than the parser's recursion limit is unreadable, like any other garbage."""
     text = text.strip()
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
         try:
             return json.loads(text[start:end + 1])
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     return None
 

@@ -23,7 +23,7 @@ MAX_RPM = 1_000_000
 async def _json_object(request: Request, shape: str) -> dict[str, Any]:
     try:
         payload = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
         payload = None
     if not isinstance(payload, dict):
         raise ApiError(400, f"Send a JSON object {shape}.", code="invalid_json")

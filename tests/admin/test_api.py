@@ -110,6 +110,9 @@ def test_bad_limits_and_unknown_keys_are_refused(gateway):
     assert_openai_error(gateway.patch(path, content=b"not json", headers=ADMIN), 400, "invalid_json")
     assert_openai_error(gateway.patch(path, json=[1], headers=ADMIN), 400, "invalid_json")
     assert_openai_error(gateway.post("/api/admin/keys", content=b"{", headers=ADMIN), 400, "invalid_json")
+    bomb = {**ADMIN, "content-type": "application/json"}
+    assert_openai_error(gateway.post("/api/admin/keys", content=b"[" * 60_000, headers=bomb), 400, "invalid_json")
+    assert_openai_error(gateway.patch(path, content=b"[" * 60_000, headers=bomb), 400, "invalid_json")
     for method in ("patch", "delete"):
         kwargs = {"json": {"rpm": 1}} if method == "patch" else {}
         assert_openai_error(getattr(gateway, method)("/api/admin/keys/key_nope", headers=ADMIN, **kwargs),

@@ -140,6 +140,31 @@ async def test_stopping_a_side_keeps_the_partial_answer_and_closes_upstream(mana
     assert side.status == "stopped" and side.answer == "0 1 2 3 "
 
 
+async def test_a_side_closed_before_its_first_chunk_is_recorded_and_releases_everything(manager):
+    # The browser left while the model was still reading the prompt: the server never reads
+    # the relay, only closes it. The side must not stay "streaming" for ever (no vote, no
+    # follow-up), the upstream request must close, and the live load must not stay hidden.
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Count"))
+    log: dict = {}
+    stream = await manager.open_side(battle.id, "a", upstream_of([chunk(battle.model("a"), "0 ")] * 5, log), token)
+    assert manager.activity.streaming == 1
+    await stream.aclose()
+    assert log["closed"] and manager.activity.streaming == 0
+    assert (await manager.store.get_battle(battle.id)).sides["a"].status == "stopped"
+
+
+async def test_an_event_nested_past_the_json_parsers_limit_is_skipped_like_any_garbage(manager):
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
+    model = battle.model("a")
+    parts = [chunk(model, "Hello "), b"data: " + b"[" * 6000 + b"\n\n", chunk(model, "there", "stop")]
+    stream = await manager.open_side(battle.id, "a", upstream_of(parts, {}), token)
+    out = b"".join([c async for c in stream]).decode()
+    assert "Hello there" in "".join(json.loads(p)["choices"][0]["delta"].get("content", "")
+                                    for p in SseReader().feed(out.encode()) if p.startswith("{\"id"))
+    side = (await manager.store.get_battle(battle.id)).sides["a"]
+    assert (side.status, side.answer) == ("done", "Hello there")
+
+
 async def test_upstream_failures_are_scrubbed_and_recorded(manager):
     battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
     model_a, model_b = battle.model("a"), battle.model("b")

@@ -155,6 +155,20 @@ async def test_concurrent_voters_get_exactly_one_vote_per_battle(database, datab
     assert sorted([v.battle_id async for v in store.votes()]) == sorted(f"b{i}" for i in range(10))
 
 
+async def test_reading_the_votes_holds_no_connection_while_the_reader_waits(database):
+    # /api/votes.jsonl streams every vote to a client that may read as slowly as it likes:
+    # holding a pooled connection meanwhile would let a few slow readers starve the store.
+    store = VoteStore(database)
+    for i in range(5):
+        await finished_battle(store, f"b{i}")
+        await store.record_vote(f"b{i}", "tie")
+    reader = store.votes(page=2).__aiter__()
+    first = await reader.__anext__()
+    assert database.engine.pool.checkedout() == 0
+    rest = [v.battle_id async for v in reader]
+    assert [first.battle_id, *rest] == [f"b{i}" for i in range(5)]
+
+
 async def test_unvoted_battles_are_pruned_after_their_age(database):
     store = VoteStore(database)
     await finished_battle(store, "old-voted", now=1000.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.gateway.conftest import GEMMA, SMOL, assert_openai_error, chat_body, gateway_env, wait_ready
+from tests.gateway.conftest import GEMMA, SMOL, assert_openai_error, chat_body, gateway_env, wait_ready, wait_until
 
 NESTING_BOMB = b"[" * 100_000
 JSON = {"content-type": "application/json"}
@@ -67,6 +67,24 @@ def test_a_battle_side_shows_the_models_refusal_and_is_recorded_as_an_error(two_
     sides = httpx.get(f"{gateway.url}/api/battles/{battle['id']}", headers={"X-Battle-Token": battle["token"]},
                       timeout=10).json()["sides"]
     assert sides["a"]["status"] == sides["b"]["status"] == "error"
+
+
+def test_a_battle_side_left_before_its_first_token_still_ends(two_models):
+    # The browser's Stop (or a closed tab) while the model still reads the prompt: the gateway
+    # gets the first chunk after the client left. The side must end (stopped, or done if the
+    # relay finished first), not stay "streaming" for ever.
+    gateway, smol, gemma = two_models
+    for fake in (smol, gemma):
+        fake.control(delay=1.5)
+    battle = httpx.post(gateway.url + "/api/battles", json={"prompt": "Hi"}, timeout=10).json()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gateway.url + battle["sides"]["a"]["stream_url"], headers={"X-Battle-Token": battle["token"]},
+                   timeout=httpx.Timeout(10, read=0.3))
+
+    def side_a() -> str:
+        return httpx.get(f"{gateway.url}/api/battles/{battle['id']}", timeout=10).json()["sides"]["a"]["status"]
+
+    wait_until(lambda: side_a() in ("stopped", "done"), 15, what="the abandoned side recorded as ended")
 
 
 @pytest.mark.parametrize("path", ["/", "/static/arena/index.html", "/status", "/docs"])

@@ -30,7 +30,8 @@ def test_plan_found_inside_prose_and_clamped():
 
 @pytest.mark.parametrize("text", ["", "garbage }{", '{"domains": [], "expertise": {}}', '["p1"]',
                                   '{"domains": ["x"], "expertise": {"p1": "lots"}}',
-                                  '{"domains": ["x"], "expertise": {"p1": 0, "p2": 0, "p3": 0}}'])
+                                  '{"domains": ["x"], "expertise": {"p1": 0, "p2": 0, "p3": 0}}',
+                                  "[" * 6000])  # nested past the JSON parser's recursion limit
 def test_plan_falls_back_to_equal_weights(text):
     plan = parse_plan(text, IDS)
     assert plan.source == "fallback" and plan.note
@@ -43,6 +44,7 @@ def test_judgement_valid_and_fallback():
     garbage = parse_judgement('{"complete": "yes"}')
     assert (garbage.complete, garbage.source) == (False, "fallback")
     assert parse_judgement("no idea").source == "fallback"
+    assert parse_judgement("[" * 6000).source == "fallback"
 
 
 @pytest.mark.parametrize("text, order, source", [
@@ -53,6 +55,7 @@ def test_judgement_valid_and_fallback():
     ("1. B\n2. C\n3. A", ["B", "C", "A"], "text"),
     ("I think a good answer is hard to pick.", [], "none"),                    # a lone lower-case "a" is no letter
     ("nothing useful here", [], "none"),
+    ('{"ranking": ' + "[" * 6000 + "}", [], "none"),                       # too deep for the JSON parser
 ])
 def test_ranking_parser(text, order, source):
     parsed = parse_ranking(text, ["A", "B", "C"])
