@@ -103,7 +103,7 @@ def test_our_bounds_apply_before_the_child_sees_the_request(smollm_server):
 def test_a_full_queue_is_503_queue_full(smollm_server):
     # 4 slots and a queue of 4: the ninth concurrent choice is refused at once.
     results: list = []
-    workers = [threading.Thread(target=stream_chat, args=(smollm_server.url, 200, results)) for _ in range(8)]
+    workers = [threading.Thread(target=stream_chat, args=(smollm_server.url, 120, results)) for _ in range(8)]
     for worker in workers:
         worker.start()
     try:
