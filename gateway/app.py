@@ -9,9 +9,12 @@ Everything stateful lives in plain classes on `app.state`:
 - `upstream` (`UpstreamProxy`): picks an instance and relays; `stream_chat(body)` for the arena.
 - `api_keys` (`ApiKeyStore`), `key_cache` (`KeyCache`), `key_guard` (`ApiKeyGuard`), `metrics` (`GatewayMetrics`),
   `fleet_status` (`FleetStatus`), `settings`, `catalogue`.
+- `instance_control` (`gateway.instance_control.InstanceController`): starts and drains instances at runtime.
 
 Features that need startup or shutdown work can append coroutines to `app.state.on_startup`
-and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own.
+and `app.state.on_shutdown`; the lifespan awaits them after (before) the gateway's own. Those
+that read the store before the gateway uses it (the catalogue overlay) append to
+`app.state.on_store_ready`, awaited right after the migrations.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
+from gateway.arena.clients import ClientIdentifier
 from gateway.arena.votes import VoteStore
 from gateway.auto_routing import AutoRouter
-from gateway.auth import ApiKeyGuard
+from gateway.auth import ApiKeyGuard, AuthFailures
 from gateway.balancing import make_balancer
 from gateway.fast_path import CompletionRouter
 from gateway.response_cache import ResponseCache
@@ -46,15 +50,18 @@ from gateway.store.periodic import Periodic
 from gateway.upstream import ProxyPolicy, UpstreamProxy
 from gateway.errors import GATEWAY_ERRORS
 from shared.catalogue import Catalogue
+from shared.api_docs import attach_api_docs
 from shared.body_limit import BodyLimit
 from shared.errors import install_error_handlers
 from shared.openapi import publish_openapi
+from shared.telemetry import Telemetry
 
 log = logging.getLogger("gateway")
 
 
-def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
-    """The gateway of `catalogue`'s fleet; `settings` fields left unset take the fleet's values."""
+def create_app(catalogue: Catalogue, settings: GatewaySettings, telemetry: Telemetry | None = None) -> FastAPI:
+    """The gateway of `catalogue`'s fleet; `settings` fields left unset take the fleet's values.
+    `telemetry` (`shared.telemetry`): trace each request and each attempt towards an instance."""
     settings = settings.with_fleet_defaults(catalogue.fleet)
 
     instances = InstanceRegistry(catalogue)
@@ -79,7 +86,7 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
                                  attempts=settings.retry_attempts, backoff=settings.retry_backoff,
                                  backoff_max=settings.retry_backoff_max, max_response_bytes=settings.max_response_bytes,
                                  max_connections=settings.max_connections),
-                             instance_secret=settings.instance_secret)
+                             instance_secret=settings.instance_secret, telemetry=telemetry)
     upstream.responses = ResponseCache(catalogue.fleet.response_cache_entries, catalogue.fleet.response_cache_ttl)
     api_keys = ApiKeyStore(db)
     key_cache = KeyCache(api_keys)
@@ -89,6 +96,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     async def prune() -> None:
         pruned = await votes.prune_battles(time.time() - settings.unvoted_battle_ttl)
         await limiter.prune()
+        for hook in app.state.on_prune:  # the store's other prunes (mode transcripts, ...)
+            await hook()
         if pruned:
             log.info("pruned %d unvoted battles older than %ds", pruned, settings.unvoted_battle_ttl)
 
@@ -98,6 +107,8 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await db.upgrade()
+        for hook in app.state.on_store_ready:
+            await hook()
         if settings.database_url is None and settings.db_path is not None:
             await import_legacy_votes(db, settings.db_path.parent)
         await key_cache.refresh()
@@ -124,8 +135,10 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
             await monitor.stop()
             await upstream.stop()
             await db.dispose()
+            if telemetry is not None:
+                telemetry.shutdown()
 
-    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Serverless LLM Arena gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.catalogue = catalogue
     app.state.instances = instances
@@ -137,14 +150,19 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     app.state.api_keys = api_keys
     app.state.key_cache = key_cache
     app.state.key_guard = ApiKeyGuard(key_cache, limiter, required=settings.require_api_key,
-                                      default_rpm=settings.default_rpm, admin_key=settings.admin_key)
+                                      default_rpm=settings.default_rpm, admin_key=settings.admin_key,
+                                      failures=AuthFailures(limiter, ClientIdentifier(catalogue.arena.trusted_proxies),
+                                                            settings.auth_failures_per_minute))
     app.state.fleet_status = FleetStatus(instances)
+    app.state.on_store_ready = []  # after the store's migrations, before registrations are restored
     app.state.on_startup = []
     app.state.on_shutdown = []
+    app.state.on_prune = []
 
     install_error_handlers(app, GATEWAY_ERRORS)
     app.add_exception_handler(DatabaseUnavailable, _database_unavailable)
     publish_openapi(app)
+    attach_api_docs(app)  # /docs and /swagger-ui, with Swagger UI served by the gateway itself
     # Middleware added last runs first: the body limit, then CORS (when on), then the
     # completion endpoints' router (gateway.fast_path), then FastAPI's routing.
     app.add_middleware(CompletionRouter, state=app.state)
@@ -164,6 +182,10 @@ def create_app(catalogue: Catalogue, settings: GatewaySettings) -> FastAPI:
     attach_modes(app)
     from gateway.admin import attach_admin
     attach_admin(app)
+    from gateway.instance_control import attach_instance_control
+    attach_instance_control(app)
+    if telemetry is not None:
+        telemetry.instrument_app(app)
     return app
 
 

@@ -3,6 +3,11 @@
 `require_api_key` is a FastAPI dependency any router can use (the arena applies it to its own
 APIs); it reads the `ApiKeyGuard` on `app.state.key_guard`. Keys are checked against the
 in-memory `KeyCache`; only a key with a per-minute limit touches the store (its shared count).
+
+Guessing the admin key is held back: `AuthFailures` counts each client's wrong admin keys (and
+wrong API keys, through which the admin key could be tried too) in the store's rate windows,
+shared by replicas (a client is its address, an IPv6 one's /64); a client over
+`GatewaySettings.auth_failures_per_minute` gets a 429 before its key is even compared.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hmac
 
 from fastapi import Request
 
+from gateway.arena.clients import ClientIdentifier, ClientLimits, client_network
 from gateway.keys import ApiKey, KeyCache, RateLimiter
 from gateway.store import DatabaseUnavailable
 from shared.errors import ApiError
@@ -31,14 +37,51 @@ def _same(expected: str, presented: str | None) -> bool:
     return presented is not None and hmac.compare_digest(expected.encode(), presented.encode())
 
 
+class AuthFailures:
+    """Wrong keys per client per minute: past `per_minute` of them the client is refused (429)."""
+
+    def __init__(self, limiter: RateLimiter, clients: ClientIdentifier, per_minute: int) -> None:
+        self.limiter = limiter
+        self.clients = clients
+        self.per_minute = per_minute
+
+    def _window(self, request: Request) -> str:
+        peer = request.client.host if request.client else None
+        client = "addr:" + client_network(self.clients.address(peer, request.headers.get("x-forwarded-for")))
+        return ClientLimits.window_key("auth-failure", client)
+
+    def _refuse(self, wait: float) -> ApiError:
+        retry = RateLimiter.retry_after_header(wait)
+        return ApiError(429, f"Too many wrong keys from this client: at most {self.per_minute} a minute. "
+                             f"Try again in {retry}s.", code="rate_limit_exceeded", headers={"Retry-After": retry})
+
+    async def check_allowed(self, request: Request) -> None:
+        """429 while the client is over its limit of wrong keys (nothing is counted)."""
+        try:
+            wait = await self.limiter.peek(self._window(request), self.per_minute)
+        except DatabaseUnavailable as exc:
+            raise exc.api_error() from None
+        if wait is not None:
+            raise self._refuse(wait)
+
+    async def failed(self, request: Request, error: ApiError) -> ApiError:
+        """Count one wrong key; the error to answer: `error`, or a 429 past the limit."""
+        try:
+            wait = await self.limiter.check(self._window(request), self.per_minute)
+        except DatabaseUnavailable as exc:
+            return exc.api_error()
+        return error if wait is None else self._refuse(wait)
+
+
 class ApiKeyGuard:
     def __init__(self, keys: KeyCache, limiter: RateLimiter, *, required: bool, default_rpm: int,
-                 admin_key: str | None) -> None:
+                 admin_key: str | None, failures: AuthFailures) -> None:
         self.keys = keys
         self.limiter = limiter
         self.required = required
         self.default_rpm = default_rpm
         self.admin_key = admin_key
+        self.failures = failures
 
     async def check(self, request: Request) -> ApiKey | None:
         """The caller's key (None when keys are off); 401 without a valid one, 429 over its limit."""
@@ -49,13 +92,15 @@ class ApiKeyGuard:
             raise ApiError(401, "An API key is required: send 'Authorization: Bearer <key>'.",
                            code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
         if self.admin_key and _same(self.admin_key, token):
+            await self.failures.check_allowed(request)  # a guesser must not learn it guessed right
             return ApiKey(ADMIN_KEY_ID, "admin", "admin", None, 0.0, None)
         key = self.keys.get(token)
         if key is None and await self._reloaded():
             key = self.keys.get(token)
         if key is None:
-            raise ApiError(401, "The API key is not valid (unknown or revoked).", code="invalid_api_key",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise await self.failures.failed(request, ApiError(
+                401, "The API key is not valid (unknown or revoked).", code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"}))
         rpm = key.rpm if key.rpm is not None else self.default_rpm
         try:
             wait = await self.limiter.check(key.key_id, rpm)
@@ -94,9 +139,13 @@ async def require_admin(request: Request) -> None:
     admin_key = request.app.state.settings.admin_key
     if not admin_key:
         raise ApiError(503, "The admin API is off: set ARENA_GATEWAY_ADMIN_KEY.", code="admin_disabled")
-    if not _same(admin_key, bearer_token(request)):
-        raise ApiError(401, "The admin key is missing or wrong.", code="invalid_admin_key",
-                       headers={"WWW-Authenticate": "Bearer"})
+    failures: AuthFailures = request.app.state.key_guard.failures
+    await failures.check_allowed(request)
+    token = bearer_token(request)
+    if not _same(admin_key, token):
+        error = ApiError(401, "The admin key is missing or wrong.", code="invalid_admin_key",
+                         headers={"WWW-Authenticate": "Bearer"})
+        raise error if token is None else await failures.failed(request, error)  # a guess is counted
 
 
 async def require_registration_token(request: Request) -> None:

@@ -19,19 +19,31 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     import sys
 
     import uvicorn
+    from pydantic import ValidationError
 
     from gateway.app import create_app
     from gateway.drain import DrainGuard, DrainingServer
     from gateway.logs import configure_logging
     from gateway.settings import GatewaySettings
     from gateway.store.cli import StartupError, open_checked
+    from shared.telemetry import Telemetry
     from shared.tls import uvicorn_tls
 
     overrides = {name: value for name, value in
                  (("host", args.host), ("port", args.port), ("log_format", args.log_format),
                   ("log_level", args.log_level)) if value is not None}
-    settings = GatewaySettings.for_catalogue(catalogue, **overrides)
-    configure_logging(settings.log_format, settings.log_level)
+    try:
+        settings = GatewaySettings.for_catalogue(catalogue, **overrides)
+    except ValidationError as exc:  # one line per bad setting, no traceback
+        for error in exc.errors():
+            message = str(error["msg"])
+            if not message.startswith("Value error, "):
+                message = f"{'.'.join(map(str, error['loc']))}: {message}"
+            print(f"arena gateway: {message.removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
+    telemetry = Telemetry.from_environ("arena-gateway")  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
+    configure_logging(settings.log_format, settings.log_level,
+                      record_filter=telemetry.log_filter() if telemetry else None)
     try:  # fail fast, in one line, on a database that cannot be used (the app migrates it again)
         asyncio.run(_check_store(open_checked, settings.store_url))
     except StartupError as exc:
@@ -42,7 +54,7 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     except ValueError as exc:
         print(f"arena gateway: {exc}", file=sys.stderr)
         return 2
-    app = create_app(catalogue, settings)
+    app = create_app(catalogue, settings, telemetry)
     # SIGTERM drains (gateway.drain): in-flight streams finish, new requests get a retryable 503.
     guard = DrainGuard(app)
     config = uvicorn.Config(guard, host=settings.host, port=settings.port, log_config=None, access_log=False,

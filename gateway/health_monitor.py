@@ -117,6 +117,10 @@ class HealthMonitor:
         if result.served_models is not None:
             models = result.served_models
             instance.served_model = None if (not models or instance.model in models) else models[0]
+        if instance.retiring:
+            instance.last_error = result.error
+            self._transition(instance, InstanceState.DRAINING)
+            return
         if result.status == "failed":
             self.mark_failed(instance, result.error or "probe failed")
             return
@@ -136,8 +140,10 @@ class HealthMonitor:
         """Unhealthy at once; a failure that ends a ready spell counts towards flapping."""
         instance.good_streak = 0
         instance.last_error = reason
-        if instance.state in (InstanceState.GONE, InstanceState.UNHEALTHY):
+        if instance.state in (InstanceState.GONE, InstanceState.UNHEALTHY) or instance.retiring:
             return
+        if instance.booting and instance.state is InstanceState.LOADING:
+            return  # started moments ago: not listening yet
         now = time.monotonic()
         instance.failures.append(now)
         recent = [t for t in instance.failures if now - t <= self.policy.flap_window]

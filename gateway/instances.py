@@ -31,12 +31,17 @@ class Instance:
     instance_id: str
     model: str
     url: str
-    source: str = "static"                 # "static" | "registered"
+    source: str = "static"                 # "static" | "registered" | "local" (started at runtime by `arena up`)
     state: InstanceState = InstanceState.LOADING
     state_since: float = field(default_factory=time.time)
     expires_at: float | None = None        # registered instances only (epoch seconds)
     registered_at: float | None = None
     capacity_hint: int = 1                 # slots assumed until the instance reports its own
+    # Set by runtime instance control (gateway.instance_control): `booting`, just started, so a
+    # refused connection means "not listening yet" (it stays loading); `retiring`, asked to
+    # drain, so it stays draining until its process is gone, whatever its probes say.
+    booting: bool = False
+    retiring: bool = False
 
     # The gateway's own counts.
     outstanding: int = 0

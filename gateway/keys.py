@@ -178,7 +178,26 @@ class RateLimiter:
                 return None
             await conn.execute(update(rate_windows).where(rate_windows.c.key_id == key, rate_windows.c.window == window)
                                .values(hits=rate_windows.c.hits - 1))
-        # Over the limit: wait until enough of the previous window has slid out (or the next window).
+        return self._wait(hits, previous, elapsed, rpm)
+
+    async def peek(self, key: str, rpm: int) -> float | None:
+        """Would one more request of `key` be refused? None if not, else seconds until it would
+        not be. Counts nothing (a read only)."""
+        if rpm <= 0:
+            return None
+        now = self.clock()
+        window = int(now // self.WINDOW)
+        elapsed = now - window * self.WINDOW
+        async with self.db.read() as conn:
+            rows = dict((await conn.execute(select(rate_windows.c.window, rate_windows.c.hits).where(
+                rate_windows.c.key_id == key, rate_windows.c.window.in_([window, window - 1])))).all())
+        hits, previous = rows.get(window, 0) + 1, rows.get(window - 1, 0)
+        if previous * (1 - elapsed / self.WINDOW) + hits <= rpm:
+            return None
+        return self._wait(hits, previous, elapsed, rpm)
+
+    def _wait(self, hits: int, previous: int, elapsed: float, rpm: int) -> float:
+        """Over the limit: wait until enough of the previous window has slid out (or the next window)."""
         until_next = self.WINDOW - elapsed
         if previous and hits - 1 < rpm:
             return max(0.5, min(until_next, (1 - (rpm - hits) / previous) * self.WINDOW - elapsed))

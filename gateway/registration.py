@@ -215,7 +215,7 @@ class RegistrationService:
 
     def _is_static(self, instance_id: str) -> bool:
         existing = self.registry.get(instance_id)
-        return existing is not None and existing.source == "static"
+        return existing is not None and existing.source in ("static", "local")
 
     async def register(self, payload: Any, secret: str | None = None) -> tuple[Instance, str | None]:
         """Register (or move) an instance; with the new registration's secret (None if it kept its own)."""

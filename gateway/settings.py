@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared.catalogue import Catalogue, FleetSettings
 from shared.instance_auth import INSTANCE_SECRET_ENV
 
+ADMIN_KEY_MIN_LENGTH = 16  # shorter admin keys are refused at start: guessing must stay hopeless
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ARENA_GATEWAY_", extra="ignore", populate_by_name=True)
@@ -70,7 +72,10 @@ class GatewaySettings(BaseSettings):
 
     # Keys, limits, CORS, storage.
     require_api_key: bool = Field(False, description="require a key made with `arena keys create` on /v1/*")
-    admin_key: str | None = Field(None, description="bearer key of the admin endpoints; unset: admin API off")
+    admin_key: str | None = Field(None, description=f"bearer key of the admin endpoints, at least "
+                                                    f"{ADMIN_KEY_MIN_LENGTH} characters; unset: admin API off")
+    auth_failures_per_minute: int = Field(20, ge=1, description="wrong admin or API keys one client may send per "
+                                                                "minute before it is refused (429)")
     default_rpm: int = Field(0, ge=0, description="requests per minute of a key without its own limit; 0: none")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     database_url: str | None = Field(
@@ -94,6 +99,14 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("admin_key")
+    @classmethod
+    def _long_admin_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < ADMIN_KEY_MIN_LENGTH:
+            raise ValueError(f"ARENA_GATEWAY_ADMIN_KEY is {len(value)} characters; it must be at least "
+                             f"{ADMIN_KEY_MIN_LENGTH} (a long random secret, e.g. `openssl rand -hex 32`)")
+        return value
 
     @classmethod
     def for_catalogue(cls, catalogue: Catalogue, **overrides: Any) -> "GatewaySettings":

@@ -33,12 +33,13 @@ from gateway.logs import log_request
 from gateway.metrics import GatewayMetrics, RequestSample
 from shared import sse
 from gateway.overload_buffer import OverloadBuffer
-from gateway.upstream_http import (CLIENT_ERRORS, HttpLimits, UpstreamFailure, UpstreamHttp, check_head, classify,
-                                   read_capped)
+from gateway.upstream_http import (ATTEMPT_ATTRIBUTES, CLIENT_ERRORS, HttpLimits, UpstreamFailure, UpstreamHttp,
+                                   check_head, classify, name_attempt_span, read_capped, record_attempt_status)
 from gateway.response_cache import ResponseCache
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
+from shared.telemetry import Telemetry
 
 log = logging.getLogger("gateway.upstream")
 
@@ -129,7 +130,7 @@ class _Opened:
 class UpstreamProxy:
     def __init__(self, registry: InstanceRegistry, balancer: Balancer, monitor: HealthMonitor,
                  metrics: GatewayMetrics, router: AutoRouter, policy: ProxyPolicy,
-                 *, instance_secret: str | None = None) -> None:
+                 *, instance_secret: str | None = None, telemetry: Telemetry | None = None) -> None:
         self.registry = registry
         self.balancer = balancer
         self.monitor = monitor
@@ -141,10 +142,13 @@ class UpstreamProxy:
         headers = {"content-type": _JSON, "accept-encoding": "identity"}
         if instance_secret:
             headers[INSTANCE_SECRET_HEADER] = instance_secret
+        # With tracing on, each attempt is a client span of its own (and sends `traceparent` on).
+        self._traced = telemetry is not None
+        trace_configs = [telemetry.client_trace_config(name_attempt_span, record_attempt_status)] if telemetry else []
         self._http = UpstreamHttp(HttpLimits(connect_timeout=policy.connect_timeout,
                                              request_timeout=policy.request_timeout,
                                              max_connections=policy.max_connections,
-                                             max_response_bytes=policy.max_response_bytes), headers)
+                                             max_response_bytes=policy.max_response_bytes), headers, trace_configs)
         # Built once; each call of `_open_with_retries` runs on tenacity's own copy.
         self._open_with_retries = AsyncRetrying(
             stop=stop_after_attempt(policy.attempts),
@@ -316,6 +320,9 @@ class UpstreamProxy:
             self.metrics.retries.labels(call.label, "next_instance").inc()
         call.attempts += 1
         call.instance = instance
+        if self._traced:
+            ATTEMPT_ATTRIBUTES.set({"arena.model": call.model, "arena.instance.id": instance.instance_id,
+                                    "arena.attempt": call.attempts})
         if raw is None or instance.served_model:
             payload = body if not instance.served_model else {**body, "model": instance.served_model}
             content = json.dumps(payload).encode()

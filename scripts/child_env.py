@@ -19,8 +19,10 @@ from typing import Iterable, Mapping
 BASICS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
           "SSL_CERT_FILE", "SSL_CERT_DIR", "VIRTUAL_ENV", "XDG_CACHE_HOME", "XDG_DATA_HOME",
           "XDG_CONFIG_HOME", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
-# Runner-only credentials: never in a model service. The gateway uses the first three.
-GATEWAY_SECRETS = ("ARENA_REGISTRATION_TOKEN", "ARENA_GATEWAY_ADMIN_KEY", "ARENA_DATABASE_URL")
+# Runner-only credentials: never in a model service. The gateway uses them (the last two: the
+# token it starts and stops instances with, on Actions or through `arena up`'s control channel).
+GATEWAY_SECRETS = ("ARENA_REGISTRATION_TOKEN", "ARENA_GATEWAY_ADMIN_KEY", "ARENA_DATABASE_URL",
+                   "ARENA_FLEETCTL_GITHUB_TOKEN", "ARENA_FLEET_CONTROL_TOKEN")
 SERVICE_PREFIXES = ("ARENA_", "HF_", "OTEL_", "OMP_", "GGML_", "LLAMA_", "PYTHON")
 
 

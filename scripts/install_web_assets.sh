@@ -9,7 +9,8 @@ if ! command -v npm >/dev/null 2>&1; then
     echo "npm is required to install the arena UI's libraries (apt-get install -y npm)" >&2
     exit 1
 fi
-npm ci --no-audit --no-fund --loglevel=error
+# swagger-ui-dist depends on @scarf/scarf, whose install script would report the download.
+SCARF_ANALYTICS=false npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 
 rm -rf vendor
 mkdir -p vendor
@@ -24,4 +25,10 @@ cp node_modules/chart.js/dist/chart.umd.min.js vendor/chart.umd.min.js
 cp node_modules/chart.js/LICENSE.md vendor/chart.js.LICENSE
 cp node_modules/chartjs-chart-matrix/dist/chartjs-chart-matrix.min.js vendor/chartjs-chart-matrix.min.js
 cp node_modules/chartjs-chart-matrix/LICENSE vendor/chartjs-chart-matrix.LICENSE
-echo "Arena web assets installed into gateway/web/vendor/"
+# Swagger UI for both apps' /docs (shared/api_docs.py serves it): the browser bundle and its CSS.
+docs=../../shared/api_docs_assets/vendor
+rm -rf "$docs"
+mkdir -p "$docs"
+cp node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui.css "$docs"/
+cp node_modules/swagger-ui-dist/LICENSE "$docs"/swagger-ui.LICENSE
+echo "Arena web assets installed into gateway/web/vendor/ and shared/api_docs_assets/vendor/"

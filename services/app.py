@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from shared.api_docs import attach_api_docs
 from shared.disconnect import cancel_on_disconnect
 from shared import sse
 from shared.catalogue import Catalogue
@@ -19,6 +19,7 @@ from shared.body_limit import BodyLimit
 from shared.errors import error_body, install_error_handlers
 from shared.openapi import COMPLETION_RESPONSES, METRICS_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
+from shared.telemetry import Telemetry
 from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
@@ -31,10 +32,12 @@ from services.protocol import ChatCompletionRequest, CompletionRequest, Generati
 from services.settings import ServiceSettings
 
 
-def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
+def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telemetry | None = None) -> FastAPI:
     """The service of `settings.model`, as the catalogue describes it with the settings'
     overrides. The model loads in the background once the app starts (`/health` says
-    `loading` meanwhile); `app.state.service` is the `GenerationService`."""
+    `loading` meanwhile); `app.state.service` is the `GenerationService` (a `LlamaServerService`
+    for the llama-server engine). `telemetry` (`shared.telemetry`): a server span per request,
+    continuing the gateway's trace."""
     spec = settings.resolve(catalogue)
     if spec.engine == "llama-server":
         service = LlamaServerService(spec, instance_id=settings.instance_id, binary=settings.llama_server_binary,
@@ -52,8 +55,11 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
         loader.start()
         yield
         await service.aclose()
+        if telemetry is not None:
+            telemetry.shutdown()
 
-    app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan)
+    app = FastAPI(title=f"Serverless LLM Arena model service: {service.spec.key}", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.service = service
     install_error_handlers(app, SERVICE_ERRORS)
     publish_openapi(app)
@@ -61,10 +67,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
     app.state.metrics = metrics
     app.add_middleware(RequestCounter, metrics=metrics)
 
-    @app.get("/swagger-ui", include_in_schema=False)
-    async def swagger_ui() -> Response:
-        """The interactive API documentation, also at /docs."""
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=app.title + " - Swagger UI")
+    attach_api_docs(app)  # /docs and /swagger-ui, with Swagger UI served by the service itself
 
     async def require_instance_secret(request: Request, call_next):
         if request.url.path.startswith("/v1/") and not secret_matches(
@@ -141,6 +144,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings) -> FastAPI:
         response.headers.update(headers)
         return response
 
+    if telemetry is not None:
+        telemetry.instrument_app(app)
     return app
 
 

@@ -11,6 +11,8 @@ import time
 import uvicorn
 
 from shared.catalogue import Catalogue, CatalogueError
+from shared.logs import configure_logging
+from shared.telemetry import Telemetry
 from shared.tls import uvicorn_tls
 from services.app import create_app
 from services.generation import GenerationService
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what decodes (default: the catalogue's engine of the model)")
     parser.add_argument("--instance-id", help="id of this instance (default: host-pid-random)")
     parser.add_argument("--log-level", default=None, help="debug, info, warning, error")
+    parser.add_argument("--log-format", choices=["json", "pretty"], help="default: ARENA_SERVICE_LOG_FORMAT or pretty")
 
 
 class DrainingServer(uvicorn.Server):
@@ -70,13 +73,17 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     overrides = {name: value for name, value in {
         "model": args.model, "host": args.host, "port": args.port, "parallel": args.parallel,
         "n_ctx": args.n_ctx, "threads": args.threads, "n_batch": args.n_batch, "max_queue": args.max_queue,
-        "engine": args.engine, "instance_id": args.instance_id, "log_level": args.log_level}.items() if value is not None}
+        "engine": args.engine, "instance_id": args.instance_id, "log_level": args.log_level,
+        "log_format": args.log_format}.items() if value is not None}
     settings = ServiceSettings(**overrides)
     # The scheduler thread needs the GIL back quickly after each decode (which releases it) to
     # start the next one; the default 5 ms switch interval would idle the model between steps
     # whenever the event loop is busy writing streams.
     sys.setswitchinterval(0.0005)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set (shared.telemetry)
+    telemetry = Telemetry.from_environ(f"arena-model-{settings.model}")
+    configure_logging(settings.log_format, settings.log_level,
+                      record_filter=telemetry.log_filter() if telemetry else None)
     try:
         spec = settings.resolve(catalogue)
     except CatalogueError as exc:
@@ -87,10 +94,10 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    app = create_app(catalogue, settings)
+    app = create_app(catalogue, settings, telemetry)
     service: GenerationService = app.state.service
     host = settings.host or catalogue.fleet.service_host
-    config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(),
+    config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(), log_config=None,
                             access_log=False, timeout_graceful_shutdown=5, **tls)
     server = DrainingServer(config, service, settings.drain_timeout)
     log.info("serving %s on %s://%s:%d", spec.key, "https" if tls else "http", host, spec.port)

@@ -185,8 +185,9 @@ class GenerationService:
         if len(stops) > 16 or any(not isinstance(s, str) or not s for s in stops):
             raise InvalidParameter("stop must be a non-empty string or a list of at most 16 non-empty strings.",
                                    param="stop")
-        # Fields the request leaves out keep SamplingParams' defaults (the one place they are named).
-        given = {name: getattr(request, name) for name in (
+        # Fields the request leaves out take the model's sampling defaults (catalogue), else
+        # SamplingParams' own (the one place they are named).
+        given = spec.sampling.given() | {name: getattr(request, name) for name in (
             "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
             if getattr(request, name) is not None}
         return SamplingParams(

@@ -8,6 +8,8 @@ app has its own registry, so several services can live in one process (tests) wi
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -101,9 +103,13 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
+ACCESS_LOGGER = "services.access"
+
+
 class RequestCounter:
-    """Pure ASGI middleware counting the `/v1/` requests by endpoint and status (streams pass
-    through untouched: it only looks at the response's start)."""
+    """Pure ASGI middleware counting the `/v1/` requests by endpoint and status, and writing
+    one log line for each when it ends (streams pass through untouched: it only looks at the
+    response's start)."""
 
     def __init__(self, app, metrics: ServiceMetrics) -> None:
         self.app = app
@@ -115,6 +121,7 @@ class RequestCounter:
             return await self.app(scope, receive, send)
         endpoint = path if path in ("/v1/chat/completions", "/v1/completions") else "/v1/other"
         status = {"code": 500}
+        started = time.perf_counter()
 
         async def recording_send(message):
             if message["type"] == "http.response.start":
@@ -125,3 +132,5 @@ class RequestCounter:
             await self.app(scope, receive, recording_send)
         finally:
             self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            logging.getLogger(ACCESS_LOGGER).info("request", extra={
+                "endpoint": endpoint, "status": status["code"], "ms": round((time.perf_counter() - started) * 1000, 2)})

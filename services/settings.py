@@ -37,6 +37,7 @@ class ServiceSettings(BaseSettings):
     drain_timeout: float = Field(120.0, gt=0, description="seconds to finish in-flight work on SIGTERM")
     instance_secret: str | None = Field(None, validation_alias=AliasChoices(INSTANCE_SECRET_ENV))
     log_level: str = "info"
+    log_format: Literal["json", "pretty"] = "pretty"
     tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS (with tls_key)")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger request bodies are refused (413)")

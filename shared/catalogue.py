@@ -101,6 +101,24 @@ class ModelProfile(BaseModel):
     identity_words: list[str] = Field(default_factory=list)
 
 
+class SamplingDefaults(BaseModel):
+    """Sampling a model's service applies to the fields a request leaves out (unset: the
+    service's own defaults). The ranges are those the service accepts in a request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=1000)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, gt=0, le=5)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+
+    def given(self) -> dict[str, float | int]:
+        return self.model_dump(exclude_none=True)
+
+
 class ModelSpec(BaseModel):
     """One model of the fleet, as the catalogue names it."""
 
@@ -116,7 +134,7 @@ class ModelSpec(BaseModel):
     engine: Literal["llama-cpp-python", "llama-server"] = "llama-cpp-python"
     chat_template: str | None = None
     stop: list[str] = Field(default_factory=list)
-    n_ctx: int = Field(2048, ge=128)
+    n_ctx: int = Field(2048, ge=128, le=1_048_576)
     threads: int | None = Field(None, ge=1)  # None: automatic (see shared.core_share)
     n_batch: int = Field(512, ge=8)
     parallel: int = Field(4, ge=1, le=64)
@@ -126,16 +144,16 @@ class ModelSpec(BaseModel):
     overload_buffer: int = Field(32, ge=0)
     overload_wait: float = Field(30.0, gt=0)
     prompt_cache_mb: int = Field(256, ge=0)  # RAM for KV of sequences evicted from slots; 0: off
-    default_max_tokens: int = Field(256, ge=1)
-    max_tokens_limit: int = Field(1024, ge=1)
+    default_max_tokens: int = Field(256, ge=1, le=1_048_576)
+    max_tokens_limit: int = Field(1024, ge=1, le=1_048_576)
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
     port: int = Field(ge=1, le=65535)
     hostname: str
     instances: int = Field(1, ge=0, le=8)
     # Instances on the Actions fleet, when not `instances` (models these machines cannot
     # download have 0 locally and some on Actions).
     actions_instances: int | None = Field(None, ge=0, le=8)
-    profile: ModelProfile | None = None
-    battle_weight: float = Field(1.0, ge=0)
+    battle_weight: float = Field(1.0, ge=0, le=100)
     categories: list[str] = Field(default_factory=list)
     profile: ModelProfile = Field(default_factory=ModelProfile)
 
@@ -177,6 +195,10 @@ class ArenaPolicy(BaseModel):
     battles_per_minute: int = Field(10, ge=0, description="battles one client may open per minute; 0: no limit")
     votes_per_minute: int = Field(10, ge=0, description="votes one client may cast per minute; 0: no limit")
     flood_votes_per_hour: int = Field(60, ge=1, description="votes per hour from one client shown as a flood")
+    sessions_per_minute: int = Field(6, ge=0, description="mode sessions (discussion, council, roundtable) one "
+                                                          "client may start per minute; 0: no limit")
+    transcript_retention_days: float = Field(90, ge=0, description="days a mode session's transcript is kept; "
+                                                                   "0: for ever")
     trusted_proxies: list[str] = Field(default_factory=list,
                                        description="addresses or networks whose X-Forwarded-For is believed")
 

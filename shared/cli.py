@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("shared.models_cli", "list the models of the catalogue"),
     "bench": ("shared.bench_cli", "benchmark a model service and the gateway's overhead"),
     "keys": ("gateway.keys_cli", "create, list and revoke the gateway's API keys"),
+    "catalogue": ("gateway.admin.catalogue_cli", "the effective catalogue: the file plus the runtime overlay in the store"),
     "db": ("gateway.store.cli", "the gateway's store: upgrade the schema, export or import all data"),
     "leaderboard": ("gateway.arena.cli", "print the arena's leaderboard from the store"),
     "runner": ("scripts.runner_agent", "run one model instance on a CI runner, with handoff"),

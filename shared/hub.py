@@ -67,9 +67,15 @@ def is_offline() -> bool:
     return constants.is_offline_mode() or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
 
 
-def _split_repo(repo: str) -> tuple[str, str | None]:
+def split_repo(repo: str) -> tuple[str, str | None]:
+    """``org/name@revision`` -> (``org/name``, ``revision``); no revision: None (``main``)."""
     repo_id, at, revision = repo.partition("@")
     return repo_id, (revision if at and revision else None)
+
+
+def hub_endpoint() -> str | None:
+    """``HF_ENDPOINT`` as set now (huggingface-hub reads it once, at import), without a final slash."""
+    return (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
 
 
 def _progress_bar_class(progress: bool | None):
@@ -103,6 +109,14 @@ class QuantNotFound(Exception):
     """The repository has no single GGUF of the asked quantisation."""
 
 
+class AmbiguousQuant(QuantNotFound):
+    """Several GGUF models of the repository match the quantisation."""
+
+
+class SplitPartsMissing(QuantNotFound):
+    """The quantisation is split in parts and some of them are not in the repository."""
+
+
 def pick_quant_files(paths: list[str], quant: str) -> list[str]:
     """The GGUF file of quantisation `quant` among a repository's files, as llama.cpp's
     ``-hf repo:QUANT`` picks it: the name holds the quantisation as a whole word, not followed by more of a name (so Q4_K does
@@ -117,7 +131,7 @@ def pick_quant_files(paths: list[str], quant: str) -> list[str]:
         raise QuantNotFound(f"no GGUF of quantisation {quant} in the repository; it has: {listed}{more}")
     models = {SPLIT_RE.sub("", p) if SPLIT_RE.search(p) else p for p in matches}
     if len(models) > 1:
-        raise QuantNotFound(f"several GGUF files match {quant}: {', '.join(sorted(matches)[:MAX_LISTED])}; "
+        raise AmbiguousQuant(f"several GGUF files match {quant}: {', '.join(sorted(matches)[:MAX_LISTED])}; "
                             "name the file instead (hub:<repo>:<file>)")
     split = [p for p in matches if SPLIT_RE.search(p)]
     if not split:
@@ -126,7 +140,7 @@ def pick_quant_files(paths: list[str], quant: str) -> list[str]:
     present = {int(SPLIT_RE.search(p).group(1)) for p in split}
     missing = sorted(set(range(1, total + 1)) - present)
     if missing:
-        raise QuantNotFound(f"{quant} is split in {total} parts and parts {missing} are missing from the repository")
+        raise SplitPartsMissing(f"{quant} is split in {total} parts and parts {missing} are missing from the repository")
     return sorted(split, key=lambda p: int(SPLIT_RE.search(p).group(1)))
 
 
@@ -220,10 +234,10 @@ def fetch_from_hub(spec: ModelSpec, cache_dir: Path, *, progress: bool | None = 
     source = spec.source
     if source.kind != "hub" or not source.repo or not (source.file or source.quant):
         raise ModelFileError(f"{spec.key}: {source} is not a hub:<repo>:<file> source")
-    repo_id, revision = _split_repo(source.repo)
+    repo_id, revision = split_repo(source.repo)
     what = _describe(spec)
     offline = is_offline()
-    endpoint = (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+    endpoint = hub_endpoint()
     where = endpoint or "https://huggingface.co"
     cache = hub_cache_dir(cache_dir)
     token_set = bool(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))

@@ -1,6 +1,9 @@
 """`arena up`: the local fleet, the gateway plus instances of the catalogue's models, as local
 processes supervised together: started together, restarted if one crashes, stopped together
-(models drain first) on Ctrl-C or SIGTERM. No process outlives the supervisor."""
+(models drain first) on Ctrl-C or SIGTERM. No process outlives the supervisor.
+
+While it runs, the gateway may start more model processes or drain some through the supervisor's
+control channel (`shared.fleet_control`): `start_instance`, `drain_instance`, `list_instances`."""
 
 from __future__ import annotations
 
@@ -9,16 +12,24 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
 
 from shared import paths
-from shared.catalogue import Catalogue, env_key
+from shared.catalogue import Catalogue, ModelSpec, env_key
 from shared.core_share import CoreShare, available_cpus, pin, share_cores
-from shared.processes import ChildProcess
+from shared.fleet_control import ControlRefused, ControlServer
+from shared.processes import ChildProcess, free_port
 
 LOG_DIR = paths.log_dir("fleet")
 MAX_RESTARTS = 5
+MAX_INSTANCES_PER_MODEL = 8     # the catalogue's own bound on `instances`
+DRAIN_TIMEOUT = 120.0           # seconds a draining model process may take before it is killed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +47,15 @@ class Member:
     ready_path: str
     share: CoreShare | None = None
     restarts: int = 0
+    model: str | None = None        # None: the gateway
+    stopping: bool = False          # asked to drain: not restarted, removed once it exits
+
+    def public(self) -> dict[str, Any]:
+        state = "stopping" if self.stopping else "running" if self.process.running else "exited"
+        return {"instance_id": self.process.name, "model": self.model, "url": self.process.url, "state": state,
+                "pid": self.process.process.pid if self.process.process else None,
+                "threads": self.share.threads if self.share else None,
+                "cpus": list(self.share.cpus) if self.share and self.share.cpus else None}
 
     def start(self) -> None:
         self.process.start()
@@ -59,36 +79,139 @@ def plan_instances(catalogue: Catalogue, selections: list[str] | None) -> dict[s
 
 class LocalFleet:
     def __init__(self, catalogue: Catalogue, plan: dict[str, int], *, host: str, port: int, log_dir: Path,
-                 shares: list[CoreShare] | None = None, env: dict[str, str] | None = None) -> None:
+                 shares: list[CoreShare] | None = None, env: dict[str, str] | None = None,
+                 control: bool = True) -> None:
         """`shares`: each model process's cores, in plan order (default: `share_cores`);
-        `env`: more environment for every process (the benchmarks switch features with it)."""
+        `env`: more environment for every process (the benchmarks switch features with it);
+        `control`: serve the control channel, so the gateway can start and drain instances."""
         self.catalogue = catalogue
-        self.members: list[Member] = []
-        service_host = catalogue.fleet.service_host
+        self.log_dir = log_dir
+        self.env = env or {}
+        self.instances: list[Member] = []
+        self._lock = threading.RLock()
+        # Processes asked for through the control channel are started from this one long-lived
+        # thread: a child's parent-death signal (PR_SET_PDEATHSIG) fires when the *thread* that
+        # forked it ends, and each control request runs in a thread of its own.
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="fleet-spawn")
         urls: dict[str, list[str]] = {}
         instances = [(key, i) for key, count in plan.items() for i in range(count)]
         if shares is None:
             shares = share_cores([catalogue.model(key).threads for key, _ in instances], available_cpus())
         for (key, i), share in zip(instances, shares):
-            spec = catalogue.model(key)
-            service_port = spec.port + i
-            name = f"{key}-{i}"
-            proc = ChildProcess(name, ["serve", key, "--host", service_host, "--port", str(service_port),
-                                       "--instance-id", f"local-{name}", "--threads", str(share.threads)],
-                                port=service_port, host=service_host, env={**(env or {}), **share.child_env()},
-                                log_path=log_dir / f"{name}.log", catalogue=catalogue.path)
-            self.members.append(Member(proc, "/health", share))
-            urls.setdefault(key, []).append(proc.url)
+            member = self._model_member(key, f"{key}-{i}", catalogue.model(key).port + i, share, catalogue.path)
+            self.instances.append(member)
+            urls.setdefault(key, []).append(member.process.url)
+        self._next_index = {key: count for key, count in plan.items()}
+        self._control_wanted = control
+        self.control: ControlServer | None = None
         # The gateway is told exactly which instances exist; models left out get none.
-        gateway_env = {**(env or {}),
+        gateway_env = {**self.env,
                        **{f"{env_key(key)}_API_URL": ",".join(urls.get(key, [])) for key in catalogue.models}}
         self.gateway = ChildProcess("gateway", ["gateway", "--host", host, "--port", str(port)], port=port,
                                     host=host, env=gateway_env, log_path=log_dir / "gateway.log",
                                     catalogue=catalogue.path)
-        self.members.append(Member(self.gateway, "/health/live"))
+        self.gateway_member = Member(self.gateway, "/health/live")
         self._stopping = threading.Event()
 
+    @property
+    def members(self) -> list[Member]:
+        with self._lock:
+            return [*self.instances, self.gateway_member]
+
+    def _model_member(self, key: str, name: str, port: int, share: CoreShare, catalogue_path: Path | None) -> Member:
+        host = self.catalogue.fleet.service_host
+        proc = ChildProcess(name, ["serve", key, "--host", host, "--port", str(port), "--instance-id",
+                                   f"local-{name}", "--threads", str(share.threads)],
+                            port=port, host=host, env={**self.env, **share.child_env()},
+                            log_path=self.log_dir / f"{name}.log", catalogue=catalogue_path)
+        return Member(proc, "/health", share, model=key)
+
+    # -- the control channel's operations ---------------------------------------------------
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [member.public() for member in self.instances]
+
+    def start_instance(self, model: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start one more process of `model` on a free port, with a share of the cores; `spec`
+        (a catalogue entry) replaces the file's entry for this process. Returns at once: the
+        gateway's probes see it go from loading to ready."""
+        with self._lock:
+            if self._stopping.is_set():
+                raise ControlRefused(503, "fleet_stopping", "the fleet is stopping")
+            model_spec = self._spec(model, spec)
+            live = [m for m in self.instances if m.model == model and not m.stopping]
+            if len(live) >= MAX_INSTANCES_PER_MODEL:
+                raise ControlRefused(409, "too_many_instances",
+                                     f"{model} has {len(live)} instances, the most one model may have here")
+            index = self._next_index.get(model, 0)
+            self._next_index[model] = index + 1
+            name = f"{model}-{index}"
+            path = self._catalogue_with(name, model_spec) if spec is not None else self.catalogue.path
+            member = self._model_member(model, name, free_port(self.catalogue.fleet.service_host),
+                                        self._share_for(model_spec), path)
+            self._spawner.submit(member.start).result()
+            self.instances.append(member)
+        print(f"  start  {name:<16} {member.process.url}{_describe(member.share)} (asked by the gateway)", flush=True)
+        return member.public()
+
+    def drain_instance(self, instance_id: str) -> dict[str, Any]:
+        """SIGTERM one model process (it finishes in-flight work), then forget it once it exits."""
+        with self._lock:
+            member = next((m for m in self.instances if m.process.name == instance_id), None)
+            if member is None:
+                raise ControlRefused(404, "instance_not_found", f"no model process {instance_id!r} in this fleet")
+            if not member.stopping:
+                member.stopping = True
+                threading.Thread(target=self._drain, args=(member,), name=f"drain-{instance_id}", daemon=True).start()
+            return member.public()
+
+    def _drain(self, member: Member) -> None:
+        print(f"  drain  {member.process.name:<16} (asked by the gateway)", flush=True)
+        member.process.stop(timeout=DRAIN_TIMEOUT)
+        with self._lock:
+            if member in self.instances:
+                self.instances.remove(member)
+        print(f"  gone   {member.process.name}", flush=True)
+
+    def _spec(self, model: str, spec: dict[str, Any] | None) -> ModelSpec:
+        if spec is None:
+            if model not in self.catalogue.models:
+                raise ControlRefused(404, "model_not_found", f"{model!r} is not in this fleet's catalogue; send its spec")
+            return self.catalogue.models[model]
+        try:
+            return ModelSpec.model_validate({**spec, "key": model})
+        except ValidationError as exc:
+            raise ControlRefused(400, "invalid_spec", f"invalid spec for {model}: {exc}"[:2000]) from None
+
+    def _catalogue_with(self, name: str, spec: ModelSpec) -> Path:
+        """A catalogue file for one process: the fleet's file with this model's entry replaced."""
+        raw: dict[str, Any] = yaml.safe_load(self.catalogue.path.read_text()) if self.catalogue.path else {}
+        raw.setdefault("models", {})[spec.key] = {**spec.model_dump(mode="json", exclude={"key"}),
+                                                  "source": str(spec.source)}
+        path = self.log_dir / "specs" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    def _share_for(self, spec: ModelSpec) -> CoreShare:
+        """Cores of its own when some are free of every pinned process (and none roams), else an
+        unpinned share that waits passively, like every instance of an oversubscribed fleet."""
+        live = [m for m in self.instances if not m.stopping and m.share is not None]
+        cpus = available_cpus()
+        taken = {cpu for m in live for cpu in (m.share.cpus or ())}
+        free = [cpu for cpu in cpus if cpu not in taken]
+        roaming = any(m.share.cpus is None for m in live)
+        if free and not roaming and (spec.threads or 1) <= len(free):
+            return share_cores([spec.threads], free)[0]
+        threads = spec.threads or max(1, len(cpus) // (len(live) + 1))
+        return CoreShare(threads, None, passive_wait=True)
+
     def start(self) -> None:
+        if self._control_wanted:
+            # Only the gateway gets the control channel's address and token.
+            self.control = ControlServer(self).start()
+            self.gateway.env.update(self.control.child_env())
         for member in self.members:
             member.start()
         for member in self.members:
@@ -100,7 +223,7 @@ class LocalFleet:
         while not self._stopping.wait(1.0):
             for member in self.members:
                 proc = member.process
-                if proc.running or self._stopping.is_set():
+                if proc.running or member.stopping or self._stopping.is_set():
                     continue
                 if member.restarts >= MAX_RESTARTS:
                     print(f"  {proc.name} keeps crashing; giving up on it (log: {proc.log_path})", flush=True)
@@ -113,8 +236,12 @@ class LocalFleet:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.control is not None:
+            self.control.stop()
+        self._spawner.shutdown(wait=True)
         # Models first (they drain in-flight work), then the gateway that was relaying it.
-        services = [m.process for m in self.members if m.process is not self.gateway]
+        with self._lock:
+            services = [m.process for m in self.instances]
         threads = [threading.Thread(target=p.stop, kwargs={"timeout": 60}) for p in services]
         for thread in threads:
             thread.start()

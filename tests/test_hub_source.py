@@ -1,10 +1,7 @@
 """`hub:` model sources against a local fake of the Hugging Face hub, and the other source kinds.
 
-The fake hub is two real HTTP servers on 127.0.0.1 (the hub, and a "CDN" on another port, as
-huggingface.co redirects LFS files to a CDN). They answer what `hf_hub_download` asks, the way
-the hub does: ``HEAD/GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag``,
-``X-Linked-Etag``/``X-Linked-Size`` and a redirect for LFS files, ``X-Error-Code`` on errors,
-and byte ranges on the CDN. Every request is recorded.
+The fake hub (`tests.fake_hub`) is two real HTTP servers on 127.0.0.1 answering what
+huggingface-hub asks, the way the hub does; every request is recorded.
 
 Each fetch runs `resolve_model_file` in a fresh Python process with ``HF_ENDPOINT`` pointing at
 the fake (huggingface-hub reads its environment at import time), so the real client code talks
@@ -19,207 +16,21 @@ import hashlib
 import json
 import os
 import pty
-import random
 import struct
 import subprocess
 import sys
 import termios
 import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from shared.catalogue import ModelSpec
 from shared.model_files import ModelFileError, resolve_model_file
+from tests.fake_hub import (COMMIT, FILE, GATED_REPO, PLAIN_REPO, PUBLIC_REPO, VALID_TOKEN, FakeHub, fake_gguf,
+                            serve_fake_hub)
 from tests.harness import PROJECT_ROOT, free_port
-
-COMMIT = hashlib.sha1(b"fake commit").hexdigest()
-VALID_TOKEN = "hf_fake_valid_token"
-PUBLIC_REPO = "fake-org/tiny-gguf"  # an LFS file, redirected to the CDN
-PLAIN_REPO = "fake-org/plain-gguf"  # a small file served by the hub itself
-GATED_REPO = "fake-org/gated-gguf"
-FILE = "tiny.gguf"
-
-
-def fake_gguf(size: int = 300_000, seed: int = 1) -> bytes:
-    """GGUF-looking bytes: magic, version 3, zero tensors and metadata, then noise."""
-    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 0)
-    return header + random.Random(seed).randbytes(size - len(header))
-
-
-def git_blob_sha1(content: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
-
-
-@dataclass
-class Request:
-    server: str
-    method: str
-    path: str
-    authorization: str | None
-    range: str | None
-
-
-@dataclass
-class FakeHub:
-    """The hub's repos, its servers and the log of what was asked."""
-
-    files: dict[tuple[str, str], tuple[bytes, bool]] = field(default_factory=dict)  # (repo, file) -> (bytes, lfs)
-    gated: set[str] = field(default_factory=set)
-    requests: list[Request] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    hub_url: str = ""
-    cdn_url: str = ""
-
-    def repos(self) -> set[str]:
-        return {repo for repo, _ in self.files}
-
-    def record(self, server: str, handler: BaseHTTPRequestHandler) -> None:
-        with self.lock:
-            self.requests.append(Request(server, handler.command, handler.path,
-                                         handler.headers.get("Authorization"), handler.headers.get("Range")))
-
-    def seen(self, server: str | None = None, method: str | None = None) -> list[Request]:
-        with self.lock:
-            return [r for r in self.requests
-                    if (server is None or r.server == server) and (method is None or r.method == method)]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.requests.clear()
-
-    def blob(self, sha256: str) -> bytes | None:
-        for content, lfs in self.files.values():
-            if lfs and hashlib.sha256(content).hexdigest() == sha256:
-                return content
-        return None
-
-
-def _reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes = b"") -> None:
-    handler.send_response(status)
-    for name, value in headers.items():
-        handler.send_header(name, value)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    if handler.command != "HEAD" and body:
-        handler.wfile.write(body)
-
-
-def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Hub(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self.answer()
-
-        def do_GET(self) -> None:
-            self.answer()
-
-        def error(self, status: int, code: str | None, message: str, commit: str | None = None) -> None:
-            headers = {"X-Error-Message": message, "Content-Type": "application/json"}
-            if code:
-                headers["X-Error-Code"] = code
-            if commit:
-                headers["X-Repo-Commit"] = commit
-            _reply(self, status, headers, json.dumps({"error": message}).encode())
-
-        def answer(self) -> None:
-            hub.record("hub", self)
-            parts = [unquote(p) for p in urlsplit(self.path).path.strip("/").split("/")]
-            if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
-                return self.tree("/".join(parts[2:4]), parts[5])
-            if len(parts) < 5 or parts[2] != "resolve":
-                return self.error(404, None, "Not Found")
-            repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
-            auth = self.headers.get("Authorization")
-            if auth is not None and auth != f"Bearer {VALID_TOKEN}":
-                return self.error(401, None, "Invalid credentials in Authorization header")
-            if repo not in hub.repos():
-                return self.error(401, "RepoNotFound", "Repository not found")
-            if repo in hub.gated and auth is None:
-                return self.error(401, "GatedRepo", f"Access to model {repo} is restricted. You must have access "
-                                  "to it and be authenticated to access it. Please log in.")
-            if revision not in ("main", COMMIT):
-                return self.error(404, "RevisionNotFound", "Invalid rev id: " + revision)
-            if (repo, filename) not in hub.files:
-                return self.error(404, "EntryNotFound", f"{filename} does not exist on main", commit=COMMIT)
-            content, lfs = hub.files[(repo, filename)]
-            if lfs:
-                sha = hashlib.sha256(content).hexdigest()
-                pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(content)}\n"
-                return _reply(self, 302, {
-                    "Location": f"{hub.cdn_url}/blobs/{sha}?X-Signature=fake",
-                    "X-Repo-Commit": COMMIT,
-                    "ETag": f'"{git_blob_sha1(pointer.encode())}"',
-                    "X-Linked-Etag": f'"{sha}"',
-                    "X-Linked-Size": str(len(content)),
-                })
-            return _reply(self, 200, {
-                "X-Repo-Commit": COMMIT,
-                "ETag": f'"{git_blob_sha1(content)}"',
-                "Content-Type": "application/octet-stream",
-                "Accept-Ranges": "bytes",
-            }, content)
-
-        def tree(self, repo: str, revision: str) -> None:
-            """``GET /api/models/{repo}/tree/{revision}?recursive=true``: the repo's files, as the
-            hub lists them (one page; LFS files with their sha256 and size)."""
-            if repo not in hub.repos():
-                return self.error(401, "RepoNotFound", "Repository not found")
-            if revision not in ("main", COMMIT):
-                return self.error(404, "RevisionNotFound", "Invalid rev id: " + revision)
-            entries = []
-            for (file_repo, path), (content, lfs) in sorted(hub.files.items()):
-                if file_repo != repo:
-                    continue
-                entry = {"type": "file", "oid": git_blob_sha1(content), "size": len(content), "path": path}
-                if lfs:
-                    entry["lfs"] = {"oid": hashlib.sha256(content).hexdigest(), "size": len(content),
-                                    "pointerSize": 134}
-                entries.append(entry)
-            _reply(self, 200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
-
-    return Hub
-
-
-def _cdn_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Cdn(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self.answer()
-
-        def do_GET(self) -> None:
-            self.answer()
-
-        def answer(self) -> None:
-            hub.record("cdn", self)
-            path = urlsplit(self.path).path
-            content = hub.blob(path.rsplit("/", 1)[-1]) if path.startswith("/blobs/") else None
-            if content is None:
-                return _reply(self, 404, {"Content-Type": "text/plain"}, b"NoSuchKey")
-            headers = {
-                "Content-Type": "application/octet-stream",
-                "Accept-Ranges": "bytes",
-                "Content-Disposition": f"inline; filename*=UTF-8''{FILE}; filename=\"{FILE}\";",
-                "ETag": f'"{hashlib.sha256(content).hexdigest()}"',
-            }
-            requested = self.headers.get("Range")
-            if requested and requested.startswith("bytes="):
-                start_text, _, end_text = requested[len("bytes="):].partition("-")
-                start = int(start_text)
-                end = int(end_text) if end_text else len(content) - 1
-                headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
-                return _reply(self, 206, headers, content[start:end + 1])
-            return _reply(self, 200, headers, content)
-
-    return Cdn
-
 
 @pytest.fixture
 def hub():
@@ -228,17 +39,8 @@ def hub():
     fake.files[(PLAIN_REPO, FILE)] = (fake_gguf(size=50_000, seed=2), False)
     fake.files[(GATED_REPO, FILE)] = (fake_gguf(seed=3), True)
     fake.gated.add(GATED_REPO)
-    servers = []
-    for name, handler in (("hub", _hub_handler(fake)), ("cdn", _cdn_handler(fake))):
-        server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name=f"fake-{name}", daemon=True).start()
-        servers.append(server)
-        setattr(fake, f"{name}_url", f"http://127.0.0.1:{server.server_address[1]}")
-    yield fake
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with serve_fake_hub(fake):
+        yield fake
 
 
 # --- running a fetch in a fresh process -------------------------------------------------------

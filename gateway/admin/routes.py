@@ -1,6 +1,7 @@
-"""HTTP routes of the admin side. Thin: the logic is in `audit` and `analytics`.
+"""HTTP routes of the admin side. Thin: the logic is in `audit` and `analytics` (and, for the
+models, `model_routes` over `catalogue_overlay` and `hub_downloads`).
 
-Pages (`/admin`, `/admin/analytics`, `/admin/playground`) are static HTML with no data in them:
+Pages (`/admin`, `/admin/analytics`, `/admin/models`, `/admin/playground`) are static HTML with no data in them:
 each asks for the admin key in a login form, keeps it in the tab's sessionStorage and sends it as
 `Authorization: Bearer` to the `/api/admin/*` APIs, which all require it (`auth.require_admin`).
 """
@@ -18,6 +19,9 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.admin.analytics import RequestAnalytics
 from gateway.admin.audit import AuditLog, fingerprint
+from gateway.admin import model_routes
+from gateway.admin.catalogue_overlay import CatalogueOverlay
+from gateway.admin.hub_downloads import HubDownloads
 from gateway.admin.settings import AdminSettings
 from gateway.arena.routes import PAGE_HEADERS
 from gateway.auth import bearer_token, require_admin
@@ -36,7 +40,9 @@ class Page:
 
 PAGES = {"/admin": Page("keys", "API keys", ()),
          "/admin/analytics": Page("analytics", "Analytics", ("/static/arena/vendor/chart.umd.min.js",)),
-         "/admin/playground": Page("playground", "Playground", ())}
+         "/admin/models": Page("models", "Models", ()),
+         "/admin/playground": Page("playground", "Playground", ()),
+         "/admin/instances": Page("instances", "Instances", ())}
 
 
 @dataclass
@@ -48,6 +54,10 @@ class Admin:
     async def record(self, request: Request, action: str, target: str = "", detail: dict[str, Any] | None = None) -> None:
         """Write an admin action to the audit log, as done by the caller's admin key."""
         await self.audit.record(actor_of(request), action, target, detail)
+
+    @staticmethod
+    def actor(request: Request) -> str:
+        return actor_of(request)
 
     async def maintain(self) -> None:
         now = time.time()
@@ -149,19 +159,40 @@ async def arena_activity(request: Request, days: int = Query(14, ge=1, le=366)) 
     return await admin_of(request).analytics.arena_per_day(days)
 
 
+def publish_catalogue(app: FastAPI):
+    """The hook that makes the overlay's effective catalogue the one the gateway reads: its
+    registry (known models, registrations), status page, model list and the arena's battles."""
+    def publish(catalogue) -> None:
+        app.state.catalogue = catalogue
+        app.state.instances.catalogue = catalogue
+        arena = getattr(app.state, "arena", None)
+        if arena is not None:
+            arena.catalogue = catalogue
+            arena.battles.weights = {k: m.battle_weight for k, m in catalogue.models.items()}
+    return publish
+
+
 def install(app: FastAPI) -> None:
     settings = AdminSettings()
     db = app.state.database
     admin = app.state.admin = Admin(settings, AuditLog(db), RequestAnalytics(db))
+    overlay = app.state.catalogue_overlay = CatalogueOverlay(app.state.catalogue, db)
+    overlay.on_catalogue_changed.append(publish_catalogue(app))
+    app.state.on_store_ready.append(overlay.load)
+    hub = app.state.hub_downloads = HubDownloads(app.state.catalogue.fleet.model_cache_path(),
+                                                 max_bytes=settings.max_download_bytes,
+                                                 max_active=settings.max_active_downloads)
     app.state.metrics.observers.append(admin.analytics.record)
     jobs = [Periodic("admin analytics flush", settings.analytics_flush, admin.analytics.flush),
-            Periodic("admin analytics roll-up", max(60.0, settings.analytics_flush), admin.maintain)]
+            Periodic("admin analytics roll-up", max(60.0, settings.analytics_flush), admin.maintain),
+            Periodic("catalogue overlay refresh", settings.overlay_refresh, overlay.load)]
 
     async def start() -> None:
         for job in jobs:
             job.start()
 
     async def stop() -> None:
+        await hub.close()
         for job in jobs:
             await job.stop()
         await jobs[0].run_once()  # what the last seconds measured
@@ -171,4 +202,5 @@ def install(app: FastAPI) -> None:
     app.include_router(pages)
     app.include_router(public)
     app.include_router(api)
+    app.include_router(model_routes.router)
     app.mount("/static/admin", StaticFiles(directory=WEB_DIR, check_dir=False), name="admin-static")

@@ -18,3 +18,9 @@ class AdminSettings(BaseSettings):
                                           description="hours minute points are kept before they are rolled up by hour")
     hour_retention_days: float = Field(30.0, ge=1, le=3650, description="days hour points are kept")
     audit_retention_days: float = Field(365.0, ge=1, description="days audit log entries are kept")
+    max_download_bytes: int = Field(8 * 1024 ** 3, ge=1,
+                                    description="largest model (all its files) the admin side downloads from the hub")
+    max_active_downloads: int = Field(2, ge=1, le=16, description="hub downloads running at once")
+    overlay_refresh: float = Field(30.0, gt=0, le=3600,
+                                   description="seconds between reloads of the runtime catalogue overlay from the store "
+                                               "(changes made through another gateway on the same store)")

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
-from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -28,21 +27,19 @@ from gateway.arena.clients import ClientIdentifier, ClientLimits
 from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.settings import ArenaSettings
-from gateway.arena.votes import SIDES, VoteStore
+from gateway.arena.votes import SIDES, Vote, VoteStore
 from gateway.keys import RateLimiter
+from gateway.static_assets import PageAssets
 from gateway.store import Database
 from gateway.upstream import RelayResponse
 from shared.catalogue import Catalogue
+from shared.csp import CONTENT_SECURITY_POLICY
 from shared.errors import ApiError
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
 
-# Model output is rendered as HTML (after DOMPurify); this policy is the second wall: no
-# inline script or handler runs, and nothing loads from another origin.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
+# Model output is rendered as HTML (after DOMPurify); the Content-Security-Policy (shared.csp)
+# is the second wall: no inline script or handler runs, and nothing loads from another origin.
 PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -85,11 +82,12 @@ class Arena:
             self._leaderboard_checked = time.monotonic()
             version = (await self.store.vote_count(), await self.store.exclusions_version())
             if self._leaderboard is None or self._leaderboard[0] != version:
-                votes = [vote async for vote in self.store.votes()]
+                rows = [row async for row in self.store.vote_rows()]  # decoded in the worker thread
                 excluded = await self.store.excluded_clients()
                 board = await run_in_threadpool(
-                    lambda: build_leaderboard(votes, self.display_names(), flagger=self.flagger,
-                                              excluded_clients=excluded, rounds=self.settings.bootstrap_rounds))
+                    lambda: build_leaderboard([Vote.from_row(r) for r in rows], self.display_names(),
+                                              flagger=self.flagger, excluded_clients=excluded,
+                                              rounds=self.settings.bootstrap_rounds))
                 self._leaderboard = (version, board)
             return self._leaderboard[1]
 
@@ -279,14 +277,17 @@ class ExcludeRequest(BaseModel):
 
 
 @admin.get("/api/admin/arena/clients")
-async def arena_clients(request: Request) -> dict[str, Any]:
-    """Who votes how much: per client, votes in the last hour and in all, flood flag, exclusion."""
+async def arena_clients(request: Request, limit: int = Query(100, ge=1, le=1000),
+                        offset: int = Query(0, ge=0, le=1_000_000)) -> dict[str, Any]:
+    """Who votes how much: per client, votes in the last hour and in all, flood flag, exclusion;
+    the most active first, a page of `limit` from `offset` (`has_more`: another page follows)."""
     arena = arena_of(request)
     threshold = arena.catalogue.arena.flood_votes_per_hour
-    clients = await arena.store.client_activity(since=time.time() - 3600)
+    clients = await arena.store.client_activity(since=time.time() - 3600, limit=limit + 1, offset=offset)
     for c in clients:
         c["flood"] = c["votes_recent"] > threshold
-    return {"object": "list", "flood_votes_per_hour": threshold, "data": clients}
+    return {"object": "list", "flood_votes_per_hour": threshold, "data": clients[:limit],
+            "has_more": len(clients) > limit}
 
 
 @admin.post("/api/admin/arena/excluded-clients", status_code=201)
@@ -340,4 +341,4 @@ def install(app: FastAPI) -> None:
     app.include_router(api, dependencies=_api_dependencies())
     app.include_router(public_api)
     app.include_router(admin, dependencies=[Depends(auth.require_admin)])
-    app.mount("/static/arena", StaticFiles(directory=WEB_DIR, check_dir=False), name="arena-static")
+    app.mount("/static/arena", PageAssets(directory=WEB_DIR, check_dir=False), name="arena-static")

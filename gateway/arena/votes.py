@@ -295,13 +295,19 @@ class VoteStore:
     async def votes(self, page: int = 500) -> AsyncIterator[Vote]:
         """Every vote, oldest first, read `page` at a time: no connection is held while the
         caller waits (the export's client may read as slowly as it likes)."""
+        async for row in self.vote_rows(page):
+            yield Vote.from_row(row)
+
+    async def vote_rows(self, page: int = 500) -> AsyncIterator[dict[str, Any]]:
+        """Every vote's row, undecoded (`Vote.from_row` decodes one: a caller with many may do
+        that off the event loop), oldest first, `page` at a time."""
         after = 0
         while True:
             async with self.db.read() as conn:
                 rows = (await conn.execute(select(votes).where(votes.c.id > after)
                                            .order_by(votes.c.id).limit(page))).all()
             for row in rows:
-                yield Vote.from_row(row._asdict())
+                yield row._asdict()
             if len(rows) < page:
                 return
             after = rows[-1].id
@@ -312,18 +318,21 @@ class VoteStore:
 
     # -- clients -------------------------------------------------------------------------
 
-    async def client_activity(self, since: float) -> list[dict[str, Any]]:
-        """Per client: votes since `since` (a time.time()), all its votes, and whether it is excluded."""
+    async def client_activity(self, since: float, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Per client: votes since `since` (a time.time()), all its votes, and whether it is excluded;
+        most recent votes first, `limit` clients from `offset`."""
         async with self.db.read() as conn:
-            recent = func.sum(case((votes.c.created_at >= since, 1), else_=0))
-            rows = (await conn.execute(select(votes.c.client, recent.label("recent"), func.count().label("total"),
-                                              func.max(votes.c.created_at).label("last"))
-                                       .where(votes.c.client.is_not(None)).group_by(votes.c.client))).all()
-            excluded = {r.client: r for r in (await conn.execute(select(arena_excluded_clients))).all()}
-        out = [{"client": r.client, "votes_recent": int(r.recent or 0), "votes_total": int(r.total),
-                "last_vote_at": r.last, "excluded": r.client in excluded,
-                "excluded_reason": excluded[r.client].reason if r.client in excluded else None} for r in rows]
-        return sorted(out, key=lambda c: (-c["votes_recent"], -c["votes_total"], c["client"]))
+            recent = func.sum(case((votes.c.created_at >= since, 1), else_=0)).label("recent")
+            total = func.count().label("total")
+            rows = (await conn.execute(select(votes.c.client, recent, total, func.max(votes.c.created_at).label("last"))
+                                       .where(votes.c.client.is_not(None)).group_by(votes.c.client)
+                                       .order_by(recent.desc(), total.desc(), votes.c.client)
+                                       .limit(limit).offset(offset))).all()
+            excluded = {r.client: r for r in (await conn.execute(select(arena_excluded_clients).where(
+                arena_excluded_clients.c.client.in_([r.client for r in rows])))).all()}
+        return [{"client": r.client, "votes_recent": int(r.recent or 0), "votes_total": int(r.total),
+                 "last_vote_at": r.last, "excluded": r.client in excluded,
+                 "excluded_reason": excluded[r.client].reason if r.client in excluded else None} for r in rows]
 
     async def exclude_client(self, client: str, reason: str = "", *, now: float | None = None) -> None:
         async with self.db.write() as conn:

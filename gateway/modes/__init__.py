@@ -30,12 +30,13 @@ def attach_modes(app: FastAPI, settings: "ModesSettings | None" = None) -> None:
 
     state = app.state
     settings = settings or ModesSettings()
-    repository = TranscriptRepository(state.database)
+    repository = TranscriptRepository(state.database, retention_days=state.catalogue.arena.transcript_retention_days)
     service = ModesService(state.catalogue, settings, FleetChat(state.upstream.stream_chat),
                            state.instances.ready_models, repository, external_client(settings))
     install(app, service)
 
     state.on_shutdown.append(service.aclose)
+    state.on_prune.append(repository.prune)
 
     # The stream's event types, referenced by POST /api/modes/{mode}, join the document's schemas.
     original = app.openapi

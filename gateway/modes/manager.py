@@ -1,10 +1,11 @@
 """Starting sessions: checks and bounds, the model clients, the run, its stream and its record.
 
 `ModesService.open(mode, request, client)` checks the request against the settings and the
-fleet (raising `ApiError` before anything starts), takes one of the client's session slots,
-and returns a `SessionStream`: the session's events as SSE bytes. The session runs in its own
-task; closing the stream (the client went away, or pressed Stop) cancels that task, which
-cancels every generation it started and frees the slot. The transcript is saved when the
+fleet (raising `ApiError` before anything starts), counts the start against the client's
+per-minute limit (the catalogue's `arena.sessions_per_minute`, shared by replicas), takes one
+of the client's session slots, and returns a `SessionStream`: the session's events as SSE
+bytes. The session runs in its own task; closing the stream (the client went away, or pressed
+Stop) cancels that task, which cancels every generation it started and frees the slot. The transcript is saved when the
 session starts and when it ends, however it ends.
 """
 
@@ -18,7 +19,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from gateway.arena.clients import ClientIdentifier
+from gateway.arena.clients import ClientIdentifier, ClientLimits
+from gateway.keys import RateLimiter
 from gateway.modes.chat import ChatClient, ExternalChat
 from gateway.modes.council import Council
 from gateway.modes.discussion import Discussion
@@ -122,6 +124,7 @@ class ModesService:
         self.external = external
         self.slots = ClientSlots(settings.sessions_per_client, settings.max_sessions)
         self.clients = ClientIdentifier(catalogue.arena.trusted_proxies)
+        self.limits = ClientLimits(catalogue.arena, RateLimiter(repository.db))
         self.display_names = {k: m.display_name for k, m in catalogue.models.items()}
         self.modes = {
             "discussion": Discussion({k: m.profile for k, m in catalogue.models.items()}),
@@ -183,8 +186,9 @@ class ModesService:
 
     # -- running -----------------------------------------------------------------------
 
-    def open(self, mode: str, request: ModeRequest, client: str) -> tuple[str, SessionStream]:
+    async def open(self, mode: str, request: ModeRequest, client: str) -> tuple[str, SessionStream]:
         prepared = self.check(mode, request)
+        await self.limits.check("session", client)
         release = self.slots.acquire(client)
         participants = make_participants(request.participants, self.display_names)
         orchestrator = prepared.orchestrator

@@ -4,6 +4,10 @@ Pages `/modes/discussion`, `/modes/council`, `/modes/roundtable` (a stored sessi
 `?t=<id>`); `POST /api/modes/{mode}` streams a session as Server-Sent Events;
 `GET /api/modes/options` lists who can take part; `GET /api/modes/transcripts/{id}` returns a
 stored session (`?download=1` as a file).
+
+Running a session takes the gateway's API key when it requires one. Reading a stored session
+does not, deliberately: its id (96 random bits) is the capability, like a share link, so the
+page's permalink and "Export as JSON" work as plain links in any browser.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def _dependencies() -> list[Any]:
 
 
 api = APIRouter(tags=["modes"])
+public_api = APIRouter(tags=["modes"])
 
 
 @api.get("/api/modes/options")
@@ -78,12 +83,12 @@ async def run_mode(mode: Literal["discussion", "council", "roundtable"], body: M
     The session id is in the `X-Arena-Session` header and the `done` event.
     """
     service = service_of(request)
-    session_id, stream = service.open(mode, body, client_of(request))
+    session_id, stream = await service.open(mode, body, client_of(request))
     return RelayResponse(stream, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Arena-Session": session_id})
 
 
-@api.get("/api/modes/transcripts/{transcript_id}")
+@public_api.get("/api/modes/transcripts/{transcript_id}")
 async def transcript(transcript_id: str, request: Request, download: bool = False) -> JSONResponse:
     """A stored session: its settings, participants and every event but the tokens."""
     if not 8 <= len(transcript_id) <= 64:
@@ -101,3 +106,4 @@ def install(app, service: ModesService) -> None:
     app.state.modes = service
     app.include_router(pages)
     app.include_router(api, dependencies=_dependencies())
+    app.include_router(public_api)

@@ -15,9 +15,9 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal, Sequence
+from typing import Annotated, Any, Awaitable, Callable, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.modes.chat import ChatClient, ChatFailed, ChatRequest
 
@@ -27,6 +27,8 @@ MODES = ("discussion", "council", "roundtable")
 EVENT_TYPES = ("turn_start", "token", "turn_end", "evaluation", "ranking", "synthesis", "error", "done")
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_CHARS_PER_TOKEN = 32
+MODEL_ID_MAX = 128  # a model key (or "external"): longer is no model, and is never echoed back
+ModelId = Annotated[str, StringConstraints(max_length=MODEL_ID_MAX)]
 
 
 class ModeRequest(BaseModel):
@@ -35,13 +37,13 @@ class ModeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=100_000)
-    participants: list[str] = Field(min_length=2, max_length=6,
+    participants: list[ModelId] = Field(min_length=2, max_length=6,
                                     description="model keys, 2 to 6; a model may take part more than once")
     rounds: int = Field(2, ge=1, le=10, description="discussion rounds, or roundtable revisions")
     max_tokens: int = Field(192, ge=1, le=4096, description="tokens per turn")
     temperature: float = Field(0.7, ge=0.0, le=2.0)
-    orchestrator: str | None = Field(None, description="a model key or \"external\"; default: the gateway's")
-    chairman: str | None = Field(None, description="council: a participant id (p1, p2, ...), \"orchestrator\", "
+    orchestrator: ModelId | None = Field(None, description="a model key or \"external\"; default: the gateway's")
+    chairman: str | None = Field(None, max_length=16, description="council: a participant id (p1, p2, ...), \"orchestrator\", "
                                                    "or empty for the best-ranked participant")
 
 

@@ -4,14 +4,17 @@
 `mode_transcripts` (gateway/store/schema.py) per session with its mode, status, times and the
 transcript as JSON. It is written when a session starts and again when it ends (done,
 stopped, timed out or failed), so a session the client abandoned is still there, `stopped`.
+`prune()` (run by the gateway's pruning job) forgets finished sessions older than the catalogue's
+`arena.transcript_retention_days`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.modes.session import Transcript
@@ -20,8 +23,10 @@ from gateway.store.schema import mode_transcripts
 
 
 class TranscriptRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, retention_days: float = 0, clock: Callable[[], float] = time.time) -> None:
         self.db = db
+        self.retention_days = retention_days
+        self.clock = clock
 
     async def save(self, transcript: Transcript) -> None:
         values = {"id": transcript.id, "mode": transcript.mode, "status": transcript.status,
@@ -40,3 +45,12 @@ class TranscriptRepository:
             row = (await conn.execute(select(mode_transcripts.c.body)
                                       .where(mode_transcripts.c.id == transcript_id))).first()
         return json.loads(row.body) if row else None
+
+    async def prune(self) -> int:
+        """Forget finished sessions that started more than `retention_days` ago (0: keep all)."""
+        if self.retention_days <= 0:
+            return 0
+        cutoff = self.clock() - self.retention_days * 86400
+        async with self.db.write() as conn:
+            return (await conn.execute(delete(mode_transcripts).where(
+                mode_transcripts.c.created_at < cutoff, mode_transcripts.c.finished_at.is_not(None)))).rowcount

@@ -166,3 +166,16 @@ def _analytics_table(name: str) -> Table:
 
 analytics_minutes = _analytics_table("analytics_minutes")
 analytics_hours = _analytics_table("analytics_hours")
+
+# The runtime overlay of the catalogue (revision 0401_catalogue_overlay): one row per model
+# added at runtime (`kind` "model": `spec` is its whole catalogue entry) or per catalogue model
+# whose settings an admin changed (`kind` "override": `spec` holds the changed fields only).
+catalogue_overlay = Table(
+    "catalogue_overlay", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("updated_by", String(64), nullable=False, server_default=""),
+    CheckConstraint("kind IN ('model', 'override')", name="catalogue_overlay_kind"),
+)

@@ -18,9 +18,42 @@ ADMIN_GETS = ["/api/admin/session", "/api/admin/keys", "/api/admin/audit", "/api
 @pytest.fixture
 def gateway(fake_upstreams, gateway_apps):
     fake = fake_upstreams()
-    client = gateway_apps({SMOL: [fake.url]}, require_api_key=True, admin_key=ADMIN_KEY)
+    # Many wrong keys are sent on purpose here; the limit on them has its own test.
+    client = gateway_apps({SMOL: [fake.url]}, require_api_key=True, admin_key=ADMIN_KEY, auth_failures_per_minute=1000)
     wait_ready(client, f"{SMOL}-0")
     return client
+
+
+def test_wrong_keys_are_limited_per_client_and_then_even_the_right_one_is_refused(gateway_apps):
+    gateway = gateway_apps(require_api_key=True, admin_key=ADMIN_KEY, auth_failures_per_minute=3)
+    wrong = {"Authorization": "Bearer wrong-guess-0123456789"}
+    assert_openai_error(gateway.get("/api/admin/session"), 401, "invalid_admin_key")  # no key: not a guess
+    for _ in range(2):
+        assert_openai_error(gateway.get("/api/admin/session", headers=wrong), 401, "invalid_admin_key")
+    assert_openai_error(gateway.get("/v1/models", headers=wrong), 401, "invalid_api_key")  # the /v1 side counts too
+    for response in (gateway.get("/api/admin/session", headers=wrong),
+                     gateway.post("/api/admin/session", headers=ADMIN), gateway.get("/v1/models", headers=ADMIN)):
+        assert_openai_error(response, 429, "rate_limit_exceeded")
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_an_admin_key_shorter_than_the_minimum_is_refused_at_start(monkeypatch, capsys):
+    import argparse
+
+    from pydantic import ValidationError
+
+    from gateway.cli import run
+    from gateway.settings import ADMIN_KEY_MIN_LENGTH, GatewaySettings
+    from shared.catalogue import load_catalogue
+
+    with pytest.raises(ValidationError):  # (checked first: without the check, `run` would serve)
+        GatewaySettings(admin_key="k" * (ADMIN_KEY_MIN_LENGTH - 1))
+    assert GatewaySettings(admin_key="k" * ADMIN_KEY_MIN_LENGTH).admin_key
+    monkeypatch.setenv("ARENA_GATEWAY_ADMIN_KEY", "k" * (ADMIN_KEY_MIN_LENGTH - 1))
+    args = argparse.Namespace(host=None, port=None, log_format=None, log_level=None)
+    assert run(args, load_catalogue()) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"at least {ADMIN_KEY_MIN_LENGTH}" in err and "k" * 8 not in err
 
 
 def test_admin_side_off_without_an_admin_key_says_how_to_turn_it_on(gateway_apps):

@@ -46,15 +46,17 @@ def fleet(tmp_path_factory):
 
 
 @pytest.fixture
-def page(browser):  # noqa: F811 (the fixture imported above)
+def page(browser, request):  # noqa: F811 (the fixture imported above)
     context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    # A refused login is a 401 the browser logs; every other console error fails the test.
-    page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource: the server "
-                                                                              "responded with a status of 401")
-            and errors.append(m.text))
+    # A refused login is a 401 the browser logs (a module using this fixture may expect other
+    # refusals: its EXPECTED_STATUSES); every other console error fails the test.
+    expected = getattr(request.module, "EXPECTED_STATUSES", (401,))
+    page.on("console", lambda m: m.type == "error" and not any(
+        m.text.startswith(f"Failed to load resource: the server responded with a status of {status}")
+        for status in expected) and errors.append(m.text))
     yield page
     context.close()
     assert not errors, errors

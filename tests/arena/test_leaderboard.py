@@ -46,3 +46,39 @@ def test_a_vote_on_an_answer_that_names_a_model_is_kept_out_of_the_ratings():
     empty = build_leaderboard([replace(votes[0], answer_a=" ", status_a="stopped"),
                                replace(votes[1], status_b="error")], {}, flagger=flagger)
     assert empty["counted"] == 0 and empty["excluded"] == {"not_a_contest": 2}
+
+
+async def test_a_leaderboard_is_rebuilt_at_most_every_max_age_seconds(tmp_path):
+    from gateway.arena.routes import Arena
+    from gateway.arena.settings import ArenaSettings
+    from gateway.arena.votes import SideResult, VoteStore
+    from gateway.store import Database
+    from gateway.store.database import sqlite_url
+    from shared.catalogue import load_catalogue
+
+    # Off by default in tests (tests/conftest.py); served for 30 s by default in production.
+    assert ArenaSettings.model_fields["leaderboard_max_age"].default == 30.0
+    db = Database(sqlite_url(tmp_path / "store.sqlite3"))
+    await db.upgrade()
+    store = VoteStore(db)
+
+    async def vote(battle_id: str) -> None:
+        await store.create_battle(battle_id, "m", "n", 1, {"prompt": "hi", "system": "", "temperature": 0.7,
+                                                          "max_tokens": 8})
+        for side in "ab":
+            await store.claim_side(battle_id, side)
+            await store.finish_side(battle_id, side, SideResult(status="done", answer=f"answer {side}", tokens=2,
+                                                                finish_reason="stop"))
+        await store.record_vote(battle_id, "model_a")
+
+    try:
+        catalogue = load_catalogue()
+        cached = Arena(catalogue, ArenaSettings(leaderboard_max_age=30, bootstrap_rounds=10), db)
+        fresh = Arena(catalogue, ArenaSettings(leaderboard_max_age=0, bootstrap_rounds=10), db)
+        await vote("b1")
+        assert (await cached.leaderboard())["votes"] == 1 == (await fresh.leaderboard())["votes"]
+        await vote("b2")
+        assert (await cached.leaderboard())["votes"] == 1  # within max_age: the board is served as built
+        assert (await fresh.leaderboard())["votes"] == 2
+    finally:
+        await db.dispose()

@@ -11,7 +11,7 @@ import pytest
 
 from tests.arena.synthetic_votes import fill_store
 from tests.arena.test_browser import browser, new_page, shot  # noqa: F401 (browser: a fixture)
-from tests.harness import start_gateway
+from tests.harness import assert_openai_error, start_gateway
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -95,7 +95,11 @@ def test_a_flood_is_visible_to_the_admin_and_can_be_excluded(board_gateway):
     clients = httpx.get(board_gateway + "/api/admin/arena/clients", headers=admin).json()
     top = clients["data"][0]
     assert (top["client"], top["votes_recent"], top["flood"], top["excluded"]) == ("addr:203.0.113.66", 70, True, False)
-    assert not any(c["flood"] for c in clients["data"][1:])
+    assert not any(c["flood"] for c in clients["data"][1:]) and clients["has_more"] is False
+    page = httpx.get(board_gateway + "/api/admin/arena/clients?limit=5&offset=1", headers=admin).json()
+    assert page["data"] == clients["data"][1:6] and page["has_more"] is True
+    for bad in ("limit=0", "limit=1001", "offset=-1"):
+        assert_openai_error(httpx.get(f"{board_gateway}/api/admin/arena/clients?{bad}", headers=admin), 400)
     excluded = httpx.post(board_gateway + "/api/admin/arena/excluded-clients", headers=admin,
                           json={"client": top["client"], "reason": "flood"})
     assert excluded.status_code == 201

@@ -127,6 +127,10 @@ async def test_clients_activity_and_exclusion(database):
     assert await store.excluded_clients() == {"addr:flood"}
     assert (await store.client_activity(since=500.0))[0]["excluded_reason"] == "flood"
     assert await store.include_client("addr:flood") and not await store.include_client("addr:flood")
+    # A page at a time, in the same order.
+    assert [c["client"] for c in await store.client_activity(since=500.0, limit=1)] == ["addr:flood"]
+    assert [c["client"] for c in await store.client_activity(since=500.0, limit=1, offset=1)] == ["key:quiet"]
+    assert await store.client_activity(since=500.0, limit=5, offset=2) == []
 
 
 async def test_concurrent_voters_get_exactly_one_vote_per_battle(database, database_url):

@@ -74,6 +74,10 @@ async def answer(mode: str, reader: asyncio.StreamReader, writer: asyncio.Stream
                 while True:
                     writer.write(head("102 Processing"))
                     await writer.drain()
+            elif mode in ("many-1xx", "two-1xx"):  # informational heads, then a good answer
+                for _ in range(10_000 if mode == "many-1xx" else 2):
+                    writer.write(head("100 Continue"))
+                writer.write(head("200 OK", "Content-Type: application/json", f"Content-Length: {len(ANSWER)}") + ANSWER)
             elif mode == "superscript-length":
                 writer.write(head("200 OK", "Content-Type: application/json", "Content-Length: \u00b2".encode().decode("latin-1")))
             elif mode == "slow-stream":  # a stream that never ends by itself
@@ -155,6 +159,19 @@ async def test_a_trickling_or_looping_instance_meets_the_total_deadline(mode):
         assert caught.value.status == 503 and caught.value.code == "upstream_unavailable"
         assert time.monotonic() - started < 3
         assert registry.all()[0].outstanding == 0
+
+
+async def test_informational_heads_are_bounded_by_count_not_only_by_the_deadline():
+    # aiohttp alone would skip all 10,000 and relay the 200 behind them (the deadline is far away).
+    async with instances("many-1xx", request_timeout=60.0) as (proxy, registry):
+        with pytest.raises(ApiError) as caught:
+            await proxy.handle(request(), "/v1/chat/completions")
+        assert caught.value.status == 503 and "informational" in caught.value.message
+        assert registry.all()[0].outstanding == 0 and registry.all()[0].state is InstanceState.UNHEALTHY
+    async with instances("two-1xx") as (proxy, _):  # a few are normal HTTP and pass
+        for _ in range(2):  # the connection's next answer is read as usual
+            response = await proxy.handle(request(), "/v1/chat/completions")
+            assert response.status_code == 200 and json.loads(response.body)["choices"][0]["message"]["content"] == "hi"
 
 
 async def test_a_malformed_length_fails_over_to_another_instance():

@@ -23,7 +23,7 @@ def arena_keys(capsys, db: str, *args: str) -> tuple[int, str]:
 
 def test_keys_limits_and_admin(tmp_path, capsys, fake_upstreams, gateway_apps):
     fake = fake_upstreams()
-    gateway = gateway_apps({SMOL: [fake.url]}, require_api_key=True, admin_key="admin-secret",
+    gateway = gateway_apps({SMOL: [fake.url]}, require_api_key=True, admin_key="admin-secret-0123456789",
                            cors_origins=["https://arena.example.org"])
     db = str(gateway.app.state.settings.db_path)
     wait_ready(gateway, f"{SMOL}-0")
@@ -54,7 +54,7 @@ def test_keys_limits_and_admin(tmp_path, capsys, fake_upstreams, gateway_apps):
                          timeout=6, what="revoked key refused")
     assert_openai_error(refused, 401, "invalid_api_key")
 
-    admin = {"Authorization": "Bearer admin-secret"}
+    admin = {"Authorization": "Bearer admin-secret-0123456789"}
     assert_openai_error(gateway.get("/api/admin/keys"), 401)
     made = gateway.post("/api/admin/keys", json={"name": "web"}, headers=admin).json()
     assert gateway.post(url, json=chat_body(), headers={"Authorization": f"Bearer {made['key']}"}).status_code == 200

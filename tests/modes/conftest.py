@@ -22,7 +22,9 @@ def gateway_env(data: Path, urls: dict[str, str], **extra: str) -> dict[str, str
     env.update({"ARENA_FLEET__DATA_DIR": str(data), "ARENA_GATEWAY_DB_PATH": str(data / "gateway.sqlite3"),
                 "ARENA_GATEWAY_HEALTH_INTERVAL": "0.3", "ARENA_GATEWAY_LOG_FORMAT": "json",
                 "ARENA_REGISTRATION_TOKEN": "", "ARENA_INSTANCE_SECRET": "", "BASE_DOMAIN": "",
-                "GH_MODELS_TOKEN": "", "ARENA_MODES_ORCHESTRATOR_URL": ""})
+                "GH_MODELS_TOKEN": "", "ARENA_MODES_ORCHESTRATOR_URL": "",
+                # The tests start sessions faster than a person would; the limit has its own test.
+                "ARENA_ARENA__SESSIONS_PER_MINUTE": "0"})
     env.update(extra)
     return env
 

@@ -109,3 +109,53 @@ def test_event_schema_rejects_unknown_types():
     assert EVENT_ADAPTER.validate_python({"type": "token", "turn": "t1", "participant": "p1", "text": "x"})
     with pytest.raises(ValueError):
         EVENT_ADAPTER.validate_python({"type": "chatter", "text": "x"})
+
+
+async def test_session_starts_are_limited_per_client_per_minute(tmp_path):
+    from gateway.modes.chat import FleetChat
+    from gateway.modes.manager import ModesService
+    from gateway.modes.session import ModeRequest
+    from gateway.modes.settings import ModesSettings
+    from gateway.modes.transcripts import TranscriptRepository
+    from gateway.store import Database
+    from gateway.store.database import sqlite_url
+    from shared.catalogue import load_catalogue
+
+    catalogue = load_catalogue()
+    catalogue = catalogue.model_copy(update={"arena": catalogue.arena.model_copy(update={"sessions_per_minute": 2})})
+    models = list(catalogue.models)[:2]
+    db = Database(sqlite_url(tmp_path / "store.sqlite3"))
+    await db.upgrade()
+
+    async def never_called(body):  # the sessions are opened, never run
+        raise AssertionError("no session runs in this test")
+        yield b""
+
+    service = ModesService(catalogue, ModesSettings(), FleetChat(never_called), lambda: models,
+                           TranscriptRepository(db))
+    request = ModeRequest(question="Why?", participants=models)
+    try:
+        for _ in range(2):
+            _, stream = await service.open("roundtable", request, "addr:a")
+            await stream.aclose()  # the slot is free again: only the per-minute limit holds the next back
+        with pytest.raises(ApiError) as err:
+            await service.open("roundtable", request, "addr:a")
+        assert err.value.status == 429 and err.value.code == "rate_limit_exceeded" and err.value.headers["Retry-After"]
+        assert "sessions started" in err.value.message
+        _, stream = await service.open("roundtable", request, "addr:b")  # another client is not held back
+        await stream.aclose()
+    finally:
+        await db.dispose()
+
+
+def test_model_ids_in_a_session_request_are_bounded():
+    from pydantic import ValidationError
+
+    from gateway.modes.session import MODEL_ID_MAX, ModeRequest
+
+    long_id = "m" * (MODEL_ID_MAX + 1)
+    for body in ({"participants": [long_id, "m"]}, {"participants": ["m", "n"], "orchestrator": long_id},
+                 {"participants": ["m", "n"], "chairman": "p" * 17}):
+        with pytest.raises(ValidationError):
+            ModeRequest(question="q", **body)
+    assert ModeRequest(question="q", participants=["m" * MODEL_ID_MAX, "n"], orchestrator="").orchestrator == ""

@@ -19,3 +19,26 @@ async def test_a_transcript_is_saved_updated_and_read_back(database):
     stored = await repository.get(transcript.id)
     assert stored == transcript.to_dict()
     assert await repository.get("missing-id") is None
+
+
+async def test_finished_transcripts_older_than_the_retention_are_pruned(database):
+    now = [1_000_000.0]
+    repository = TranscriptRepository(database, retention_days=2, clock=lambda: now[0])
+
+    def transcript(id_: str, created: float, finished: float | None) -> Transcript:
+        t = Transcript(id=id_, mode="roundtable", question="q", settings={}, participants=[], orchestrator=None)
+        t.created, t.finished, t.status = created, finished, "done" if finished else "running"
+        return t
+
+    day = 86400.0
+    await repository.save(transcript("old-done-0001", now[0] - 3 * day, now[0] - 3 * day + 5))
+    await repository.save(transcript("old-running-01", now[0] - 3 * day, None))  # still running: kept
+    await repository.save(transcript("recent-done-01", now[0] - day, now[0] - day + 5))
+    assert await repository.prune() == 1
+    assert await repository.get("old-done-0001") is None
+    assert await repository.get("old-running-01") is not None
+    assert await repository.get("recent-done-01") is not None
+    now[0] += 2 * day
+    assert await repository.prune() == 1
+    assert await repository.get("recent-done-01") is None
+    assert await TranscriptRepository(database, retention_days=0).prune() == 0  # 0: kept for ever

@@ -9,8 +9,10 @@ import json
 import subprocess
 import sys
 
+from gateway.admin.analytics import HOUR, RequestAnalytics
 from gateway.arena.votes import SideResult, VoteStore
 from gateway.keys import ApiKeyStore
+from gateway.metrics import RequestSample
 from gateway.registration import Registration, RegistrationStore
 from gateway.store import Database
 from shared.cli import main
@@ -50,6 +52,15 @@ async def fill(url: str) -> None:
                 await votes.finish_side(f"b{n}", side, SideResult("done", f"answer {side}", ttft=0.25, tokens=4))
             if n < 2:
                 await votes.record_vote(f"b{n}", "model_a")
+        # The admin analytics: minutes of two models, the older ones rolled up into an hour.
+        now = [10 * HOUR + 30.0]
+        analytics = RequestAnalytics(db, clock=lambda: now[0])
+        for n, at in enumerate((2 * HOUR + 5.0, 2 * HOUR + 65.0, now[0])):
+            analytics.record(RequestSample(at=at, model=f"m{n % 2 + 1}", instance="i1", key_id=None, status=200,
+                                           error=False, duration=0.5, ttft=0.1, queue=0.01, generation=0.4,
+                                           prompt_tokens=7, completion_tokens=9 + n))
+        await analytics.flush()
+        await analytics.roll_up(minute_retention=HOUR, hour_retention=30 * 24 * HOUR)
     finally:
         await db.dispose()
 
@@ -65,6 +76,7 @@ def test_export_import_moves_everything_both_ways(tmp_path, postgres):
     exported = arena("db", "--database-url", sqlite_url, "export", str(tmp_path / "dump.jsonl"))
     assert exported.returncode == 0, exported.stderr
     assert "2 votes" in exported.stderr and "3 battles" in exported.stderr and "6 battle_sides" in exported.stderr
+    assert "1 analytics_minutes" in exported.stderr and "2 analytics_hours" in exported.stderr
     dump = (tmp_path / "dump.jsonl").read_text()
 
     imported = arena_here("db", "--database-url", pg_url, "import", str(tmp_path / "dump.jsonl"))
@@ -88,6 +100,8 @@ def test_export_import_moves_everything_both_ways(tmp_path, postgres):
     assert arena_here("db", "--database-url", back_url, "import", "-", stdin=on_pg).returncode == 0
     back = arena_here("db", "--database-url", back_url, "export").stdout
     assert rows(back) == rows(on_pg) and len([r for r in rows(back) if r["table"] == "votes"]) == 3
+    hours = [r["row"] for r in rows(back) if r["table"] == "analytics_hours"]
+    assert sorted((h["model"], h["completion_tokens"]) for h in hours) == [("m1", 9), ("m2", 10)]
 
     # Into a store that has data: refused, nothing changed.
     again = arena_here("db", "--database-url", back_url, "import", str(tmp_path / "dump.jsonl"))

@@ -10,13 +10,13 @@ from tests.gateway.conftest import (GEMMA, SMOL, assert_openai_error, chat_body,
 from tests.store.arena_client import battle_and_vote, leaderboard_votes
 
 TOKEN = "reg-token-replicas"
-ADMIN = {"Authorization": "Bearer admin-replicas"}
+ADMIN = {"Authorization": "Bearer admin-replicas-0123456789"}
 
 
 def test_two_gateways_share_one_postgresql(tmp_path, postgres, fake_upstreams, gateways):
     smol, gemma, extra = fake_upstreams(model=SMOL), fake_upstreams(model=GEMMA), fake_upstreams(model=SMOL)
     env = gateway_env(tmp_path, {SMOL: [smol.url], GEMMA: [gemma.url]}, ARENA_DATABASE_URL=postgres.create_database(),
-                      ARENA_REGISTRATION_TOKEN=TOKEN, require_api_key="true", admin_key="admin-replicas")
+                      ARENA_REGISTRATION_TOKEN=TOKEN, require_api_key="true", admin_key="admin-replicas-0123456789")
     one, two = gateways(env), gateways(env)
     client = httpx.Client(timeout=15)
 

@@ -64,7 +64,7 @@ export class CompareMode {
 
   toggle(key, on) {
     if (on) this.selected.add(key); else this.selected.delete(key);
-    localStorage.setItem(STORAGE_KEY, JSON.stringify([...this.selected]));
+    try { localStorage.setItem(STORAGE_KEY, JSON.stringify([...this.selected])); } catch (_) { /* storage refused: kept for this page only */ }
     this.syncPanels();
   }
 

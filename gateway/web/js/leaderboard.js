@@ -1,6 +1,7 @@
 // The leaderboard page: ratings with intervals next to speed, per category, with or without
 // style control, and four charts (Chart.js, loaded as a classic script: window.Chart).
 import { fmt, h } from "./panel.js";
+import { errorMessage } from "./stream.js";
 import { cssColor, initThemeToggle } from "./theme-toggle.js";
 
 const $ = (id) => document.getElementById(id);
@@ -210,6 +211,29 @@ async function load() {
   document.documentElement.dataset.ready = "true";
 }
 
+// The votes export holds every user's prompts, so it takes the gateway's API key when keys are
+// required, which a plain link cannot send: the key the arena page keeps in this tab is sent and
+// the answer saved from a blob.
+async function downloadVotes(event) {
+  event.preventDefault();
+  let key = null;
+  try { key = sessionStorage.getItem("arena-api-key"); } catch (_) { /* storage refused: no key */ }
+  try {
+    const response = await fetch(event.currentTarget.href, { headers: key ? { Authorization: `Bearer ${key}` } : {} });
+    if (response.status === 401) throw new Error(`${await errorMessage(response)} Enter it on the arena page, then come back.`);
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const url = URL.createObjectURL(await response.blob());
+    const save = Object.assign(document.createElement("a"), { href: url, download: "votes.jsonl" });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (e) {
+    $("generated").textContent = `Could not download the votes: ${e.message}`;
+  }
+}
+
+document.querySelector('a[href="/api/votes.jsonl"]').addEventListener("click", downloadVotes);
 $("category").addEventListener("change", render);
 $("style-control").addEventListener("change", render);
 // Charts draw on a canvas with the theme's colours: draw again when the theme changes.

@@ -18,8 +18,10 @@ function readSettings() {
 
 function persistSettings() {
   const keep = { system: $("system-prompt").value, temperature: $("temperature").value, maxTokens: $("max-tokens").value };
-  localStorage.setItem("arena-settings", JSON.stringify(keep));
-  sessionStorage.setItem("arena-api-key", $("api-key").value);
+  try {
+    localStorage.setItem("arena-settings", JSON.stringify(keep));
+    sessionStorage.setItem("arena-api-key", $("api-key").value);
+  } catch (_) { /* storage refused: the settings last this page */ }
 }
 
 function restoreSettings() {
@@ -87,7 +89,8 @@ function autoSize() {
 
 async function pollModels() {
   try {
-    const response = await fetch("/api/arena/models", { cache: "no-store" });
+    const key = readSettings().apiKey; // the list takes the key when the gateway requires one
+    const response = await fetch("/api/arena/models", { cache: "no-store", headers: key ? { Authorization: `Bearer ${key}` } : {} });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     compare.setModels((await response.json()).data);
   } catch (e) {

@@ -166,7 +166,7 @@ function init() {
 
   loadOptions().catch((e) => view.fail(`Could not load the models: ${e.message}`));
   const stored = new URLSearchParams(location.search).get("t");
-  if (stored) openStored(stored);
+  if (stored) openStored(stored).catch((e) => view.fail(`Could not load the session: ${e.message}`));
 }
 
 init();

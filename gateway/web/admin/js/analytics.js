@@ -96,4 +96,10 @@ $("refresh").addEventListener("click", load);
 // Redraw in the theme's colours when the toggle or the system changes it.
 new MutationObserver(render).observe(document.documentElement, { attributes: true, attributeFilter: ["data-theme"] });
 window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", render);
-initAdmin(() => { load(); setInterval(load, 15000); });
+// Refreshed every 15 s while logged in: stopped on logout or a refused key (no "Bearer null" polling).
+let timer = null;
+const stopRefresh = () => { clearInterval(timer); timer = null; };
+const startRefresh = () => { stopRefresh(); load(); timer = setInterval(load, 15000); };
+window.addEventListener("admin-logout", stopRefresh);
+window.addEventListener("admin-login", startRefresh);
+initAdmin(startRefresh);

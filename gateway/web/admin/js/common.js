@@ -32,8 +32,10 @@ export async function api(path, { method = "GET", body } = {}) {
   return response.json();
 }
 
+/** Forget the key; pages stop what they refresh ("admin-logout"), "admin-login" tells them of a new one. */
 function forget() {
   try { sessionStorage.removeItem(STORAGE); } catch (_) { /* nothing kept */ }
+  window.dispatchEvent(new Event("admin-logout"));
 }
 
 function show(which) {
@@ -56,8 +58,11 @@ export async function initAdmin(ready) {
     event.preventDefault();
     const key = $("admin-key").value.trim();
     if (!key) return;
-    const response = await fetch("/api/admin/session", { method: "POST", headers: { Authorization: `Bearer ${key}` } });
-    if (!response.ok) { showLogin(await errorMessage(response)); return; }
+    let response;
+    try {
+      response = await fetch("/api/admin/session", { method: "POST", headers: { Authorization: `Bearer ${key}` } });
+      if (!response.ok) { showLogin(await errorMessage(response)); return; }
+    } catch (e) { showLogin(`The gateway could not be reached (${e.message}); try again.`); return; }
     try { sessionStorage.setItem(STORAGE, key); } catch (_) { showLogin("This browser refuses session storage."); return; }
     $("admin-key").value = "";
     start();
@@ -65,18 +70,23 @@ export async function initAdmin(ready) {
   let started = false;
   const start = () => {
     show("admin-main");
-    if (!started) { started = true; ready(); }
+    if (!started) { started = true; ready(); } else window.dispatchEvent(new Event("admin-login"));
   };
-  const enabled = await (await fetch("/api/admin/enabled")).json();
-  if (!enabled.enabled) {
+  try {
+    const enabled = await (await fetch("/api/admin/enabled")).json();
+    if (!enabled.enabled) {
+      show("admin-off");
+      $("admin-off-message").textContent = enabled.message;
+      return;
+    }
+    if (!adminKey()) { showLogin(); return; }
+    const response = await fetch("/api/admin/session", { headers: authHeaders() });
+    if (response.ok) start();
+    else { forget(); showLogin(await errorMessage(response)); }
+  } catch (e) {
     show("admin-off");
-    $("admin-off-message").textContent = enabled.message;
-    return;
+    $("admin-off-message").textContent = `The gateway could not be reached (${e.message}); reload the page to try again.`;
   }
-  if (!adminKey()) { showLogin(); return; }
-  const response = await fetch("/api/admin/session", { headers: authHeaders() });
-  if (response.ok) start();
-  else { forget(); showLogin(await errorMessage(response)); }
 }
 
 export const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "never");

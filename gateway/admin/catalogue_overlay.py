@@ -1,0 +1,361 @@
+"""The runtime overlay of the catalogue: models added at runtime and settings changed by an admin.
+
+The reviewed YAML (`config/catalogue.yaml`) stays the base. The overlay, kept in the gateway's
+store (table ``catalogue_overlay``), holds
+
+- *runtime models*: whole catalogue entries of models added from the hub;
+- *overrides*: the changed settings of a model of the base.
+
+`effective_catalogue()` is the base with the overlay applied, validated by the catalogue's own
+types (`shared.catalogue`), so nothing the overlay holds can be a setting the YAML would refuse.
+`export_yaml()` writes the effective catalogue in the catalogue's own format (the base file's
+fields, not its environment overrides), so a user can commit it in place of the YAML.
+
+Hooks, for the parts of the gateway that act on a change:
+
+- `on_catalogue_changed`: plain callables given the new effective `Catalogue` (the gateway swaps
+  the catalogue its registry, status and arena read);
+- `on_settings_changed`: async callables given a model key, after a setting its instances read
+  (context, slots, tokens, sampling) was saved: the fleet applies it by a rolling restart. With
+  no subscriber, the change waits for the next restart of the model (`restart_needed()`).
+
+Several gateways on one store each read the overlay at startup and every
+``ARENA_ADMIN_OVERLAY_REFRESH`` seconds (`load()`); a change made through one gateway reaches the
+others at their next reload (its rolling restart is started by the gateway that made it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from typing import Any, Awaitable, Callable, Iterable
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import delete, select
+
+from gateway.store import Database
+from gateway.store.schema import catalogue_overlay
+from shared.catalogue import Catalogue, CatalogueError, ModelSpec
+from shared.errors import DomainError
+
+log = logging.getLogger("gateway.admin.catalogue")
+
+# The settings an admin may change, and those the model's service reads at its start.
+EDITABLE = ("n_ctx", "parallel", "default_max_tokens", "max_tokens_limit", "sampling", "battle_weight")
+RESTART_FIELDS = frozenset({"n_ctx", "parallel", "default_max_tokens", "max_tokens_limit", "sampling"})
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+SettingsHook = Callable[[str], Awaitable[None]]
+CatalogueHook = Callable[[Catalogue], None]
+
+
+class OverlayError(DomainError):
+    code = "invalid_value"
+
+
+class UnknownModel(OverlayError):
+    code = "model_not_found"
+
+    def __init__(self, key: str, known: Iterable[str]) -> None:
+        super().__init__(f"No model '{key}' in the catalogue; it has: {', '.join(sorted(known))}.", param="model")
+
+
+class InvalidSetting(OverlayError):
+    code = "invalid_value"
+
+
+class ModelExists(OverlayError):
+    code = "model_exists"
+
+
+class NotARuntimeModel(OverlayError):
+    code = "not_a_runtime_model"
+
+
+def _param(error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error.get("loc", ()) if not isinstance(p, int) or p]
+    return ".".join(loc) or "body"
+
+
+def invalid_setting(exc: ValidationError, prefix: str = "") -> InvalidSetting:
+    """The first error of a pydantic validation as an `InvalidSetting` naming its field."""
+    first = exc.errors()[0]
+    param = prefix + _param(first)
+    return InvalidSetting(f"{param}: {first['msg']} (got {first.get('input')!r}).", param=param)
+
+
+def _spec_to_yaml_fields(spec: ModelSpec, *, full: bool) -> dict[str, Any]:
+    """A model's entry as the catalogue writes it: source as text, no key (it is the mapping's)."""
+    data = spec.model_dump(mode="json", exclude={"key"}, exclude_defaults=not full)
+    data["source"] = str(spec.source)
+    if "sampling" in data:
+        data["sampling"] = spec.sampling.given()
+        if not data["sampling"]:
+            del data["sampling"]
+    return data
+
+
+class CatalogueOverlay:
+    """The base catalogue plus the store's overlay. `load()` before use (the gateway's startup)."""
+
+    def __init__(self, base: Catalogue, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.base = base
+        self.db = db
+        self.clock = clock
+        self._runtime: dict[str, ModelSpec] = {}
+        self._overrides: dict[str, dict[str, Any]] = {}
+        self._effective = base
+        self.on_catalogue_changed: list[CatalogueHook] = []
+        self.on_settings_changed: list[SettingsHook] = []
+        self.skipped: dict[str, str] = {}  # rows of the store that no longer validate: key -> why
+        self._lock = asyncio.Lock()  # one change or reload at a time: a reload never undoes a change
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def effective_catalogue(self) -> Catalogue:
+        return self._effective
+
+    def model_spec(self, key: str) -> ModelSpec:
+        """The model's entry: the base's with its overrides, or the runtime model's."""
+        try:
+            return self._effective.models[key]
+        except KeyError:
+            raise UnknownModel(key, self._effective.models) from None
+
+    def is_runtime(self, key: str) -> bool:
+        return key in self._runtime
+
+    def runtime_models(self) -> list[str]:
+        return list(self._runtime)
+
+    def overrides(self, key: str) -> dict[str, Any]:
+        return dict(self._overrides.get(key, {}))
+
+    def settings(self, key: str) -> dict[str, Any]:
+        return self.settings_of(self.model_spec(key))
+
+    # -- the store -------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the overlay from the store. A row that no longer validates against the base (a
+        runtime model whose key the YAML now names, an override of a model the YAML dropped, a
+        value out of a range the catalogue narrowed) is left out and logged, not fatal."""
+        async with self._lock:
+            await self._load()
+
+    async def _load(self) -> None:
+        async with self.db.read() as conn:
+            rows = (await conn.execute(select(catalogue_overlay))).all()
+        runtime: dict[str, ModelSpec] = {}
+        overrides: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, str] = {}
+        for row in rows:
+            try:
+                data = json.loads(row.spec)
+                if row.kind == "model":
+                    if row.key in self.base.models:
+                        raise CatalogueError("the catalogue file now names a model of this key")
+                    runtime[row.key] = ModelSpec.model_validate({**data, "key": row.key})
+                else:
+                    if row.key not in self.base.models:
+                        raise CatalogueError("the catalogue file no longer names this model")
+                    self._merged(self.base.models[row.key], data)
+                    overrides[row.key] = data
+            except (ValueError, ValidationError, CatalogueError) as exc:
+                skipped[row.key] = str(exc).splitlines()[0]
+                log.warning("catalogue overlay: %s left out: %s", row.key, skipped[row.key])
+        self._runtime, self._overrides, self.skipped = runtime, overrides, skipped
+        self._publish()
+
+    async def _save(self, key: str, kind: str, data: dict[str, Any] | None, actor: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(catalogue_overlay).where(catalogue_overlay.c.key == key))
+            if data is not None:
+                await conn.execute(catalogue_overlay.insert().values(
+                    key=key, kind=kind, spec=json.dumps(data, sort_keys=True), updated_at=self.clock(),
+                    updated_by=actor))
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def new_model_spec(self, fields: dict[str, Any]) -> ModelSpec:
+        """Validate a runtime model's entry (key, display name, source, settings...). The port is
+        the next one after the catalogue's, the hostname the key, unless given."""
+        key = fields.get("key")
+        if not isinstance(key, str) or not KEY_RE.match(key):
+            raise InvalidSetting("key: lower-case letters, digits, '.', '_' and '-', at most 63, "
+                                 f"starting with a letter or digit (got {key!r}).", param="key")
+        if key in self._effective.models:
+            raise ModelExists(f"The catalogue already has a model '{key}'.", param="key")
+        ports = [m.port for m in self._effective.models.values()]
+        data = {"display_name": key, "hostname": key, "port": max(ports, default=8100) + 1, "instances": 0, **fields}
+        try:
+            spec = ModelSpec.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_setting(exc) from None
+        self._check_tokens(spec)
+        return spec
+
+    async def add_model(self, spec: ModelSpec, *, actor: str = "") -> ModelSpec:
+        async with self._lock:
+            return await self._add_model(spec, actor)
+
+    async def _add_model(self, spec: ModelSpec, actor: str) -> ModelSpec:
+        if spec.key in self._effective.models:
+            raise ModelExists(f"The catalogue already has a model '{spec.key}'.", param="key")
+        await self._save(spec.key, "model", _spec_to_yaml_fields(spec, full=False), actor)
+        self._runtime[spec.key] = spec
+        self._publish()
+        return spec
+
+    async def remove_model(self, key: str, *, actor: str = "") -> None:
+        async with self._lock:
+            await self._remove_model(key, actor)
+
+    async def _remove_model(self, key: str, actor: str) -> None:
+        if key not in self._runtime:
+            if key in self._effective.models:
+                raise NotARuntimeModel(f"'{key}' is a model of the catalogue file, not one added at runtime; "
+                                       "remove it from the YAML instead.", param="model")
+            raise UnknownModel(key, self._effective.models)
+        await self._save(key, "model", None, actor)
+        del self._runtime[key]
+        self._publish()
+
+    async def update_settings(self, key: str, changes: dict[str, Any], *, actor: str = "") -> tuple[ModelSpec, bool]:
+        """Validate and save `changes` to the model's settings. Returns the new entry and whether
+        the change needs the model's instances restarted; the `on_settings_changed` hooks are
+        awaited for such a change (a failing hook is logged: the change is saved)."""
+        async with self._lock:
+            updated, restart = await self._update_settings(key, changes, actor)
+        if restart:
+            await self._settings_changed(key)
+        return updated, restart
+
+    async def _update_settings(self, key: str, changes: dict[str, Any], actor: str) -> tuple[ModelSpec, bool]:
+        current = self.model_spec(key)
+        unknown = sorted(set(changes) - set(EDITABLE))
+        if unknown:
+            raise InvalidSetting(f"{unknown[0]}: not a setting that can be changed here; these can: "
+                                 f"{', '.join(EDITABLE)}.", param=unknown[0])
+        if not changes:
+            raise InvalidSetting(f"no setting given; these can be changed: {', '.join(EDITABLE)}.", param="body")
+        if isinstance(changes.get("sampling"), dict):  # a partial change of sampling; null clears a field
+            sampling = {**current.sampling.given(), **changes["sampling"]}
+            changes = {**changes, "sampling": {k: v for k, v in sampling.items() if v is not None}}
+        updated = self._merged(current, changes)
+        self._check_tokens(updated)
+        changed = {name for name in changes if getattr(updated, name) != getattr(current, name)}
+        if key in self._runtime:
+            await self._save(key, "model", _spec_to_yaml_fields(updated, full=False), actor)
+            self._runtime[key] = updated
+        else:
+            base = self.base.models[key]
+            overrides = {name: value for name, value in self.settings_of(updated).items()
+                         if getattr(updated, name) != getattr(base, name)}
+            await self._save(key, "override", overrides or None, actor)
+            if overrides:
+                self._overrides[key] = overrides
+            else:
+                self._overrides.pop(key, None)
+        self._publish()
+        return updated, bool(changed & RESTART_FIELDS)
+
+    async def _settings_changed(self, key: str) -> None:
+        for hook in list(self.on_settings_changed):
+            try:
+                await hook(key)
+            except Exception:  # the change is saved; the fleet reports its own failure
+                log.exception("catalogue overlay: settings hook failed for %s", key)
+
+    async def reset_settings(self, key: str, *, actor: str = "") -> ModelSpec:
+        """Drop the overrides of a base model (back to the YAML's settings)."""
+        if key not in self.base.models:
+            raise NotARuntimeModel(f"'{key}' was added at runtime: it has no catalogue settings to go back to.",
+                                   param="model")
+        async with self._lock:
+            had = key in self._overrides
+            if had:
+                await self._save(key, "override", None, actor)
+                del self._overrides[key]
+                self._publish()
+        if had:
+            await self._settings_changed(key)
+        return self.model_spec(key)
+
+    def restart_needed(self) -> bool:
+        """True when a settings change waits for a restart (nobody applies it by itself)."""
+        return not self.on_settings_changed
+
+    # -- export ----------------------------------------------------------------------------
+
+    def export_data(self) -> dict[str, Any]:
+        """The effective catalogue as the YAML file's mapping: the base file as written (without
+        the environment's overrides), its models' overrides applied, the runtime models added."""
+        raw: dict[str, Any] | None = None
+        if self.base.path is not None:
+            try:
+                raw = yaml.safe_load(self.base.path.read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                raw = None
+        if raw is None:
+            raw = self.base.model_dump(mode="json", exclude={"models"})
+            raw["models"] = {k: _spec_to_yaml_fields(m, full=False) for k, m in self.base.models.items()}
+        models = {key: dict(value or {}) for key, value in (raw.get("models") or {}).items()}
+        for key, overrides in self._overrides.items():
+            entry = models.setdefault(key, {})
+            for name, value in overrides.items():
+                if name == "sampling" and isinstance(entry.get("sampling"), dict):
+                    value = {**entry["sampling"], **value}
+                entry[name] = value
+        for key, spec in self._runtime.items():
+            models[key] = _spec_to_yaml_fields(spec, full=False)
+        return {**raw, "models": models}
+
+    def export_yaml(self) -> str:
+        data = self.export_data()
+        runtime = ", ".join(self._runtime) or "none"
+        changed = ", ".join(self._overrides) or "none"
+        header = ("# The effective catalogue, exported by the gateway's admin side: the catalogue file with the\n"
+                  "# runtime overlay applied (models added at runtime: " + runtime + "; settings changed: "
+                  + changed + ").\n# Commit it as config/catalogue.yaml to make the overlay part of the reviewed "
+                  "catalogue.\n")
+        return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+
+    # -- inside ----------------------------------------------------------------------------
+
+    @staticmethod
+    def settings_of(spec: ModelSpec) -> dict[str, Any]:
+        return {name: (spec.sampling.given() if name == "sampling" else getattr(spec, name)) for name in EDITABLE}
+
+    @staticmethod
+    def _merged(spec: ModelSpec, changes: dict[str, Any]) -> ModelSpec:
+        data = spec.model_dump()
+        data.update(changes)
+        try:
+            return ModelSpec.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_setting(exc) from None
+
+    @staticmethod
+    def _check_tokens(spec: ModelSpec) -> None:
+        if spec.max_tokens_limit > spec.n_ctx:
+            raise InvalidSetting(f"max_tokens_limit: {spec.max_tokens_limit} is above the context size n_ctx "
+                                 f"{spec.n_ctx}.", param="max_tokens_limit")
+        if spec.default_max_tokens > spec.max_tokens_limit:
+            raise InvalidSetting(f"default_max_tokens: {spec.default_max_tokens} is above max_tokens_limit "
+                                 f"{spec.max_tokens_limit}.", param="default_max_tokens")
+
+    def _publish(self) -> None:
+        models: dict[str, ModelSpec] = {}
+        for key, spec in self.base.models.items():
+            models[key] = self._merged(spec, self._overrides[key]) if key in self._overrides else spec
+        models.update(self._runtime)
+        effective = self.base.model_copy(update={"models": models})
+        TypeAdapter(Catalogue).validate_python(effective.model_dump())  # the whole stays a catalogue
+        self._effective = effective
+        for hook in list(self.on_catalogue_changed):
+            hook(effective)

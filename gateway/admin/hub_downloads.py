@@ -1,0 +1,409 @@
+"""Models from the Hugging Face hub, added at runtime: which file a repository and quantisation
+name, and its download into the hub cache with progress, bounds and cancellation.
+
+`HubDownloads.inspect(repo, quant)` lists the repository through huggingface-hub's `HfApi`
+(one paged API call) and picks the quantisation's GGUF as ``hub:<repo>:<QUANT>`` sources do
+(`shared.hub.pick_quant_files`), with each file's size and the sha256 the hub gives LFS files.
+
+`HubDownloads.start(...)` downloads those files with huggingface-hub's own `hf_hub_download`
+(its cache layout, locking and partial-file clean-up) in a worker thread, so the event loop only
+reads the counters. Progress comes from the progress-bar class huggingface-hub takes
+(`tqdm_class`): it is made when a file's body starts, with the size the server announced (a
+size past the limit ends the transfer there), and each chunk calls its `update` before the chunk
+is written, which adds to the download's counter and raises, ending the transfer, when the
+download was cancelled or the bytes pass the size limit; huggingface-hub then deletes its
+partial file. Every file is then checked: its size against the
+listing, its sha256 against the hub's when the hub gives one, and the GGUF magic of the first.
+
+Bounds: the listed size is checked against the limit before any byte is fetched; one download
+at a time per model (key) and per source; at most `max_active` downloads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from shared.catalogue import QUANT_RE
+from shared.errors import DomainError
+from shared.hub import (AmbiguousQuant, QuantNotFound, SplitPartsMissing, hub_cache_dir, hub_endpoint,
+                        pick_quant_files, split_repo)
+from shared.model_files import sha256_of
+
+log = logging.getLogger("gateway.admin.hub")
+
+REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}(@[A-Za-z0-9._/-]{1,100})?$")
+MAX_TREE_ENTRIES = 20_000   # a repository listing longer than this is refused, not read to its end
+LIST_TIMEOUT = 30.0
+FINISHED_KEPT = 50          # finished downloads still shown, newest first
+# huggingface-hub reads a body in chunks of `constants.DOWNLOAD_CHUNK_SIZE` (10 MB) and reports
+# progress once per chunk: too coarse for a progress bar, and a cancel would wait for the next
+# 10 MB. The gateway's downloads read 1 MiB chunks, over plain HTTP: its Xet transfer (hf_xet)
+# reports progress from its own threads, where the progress class cannot stop a transfer, so it
+# is turned off in the gateway (which downloads nothing else; the hub serves every file over HTTP).
+PROGRESS_CHUNK = 1024 * 1024
+
+
+class HubError(DomainError):
+    code = "hub_error"
+
+
+class InvalidHubRequest(HubError):
+    code = "invalid_value"
+
+
+class RepositoryNotFound(HubError):
+    code = "repository_not_found"
+
+
+class RepositoryGated(HubError):
+    code = "repository_gated"
+
+
+class RevisionNotFound(HubError):
+    code = "revision_not_found"
+
+
+class QuantisationNotFound(HubError):
+    code = "quantisation_not_found"
+
+
+class QuantisationAmbiguous(HubError):
+    code = "quantisation_ambiguous"
+
+
+class SplitIncomplete(HubError):
+    code = "split_parts_missing"
+
+
+class HubUnavailable(HubError):
+    code = "hub_unavailable"
+
+
+class DownloadTooLarge(HubError):
+    code = "download_too_large"
+
+
+class DownloadInProgress(HubError):
+    code = "download_in_progress"
+
+
+class TooManyDownloads(HubError):
+    code = "too_many_downloads"
+
+
+class DownloadNotFound(HubError):
+    code = "download_not_found"
+
+
+class _Stop(Exception):
+    """Raised from the progress callback to end a transfer (cancelled, or over the limit)."""
+
+
+@dataclass(frozen=True)
+class HubFile:
+    path: str
+    size: int
+    sha256: str | None
+
+    def public(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class HubChoice:
+    """The files of one quantisation of a repository (several when split in parts, first first)."""
+
+    repo: str        # as given, with its @revision if any
+    quant: str
+    files: tuple[HubFile, ...]
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def source(self) -> str:
+        return f"hub:{self.repo}:{self.quant}"
+
+    def default_key(self) -> str:
+        name = split_repo(self.repo)[0].split("/", 1)[1].lower()
+        name = re.sub(r"[-_.]gguf$", "", name)
+        key = re.sub(r"[^a-z0-9._-]+", "-", f"{name}-{self.quant.lower()}").strip("-._")
+        return key[:63].rstrip("-._") or "model"
+
+    def public(self, max_bytes: int) -> dict[str, Any]:
+        return {"object": "admin.hub_choice", "repo": self.repo, "quant": self.quant, "source": self.source,
+                "files": [f.public() for f in self.files], "total_size": self.total_size,
+                "max_download_bytes": max_bytes, "fits": self.total_size <= max_bytes,
+                "suggested_key": self.default_key()}
+
+
+@dataclass
+class Download:
+    id: str
+    key: str
+    choice: HubChoice
+    actor: str
+    max_bytes: int
+    state: str = "downloading"   # -> verifying -> done | failed | cancelled
+    bytes_done: int = 0
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    paths: list[str] = field(default_factory=list)
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    task: asyncio.Task | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("downloading", "verifying")
+
+    def announce(self, size: int | None) -> None:
+        """Called by the worker thread when a file's transfer starts, with the size the server
+        announced: a file that would pass the limit is refused before its body is read."""
+        if size is not None and self.bytes_done + size > self.max_bytes:
+            raise _Stop(f"the hub announced {size} bytes, which passes the size limit of {self.max_bytes} bytes "
+                        f"(it listed {self.choice.total_size} for the whole model)")
+
+    def advance(self, n: int) -> None:
+        """Called by the worker thread for each chunk written; raises to stop the transfer."""
+        if self.cancel_requested.is_set():
+            raise _Stop("cancelled")
+        self.bytes_done += n
+        if self.bytes_done > self.max_bytes:
+            raise _Stop(f"the download passed the size limit of {self.max_bytes} bytes "
+                        f"(the hub listed {self.choice.total_size})")
+
+    def public(self) -> dict[str, Any]:
+        total = self.choice.total_size
+        return {"object": "admin.download", "id": self.id, "model": self.key, "repo": self.choice.repo,
+                "quant": self.choice.quant, "source": self.choice.source, "state": self.state,
+                "bytes_done": min(self.bytes_done, total) if self.state == "done" else self.bytes_done,
+                "bytes_total": total, "progress": round(min(self.bytes_done / total, 1.0), 4) if total else 0.0,
+                "files": [f.public() for f in self.choice.files], "error": self.error,
+                "started_at": self.started_at, "finished_at": self.finished_at}
+
+
+def _progress_class(download: Download):
+    """A huggingface-hub progress bar that draws nothing and counts into `download`."""
+    from huggingface_hub.utils.tqdm import tqdm as hub_tqdm
+
+    class Progress(hub_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            total, initial = kwargs.get("total"), kwargs.get("initial") or 0
+            download.announce(None if total is None else int(total) - int(initial))
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            download.advance(int(n or 0))
+            return super().update(n)
+
+    return Progress
+
+
+Completion = Callable[[Download], Awaitable[None]]
+
+
+class HubDownloads:
+    """The hub's side of adding a model: list, pick, download, check."""
+
+    def __init__(self, cache_dir: Path, *, max_bytes: int, max_active: int = 2) -> None:
+        self.cache_dir = cache_dir   # the project's model cache; the hub cache is derived (shared.hub)
+        self.max_bytes = max_bytes
+        self.max_active = max_active
+        self._downloads: dict[str, Download] = {}
+        self._ids = itertools.count(1)
+
+    # -- which file ------------------------------------------------------------------------
+
+    async def inspect(self, repo: Any, quant: Any) -> HubChoice:
+        if not isinstance(repo, str) or not REPO_RE.match(repo.strip()):
+            raise InvalidHubRequest(f"repo: give the hub repository as owner/name (optionally @revision); "
+                                    f"got {repo!r}.", param="repo")
+        if not isinstance(quant, str) or not QUANT_RE.match(quant.strip()):
+            raise InvalidHubRequest(f"quant: give a quantisation such as Q4_K_M, Q8_0 or F16; got {quant!r}.",
+                                    param="quant")
+        repo, quant = repo.strip(), quant.strip()
+        try:
+            listed = await asyncio.wait_for(asyncio.to_thread(self._list, repo), LIST_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise HubUnavailable(f"the hub did not list {repo} within {LIST_TIMEOUT:g} s.", param="repo") from None
+        try:
+            chosen = pick_quant_files(list(listed), quant)
+        except SplitPartsMissing as exc:
+            raise SplitIncomplete(f"{repo}: {exc}.", param="quant") from None
+        except AmbiguousQuant as exc:
+            raise QuantisationAmbiguous(f"{repo}: {exc}.", param="quant") from None
+        except QuantNotFound as exc:
+            raise QuantisationNotFound(f"{repo}: {exc}.", param="quant") from None
+        return HubChoice(repo, quant.upper(), tuple(listed[p] for p in chosen))
+
+    def _list(self, repo: str) -> dict[str, HubFile]:
+        """The repository's files (path -> HubFile), in the worker thread."""
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+                                            RevisionNotFoundError)
+
+        repo_id, revision = split_repo(repo)
+        where = hub_endpoint() or "https://huggingface.co"
+        files: dict[str, HubFile] = {}
+        try:
+            for entry in HfApi(endpoint=hub_endpoint()).list_repo_tree(repo_id, revision=revision, recursive=True):
+                if len(files) >= MAX_TREE_ENTRIES:
+                    raise InvalidHubRequest(f"{repo} has more than {MAX_TREE_ENTRIES} files; name a smaller "
+                                            "repository.", param="repo")
+                if hasattr(entry, "size"):
+                    lfs = getattr(entry, "lfs", None)
+                    files[entry.path] = HubFile(entry.path, int(entry.size), lfs.sha256 if lfs else None)
+        except GatedRepoError:
+            raise RepositoryGated(f"{repo} is gated on {where}: the gateway's HF_TOKEN must belong to an account "
+                                  "that accepted its terms.", param="repo") from None
+        except RepositoryNotFoundError:
+            raise RepositoryNotFound(f"No repository {repo_id} on {where} (or it is private and the gateway's "
+                                     "HF_TOKEN does not grant access).", param="repo") from None
+        except RevisionNotFoundError:
+            raise RevisionNotFound(f"{repo_id} has no revision {revision!r} on {where}.", param="repo") from None
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            raise HubUnavailable(f"the hub at {where} answered HTTP {status} listing {repo}.", param="repo") from None
+        except HubError:
+            raise
+        except Exception as exc:  # connection refused, DNS, timeouts
+            raise HubUnavailable(f"cannot list {repo} on {where}: {type(exc).__name__}: {exc}".rstrip(": ") + ".",
+                                 param="repo") from None
+        return files
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def active(self) -> list[Download]:
+        return [d for d in self._downloads.values() if d.active]
+
+    def all(self) -> list[Download]:
+        return sorted(self._downloads.values(), key=lambda d: d.started_at, reverse=True)
+
+    def get(self, download_id: str) -> Download:
+        try:
+            return self._downloads[download_id]
+        except KeyError:
+            raise DownloadNotFound(f"No download {download_id!r}.", param="id") from None
+
+    def check_can_start(self, key: str, choice: HubChoice) -> None:
+        """Refuse before any byte moves: too large, the model or file already downloading, too many."""
+        if choice.total_size > self.max_bytes:
+            raise DownloadTooLarge(
+                f"{choice.source} is {choice.total_size} bytes, above the gateway's download limit of "
+                f"{self.max_bytes} bytes (ARENA_ADMIN_MAX_DOWNLOAD_BYTES).", param="quant")
+        for other in self.active():
+            if other.key == key or other.choice.source == choice.source:
+                raise DownloadInProgress(f"{other.choice.source} is already downloading as model '{other.key}' "
+                                         f"(download {other.id}); wait for it or cancel it.", param="model")
+        if len(self.active()) >= self.max_active:
+            raise TooManyDownloads(f"{self.max_active} downloads are running; wait for one to finish.",
+                                   retry_after=5)
+
+    def start(self, key: str, choice: HubChoice, *, actor: str, on_complete: Completion) -> Download:
+        self.check_can_start(key, choice)
+        download = Download(f"dl_{next(self._ids)}_{uuid.uuid4().hex[:8]}", key, choice, actor, self.max_bytes)
+        self._downloads[download.id] = download
+        download.task = asyncio.get_running_loop().create_task(self._run(download, on_complete),
+                                                               name=f"download {download.id}")
+        self._forget_old()
+        return download
+
+    def cancel(self, download_id: str) -> Download:
+        download = self.get(download_id)
+        if download.active:
+            download.cancel_requested.set()
+        return download
+
+    async def close(self, timeout: float = 15.0) -> None:
+        """Cancel every download and wait (bounded) for their threads to notice."""
+        tasks = [d.task for d in self.active() if d.task is not None]
+        for download in self.active():
+            download.cancel_requested.set()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def _run(self, download: Download, on_complete: Completion) -> None:
+        try:
+            download.paths = await asyncio.to_thread(self._fetch, download)
+            download.state = "verifying"
+            await asyncio.to_thread(self._verify, download)
+            await on_complete(download)
+            download.state = "done"
+        except _Stop as exc:
+            download.state = "cancelled" if download.cancel_requested.is_set() else "failed"
+            download.error = None if download.state == "cancelled" else str(exc)
+        except Exception as exc:
+            download.state = "failed"
+            download.error = str(exc) or type(exc).__name__
+            log.warning("download %s of %s failed: %s", download.id, download.choice.source, download.error)
+        finally:
+            download.finished_at = time.time()
+
+    def _fetch(self, download: Download) -> list[str]:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+        constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, PROGRESS_CHUNK)
+        constants.HF_HUB_DISABLE_XET = True
+        repo_id, revision = split_repo(download.choice.repo)
+        cache = hub_cache_dir(self.cache_dir)
+        paths = []
+        for hub_file in download.choice.files:
+            try:
+                paths.append(hf_hub_download(repo_id=repo_id, filename=hub_file.path, revision=revision,
+                                             cache_dir=cache, endpoint=hub_endpoint(),
+                                             tqdm_class=_progress_class(download)))
+            except _Stop:
+                raise
+            except GatedRepoError:  # the hub lists a gated repository's files to anyone
+                raise HubError(f"{repo_id} is gated: the gateway's HF_TOKEN must belong to an account that "
+                               "accepted its terms on the hub.") from None
+            except HfHubHTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                raise HubError(f"the hub answered HTTP {status} for {hub_file.path}.") from None
+            except Exception as exc:
+                if isinstance(exc.__context__, _Stop):  # wrapped by a retry of huggingface-hub's
+                    raise exc.__context__ from None
+                raise HubError(f"downloading {hub_file.path} failed: {type(exc).__name__}: {exc}") from None
+            if download.cancel_requested.is_set():
+                raise _Stop("cancelled")
+        return paths
+
+    def _verify(self, download: Download) -> None:
+        """Sizes as listed, sha256 as the hub gives it, the GGUF magic; a file that fails and that
+        this download fetched is removed from the cache (blob and snapshot link)."""
+        for hub_file, path_text in zip(download.choice.files, download.paths):
+            path = Path(path_text)
+            problem = None
+            size = path.stat().st_size
+            if size != hub_file.size:
+                problem = f"{hub_file.path} is {size} bytes; the hub listed {hub_file.size}"
+            elif hub_file.sha256 and sha256_of(path) != hub_file.sha256.lower():
+                problem = f"{hub_file.path} does not have the sha256 the hub lists ({hub_file.sha256})"
+            elif hub_file is download.choice.files[0]:
+                with path.open("rb") as handle:
+                    if handle.read(4) != b"GGUF":
+                        problem = f"{hub_file.path} is not a GGUF file (no GGUF magic at its start)"
+            if problem:
+                if download.bytes_done:  # fetched by this download, not a file the cache already had
+                    path.resolve().unlink(missing_ok=True)
+                    path.unlink(missing_ok=True)
+                    problem += "; the downloaded file was removed"
+                raise HubError(problem + ".")
+
+    def _forget_old(self) -> None:
+        finished = [d for d in self.all() if not d.active]
+        for old in finished[FINISHED_KEPT:]:
+            del self._downloads[old.id]

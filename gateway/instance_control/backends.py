@@ -1,0 +1,177 @@
+"""Where instances are started and stopped: one class per fleet, behind `InstanceBackend`.
+
+- `LocalSupervisor`: the local fleet's supervisor (`arena up`), through its control channel
+  (`shared.fleet_control`): it starts a model process on a free port with a share of the cores,
+  or drains one (SIGTERM); the gateway learns the new instance's URL from its answer.
+- `ActionsFleet`: the fleet on GitHub Actions, through the project's GitHub client
+  (`scripts.github_api`): a start dispatches the model's runner workflow (`fleet.yml`, one
+  instance); a stop cancels the run that carries the instance's id in its title (the runner
+  drains and deregisters); the instance appears when its runner registers with the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from gateway.instance_control.errors import (
+    FleetRefused,
+    GitHubFailed,
+    RunNotFound,
+    SupervisorUnavailable,
+)
+from gateway.instances import Instance
+from scripts.fleet_config import MAX_INSTANCES
+from scripts.fleet_labels import ALL_INSTANCES, new_instance_id
+from scripts.github_api import GitHubClient, GitHubError, WorkflowRun
+from shared.catalogue import ModelSpec
+
+
+@dataclass(frozen=True)
+class Started:
+    """What a start made: an instance the gateway can route to at once (local), or a run that
+    will register one later (Actions)."""
+
+    instance_id: str | None
+    url: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FleetProcess:
+    """An instance as its fleet sees it (a local process, or an Actions run)."""
+
+    instance_id: str
+    model: str
+    url: str | None
+    state: str                    # local: running | stopping | exited; Actions: the run's status
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class InstanceBackend(Protocol):
+    kind: str
+
+    async def start(self, model: str, spec: ModelSpec | None) -> Started:
+        """Start one instance of `model`; `spec` is sent only when it differs from the fleet's file."""
+        ...
+
+    async def stop(self, instance: Instance) -> dict[str, Any]: ...
+
+    async def processes(self) -> list[FleetProcess] | None:
+        """What the fleet runs now, or None when it cannot tell cheaply (Actions)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalSupervisor:
+    kind = "local"
+
+    def __init__(self, url: str, token: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), transport=transport, timeout=10.0,
+                                       headers={"Authorization": f"Bearer {token}"}, follow_redirects=False)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise SupervisorUnavailable(f"The local fleet's supervisor did not answer ({type(exc).__name__}); "
+                                        "is `arena up` still running?") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 400:
+            error = body.get("error") if isinstance(body, dict) else None
+            message = error.get("message") if isinstance(error, dict) else response.text[:200]
+            raise FleetRefused(f"The local fleet refused: {message}")
+        return body
+
+    async def start(self, model: str, spec: ModelSpec | None) -> Started:
+        payload: dict[str, Any] = {"model": model}
+        if spec is not None:
+            payload["spec"] = {**spec.model_dump(mode="json", exclude={"key"}), "source": str(spec.source)}
+        body = await self._call("POST", "/instances", json=payload)
+        return Started(body["instance_id"], body["url"],
+                       {"threads": body.get("threads"), "cpus": body.get("cpus"), "pid": body.get("pid")})
+
+    async def stop(self, instance: Instance) -> dict[str, Any]:
+        body = await self._call("DELETE", f"/instances/{instance.instance_id}")
+        return {"state": body.get("state")}
+
+    async def processes(self) -> list[FleetProcess]:
+        body = await self._call("GET", "/instances")
+        return [FleetProcess(p["instance_id"], p["model"], p["url"], p["state"],
+                             {"threads": p.get("threads"), "cpus": p.get("cpus")}) for p in body["data"]]
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+class ActionsFleet:
+    kind = "actions"
+
+    def __init__(self, client: GitHubClient, *, workflow: str = "fleet.yml", ref: str | None = None) -> None:
+        self.client = client
+        self.workflow = workflow
+        self.ref = ref
+
+    async def _github(self, call, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        except GitHubError as exc:
+            raise GitHubFailed(f"GitHub: {exc}") from exc
+
+    async def start(self, model: str, spec: ModelSpec | None) -> Started:
+        """Dispatch one instance with a free instance label (the workflow serves labels 1-3) and an
+        id of our choosing in its title, so that a stop finds exactly its run."""
+        runs = await self.active_runs(model)
+        used = {run.labels.instance for run in runs if run.labels}
+        if ALL_INSTANCES in used:
+            used.add("1")  # a fleet-up run: at least its first label
+        label = next((str(n) for n in range(1, MAX_INSTANCES + 1) if str(n) not in used), None)
+        if label is None:
+            raise FleetRefused(f"{model} already has runs for every instance label (1-{MAX_INSTANCES}) on Actions.")
+        ref = self.ref or await self._github(self.client.default_branch)
+        instance_id = new_instance_id(model, label)
+        result = await self._github(self.client.dispatch_workflow, self.workflow, ref,
+                                    {"model": model, "instances": "1", "instance": label, "instance_id": instance_id})
+        detail: dict[str, Any] = {"run_id": result.run_id, "html_url": result.html_url, "ref": ref,
+                                  "instance_label": label, "expected_instance_id": instance_id}
+        if spec is not None:
+            detail["note"] = ("the runner reads the catalogue of the repository: commit the exported overlay for "
+                              "runtime settings to apply on Actions")
+        return Started(None, None, detail)
+
+    async def active_runs(self, model: str) -> list[WorkflowRun]:
+        return await self._github(lambda: self.client.find_runs(self.workflow, model=model, max_pages=2))
+
+    async def stop(self, instance: Instance) -> dict[str, Any]:
+        runs = await self.active_runs(instance.model)
+        matching = [run for run in runs if run.labels and run.labels.instance_id == instance.instance_id]
+        if not matching and any(run.labels and not run.labels.instance_id for run in runs):
+            raise RunNotFound(f"{instance.instance_id} runs in a fleet-up run that serves several instances; "
+                              f"unload {instance.model} (or `make fleet-down {instance.model}`) to stop them all.")
+        if not matching:
+            raise RunNotFound(f"No active workflow run of {instance.model} carries the instance id "
+                              f"{instance.instance_id!r}: it was not started by this fleet's workflow.")
+        for run in matching:
+            await self._github(self.client.cancel_run, run.id)
+        return {"cancelled_runs": [run.html_url or run.id for run in matching]}
+
+    async def stop_model(self, model: str) -> list[WorkflowRun]:
+        """Cancel every active run of the model (each runner drains and deregisters)."""
+        runs = await self.active_runs(model)
+        for run in runs:
+            await self._github(self.client.cancel_run, run.id)
+        return runs
+
+    async def processes(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.close)
+

@@ -1,0 +1,39 @@
+"""What can go wrong when starting or stopping instances (mapped to HTTP in `gateway.errors`)."""
+
+from __future__ import annotations
+
+from shared.errors import DomainError
+
+
+class ControlNotConfigured(DomainError):
+    """This gateway has no fleet to start instances in (the message says how to configure one)."""
+
+
+class SupervisorUnavailable(DomainError):
+    """The local fleet's supervisor did not answer."""
+
+
+class FleetRefused(DomainError):
+    """The fleet refused the request (e.g. too many instances of the model)."""
+
+
+class GitHubFailed(DomainError):
+    """GitHub refused or failed a dispatch, list or cancel."""
+
+
+class RunNotFound(DomainError):
+    """No active workflow run carries this instance."""
+
+
+class InstanceNotFound(DomainError):
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"No instance '{instance_id}' is known here.", param="instance_id")
+
+
+class OperationInProgress(DomainError):
+    """A rolling restart of this model is already running."""
+
+
+class InvalidAction(DomainError):
+    def __init__(self, action: str | None) -> None:
+        super().__init__(f"'action' must be 'load' or 'unload', not {action!r}.", param="action")

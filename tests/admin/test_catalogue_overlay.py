@@ -1,0 +1,167 @@
+"""The catalogue overlay as a plain class on a real SQLite store: runtime models and settings
+overrides validated with the catalogue's types, kept across a reload (a gateway's restart), the
+hooks told, and the export loading back as a catalogue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gateway.admin.catalogue_overlay import (
+    CatalogueOverlay,
+    InvalidSetting,
+    ModelExists,
+    NotARuntimeModel,
+    UnknownModel,
+)
+from gateway.store import Database
+from gateway.store.database import sqlite_url
+from shared.catalogue import load_catalogue
+from tests.harness import PROJECT_ROOT
+
+BASE = load_catalogue()
+SMOL = "smollm2-135m"
+
+
+@pytest.fixture
+async def store(tmp_path):
+    db = Database(sqlite_url(tmp_path / "store.sqlite3"))
+    await db.upgrade()
+    yield db
+    await db.dispose()
+
+
+async def fresh(db) -> CatalogueOverlay:
+    overlay = CatalogueOverlay(BASE, db)
+    await overlay.load()
+    return overlay
+
+
+async def test_runtime_model_and_overrides_survive_a_reload(store):
+    overlay = await fresh(store)
+    spec = overlay.new_model_spec({"key": "tiny-q4_k_m", "display_name": "Tiny", "source": "hub:org/tiny-GGUF:Q4_K_M",
+                                   "sha256": "a" * 64})
+    assert spec.port == max(m.port for m in BASE.models.values()) + 1 and spec.hostname == "tiny-q4_k_m"
+    await overlay.add_model(spec)
+    updated, restart = await overlay.update_settings(SMOL, {"n_ctx": 4096, "sampling": {"temperature": 0.3}})
+    assert restart and updated.n_ctx == 4096 and updated.sampling.temperature == 0.3
+    _, restart = await overlay.update_settings(SMOL, {"battle_weight": 2.5})
+    assert not restart  # the gateway applies a weight at once
+
+    again = await fresh(store)
+    catalogue = again.effective_catalogue()
+    assert set(catalogue.models) == set(BASE.models) | {"tiny-q4_k_m"}
+    assert str(catalogue.models["tiny-q4_k_m"].source) == "hub:org/tiny-GGUF:Q4_K_M"
+    smol = again.model_spec(SMOL)
+    assert (smol.n_ctx, smol.sampling.temperature, smol.battle_weight) == (4096, 0.3, 2.5)
+    assert smol.parallel == BASE.models[SMOL].parallel
+    assert again.overrides(SMOL) == {"n_ctx": 4096, "sampling": {"temperature": 0.3}, "battle_weight": 2.5}
+    assert BASE.models[SMOL].n_ctx == 2048  # the base itself is untouched
+
+
+async def test_settings_back_to_the_base_leave_no_override(store):
+    overlay = await fresh(store)
+    await overlay.update_settings(SMOL, {"parallel": 2})
+    await overlay.update_settings(SMOL, {"parallel": BASE.models[SMOL].parallel})
+    assert overlay.overrides(SMOL) == {}
+    await overlay.update_settings(SMOL, {"sampling": {"top_k": 20, "temperature": 0.5}})
+    await overlay.update_settings(SMOL, {"sampling": {"top_k": None}})  # null clears one field
+    assert overlay.model_spec(SMOL).sampling.given() == {"temperature": 0.5}
+    await overlay.reset_settings(SMOL)
+    assert (await fresh(store)).model_spec(SMOL) == BASE.models[SMOL]
+
+
+BAD_SETTINGS = [
+    ({"n_ctx": 64}, "n_ctx"), ({"n_ctx": 10 ** 9}, "n_ctx"), ({"parallel": 0}, "parallel"), ({"parallel": 65}, "parallel"),
+    ({"n_ctx": "big"}, "n_ctx"), ({"default_max_tokens": 0}, "default_max_tokens"),
+    ({"default_max_tokens": 2000}, "default_max_tokens"), ({"max_tokens_limit": 4096}, "max_tokens_limit"),
+    ({"battle_weight": -1}, "battle_weight"), ({"battle_weight": 1000}, "battle_weight"),
+    ({"sampling": {"temperature": 3}}, "sampling.temperature"), ({"sampling": {"top_p": 0}}, "sampling.top_p"),
+    ({"sampling": {"mirostat": 1}}, "sampling.mirostat"), ({"sampling": 5}, "sampling"),
+    ({"port": 1}, "port"), ({}, "body"),
+]
+
+
+async def test_out_of_range_settings_are_refused_naming_the_field(store):
+    overlay = await fresh(store)
+    for changes, param in BAD_SETTINGS:
+        with pytest.raises(InvalidSetting) as caught:
+            await overlay.update_settings(SMOL, changes)
+        assert caught.value.param == param, (changes, caught.value)
+    assert overlay.overrides(SMOL) == {} and (await fresh(store)).model_spec(SMOL) == BASE.models[SMOL]
+    with pytest.raises(UnknownModel):
+        await overlay.update_settings("nope", {"parallel": 2})
+
+
+async def test_keys_are_checked_and_base_models_cannot_be_removed(store):
+    overlay = await fresh(store)
+    for key in ("", "Upper", "a b", "../x", "x" * 64, 5):
+        with pytest.raises(InvalidSetting):
+            overlay.new_model_spec({"key": key, "source": "hub:o/r:Q8_0"})
+    with pytest.raises(ModelExists):
+        overlay.new_model_spec({"key": SMOL, "source": "hub:o/r:Q8_0"})
+    with pytest.raises(InvalidSetting) as caught:
+        overlay.new_model_spec({"key": "x", "source": "hub:o/r:Q8_0", "parallel": 100})
+    assert caught.value.param == "parallel"
+    with pytest.raises(NotARuntimeModel):
+        await overlay.remove_model(SMOL)
+    await overlay.add_model(overlay.new_model_spec({"key": "x", "source": "hub:o/r:Q8_0"}))
+    await overlay.remove_model("x")
+    assert "x" not in (await fresh(store)).effective_catalogue().models
+
+
+async def test_hooks_hear_of_changes(store):
+    overlay = await fresh(store)
+    restarted: list[str] = []
+    seen: list[set[str]] = []
+
+    async def restart(key: str) -> None:
+        restarted.append(key)
+
+    async def broken(key: str) -> None:
+        raise RuntimeError("the fleet is down")
+
+    overlay.on_settings_changed += [broken, restart]
+    overlay.on_catalogue_changed.append(lambda catalogue: seen.append(set(catalogue.models)))
+    assert not overlay.restart_needed()
+    await overlay.update_settings(SMOL, {"battle_weight": 0})
+    assert restarted == []
+    await overlay.update_settings(SMOL, {"max_tokens_limit": 512})
+    assert restarted == [SMOL] and overlay.model_spec(SMOL).max_tokens_limit == 512  # saved despite the broken hook
+    await overlay.add_model(overlay.new_model_spec({"key": "x", "source": "hub:o/r:Q8_0"}))
+    assert seen[-1] == set(BASE.models) | {"x"}
+
+
+async def test_a_row_the_base_no_longer_accepts_is_left_out(store, tmp_path):
+    overlay = await fresh(store)
+    await overlay.add_model(overlay.new_model_spec({"key": "x", "source": "hub:o/r:Q8_0"}))
+    await overlay.update_settings(SMOL, {"parallel": 3})
+    narrower = BASE.model_copy(update={"models": {k: m for k, m in BASE.models.items() if k != SMOL}})
+    reloaded = CatalogueOverlay(narrower, store)
+    await reloaded.load()
+    assert SMOL in reloaded.skipped and "x" in reloaded.effective_catalogue().models
+
+
+async def test_export_loads_as_the_effective_catalogue(store, tmp_path):
+    base = load_catalogue(environ={})
+    overlay = CatalogueOverlay(base, store)
+    await overlay.load()
+    await overlay.add_model(overlay.new_model_spec({"key": "tiny-q8_0", "display_name": "Tiny", "source": "hub:o/tiny:Q8_0",
+                                                    "parallel": 2, "sampling": {"temperature": 0.2}}))
+    await overlay.update_settings(SMOL, {"n_ctx": 4096, "sampling": {"top_p": 0.9}})
+    text = overlay.export_yaml()
+    assert text.startswith("# The effective catalogue") and "tiny-q8_0" in text.splitlines()[1]
+    path = tmp_path / "exported.yaml"
+    path.write_text(text)
+    loaded = load_catalogue(path, environ={})
+    assert loaded.models == overlay.effective_catalogue().models
+    assert loaded.models[SMOL].n_ctx == 4096 and loaded.models[SMOL].sampling.top_p == 0.9
+    assert loaded.fleet == base.fleet and loaded.routing == base.routing and loaded.arena == base.arena
+    # The command line writes the same text from the store.
+    done = subprocess.run([sys.executable, "-m", "shared.cli", "catalogue", "export", "--db",
+                           str(tmp_path / "store.sqlite3"), str(tmp_path / "cli.yaml")], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cli.yaml").read_text() == text

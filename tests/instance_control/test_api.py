@@ -1,0 +1,129 @@
+"""The instance-control API of an in-process gateway: `POST /v1/models/{id}?action=load|unload`
+and `/api/admin/instances` refusing every bad input in OpenAI's error shape, and the fleet on
+Actions driven through the project's GitHub client against the local fake of GitHub's API."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from gateway.instance_control.backends import ActionsFleet
+from scripts.github_api import GitHubClient
+from tests.fleet.fake_github import FakeGitHub
+from tests.harness import assert_openai_error, wait_until
+
+SMOL = "smollm2-135m"
+ADMIN = "instances-admin-key-0123456789"
+REG_TOKEN = "registration-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+@pytest.fixture
+def gateway(gateway_apps):
+    return gateway_apps(admin_key=ADMIN, registration_token=REG_TOKEN)
+
+
+def test_load_and_unload_refuse_bad_input(gateway, gateway_apps):
+    url = f"/v1/models/{SMOL}"
+    assert_openai_error(gateway.post(url, params={"action": "load"}), 401, "invalid_admin_key")
+    assert_openai_error(gateway.post(url, params={"action": "load"}, headers={"Authorization": "Bearer nope"}),
+                        401, "invalid_admin_key")
+    assert_openai_error(gateway.post(url, params={"action": "reload"}, headers=AUTH), 400, "invalid_value", "action")
+    assert_openai_error(gateway.post(url, headers=AUTH), 400, "invalid_value", "action")
+    assert_openai_error(gateway.post(url, params={"action": "x" * 50}, headers=AUTH), 400)
+    assert_openai_error(gateway.post("/v1/models/no-such-model", params={"action": "load"}, headers=AUTH),
+                        404, "model_not_found", "model")
+    # No fleet to start instances in: the answer says how to configure one.
+    error = assert_openai_error(gateway.post(url, params={"action": "load"}, headers=AUTH), 503,
+                                "fleet_control_not_configured")
+    assert "arena up" in error["message"] and "ARENA_FLEETCTL_GITHUB_REPOSITORY" in error["message"]
+    # Without an admin key configured, the endpoint is off like the rest of the admin side.
+    off = gateway_apps(admin_key=None)
+    assert_openai_error(off.post(url, params={"action": "load"}, headers=AUTH), 503, "admin_disabled")
+
+
+def test_the_admin_instances_api_refuses_bad_input(gateway):
+    assert_openai_error(gateway.get("/api/admin/instances"), 401, "invalid_admin_key")
+    view = gateway.get("/api/admin/instances", headers=AUTH).json()
+    assert view["fleet"]["kind"] is None and "ARENA_FLEETCTL_GITHUB_TOKEN" in view["fleet"]["message"]
+    assert SMOL in [m["key"] for m in view["data"]]
+    for body in ({}, {"model": ""}, {"model": SMOL, "extra": 1}, {"model": "m" * 201}):
+        assert_openai_error(gateway.post("/api/admin/instances", json=body, headers=AUTH), 400)
+    assert_openai_error(gateway.post("/api/admin/instances", json={"model": "no-such-model"}, headers=AUTH),
+                        404, "model_not_found")
+    assert_openai_error(gateway.delete("/api/admin/instances/no-such-instance", headers=AUTH), 404,
+                        "instance_not_found", "instance_id")
+    assert_openai_error(gateway.post("/api/admin/instances/restart", json={"model": SMOL}, headers=AUTH), 503,
+                        "fleet_control_not_configured")
+
+
+@pytest.fixture
+def actions(gateway):
+    """The gateway's fleet is GitHub Actions: its real client, talking to the fake GitHub."""
+    fake = FakeGitHub("arena/fleet", "actions-token")
+    client = GitHubClient("arena/fleet", "actions-token", transport=httpx.MockTransport(fake.handle), attempts=1)
+    gateway.app.state.instance_control.backend = ActionsFleet(client)
+    gateway.app.state.instance_control_fleet = {"kind": "actions", "message": None, "repository": "arena/fleet",
+                                                "workflow": "fleet.yml"}
+    return gateway, fake
+
+
+def register(gateway, instance_id: str, port: int = 9) -> None:
+    answer = gateway.post("/api/instances", headers={"Authorization": f"Bearer {REG_TOKEN}"},
+                          json={"model": SMOL, "instance_id": instance_id, "url": f"http://127.0.0.1:{port}"})
+    assert answer.status_code in (200, 201), answer.text
+
+
+def test_on_actions_start_dispatches_the_runner_workflow_and_stop_cancels_exactly_its_run(actions):
+    gateway, fake = actions
+    started = gateway.post("/api/admin/instances", json={"model": SMOL}, headers=AUTH)
+    assert started.status_code == 202, started.text
+    dispatch = started.json()["dispatch"]
+    assert fake.requests[-1] == "POST /repos/arena/fleet/actions/workflows/fleet.yml/dispatches"
+    sent = fake.dispatches[-1]
+    assert sent["ref"] == "main" and sent["inputs"]["model"] == SMOL and sent["inputs"]["instances"] == "1"
+    assert sent["inputs"]["instance"] == "1" and sent["inputs"]["instance_id"] == dispatch["expected_instance_id"]
+    first_run = fake.runs[-1]
+    assert dispatch["html_url"] == f"https://github.com/arena/fleet/actions/runs/{first_run.id}"
+    view = gateway.get("/api/admin/instances", headers=AUTH).json()
+    smol = next(m for m in view["data"] if m["key"] == SMOL)
+    assert [d["state"] for d in smol["dispatches"]] == ["dispatched"]
+
+    # A second start takes the next free instance label.
+    second = gateway.post("/api/admin/instances", json={"model": SMOL}, headers=AUTH).json()["dispatch"]
+    assert fake.dispatches[-1]["inputs"]["instance"] == "2"
+
+    # The first runner registers: its dispatch is done; stopping it cancels its run only.
+    register(gateway, dispatch["expected_instance_id"])
+    wait_until(lambda: len(next(m for m in gateway.get("/api/admin/instances", headers=AUTH).json()["data"]
+                                if m["key"] == SMOL)["dispatches"]) == 1, 10, what="the first dispatch done")
+    stopped = gateway.delete(f"/api/admin/instances/{dispatch['expected_instance_id']}", headers=AUTH)
+    assert stopped.status_code == 202, stopped.text
+    assert stopped.json()["instance"]["state"] == "draining"
+    assert f"POST /repos/arena/fleet/actions/runs/{first_run.id}/cancel" in fake.requests
+    assert first_run.conclusion == "cancelled" and fake.runs[-1].status != "completed"
+
+    # An instance no run of ours carries cannot be stopped from here.
+    register(gateway, "someone-elses-instance", port=10)
+    assert_openai_error(gateway.delete("/api/admin/instances/someone-elses-instance", headers=AUTH), 409,
+                        "run_not_found")
+
+    # Unload cancels every active run of the model (the second, still waiting for its runner).
+    unloaded = gateway.post(f"/v1/models/{SMOL}", params={"action": "unload"}, headers=AUTH)
+    assert unloaded.status_code == 202, unloaded.text
+    assert unloaded.json()["cancelled_runs"] == [f"https://github.com/arena/fleet/actions/runs/{fake.runs[-1].id}"]
+    assert unloaded.json()["not_stopped"] == ["someone-elses-instance"]
+    assert all(run.status == "completed" for run in fake.runs)
+    assert second["expected_instance_id"] != dispatch["expected_instance_id"]
+
+    audit = gateway.get("/api/admin/audit", headers=AUTH).json()["data"]
+    assert [e["action"] for e in audit][:4] == ["model.unload", "instance.stop", "instance.start", "instance.start"]
+    assert all(ADMIN not in str(e) for e in audit)
+
+
+def test_on_actions_github_refusing_is_a_clear_error(actions):
+    gateway, fake = actions
+    fake.token = "another-token"  # ours is now refused: Bad credentials
+    error = assert_openai_error(gateway.post("/api/admin/instances", json={"model": SMOL}, headers=AUTH), 502,
+                                "github_failed")
+    assert "invalid or expired" in error["message"] and "actions-token" not in error["message"]
