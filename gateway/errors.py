@@ -6,7 +6,8 @@ everything below it raises these plain exceptions and this table answers them.
 
 from __future__ import annotations
 
-from gateway.arena.votes import AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy, StoreError
+from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound, BattleNotVoted, NotAContest,
+                                 ShareNotFound, SideBusy, StoreError, TooManyRegenerations)
 from gateway.admin import catalogue_overlay as overlay
 from gateway.admin import hub_downloads as hub
 from gateway.instance_control import errors as control
@@ -20,6 +21,9 @@ GATEWAY_ERRORS = ErrorTable({
     SideBusy: ErrorSpec(409, SideBusy.code),
     BattleNotFinished: ErrorSpec(409, BattleNotFinished.code),
     NotAContest: ErrorSpec(409, NotAContest.code),
+    BattleNotVoted: ErrorSpec(409, BattleNotVoted.code),
+    TooManyRegenerations: ErrorSpec(409, TooManyRegenerations.code),
+    ShareNotFound: ErrorSpec(404, ShareNotFound.code),
     # The admin side's models: the runtime catalogue overlay and hub downloads.
     overlay.InvalidSetting: ErrorSpec(400, overlay.InvalidSetting.code),
     overlay.UnknownModel: ErrorSpec(404, overlay.UnknownModel.code, param="model"),

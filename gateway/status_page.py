@@ -1,4 +1,4 @@
-"""`GET /status`: the fleet as a small HTML page that refreshes itself from `/api/status`.
+"""`GET /status`: the fleet as an HTML page in the arena's look that refreshes itself.
 
 Rendered on the server (so it reads without JavaScript, and a meta refresh keeps it live); with
 JavaScript, a few lines swap in freshly rendered rows from `/status/fragment` every two
@@ -11,6 +11,8 @@ import base64
 import hashlib
 from html import escape
 from typing import Any
+
+from gateway.page_shell import render_page
 
 
 def _fmt(value: Any, suffix: str = "") -> str:
@@ -32,10 +34,10 @@ def _uptime(seconds: Any) -> str:
 def _rows(snapshot: dict[str, Any]) -> str:
     rows = []
     for model in snapshot["models"]:
-        rows.append(f'<tr class="model"><th colspan="8">{escape(model["display_name"])} '
+        rows.append(f'<tr class="model"><td colspan="8"><strong>{escape(model["display_name"])}</strong> '
                     f'<code>{escape(model["key"])}</code> <span class="state {escape(model["status"])}">'
                     f'{escape(model["status"])}</span> {model["ready_instances"]}/{model["instances_total"]} ready'
-                    f'</th></tr>')
+                    f'</td></tr>')
         if not model["instances"]:
             rows.append('<tr><td colspan="8" class="none">no instance</td></tr>')
         for inst in model["instances"]:
@@ -69,14 +71,6 @@ document.querySelector('meta[http-equiv=refresh]').remove();
 setInterval(refresh, 2000);
 """
 
-_STYLE = """
-body{font:14px system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;width:100%}
-td,th{padding:.35rem .6rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-tr.model th{background:#f4f4f4;padding-top:.8rem}small{color:#666}.none{color:#999}
-.state{padding:0 .4rem;border-radius:.3rem;color:#fff;background:#999}.ready,.online{background:#2a2}
-.loading{background:#c90}.draining{background:#e70}.unhealthy,.offline{background:#c33}.gone{background:#777}
-"""
-
 
 def _summary(snapshot: dict[str, Any]) -> str:
     return f"{snapshot['models_online']}/{snapshot['models_total']} models online"
@@ -88,25 +82,27 @@ def render_status_fragment(snapshot: dict[str, Any]) -> dict[str, str]:
 
 
 def render_status_page(snapshot: dict[str, Any]) -> str:
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Fleet status · Serverless LLM Arena</title><style>{_STYLE}</style></head>
-<body><h1>Fleet status</h1>
-<p><span id="summary">{escape(_summary(snapshot))}</span>
+    """The page, in the arena's look (the server pages' shell: stylesheet, theme, top bar)."""
+    main = f"""<h1 class="page-title">Fleet status</h1>
+<p class="hint"><span id="summary">{escape(_summary(snapshot))}</span>
 · updated <span id="updated">now</span> · <a href="/api/status">JSON</a> · <a href="/metrics">metrics</a></p>
-<table><thead><tr><th>instance</th><th>state</th><th>last probe</th><th>active</th><th>queued</th>
-<th>outstanding</th><th>tokens/s</th><th>uptime</th></tr></thead>
-<tbody id="rows">{_rows(snapshot)}</tbody></table>
-<script>{_SCRIPT}</script></body></html>"""
+<section class="card" aria-labelledby="instances-title">
+<h2 id="instances-title">Instances</h2>
+<div class="table-scroll"><table class="data status-table"><thead><tr><th scope="col">Instance</th>
+<th scope="col">State</th><th scope="col">Last probe</th><th scope="col">Active</th><th scope="col">Queued</th>
+<th scope="col">Outstanding</th><th scope="col">Tokens/s</th><th scope="col">Uptime</th></tr></thead>
+<tbody id="rows">{_rows(snapshot)}</tbody></table></div>
+</section>"""
+    return render_page("Fleet status", "status", main, head='  <meta http-equiv="refresh" content="10">\n',
+                       tail=f"<script>{_SCRIPT}</script>\n")
 
 
 def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-# The page's own script and style, by hash: nothing else runs or applies on it.
+# The arena's own files and this page's one inline script (by hash): nothing else runs or applies.
 CONTENT_SECURITY_POLICY = (
-    f"default-src 'none'; script-src {_sha256(_SCRIPT)}; style-src {_sha256(_STYLE)}; connect-src 'self'; "
+    f"default-src 'none'; script-src 'self' {_sha256(_SCRIPT)}; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )

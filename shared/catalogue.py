@@ -195,6 +195,9 @@ class ArenaPolicy(BaseModel):
     battles_per_minute: int = Field(10, ge=0, description="battles one client may open per minute; 0: no limit")
     votes_per_minute: int = Field(10, ge=0, description="votes one client may cast per minute; 0: no limit")
     flood_votes_per_hour: int = Field(60, ge=1, description="votes per hour from one client shown as a flood")
+    answer_deadline: float = Field(90.0, gt=0, le=3600, description="seconds an answer may go without progress "
+                                   "(its first word, or the next) before its panel fails")
+    max_regenerations: int = Field(3, ge=0, le=20, description="regenerations of a voted battle's sides")
     sessions_per_minute: int = Field(6, ge=0, description="mode sessions (discussion, council, roundtable) one "
                                                           "client may start per minute; 0: no limit")
     transcript_retention_days: float = Field(90, ge=0, description="days a mode session's transcript is kept; "

@@ -65,6 +65,11 @@ def test_arena_models_runs_from_the_installed_wheel_outside_the_checkout(wheel, 
     where = json.loads(run("-c", "import json, shared, shared.paths as p; from shared.catalogue import load_catalogue;"
                                  "c = load_catalogue(); print(json.dumps([shared.__file__, str(c.path),"
                                  " str(c.fleet.data_path()), str(p.log_dir('fleet'))]))"))
+    # The leaderboard's method page renders from the package's own copy of its text.
+    method = json.loads(run("-c", "import asyncio, json, gateway; from gateway.arena.routes import leaderboard_method;"
+                                  " print(json.dumps([gateway.__file__, asyncio.run(leaderboard_method()).body.decode()]))"))
+    assert Path(method[0]).is_relative_to(target)
+    assert "<h1>How the leaderboard is made</h1>" in method[1] and "upper bound" in method[1]
     package, catalogue, data, logs = (Path(p) for p in where)
     assert package.is_relative_to(target) and catalogue == target / "shared" / "catalogue.yaml"
     assert data == tmp_path / "xdg-data" / "serverless-llm-arena"

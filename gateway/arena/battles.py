@@ -22,15 +22,15 @@ import random
 import re
 import secrets
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.arena.activity import BattleActivity
 from gateway.arena.categories import categorize
-from gateway.arena.votes import SIDES, Battle, SideResult, Vote, VoteStore
+from gateway.arena.votes import SIDES, Battle, SideResult, Vote, VoteStore, is_contest
 from gateway.store import DatabaseUnavailable
 from shared.catalogue import ArenaPolicy
 from shared.errors import ApiError
@@ -40,7 +40,58 @@ from shared.sse import encode as _sse
 log = logging.getLogger(__name__)
 
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
-StreamChat = Callable[[dict[str, Any]], AsyncIterator[bytes]]
+# stream_chat(body, info): `info` receives the instance's id once one answers.
+StreamChat = Callable[[dict[str, Any], dict[str, Any]], AsyncIterator[bytes]]
+# serving(model, instance_id): is that instance (or, with None, any instance of the model) in service?
+ServingCheck = Callable[[str, "str | None"], bool]
+
+
+class SideHung(Exception):
+    """A side's model stopped answering: its instance left service, or the answer deadline passed."""
+
+    def __init__(self, message: str, code: str, status: int) -> None:
+        super().__init__(message)
+        self.message, self.code, self.status = message, code, status
+
+
+class SideWatch:
+    """Watches one side's upstream while the gateway waits for it. The side fails as soon as the
+    health monitor takes its instance out of service (before an instance answered: every
+    instance of its model), or when `deadline` seconds pass without a chunk (the first or the
+    next: any event counts, a reasoning model's hidden thinking too)."""
+
+    TICK = 0.25
+
+    def __init__(self, deadline: float, still_serving: Callable[[], bool]) -> None:
+        self.deadline = deadline
+        self.still_serving = still_serving
+        self.last = time.monotonic()
+
+    def check(self) -> None:
+        if not self.still_serving():
+            raise SideHung("stopped responding: the gateway took its instance out of service (its health checks "
+                           "failed)", "instance_unhealthy", 503)
+        waited = time.monotonic() - self.last
+        if waited >= self.deadline:
+            raise SideHung(f"gave no answer for {waited:.0f} s (the arena's answer deadline is {self.deadline:g} s)",
+                           "answer_deadline", 504)
+
+    async def next(self, upstream: AsyncIterator[bytes]) -> bytes:
+        """The upstream's next chunk; `SideHung` if it hangs, `StopAsyncIteration` at its end."""
+        task = asyncio.ensure_future(upstream.__anext__())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.TICK)
+                if done:
+                    chunk = task.result()
+                    self.last = time.monotonic()
+                    return chunk
+                self.check()
+        finally:
+            if not task.done():
+                task.cancel()
+                with suppress(BaseException):
+                    await task
 
 
 class BattleRequest(BaseModel):
@@ -139,6 +190,14 @@ async def _shielded(write: Awaitable[None]) -> None:
         raise
 
 
+class RegenerateRequest(BaseModel):
+    """Which sides of a voted battle to ask again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sides: list[Literal["a", "b"]] = Field(min_length=1, max_length=2)
+
+
 class FollowUpRequest(BaseModel):
     """A follow-up question in a battle: both sides answer it, each in its own conversation."""
 
@@ -160,8 +219,10 @@ class BattleManager:
 
     def __init__(self, store: VoteStore, *, weights: Mapping[str, float] | None = None,
                  known_names: Iterable[str] = (), rng: random.Random | None = None,
-                 activity: BattleActivity | None = None, policy: ArenaPolicy | None = None) -> None:
+                 activity: BattleActivity | None = None, policy: ArenaPolicy | None = None,
+                 serving: ServingCheck | None = None) -> None:
         self.store = store
+        self.serving = serving or (lambda model, instance_id: True)
         self.policy = policy or ArenaPolicy()
         self.activity = activity or BattleActivity()
         self.weights = dict(weights or {})
@@ -175,11 +236,16 @@ class BattleManager:
 
     async def create(self, ready: Sequence[str], request: BattleRequest,
                      max_tokens_limits: Mapping[str, int] | None = None, *,
-                     client: str | None = None) -> tuple[Battle, str]:
-        """A new battle between two ready models, and the token that proves who opened it."""
+                     client: str | None = None, avoid: frozenset[str] | None = None) -> tuple[Battle, str]:
+        """A new battle between two ready models, and the token that proves who opened it.
+        `avoid` (a pair already played) is drawn again, a few times, when other pairs exist."""
         self._check_size(request.prompt, self.policy.max_prompt_chars, "prompt", "prompt")
         self._check_size(request.system, self.policy.max_system_chars, "system prompt", "system")
         model_a, model_b = pick_pair(ready, self.weights, self.rng)
+        for _ in range(8 if avoid else 0):
+            if {model_a, model_b} != avoid:
+                break
+            model_a, model_b = pick_pair(ready, self.weights, self.rng)
         limits = max_tokens_limits or {}
         # Both sides get the same settings, so the tighter of the two limits applies to both.
         max_tokens = min(request.max_tokens, limits.get(model_a, request.max_tokens),
@@ -216,6 +282,32 @@ class BattleManager:
                            param="prompt")
         return await self.store.add_turn(battle_id, prompt)
 
+    async def new_round(self, battle_id: str, token: str | None, ready: Sequence[str],
+                        max_tokens_limits: Mapping[str, int] | None = None, *,
+                        client: str | None = None) -> tuple[Battle, str]:
+        """The battle's first prompt and settings again, to a new pair (another pair than this
+        one when the fleet has one). Only after this battle is settled: voted, or no contest."""
+        battle = await self.store.get_battle(battle_id)
+        self.check_token(battle, token)
+        settled = battle.vote is not None or (battle.finished and not all(
+            is_contest(battle.sides[s]) for s in SIDES))
+        if not settled:
+            raise ApiError(409, "Vote on this battle first (or abandon it): a new round starts once it is settled.",
+                           code="battle_not_voted")
+        req = battle.request
+        request = BattleRequest(prompt=battle.prompts[0], system=req.get("system", ""),
+                                temperature=req.get("temperature", 0.7),
+                                max_tokens=req.get("requested_max_tokens", req["max_tokens"]))
+        return await self.create(ready, request, max_tokens_limits, client=client,
+                                 avoid=frozenset((battle.model_a, battle.model_b)))
+
+    async def regenerate(self, battle_id: str, token: str | None, sides: Sequence[str]) -> Battle:
+        """Ask sides of a voted battle again (see the README: the vote stays on what was shown)."""
+        battle = await self.store.get_battle(battle_id)
+        self.check_token(battle, token)
+        return await self.store.regenerate(battle_id, tuple(dict.fromkeys(sides)),
+                                           limit=self.policy.max_regenerations, seed=battle.seed)
+
     async def vote(self, battle_id: str, token: str | None, winner: str, client: str | None) -> tuple[Vote, Battle]:
         battle = await self.store.get_battle(battle_id)
         self.check_token(battle, token)
@@ -231,9 +323,10 @@ class BattleManager:
             messages += [{"role": "user", "content": turn.prompt},
                          {"role": "assistant", "content": turn.sides[side].answer}]
         messages.append({"role": "user", "content": battle.prompts[-1]})
+        seed = (req.get("side_seeds") or {}).get(side, battle.seed)  # a regenerated side draws anew
         return {"model": battle.model(side), "messages": messages, "stream": True,
                 "stream_options": {"include_usage": True}, "temperature": req["temperature"],
-                "max_tokens": req["max_tokens"], "seed": battle.seed}
+                "max_tokens": req["max_tokens"], "seed": seed}
 
     def scrubber(self, battle: Battle) -> NameScrubber:
         return NameScrubber({*self.known_names, battle.model_a, battle.model_b})
@@ -257,11 +350,19 @@ class BattleManager:
         meter = _Meter(started=time.monotonic())
         live = ExitStack()  # the side counts as streaming until its relay ends
         live.enter_context(self.activity.side_streaming())
-        upstream = stream_chat(self.upstream_body(battle, side))
+        info: dict[str, Any] = {}
+        model = battle.model(side)
+        watch = SideWatch(self.policy.answer_deadline, lambda: self.serving(model, info.get("instance_id")))
+        upstream = stream_chat(self.upstream_body(battle, side), info)
         try:
-            first = await upstream.__anext__()
+            first = await watch.next(upstream)
         except StopAsyncIteration:
             first = b""
+        except SideHung as exc:
+            live.close()
+            await upstream.aclose()
+            await _shielded(self.store.finish_side(battle_id, side, meter.result("error", "", None, exc.message)))
+            raise ApiError(exc.status, f"{label} {exc.message}.", code=exc.code) from None
         except ApiError as exc:
             live.close()
             await upstream.aclose()
@@ -276,14 +377,14 @@ class BattleManager:
             await _shielded(self.store.finish_side(battle_id, side,
                                                    meter.result("error", "", None, "the upstream request failed")))
             raise
-        relay = self._relay(battle, side, first, upstream, meter, scrub, live)
+        relay = self._relay(battle, side, first, upstream, meter, scrub, live, watch)
         # Run the relay to its first line: closing it then records the side and closes the
         # upstream request even if not one chunk was read (the browser left before the first token).
         await relay.__anext__()
         return relay
 
     async def _relay(self, battle: Battle, side: str, first: bytes, upstream: AsyncIterator[bytes],
-                     meter: _Meter, scrub: NameScrubber, live: ExitStack) -> AsyncIterator[bytes]:
+                     meter: _Meter, scrub: NameScrubber, live: ExitStack, watch: SideWatch) -> AsyncIterator[bytes]:
         label = SIDE_LABELS[side]
         chunk_id = f"chatcmpl-battle-{battle.id}-{battle.turn}-{side}"
         created = int(battle.created_at)
@@ -305,8 +406,16 @@ class BattleManager:
             while not done:
                 if not pending:
                     try:
-                        pending.append(await upstream.__anext__())
+                        pending.append(await watch.next(upstream))
                     except StopAsyncIteration:
+                        break
+                    except SideHung as exc:
+                        # Ended here, as an error: a hung side is not an answer to vote on.
+                        status, error = "error", exc.message
+                        if rest := words.flush():
+                            yield chunk({"content": rest})
+                        yield _sse({"error": {"message": f"{label} {exc.message}.", "type": "upstream_error",
+                                              "param": None, "code": exc.code}})
                         break
                 for payload in reader.feed(pending.pop()):
                     if payload.strip() == DONE_PAYLOAD:

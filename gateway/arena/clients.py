@@ -83,7 +83,7 @@ class ClientLimits:
     """Battles opened, votes cast and mode sessions started per client per minute (limits from
     the catalogue), counted in the store by the gateway's `RateLimiter`, so that replicas share them."""
 
-    WHAT = {"battle": "battles opened", "vote": "votes", "session": "sessions started"}
+    WHAT = {"battle": "battles opened", "vote": "votes", "session": "sessions started", "share": "share links"}
 
     def __init__(self, policy: ArenaPolicy, limiter: RateLimiter) -> None:
         self.policy = policy
@@ -95,9 +95,11 @@ class ClientLimits:
         return key if len(key) <= 64 else f"arena-{action}:" + hashlib.sha256(client.encode()).hexdigest()[:40]
 
     async def check(self, action: str, client: str) -> None:
-        """Count one `action` ("battle", "vote" or "session") of `client`; 429 over its limit."""
+        """Count one `action` ("battle", "vote", "session", or "share", which counts like votes) of
+        `client`; 429 over its limit."""
         per_minute = {"battle": self.policy.battles_per_minute, "vote": self.policy.votes_per_minute,
-                      "session": self.policy.sessions_per_minute}[action]
+                      "session": self.policy.sessions_per_minute,
+                      "share": self.policy.votes_per_minute}[action]
         wait = await self.limiter.check(self.window_key(action, client), per_minute)
         if wait is not None:
             retry = RateLimiter.retry_after_header(wait)

@@ -16,18 +16,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from gateway.admin import record_admin_action
 from gateway.arena.activity import BattleActivity
-from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest, FollowUpRequest
+from gateway.arena.battles import SIDE_LABELS, BattleManager, BattleRequest, FollowUpRequest, RegenerateRequest
 from gateway.arena.clients import ClientIdentifier, ClientLimits
 from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
+from gateway.arena.method_page import render_method_page
 from gateway.arena.settings import ArenaSettings
+from gateway.arena.shares import CompareShareRequest, ShareBook
 from gateway.arena.votes import SIDES, Vote, VoteStore
+from gateway.instances import InstanceState
 from gateway.keys import RateLimiter
 from gateway.static_assets import PageAssets
 from gateway.store import Database
@@ -53,7 +56,7 @@ class Arena:
     """The arena's state on the app: its store, battle manager and leaderboard cache."""
 
     def __init__(self, catalogue: Catalogue, settings: ArenaSettings, database: Database,
-                 activity: BattleActivity | None = None) -> None:
+                 activity: BattleActivity | None = None, serving: Any = None) -> None:
         self.catalogue = catalogue
         self.settings = settings
         self.store = VoteStore(database)
@@ -63,7 +66,8 @@ class Arena:
         self.battles = BattleManager(
             self.store, weights={k: m.battle_weight for k, m in catalogue.models.items()},
             known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)],
-            activity=activity, policy=catalogue.arena)
+            activity=activity, policy=catalogue.arena, serving=serving)
+        self.shares = ShareBook(self.store, catalogue)
         self._leaderboard: tuple[Any, dict[str, Any]] | None = None
         self._leaderboard_lock = asyncio.Lock()
         self._leaderboard_checked = float("-inf")
@@ -96,8 +100,24 @@ def arena_of(request: Request) -> Arena:
     arena = getattr(request.app.state, "arena", None)
     if arena is None:
         arena = request.app.state.arena = Arena(request.app.state.catalogue, ArenaSettings(), request.app.state.database,
-                                                getattr(request.app.state, "battle_activity", None))
+                                                getattr(request.app.state, "battle_activity", None),
+                                                serving_check(getattr(request.app.state, "instances", None)))
     return arena
+
+
+def serving_check(instances: Any):
+    """Whether a battle side's instance (or, before one answered, any instance of its model) is in
+    service, as the health monitor sees it: a side whose instance it takes out fails at once."""
+    if instances is None:
+        return None
+
+    def serving(model: str, instance_id: str | None) -> bool:
+        if instance_id is None:
+            return bool(instances.ready(model))
+        instance = instances.get(instance_id)
+        return instance is not None and instance.state is InstanceState.READY
+
+    return serving
 
 
 def ready_models(request: Request) -> list[str]:
@@ -141,22 +161,13 @@ async def leaderboard_page() -> HTMLResponse:
     return _page("leaderboard.html")
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-METHOD_HEADING = "### How the leaderboard is made"
-
-
 @pages.get("/leaderboard/method")
-async def leaderboard_method() -> PlainTextResponse:
-    """The README's description of the leaderboard's method, as plain Markdown text."""
+async def leaderboard_method() -> HTMLResponse:
+    """How the leaderboard is made: gateway/web/leaderboard-method.md (the README links to it), as a page."""
     try:
-        text = README.read_text(encoding="utf-8")
+        return HTMLResponse(render_method_page(), headers=PAGE_HEADERS)
     except OSError:
-        raise ApiError(404, "The README is not part of this install.", code="missing_asset") from None
-    start = text.find(METHOD_HEADING)
-    if start < 0:
-        raise ApiError(404, "The README has no description of the leaderboard.", code="missing_asset")
-    end = min((i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if i > 0), default=len(text))
-    return PlainTextResponse(text[start:end].strip() + "\n", headers={"X-Content-Type-Options": "nosniff"})
+        raise ApiError(500, "The leaderboard's method page is missing from this install.", code="missing_asset") from None
 
 
 api = APIRouter(tags=["arena"])
@@ -175,8 +186,12 @@ async def list_ready_models(request: Request) -> dict[str, Any]:
         spec = arena.catalogue.models.get(key)
         data.append({"id": key, "object": "model", "display_name": spec.display_name if spec else key,
                      "description": spec.description if spec else "",
-                     "max_tokens_limit": spec.max_tokens_limit if spec else None})
-    return {"object": "list", "data": data}
+                     "max_tokens_limit": spec.max_tokens_limit if spec else None,
+                     "context": spec.n_ctx if spec else None,
+                     "battles": (spec.battle_weight if spec else 1.0) > 0})
+    policy = arena.catalogue.arena
+    return {"object": "list", "data": data, "answer_deadline": policy.answer_deadline,
+            "max_prompt_chars": policy.max_prompt_chars}
 
 
 def _battle_view(arena: Arena, battle) -> dict[str, Any]:
@@ -194,7 +209,9 @@ def _battle_view(arena: Arena, battle) -> dict[str, Any]:
             "max_turns": arena.catalogue.arena.max_turns,
             "earlier_turns": [{"prompt": t.prompt, "answers": {s: r.answer for s, r in t.sides.items()}}
                               for t in battle.earlier],
-            "sides": sides, "finished": battle.finished, "vote": battle.vote, "revealed": None}
+            "sides": sides, "finished": battle.finished, "vote": battle.vote, "revealed": None,
+            "regenerated": battle.request.get("regenerated", {}),
+            "max_regenerations": arena.catalogue.arena.max_regenerations}
     if battle.vote is not None:
         view["revealed"] = arena.battles.reveal(battle, arena.display_names())
         view["settings"] |= {"max_tokens": battle.request["max_tokens"], "seed": battle.seed}
@@ -234,7 +251,57 @@ async def follow_up(battle_id: str, body: FollowUpRequest, request: Request) -> 
 async def get_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
     battle = await arena.store.get_battle(battle_id)
-    return _battle_view(arena, battle)
+    return await _with_voted_answers(arena, _battle_view(arena, battle))
+
+
+async def _with_voted_answers(arena: Arena, view: dict[str, Any]) -> dict[str, Any]:
+    """A regenerated battle also shows the answers its vote applied to (they are in the vote)."""
+    if view["vote"] is not None and view["regenerated"]:
+        turns = await arena.store.voted_turns(view["id"]) or []
+        if turns:
+            view["voted_answers"] = {s: turns[-1].get(s, "") for s in SIDES}
+    return view
+
+
+@api.post("/api/battles/{battle_id}/rounds", status_code=201)
+async def new_round(battle_id: str, request: Request) -> dict[str, Any]:
+    """A new battle with this one's first prompt and settings, drawn again (another pair if the
+    fleet has one), once this one is voted (or was no contest). Answers like `POST /api/battles`."""
+    arena = arena_of(request)
+    client = arena.clients.client_id(request)
+    await arena.limits.check("battle", client)
+    limits = {k: m.max_tokens_limit for k, m in arena.catalogue.models.items()}
+    battle, token = await arena.battles.new_round(battle_id, _token(request), ready_models(request), limits,
+                                                  client=client)
+    return _with_stream_urls(_battle_view(arena, battle)) | {"token": token}
+
+
+@api.post("/api/battles/{battle_id}/regenerate")
+async def regenerate(battle_id: str, body: RegenerateRequest, request: Request) -> dict[str, Any]:
+    """Ask sides of a voted battle again; stream them as before. The vote is not changed."""
+    arena = arena_of(request)
+    battle = await arena.battles.regenerate(battle_id, _token(request), body.sides)
+    return _with_stream_urls(await _with_voted_answers(arena, _battle_view(arena, battle)))
+
+
+@api.post("/api/battles/{battle_id}/share", status_code=201)
+async def share_battle(battle_id: str, request: Request) -> dict[str, Any]:
+    """A read-only link to the voted battle (409 battle_not_voted before the vote)."""
+    arena = arena_of(request)
+    battle = await arena.store.get_battle(battle_id)
+    arena.battles.check_token(battle, _token(request))
+    client = arena.clients.client_id(request)
+    await arena.limits.check("share", client)
+    return await arena.shares.share_battle(battle, client=client)
+
+
+@api.post("/api/shares", status_code=201)
+async def share_compare(body: CompareShareRequest, request: Request) -> dict[str, Any]:
+    """A read-only link to a compare conversation, from the snapshot the page sends."""
+    arena = arena_of(request)
+    client = arena.clients.client_id(request)
+    await arena.limits.check("share", client)
+    return await arena.shares.share_compare(body, client=client)
 
 
 @api.post("/api/battles/{battle_id}/sides/{side}/stream")
@@ -304,6 +371,22 @@ async def include_client(client: str, request: Request) -> dict[str, Any]:
         raise ApiError(404, f"The client {client!r} is not excluded.", code="client_not_excluded")
     await record_admin_action(request, "arena.include_client", client)
     return {"object": "arena.excluded_client", "client": client, "excluded": False}
+
+
+@public_api.get("/api/shares/{share_id}")
+async def get_share(share_id: str, request: Request) -> dict[str, Any]:
+    """A shared battle (revealed) or compare conversation: no voter, no token, no client."""
+    arena = arena_of(request)
+    share = await arena.shares.get(share_id)
+    if share["kind"] == "battle":
+        battle = await arena.store.get_battle(share["battle_id"])
+        share["battle"] = await _with_voted_answers(arena, _battle_view(arena, battle))
+    return share
+
+
+@pages.get("/share/{share_id}")
+async def share_page(share_id: str) -> HTMLResponse:
+    return _page("share.html")
 
 
 @public_api.get("/api/leaderboard")

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.store import Database
 from gateway.store.database import is_unique_violation
-from gateway.store.schema import arena_excluded_clients, battle_sides, battle_turns, battles, votes
+from gateway.store.schema import arena_excluded_clients, battle_sides, battle_turns, battles, shares, votes
 
 SIDES = ("a", "b")
 FINISHED = ("done", "stopped", "error")
@@ -52,6 +52,20 @@ class NotAContest(StoreError):
     """A side failed or said nothing: there is nothing to compare."""
 
     code = "not_a_contest"
+
+
+class BattleNotVoted(StoreError):
+    """Regenerating and sharing come after the vote: before it they would bias it or reveal the pair."""
+
+    code = "battle_not_voted"
+
+
+class TooManyRegenerations(StoreError):
+    code = "too_many_regenerations"
+
+
+class ShareNotFound(StoreError):
+    code = "share_not_found"
 
 
 def is_contest(result: "SideResult") -> bool:
@@ -246,6 +260,61 @@ class VoteStore:
             for child in (battle_turns, battle_sides):
                 await conn.execute(delete(child).where(child.c.battle_id.in_(old)))
             return (await conn.execute(delete(battles).where(battles.c.id.in_(old)))).rowcount
+
+    async def regenerate(self, battle_id: str, sides: tuple[str, ...], *, limit: int, seed: int) -> Battle:
+        """Ask `sides` of a voted battle again: each waits for a new answer, drawn with its own
+        new seed (`request["side_seeds"]`). The vote, and the answers it applied to, stay in the
+        vote row; at most `limit` regenerations per side."""
+        async with self.db.write() as conn:
+            row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+            if row is None:
+                raise BattleNotFound(f"no battle {battle_id!r}")
+            if not (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():
+                raise BattleNotVoted(f"battle {battle_id!r} has no vote yet: vote first, then regenerate "
+                                     "(a second chance for one side before the vote would bias it)")
+            request = json.loads(row.request)
+            counts = request.setdefault("regenerated", {})
+            if any(counts.get(s, 0) >= limit for s in sides):
+                raise TooManyRegenerations(f"a side of a battle is regenerated at most {limit} times")
+            for s in sides:
+                changed = await conn.execute(update(battle_sides).where(
+                    battle_sides.c.battle_id == battle_id, battle_sides.c.side == s,
+                    battle_sides.c.status.in_(FINISHED)).values(**asdict(SideResult())))
+                if changed.rowcount != 1:
+                    raise BattleNotFinished(f"side {s!r} of battle {battle_id!r} is still streaming")
+                counts[s] = counts.get(s, 0) + 1
+                request.setdefault("side_seeds", {})[s] = (seed + counts[s]) % 2**31
+            await conn.execute(update(battles).where(battles.c.id == battle_id).values(request=json.dumps(request)))
+        return await self.get_battle(battle_id)
+
+    async def voted_turns(self, battle_id: str) -> list[dict[str, Any]] | None:
+        """The turns as they were when the vote was cast (what the vote applies to)."""
+        async with self.db.read() as conn:
+            raw = (await conn.execute(select(votes.c.turns).where(votes.c.battle_id == battle_id))).scalar()
+        return json.loads(raw) if raw else None
+
+    # -- shares --------------------------------------------------------------------------
+
+    async def share(self, share_id: str, kind: str, *, battle_id: str | None = None, body: Any = None,
+                    client: str | None = None, now: float | None = None) -> str:
+        """Store a share and return its id; a battle is shared once (its existing id comes back)."""
+        async with self.db.write() as conn:
+            if battle_id is not None:
+                existing = (await conn.execute(select(shares.c.id).where(shares.c.battle_id == battle_id))).scalar()
+                if existing:
+                    return existing
+            await conn.execute(insert(shares).values(
+                id=share_id, kind=kind, battle_id=battle_id, body=json.dumps(body) if body is not None else None,
+                client=client, created_at=time.time() if now is None else now))
+        return share_id
+
+    async def get_share(self, share_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(shares).where(shares.c.id == share_id))).first()
+        if row is None:
+            raise ShareNotFound(f"no share {share_id!r}")
+        return {"id": row.id, "kind": row.kind, "battle_id": row.battle_id, "created_at": row.created_at,
+                "body": json.loads(row.body) if row.body else None}
 
     # -- votes ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from gateway.auth import is_admin
 from gateway.fleet_status import BADGE_CACHE_CONTROL
 from gateway.status_page import CONTENT_SECURITY_POLICY as STATUS_PAGE_CSP
 from gateway.status_page import render_status_fragment, render_status_page
+from shared.errors import ApiError
 from shared.openapi import METRICS_RESPONSES
 
 router = APIRouter()
@@ -36,8 +37,11 @@ async def status_json(request: Request) -> JSONResponse:
 
 @router.get("/status", response_class=HTMLResponse)
 async def status_page(request: Request) -> HTMLResponse:
-    return HTMLResponse(render_status_page(request.app.state.fleet_status.snapshot()),
-                        headers={**_NO_STORE, "Content-Security-Policy": STATUS_PAGE_CSP})
+    try:
+        page = render_status_page(request.app.state.fleet_status.snapshot())
+    except OSError:
+        raise ApiError(500, "The status page's shell is missing from this install.", code="missing_asset") from None
+    return HTMLResponse(page, headers={**_NO_STORE, "Content-Security-Policy": STATUS_PAGE_CSP})
 
 
 @router.get("/status/fragment")

@@ -110,6 +110,20 @@ arena_excluded_clients = Table(
     Column("reason", Text, nullable=False, server_default=""),
 )
 
+# Read-only permalinks (revision 0403_shares): a voted battle (by id) or a compare conversation
+# (its JSON snapshot, as the browser sent it). The id is random and unguessable; `client` is who
+# shared it, never shown.
+shares = Table(
+    "shares", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("battle_id", String(64), unique=True),
+    Column("body", Text),
+    Column("client", Text),
+    CheckConstraint("kind IN ('battle', 'compare')", name="shares_kind"),
+)
+
 # Sessions of the multi-model modes (discussion, council, roundtable): the transcript is JSON
 # (settings, participants, every event but the tokens), written at the start and at the end.
 mode_transcripts = Table(

@@ -15,7 +15,7 @@ from sqlalchemy import Table, func, insert, select, text
 from gateway.store.database import Database, current_revision
 from gateway.store.schema import (admin_audit, analytics_hours, analytics_minutes, api_key_usage, api_keys,
                                    arena_excluded_clients, battle_sides, battle_turns, battles, catalogue_overlay,
-                                   mode_transcripts, registrations, votes)
+                                   mode_transcripts, registrations, shares, votes)
 
 FORMAT = "serverless-llm-arena-store"
 # Everything a user made (the runtime catalogue overlay too) and the admin side's history (request
@@ -23,7 +23,7 @@ FORMAT = "serverless-llm-arena-store"
 # rate windows (a minute's request counts) are not carried over.
 TABLES: list[Table] = [api_keys, registrations, battles, battle_sides, battle_turns, votes, arena_excluded_clients,
                        mode_transcripts, api_key_usage, admin_audit, analytics_minutes, analytics_hours,
-                       catalogue_overlay]
+                       catalogue_overlay, shares]
 _BATCH = 500
 
 

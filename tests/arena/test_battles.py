@@ -29,7 +29,7 @@ def chunk(model: str, content: str | None = None, finish: str | None = None, **e
 
 
 def upstream_of(parts: list[bytes], log: dict, delay: float = 0.0):
-    def stream_chat(body: dict):
+    def stream_chat(body: dict, info: dict | None = None):
         log["body"] = body
 
         async def gen():
@@ -169,7 +169,7 @@ async def test_upstream_failures_are_scrubbed_and_recorded(manager):
     battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
     model_a, model_b = battle.model("a"), battle.model("b")
 
-    def refusing(body):
+    def refusing(body, info=None):
         async def gen():
             raise ApiError(503, f"No ready instance of model '{body['model']}' (SmolLM2 135M Instruct).")
             yield b""
@@ -251,3 +251,49 @@ async def test_follow_ups_give_each_side_its_own_conversation_up_to_the_limit(da
     vote, _ = await manager.vote(battle.id, token, "model_b", None)
     assert [t["user"] for t in vote.turns] == ["Hi", "And then?"] and vote.categories == ["multi_turn"]
     assert vote.answer_a == "Second answer. "
+
+
+def hanging_after(parts: list[bytes]):
+    """An upstream that sends `parts`, then never another byte (a frozen model)."""
+    def stream_chat(body, info=None):
+        async def gen():
+            for p in parts:
+                yield p
+            await asyncio.Event().wait()
+        if info is not None:
+            info["instance_id"] = "frozen-1"
+        return gen()
+    return stream_chat
+
+
+async def test_a_side_that_hangs_fails_at_the_deadline_and_cannot_be_voted(database):
+    manager = BattleManager(VoteStore(database), known_names=NAMES, rng=random.Random(3),
+                            policy=ArenaPolicy(answer_deadline=0.5))
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
+    model_a = battle.model("a")
+    stream = await manager.open_side(battle.id, "a", hanging_after([chunk(model_a, "Hello ")]), token)
+    out = b"".join([c async for c in stream]).decode()
+    error = json.loads(next(line[6:] for line in out.splitlines() if '"error"' in line))["error"]
+    assert error["code"] == "answer_deadline" and error["message"].startswith("Model A gave no answer for")
+    side = (await manager.store.get_battle(battle.id)).sides["a"]
+    assert side.status == "error" and side.answer == "Hello "
+    # Before the first chunk: the side's request fails with an HTTP error, recorded the same way.
+    with pytest.raises(ApiError) as err:
+        await manager.open_side(battle.id, "b", hanging_after([]), token)
+    assert err.value.status == 504 and err.value.code == "answer_deadline"
+    with pytest.raises(Exception) as refused:
+        await manager.vote(battle.id, token, "model_a", None)
+    assert getattr(refused.value, "code", None) == "not_a_contest"
+
+
+async def test_a_side_fails_as_soon_as_its_instance_leaves_service(database):
+    in_service = {"frozen-1": True}
+    manager = BattleManager(VoteStore(database), known_names=NAMES, rng=random.Random(3),
+                            policy=ArenaPolicy(answer_deadline=600),
+                            serving=lambda model, instance: in_service.get(instance, True))
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Hi"))
+    stream = await manager.open_side(battle.id, "b", hanging_after([chunk(battle.model("b"), "Hi ")]), token)
+    in_service["frozen-1"] = False  # the health monitor took the instance out
+    out = b"".join([c async for c in stream]).decode()
+    assert '"code":"instance_unhealthy"' in out and "Model B stopped responding" in out
+    assert (await manager.store.get_battle(battle.id)).sides["b"].status == "error"

@@ -72,6 +72,10 @@ async def test_limits_per_client_and_action(tmp_path):
         assert err.value.status == 429 and err.value.code == "rate_limit_exceeded" and err.value.headers["Retry-After"]
         await limits.check("battle", "addr:b")  # another client is not held back
         await limits.check("vote", "addr:a")    # nor another action
+        await limits.check("share", "addr:a")   # share links count apart, at the votes' rate
+        with pytest.raises(ApiError) as err:
+            await limits.check("share", "addr:a")
+        assert err.value.status == 429 and "share links" in err.value.message
         await limits.check("battle", "key:" + "k" * 80)  # a long id still fits the store's column
         now[0] += 120
         await limits.check("battle", "addr:a")  # the window moved on

@@ -26,8 +26,9 @@ export class CompareMode {
     return [...this.chats.values()].some((c) => c.controller);
   }
 
-  /** New list of ready models from the gateway. */
-  setModels(models) {
+  /** New list of ready models from the gateway; `deadline`: the arena's answer deadline (s). */
+  setModels(models, deadline = 0) {
+    this.deadline = deadline;
     this.ready = new Set(models.map((m) => m.id));
     for (const m of models) this.models.set(m.id, m);
     if (this.autoSelect && models.length) {
@@ -131,7 +132,12 @@ export class CompareMode {
     const result = await streamCompletion("/v1/chat/completions", {
       model: key, messages, stream: true, stream_options: { include_usage: true },
       temperature: s.temperature, max_tokens: maxTokens,
-    }, { signal: controller.signal, headers, onText: answer.update });
+    }, {
+      signal: controller.signal, headers, onText: answer.update, deadline: this.deadline,
+      // The models list (polled) drops a model whose instances the gateway took out of service.
+      gone: () => (this.ready.has(key) ? null
+        : `${this.models.get(key)?.display_name || key} stopped responding: the gateway took it out of service.`),
+    });
     answer.finish(result);
     // A stopped or failed answer stays in the conversation only if it said something.
     if (result.text) chat.history.push({ role: "assistant", content: result.text });
@@ -142,6 +148,29 @@ export class CompareMode {
 
   stop(key) {
     this.chats.get(key)?.controller?.abort();
+  }
+
+  /** The chosen models that can answer now, with their context sizes (for the token estimate). */
+  targets() {
+    return [...this.selected].filter((k) => this.ready.has(k)).map((k) => this.models.get(k));
+  }
+
+  /** The longest conversation so far, as text (for the token estimate). */
+  conversationText() {
+    let longest = "";
+    for (const chat of this.chats.values()) {
+      const text = chat.history.map((m) => m.content).join("\n");
+      if (text.length > longest.length) longest = text;
+    }
+    return longest;
+  }
+
+  /** What a share link needs: each panel's conversation (answers that said something). */
+  snapshot() {
+    const panels = [...this.chats.entries()]
+      .filter(([, chat]) => chat.history.some((m) => m.role === "assistant"))
+      .map(([model, chat]) => ({ model, messages: chat.history.map(({ role, content }) => ({ role, content })) }));
+    return { system: this.settings().system, panels };
   }
 
   stopAll() {

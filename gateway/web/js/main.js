@@ -1,7 +1,9 @@
 // The arena page: tabs, settings, composer and keyboard, theme toggle, the list of ready models.
-import { BattleMode } from "./battle.js";
+import { BattleMode, showShareLink } from "./battle.js";
 import { CompareMode } from "./compare.js";
+import { errorMessage } from "./stream.js";
 import { initThemeToggle } from "./theme-toggle.js";
+import { checkContext } from "./tokens.js";
 
 const $ = (id) => document.getElementById(id);
 const MODELS_POLL_MS = 4000;
@@ -42,8 +44,10 @@ const compare = new CompareMode({
 });
 const battle = new BattleMode({
   panelsEl: $("battle-panels"), voteBar: $("vote-bar"), resultEl: $("battle-result"),
+  afterVote: $("after-vote"), shareEl: $("battle-share"),
   settings: readSettings, onBusyChange: () => updateButtons(),
 });
+let readyModels = [];
 const current = () => (mode === "battle" ? battle : compare);
 
 function updateButtons() {
@@ -51,6 +55,32 @@ function updateButtons() {
   $("stop-all").disabled = !m.busy;
   $("send").disabled = !m.canSend();
   $("send").textContent = mode === "battle" ? battle.sendLabel() : "Send";
+  $("compare-actions").hidden = compare.busy || !compare.snapshot().panels.length;
+  updateEstimate();
+}
+
+// The prompt's estimated tokens (with the conversation so far and the answer's max tokens)
+// against the smallest context it may meet: the chosen models in Compare, any battle model.
+let confirmedOver = false;
+function contextCheck() {
+  const prompt = $("prompt").value;
+  if (!prompt.trim()) return null;
+  const s = readSettings();
+  const models = mode === "battle" ? readyModels.filter((m) => m.battles !== false) : compare.targets();
+  const soFar = mode === "battle" ? battle.conversationText() : compare.conversationText();
+  return checkContext([s.system, soFar, prompt].filter(Boolean).join("\n"), s.maxTokens, models);
+}
+
+function updateEstimate(check = contextCheck()) {
+  const el = $("token-estimate");
+  el.hidden = !check;
+  if (!check) return;
+  const n = (x) => x.toLocaleString("en");
+  el.classList.toggle("over", check.over);
+  el.textContent = check.over
+    ? `About ${n(check.tokens)} tokens + ${n(check.reserve)} to answer: more than ${check.model}'s context of ${n(check.context)} tokens. Shorten it, or lower max tokens.`
+    : `About ${n(check.tokens)} tokens + ${n(check.reserve)} to answer, of ${n(check.context)} (${check.model}, the tightest fit).`;
+  if (check.over && confirmedOver) el.textContent += " Send again to send it anyway.";
 }
 
 function setMode(next, { focus = false } = {}) {
@@ -71,6 +101,13 @@ function setMode(next, { focus = false } = {}) {
 async function send() {
   const prompt = $("prompt").value.trim();
   if (!prompt || !current().canSend()) return;
+  const check = contextCheck();
+  if (check && check.over && !confirmedOver) {  // warn first; a second Send sends it anyway
+    confirmedOver = true;
+    updateEstimate(check);
+    return;
+  }
+  confirmedOver = false;
   persistSettings();
   const sent = current().send(prompt);
   if (sent !== false) {
@@ -92,7 +129,9 @@ async function pollModels() {
     const key = readSettings().apiKey; // the list takes the key when the gateway requires one
     const response = await fetch("/api/arena/models", { cache: "no-store", headers: key ? { Authorization: `Bearer ${key}` } : {} });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    compare.setModels((await response.json()).data);
+    const body = await response.json();
+    readyModels = body.data;
+    compare.setModels(body.data, body.answer_deadline);
   } catch (e) {
     compare.setModelsError(`cannot list models (${e.message}); retrying`);
   }
@@ -104,13 +143,30 @@ $("composer").addEventListener("submit", (e) => { e.preventDefault(); send(); })
 $("prompt").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
 });
-$("prompt").addEventListener("input", autoSize);
+$("prompt").addEventListener("input", () => { autoSize(); confirmedOver = false; updateEstimate(); });
+$("max-tokens").addEventListener("input", () => updateEstimate());
+$("share-compare").addEventListener("click", async () => {
+  const s = readSettings();
+  let response;
+  try {
+    response = await fetch("/api/shares", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...(s.apiKey ? { Authorization: `Bearer ${s.apiKey}` } : {}) },
+      body: JSON.stringify(compare.snapshot()),
+    });
+  } catch (e) {
+    $("compare-share").textContent = `Could not reach the gateway: ${e.message}`;
+    return;
+  }
+  if (!response.ok) $("compare-share").textContent = await errorMessage(response);
+  else showShareLink($("compare-share"), (await response.json()).url);
+});
 document.addEventListener("keydown", (e) => {
   if (e.key === "Escape" && current().busy) current().stopAll();
 });
 $("stop-all").addEventListener("click", () => current().stopAll());
 $("reset").addEventListener("click", () => {
-  if (mode === "battle") battle.abandon(); else compare.reset();
+  if (mode === "battle") battle.abandon(); else { compare.reset(); $("compare-share").replaceChildren(); }
   updateButtons();
   $("prompt").focus();
 });

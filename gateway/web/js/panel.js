@@ -22,6 +22,11 @@ export const fmt = {
 };
 
 const STATUS_TEXT = { idle: "", streaming: "streaming", done: "done", stopped: "stopped", error: "failed", waiting: "waiting" };
+// A prompt this long is shown collapsed, so what comes under it (an answer, an error) stays in view.
+const LONG_PROMPT_CHARS = 600;
+const LONG_PROMPT_LINES = 10;
+// No new text for this long while streaming: the badge says how long it has been.
+const STALL_NOTICE_MS = 3000;
 
 export class Panel {
   constructor({ key, title, subtitle = "", onStop = null, blind = false }) {
@@ -86,7 +91,47 @@ export class Panel {
   }
 
   addUser(text) {
-    this.append(h("div", { class: "msg user", text }));
+    if (text.length <= LONG_PROMPT_CHARS && text.split("\n").length <= LONG_PROMPT_LINES) {
+      this.append(h("div", { class: "msg user", text }));
+      return;
+    }
+    const body = h("div", { class: "msg-text", text });
+    const toggle = h("button", { type: "button", class: "expand", "aria-expanded": "false",
+      text: `Show the whole prompt (${text.length.toLocaleString("en")} characters)` });
+    const el = h("div", { class: "msg user long collapsed" }, body, toggle);
+    toggle.addEventListener("click", () => {
+      const open = el.classList.toggle("collapsed") === false;
+      toggle.setAttribute("aria-expanded", String(open));
+      toggle.textContent = open ? "Show less" : `Show the whole prompt (${text.length.toLocaleString("en")} characters)`;
+    });
+    this.append(el);
+  }
+
+  /** The last answer folds into "previous answer" (kept to compare) before a new one comes. */
+  foldLastAnswer(summary = "Previous answer") {
+    const answers = this.transcript.querySelectorAll(":scope > .msg.assistant");
+    const last = answers[answers.length - 1];
+    if (!last) return;
+    const ending = [];
+    for (let n = last.nextElementSibling; n && n.classList.contains("note"); n = n.nextElementSibling) ending.push(n);
+    const details = h("details", { class: "previous" }, h("summary", { text: summary }));
+    last.replaceWith(details);
+    details.append(last, ...ending);
+  }
+
+  /** While no text comes: "waiting 4 s", or "no new text 5 s" once it stalls; stops at the end. */
+  startClock(lastText) {
+    const started = performance.now();
+    const tick = () => {
+      const status = this.el.dataset.status;
+      if (status !== "waiting" && status !== "streaming") return;
+      const now = performance.now();
+      const quiet = now - (lastText() ?? started);
+      if (status === "waiting") this.badge.textContent = `waiting ${Math.floor((now - started) / 1000)} s`;
+      else this.badge.textContent = quiet >= STALL_NOTICE_MS ? `no new text ${Math.floor(quiet / 1000)} s` : "streaming";
+    };
+    const timer = setInterval(tick, 500);
+    return () => clearInterval(timer);
   }
 
   append(el) {
@@ -108,6 +153,8 @@ export class Panel {
     this.showStats({});
     let latest = "";
     let scheduled = false;
+    let lastText = null;
+    const stopClock = this.startClock(() => lastText);
     const render = () => {
       scheduled = false;
       const stick = this.nearBottom();
@@ -117,11 +164,13 @@ export class Panel {
     return {
       update: (text, stats) => {
         latest = text;
+        lastText = performance.now();
         this.setStatus("streaming");
         this.showStats(stats);
         if (!scheduled) { scheduled = true; requestAnimationFrame(render); }
       },
       finish: (result) => {
+        stopClock();
         latest = result.text;
         render();
         el.classList.remove("pending");

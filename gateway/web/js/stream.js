@@ -37,8 +37,31 @@ export async function errorMessage(response) {
  * POST a streaming chat completion and follow it. `onText(text, stats)` runs as text arrives.
  * Resolves (never rejects) to {status: "done"|"stopped"|"error", text, error, ttft, total, tokens, tps}:
  * ttft and total in seconds from the request; tps = tokens after the first / time after the first.
+ * A hung model fails the answer: `deadline` (seconds without an event, the first included), or
+ * `gone()` returning a message (the gateway took the model out of service).
  */
-export async function streamCompletion(url, body, { signal, headers = {}, onText = () => {}, onEvent = () => {} } = {}) {
+export async function streamCompletion(url, body, { signal, deadline = 0, gone = null, ...rest } = {}) {
+  if (!deadline && !gone) return follow(url, body, { signal, ...rest });
+  const inner = new AbortController();
+  const abort = () => inner.abort();
+  signal?.addEventListener("abort", abort, { once: true });
+  const watch = { last: performance.now(), failure: null };
+  const timer = setInterval(() => {
+    const idle = (performance.now() - watch.last) / 1000;
+    const why = (gone && gone())
+      || (deadline && idle >= deadline
+        ? `No answer for ${Math.floor(idle)} s: gave up waiting (the arena's answer deadline is ${deadline} s).` : null);
+    if (why && !watch.failure) { watch.failure = why; inner.abort(); }
+  }, 250);
+  try {
+    return await follow(url, body, { signal: inner.signal, watch, ...rest });
+  } finally {
+    clearInterval(timer);
+    signal?.removeEventListener("abort", abort);
+  }
+}
+
+async function follow(url, body, { signal, watch = null, headers = {}, onText = () => {}, onEvent = () => {} } = {}) {
   const started = performance.now();
   let first = null;
   let chunks = 0;
@@ -56,7 +79,10 @@ export async function streamCompletion(url, body, { signal, headers = {}, onText
     };
   };
   const result = (status, error = null) => ({ status, error, text, finishReason: finish, ...stats() });
-  const failed = (e) => (e && e.name === "AbortError" ? result("stopped") : result("error", `Connection lost: ${e && e.message}`));
+  const failed = (e) => {
+    if (watch && watch.failure) return result("error", watch.failure);
+    return e && e.name === "AbortError" ? result("stopped") : result("error", `Connection lost: ${e && e.message}`);
+  };
 
   let response;
   try {
@@ -72,6 +98,7 @@ export async function streamCompletion(url, body, { signal, headers = {}, onText
   if (!response.ok) return result("error", await errorMessage(response));
   try {
     for await (const data of sseData(response)) {
+      if (watch) watch.last = performance.now();
       if (data.trim() === "[DONE]") return result(finish || text ? "done" : "error", finish || text ? null : "The model returned nothing.");
       let event;
       try { event = JSON.parse(data); } catch (_) { continue; }
