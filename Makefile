@@ -2,7 +2,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 ARENA := $(VENV)/bin/arena
-INSTALL_INPUTS := pyproject.toml setup.py scripts/install.sh scripts/build_llama_cpp.sh scripts/install_web_assets.sh \
+INSTALL_INPUTS := pyproject.toml setup.py scripts/install.sh scripts/build_llama_cpp.sh scripts/llama_cpp_flags.sh \
+	scripts/build_llama_server.sh scripts/install_web_assets.sh \
 	gateway/web/package.json gateway/web/package-lock.json
 PYTEST_ARGS ?=
 
@@ -18,9 +19,10 @@ $(VENV)/.installed: $(INSTALL_INPUTS)
 	bash scripts/install.sh
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed scripts/install_browser.sh scripts/install_postgres.sh
+$(VENV)/.installed-test: $(VENV)/.installed scripts/install_browser.sh scripts/install_postgres.sh scripts/build_llama_server.sh
 	bash scripts/install_browser.sh
 	bash scripts/install_postgres.sh
+	bash scripts/install.sh --llama-server
 	touch $@
 
 install: $(VENV)/.installed

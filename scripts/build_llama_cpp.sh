@@ -3,9 +3,8 @@
 # the wheel into the given Python environment.
 #
 # Why not a plain `pip install llama-cpp-python`:
-# - its default build uses GGML_NATIVE, which on some CPUs that report AMX crashes with SIGSEGV
-#   in ggml_backend_amx_mul_mat; we turn native detection off and enable only the SIMD sets the
-#   CPU really lists in /proc/cpuinfo, with AMX always off;
+# - its default build uses GGML_NATIVE, which crashes on some CPUs that report AMX; the safe
+#   flags are in scripts/llama_cpp_flags.sh (shared with scripts/build_llama_server.sh);
 # - pip's wheel cache ignores CMAKE_ARGS, so a wheel built once with other flags would be reused
 #   silently. We build with --no-cache-dir into our own cache folder whose name carries a hash
 #   of the flags, so a different set of flags always means a different, deliberate build.
@@ -18,35 +17,15 @@ set -euo pipefail
 python_bin=${1:?usage: build_llama_cpp.sh PYTHON VERSION}
 version=${2:?usage: build_llama_cpp.sh PYTHON VERSION}
 
-cpu_flags() {
-    # Prints the ggml CMake switches for the SIMD sets this CPU reports.
-    local arch; arch=$(uname -m)
-    if [[ "$arch" != "x86_64" && "$arch" != "amd64" ]]; then
-        # Native detection is safe off x86 (the AMX problem is x86-only).
-        echo "-DGGML_NATIVE=ON"
-        return
-    fi
-    local flags; flags=$(grep -m1 '^flags' "${ARENA_CPUINFO:-/proc/cpuinfo}" 2>/dev/null || true)
-    has() { [[ " $flags " == *" $1 "* ]]; }
-    local args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-    has avx && args+=" -DGGML_AVX=ON"
-    has avx2 && args+=" -DGGML_AVX2=ON"
-    has fma && args+=" -DGGML_FMA=ON"
-    has f16c && args+=" -DGGML_F16C=ON"
-    if has avx512f && has avx512bw && has avx512vl && has avx512dq && has avx512cd; then
-        args+=" -DGGML_AVX512=ON"
-        has avx512_vnni && args+=" -DGGML_AVX512_VNNI=ON"
-    fi
-    echo "$args"
-}
+source "$(dirname "$0")/llama_cpp_flags.sh"
 
-cmake_args="$(cpu_flags) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+cmake_args=$(llama_cpp_cmake_args)
 key=$(printf '%s|%s' "$version" "$cmake_args" | sha256sum | cut -c1-16)
 if [[ "$python_bin" == "--print-key" ]]; then
     echo "$key"
     exit 0
 fi
-cache_root=${ARENA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/serverless-llm-arena/wheels}
+cache_root=${ARENA_WHEEL_CACHE:-$(llama_cpp_cache_root)/wheels}
 wheel_dir="$cache_root/llama-cpp-python-$version-$key"
 marker_dir=$("$python_bin" -c 'import sys; print(sys.prefix)')
 marker="$marker_dir/.llama-cpp-build"

@@ -8,7 +8,8 @@ A runner's own environment holds the fleet's credentials (`WORKFLOW_PAT`, `GITHU
   included, which it checks), the hub's variables and OpenTelemetry's;
 - the gateway: the same, plus the gateway's own secrets (registration token, admin key,
   database URL), which it uses;
-- cloudflared: the basics and its one tunnel token, nothing else.
+- cloudflared: the basics and its one tunnel token, nothing else;
+- a model service's llama-server child: the basics, OMP_/GGML_ settings and its API key.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def service_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def gateway_env(environ: Mapping[str, str]) -> dict[str, str]:
     return _pick(environ, prefixes=SERVICE_PREFIXES)
+
+
+def llama_server_env(environ: Mapping[str, str], api_key: str) -> dict[str, str]:
+    """The engine child of a model service: the basics, ggml's and OpenMP's knobs, and the API
+    key it must demand (so other local users cannot use its loopback port)."""
+    return {**_pick(environ, prefixes=("OMP_", "GGML_")), "LLAMA_API_KEY": api_key}
 
 
 def cloudflared_env(environ: Mapping[str, str], token: str | None = None) -> dict[str, str]:

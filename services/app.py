@@ -25,6 +25,7 @@ from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
+from services.llama_server import LlamaServerService
 from services.metrics import RequestCounter, ServiceMetrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
@@ -34,12 +35,19 @@ from services.settings import ServiceSettings
 def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telemetry | None = None) -> FastAPI:
     """The service of `settings.model`, as the catalogue describes it with the settings'
     overrides. The model loads in the background once the app starts (`/health` says
-    `loading` meanwhile); `app.state.service` is the `GenerationService`. `telemetry`
-    (`shared.telemetry`): a server span per request, continuing the gateway's trace."""
-    service = GenerationService(settings.resolve(catalogue), instance_id=settings.instance_id,
-                                model_cache=catalogue.fleet.model_cache_path(),
-                                core_board=settings.core_board, core_slot=settings.core_slot,
-                                core_wait_limit=settings.core_wait_limit)
+    `loading` meanwhile); `app.state.service` is the `GenerationService` (a `LlamaServerService`
+    for the llama-server engine). `telemetry` (`shared.telemetry`): a server span per request,
+    continuing the gateway's trace."""
+    spec = settings.resolve(catalogue)
+    if spec.engine == "llama-server":
+        service = LlamaServerService(spec, instance_id=settings.instance_id, binary=settings.llama_server_binary,
+                                     model_cache=catalogue.fleet.model_cache_path(),
+                                     request_timeout=catalogue.fleet.request_timeout)
+    else:
+        service = GenerationService(spec, instance_id=settings.instance_id,
+                                    model_cache=catalogue.fleet.model_cache_path(),
+                                    core_board=settings.core_board, core_slot=settings.core_slot,
+                                    core_wait_limit=settings.core_wait_limit)
     instance_secret = settings.instance_secret
 
     @asynccontextmanager
@@ -48,7 +56,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
         loader = threading.Thread(target=service.load, name="model-loader", daemon=True)
         loader.start()
         yield
-        service.shutdown()
+        await service.aclose()
         if telemetry is not None:
             telemetry.shutdown()
 
@@ -96,10 +104,12 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
 
     @app.get("/health/details")
     async def health_details() -> dict:
+        await service.refresh_details()
         return service.health_details().model_dump()
 
     @app.get("/metrics", response_class=Response, responses=METRICS_RESPONSES)
     async def prometheus_metrics() -> Response:
+        await service.refresh_details()
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict:

@@ -1,5 +1,5 @@
 """`arena bench --mode service`: throughput and latency of a model service under 1, 4 and 8
-concurrent streams.
+concurrent streams, on each engine (llama-cpp-python in process, llama-server as a child).
 
 Each level runs closed-loop streams (every client sends its next request when the previous one
 ends) with greedy sampling, a fixed `max_tokens` and prompts that invite long answers; a stream
@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", default="1,4,8", help="concurrent streams per level")
     parser.add_argument("--requests-per-stream", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--engines", default="llama-cpp-python,llama-server",
+                        help="engines to start the service on, in turn (not with --url)")
 
 
 @dataclass
@@ -108,23 +110,34 @@ async def run_level(url: str, model: str, streams: int, per_stream: int, max_tok
     }
 
 
-def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
+def measure_engine(args: argparse.Namespace, catalogue: Catalogue, engine: str | None) -> dict:
+    """Every level on one service: a running one (`--url`), or one started on `engine`."""
     levels = [int(x) for x in args.levels.split(",")]
     service = nullcontext(args.url) if args.url else \
-        running_service(catalogue, args.model, f"bench-{args.model}", "--parallel", str(max(levels)))
+        running_service(catalogue, args.model, f"bench-{args.model}-{engine}", "--parallel", str(max(levels)),
+                        "--engine", engine)
     with service as url:
         asyncio.run(run_level(url, args.model, 1, 1, 16))  # warm-up
         rows = [asyncio.run(run_level(url, args.model, n, args.requests_per_stream, args.max_tokens)) for n in levels]
-    print(f"\nModel service: {args.model}, max_tokens {args.max_tokens}, temperature 0, streaming")
+    print(f"\nModel service: {args.model} on {engine or args.url}, max_tokens {args.max_tokens}, temperature 0, "
+          "streaming")
     print(f"{'streams':>7} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p90':>9} {'lat p50':>9} {'lat p99':>9} {'complete':>9}")
     for row in rows:
         print(f"{row['streams']:>7} {row['tokens_per_s']:>8} {row['ttft_p50_ms']:>7}ms {row['ttft_p90_ms']:>7}ms "
               f"{row['latency_p50_ms']:>7}ms {row['latency_p99_ms']:>7}ms {row['complete']:>4}/{row['requests']}")
     by_streams = {row["streams"]: row for row in rows}
-    result = {"model": args.model, "max_tokens": args.max_tokens, "levels": rows}
+    result: dict = {"levels": rows}
     if 1 in by_streams and max(levels) in by_streams and max(levels) > 1:
         ratio = by_streams[max(levels)]["tokens_per_s"] / by_streams[1]["tokens_per_s"]
         result[f"ratio_{max(levels)}_to_1"] = round(ratio, 2)
         print(f"{max(levels)}-stream / 1-stream throughput: {ratio:.2f}x")
     return result
 
+
+def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
+    """The first engine's figures at the top level (as before engines were compared), and every
+    engine's under `engines`."""
+    engines = [None] if args.url else [e.strip() for e in args.engines.split(",") if e.strip()]
+    by_engine = {engine or "url": measure_engine(args, catalogue, engine) for engine in engines}
+    first = next(iter(by_engine.values()))
+    return {"model": args.model, "max_tokens": args.max_tokens, **first, "engines": by_engine}

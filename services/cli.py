@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for inference")
     parser.add_argument("--n-batch", type=int, help="tokens decoded per step at most")
     parser.add_argument("--max-queue", type=int, help="requests waiting for a slot before 503s")
+    parser.add_argument("--engine", choices=("llama-cpp-python", "llama-server"),
+                        help="what decodes (default: the catalogue's engine of the model)")
     parser.add_argument("--instance-id", help="id of this instance (default: host-pid-random)")
     parser.add_argument("--log-level", default=None, help="debug, info, warning, error")
     parser.add_argument("--log-format", choices=["json", "pretty"], help="default: ARENA_SERVICE_LOG_FORMAT or pretty")
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     overrides = {name: value for name, value in {
         "model": args.model, "host": args.host, "port": args.port, "parallel": args.parallel,
         "n_ctx": args.n_ctx, "threads": args.threads, "n_batch": args.n_batch, "max_queue": args.max_queue,
-        "instance_id": args.instance_id, "log_level": args.log_level,
+        "engine": args.engine, "instance_id": args.instance_id, "log_level": args.log_level,
         "log_format": args.log_format}.items() if value is not None}
     settings = ServiceSettings(**overrides)
     # The scheduler thread needs the GIL back quickly after each decode (which releases it) to

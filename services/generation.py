@@ -118,6 +118,10 @@ class GenerationService:
         if self.scheduler:
             self.scheduler.stop()
 
+    async def aclose(self) -> None:
+        """Stop, from the app's lifespan (an engine with connections closes them first)."""
+        self.shutdown()
+
     # ----- requests ---------------------------------------------------------------------------
     def check_model(self, name: str) -> None:
         if name not in (self.spec.key, self.spec.display_name):
@@ -223,16 +227,22 @@ class GenerationService:
         response_format = request.response_format
         return response_format if response_format and response_format.get("type") not in (None, "text") else None
 
-    def _compile_grammars(self, prepared: PreparedRequest) -> tuple[CompiledGrammar, ...]:
-        """The grammar of the forced tool call or of the response format, compiled once per
-        choice (each sequence's grammar keeps its own state)."""
+    @staticmethod
+    def grammar_for(prepared: PreparedRequest) -> tuple[str, str] | None:
+        """The GBNF of the forced tool call or of the response format, and the request field it
+        comes from; None when the output is free."""
         if prepared.tools is not None and prepared.tools.constrained:
             gbnf, param = call_grammar(prepared.tools), "tools"
         else:
             gbnf, param = grammar_source(prepared.response_format), "response_format"
-        if not gbnf:
+        return (gbnf, param) if gbnf else None
+
+    def _compile_grammars(self, prepared: PreparedRequest) -> tuple[CompiledGrammar, ...]:
+        """The grammar, compiled once per choice (each sequence's grammar keeps its own state)."""
+        grammar = self.grammar_for(prepared)
+        if grammar is None:
             return ()
-        return tuple(CompiledGrammar(self.model, gbnf, param=param) for _ in range(prepared.n))
+        return tuple(CompiledGrammar(self.model, grammar[0], param=grammar[1]) for _ in range(prepared.n))
 
     async def open_stream(self, prepared: PreparedRequest) -> "JobStream":
         """Submit a job at once (so a full queue is answered before any byte is sent).
@@ -248,6 +258,9 @@ class GenerationService:
         return JobStream(self.scheduler, self._bridge, prepared)
 
     # ----- health -----------------------------------------------------------------------------
+    async def refresh_details(self) -> None:
+        """Bring `health_details()` up to date (this engine's figures are always current)."""
+
     def health_details(self) -> HealthDetails:
         scheduler = self.scheduler
         active = scheduler.active_count if scheduler else 0
@@ -258,6 +271,7 @@ class GenerationService:
             source=str(self.spec.source),
             instance_id=self.instance_id,
             version=VERSION,
+            engine=self.spec.engine,
             uptime_seconds=round(time.time() - self.started_at, 1),
             n_ctx=self.spec.n_ctx,
             threads=self.spec.threads,
@@ -329,18 +343,17 @@ class EventBridge:
             queue.put_nowait(event)
 
 
-class JobStream:
-    """The events of one submitted job, read on the event loop. Closing it before the end (a
-    client that went away) cancels the job, which frees its slot within one scheduler step."""
+class EventStream:
+    """The events of one request's choices, read on the event loop, whichever engine makes them.
+    Closing it before the end (a client that went away) cancels what is still generating."""
 
-    def __init__(self, scheduler: BatchScheduler, bridge: EventBridge, prepared: PreparedRequest) -> None:
+    def __init__(self, n: int) -> None:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._scheduler = scheduler
         self._finished = False
-        self.job = GenerationJob(prepared.prompt_tokens, prepared.params,
-                                 lambda event: bridge.put(self._events, event), n=prepared.n)
-        self._open_choices = prepared.n
-        scheduler.submit(self.job)
+        self._open_choices = n
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -358,6 +371,18 @@ class JobStream:
                 yield event
         finally:
             self.close()
+
+
+class JobStream(EventStream):
+    """The events of one job of the in-process scheduler; cancelling it frees its slot within
+    one scheduler step."""
+
+    def __init__(self, scheduler: BatchScheduler, bridge: EventBridge, prepared: PreparedRequest) -> None:
+        super().__init__(prepared.n)
+        self._scheduler = scheduler
+        self.job = GenerationJob(prepared.prompt_tokens, prepared.params,
+                                 lambda event: bridge.put(self._events, event), n=prepared.n)
+        scheduler.submit(self.job)
 
     def close(self) -> None:
         if not self._finished:

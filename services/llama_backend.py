@@ -36,10 +36,13 @@ class LlamaError(RuntimeError):
 class LlamaModel:
     """A loaded GGUF model: weights, vocabulary, tokenizer and metadata."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, vocab_only: bool = False) -> None:
+        """`vocab_only`: the tokenizer and metadata without the weights (for an engine that
+        decodes elsewhere)."""
         _init_backend()
         params = llama.llama_model_default_params()
         params.n_gpu_layers = 0
+        params.vocab_only = vocab_only
         self.path = path
         self._ptr = llama.llama_model_load_from_file(str(path).encode(), params)
         if not self._ptr:

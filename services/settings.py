@@ -32,6 +32,8 @@ class ServiceSettings(BaseSettings):
     threads: int | None = Field(None, ge=1)
     n_batch: int | None = Field(None, ge=8)
     max_queue: int | None = Field(None, ge=0)
+    engine: Literal["llama-cpp-python", "llama-server"] | None = None
+    llama_server_binary: Path | None = Field(None, description="default: the one `make install` built")
     instance_id: str = Field(default_factory=_default_instance_id)
     drain_timeout: float = Field(120.0, gt=0, description="seconds to finish in-flight work on SIGTERM")
     instance_secret: str | None = Field(None, validation_alias=AliasChoices(INSTANCE_SECRET_ENV))
@@ -50,7 +52,8 @@ class ServiceSettings(BaseSettings):
     def resolve(self, catalogue: Catalogue) -> ModelSpec:
         """The model's catalogue entry with this process's overrides applied."""
         spec = catalogue.model(self.model)
-        overrides = {name: getattr(self, name) for name in ("parallel", "n_ctx", "threads", "n_batch", "max_queue")
+        overrides = {name: getattr(self, name) for name in ("parallel", "n_ctx", "threads", "n_batch", "max_queue",
+                                                            "engine")
                      if getattr(self, name) is not None}
         if self.port is not None:
             overrides["port"] = self.port

@@ -129,6 +129,9 @@ class ModelSpec(BaseModel):
     description: str = ""
     source: ModelSource
     sha256: str | None = None
+    # What decodes it: llama-cpp-python's bindings in our own process, or llama.cpp's own
+    # `llama-server` as a child that our service fronts (services/llama_server.py).
+    engine: Literal["llama-cpp-python", "llama-server"] = "llama-cpp-python"
     chat_template: str | None = None
     stop: list[str] = Field(default_factory=list)
     n_ctx: int = Field(2048, ge=128, le=1_048_576)

@@ -49,6 +49,7 @@ class HealthDetails(BaseModel):
     source: str = ""
     instance_id: str
     version: str
+    engine: str = Field("llama-cpp-python", description="what decodes: llama-cpp-python or llama-server")
     uptime_seconds: float
     n_ctx: int = Field(description="context length of one slot, in tokens")
     threads: int = Field(description="inference threads (shared: the most it takes, while the others are idle)")

@@ -44,7 +44,7 @@ class ChildProcess:
 
     def __init__(self, name: str, args: list[str], *, port: int, log_path: Path | None,
                  env: dict[str, str] | None = None, host: str = "127.0.0.1", module: str = "shared.cli",
-                 catalogue: Path | None = None, inherit_env: bool = True) -> None:
+                 catalogue: Path | None = None, inherit_env: bool = True, command: bool = False) -> None:
         self.name = name
         self.args = ["--catalogue", str(catalogue), *args] if catalogue is not None else args
         self.module = module
@@ -54,6 +54,8 @@ class ChildProcess:
         self.env = env or {}
         # False: the child sees `env` only (a runner passes its children an allow-list).
         self.inherit_env = inherit_env
+        # True: `args` is a whole command line (a program of its own), not an `arena` command.
+        self.command = command
         self.process: subprocess.Popen | None = None
 
     @property
@@ -68,7 +70,7 @@ class ChildProcess:
     def start(self) -> "ChildProcess":
         """Start it; its output goes to `log_path`, or to this process's own output if None."""
         env = {**(os.environ if self.inherit_env else {}), "PYTHONUNBUFFERED": "1", **self.env}
-        argv = [sys.executable, "-m", self.module, *self.args]
+        argv = list(self.args) if self.command else [sys.executable, "-m", self.module, *self.args]
         # From a checkout, run there (so `-m` finds its packages); installed, where we are.
         options = dict(cwd=checkout_root(), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                        preexec_fn=_die_with_parent)

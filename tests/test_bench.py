@@ -25,6 +25,13 @@ def test_bench_reports_every_level_the_gateway_overhead_and_overload(tmp_path):
         assert 0 < level["tokens"] <= 8 * level["requests"]
         assert level["tokens_per_s"] > 0 and 0 < level["ttft_p50_ms"] <= level["latency_p99_ms"]
     assert report["service"]["ratio_2_to_1"] > 0
+    # Both engines, the first one's figures also at the top level.
+    engines = report["service"]["engines"]
+    assert list(engines) == ["llama-cpp-python", "llama-server"]
+    assert engines["llama-cpp-python"]["levels"] == levels
+    server_levels = engines["llama-server"]["levels"]
+    assert [level["streams"] for level in server_levels] == [1, 2]
+    assert all(level["complete"] == level["requests"] and level["tokens_per_s"] > 0 for level in server_levels)
     gateway = report["gateway"]
     assert gateway["direct_p50_ms"] > 0 and gateway["gateway_p50_ms"] > 0
     assert gateway["direct_stream_rps"] > 0 and gateway["gateway_stream_rps"] > 0

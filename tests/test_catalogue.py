@@ -74,3 +74,16 @@ def test_the_arena_section_is_overridden_by_environment():
     catalogue = load_catalogue(environ={"ARENA_ARENA__VOTES_PER_MINUTE": "30"})
     assert catalogue.arena.votes_per_minute == 30
     assert load_catalogue(environ={}).arena.votes_per_minute != 30
+
+
+def test_engine_defaults_to_llama_cpp_python_and_is_one_of_two(catalogue, tmp_path):
+    assert {spec.engine for spec in catalogue.models.values()} <= {"llama-cpp-python", "llama-server"}
+    assert catalogue.models["smollm2-135m"].engine == "llama-cpp-python"
+    entry = "fleet: {}\nmodels:\n  m:\n    display_name: M\n    source: hub:org/repo:Q4_K_M\n    port: 9000\n" \
+            "    hostname: m\n    engine: {engine}\n"
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(entry.replace("{engine}", "llama-server"))
+    assert load_catalogue(path, environ={}).models["m"].engine == "llama-server"
+    path.write_text(entry.replace("{engine}", "vllm"))
+    with pytest.raises(CatalogueError, match="engine"):
+        load_catalogue(path, environ={})

@@ -16,6 +16,34 @@ def smollm():
     proc.stop()
 
 
+ENGINES = ("llama-cpp-python", "llama-server")
+
+
+def require_llama_server() -> None:
+    """`make test` builds llama-server: without it the engine's tests fail (never skip) saying so."""
+    from services.llama_server import find_binary
+
+    binary = find_binary(None)
+    if not binary.exists():
+        pytest.fail(f"llama-server is not built ({binary} is missing): run `make install-test`, whose install "
+                    "builds it (scripts/build_llama_server.sh)", pytrace=False)
+
+
+@pytest.fixture(scope="package")
+def smollm_server():
+    """The same model and settings as `smollm`, decoded by a llama-server child."""
+    require_llama_server()
+    proc = start_service("smollm2-135m", "--engine", "llama-server", "--parallel", "4", "--max-queue", "4")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="package", params=ENGINES)
+def engine_service(request):
+    """`smollm` on each engine in turn: the tests that take it run against both."""
+    return request.getfixturevalue("smollm" if request.param == "llama-cpp-python" else "smollm_server")
+
+
 @pytest.fixture(scope="package")
 def gemma():
     proc = start_service("gemma3-270m", "--parallel", "2")

@@ -1,4 +1,5 @@
-"""`n` > 1 choices from one prefill, and log-probabilities, through the official OpenAI SDK."""
+"""`n` > 1 choices, and log-probabilities, through the official OpenAI SDK, on both engines (in
+process the prompt is prefilled once; llama-server prefills each choice's slot)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from openai import OpenAI
 
 from shared.catalogue import load_catalogue
 from shared.core_share import automatic_threads
@@ -14,6 +16,11 @@ from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 
 MODEL = "smollm2-135m"
 STORY = [{"role": "user", "content": "Invent a name for a new fruit and describe its taste."}]
+
+
+@pytest.fixture
+def client(engine_service) -> OpenAI:
+    return OpenAI(base_url=engine_service.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def test_n_choices_each_with_its_own_seed(client):

@@ -82,25 +82,31 @@ def test_health_details_describe_the_instance(smollm):
 def test_sigterm_drains_in_flight_streams_then_exits():
     proc = start_service(MODEL, "--parallel", "2")
     try:
-        results: list = []
-        workers = [threading.Thread(target=stream_chat, args=(proc.url, 150, results)) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        wait_until(lambda: active_slots(proc.url) == 2, 30, what="2 streams generating")
-        proc.signal(signal.SIGTERM)
-        health = wait_until(lambda: httpx.get(proc.url + "/health").json()["status"] == "draining", 10,
-                            what="/health to say draining")
-        assert health and httpx.get(proc.url + "/health").status_code == 503
-        refused = httpx.post(proc.url + "/v1/chat/completions", timeout=10, json={
-            "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-        assert_openai_error(refused, 503, "draining")
-        assert "Retry-After" in refused.headers
-        for worker in workers:
-            worker.join(timeout=120)
-        assert proc.wait_exit(timeout=30) == 0
-        assert [kind for kind, _ in results] == ["ok", "ok"], results
-        for _, answer in results:
-            assert answer["finish_reason"] in ("stop", "length")
-            assert answer["usage"]["completion_tokens"] > 0
+        drain_two_streams(proc)
     finally:
         proc.stop()
+
+
+def drain_two_streams(proc) -> None:
+    """With two streams generating on a 2-slot service, SIGTERM: it says draining, refuses new
+    work with 503, finishes both streams, then exits 0."""
+    results: list = []
+    workers = [threading.Thread(target=stream_chat, args=(proc.url, 150, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    wait_until(lambda: active_slots(proc.url) == 2, 60, what="2 streams generating")
+    proc.signal(signal.SIGTERM)
+    health = wait_until(lambda: httpx.get(proc.url + "/health").json()["status"] == "draining", 10,
+                        what="/health to say draining")
+    assert health and httpx.get(proc.url + "/health").status_code == 503
+    refused = httpx.post(proc.url + "/v1/chat/completions", timeout=10, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    assert_openai_error(refused, 503, "draining")
+    assert "Retry-After" in refused.headers
+    for worker in workers:
+        worker.join(timeout=120)
+    assert proc.wait_exit(timeout=30) == 0
+    assert [kind for kind, _ in results] == ["ok", "ok"], results
+    for _, answer in results:
+        assert answer["finish_reason"] in ("stop", "length")
+        assert answer["usage"]["completion_tokens"] > 0

@@ -1,10 +1,18 @@
-"""The model service through the official OpenAI SDK: chat and completions, streamed or not."""
+"""The model service through the official OpenAI SDK: chat and completions, streamed or not, on
+both engines (llama-cpp-python in process, and a llama-server child)."""
 
 from __future__ import annotations
 
 import httpx
+import pytest
+from openai import OpenAI
 
 MODEL = "smollm2-135m"
+
+
+@pytest.fixture
+def client(engine_service) -> OpenAI:
+    return OpenAI(base_url=engine_service.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def test_models_lists_the_served_model(client):
@@ -85,7 +93,8 @@ def test_sampling_parameters_are_accepted(client):
     assert response.usage.completion_tokens > 0
 
 
-def test_include_perf_reports_timings(smollm):
+def test_include_perf_reports_timings(engine_service):
+    smollm = engine_service
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0,
             "include_perf": True}
     perf = httpx.post(smollm.url + "/v1/chat/completions", json=body, timeout=60).json()["perf"]

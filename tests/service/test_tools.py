@@ -1,6 +1,6 @@
-"""Tool calling through the official OpenAI SDK against a real `arena serve smollm2-135m`
-(streamed and not, each `tool_choice`, a round trip with a `tool` message, and through the
-gateway), plus the markup parser on the shapes other models write."""
+"""Tool calling through the official OpenAI SDK against a real `arena serve smollm2-135m` on both
+engines (streamed and not, each `tool_choice`, a round trip with a `tool` message, and through
+the gateway), plus the markup parser on the shapes other models write."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture
-def client(smollm) -> openai.OpenAI:
+def client(engine_service) -> openai.OpenAI:
     """A call is some 40 constrained tokens: on a loaded machine that takes longer than the
     package's default client waits."""
-    return openai.OpenAI(base_url=smollm.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    return openai.OpenAI(base_url=engine_service.url + "/v1", api_key="unused", max_retries=0, timeout=600)
 
 
 def test_required_tool_choice_returns_a_valid_call(client):
@@ -127,8 +127,8 @@ def test_a_full_round_trip_with_a_tool_message(client):
     assert answer.usage.prompt_tokens >= without.usage.prompt_tokens + 20
 
 
-def test_bad_tools_are_refused_with_the_parameter_named(smollm):
-    url = smollm.url + "/v1/chat/completions"
+def test_bad_tools_are_refused_with_the_parameter_named(engine_service):
+    url = engine_service.url + "/v1/chat/completions"
     body = {"model": MODEL, "messages": ASK, "max_tokens": 8}
     bad_name = {"type": "function", "function": {"name": "no spaces allowed", "parameters": {}}}
     assert_openai_error(httpx.post(url, json={**body, "tools": [bad_name]}), 400, param="tools[0].function.name")
@@ -143,8 +143,8 @@ def test_bad_tools_are_refused_with_the_parameter_named(smollm):
                         param="tools[0].function.parameters")
 
 
-def test_a_required_tool_call_through_the_gateway(smollm, gateway_in_front):
-    client = gateway_in_front(smollm.url)
+def test_a_required_tool_call_through_the_gateway(engine_service, gateway_in_front):
+    client = gateway_in_front(engine_service.url)
     chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
                                                  parallel_tool_calls=False, max_tokens=60, temperature=0, stream=True))
     deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
