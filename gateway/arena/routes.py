@@ -27,6 +27,7 @@ from gateway.arena.clients import ClientIdentifier, ClientLimits
 from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.method_page import render_method_page
+from gateway.page_shell import render_page
 from gateway.arena.settings import ArenaSettings
 from gateway.arena.shares import CompareShareRequest, ShareBook
 from gateway.arena.votes import SIDES, Vote, VoteStore
@@ -384,9 +385,22 @@ async def get_share(share_id: str, request: Request) -> dict[str, Any]:
     return share
 
 
+_SHARE_MAIN = """    <section class="view" id="shared" aria-labelledby="shared-title">
+      <h1 class="shared-title" id="shared-title">Shared from the arena</h1>
+      <p class="intro" id="shared-summary" role="status">Loading…</p>
+      <div class="panels" id="shared-panels"></div>
+      <p class="intro"><a href="/">Try your own prompt in the arena</a></p>
+    </section>"""
+_SHARE_SCRIPT = '  <script type="module" src="/static/arena/js/share.js"></script>\n'
+
+
 @pages.get("/share/{share_id}")
 async def share_page(share_id: str) -> HTMLResponse:
-    return _page("share.html")
+    """The read-only page of a share, in the server pages' shell; share.js fills it in."""
+    try:
+        return HTMLResponse(render_page("Shared", "share", _SHARE_MAIN, head=_SHARE_SCRIPT), headers=PAGE_HEADERS)
+    except OSError:
+        raise ApiError(500, "The arena's page shell is missing from this install.", code="missing_asset") from None
 
 
 @public_api.get("/api/leaderboard")

@@ -1,8 +1,8 @@
-// A shared battle (revealed) or compare conversation, read-only: no composer, no vote.
+// A shared battle (revealed) or compare conversation, read-only: no composer, no vote. The page
+// is the server pages' shell (gateway/page_shell.py), whose theme-page.js runs the theme toggle.
 import { fillBattlePanels } from "./battle.js";
 import { Panel } from "./panel.js";
 import { errorMessage } from "./stream.js";
-import { initThemeToggle } from "./theme-toggle.js";
 
 const $ = (id) => document.getElementById(id);
 const WINNER_TEXT = { model_a: "Model A was better", model_b: "Model B was better", tie: "it was a tie",
@@ -58,5 +58,4 @@ async function load() {
   if (share.kind === "battle") showBattle(share.battle); else showCompare(share.compare);
 }
 
-initThemeToggle($("theme-toggle"));
 load().finally(() => { document.documentElement.dataset.ready = "true"; });
