@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from services.bench_support import running_service
+from services.bench_support import LOG_DIR, running_service
 from shared.catalogue import Catalogue
+from shared.processes import ChildProcess, free_port
 from shared.sse import DONE_PAYLOAD, read_events
 
 PROMPTS = [
@@ -41,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--engines", default="llama-cpp-python,llama-server",
                         help="engines to start the service on, in turn (not with --url)")
+    parser.add_argument("--cold-starts", type=int, default=3,
+                        help="times to start the service from `arena serve` to ready, per engine (0: none)")
 
 
 @dataclass
@@ -134,10 +137,49 @@ def measure_engine(args: argparse.Namespace, catalogue: Catalogue, engine: str |
     return result
 
 
+COLD_START_POLL = 0.01  # s between readiness probes: finer than wait_ready's, for a sub-second figure
+
+
+def cold_start(catalogue: Catalogue, model: str, engine: str) -> float:
+    """Seconds from starting `arena serve MODEL` (a new process: interpreter, imports, the
+    model's load, the prompt cache set up) to its first 200 on /health."""
+    port = free_port()
+    service = ChildProcess(f"cold-{model}-{engine}", ["serve", model, "--port", str(port), "--engine", engine],
+                           port=port, log_path=LOG_DIR / f"cold-{model}-{engine}.log", catalogue=catalogue.path)
+    started = time.perf_counter()
+    service.start()
+    try:
+        with httpx.Client(timeout=2.0) as client:
+            while time.perf_counter() - started < 180:
+                if not service.running:
+                    raise RuntimeError(f"{service.name} exited while starting:\n{service.log_tail()}")
+                try:
+                    if client.get(service.url + "/health").status_code == 200:
+                        return time.perf_counter() - started
+                except httpx.HTTPError:
+                    pass
+                time.sleep(COLD_START_POLL)
+        raise TimeoutError(f"{service.name} not ready after 180 s:\n{service.log_tail()}")
+    finally:
+        service.stop()
+
+
+def measure_cold_starts(args: argparse.Namespace, catalogue: Catalogue, engine: str) -> dict:
+    times = sorted(cold_start(catalogue, args.model, engine) for _ in range(args.cold_starts))
+    median = times[len(times) // 2]
+    print(f"Cold start, `arena serve {args.model}` on {engine} to ready: median {median:.2f} s "
+          f"(runs: {', '.join(f'{t:.2f}' for t in times)})")
+    return {"cold_start_s": round(median, 3), "cold_start_runs_s": [round(t, 3) for t in times]}
+
+
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
     """The first engine's figures at the top level (as before engines were compared), and every
     engine's under `engines`."""
     engines = [None] if args.url else [e.strip() for e in args.engines.split(",") if e.strip()]
     by_engine = {engine or "url": measure_engine(args, catalogue, engine) for engine in engines}
+    if args.cold_starts > 0:
+        for engine in engines:
+            if engine:
+                by_engine[engine].update(measure_cold_starts(args, catalogue, engine))
     first = next(iter(by_engine.values()))
     return {"model": args.model, "max_tokens": args.max_tokens, **first, "engines": by_engine}

@@ -14,7 +14,8 @@ def test_bench_reports_every_level_the_gateway_overhead_and_overload(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "shared.cli", "bench", "--mode", "service,gateway,overload", "--levels", "1,2", "--requests-per-stream", "1",
-         "--max-tokens", "8", "--gateway-requests", "20", "--overload-seconds", "1", "--json", str(out)],
+         "--max-tokens", "8", "--gateway-requests", "20", "--overload-seconds", "1", "--cold-starts", "1",
+         "--json", str(out)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
@@ -32,6 +33,9 @@ def test_bench_reports_every_level_the_gateway_overhead_and_overload(tmp_path):
     server_levels = engines["llama-server"]["levels"]
     assert [level["streams"] for level in server_levels] == [1, 2]
     assert all(level["complete"] == level["requests"] and level["tokens_per_s"] > 0 for level in server_levels)
+    for engine in engines.values():
+        assert len(engine["cold_start_runs_s"]) == 1 and 0 < engine["cold_start_s"] < 120
+    assert "Cold start" in result.stdout
     gateway = report["gateway"]
     assert gateway["direct_p50_ms"] > 0 and gateway["gateway_p50_ms"] > 0
     assert gateway["direct_stream_rps"] > 0 and gateway["gateway_stream_rps"] > 0
