@@ -145,3 +145,24 @@ def test_compare_works_when_the_browser_refuses_storage(gateway, browser, page_e
     chip.set_checked(not chip.is_checked())
     assert page_errors == []
     page.context.close()
+
+
+def test_the_modes_page_takes_the_tabs_key_and_keeps_a_typed_one(gateway, browser, page_errors):  # noqa: F811
+    page = new_page(browser, page_errors)
+    page.goto(gateway + "/")
+    page.evaluate(f"sessionStorage.setItem('arena-api-key', '{ADMIN_KEY}')")
+    page.goto(gateway + "/modes/council")  # same tab: the key the arena keeps loads the models
+    expect(page.locator("#api-key")).to_have_value(ADMIN_KEY)
+    expect(page.locator("#participant-list select").first).to_be_attached()
+    expect(page.locator(f"#participant-list select option[value='{SMOL}']").first).to_be_attached()
+    page.context.close()
+    # A fresh tab has no key: the options are refused until one is typed, then they load.
+    page = new_page(browser, page_errors)
+    page.goto(gateway + "/modes/council")
+    expect(page.locator("#status")).to_contain_text("Could not load the models")
+    page.fill("#api-key", ADMIN_KEY)
+    page.locator("#api-key").dispatch_event("change")
+    expect(page.locator(f"#participant-list select option[value='{SMOL}']").first).to_be_attached()
+    assert page.evaluate("sessionStorage.getItem('arena-api-key')") == ADMIN_KEY
+    assert page_errors == []
+    page.context.close()

@@ -164,6 +164,12 @@ function init() {
     refreshParticipants();
   });
 
+  // The API key the arena's pages keep for this tab (sessionStorage, never a URL), and back.
+  try { $("api-key").value = sessionStorage.getItem("arena-api-key") || ""; } catch (_) { /* storage refused */ }
+  $("api-key").addEventListener("change", () => {
+    try { sessionStorage.setItem("arena-api-key", $("api-key").value); } catch (_) { /* storage refused */ }
+    if (!options) loadOptions().catch((e) => view.fail(`Could not load the models: ${e.message}`));
+  });
   loadOptions().catch((e) => view.fail(`Could not load the models: ${e.message}`));
   const stored = new URLSearchParams(location.search).get("t");
   if (stored) openStored(stored).catch((e) => view.fail(`Could not load the session: ${e.message}`));
