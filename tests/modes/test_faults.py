@@ -51,7 +51,10 @@ def test_client_that_disconnects_stops_every_generation(fleet):
     with httpx.Client(timeout=120) as client:
         with client.stream("POST", f"{gateway.url}/api/modes/roundtable", json=body) as response:
             session = response.headers["x-arena-session"]
-            for event in sse_events(response):
+            # Held in a name: a generator dropped after `break` is closed at once, and with it
+            # the response, so the slots would be read after the client had already left.
+            events = sse_events(response)
+            for event in events:
                 if event["type"] == "token":
                     speaking.add(event["participant"])
                 if len(speaking) == 3:
