@@ -50,7 +50,7 @@ def _threads_arg(member) -> int:
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no affinity masks on this platform")
 def test_the_local_fleet_passes_each_model_process_its_share(tmp_path):
-    fleet = _fleet(tmp_path, {})
+    fleet = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "true"})
     models = [m for m in fleet.members if m.process is not fleet.gateway]
     cores = len(os.sched_getaffinity(0))
     assert len(models) == 3  # the catalogue's two smollm2 instances and one gemma
@@ -65,7 +65,7 @@ def test_the_local_fleet_passes_each_model_process_its_share(tmp_path):
     fleet.stop()
     assert not Path(boards.pop()).exists()
 
-    fixed = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "false"})
+    fixed = _fleet(tmp_path, {})  # the default: fixed shares
     assert all(_threads_arg(m) == max(1, cores // 3) for m in fixed.members if m.process is not fixed.gateway)
 
     pinned = _fleet(tmp_path, {"ARENA_MODEL_GEMMA3_270M__THREADS": "3"})

@@ -42,7 +42,8 @@ def _threads(url: str, statuses: list[int]) -> tuple[int, int]:
 def test_an_instance_takes_every_core_alone_and_its_share_when_another_is_busy():
     model_port, gateway_port = free_port_block(2), free_port()
     fleet = ManagedProcess("fleet-shared", ["up", "--model", "smollm2-135m=2", "--port", str(gateway_port)],
-                           gateway_port, env={"ARENA_MODEL_SMOLLM2_135M__PORT": str(model_port)})
+                           gateway_port, env={"ARENA_MODEL_SMOLLM2_135M__PORT": str(model_port),
+                                                "ARENA_FLEET__SHARED_THREADS": "true"})
     fleet.start()
     done, statuses = threading.Event(), []
     try:
