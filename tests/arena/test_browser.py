@@ -310,6 +310,13 @@ def test_keyboard_vote_and_answers_cut_at_the_limit_say_so(fleet, browser, page_
     # Both answers in: the focus is on the vote bar, and one key votes.
     expect(page.locator("#vote-bar button[data-winner='model_a']")).to_be_focused()
     assert page.locator("#vote-bar button[data-winner='model_b']").get_attribute("aria-keyshortcuts") == "B"
+    # In the Compare view the battle's keys do nothing (its vote bar is not on screen).
+    page.click("#tab-compare")
+    page.locator("#tab-compare").focus()
+    page.keyboard.press("a")
+    page.click("#tab-battle")
+    expect(page.locator("#battle-result")).not_to_contain_text("You voted")
+    page.locator("#vote-bar button[data-winner='model_b']").focus()
     page.keyboard.press("b")
     expect(page.locator("#battle-result")).to_contain_text("You voted B is better")
     assert page_errors == []

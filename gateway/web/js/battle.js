@@ -32,7 +32,8 @@ export class BattleMode {
     const KEYS = { a: "model_a", b: "model_b", t: "tie", x: "both_bad" };
     document.addEventListener("keydown", (e) => {
       const winner = KEYS[e.key.toLowerCase()];
-      if (!winner || e.ctrlKey || e.metaKey || e.altKey || voteBar.hidden) return;
+      // Only while the vote bar is on screen: not from the Compare view, whose keys are its own.
+      if (!winner || e.ctrlKey || e.metaKey || e.altKey || voteBar.hidden || voteBar.closest("[hidden]")) return;
       if (e.target.closest && e.target.closest("input, textarea, select, [contenteditable]")) return;
       const button = voteBar.querySelector(`button[data-winner="${winner}"]`);
       if (button && !button.disabled) { e.preventDefault(); button.click(); }
