@@ -161,7 +161,8 @@ async def arena_activity(request: Request, days: int = Query(14, ge=1, le=366)) 
 
 def publish_catalogue(app: FastAPI):
     """The hook that makes the overlay's effective catalogue the one the gateway reads: its
-    registry (known models, registrations), status page, model list and the arena's battles."""
+    registry (known models, registrations), status page, model list, the arena's battles and the
+    modes' models."""
     def publish(catalogue) -> None:
         app.state.catalogue = catalogue
         app.state.instances.catalogue = catalogue
@@ -169,6 +170,9 @@ def publish_catalogue(app: FastAPI):
         if arena is not None:
             arena.catalogue = catalogue
             arena.battles.weights = {k: m.battle_weight for k, m in catalogue.models.items()}
+        modes = getattr(app.state, "modes", None)
+        if modes is not None:
+            modes.use_catalogue(catalogue)
     return publish
 
 

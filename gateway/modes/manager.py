@@ -116,7 +116,6 @@ class ModesService:
     def __init__(self, catalogue: Catalogue, settings: ModesSettings, fleet: ChatClient,
                  ready_models: Callable[[], Iterable[str]], repository: TranscriptRepository,
                  external: ExternalChat | None = None) -> None:
-        self.catalogue = catalogue
         self.settings = settings
         self.fleet = fleet
         self.ready_models = ready_models
@@ -125,6 +124,12 @@ class ModesService:
         self.slots = ClientSlots(settings.sessions_per_client, settings.max_sessions)
         self.clients = ClientIdentifier(catalogue.arena.trusted_proxies)
         self.limits = ClientLimits(catalogue.arena, RateLimiter(repository.db))
+        self.use_catalogue(catalogue)
+
+    def use_catalogue(self, catalogue: Catalogue) -> None:
+        """Read the models from `catalogue` from now on (the admin's runtime overlay publishes a
+        new one when a model is added or changed); sessions already running keep theirs."""
+        self.catalogue = catalogue
         self.display_names = {k: m.display_name for k, m in catalogue.models.items()}
         self.modes = {
             "discussion": Discussion({k: m.profile for k, m in catalogue.models.items()}),

@@ -110,6 +110,9 @@ def test_a_model_is_downloaded_checked_and_added_to_the_catalogue(gateway, hub, 
     assert cached.read_bytes() == hub.files[(TINY, "Tiny-Q4_K_M.gguf")][0]
     actions = [e["action"] for e in gateway.get("/api/admin/audit", headers=ADMIN).json()["data"]]
     assert actions[:2] == ["model.add", "model.download"]
+    # The modes read the new catalogue too (their options list a model with a ready instance by
+    # its catalogue entry; the name is what a session's transcript shows).
+    assert gateway.app.state.modes.display_names["tiny-q4_k_m"] == "Tiny Q4"
     # The same model again: the key is taken.
     assert_openai_error(gateway.post("/api/admin/models", json={"repo": TINY, "quant": "Q4_K_M"}, headers=ADMIN),
                         409, "model_exists", "key")
