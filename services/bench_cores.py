@@ -6,8 +6,8 @@ under each plan of sharing, back to back:
 
 - before: as it was before fair sharing (every process a thread per core, unpinned, llama.cpp's
   threads spinning while they wait);
-- fixed: `shared.core_share`'s fixed shares (the cores divided among the instances);
-- shared: threads that follow how many instances are busy (`shared.core_board`, the default).
+- fixed: `shared.core_share`'s fixed shares (the cores divided among the instances; the default);
+- shared: threads that follow how many instances are busy (`shared.core_board`; `fleet.shared_threads`).
 
 In each: each model asked alone in the fleet, then both at the same moment (the compare page's
 and every battle's load), `--tries` times, decode speed counted only while both streams are
