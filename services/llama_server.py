@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -139,7 +140,10 @@ class LlamaServerService(GenerationService):
             port = free_port()
             self.child = ChildProcess(ENGINE, server_arguments(self.binary, path, self.spec, port), port=port,
                                       log_path=None, env=llama_server_env(os.environ, self._api_key),
-                                      inherit_env=False, command=True)
+                                      inherit_env=False, command=True,
+                                      # Nobody is left to drain for once we are gone; llama-server's
+                                      # own SIGTERM shutdown was seen to outlast 30 s (a CI run).
+                                      death_signal=signal.SIGKILL)
             log.info("starting %s for %s on 127.0.0.1:%d", ENGINE, self.spec.key, port)
             self.child.start()
             self.child.wait_ready("/health", timeout=600.0, abort=lambda: "shutdown" if self._stopping else None)

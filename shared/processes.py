@@ -7,6 +7,7 @@ started, awaited and stopped the same way everywhere, and none is left behind.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -28,11 +29,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child: be sent SIGTERM if the parent dies, so a killed supervisor leaves no orphans."""
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In the child: be sent `sig` if the parent dies, so a killed supervisor leaves no orphans."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
@@ -44,7 +45,8 @@ class ChildProcess:
 
     def __init__(self, name: str, args: list[str], *, port: int, log_path: Path | None,
                  env: dict[str, str] | None = None, host: str = "127.0.0.1", module: str = "shared.cli",
-                 catalogue: Path | None = None, inherit_env: bool = True, command: bool = False) -> None:
+                 catalogue: Path | None = None, inherit_env: bool = True, command: bool = False,
+                 death_signal: int = signal.SIGTERM) -> None:
         self.name = name
         self.args = ["--catalogue", str(catalogue), *args] if catalogue is not None else args
         self.module = module
@@ -56,6 +58,8 @@ class ChildProcess:
         self.inherit_env = inherit_env
         # True: `args` is a whole command line (a program of its own), not an `arena` command.
         self.command = command
+        # Sent to the child by the kernel if this process dies (SIGTERM: an arena child drains).
+        self.death_signal = death_signal
         self.process: subprocess.Popen | None = None
 
     @property
@@ -73,7 +77,7 @@ class ChildProcess:
         argv = list(self.args) if self.command else [sys.executable, "-m", self.module, *self.args]
         # From a checkout, run there (so `-m` finds its packages); installed, where we are.
         options = dict(cwd=checkout_root(), env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                       preexec_fn=_die_with_parent)
+                       preexec_fn=functools.partial(_die_with_parent, self.death_signal))
         if self.log_path is None:
             self.process = subprocess.Popen(argv, **options)
             return self
