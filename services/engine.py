@@ -56,6 +56,12 @@ class DoneEvent:
     index: int = 0
 
 
+def first_choice(dones: list[DoneEvent]) -> DoneEvent:
+    """The done event of choice 0: the one that carries the prompt's figures (its cached tokens
+    on llama-server, where each choice reports its own), whatever order the choices ended in."""
+    return min(dones, key=lambda done: done.index)
+
+
 @dataclass
 class ErrorEvent:
     error: DomainError

@@ -189,8 +189,10 @@ class LlamaServerService(GenerationService):
             self._client_loop = loop
         return self._client
 
-    def completion_body(self, prepared: PreparedRequest, index: int) -> dict[str, Any]:
-        """llama-server's `/completion` request for choice `index` of `prepared`."""
+    def completion_body(self, prepared: PreparedRequest, index: int,
+                        grammar: tuple[str, str] | None = None) -> dict[str, Any]:
+        """llama-server's `/completion` request for choice `index` of `prepared`; `grammar`:
+        `grammar_for(prepared)`, converted by the caller (off the event loop)."""
         p = prepared.params
         body: dict[str, Any] = {
             "prompt": prepared.prompt_tokens, "stream": True, "cache_prompt": True, "n_predict": p.max_tokens,
@@ -204,7 +206,6 @@ class LlamaServerService(GenerationService):
         if p.top_logprobs is not None:
             body["n_probs"] = max(p.top_logprobs, 1)  # the sampled token's own comes with one
             body["post_sampling_probs"] = False  # log-softmax of the raw logits, as in-process
-        grammar = self.grammar_for(prepared)
         if grammar is not None:
             body["grammar"] = grammar[0]
         return body
@@ -216,13 +217,15 @@ class LlamaServerService(GenerationService):
             self.rejected += 1
             raise QueueFull(retry_after=2)
         client = self._client_for_loop()
-        grammar = self.grammar_for(prepared)
+        # Converting a schema to GBNF is bounded but not instant: a worker thread, as in-process.
+        grammar = await asyncio.to_thread(self.grammar_for, prepared) \
+            if prepared.response_format or (prepared.tools is not None and prepared.tools.constrained) else None
         param = grammar[1] if grammar else "prompt"
         active, queued = min(self.in_flight, self.spec.parallel), max(0, self.in_flight - self.spec.parallel)
         self.in_flight += prepared.n
         timings = JobTimings()
         sends = [asyncio.ensure_future(client.send(client.build_request(
-            "POST", "/completion", json=self.completion_body(prepared, i)), stream=True)) for i in range(prepared.n)]
+            "POST", "/completion", json=self.completion_body(prepared, i, grammar)), stream=True)) for i in range(prepared.n)]
         try:
             responses = await asyncio.gather(*sends)
             for response in responses:
@@ -264,11 +267,16 @@ class LlamaServerService(GenerationService):
         except httpx.HTTPError as exc:
             log.warning("%s did not report its slots and metrics: %s", ENGINE, exc)
             return
-        if slots.status_code == 200 and isinstance(slots.json(), list):
-            self._slots = slots.json()
-        if metrics.status_code == 200:
-            self._metrics = {sample.name: sample.value for family in text_string_to_metric_families(metrics.text)
-                             for sample in family.samples}
+        try:
+            if slots.status_code == 200:
+                reported = slots.json()
+                if isinstance(reported, list):
+                    self._slots = [slot for slot in reported if isinstance(slot, dict)]
+            if metrics.status_code == 200:
+                self._metrics = {sample.name: sample.value
+                                 for family in text_string_to_metric_families(metrics.text) for sample in family.samples}
+        except ValueError as exc:  # garbage from the child: keep the last good report
+            log.warning("%s reported unreadable slots or metrics: %s", ENGINE, exc)
 
     def health_details(self) -> HealthDetails:
         total = len(self._slots) or self.spec.parallel
@@ -377,6 +385,9 @@ class ServerJobStream(EventStream):
             self._events.put_nowait(ErrorEvent(GenerationFailed(f"{ENGINE} ended the stream without a result.")))
         except httpx.HTTPError as exc:
             self._events.put_nowait(ErrorEvent(InferenceFailed(f"{ENGINE} stream broke: {type(exc).__name__}")))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a chunk of the wrong shape
+            self._events.put_nowait(ErrorEvent(InferenceFailed(f"{ENGINE} sent an unreadable result: "
+                                                               f"{type(exc).__name__}")))
         finally:
             self.service.choice_ended(completion_tokens)
             self._ok = self._ok and ok

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.engine import DoneEvent
+from services.engine import DoneEvent, first_choice
 from services.generation import GenerationService
 
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
@@ -85,7 +85,7 @@ class ServiceMetrics:
         """One finished request (all its choices)."""
         if not dones:
             return
-        first = dones[0]
+        first = first_choice(dones)
         self.prompt_tokens.inc(first.prompt_tokens)
         self.completion_tokens.inc(sum(done.completion_tokens for done in dones))
         if first.cached_tokens:

@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.sse import encode as sse
 from services.choice_output import ChoiceDelta, ChoiceOutput
-from services.engine import DoneEvent
+from services.engine import DoneEvent, first_choice
 from services.sampling import TokenLogprob
 
 
@@ -35,7 +35,7 @@ def completion_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, A
 
 def merged_usage(dones: list[DoneEvent]) -> dict[str, Any]:
     """One request's usage: the prompt counted once, however many choices shared it."""
-    first = dones[0]
+    first = first_choice(dones)
     completion = sum(done.completion_tokens for done in dones)
     return {"prompt_tokens": first.prompt_tokens, "completion_tokens": completion,
             "total_tokens": first.prompt_tokens + completion,
@@ -46,7 +46,7 @@ def perf(dones: list[DoneEvent]) -> dict[str, Any]:
     last = max(dones, key=lambda done: done.timings.finished or 0)
     usage = merged_usage(dones)
     return {**last.timings.report(usage["completion_tokens"]), "prompt_tokens": usage["prompt_tokens"],
-            "completion_tokens": usage["completion_tokens"], "cached_prompt_tokens": last.cached_tokens,
+            "completion_tokens": usage["completion_tokens"], "cached_prompt_tokens": usage["prompt_tokens_details"]["cached_tokens"],
             "active_requests_at_arrival": last.active_at_submit, "queued_requests_at_arrival": last.queued_at_submit}
 
 

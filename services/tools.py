@@ -215,7 +215,7 @@ def _json_values(text: str) -> list[Any] | None:
             return values
         try:
             value, i = decoder.raw_decode(stripped, i)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
             return None
         values.extend(value if isinstance(value, list) else [value])
 

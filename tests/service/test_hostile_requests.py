@@ -77,3 +77,11 @@ def test_bodies_over_the_limit_are_413_while_read(smollm):
             yield b" " * (16 * 1024)
     assert_openai_error(post(smollm, "/v1/completions", content=pieces()), 413, "request_too_large")
     assert_still_serving(smollm)
+
+
+@pytest.mark.parametrize("calls", ["x", [{"function": "s"}], [{"function": {"arguments": "{}"}}]])
+def test_tool_calls_of_the_wrong_shape_in_the_history_are_a_400(smollm, calls):
+    body = chat(messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "tool_calls": calls},
+                          {"role": "user", "content": "Again"}])
+    assert_openai_error(post(smollm, "/v1/chat/completions", json=body), 400)
+    assert_still_serving(smollm)

@@ -203,3 +203,9 @@ def test_parallel_calls_get_their_own_index_and_id(tool_choice, step):
         assert mine[0]["function"]["name"] == call["function"]["name"] and mine[0]["id"] == call["id"]
         assert "".join(d["function"]["arguments"] for d in mine) == call["function"]["arguments"]
         json.loads(call["function"]["arguments"])
+
+
+def test_model_output_nested_past_the_json_parser_s_limit_is_text_not_a_crash():
+    from services.tools import parse_calls
+
+    assert parse_calls("[" * 100_000) is None
