@@ -49,10 +49,14 @@ def _traces_endpoint(environ: Mapping[str, str]) -> str:
 class _TraceIds(logging.Filter):
     """Adds the current span's trace and span id to each record (when a span is current)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        from opentelemetry import trace
+    def __init__(self) -> None:
+        super().__init__()
+        from opentelemetry import trace  # only once tracing is on
 
-        context = trace.get_current_span().get_span_context()
+        self._current_span = trace.get_current_span
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = self._current_span().get_span_context()
         if context.is_valid:
             record.trace_id = format(context.trace_id, "032x")
             record.span_id = format(context.span_id, "016x")

@@ -68,7 +68,7 @@ class Arena:
             self.store, weights={k: m.battle_weight for k, m in catalogue.models.items()},
             known_names=[n for m in catalogue.models.values() for n in (m.key, m.display_name)],
             activity=activity, policy=catalogue.arena, serving=serving)
-        self.shares = ShareBook(self.store, catalogue)
+        self.shares = ShareBook(self.store, lambda: self.catalogue)
         self._leaderboard: tuple[Any, dict[str, Any]] | None = None
         self._leaderboard_lock = asyncio.Lock()
         self._leaderboard_checked = float("-inf")
@@ -116,7 +116,8 @@ def serving_check(instances: Any):
         if instance_id is None:
             return bool(instances.ready(model))
         instance = instances.get(instance_id)
-        return instance is not None and instance.state is InstanceState.READY
+        # Draining still finishes what it has (a retiring or scaled-down instance): in service.
+        return instance is not None and instance.state in (InstanceState.READY, InstanceState.DRAINING)
 
     return serving
 

@@ -11,7 +11,7 @@ a battle's conversation and naming only catalogue models.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,9 +50,14 @@ def share_url(share_id: str) -> str:
 class ShareBook:
     """Creates and reads shares in the arena's store."""
 
-    def __init__(self, store: VoteStore, catalogue: Catalogue) -> None:
+    def __init__(self, store: VoteStore, catalogue: Callable[[], Catalogue]) -> None:
+        """`catalogue`: the current catalogue (the admin's runtime overlay replaces it)."""
         self.store = store
-        self.catalogue = catalogue
+        self._catalogue = catalogue
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self._catalogue()
 
     async def share_battle(self, battle: Battle, *, client: str | None = None) -> dict[str, Any]:
         if battle.vote is None:

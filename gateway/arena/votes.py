@@ -297,15 +297,23 @@ class VoteStore:
 
     async def share(self, share_id: str, kind: str, *, battle_id: str | None = None, body: Any = None,
                     client: str | None = None, now: float | None = None) -> str:
-        """Store a share and return its id; a battle is shared once (its existing id comes back)."""
-        async with self.db.write() as conn:
-            if battle_id is not None:
-                existing = (await conn.execute(select(shares.c.id).where(shares.c.battle_id == battle_id))).scalar()
-                if existing:
-                    return existing
-            await conn.execute(insert(shares).values(
-                id=share_id, kind=kind, battle_id=battle_id, body=json.dumps(body) if body is not None else None,
-                client=client, created_at=time.time() if now is None else now))
+        """Store a share and return its id; a battle is shared once (its existing id comes back,
+        also to the loser of two shares of it at once)."""
+        try:
+            async with self.db.write() as conn:
+                if battle_id is not None:
+                    existing = (await conn.execute(select(shares.c.id)
+                                                   .where(shares.c.battle_id == battle_id))).scalar()
+                    if existing:
+                        return existing
+                await conn.execute(insert(shares).values(
+                    id=share_id, kind=kind, battle_id=battle_id, body=json.dumps(body) if body is not None else None,
+                    client=client, created_at=time.time() if now is None else now))
+        except IntegrityError as exc:
+            if battle_id is None or not is_unique_violation(exc):
+                raise
+            async with self.db.read() as conn:
+                return (await conn.execute(select(shares.c.id).where(shares.c.battle_id == battle_id))).scalar_one()
         return share_id
 
     async def get_share(self, share_id: str) -> dict[str, Any]:

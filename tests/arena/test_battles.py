@@ -297,3 +297,19 @@ async def test_a_side_fails_as_soon_as_its_instance_leaves_service(database):
     out = b"".join([c async for c in stream]).decode()
     assert '"code":"instance_unhealthy"' in out and "Model B stopped responding" in out
     assert (await manager.store.get_battle(battle.id)).sides["b"].status == "error"
+
+
+def test_a_draining_instance_is_still_in_service_for_its_battle_sides():
+    """Draining finishes the work an instance has (a retiring or scaled-down instance): a side it
+    is answering goes on; an instance gone or unhealthy fails the side."""
+    from gateway.arena.routes import serving_check
+    from gateway.instances import Instance, InstanceRegistry, InstanceState
+    from shared.catalogue import load_catalogue
+
+    registry = InstanceRegistry(load_catalogue())
+    instance = registry.add(Instance("i1", "smollm2-135m", "http://127.0.0.1:9", state=InstanceState.DRAINING))
+    serving = serving_check(registry)
+    assert serving("smollm2-135m", "i1")
+    instance.state = InstanceState.UNHEALTHY
+    assert not serving("smollm2-135m", "i1")
+    assert not serving("smollm2-135m", "gone")

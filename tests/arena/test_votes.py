@@ -216,3 +216,11 @@ def test_an_acknowledged_vote_survives_the_process_being_killed(tmp_path):
             await db.dispose()
 
     assert asyncio.run(winners()) == ["model_a"]
+
+
+async def test_sharing_a_battle_twice_at_once_gives_one_link(database):
+    store = VoteStore(database)
+    await finished_battle(store)
+    await store.record_vote("b1", "tie")
+    ids = await asyncio.gather(*[store.share(f"share-{i}", "battle", battle_id="b1") for i in range(4)])
+    assert len(set(ids)) == 1 and ids[0].startswith("share-")
