@@ -84,6 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
     fleet: FleetOperations
     token: str
     server_version = "arena-fleet-control"
+    timeout = 15  # seconds a connection may take to send its request: none pins a thread for ever
 
     def log_message(self, format: str, *args: Any) -> None:  # the default writes every request to stderr
         log.debug("control: " + format, *args)

@@ -168,7 +168,10 @@ class CatalogueOverlay:
             except (ValueError, ValidationError, CatalogueError) as exc:
                 skipped[row.key] = str(exc).splitlines()[0]
                 log.warning("catalogue overlay: %s left out: %s", row.key, skipped[row.key])
-        self._runtime, self._overrides, self.skipped = runtime, overrides, skipped
+        self.skipped = skipped
+        if (runtime, overrides) == (self._runtime, self._overrides):
+            return  # the periodic reload found nothing new: the published catalogue stands
+        self._runtime, self._overrides = runtime, overrides
         self._publish()
 
     async def _save(self, key: str, kind: str, data: dict[str, Any] | None, actor: str) -> None:

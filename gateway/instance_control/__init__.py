@@ -68,7 +68,9 @@ def plug_overlay(controller: InstanceController, overlay: Any, audit: Audit | No
     controller.spec_for = spec_for
     controller.model_keys = lambda: list(overlay.effective_catalogue().models)
     controller.fleet_catalogue = overlay.base
-    if controller.backend is None:
+    if controller.backend is None or controller.backend.kind != "local":
+        # Runners on Actions read the repository's catalogue: restarting them would bring the old
+        # settings back, so a change there stays "restart needed" (commit the exported overlay).
         return
 
     async def restart_on_settings_change(key: str) -> None:

@@ -165,3 +165,19 @@ async def test_export_loads_as_the_effective_catalogue(store, tmp_path):
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "cli.yaml").read_text() == text
+
+
+async def test_a_reload_publishes_only_what_changed(store):
+    overlay = await fresh(store)
+    published = []
+    overlay.on_catalogue_changed.append(published.append)
+    await overlay.load()  # the periodic refresh with nothing new: the published catalogue stands
+    assert published == []
+    await overlay.update_settings(SMOL, {"battle_weight": 2.5})
+    assert len(published) == 1
+    other = await fresh(store)  # another replica's change, seen at this one's next refresh
+    await other.update_settings(SMOL, {"battle_weight": 3.0})
+    await overlay.load()
+    assert len(published) == 2 and published[-1].models[SMOL].battle_weight == 3.0
+    await overlay.load()
+    assert len(published) == 2

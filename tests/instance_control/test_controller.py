@@ -276,3 +276,26 @@ async def test_with_the_runtime_overlay_a_settings_change_restarts_the_model_and
         assert "smol-copy" in [m["key"] for m in controller.view()["data"]]
     finally:
         await db.dispose()
+
+
+async def test_on_actions_a_settings_change_waits_for_the_committed_catalogue(tmp_path):
+    """Runners read the repository's catalogue: restarting them would bring the old settings back,
+    so no restart is hooked and the change says a restart (with the exported overlay) is needed."""
+    from types import SimpleNamespace
+
+    from gateway.admin.catalogue_overlay import CatalogueOverlay
+    from gateway.instance_control import plug_overlay
+    from gateway.store import Database
+    from shared.catalogue import load_catalogue
+
+    db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    await db.upgrade()
+    try:
+        overlay = CatalogueOverlay(load_catalogue(), db)
+        await overlay.load()
+        controller = SimpleNamespace(backend=SimpleNamespace(kind="actions"))
+        plug_overlay(controller, overlay)
+        assert overlay.on_settings_changed == [] and overlay.restart_needed()
+        assert controller.spec_for(SMOL).key == SMOL  # starts still take the overlay's spec
+    finally:
+        await db.dispose()
