@@ -30,11 +30,21 @@ class MessageToolCall(BaseModel):
     function: CalledFunction
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content; only text parts are read (others are refused, by type,
+    when the prompt is made)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[MessageToolCall] | None = None
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from llama_cpp.llama_grammar import SchemaConverter
 
+from services.chat_template import message_text
 from services.exceptions import InvalidParameter, SchemaTooLarge
 from services.response_format import DEFAULT_LIMITS, check_json_schema
 
@@ -84,7 +85,7 @@ def plan_tools(tools: list[Any] | None, tool_choice: Any, parallel_tool_calls: b
         return ToolPlan(checked, "required", parallel)
     if isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
         name = tool_choice["function"].get("name")
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise InvalidParameter(f"tool_choice names {name!r}, which is not among the tools.",
                                    param="tool_choice")
         return ToolPlan(checked, "named", False, forced_name=name)
@@ -102,9 +103,9 @@ def call_grammar(plan: ToolPlan) -> str:
         name = function["name"]
         if plan.forced_name and name != plan.forced_name:
             continue
-        # A deep copy: resolve_refs rewrites the schema's $refs in place.
-        schema = converter.resolve_refs(json.loads(json.dumps(function["parameters"])), f"tool-{name}")
         try:
+            # A deep copy: resolve_refs rewrites the schema's $refs in place.
+            schema = converter.resolve_refs(json.loads(json.dumps(function["parameters"])), f"tool-{name}")
             arguments = converter.visit(schema, f"{name}-arguments")
         except Exception as exc:  # the converter raises plain exceptions on schemas it cannot express
             raise InvalidParameter(f"The parameters of {name!r} are not supported: {exc}", param="tools") from exc
@@ -140,7 +141,7 @@ def arguments_object(arguments: Any) -> Any:
     if isinstance(arguments, str):
         try:
             return json.loads(arguments)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
             return arguments
     return arguments
 
@@ -157,10 +158,11 @@ def messages_without_tool_roles(messages: list[dict[str, Any]]) -> list[dict[str
         calls = message.get("tool_calls")
         if message.get("role") == "assistant" and calls:
             text = "\n".join(markup(c["function"]["name"], c["function"].get("arguments", "{}")) for c in calls)
-            prefix = message.get("content") or ""
+            prefix = message_text(message.get("content"))
             out.append({"role": "assistant", "content": f"{prefix}\n{text}".strip()})
         elif message.get("role") == "tool":
-            out.append({"role": "user", "content": f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"})
+            out.append({"role": "user",
+                        "content": f"<tool_response>\n{message_text(message.get('content'))}\n</tool_response>"})
         else:
             out.append(message)
     return out
