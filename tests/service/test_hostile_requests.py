@@ -186,3 +186,20 @@ def strict_template_service():
 def test_what_the_chat_template_cannot_render_is_a_400(strict_template_service, body, param, code):
     assert_openai_error(post(strict_template_service, "/v1/chat/completions", json=body), 400, code, param)
     assert_still_serving(strict_template_service)
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/completions", '{"model": "smollm2-135m", "prompt": "Hi \\ud800", "max_tokens": 2}', "prompt"),
+    ("/v1/chat/completions", '{"model": "smollm2-135m", "max_tokens": 2, '
+                             '"messages": [{"role": "user", "content": "Hi \\udfff"}]}', "messages"),
+    ("/v1/chat/completions", '{"model": "smollm2-135m", "max_tokens": 2, "stop": ["\\ud800"], '
+                             '"messages": [{"role": "user", "content": "Hi"}]}', "stop"),
+])
+def test_a_lone_surrogate_escape_is_a_400_on_either_engine(engine_service, path, body, param):
+    """JSON can escape half of a UTF-16 pair; UTF-8 cannot encode it, and the tokenizer (or the
+    body for llama-server) raised UnicodeEncodeError: a 500."""
+    response = post(engine_service, path, content=body.encode(), headers={"content-type": "application/json"})
+    assert_openai_error(response, 400, param=param)
+    paired = body.replace("\\ud800", "\\ud83d\\ude00").replace("\\udfff", "\\ud83d\\ude00")
+    response = post(engine_service, path, content=paired.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
