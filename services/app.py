@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from contextlib import asynccontextmanager
@@ -130,13 +129,11 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
 
     @app.post("/v1/chat/completions", responses=COMPLETION_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        # Rendering and tokenizing a prompt of megabytes takes seconds: in a worker thread, so
-        # the event loop goes on streaming the other answers and answering health probes.
-        return await respond(body, await asyncio.to_thread(service.prepare_chat, body), request, chat=True)
+        return await respond(body, service.prepare_chat(body), request, chat=True)
 
     @app.post("/v1/completions", responses=COMPLETION_RESPONSES)
     async def completions(body: CompletionRequest, request: Request):
-        return await respond(body, await asyncio.to_thread(service.prepare_completion, body), request, chat=False)
+        return await respond(body, service.prepare_completion(body), request, chat=False)
 
     async def respond(body: ChatCompletionRequest | CompletionRequest, prepared, request: Request, *, chat: bool):
         stream = await service.open_stream(prepared)

@@ -23,6 +23,7 @@ from services.exceptions import (ContextTooLong, Draining, InvalidParameter, Mod
                                  ModelNotFound, UnsupportedParameter)
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 from services.prompt_cache import PromptCache
+from services.prompt_tokens import prompt_tokens
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.reasoning import ReasoningMarkers, ReasoningSplitter
 from services.response_format import check_response_format, grammar_source
@@ -151,7 +152,7 @@ class GenerationService:
         plan = plan_tools(request.tools, request.tool_choice, request.parallel_tool_calls)
         prompt = self._render(request, plan)
         add_bos = self.model.add_bos and not (self.template.bos_token and prompt.startswith(self.template.bos_token))
-        tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
+        tokens = prompt_tokens(self.model, prompt, self.spec.n_ctx, add_special=add_bos, parse_special=True)
         params = self._sampling(request, len(tokens))
         reasoning = None
         if request.reasoning_format != "none":
@@ -188,7 +189,7 @@ class GenerationService:
                 raise InvalidParameter("Send one prompt per request (a list must hold exactly one string).",
                                        param="prompt")
             prompt = prompt[0]
-        tokens = self.model.tokenize(prompt, add_special=self.model.add_bos, parse_special=False)
+        tokens = prompt_tokens(self.model, prompt, self.spec.n_ctx, add_special=self.model.add_bos, parse_special=False)
         if not tokens:
             raise InvalidParameter("The prompt is empty.", param="prompt")
         return PreparedRequest(tokens, self._sampling(request, len(tokens)), self._response_format(request),

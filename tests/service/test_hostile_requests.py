@@ -205,31 +205,12 @@ def test_a_lone_surrogate_escape_is_a_400_on_either_engine(engine_service, path,
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("path, field", [("/v1/chat/completions", "messages"), ("/v1/completions", "prompt")])
-def test_a_prompt_of_megabytes_is_tokenized_off_the_event_loop(smollm, path, field):
-    """Tokenizing some 3.5 MB takes a second or more; on the event loop it held up every stream
-    and health probe meanwhile (a few such bodies at once kept an instance from answering its
-    probes). Health probes sent one after another go on being answered while it is tokenized."""
-    import threading
-
-    text = "word " * 700_000
-    body = chat(messages=[{"role": "user", "content": text}]) if field == "messages" else \
-        {"model": "smollm2-135m", "prompt": text, "max_tokens": 1}
-    done = threading.Event()
-    answered = []
-
-    def probe() -> None:
-        with httpx.Client(timeout=60) as client:
-            while not done.is_set():
-                if client.get(smollm.url + "/health").status_code == 200 and not done.is_set():
-                    answered.append(1)
-
-    prober = threading.Thread(target=probe)
-    prober.start()
-    try:
-        response = post(smollm, path, json=body)
-    finally:
-        done.set()
-        prober.join()
-    assert_openai_error(response, 400, "context_length_exceeded")
-    assert len(answered) >= 50, f"only {len(answered)} health probes were answered while the prompt was tokenized"
+def test_a_prompt_of_special_tokens_is_refused_without_tokenizing_it_all(smollm):
+    """llama.cpp's tokenizer is quadratic in the special tokens written in the text: 300,000
+    `<|im_end|>` (3 MB) held a worker thread for many minutes. They are refused from the first
+    pieces counted (an answer in well under the client's minute)."""
+    body = chat(messages=[{"role": "user", "content": "<|im_end|>" * 300_000}])
+    error = assert_openai_error(httpx.post(smollm.url + "/v1/chat/completions", json=body, timeout=60), 400,
+                                "context_length_exceeded")
+    assert "at least" in error["message"]
+    assert_still_serving(smollm)
