@@ -213,13 +213,16 @@ class LocalFleet:
         """The pool of the instances sharing the cores, with a free cell on their board, when the
         fleet has one and the model's threads are automatic; else cores of its own when some are
         free of every pinned process (and none roams), else an unpinned share that waits
-        passively, like every instance of an oversubscribed fleet."""
-        live = [m for m in self.instances if not m.stopping and m.share is not None]
-        sharing = [m for m in live if m.share.shared]
+        passively, like every instance of an oversubscribed fleet.
+
+        A draining instance still runs until it exits: its cell and cores stay taken until then
+        (it is forgotten only once it is gone)."""
+        running = [m for m in self.instances if m.share is not None]
+        sharing = [m for m in running if m.share.shared]
         slots = sorted(set(range(BOARD_SLOTS)) - {m.slot for m in sharing})
         if self.board_path is not None and spec.threads is None and sharing and slots:
             return sharing[0].share, slots[0]
-        return self._fixed_share_for(spec, live), 0
+        return self._fixed_share_for(spec, running), 0
 
     def _fixed_share_for(self, spec: ModelSpec, live: list[Member]) -> CoreShare:
         cpus = available_cpus()
