@@ -20,7 +20,8 @@ outnumber its cores, whatever the timing. An instance that finds no token free w
 a sleep of half a millisecond) and says so on the board; one that has just stepped lets such a
 waiter go first. The kernel drops the locks of a process that dies, so a killed instance never
 keeps its tokens; a process that hangs while holding them (SIGSTOP) is waited for at most
-`MAX_WAIT_SECONDS`, then the waiter steps with one thread anyway.
+`MAX_WAIT_SECONDS`, then the waiter steps with one thread without a token, and without waiting
+again, until a token is free.
 
 The board is a small file the fleet's supervisor creates and every instance maps into memory
 (`mmap`): per instance one 8-byte cell with the monotonic time of its last decode step while it
@@ -284,6 +285,7 @@ class SharedThreads:
         self.contention = contention
         self._clock, self._sleep, self._stale, self._max_wait = clock, sleep, stale, max_wait
         self._held: list[int] = []
+        self._gave_up = False   # the last wait hit `max_wait`: until a token is free, do not wait again
         self.waits = 0          # steps that waited for a core token
         self.overdue = 0        # steps that gave up waiting (a holder hung) and ran with one thread
         if board is not None:
@@ -312,14 +314,18 @@ class SharedThreads:
             self._held = board.take_cores(self.pool, wanted)
             if self._held:
                 board.clear_waiting(self.slot)
+                self._gave_up = False
                 return len(self._held)
+            if self._gave_up:
+                return 1  # still none free since we gave up waiting: no new wait for the same hang
             if not waited:
                 waited, self.waits = True, self.waits + 1
             now = self._clock()
             if now - started >= self._max_wait:
                 self.overdue += 1
+                self._gave_up = True
                 log.warning("no core token free for %.1f s (an instance sharing the cores hangs?); "
-                            "stepping with one thread", now - started)
+                            "stepping with one thread until one is free", now - started)
                 board.clear_waiting(self.slot)
                 return 1
             board.mark_busy(self.slot, now)

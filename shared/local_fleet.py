@@ -100,8 +100,10 @@ class LocalFleet:
         urls: dict[str, list[str]] = {}
         instances = [(key, i) for key, count in plan.items() for i in range(count)]
         if shares is None:
-            shares = share_cores([catalogue.model(key).threads for key, _ in instances], available_cpus(),
-                                 dynamic=catalogue.fleet.shared_threads)
+            dynamic = catalogue.fleet.shared_threads
+            fixed = max(1, len(available_cpus()) // max(1, len(instances)))
+            shares = share_cores([_threads_to_share(catalogue.model(key), fixed if dynamic else None)
+                                  for key, _ in instances], available_cpus(), dynamic=dynamic)
         # The board the instances sharing a pool of cores announce their work on (in RAM where
         # the platform has a tmpfs for it); removed with the fleet.
         self._board_dir: Path | None = None
@@ -220,7 +222,7 @@ class LocalFleet:
         running = [m for m in self.instances if m.share is not None]
         sharing = [m for m in running if m.share.shared]
         slots = sorted(set(range(BOARD_SLOTS)) - {m.slot for m in sharing})
-        if self.board_path is not None and spec.threads is None and sharing and slots:
+        if self.board_path is not None and _follows_board(spec) and sharing and slots:
             return sharing[0].share, slots[0]
         return self._fixed_share_for(spec, running), 0
 
@@ -277,6 +279,21 @@ class LocalFleet:
         self.gateway.stop(timeout=10)
         if self._board_dir is not None:
             shutil.rmtree(self._board_dir, ignore_errors=True)
+
+
+def _follows_board(spec: ModelSpec) -> bool:
+    """Whether a model's instances can share cores by the core board: automatic threads on the
+    in-process engine, which sets its threads at every step (llama-server, a child whose thread
+    count is fixed at start, cannot)."""
+    return spec.threads is None and spec.engine != "llama-server"
+
+
+def _threads_to_share(spec: ModelSpec, fixed: int | None) -> int | None:
+    """What `share_cores` is given for a model: the catalogue's threads, None for automatic, or
+    for automatic threads that cannot follow the board, `fixed` cores of its own."""
+    if spec.threads is not None or _follows_board(spec):
+        return spec.threads
+    return fixed
 
 
 def _tmpfs() -> str | None:

@@ -94,12 +94,17 @@ def test_a_hung_holder_is_waited_for_a_bounded_time_and_a_killed_one_gives_every
         assert waiter.overdue == 1 and time.monotonic() - started >= 0.3
         assert 1 in waiter.board.busy_slots(time.monotonic())
         waiter.step_done()
+        started = time.monotonic()
+        assert waiter.for_step() == 1 and waiter.waits == 1 and waiter.overdue == 1  # no second wait
+        assert time.monotonic() - started < 0.3
+        waiter.step_done()
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(timeout=10)
         # Dead: its tokens and its cell are free at once, though its busy time is recent.
         assert 1 not in waiter.board.busy_slots(time.monotonic())
         assert waiter.for_step() == 2 and waiter.waits == 1
         waiter.step_done()
+        assert waiter.for_step() == 2 and waiter.waits == 1  # and waits again as usual
         SharedThreads(CoreBoard(board), 1, 2).close()      # a restarted instance takes the cell
     finally:
         holder.kill()

@@ -231,3 +231,39 @@ def test_automatic_threads_without_a_board_take_every_core_unless_the_machine_is
     assert window(50, 200, after=10) == 1
     assert [window(240, 10) for _ in range(2)] == [1, 2]
     alone.idle()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no affinity masks on this platform")
+def test_a_draining_instance_keeps_its_cell_and_cores_until_it_is_gone(tmp_path):
+    fleet = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "true"})
+    first = fleet.instances[0]
+    first.stopping = True                                  # asked to drain, still running
+    share, slot = fleet._share_for(fleet.catalogue.model("smollm2-135m"))
+    assert share.shared and slot == 3                      # not cell 0, which the draining one holds
+    fleet.instances.remove(first)                          # it has exited
+    assert fleet._share_for(fleet.catalogue.model("smollm2-135m"))[1] == 0
+    fleet.stop()
+
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = LocalFleet(load_catalogue(environ={}), {"smollm2-135m": 1}, host="127.0.0.1", port=8080,
+                        log_dir=tmp_path)
+    only = pinned.instances[0]
+    assert only.share.cpus == tuple(cores)                 # alone: every core, pinned
+    only.stopping = True
+    # Its cores stay its own while it drains: the new instance is not pinned onto them.
+    assert pinned._share_for(pinned.catalogue.model("smollm2-135m"))[0].cpus is None
+    pinned.stop()
+
+
+def test_llama_server_instances_take_fixed_cores_beside_a_shared_pool(tmp_path):
+    """llama-server's threads are fixed when it starts: it cannot follow the board, so in a
+    shared fleet it gets cores of its own and the in-process instances share the rest."""
+    fleet = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "true", "ARENA_MODEL_GEMMA3_270M__ENGINE": "llama-server"})
+    shares = {m.process.name: m.share for m in fleet.instances}
+    cores = sorted(os.sched_getaffinity(0))
+    gemma = shares["gemma3-270m-0"]
+    assert not gemma.shared and gemma.threads == max(1, len(cores) // 3)
+    if len(cores) > gemma.threads:
+        assert shares["smollm2-135m-0"].shared and shares["smollm2-135m-1"].shared
+    assert not fleet._share_for(fleet.catalogue.model("gemma3-270m"))[0].shared
+    fleet.stop()
