@@ -6,8 +6,9 @@ under each plan of sharing, back to back:
 
 - before: as it was before fair sharing (every process a thread per core, unpinned, llama.cpp's
   threads spinning while they wait);
-- fixed: `shared.core_share`'s fixed shares (the cores divided among the instances; the default);
-- shared: threads that follow how many instances are busy (`shared.core_board`; `fleet.shared_threads`).
+- fixed: `shared.core_share`'s fixed shares (the cores divided among the instances; `fleet.shared_threads: false`);
+- shared: threads that follow how many instances are busy, each holding a core token
+  (`shared.core_board`; `fleet.shared_threads: true`, the default).
 
 In each: each model asked alone in the fleet (the better of two answers, as for the machine),
 then both at the same moment (the compare page's and every battle's load), `--tries` times,

@@ -65,10 +65,10 @@ def test_the_local_fleet_passes_each_model_process_its_share(tmp_path):
     fleet.stop()
     assert not Path(boards.pop()).exists()
 
-    fixed = _fleet(tmp_path, {})  # the default: fixed shares
+    fixed = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "false"})
     assert all(_threads_arg(m) == max(1, cores // 3) for m in fixed.members if m.process is not fixed.gateway)
 
-    pinned = _fleet(tmp_path, {"ARENA_MODEL_GEMMA3_270M__THREADS": "3"})
+    pinned = _fleet(tmp_path, {"ARENA_MODEL_GEMMA3_270M__THREADS": "3", "ARENA_FLEET__SHARED_THREADS": "false"})
     gemma = next(m for m in pinned.members if m.process.name == "gemma3-270m-0")
     assert _threads_arg(gemma) == 3
 
