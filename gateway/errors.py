@@ -45,6 +45,8 @@ GATEWAY_ERRORS = ErrorTable({
     # Starting and stopping instances at runtime.
     control.ControlNotConfigured: ErrorSpec(503, "fleet_control_not_configured"),
     control.SupervisorUnavailable: ErrorSpec(503, "supervisor_unavailable"),
+    control.SupervisorBadAnswer: ErrorSpec(502, "bad_supervisor_answer"),
+    control.ModelHasInstances: ErrorSpec(409, "model_has_instances", param="model"),
     control.FleetRefused: ErrorSpec(409, "fleet_refused"),
     control.GitHubFailed: ErrorSpec(502, "github_failed"),
     control.RunNotFound: ErrorSpec(409, "run_not_found"),

@@ -218,12 +218,16 @@ class CatalogueOverlay:
         async with self._lock:
             await self._remove_model(key, actor)
 
-    async def _remove_model(self, key: str, actor: str) -> None:
+    def check_removable(self, key: str) -> None:
+        """Only a model added at runtime can be removed here."""
         if key not in self._runtime:
             if key in self._effective.models:
                 raise NotARuntimeModel(f"'{key}' is a model of the catalogue file, not one added at runtime; "
                                        "remove it from the YAML instead.", param="model")
             raise UnknownModel(key, self._effective.models)
+
+    async def _remove_model(self, key: str, actor: str) -> None:
+        self.check_removable(key)
         await self._save(key, "model", None, actor)
         del self._runtime[key]
         self._publish()

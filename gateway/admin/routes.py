@@ -24,6 +24,7 @@ from gateway.admin.catalogue_overlay import CatalogueOverlay
 from gateway.admin.hub_downloads import HubDownloads
 from gateway.admin.settings import AdminSettings
 from gateway.arena.routes import PAGE_HEADERS
+from gateway.admin import record_admin_action
 from gateway.auth import bearer_token, require_admin
 from gateway.store.periodic import Periodic
 from shared.errors import ApiError
@@ -126,7 +127,7 @@ async def check_session(request: Request) -> dict[str, Any]:
 @api.post("/session")
 async def log_in(request: Request) -> dict[str, Any]:
     """The login form: checks the key like GET, and writes the login to the audit log."""
-    await admin_of(request).record(request, "login")
+    await record_admin_action(request, "login")
     return {"object": "admin.session", "actor": actor_of(request)}
 
 
