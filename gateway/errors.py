@@ -40,6 +40,7 @@ GATEWAY_ERRORS = ErrorTable({
     hub.DownloadInProgress: ErrorSpec(409, hub.DownloadInProgress.code, param="model"),
     hub.TooManyDownloads: ErrorSpec(429, hub.TooManyDownloads.code),
     hub.DownloadNotFound: ErrorSpec(404, hub.DownloadNotFound.code, param="id"),
+    hub.HubBusy: ErrorSpec(503, hub.HubBusy.code, param="repo"),
     hub.HubUnavailable: ErrorSpec(502, hub.HubUnavailable.code),
     hub.HubError: ErrorSpec(502, hub.HubError.code),
     # Starting and stopping instances at runtime.

@@ -261,6 +261,15 @@ def test_settings_are_validated_saved_and_survive_a_restart(hub, gateway_apps, t
     reset = restarted.delete(f"/api/admin/models/{SMOL}/settings", headers=ADMIN).json()
     assert reset["overrides"] == {} and reset["settings"]["parallel"] == load_catalogue().models[SMOL].parallel
     assert_openai_error(restarted.delete(f"/api/admin/models/{SMOL}", headers=ADMIN), 409, "not_a_runtime_model")
+    # Not while an instance of it runs: a 409 that names it (the user unloads first).
+    error = assert_openai_error(restarted.delete("/api/admin/models/tiny-q8_0", headers=ADMIN), 409,
+                                "model_has_instances", "model")
+    assert "tiny-1" in error["message"] and "action=unload" in error["message"]
+    assert "tiny-q8_0" in models(restarted)
+    secret = registered.json().get("registration_secret")
+    left = restarted.delete("/api/instances/tiny-1", headers={
+        **REGISTRATION, **({"X-Arena-Registration-Secret": secret} if secret else {})})
+    assert left.status_code == 200, left.text
     assert restarted.delete("/api/admin/models/tiny-q8_0", headers=ADMIN).json()["deleted"] is True
     assert_openai_error(restarted.delete("/api/admin/models/tiny-q8_0", headers=ADMIN), 404, "model_not_found")
 
