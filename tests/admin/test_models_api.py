@@ -6,6 +6,8 @@ overlay survives a restart and its export loads as a catalogue."""
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 
 import pytest
 import yaml
@@ -324,3 +326,57 @@ def test_a_settings_change_is_handed_to_the_fleet_s_hook(gateway, hub):
     assert told == [SMOL] and gateway.app.state.arena.battles.weights[SMOL] == 2
     assert gateway.delete(f"/api/admin/models/{SMOL}/settings", headers=ADMIN).json()["restart"] == "rolling"
     assert told == [SMOL, SMOL]
+
+
+def test_a_downloaded_file_is_not_hashed_again_at_its_first_start(gateway, hub, tmp_path, monkeypatch):
+    from shared.model_files import ModelFileError, resolve_model_file
+
+    download = gateway.post("/api/admin/models", json={"repo": TINY, "quant": "Q4_K_M"}, headers=ADMIN).json()
+    assert finished(gateway, download["id"])["state"] == "done"
+    spec = gateway.app.state.catalogue.models["tiny-q4_k_m"]
+    cache_dir = gateway.app.state.hub_downloads.config.cache_dir
+    blob = next((tmp_path / "hub-cache").rglob("snapshots/*/Tiny-Q4_K_M.gguf")).resolve()
+    # The service's check trusts the admin side's: bytes changed behind its back (same size and
+    # modification time) are not noticed, which shows the file is not read again...
+    stat = blob.stat()
+    blob.write_bytes(b"GGUF" + bytes(stat.st_size - 4))
+    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_file(spec, cache_dir).resolve() == blob
+    # ...while a file that changed size or time is hashed again, and refused.
+    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(ModelFileError, match="sha256"):
+        resolve_model_file(spec, cache_dir)
+
+
+def test_two_downloads_at_once_give_two_models_two_ports(gateway, hub):
+    hub.chunk_delay = 0.05  # both in flight together: each was given a port before either was added
+    started = [gateway.post("/api/admin/models", json={"repo": TINY, "quant": quant}, headers=ADMIN).json()
+               for quant in ("Q4_K_M", "Q8_0")]
+    assert [finished(gateway, d["id"])["state"] for d in started] == ["done", "done"]
+    catalogue = gateway.app.state.catalogue
+    ports = [catalogue.models[key].port for key in ("tiny-q4_k_m", "tiny-q8_0")]
+    assert len(set(ports)) == 2 and not set(ports) & {m.port for k, m in catalogue.models.items()
+                                                       if k not in ("tiny-q4_k_m", "tiny-q8_0")}
+
+
+def test_a_hung_hub_listing_holds_a_bounded_number_of_threads(hub, gateway_apps, monkeypatch):
+    monkeypatch.setenv("ARENA_ADMIN_HUB_LIST_TIMEOUT", "0.3")
+    monkeypatch.setenv("ARENA_ADMIN_MAX_HUB_LISTINGS", "2")
+    gateway = gateway_apps(admin_key=ADMIN_KEY)
+    hub.hung.add(SLOW)
+    try:
+        for _ in range(2):  # each waits its timeout, and its thread stays with the hung hub
+            assert_openai_error(gateway.post("/api/admin/models/inspect", json={"repo": SLOW, "quant": "Q4_K_M"},
+                                             headers=ADMIN), 502, "hub_unavailable", "repo")
+        for repo in (SLOW, TINY):  # past the cap: refused at once, with no new thread
+            response = gateway.post("/api/admin/models/inspect", json={"repo": repo, "quant": "Q4_K_M"}, headers=ADMIN)
+            assert_openai_error(response, 503, "hub_busy", "repo")
+            assert int(response.headers["Retry-After"]) >= 1
+        assert sum(t.name.startswith("hub-list") for t in threading.enumerate()) == 2
+    finally:
+        hub.unhang.set()
+    # Once the hub answers, the threads are free again.
+    wait_until(lambda: gateway.post("/api/admin/models/inspect", json={"repo": TINY, "quant": "Q4_K_M"},
+                                    headers=ADMIN).status_code == 200, 15, what="listings to work again")
+    assert sum(t.name.startswith("hub-list") for t in threading.enumerate()) <= 2
