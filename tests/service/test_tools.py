@@ -252,3 +252,21 @@ def test_model_output_nested_past_the_json_parser_s_limit_is_text_not_a_crash():
     from services.tools import parse_calls
 
     assert parse_calls("[" * 100_000) is None
+
+
+def test_the_tool_stream_benchmark_reports_each_length(tmp_path):
+    """`arena bench --mode toolstream` (no model: the parser alone); its speed is not asserted."""
+    import subprocess
+    import sys
+
+    from tests.harness import PROJECT_ROOT
+
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "shared.cli", "bench", "--mode", "toolstream",
+                             "--tool-stream-tokens", "50,200", "--json", str(out)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lengths = json.loads(out.read_text())["toolstream"]["lengths"]
+    assert [level["tokens"] for level in lengths] == [50, 200]
+    assert all(level["seconds"] > 0 and level["us_per_token"] > 0 for level in lengths)
+    assert "us/token" in result.stdout
