@@ -1,6 +1,6 @@
 // Models: add one from the hub (check, then download with live progress, cancel), the catalogue
 // with its runtime overlay, per-model settings, and the effective catalogue as YAML.
-import { $, adminKey, api, AuthError, authHeaders, h, initAdmin } from "./common.js";
+import { $, adminKey, api, AuthError, authHeaders, h, initAdmin, modelLabel } from "./common.js";
 import { errorMessage } from "/static/arena/js/stream.js";
 
 const POLL_MS = 400;
@@ -105,7 +105,7 @@ function modelRow(m, restartNeeded) {
   } }) : null;
   const s = m.settings;
   return h("tr", { "data-model": m.id },
-    h("td", { class: "left", text: `${m.display_name} (${m.id})` }), h("td", { class: "left", text: m.source }),
+    h("td", { class: "left", text: modelLabel(m.display_name, m.id) }), h("td", { class: "left", text: m.source }),
     h("td", { text: String(s.n_ctx) }), h("td", { text: String(s.parallel) }),
     h("td", { text: `${s.default_max_tokens} / ${s.max_tokens_limit}` }), h("td", { text: String(s.battle_weight) }),
     h("td", {}, h("span", { class: `badge ${origin === "file" ? "" : "done"}`, text: origin })),
@@ -129,7 +129,7 @@ async function loadModels() {
 
 function fillSettings(model) {
   editing = model;
-  $("settings-model").textContent = `${model.display_name} (${model.id})`;
+  $("settings-model").textContent = modelLabel(model.display_name, model.id);
   for (const input of $("settings-form").querySelectorAll("input[name]")) {
     const [group, field] = input.name.split(".");
     const value = field ? model.settings[group][field] : model.settings[group];
@@ -198,4 +198,7 @@ $("export-button").addEventListener("click", async () => {
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 });
 
+// The progress polling stops on logout (no request without a key) and resumes with a login.
+window.addEventListener("admin-logout", () => { clearInterval(polling); polling = null; });
+window.addEventListener("admin-login", loadDownloads);
 initAdmin(loadDownloads);

@@ -110,4 +110,5 @@ async function loadModels() {
 $("play-form").addEventListener("submit", send);
 $("play-form").addEventListener("input", () => showCode(requestBody()));
 $("stop-button").addEventListener("click", () => controller && controller.abort());
+window.addEventListener("admin-login", () => { if (!$("model").options.length) loadModels(); });
 initAdmin(loadModels);

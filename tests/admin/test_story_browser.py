@@ -1,0 +1,261 @@
+"""The admin side as one story, in a real browser (Debian's Chromium), against a real `arena up`
+(its supervisor, gateway and the model processes it starts) and the local fake of the hub serving
+the real embedded SmolLM2 GGUF under a fake repository:
+
+log in through the form -> add `hub:<repo>:Q4_1` on the Models page and watch it download ->
+start an instance on the Instances page (loading -> ready) -> chat with it in the Playground ->
+change its default max tokens and watch the rolling restart while a client loop keeps getting
+answers -> create an API key and run the Playground's SDK code with it -> revoke it (401) ->
+stop the instance (draining -> gone) -> every action in the audit log.
+
+Screenshots land in build/screenshots/admin-story-*.png.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import httpx
+import pytest
+from openai import AuthenticationError, OpenAI
+
+from tests.admin.test_models_browser import REPO, check, smollm2_gguf
+from tests.fake_hub import FakeHub, serve_fake_hub
+from tests.harness import ManagedProcess, free_port, wait_until
+
+pytestmark = pytest.mark.browser
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+from tests.admin.test_browser import page  # noqa: E402,F401 (the page fixture)
+from tests.arena.test_browser import SCREENSHOTS, browser  # noqa: E402,F401 (the browser fixture)
+
+ADMIN_KEY = "story-admin-key-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+KEY = "smollm2-135m-instruct-q4_1"  # the key the Models page suggests for the fake repository's Q4_1
+DEFAULT_MAX_TOKENS = 5              # the setting the story changes
+# A page that records each instance row's states and each rolling-restart notice as they are drawn
+# (the page redraws every second; a state shown for a moment is still seen).
+WATCH = """() => {
+  window.seen = { states: {}, restarts: [] };
+  const note = () => {
+    for (const row of document.querySelectorAll("tr[data-instance]")) {
+      const list = (window.seen.states[row.dataset.instance] ||= []);
+      if (list.at(-1) !== row.dataset.state) list.push(row.dataset.state);
+    }
+    for (const p of document.querySelectorAll("p.rolling")) {
+      if (window.seen.restarts.at(-1) !== p.textContent) window.seen.restarts.push(p.textContent);
+    }
+  };
+  new MutationObserver(note).observe(document.getElementById("models"), { childList: true, subtree: true, attributes: true });
+  note();
+}"""
+
+
+@pytest.fixture(scope="module")
+def hub():
+    fake = FakeHub()
+    fake.files[(REPO, "SmolLM2-135M-Instruct.Q4_1.gguf")] = (smollm2_gguf().read_bytes(), True)
+    fake.files[(REPO, "README.md")] = (b"# SmolLM2 135M Instruct, GGUF\n", False)
+    # 98 MB in 4 MiB chunks 20 ms apart: about half a second on the wire, a progress to watch.
+    fake.chunk_size, fake.chunk_delay = 4 * 1024 * 1024, 0.02
+    with serve_fake_hub(fake):
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def fleet(hub, tmp_path_factory):
+    """`arena up` with no instance of any catalogue model: only what the story starts runs."""
+    data = tmp_path_factory.mktemp("story-data")
+    port = free_port()
+    proc = ManagedProcess("story-fleet", ["up", "--model", "smollm2-135m=0", "--port", str(port),
+                                          "--log-dir", str(tmp_path_factory.mktemp("story-logs"))], port,
+                          env={"ARENA_FLEET__DATA_DIR": str(data), "ARENA_FLEET__MODEL_CACHE_DIR": str(data / "models"),
+                               "HF_HUB_CACHE": str(data / "hub-cache"), "HF_ENDPOINT": hub.hub_url, "HF_TOKEN": "",
+                               "HF_HUB_OFFLINE": "0", "ARENA_GATEWAY_ADMIN_KEY": ADMIN_KEY,
+                               "ARENA_GATEWAY_REQUIRE_API_KEY": "true", "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5",
+                               "ARENA_ADMIN_MAX_DOWNLOAD_BYTES": "200000000"})
+    proc.start()
+    try:
+        proc.wait_ready("/health/live", timeout=120)
+        yield proc.url
+    finally:
+        proc.stop(timeout=60)
+
+
+def shot(tab, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(SCREENSHOTS / f"admin-story-{name}.png"), full_page=True)
+
+
+def open_page(tab, url: str) -> None:
+    """Another admin page in the same tab: the session's key lets it in without a login."""
+    tab.goto(url)
+    expect(tab.locator("#admin-main")).to_be_visible()
+    expect(tab.locator("#login")).to_be_hidden()
+
+
+def ready_instances(url: str) -> list[str]:
+    view = httpx.get(url + "/api/admin/instances", headers=ADMIN, timeout=10).json()
+    model = next((m for m in view["data"] if m["key"] == KEY), None)
+    return [i["instance_id"] for i in model["instances"] if i["state"] == "ready"] if model else []
+
+
+def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noqa: F811 (fixtures)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+
+    # Log in through the form: the key lands in this tab's session storage, never in a URL.
+    page.goto(fleet + "/admin/models")
+    expect(page.locator("#login")).to_be_visible()
+    page.fill("#admin-key", ADMIN_KEY)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#admin-main")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('arena-admin-key')") == ADMIN_KEY
+    assert "arena-admin-key" not in page.evaluate("Object.keys(localStorage)")
+
+    # Add the fake repository's Q4_1 and watch its download reach done.
+    check(page, REPO, "Q4_1")
+    expect(page.locator("#new-key")).to_have_value(KEY)
+    page.click("#download-button")
+    download = page.locator(f"#downloads-table tr[data-model='{KEY}']")
+    expect(download).to_be_visible()
+    expect(download).to_have_attribute("data-state", "done", timeout=120_000)
+    expect(download.locator(".percent")).to_have_text(" 100%")
+    size = smollm2_gguf().stat().st_size
+    expect(download.locator(".bytes")).to_have_text(f"{size / 1e6:.1f} MB / {size / 1e6:.1f} MB")
+    model_row = page.locator(f"#models-table tr[data-model='{KEY}']")
+    expect(model_row.locator(".badge")).to_have_text("runtime")
+    expect(model_row).to_contain_text(f"hub:{REPO}:Q4_1")
+    assert len(hub.seen("cdn", "GET")) == 1  # the file was fetched once, by the gateway
+    shot(page, "downloaded")
+
+    # Start an instance from the Instances page: loading -> ready.
+    open_page(page, fleet + "/admin/instances")
+    card = page.locator(f'section[data-model="{KEY}"]')
+    expect(card).to_contain_text("No instances.")
+    expect(card.locator("h2")).to_have_text(KEY)  # a model with no name of its own: its key, once
+    expect(page.locator("#fleet-kind code")).to_have_text("arena up")
+    page.evaluate(WATCH)
+    card.get_by_role("button", name=f"Start an instance of {KEY}").click()
+    first = card.locator("tr[data-instance]")
+    expect(first).to_have_count(1)
+    first_id = first.get_attribute("data-instance")
+    expect(first).to_have_attribute("data-state", "ready", timeout=120_000)
+    assert page.evaluate("window.seen.states")[first_id] == ["loading", "ready"]
+    assert len(hub.seen("cdn", "GET")) == 1  # the model process read the hub cache, no second download
+    shot(page, "started")
+
+    # Chat with it in the Playground: the streamed answer, its timings, the request as code.
+    open_page(page, fleet + "/admin/playground")
+    page.select_option("#model", KEY)
+    page.fill("#message", "Name a colour.")
+    page.fill("#max_tokens", "12")
+    page.fill("#temperature", "0")
+    page.fill("#seed", "7")
+    page.click("#send")
+    expect(page.locator("#answer")).to_have_attribute("data-state", "streaming")
+    expect(page.locator("#answer")).to_have_attribute("data-state", "done", timeout=60_000)
+    answer = page.locator("#answer").inner_text()
+    assert answer.strip()
+    assert page.locator("#t-ttft").inner_text().endswith(("ms", " s"))
+    assert page.locator("#t-total").inner_text().endswith(("ms", " s"))
+    assert 0 < int(page.locator("#t-tokens").inner_text()) <= 12
+    assert float(page.locator("#t-tps").inner_text()) > 0
+    assert page.locator("#t-finish").inner_text() in ("stop", "length")
+    assert int(page.locator("#t-prompt-tokens").inner_text()) > 0
+    curl = page.locator("#code-curl code").inner_text()
+    python = page.locator("#code-python code").inner_text()
+    assert f'"model": "{KEY}"' in curl and '"max_tokens": 12' in curl and "$ARENA_API_KEY" in curl
+    assert f'model="{KEY}"' in python and "max_tokens=12" in python and "seed=7" in python
+    assert ADMIN_KEY not in curl + python
+    shot(page, "playground")
+
+    # Change its default max tokens on the Models page: a rolling restart applies it, and a client
+    # loop going all along sees no failure.
+    client = OpenAI(base_url=fleet + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
+    stop, answered, failures = threading.Event(), [], []
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                answered.append(client.chat.completions.create(
+                    model=KEY, max_tokens=4, messages=[{"role": "user", "content": "Count to three"}]).id)
+            except Exception as exc:  # noqa: BLE001 (any failure is what the story counts)
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: answered or failures, 60, what="the client loop answered once")
+        open_page(page, fleet + "/admin/models")
+        page.locator(f"#models-table tr[data-model='{KEY}']").get_by_role("button", name="Settings").click()
+        page.fill("#settings-form input[name=default_max_tokens]", str(DEFAULT_MAX_TOKENS))
+        page.click("#settings-form button[type=submit]")
+        expect(page.locator("#settings-result")).to_contain_text("restarted one at a time")
+        expect(page.locator(f"#models-table tr[data-model='{KEY}'] td").nth(4)).to_contain_text(f"{DEFAULT_MAX_TOKENS} /")
+        open_page(page, fleet + "/admin/instances")
+        page.evaluate(WATCH)
+        expect(card.locator("p.rolling")).to_contain_text("Rolling restart done: 1/1 replaced", timeout=180_000)
+        expect(card.locator(f'tr[data-instance="{first_id}"]')).to_have_attribute("data-state", "gone",
+                                                                                   timeout=120_000)
+        count = len(answered)
+        wait_until(lambda: len(answered) > count or failures, 60, what="answers after the rolling restart")
+    finally:
+        stop.set()
+        thread.join(timeout=90)
+    assert failures == []
+    second_id, = ready_instances(fleet)
+    assert second_id != first_id
+    assert page.evaluate("window.seen.states")[second_id][-1] == "ready"
+    shot(page, "restarted")
+    reply = client.chat.completions.create(model=KEY, messages=[{"role": "user", "content": "Tell a long story."}])
+    assert reply.usage.completion_tokens <= DEFAULT_MAX_TOKENS  # the new setting reached the process
+
+    # Create an API key (its secret shown once) and run the Playground's SDK code with it.
+    open_page(page, fleet + "/admin")
+    page.fill("#key-name", "story key")
+    page.click("#create-form button[type=submit]")
+    secret = page.locator("#new-secret").inner_text()
+    assert secret.startswith("sk-arena-")
+    key_row = page.locator("#keys-table tbody tr", has_text="story key")
+    expect(key_row.locator(".badge")).to_have_text("active")
+    env = {**os.environ, "ARENA_API_KEY": secret}
+    shown = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True, timeout=60, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == answer.strip()  # temperature 0 and a seed: the Playground's answer
+    assert secret not in httpx.get(fleet + "/api/admin/keys", headers=ADMIN).text  # shown once, never listed
+
+    # Revoke it: its secret leaves the page, and the SDK is then refused with a 401.
+    key_row.get_by_role("button", name="Revoke").click()
+    expect(key_row.locator(".badge")).to_have_text("revoked")
+    expect(page.locator("#new-key")).to_be_hidden()
+    assert secret not in page.content()
+    with pytest.raises(AuthenticationError) as refused:
+        OpenAI(base_url=fleet + "/v1", api_key=secret, max_retries=0, timeout=30).chat.completions.create(
+            model=KEY, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+    assert refused.value.status_code == 401
+
+    # Stop the instance: draining -> gone.
+    open_page(page, fleet + "/admin/instances")
+    page.evaluate(WATCH)
+    second = card.locator(f'tr[data-instance="{second_id}"]')
+    expect(second).to_have_attribute("data-state", "ready")
+    second.get_by_role("button", name=f"Stop {second_id}").click()
+    expect(second).to_have_attribute("data-state", "gone", timeout=120_000)
+    expect(second.locator("td").nth(4)).to_have_text("–")  # no active count from a gone instance's last probe
+    assert page.evaluate("window.seen.states")[second_id] == ["ready", "draining", "gone"]
+    assert ready_instances(fleet) == []
+
+    # The audit log lists every action of the story.
+    open_page(page, fleet + "/admin")
+    actions = page.locator("#audit-table tbody tr td:nth-child(2)")
+    expect(actions.first).to_have_text("instance.stop")
+    seen = set(actions.all_inner_texts())
+    assert {"login", "model.download", "instance.start", "model.settings", "instance.rolling_restart", "key.create",
+            "key.revoke", "instance.stop"} <= seen, seen
+    shot(page, "audit")
+    assert all(ADMIN_KEY not in url and secret not in url for url in requests + [page.url])
