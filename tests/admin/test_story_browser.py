@@ -259,3 +259,24 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
             "key.revoke", "instance.stop"} <= seen, seen
     shot(page, "audit")
     assert all(ADMIN_KEY not in url and secret not in url for url in requests + [page.url])
+
+
+def test_an_instance_that_cannot_load_its_model_says_why_and_can_be_stopped(fleet, hub, page):  # noqa: F811
+    """A catalogue model whose repository the hub does not have: its process starts, cannot load,
+    and says so; the page shows it unhealthy with the reason (not loading for ever)."""
+    missing = "qwen3-4b-instruct-2507"  # hub:unsloth/Qwen3-4B-Instruct-2507-GGUF:Q4_K_M, not in the fake hub
+    page.goto(fleet + "/admin/instances")
+    page.fill("#admin-key", ADMIN_KEY)
+    page.click("#login button[type=submit]")
+    card = page.locator(f'section[data-model="{missing}"]')
+    card.get_by_role("button", name=f"Start an instance of {missing}").click()
+    row = card.locator("tr[data-instance]")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-state", "unhealthy", timeout=60_000)
+    expect(row.locator(".why")).to_contain_text("reports status error: ")
+    expect(row.locator(".why")).to_contain_text("unsloth/Qwen3-4B-Instruct-2507-GGUF")
+    shot(page, "cannot-load")
+    instance_id = row.get_attribute("data-instance")
+    row.get_by_role("button", name=f"Stop {instance_id}").click()
+    expect(row).to_have_attribute("data-state", "gone", timeout=60_000)
+    expect(row.locator(".why")).to_have_count(0)

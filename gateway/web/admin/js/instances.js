@@ -26,7 +26,10 @@ function instanceRow(inst, enabled) {
              { class: "danger" });
   return h("tr", { "data-instance": inst.instance_id, "data-state": inst.state },
     h("td", { class: "left", text: inst.instance_id }),
-    h("td", {}, h("span", { class: `state ${STATE_BADGE[inst.state] || "badge"}`, text: inst.state })),
+    h("td", {}, h("span", { class: `state ${STATE_BADGE[inst.state] || "badge"}`, text: inst.state }),
+      // Why it is not ready (a model it could not load, a failed probe), in the instance's words.
+      inst.last_error && inst.state !== "ready" && inst.state !== "gone"
+        ? h("div", { class: "notice error why", role: "status", text: inst.last_error }) : null),
     h("td", { class: "left", text: inst.url || "" }),
     h("td", { text: inst.source }),
     h("td", { text: inst.state === "gone" ? "–" : String(inst.active ?? 0) }),  // a gone one's last probe is stale
