@@ -157,6 +157,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     page.fill("#temperature", "0")
     page.fill("#seed", "7")
     page.click("#send")
+    expect(page.locator("#no-models")).to_be_hidden()
     expect(page.locator("#answer")).to_have_attribute("data-state", "streaming")
     expect(page.locator("#answer")).to_have_attribute("data-state", "done", timeout=60_000)
     answer = page.locator("#answer").inner_text()
@@ -249,6 +250,9 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     expect(second.locator("td").nth(4)).to_have_text("–")  # no active count from a gone instance's last probe
     assert page.evaluate("window.seen.states")[second_id] == ["ready", "draining", "gone"]
     assert ready_instances(fleet) == []
+    open_page(page, fleet + "/admin/playground")  # nothing served now: the page says where to start one
+    expect(page.locator("#no-models")).to_be_visible()
+    expect(page.locator("#send")).to_be_disabled()
 
     # The audit log lists every action of the story.
     open_page(page, fleet + "/admin")
