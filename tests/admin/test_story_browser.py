@@ -77,7 +77,7 @@ def fleet(hub, tmp_path_factory):
                                "HF_HUB_CACHE": str(data / "hub-cache"), "HF_ENDPOINT": hub.hub_url, "HF_TOKEN": "",
                                "HF_HUB_OFFLINE": "0", "ARENA_GATEWAY_ADMIN_KEY": ADMIN_KEY,
                                "ARENA_GATEWAY_REQUIRE_API_KEY": "true", "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5",
-                               "ARENA_ADMIN_MAX_DOWNLOAD_BYTES": "200000000"})
+                               "ARENA_ADMIN_MAX_DOWNLOAD_BYTES": "200000000", "ARENA_ADMIN_ANALYTICS_FLUSH": "1"})
     proc.start()
     try:
         proc.wait_ready("/health/live", timeout=120)
@@ -215,6 +215,20 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     shot(page, "restarted")
     reply = client.chat.completions.create(model=KEY, messages=[{"role": "user", "content": "Tell a long story."}])
     assert reply.usage.completion_tokens <= DEFAULT_MAX_TOKENS  # the new setting reached the process
+
+    # The Analytics page counts the story's requests to the new model, per model and per instance.
+    open_page(page, fleet + "/admin/analytics")
+    served = len(answered) + 2  # the loop's, the Playground's and the long story's
+    totals = page.locator(f"#totals tr[data-series='{KEY}'] td")
+
+    def counted() -> bool:
+        page.click("#refresh")
+        return totals.count() > 1 and int(totals.nth(1).inner_text()) >= served
+
+    wait_until(counted, 30, 0.5, what="the story's requests in the analytics")
+    page.select_option("#by", "instance")
+    expect(page.locator(f"#totals tr[data-series='{KEY}/{first_id}']")).to_have_count(1)
+    expect(page.locator(f"#totals tr[data-series='{KEY}/{second_id}']")).to_have_count(1)
 
     # Create an API key (its secret shown once) and run the Playground's SDK code with it.
     open_page(page, fleet + "/admin")
