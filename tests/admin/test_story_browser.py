@@ -6,7 +6,7 @@ log in through the form -> add `hub:<repo>:Q4_1` on the Models page and watch it
 start an instance on the Instances page (loading -> ready) -> chat with it in the Playground ->
 change its default max tokens and watch the rolling restart while a client loop keeps getting
 answers -> create an API key and run the Playground's SDK code with it -> revoke it (401) ->
-stop the instance (draining -> gone) -> every action in the audit log.
+stop the instance (draining -> gone) -> remove the model -> every action in the audit log.
 
 Screenshots land in build/screenshots/admin-story-*.png.
 """
@@ -268,13 +268,19 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     expect(page.locator("#no-models")).to_be_visible()
     expect(page.locator("#send")).to_be_disabled()
 
+    # Remove the model, now that nothing runs it: out of the catalogue (its file stays in the hub cache).
+    open_page(page, fleet + "/admin/models")
+    page.locator(f"#models-table tr[data-model='{KEY}']").get_by_role("button", name="Remove").click()
+    expect(page.locator(f"#models-table tr[data-model='{KEY}']")).to_have_count(0)
+    expect(page.locator("#models-error")).to_be_hidden()
+
     # The audit log lists every action of the story.
     open_page(page, fleet + "/admin")
     actions = page.locator("#audit-table tbody tr td:nth-child(2)")
-    expect(actions.first).to_have_text("instance.stop")
+    expect(actions.first).to_have_text("model.remove")
     seen = set(actions.all_inner_texts())
     assert {"login", "model.download", "instance.start", "model.settings", "instance.rolling_restart", "key.create",
-            "key.revoke", "instance.stop"} <= seen, seen
+            "key.revoke", "instance.stop", "model.remove"} <= seen, seen
     shot(page, "audit")
     assert all(ADMIN_KEY not in url and secret not in url for url in requests + [page.url])
 

@@ -100,8 +100,9 @@ function modelRow(m, restartNeeded) {
   const origin = m.runtime ? "runtime" : changed ? "changed" : "file";
   const edit = h("button", { type: "button", text: "Settings", onclick: () => openSettings(m, restartNeeded) });
   const remove = m.runtime ? h("button", { type: "button", class: "danger", text: "Remove", onclick: async () => {
+    $("models-error").hidden = true;
     try { await api(`/api/admin/models/${encodeURIComponent(m.id)}`, { method: "DELETE" }); await loadModels(); }
-    catch (e) { fail("settings-error", e); }
+    catch (e) { fail("models-error", e); }
   } }) : null;
   const s = m.settings;
   return h("tr", { "data-model": m.id },
@@ -114,7 +115,7 @@ function modelRow(m, restartNeeded) {
 
 async function loadModels() {
   let list;
-  try { list = await api("/api/admin/models"); } catch (e) { fail("settings-error", e); return; }
+  try { list = await api("/api/admin/models"); } catch (e) { fail("models-error", e); return; }
   $("models-table").tBodies[0].replaceChildren(...list.data.map((m) => modelRow(m, list.restart_needed)));
   const left = Object.entries(list.left_out || {});
   $("restart-note").hidden = !left.length;
@@ -189,7 +190,7 @@ $("settings-close").addEventListener("click", closeSettings);
 $("export-button").addEventListener("click", async () => {
   if (!adminKey()) return;
   const response = await fetch("/api/admin/catalogue.yaml", { headers: authHeaders() });
-  if (!response.ok) { fail("settings-error", new Error(await errorMessage(response))); return; }
+  if (!response.ok) { fail("models-error", new Error(await errorMessage(response))); return; }
   const url = URL.createObjectURL(await response.blob());
   const link = h("a", { href: url, download: "catalogue.yaml" });
   document.body.append(link);
