@@ -40,8 +40,9 @@ DEFAULT_MAX_TOKENS = 5              # the setting the story changes
 # A page that records each instance row's states and each rolling-restart notice as they are drawn
 # (the page redraws every second; a state shown for a moment is still seen).
 WATCH = """() => {
-  window.seen = { states: {}, restarts: [] };
+  window.seen = { states: {}, restarts: [], ready: [] };
   const note = () => {
+    window.seen.ready.push(document.querySelectorAll("tr[data-state=ready]").length);
     for (const row of document.querySelectorAll("tr[data-instance]")) {
       const list = (window.seen.states[row.dataset.instance] ||= []);
       if (list.at(-1) !== row.dataset.state) list.push(row.dataset.state);
@@ -69,10 +70,10 @@ def hub():
 @pytest.fixture(scope="module")
 def fleet(hub, tmp_path_factory):
     """`arena up` with no instance of any catalogue model: only what the story starts runs."""
-    data = tmp_path_factory.mktemp("story-data")
+    data, logs = tmp_path_factory.mktemp("story-data"), tmp_path_factory.mktemp("story-logs")
     port = free_port()
     proc = ManagedProcess("story-fleet", ["up", "--model", "smollm2-135m=0", "--port", str(port),
-                                          "--log-dir", str(tmp_path_factory.mktemp("story-logs"))], port,
+                                          "--log-dir", str(logs)], port,
                           env={"ARENA_FLEET__DATA_DIR": str(data), "ARENA_FLEET__MODEL_CACHE_DIR": str(data / "models"),
                                "HF_HUB_CACHE": str(data / "hub-cache"), "HF_ENDPOINT": hub.hub_url, "HF_TOKEN": "",
                                "HF_HUB_OFFLINE": "0", "ARENA_GATEWAY_ADMIN_KEY": ADMIN_KEY,
@@ -81,7 +82,8 @@ def fleet(hub, tmp_path_factory):
     proc.start()
     try:
         proc.wait_ready("/health/live", timeout=120)
-        yield proc.url
+        proc.logs = logs
+        yield proc
     finally:
         proc.stop(timeout=60)
 
@@ -109,7 +111,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     page.on("request", lambda r: requests.append(r.url))
 
     # Log in through the form: the key lands in this tab's session storage, never in a URL.
-    page.goto(fleet + "/admin/models")
+    page.goto(fleet.url + "/admin/models")
     expect(page.locator("#login")).to_be_visible()
     page.fill("#admin-key", ADMIN_KEY)
     page.click("#login button[type=submit]")
@@ -134,7 +136,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     shot(page, "downloaded")
 
     # Start an instance from the Instances page: loading -> ready.
-    open_page(page, fleet + "/admin/instances")
+    open_page(page, fleet.url + "/admin/instances")
     card = page.locator(f'section[data-model="{KEY}"]')
     expect(card).to_contain_text("No instances.")
     expect(card.locator("h2")).to_have_text(KEY)  # a model with no name of its own: its key, once
@@ -150,7 +152,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     shot(page, "started")
 
     # Chat with it in the Playground: the streamed answer, its timings, the request as code.
-    open_page(page, fleet + "/admin/playground")
+    open_page(page, fleet.url + "/admin/playground")
     page.select_option("#model", KEY)
     page.fill("#message", "Name a colour.")
     page.fill("#max_tokens", "12")
@@ -177,7 +179,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
 
     # Change its default max tokens on the Models page: a rolling restart applies it, and a client
     # loop going all along sees no failure.
-    client = OpenAI(base_url=fleet + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
+    client = OpenAI(base_url=fleet.url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
     stop, answered, failures = threading.Event(), [], []
 
     def loop() -> None:
@@ -192,13 +194,13 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     thread.start()
     try:
         wait_until(lambda: answered or failures, 60, what="the client loop answered once")
-        open_page(page, fleet + "/admin/models")
+        open_page(page, fleet.url + "/admin/models")
         page.locator(f"#models-table tr[data-model='{KEY}']").get_by_role("button", name="Settings").click()
         page.fill("#settings-form input[name=default_max_tokens]", str(DEFAULT_MAX_TOKENS))
         page.click("#settings-form button[type=submit]")
         expect(page.locator("#settings-result")).to_contain_text("restarted one at a time")
         expect(page.locator(f"#models-table tr[data-model='{KEY}'] td").nth(4)).to_contain_text(f"{DEFAULT_MAX_TOKENS} /")
-        open_page(page, fleet + "/admin/instances")
+        open_page(page, fleet.url + "/admin/instances")
         page.evaluate(WATCH)
         expect(card.locator("p.rolling")).to_contain_text("Rolling restart done: 1/1 replaced", timeout=180_000)
         expect(card.locator(f'tr[data-instance="{first_id}"]')).to_have_attribute("data-state", "gone",
@@ -209,15 +211,20 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
         stop.set()
         thread.join(timeout=90)
     assert failures == []
-    second_id, = ready_instances(fleet)
+    restarts = page.evaluate("window.seen.restarts")
+    assert restarts[0].startswith("Rolling restart running: 0/1") and restarts[-1].startswith("Rolling restart done"), restarts
+    ready_counts = page.evaluate("window.seen.ready")
+    assert min(ready_counts) >= 1, ready_counts  # never none ready, as the page drew it
+    second_id, = ready_instances(fleet.url)
     assert second_id != first_id
-    assert page.evaluate("window.seen.states")[second_id][-1] == "ready"
+    assert page.evaluate("window.seen.states")[second_id] == ["loading", "ready"]
+    assert page.evaluate("window.seen.states")[first_id][-2:] == ["draining", "gone"]
     shot(page, "restarted")
     reply = client.chat.completions.create(model=KEY, messages=[{"role": "user", "content": "Tell a long story."}])
     assert reply.usage.completion_tokens <= DEFAULT_MAX_TOKENS  # the new setting reached the process
 
     # The Analytics page counts the story's requests to the new model, per model and per instance.
-    open_page(page, fleet + "/admin/analytics")
+    open_page(page, fleet.url + "/admin/analytics")
     served = len(answered) + 2  # the loop's, the Playground's and the long story's
     totals = page.locator(f"#totals tr[data-series='{KEY}'] td")
 
@@ -231,7 +238,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     expect(page.locator(f"#totals tr[data-series='{KEY}/{second_id}']")).to_have_count(1)
 
     # Create an API key (its secret shown once) and run the Playground's SDK code with it.
-    open_page(page, fleet + "/admin")
+    open_page(page, fleet.url + "/admin")
     page.fill("#key-name", "story key")
     page.click("#create-form button[type=submit]")
     secret = page.locator("#new-secret").inner_text()
@@ -242,7 +249,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     shown = subprocess.run([sys.executable, "-c", python], capture_output=True, text=True, timeout=60, env=env)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == answer.strip()  # temperature 0 and a seed: the Playground's answer
-    assert secret not in httpx.get(fleet + "/api/admin/keys", headers=ADMIN).text  # shown once, never listed
+    assert secret not in httpx.get(fleet.url + "/api/admin/keys", headers=ADMIN).text  # shown once, never listed
 
     # Revoke it: its secret leaves the page, and the SDK is then refused with a 401.
     key_row.get_by_role("button", name="Revoke").click()
@@ -250,12 +257,12 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     expect(page.locator("#new-key")).to_be_hidden()
     assert secret not in page.content()
     with pytest.raises(AuthenticationError) as refused:
-        OpenAI(base_url=fleet + "/v1", api_key=secret, max_retries=0, timeout=30).chat.completions.create(
+        OpenAI(base_url=fleet.url + "/v1", api_key=secret, max_retries=0, timeout=30).chat.completions.create(
             model=KEY, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
     assert refused.value.status_code == 401
 
     # Stop the instance: draining -> gone.
-    open_page(page, fleet + "/admin/instances")
+    open_page(page, fleet.url + "/admin/instances")
     page.evaluate(WATCH)
     second = card.locator(f'tr[data-instance="{second_id}"]')
     expect(second).to_have_attribute("data-state", "ready")
@@ -263,19 +270,19 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     expect(second).to_have_attribute("data-state", "gone", timeout=120_000)
     expect(second.locator("td").nth(4)).to_have_text("–")  # no active count from a gone instance's last probe
     assert page.evaluate("window.seen.states")[second_id] == ["ready", "draining", "gone"]
-    assert ready_instances(fleet) == []
-    open_page(page, fleet + "/admin/playground")  # nothing served now: the page says where to start one
+    assert ready_instances(fleet.url) == []
+    open_page(page, fleet.url + "/admin/playground")  # nothing served now: the page says where to start one
     expect(page.locator("#no-models")).to_be_visible()
     expect(page.locator("#send")).to_be_disabled()
 
     # Remove the model, now that nothing runs it: out of the catalogue (its file stays in the hub cache).
-    open_page(page, fleet + "/admin/models")
+    open_page(page, fleet.url + "/admin/models")
     page.locator(f"#models-table tr[data-model='{KEY}']").get_by_role("button", name="Remove").click()
     expect(page.locator(f"#models-table tr[data-model='{KEY}']")).to_have_count(0)
     expect(page.locator("#models-error")).to_be_hidden()
 
     # The audit log lists every action of the story.
-    open_page(page, fleet + "/admin")
+    open_page(page, fleet.url + "/admin")
     actions = page.locator("#audit-table tbody tr td:nth-child(2)")
     expect(actions.first).to_have_text("model.remove")
     seen = set(actions.all_inner_texts())
@@ -283,13 +290,18 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
             "key.revoke", "instance.stop", "model.remove"} <= seen, seen
     shot(page, "audit")
     assert all(ADMIN_KEY not in url and secret not in url for url in requests + [page.url])
+    # Nor in a log (the supervisor's, the gateway's, the model processes'), nor the specs it wrote.
+    logs = [fleet.log_path, *(path for path in fleet.logs.rglob("*") if path.is_file())]
+    logged = "".join(path.read_text(errors="replace") for path in logs)
+    assert len(logs) >= 4 and "key=admin" in logged  # the requests were logged, by who, not with what
+    assert ADMIN_KEY not in logged and secret not in logged
 
 
 def test_an_instance_that_cannot_load_its_model_says_why_and_can_be_stopped(fleet, hub, page):  # noqa: F811
     """A catalogue model whose repository the hub does not have: its process starts, cannot load,
     and says so; the page shows it unhealthy with the reason (not loading for ever)."""
     missing = "qwen3-4b-instruct-2507"  # hub:unsloth/Qwen3-4B-Instruct-2507-GGUF:Q4_K_M, not in the fake hub
-    page.goto(fleet + "/admin/instances")
+    page.goto(fleet.url + "/admin/instances")
     page.fill("#admin-key", ADMIN_KEY)
     page.click("#login button[type=submit]")
     card = page.locator(f'section[data-model="{missing}"]')
