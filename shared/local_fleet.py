@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import ValidationError
@@ -84,13 +84,15 @@ def plan_instances(catalogue: Catalogue, selections: list[str] | None) -> dict[s
 class LocalFleet:
     def __init__(self, catalogue: Catalogue, plan: dict[str, int], *, host: str, port: int, log_dir: Path,
                  shares: list[CoreShare] | None = None, env: dict[str, str] | None = None,
-                 control: bool = True) -> None:
+                 control: bool = True, port_picker: Callable[[str], int] = free_port) -> None:
         """`shares`: each model process's cores, in plan order (default: `share_cores`);
         `env`: more environment for every process (the benchmarks switch features with it);
-        `control`: serve the control channel, so the gateway can start and drain instances."""
+        `control`: serve the control channel, so the gateway can start and drain instances;
+        `port_picker`: a free port of a host (the OS's answer, `free_port`)."""
         self.catalogue = catalogue
         self.log_dir = log_dir
         self.env = env or {}
+        self.port_picker = port_picker
         self.instances: list[Member] = []
         self._lock = threading.RLock()
         # Processes asked for through the control channel are started from this one long-lived
@@ -164,11 +166,22 @@ class LocalFleet:
             name = f"{model}-{index}"
             path = self._catalogue_with(name, model_spec) if spec is not None else self.catalogue.path
             share, slot = self._share_for(model_spec)
-            member = self._model_member(model, name, free_port(self.catalogue.fleet.service_host), share, path, slot)
+            member = self._model_member(model, name, self._free_port(), share, path, slot)
             self._spawner.submit(member.start).result()
             self.instances.append(member)
         print(f"  start  {name:<16} {member.process.url}{_describe(member.share)} (asked by the gateway)", flush=True)
         return member.public()
+
+    def _free_port(self) -> int:
+        """A free port no process of this fleet was given (under `_lock`): the OS may hand out
+        again a port that an instance started a moment ago has not bound yet (its process is
+        still importing), so two starts in a row could otherwise get the same port."""
+        taken = {m.process.port for m in self.instances} | {self.gateway.port}
+        for _ in range(100):
+            port = self.port_picker(self.catalogue.fleet.service_host)
+            if port not in taken:
+                return port
+        raise ControlRefused(503, "no_free_port", "no free port found for a new instance")
 
     def drain_instance(self, instance_id: str) -> dict[str, Any]:
         """SIGTERM one model process (it finishes in-flight work), then forget it once it exits."""
