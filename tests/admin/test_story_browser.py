@@ -35,6 +35,7 @@ from tests.arena.test_browser import SCREENSHOTS, browser  # noqa: E402,F401 (th
 
 ADMIN_KEY = "story-admin-key-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+EXPECTED_STATUSES = (409,)  # the refused Remove: an error the browser logs (the page fixture fails on any other)
 KEY = "smollm2-135m-instruct-q4_1"  # the key the Models page suggests for the fake repository's Q4_1
 DEFAULT_MAX_TOKENS = 5              # the setting the story changes
 # A page that records each instance row's states and each rolling-restart notice as they are drawn
@@ -260,6 +261,12 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
         OpenAI(base_url=fleet.url + "/v1", api_key=secret, max_retries=0, timeout=30).chat.completions.create(
             model=KEY, max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
     assert refused.value.status_code == 401
+
+    # The model cannot be removed while an instance of it runs: the Models page says why.
+    open_page(page, fleet.url + "/admin/models")
+    page.locator(f"#models-table tr[data-model='{KEY}']").get_by_role("button", name="Remove").click()
+    expect(page.locator("#models-error")).to_contain_text(second_id)
+    expect(page.locator(f"#models-table tr[data-model='{KEY}']")).to_have_count(1)
 
     # Stop the instance: draining -> gone.
     open_page(page, fleet.url + "/admin/instances")
