@@ -217,16 +217,18 @@ def test_analytics_charts_show_real_requests(fleet, page):
     expect(page.locator(f"#totals tr[data-series^='{MODEL}/']")).to_have_count(1)
 
 
+def play(page, model: str, **fields: str) -> None:
+    """Send one request from the Playground: the model picked, each field (by id) filled."""
+    page.select_option("#model", model)
+    for field, value in fields.items():
+        page.fill(f"#{field}", value)
+    page.click("#send")
+
+
 def test_playground_streams_a_real_answer_and_its_code_runs(fleet, page):
     log_in(page, fleet.url + "/admin/playground")
-    page.select_option("#model", MODEL)
-    page.fill("#system", "You are terse.")
-    page.fill("#message", "Name a colour.")
-    page.fill("#max_tokens", "12")
-    page.fill("#temperature", "0")
-    page.fill("#seed", "7")
-    page.fill("#top_k", "20")
-    page.click("#send")
+    play(page, MODEL, system="You are terse.", message="Name a colour.", max_tokens="12", temperature="0", seed="7",
+         top_k="20")
     expect(page.locator("#answer")).to_have_attribute("data-state", "done", timeout=60_000)
     answer = page.locator("#answer").inner_text()
     assert answer.strip()

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-from tests.admin.test_browser import page  # noqa: E402,F401 (the page fixture)
+from tests.admin.test_browser import page, play  # noqa: E402,F401 (the page fixture, a Playground request)
 from tests.arena.test_browser import SCREENSHOTS, browser  # noqa: E402,F401 (the browser fixture)
 
 ADMIN_KEY = "story-admin-key-0123456789abcdef"
@@ -154,12 +154,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
 
     # Chat with it in the Playground: the streamed answer, its timings, the request as code.
     open_page(page, fleet.url + "/admin/playground")
-    page.select_option("#model", KEY)
-    page.fill("#message", "Name a colour.")
-    page.fill("#max_tokens", "12")
-    page.fill("#temperature", "0")
-    page.fill("#seed", "7")
-    page.click("#send")
+    play(page, KEY, message="Name a colour.", max_tokens="12", temperature="0", seed="7")
     expect(page.locator("#no-models")).to_be_hidden()
     expect(page.locator("#answer")).to_have_attribute("data-state", "streaming")
     expect(page.locator("#answer")).to_have_attribute("data-state", "done", timeout=60_000)
