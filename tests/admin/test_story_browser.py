@@ -38,18 +38,15 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 EXPECTED_STATUSES = (409,)  # the refused Remove: an error the browser logs (the page fixture fails on any other)
 KEY = "smollm2-135m-instruct-q4_1"  # the key the Models page suggests for the fake repository's Q4_1
 DEFAULT_MAX_TOKENS = 5              # the setting the story changes
-# A page that records each instance row's states and each rolling-restart notice as they are drawn
-# (the page redraws every second; a state shown for a moment is still seen).
+# A page that records each instance row's states, and how many rows are ready, each time it draws
+# (every second, when something changed).
 WATCH = """() => {
-  window.seen = { states: {}, restarts: [], ready: [] };
+  window.seen = { states: {}, ready: [] };
   const note = () => {
     window.seen.ready.push(document.querySelectorAll("tr[data-state=ready]").length);
     for (const row of document.querySelectorAll("tr[data-instance]")) {
       const list = (window.seen.states[row.dataset.instance] ||= []);
       if (list.at(-1) !== row.dataset.state) list.push(row.dataset.state);
-    }
-    for (const p of document.querySelectorAll("p.rolling")) {
-      if (window.seen.restarts.at(-1) !== p.textContent) window.seen.restarts.push(p.textContent);
     }
   };
   new MutationObserver(note).observe(document.getElementById("models"), { childList: true, subtree: true, attributes: true });
@@ -191,31 +188,38 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     try:
         wait_until(lambda: answered or failures, 60, what="the client loop answered once")
         open_page(page, fleet.url + "/admin/models")
+        # A second tab (window.open copies the session's key) watches the Instances page all along.
+        with page.context.expect_page() as opened:
+            page.evaluate("window.open('/admin/instances')")
+        watcher = opened.value
+        watcher.on("pageerror", lambda e: failures.append(f"the watching tab: {e}"))
+        watched = watcher.locator(f'section[data-model="{KEY}"]')
+        expect(watched.locator(f'tr[data-instance="{first_id}"]')).to_have_attribute("data-state", "ready")
+        watcher.evaluate(WATCH)
         page.locator(f"#models-table tr[data-model='{KEY}']").get_by_role("button", name="Settings").click()
         page.fill("#settings-form input[name=default_max_tokens]", str(DEFAULT_MAX_TOKENS))
         page.click("#settings-form button[type=submit]")
         expect(page.locator("#settings-result")).to_contain_text("restarted one at a time")
         expect(page.locator(f"#models-table tr[data-model='{KEY}'] td").nth(4)).to_contain_text(f"{DEFAULT_MAX_TOKENS} /")
-        open_page(page, fleet.url + "/admin/instances")
-        page.evaluate(WATCH)
-        expect(card.locator("p.rolling")).to_contain_text("Rolling restart done: 1/1 replaced", timeout=180_000)
-        expect(card.locator(f'tr[data-instance="{first_id}"]')).to_have_attribute("data-state", "gone",
-                                                                                   timeout=120_000)
+        expect(watched.locator("p.rolling")).to_contain_text("Rolling restart done: 1/1 replaced", timeout=180_000)
+        expect(watched.locator(f'tr[data-instance="{first_id}"]')).to_have_attribute("data-state", "gone",
+                                                                                      timeout=120_000)
         count = len(answered)
         wait_until(lambda: len(answered) > count or failures, 60, what="answers after the rolling restart")
     finally:
         stop.set()
         thread.join(timeout=90)
     assert failures == []
-    restarts = page.evaluate("window.seen.restarts")
-    assert restarts[0].startswith("Rolling restart running: 0/1") and restarts[-1].startswith("Rolling restart done"), restarts
-    ready_counts = page.evaluate("window.seen.ready")
-    assert min(ready_counts) >= 1, ready_counts  # never none ready, as the page drew it
+    seen = watcher.evaluate("window.seen")
+    assert min(seen["ready"]) == 1, seen  # never without a ready instance, as the page drew it from start to end
     second_id, = ready_instances(fleet.url)
     assert second_id != first_id
-    assert page.evaluate("window.seen.states")[second_id] == ["loading", "ready"]
-    assert page.evaluate("window.seen.states")[first_id][-2:] == ["draining", "gone"]
-    shot(page, "restarted")
+    # (How long each state lasts depends on the machine: the page, refreshed every second, may skip one.)
+    old_states = seen["states"][first_id]
+    assert (old_states[0], old_states[-1]) == ("ready", "gone"), seen
+    assert seen["states"][second_id][-1] == "ready", seen
+    shot(watcher, "restarted")
+    watcher.close()
     reply = client.chat.completions.create(model=KEY, messages=[{"role": "user", "content": "Tell a long story."}])
     assert reply.usage.completion_tokens <= DEFAULT_MAX_TOKENS  # the new setting reached the process
 
