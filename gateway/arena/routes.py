@@ -252,7 +252,7 @@ async def follow_up(battle_id: str, body: FollowUpRequest, request: Request) -> 
 @api.get("/api/battles/{battle_id}")
 async def get_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    battle = await arena.store.get_battle(battle_id)
+    battle = await arena.battles.get(battle_id)
     return await _with_voted_answers(arena, _battle_view(arena, battle))
 
 
@@ -290,7 +290,7 @@ async def regenerate(battle_id: str, body: RegenerateRequest, request: Request) 
 async def share_battle(battle_id: str, request: Request) -> dict[str, Any]:
     """A read-only link to the voted battle (409 battle_not_voted before the vote)."""
     arena = arena_of(request)
-    battle = await arena.store.get_battle(battle_id)
+    battle = await arena.battles.get(battle_id)
     arena.battles.check_token(battle, _token(request))
     client = arena.clients.client_id(request)
     await arena.limits.check("share", client)
@@ -381,7 +381,7 @@ async def get_share(share_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
     share = await arena.shares.get(share_id)
     if share["kind"] == "battle":
-        battle = await arena.store.get_battle(share["battle_id"])
+        battle = await arena.battles.get(share["battle_id"])
         share["battle"] = await _with_voted_answers(arena, _battle_view(arena, battle))
     return share
 
