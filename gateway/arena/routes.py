@@ -27,7 +27,7 @@ from gateway.arena.clients import ClientIdentifier, ClientLimits
 from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.method_page import render_method_page
-from gateway.page_shell import render_page
+from gateway.page_shell import render_page, render_template
 from gateway.arena.settings import ArenaSettings
 from gateway.arena.shares import CompareShareRequest, ShareBook
 from gateway.arena.votes import SIDES, Vote, VoteStore
@@ -143,9 +143,9 @@ class VoteRequest(BaseModel):
 
 
 def _page(name: str) -> HTMLResponse:
-    path = WEB_DIR / name
+    """A page template of web/templates/ (each extends the shared shell, gateway/page_shell.py)."""
     try:
-        return HTMLResponse(path.read_text(encoding="utf-8"), headers=PAGE_HEADERS)
+        return HTMLResponse(render_template(name), headers=PAGE_HEADERS)
     except OSError:
         raise ApiError(500, f"The arena's page {name} is missing from this install.", code="missing_asset") from None
 
