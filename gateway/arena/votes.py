@@ -279,6 +279,8 @@ class VoteStore:
         recovered = []
         async with self.db.write() as conn:
             row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+            if row is None:  # pruned meanwhile
+                return []
             request = json.loads(row.request)
             for side in stale:
                 if side.replaced:
