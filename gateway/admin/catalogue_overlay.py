@@ -36,6 +36,7 @@ from typing import Any, Awaitable, Callable, Iterable
 import yaml
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import Database
 from gateway.store.schema import catalogue_overlay
@@ -175,12 +176,18 @@ class CatalogueOverlay:
         self._publish()
 
     async def _save(self, key: str, kind: str, data: dict[str, Any] | None, actor: str) -> None:
+        """One row per key, written in one statement: an upsert, since two gateways saving the same
+        key at once would both find no row to delete and the second insert would fail (PostgreSQL)."""
         async with self.db.write() as conn:
-            await conn.execute(delete(catalogue_overlay).where(catalogue_overlay.c.key == key))
-            if data is not None:
-                await conn.execute(catalogue_overlay.insert().values(
-                    key=key, kind=kind, spec=json.dumps(data, sort_keys=True), updated_at=self.clock(),
-                    updated_by=actor))
+            if data is None:
+                await conn.execute(delete(catalogue_overlay).where(catalogue_overlay.c.key == key))
+                return
+            values = {"key": key, "kind": kind, "spec": json.dumps(data, sort_keys=True),
+                      "updated_at": self.clock(), "updated_by": actor[:64]}
+            insert = (sqlite if self.db.is_sqlite else postgresql).insert(catalogue_overlay).values(**values)
+            await conn.execute(insert.on_conflict_do_update(
+                index_elements=[catalogue_overlay.c.key],
+                set_={name: insert.excluded[name] for name in ("kind", "spec", "updated_at", "updated_by")}))
 
     # -- changes ---------------------------------------------------------------------------
 
