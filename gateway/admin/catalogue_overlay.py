@@ -50,6 +50,13 @@ EDITABLE = ("n_ctx", "parallel", "default_max_tokens", "max_tokens_limit", "samp
 RESTART_FIELDS = frozenset({"n_ctx", "parallel", "default_max_tokens", "max_tokens_limit", "sampling"})
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
+OVERLAY_FILE_HEADER = (
+    "# The runtime overlay of config/catalogue.yaml, published by the gateway's admin side: models\n"
+    "# added at runtime (whole entries) and changed settings of the catalogue's models. Runners on\n"
+    "# GitHub Actions merge it over the catalogue (ARENA_CATALOGUE_OVERLAY). The gateway's store\n"
+    "# holds the overlay: this file is replaced at each publication, so change settings in the\n"
+    "# admin page, not here.\n")
+
 SettingsHook = Callable[[str], Awaitable[None]]
 CatalogueHook = Callable[[Catalogue], None]
 
@@ -334,6 +341,21 @@ class CatalogueOverlay:
                   + changed + ").\n# Commit it as config/catalogue.yaml to make the overlay part of the reviewed "
                   "catalogue.\n")
         return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+
+    def overlay_data(self) -> dict[str, Any]:
+        """The overlay alone, as the overlay file the runners merge over the catalogue file
+        (`shared.catalogue.merge_overlay`): each changed model's changed settings, each runtime
+        model's whole entry."""
+        models: dict[str, Any] = {key: dict(overrides) for key, overrides in sorted(self._overrides.items())}
+        for key, spec in sorted(self._runtime.items()):
+            models[key] = _spec_to_yaml_fields(spec, full=False)
+        return {"models": models}
+
+    def overlay_yaml(self) -> str:
+        """`overlay_data()` as the text of `config/catalogue.overlay.yaml`: the same overlay gives
+        the same bytes (no time, no author in it), so publishing it again changes nothing."""
+        return OVERLAY_FILE_HEADER + yaml.safe_dump(self.overlay_data(), sort_keys=True, allow_unicode=True,
+                                                    width=110)
 
     # -- inside ----------------------------------------------------------------------------
 

@@ -19,10 +19,11 @@ import httpx
 
 from gateway.instance_control.errors import (
     FleetRefused,
-    GitHubFailed,
     RunNotFound,
     SupervisorUnavailable,
+    github_failure,
 )
+from gateway.instance_control.overlay_publication import OverlayPublisher
 from gateway.instances import Instance
 from scripts.fleet_config import MAX_INSTANCES
 from scripts.fleet_labels import ALL_INSTANCES, new_instance_id
@@ -114,16 +115,20 @@ class LocalSupervisor:
 class ActionsFleet:
     kind = "actions"
 
-    def __init__(self, client: GitHubClient, *, workflow: str = "fleet.yml", ref: str | None = None) -> None:
+    def __init__(self, client: GitHubClient, *, workflow: str = "fleet.yml", ref: str | None = None,
+                 publisher: OverlayPublisher | None = None) -> None:
         self.client = client
         self.workflow = workflow
         self.ref = ref
+        # The runtime overlay's publication to the repository (`plug_overlay` sets it): a run reads
+        # the overlay file of its checkout, so it is published before every dispatch.
+        self.publisher = publisher
 
     async def _github(self, call, *args: Any, **kwargs: Any) -> Any:
         try:
             return await asyncio.to_thread(call, *args, **kwargs)
         except GitHubError as exc:
-            raise GitHubFailed(f"GitHub: {exc}") from exc
+            raise github_failure(exc) from exc
 
     async def start(self, model: str, spec: ModelSpec | None) -> Started:
         """Dispatch one instance with a free instance label (the workflow serves labels 1-3) and an
@@ -135,15 +140,18 @@ class ActionsFleet:
         label = next((str(n) for n in range(1, MAX_INSTANCES + 1) if str(n) not in used), None)
         if label is None:
             raise FleetRefused(f"{model} already has runs for every instance label (1-{MAX_INSTANCES}) on Actions.")
-        ref = self.ref or await self._github(self.client.default_branch)
+        publication = await self.publisher.publish(reason=f"before starting {model}") if self.publisher else None
+        ref = publication.branch if publication else self.ref or await self._github(self.client.default_branch)
         instance_id = new_instance_id(model, label)
         result = await self._github(self.client.dispatch_workflow, self.workflow, ref,
                                     {"model": model, "instances": "1", "instance": label, "instance_id": instance_id})
         detail: dict[str, Any] = {"run_id": result.run_id, "html_url": result.html_url, "ref": ref,
                                   "instance_label": label, "expected_instance_id": instance_id}
-        if spec is not None:
-            detail["note"] = ("the runner reads the catalogue of the repository: commit the exported overlay for "
-                              "runtime settings to apply on Actions")
+        if publication is not None:
+            detail["catalogue_commit"] = publication.commit
+        elif spec is not None:
+            detail["note"] = ("the runner reads the catalogue of the repository: without the overlay published "
+                              "there, it starts with the repository's settings")
         return Started(None, None, detail)
 
     async def active_runs(self, model: str) -> list[WorkflowRun]:

@@ -195,3 +195,27 @@ async def test_two_gateways_changing_one_model_at_once_both_succeed(store):
     assert reloaded.model_spec(SMOL).battle_weight in (12, 61)
     assert {f"m{n}" for n in range(12)} <= set(reloaded.effective_catalogue().models)
     assert reloaded.skipped == {}
+
+
+async def test_the_overlay_file_merged_by_the_loader_gives_the_effective_catalogue(store, tmp_path):
+    """What the runners on Actions read: the catalogue file with the published overlay file merged
+    by `load_catalogue` (ARENA_CATALOGUE_OVERLAY) is the gateway's effective catalogue."""
+    from shared.catalogue import OVERLAY_ENV
+
+    base = load_catalogue(environ={})
+    overlay = CatalogueOverlay(base, store)
+    await overlay.load()
+    empty = overlay.overlay_yaml()
+    await overlay.add_model(overlay.new_model_spec({"key": "tiny-q8_0", "source": "hub:o/tiny:Q8_0", "parallel": 2}))
+    await overlay.update_settings(SMOL, {"n_ctx": 4096, "sampling": {"top_p": 0.9}})
+    await overlay.update_settings(SMOL, {"sampling": {"top_p": None, "temperature": 0.4}})
+    text = overlay.overlay_yaml()
+    assert text != empty and text == (await fresh(store)).overlay_yaml()  # same overlay, same bytes
+    path = tmp_path / "catalogue.overlay.yaml"
+    path.write_text(text)
+    merged = load_catalogue(environ={OVERLAY_ENV: str(path)})
+    assert merged.models == overlay.effective_catalogue().models
+    assert merged.models[SMOL].sampling.given() == {"temperature": 0.4}  # sampling replaced as a whole
+    # The environment still has the last word over the overlay.
+    env = load_catalogue(environ={OVERLAY_ENV: str(path), "ARENA_MODEL_SMOLLM2_135M__N_CTX": "1024"})
+    assert env.models[SMOL].n_ctx == 1024
