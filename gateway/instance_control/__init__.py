@@ -115,6 +115,9 @@ def attach_instance_control(app: FastAPI, settings: InstanceControlSettings | No
     controller = InstanceController(app.state.instances, make_backend(settings), not_configured=NOT_CONFIGURED,
                                     ready_timeout=settings.ready_timeout, drain_timeout=settings.drain_timeout)
     app.state.instance_control = controller
+    registrations = getattr(app.state, "registrations", None)
+    if isinstance(controller.backend, ActionsFleet) and registrations is not None:
+        controller.backend.request_drain = registrations.request_drain
     overlay = getattr(app.state, "catalogue_overlay", None)
     if overlay is not None:
         admin_side = getattr(app.state, "admin", None)

@@ -6,14 +6,16 @@
 - `ActionsFleet`: the fleet on GitHub Actions, through the project's GitHub client
   (`scripts.github_api`): a start dispatches the model's runner workflow (`fleet.yml`, one
   instance); a stop cancels the run that carries the instance's id in its title (the runner
-  drains and deregisters); the instance appears when its runner registers with the gateway.
+  drains and deregisters); an instance of a fleet-up run (one run for several instance labels)
+  is asked to drain at its runner's next heartbeat instead, so its siblings serve on; the
+  instance appears when its runner registers with the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
 
@@ -116,13 +118,17 @@ class ActionsFleet:
     kind = "actions"
 
     def __init__(self, client: GitHubClient, *, workflow: str = "fleet.yml", ref: str | None = None,
-                 publisher: OverlayPublisher | None = None) -> None:
+                 publisher: OverlayPublisher | None = None,
+                 request_drain: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.client = client
         self.workflow = workflow
         self.ref = ref
         # The runtime overlay's publication to the repository (`plug_overlay` sets it): a run reads
         # the overlay file of its checkout, so it is published before every dispatch.
         self.publisher = publisher
+        # Asks one registered instance to drain at its next heartbeat (the gateway's
+        # `RegistrationService.request_drain`): how one instance of a fleet-up run stops alone.
+        self.request_drain = request_drain
 
     async def _github(self, call, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -158,11 +164,20 @@ class ActionsFleet:
         return await self._github(lambda: self.client.find_runs(self.workflow, model=model, max_pages=2))
 
     async def stop(self, instance: Instance) -> dict[str, Any]:
+        """Cancel the run that carries the instance's id; an instance of a fleet-up run (one run,
+        a job per instance label, none carrying an id) is asked to drain instead: its runner
+        hears it at its next heartbeat, drains, and its job ends without a successor while the
+        run's other jobs serve on."""
         runs = await self.active_runs(instance.model)
         matching = [run for run in runs if run.labels and run.labels.instance_id == instance.instance_id]
-        if not matching and any(run.labels and not run.labels.instance_id for run in runs):
-            raise RunNotFound(f"{instance.instance_id} runs in a fleet-up run that serves several instances; "
-                              f"unload {instance.model} (or `make fleet-down {instance.model}`) to stop them all.")
+        fleet_up = [run for run in runs if run.labels and not run.labels.instance_id]
+        if not matching and fleet_up and instance.source == "registered" and self.request_drain is not None:
+            if await self.request_drain(instance.instance_id):
+                return {"drain_requested": True, "fleet_up_runs": [run.html_url or run.id for run in fleet_up]}
+        if not matching and fleet_up:
+            raise RunNotFound(f"{instance.instance_id} runs in a fleet-up run that serves several instances, and "
+                              "it is not registered here to be asked to drain; unload "
+                              f"{instance.model} (or `make fleet-down {instance.model}`) to stop them all.")
         if not matching:
             raise RunNotFound(f"No active workflow run of {instance.model} carries the instance id "
                               f"{instance.instance_id!r}: it was not started by this fleet's workflow.")
