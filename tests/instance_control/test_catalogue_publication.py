@@ -21,6 +21,7 @@ TOKEN = "ghp_fleetcontroltoken0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 PATH = "config/catalogue.overlay.yaml"
 REPO = "arena/fleet"
+REG_TOKEN = "publication-registration-token-0123"
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def fleet(gateway_apps, monkeypatch):
         monkeypatch.setenv("ARENA_FLEETCTL_GITHUB_REPOSITORY", REPO)
         monkeypatch.setenv("ARENA_FLEETCTL_GITHUB_TOKEN", TOKEN)
         monkeypatch.setenv("ARENA_FLEETCTL_GITHUB_API_URL", api_url)
-        yield gateway_apps(admin_key=ADMIN), fake
+        yield gateway_apps(admin_key=ADMIN, registration_token=REG_TOKEN), fake
 
 
 def published(fake: FakeGitHub, branch: str = "main") -> dict:
@@ -85,6 +86,44 @@ def test_a_runtime_model_is_published_whole_and_its_runs_are_accepted(fleet):
     assert published(fake)["models"]["smol-copy"]["display_name"] == "Smol copy"
     # The dispatcher takes any catalogue key (a runtime one too): its plan job checks it.
     assert fake.dispatches[-1]["inputs"]["model"] == "smol-copy"
+
+
+def test_a_settings_change_rolls_the_runners_onto_runs_that_read_it(fleet, fake_upstreams):
+    """The rolling restart on Actions: the change is committed, then a replacement run is
+    dispatched (from a commit that has it); once its runner registers and is ready, the old
+    instance's run is cancelled; it is gone when its runner deregisters."""
+    from tests.harness import wait_until
+
+    gateway, fake = fleet
+    old_url, new_url = fake_upstreams().url, fake_upstreams().url
+    old_run = fake.add_run("fleet.yml", f"arena-fleet model={SMOL} instance=1 id=old-id")
+    registration = {"Authorization": f"Bearer {REG_TOKEN}"}
+    old = gateway.post("/api/instances", headers=registration,
+                       json={"model": SMOL, "instance_id": "old-id", "url": old_url}).json()
+
+    def state(instance_id: str) -> str | None:
+        answer = gateway.get(f"/api/instances/{instance_id}")
+        return answer.json()["state"] if answer.status_code == 200 else None
+
+    wait_until(lambda: state("old-id") == "ready", 30, what="the old instance ready")
+
+    changed = gateway.patch(f"/api/admin/models/{SMOL}/settings", json={"max_tokens_limit": 512}, headers=AUTH)
+    assert changed.json()["restart"] == "rolling"
+    wait_until(lambda: fake.dispatches, 30, what="the replacement dispatched")
+    commit = fake.requests.index(f"PUT /repos/{REPO}/contents/{PATH}")
+    assert commit < fake.requests.index(f"POST /repos/{REPO}/actions/workflows/fleet.yml/dispatches")
+    assert published(fake) == {"models": {SMOL: {"max_tokens_limit": 512}}}
+    new_id = fake.dispatches[-1]["inputs"]["instance_id"]
+    assert fake.dispatches[-1]["inputs"]["instance"] == "2"   # label 1 is the old run's
+    assert old_run.status == "in_progress"                   # nothing drains before the new one is ready
+
+    gateway.post("/api/instances", headers=registration, json={"model": SMOL, "instance_id": new_id, "url": new_url})
+    wait_until(lambda: old_run.status == "completed", 30, what="the old run cancelled")
+    assert old_run.conclusion == "cancelled" and state(new_id) == "ready" and state("old-id") == "draining"
+    gateway.delete("/api/instances/old-id", headers={**registration,
+                                                     "X-Arena-Registration-Secret": old["registration_secret"]})
+    wait_until(lambda: gateway.get("/api/admin/instances", headers=AUTH).json()["data"][0]["rolling_restart"]
+               ["state"] == "done", 30, what="the rolling restart done")
 
 
 class RacingGitHub(FakeGitHub):
