@@ -211,8 +211,9 @@ def test_a_missing_branch_and_an_oversized_overlay_are_refused(gateway_apps, mon
         assert fake.file(PATH, "release") is not None and fake.file(PATH) is None
 
         overlay = gateway.app.state.catalogue_overlay
-        for n in range(MAX_OVERLAY_BYTES // 300):
-            spec = overlay.new_model_spec({"key": f"m{n}", "description": "x" * 300, "source": "hub:o/r:Q8_0"})
+        for n in range(3):
+            spec = overlay.new_model_spec({"key": f"m{n}", "description": "x" * (MAX_OVERLAY_BYTES // 2),
+                                           "source": "hub:o/r:Q8_0"})
             gateway.portal.call(lambda: overlay.add_model(spec))
         error = assert_openai_error(gateway.post(publish, headers=AUTH), 413, "overlay_too_large")
         assert str(MAX_OVERLAY_BYTES) in error["message"]
