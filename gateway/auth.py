@@ -8,6 +8,12 @@ Guessing the admin key is held back: `AuthFailures` counts each client's wrong a
 wrong API keys, through which the admin key could be tried too) in the store's rate windows,
 shared by replicas (a client is its address, an IPv6 one's /64); a client over
 `GatewaySettings.auth_failures_per_minute` gets a 429 before its key is even compared.
+
+`verify_admin` is the one check of the admin key, for every caller: the admin routes
+(`require_admin`), the public views that show more to the admin (`/api/status`,
+`/api/instances`: `admin_view`) and the API-key guard (the admin key is also an API key). It
+compares in constant time, answers 429 to a client over its limit before comparing, and counts
+every wrong key, so no route lets a guesser try keys unlimited.
 """
 
 from __future__ import annotations
@@ -91,8 +97,7 @@ class ApiKeyGuard:
         if token is None:
             raise ApiError(401, "An API key is required: send 'Authorization: Bearer <key>'.",
                            code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
-        if self.admin_key and _same(self.admin_key, token):
-            await self.failures.check_allowed(request)  # a guesser must not learn it guessed right
+        if await _admin_key_matches(request, self.admin_key, token, self.failures):
             return ApiKey(ADMIN_KEY_ID, "admin", "admin", None, 0.0, None)
         key = self.keys.get(token)
         if key is None and await self._reloaded():
@@ -129,23 +134,57 @@ async def require_api_key(request: Request) -> ApiKey | None:
     return key
 
 
-def is_admin(request: Request) -> bool:
-    """The caller presented the admin key (views that are public otherwise show more to it)."""
+async def _admin_key_matches(request: Request, admin_key: str | None, token: str | None,
+                             failures: AuthFailures) -> bool:
+    """`token` is the admin key (constant-time). A client over its limit of wrong keys gets a 429
+    instead of True: a guesser must not learn that it guessed right. Nothing is counted here."""
+    if not admin_key or token is None or not _same(admin_key, token):
+        return False
+    await failures.check_allowed(request)
+    return True
+
+
+async def verify_admin(request: Request, *, required: bool = True) -> bool:
+    """Whether the caller presented the admin key: the one check every caller uses.
+
+    `required`: an admin route; no admin key configured is a 503, a missing or wrong key a 401
+    (a 429 past the client's limit of wrong keys). Not required: a public view that shows more
+    to the admin; a missing key is False, a wrong one is counted like any other guess (False,
+    or 429 past the limit) unless it is a valid API key of the caller's (no guess, then)."""
     admin_key = request.app.state.settings.admin_key
-    return bool(admin_key) and _same(admin_key, bearer_token(request))
+    token = bearer_token(request)
+    if not admin_key:
+        if required:
+            raise ApiError(503, "The admin API is off: set ARENA_GATEWAY_ADMIN_KEY.", code="admin_disabled")
+        return False
+    guard: ApiKeyGuard = request.app.state.key_guard
+    failures = guard.failures
+    if token is None:
+        if required:
+            raise ApiError(401, "The admin key is missing or wrong.", code="invalid_admin_key",
+                           headers={"WWW-Authenticate": "Bearer"})
+        return False
+    await failures.check_allowed(request)  # past the limit: 429 before the key is compared
+    if await _admin_key_matches(request, admin_key, token, failures):
+        return True
+    if not required and guard.keys.get(token) is not None:
+        return False
+    error = ApiError(401, "The admin key is missing or wrong.", code="invalid_admin_key",
+                     headers={"WWW-Authenticate": "Bearer"})
+    answer = await failures.failed(request, error)  # a guess is counted
+    if required or answer is not error:
+        raise answer
+    return False
 
 
 async def require_admin(request: Request) -> None:
-    admin_key = request.app.state.settings.admin_key
-    if not admin_key:
-        raise ApiError(503, "The admin API is off: set ARENA_GATEWAY_ADMIN_KEY.", code="admin_disabled")
-    failures: AuthFailures = request.app.state.key_guard.failures
-    await failures.check_allowed(request)
-    token = bearer_token(request)
-    if not _same(admin_key, token):
-        error = ApiError(401, "The admin key is missing or wrong.", code="invalid_admin_key",
-                         headers={"WWW-Authenticate": "Bearer"})
-        raise error if token is None else await failures.failed(request, error)  # a guess is counted
+    """FastAPI dependency of every admin route."""
+    await verify_admin(request, required=True)
+
+
+async def admin_view(request: Request) -> bool:
+    """For public views that show more to the admin (instance URLs): see `verify_admin`."""
+    return await verify_admin(request, required=False)
 
 
 async def require_registration_token(request: Request) -> None:
@@ -156,3 +195,4 @@ async def require_registration_token(request: Request) -> None:
     if not _same(token, bearer_token(request)):
         raise ApiError(401, "The registration token is missing or wrong.", code="invalid_registration_token",
                        headers={"WWW-Authenticate": "Bearer"})
+

@@ -25,7 +25,6 @@ from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
-from services.llama_server import LlamaServerService
 from services.metrics import RequestCounter, ServiceMetrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
@@ -40,6 +39,10 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
     continuing the gateway's trace."""
     spec = settings.resolve(catalogue)
     if spec.engine == "llama-server":
+        # Imported only for this engine: it brings httpx (and its command line's rich) and
+        # prometheus_client's parser, which the in-process engine's start does not need.
+        from services.llama_server import LlamaServerService
+
         service = LlamaServerService(spec, instance_id=settings.instance_id, binary=settings.llama_server_binary,
                                      model_cache=catalogue.fleet.model_cache_path(),
                                      request_timeout=catalogue.fleet.request_timeout)

@@ -396,10 +396,13 @@ class BatchScheduler:
             if last_chunk:
                 wants_logits.append((slot, index))
         threads = self.threads.for_step()
-        if threads != self.threads_in_use:
-            ctx.set_threads(threads)
-            self.threads_in_use = threads
-        ctx.decode()  # a failure fails every job in the batch (see _guarded)
+        try:
+            if threads != self.threads_in_use:
+                ctx.set_threads(threads)
+                self.threads_in_use = threads
+            ctx.decode()  # a failure fails every job in the batch (see _guarded)
+        finally:
+            self.threads.step_done()  # the cores this step held, back to the instances sharing them
         now = time.perf_counter()
         produced = 0
         for slot, index in list(wants_logits):

@@ -231,7 +231,7 @@ class FleetSettings(BaseModel):
     runner_handoff_margin_minutes: float = Field(15, ge=0)
     response_cache_entries: int = Field(1024, ge=0)   # the gateway's cache of deterministic answers; 0: off
     response_cache_ttl: float = Field(600.0, gt=0)
-    shared_threads: bool = False  # local fleet: instances share cores by who is busy (shared.core_share); off: fixed shares
+    shared_threads: bool = True  # local fleet: instances share cores by who is busy (shared.core_share); off: fixed shares
 
     def data_path(self) -> Path:
         """`data_dir` (relative to the checkout, if run from one), else the default data folder."""

@@ -1,17 +1,33 @@
-"""Threads that follow how many instances of the local fleet are busy.
+"""Threads that follow how many instances of the local fleet are busy, never more than the cores.
 
 With a fixed share, an instance of a three-instance fleet on two cores has one thread even when
-it is the only one with work (it then ran at 0.71 of its speed alone on the machine). Instead,
+it is the only one with work (it then ran at 0.70 of its speed alone on the machine). Instead,
 the instances that share a pool of cores announce on a `CoreBoard` whether they have work, and
 before each decode step an instance takes `fair_threads`: the whole pool when it is the only busy
 one, its share of the pool when others are busy too (llama.cpp takes a new thread count at every
 decode: `llama_set_n_threads`).
 
+Reading who is busy is not enough. llama.cpp's threads meet at a barrier after every operation of
+the graph (over 900 per decode step of SmolLM2) and spin there, so a step that runs with more
+threads than it has cores crawls: one of its threads waits for a core at nearly every barrier
+(measured here: a 2-thread step beside a 1-thread decoder in another process took 350-820 ms at
+the median instead of 10-30 ms, a 64-token prefill 7 s instead of 0.5-0.9 s). An instance that
+read the board just before another one marked itself busy took both cores for a step that then
+lasted as long as the other's whole answer: the "0 tok/s" tries of two models at once. So each
+thread of a step holds one of the pool's **core tokens** (`flock` on one small file per core,
+taken without waiting, given back after the step): the threads running in the pool never
+outnumber its cores, whatever the timing. An instance that finds no token free waits (polling,
+a sleep of half a millisecond) and says so on the board; one that has just stepped lets such a
+waiter go first. The kernel drops the locks of a process that dies, so a killed instance never
+keeps its tokens; a process that hangs while holding them (SIGSTOP) is waited for at most
+`MAX_WAIT_SECONDS`, then the waiter steps with one thread without a token, and without waiting
+again, until a token is free.
+
 The board is a small file the fleet's supervisor creates and every instance maps into memory
-(`mmap`): one 8-byte cell per instance holding the monotonic time of its last decode step while
-it has work, 0 when it has none. Reading and writing it are memory accesses, no system call, so
-an instance looks at it before every step. A cell not refreshed for `STALE_SECONDS` counts as
-idle, so an instance that crashed while busy does not hold the others back for long.
+(`mmap`): per instance one 8-byte cell with the monotonic time of its last decode step while it
+has work (0 when it has none) and one with the time it last waited for a token. Each instance
+holds a lock on a file of its own cell (`claim`) for its life, so a cell whose owner is gone is
+not counted busy, and a second live process cannot take a cell in use.
 
 Other work on the machine (not on the board) is seen by `RunQueueWait`: when the decoding thread
 spends much of its time ready to run but waiting for a core, threads that meet at barriers
@@ -22,55 +38,140 @@ stall each other (measured under a load average of 10-14 on 2 cores: one instanc
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import mmap
 import os
 import time
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+log = logging.getLogger(__name__)
+
 BOARD_SLOTS = 32          # instances one board can hold (a local fleet has a handful)
 STALE_SECONDS = 30.0      # longer than any one decode step (a 512-token prefill on one thread)
-_CELL = 8                 # one float64 per instance
+WAITING_SECONDS = 0.1     # a waiter refreshes its cell every poll; older means it stopped waiting
+POLL_SECONDS = 0.0005     # between looks for a free core token
+MAX_WAIT_SECONDS = 5.0    # longest wait for a token before stepping with one thread regardless
+CLAIM_SECONDS = 1.0       # a cell whose lock stays taken this long belongs to a live instance
+_CELL = 8                 # one float64
 
 # Environment the local fleet sets for an instance that shares a pool (read by its settings).
 BOARD_ENV = "ARENA_SERVICE_CORE_BOARD"
 SLOT_ENV = "ARENA_SERVICE_CORE_SLOT"
 
 
+class SlotInUse(RuntimeError):
+    """Another live process holds this cell of the board."""
+
+
+def _lock(fd: int, operation: int) -> bool:
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 class CoreBoard:
-    """The mapped file. Only instance `slot` writes cell `slot`; anyone reads every cell (an
+    """The mapped file and its lock files (`<board>.core<i>`: the core tokens; `<board>.slot<i>`:
+    each cell's owner). Only instance `slot` writes its cells; anyone reads every cell (an
     aligned 8-byte store is atomic on the platforms llama.cpp runs on, so a reader sees either
-    the old or the new time)."""
+    the old or the new time). Each `CoreBoard` opens its own lock files: separate objects, even
+    in one process, lock as separate processes do."""
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = Path(path)
         if create:
-            self.path.write_bytes(bytes(BOARD_SLOTS * _CELL))
+            self.path.write_bytes(bytes(2 * BOARD_SLOTS * _CELL))
         fd = os.open(self.path, os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
-            if size < _CELL or size % _CELL:
+            if size < 2 * _CELL or size % (2 * _CELL):
                 raise ValueError(f"{self.path} is not a core board ({size} bytes)")
             self._map = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        self._cells = memoryview(self._map).cast("d")
+        cells = memoryview(self._map).cast("d")
+        half = len(cells) // 2
+        self._busy, self._waiting = cells[:half], cells[half:]
+        self._slot_fds: dict[int, int] = {}
+        self._core_fds: dict[int, int] = {}
 
     @property
     def slots(self) -> int:
-        return len(self._cells)
+        return len(self._busy)
 
+    # -- cells ------------------------------------------------------------------------------
     def mark_busy(self, slot: int, now: float) -> None:
-        self._cells[slot] = now
+        self._busy[slot] = now
 
     def mark_idle(self, slot: int) -> None:
-        self._cells[slot] = 0.0
+        self._busy[slot] = 0.0
+        self._waiting[slot] = 0.0
 
-    def busy_slots(self, now: float, stale: float = STALE_SECONDS) -> list[int]:
-        return [slot for slot, stamp in enumerate(self._cells.tolist()) if stamp > 0.0 and now - stamp < stale]
+    def mark_waiting(self, slot: int, now: float) -> None:
+        self._waiting[slot] = now
+
+    def clear_waiting(self, slot: int) -> None:
+        self._waiting[slot] = 0.0
+
+    def busy_slots(self, now: float, stale: float = STALE_SECONDS, *, me: int | None = None) -> list[int]:
+        """Slots marked busy within `stale` seconds whose owner is alive (`me` is not checked)."""
+        return [slot for slot, stamp in enumerate(self._busy.tolist())
+                if stamp > 0.0 and now - stamp < stale and (slot == me or self.alive(slot))]
+
+    def waiting_slots(self, now: float, *, me: int | None = None) -> list[int]:
+        return [slot for slot, stamp in enumerate(self._waiting.tolist())
+                if slot != me and stamp > 0.0 and now - stamp < WAITING_SECONDS]
+
+    # -- owners -----------------------------------------------------------------------------
+    def _fd(self, fds: dict[int, int], kind: str, index: int) -> int:
+        fd = fds.get(index)
+        if fd is None:
+            fd = fds[index] = os.open(f"{self.path}.{kind}{index}", os.O_RDWR | os.O_CREAT, 0o600)
+        return fd
+
+    def claim(self, slot: int, *, wait: float = CLAIM_SECONDS) -> None:
+        """Hold `slot`'s owner lock for as long as this board is open; `SlotInUse` if another
+        live process keeps it for `wait` seconds (a reader's check holds it for microseconds)."""
+        fd = self._fd(self._slot_fds, "slot", slot)
+        deadline = time.monotonic() + wait
+        while not _lock(fd, fcntl.LOCK_EX):
+            if time.monotonic() >= deadline:
+                raise SlotInUse(f"cell {slot} of the core board {self.path} belongs to a running instance")
+            time.sleep(0.01)
+
+    def alive(self, slot: int) -> bool:
+        """Whether a live process holds `slot` (its lock cannot be shared)."""
+        fd = self._fd(self._slot_fds, "slot", slot)
+        if not _lock(fd, fcntl.LOCK_SH):
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+
+    # -- core tokens ------------------------------------------------------------------------
+    def take_cores(self, pool: int, want: int) -> list[int]:
+        """Take up to `want` of the pool's free core tokens, without waiting; their indices."""
+        taken: list[int] = []
+        for core in range(pool):
+            if len(taken) == want:
+                break
+            if _lock(self._fd(self._core_fds, "core", core), fcntl.LOCK_EX):
+                taken.append(core)
+        return taken
+
+    def give_back(self, cores: Sequence[int]) -> None:
+        for core in cores:
+            fcntl.flock(self._core_fds[core], fcntl.LOCK_UN)
 
     def close(self) -> None:
-        self._cells.release()
+        for fd in [*self._slot_fds.values(), *self._core_fds.values()]:
+            os.close(fd)  # drops this board's locks
+        self._slot_fds.clear()
+        self._core_fds.clear()
+        self._busy.release()
+        self._waiting.release()
         self._map.close()
 
 
@@ -83,9 +184,12 @@ def fair_threads(pool: int, busy: Sequence[int], me: int) -> int:
 
 
 class ThreadPolicy(Protocol):
-    """What the batch scheduler asks before each decode step and tells when it runs out of work."""
+    """What the batch scheduler asks before each decode step, tells after it (`step_done`) and
+    when it runs out of work."""
 
     def for_step(self) -> int: ...
+
+    def step_done(self) -> None: ...
 
     def idle(self) -> None: ...
 
@@ -99,6 +203,9 @@ class FixedThreads:
 
     def for_step(self) -> int:
         return self.threads
+
+    def step_done(self) -> None:
+        pass
 
     def idle(self) -> None:
         pass
@@ -167,29 +274,76 @@ def _thread_schedstat() -> tuple[int, int] | None:
 class SharedThreads:
     """Automatic threads: `pool` cores, divided among the busy instances on `board` when the
     instance shares one (else all of them), and one while other work contends for the machine
-    (`contention`)."""
+    (`contention`). On a board, each thread of a step holds a core token (see the module)."""
 
     def __init__(self, board: CoreBoard | None, slot: int, pool: int, *, contention: RunQueueWait | None = None,
-                 clock: Callable[[], float] = time.monotonic, stale: float = STALE_SECONDS) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 stale: float = STALE_SECONDS, max_wait: float = MAX_WAIT_SECONDS) -> None:
         if board is not None and not 0 <= slot < board.slots:
             raise ValueError(f"core board slot {slot} is outside 0..{board.slots - 1}")
         self.board, self.slot, self.pool = board, slot, max(1, pool)
         self.contention = contention
-        self._clock, self._stale = clock, stale
+        self._clock, self._sleep, self._stale, self._max_wait = clock, sleep, stale, max_wait
+        self._held: list[int] = []
+        self._gave_up = False   # the last wait hit `max_wait`: until a token is free, do not wait again
+        self.waits = 0          # steps that waited for a core token
+        self.overdue = 0        # steps that gave up waiting (a holder hung) and ran with one thread
         if board is not None:
-            board.mark_idle(slot)  # a restarted instance starts with its cell cleared
+            board.claim(slot)
+            board.mark_idle(slot)  # a restarted instance starts with its cells cleared
 
     def for_step(self) -> int:
-        if self.board is None:
-            busy: list[int] = []
-        else:
+        self.step_done()  # never hold tokens from an earlier step
+        wanted = 1 if self.contention is not None and self.contention.check() else self.pool
+        board = self.board
+        if board is None:
+            return wanted
+        now = started = self._clock()
+        board.mark_busy(self.slot, now)
+        wanted = min(wanted, fair_threads(self.pool, board.busy_slots(now, self._stale, me=self.slot), self.slot))
+        if board.waiting_slots(now, me=self.slot):
+            # We have just given our tokens back: let the instance waiting for one take it first.
+            board.mark_waiting(self.slot, now)
+            for _ in range(4):
+                self._sleep(POLL_SECONDS)
+                now = self._clock()
+                if not board.waiting_slots(now, me=self.slot):
+                    break
+        waited = False
+        while True:
+            self._held = board.take_cores(self.pool, wanted)
+            if self._held:
+                board.clear_waiting(self.slot)
+                self._gave_up = False
+                return len(self._held)
+            if self._gave_up:
+                return 1  # still none free since we gave up waiting: no new wait for the same hang
+            if not waited:
+                waited, self.waits = True, self.waits + 1
             now = self._clock()
-            self.board.mark_busy(self.slot, now)
-            busy = self.board.busy_slots(now, self._stale)
-        if self.contention is not None and self.contention.check():
-            return 1
-        return fair_threads(self.pool, busy, self.slot)
+            if now - started >= self._max_wait:
+                self.overdue += 1
+                self._gave_up = True
+                log.warning("no core token free for %.1f s (an instance sharing the cores hangs?); "
+                            "stepping with one thread until one is free", now - started)
+                board.clear_waiting(self.slot)
+                return 1
+            board.mark_busy(self.slot, now)
+            board.mark_waiting(self.slot, now)
+            self._sleep(POLL_SECONDS)
+
+    def step_done(self) -> None:
+        if self._held:
+            self.board.give_back(self._held)
+            self._held = []
 
     def idle(self) -> None:
+        self.step_done()
         if self.board is not None:
             self.board.mark_idle(self.slot)
+
+    def close(self) -> None:
+        """Give everything back (the cell's owner lock too): for a process that goes on."""
+        self.idle()
+        if self.board is not None:
+            self.board.close()

@@ -27,7 +27,9 @@ and the file is cached, the cached file is used.
 A ``sha256`` in the catalogue is checked against the file; a mismatch raises `ModelFileError`
 and deletes nothing (the file may sit in the user's own hub cache). A successful check is
 remembered in ``<cache_dir>/hub-verified/`` (keyed by path, size and mtime) so a large file is
-hashed once, not at each start.
+hashed once, not at each start; the admin side's download, which checks the sha256 the hub lists,
+writes the same marker (`remember_verified`), so a model added at runtime is not hashed again at
+its first start.
 
 The repo may name a revision as ``org/name@revision`` (a branch, tag or commit hash), e.g.
 ``hub:org/name@3f2a...:model.gguf``; without one, ``main``.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared.catalogue import ModelSpec
@@ -144,19 +147,47 @@ def pick_quant_files(paths: list[str], quant: str) -> list[str]:
     return sorted(split, key=lambda p: int(SPLIT_RE.search(p).group(1)))
 
 
+@dataclass(frozen=True)
+class RepoFile:
+    path: str
+    size: int
+    sha256: str | None   # the hub gives it for LFS files (every GGUF of note)
+
+
+class TooManyFiles(Exception):
+    """The repository lists more files than the caller reads."""
+
+
+def list_repo_files(repo_id: str, revision: str | None, *, endpoint: str | None,
+                    max_entries: int = 20_000) -> dict[str, RepoFile]:
+    """The repository's files (path -> `RepoFile`), in one paged API call of huggingface-hub;
+    folders are left out. Raises huggingface-hub's errors as they come, and `TooManyFiles` past
+    `max_entries` (the listing is not read to its end)."""
+    from huggingface_hub import HfApi
+
+    files: dict[str, RepoFile] = {}
+    for entry in HfApi(endpoint=endpoint).list_repo_tree(repo_id, revision=revision, recursive=True):
+        if len(files) >= max_entries:
+            raise TooManyFiles(f"{repo_id} has more than {max_entries} files")
+        if hasattr(entry, "size"):
+            lfs = getattr(entry, "lfs", None)
+            files[entry.path] = RepoFile(entry.path, int(entry.size), lfs.sha256 if lfs else None)
+    return files
+
+
 def _quant_files(repo_id: str, revision: str | None, quant: str, *, endpoint: str | None, cache: Path,
                  offline: bool) -> list[str]:
     """List the repository (one API call) and pick the quantisation's file(s). Offline, or with
     the hub unreachable, the files already in the hub cache are listed instead."""
-    from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     if not offline:
         try:
-            tree = HfApi(endpoint=endpoint).list_repo_tree(repo_id, revision=revision, recursive=True)
-            return pick_quant_files([entry.path for entry in tree if hasattr(entry, "size")], quant)
+            return pick_quant_files(list(list_repo_files(repo_id, revision, endpoint=endpoint)), quant)
         except HfHubHTTPError:
             raise  # the repo or revision is wrong, or access is denied: the caller says which
+        except TooManyFiles as exc:
+            raise QuantNotFound(str(exc)) from None
         except Exception as exc:  # the hub cannot be reached (httpx's errors, timeouts, DNS)
             cached = _cached_files(cache, repo_id)
             if not cached:
@@ -171,7 +202,7 @@ def _quant_files(repo_id: str, revision: str | None, quant: str, *, endpoint: st
 
 def _cached_files(cache: Path, repo_id: str) -> list[str]:
     """Files of the repository present in the hub cache (any snapshot)."""
-    snapshots = cache / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    snapshots = repo_folder(cache, repo_id) / "snapshots"
     if not snapshots.is_dir():
         return []
     return sorted({str(p.relative_to(snapshot)) for snapshot in snapshots.iterdir() if snapshot.is_dir()
@@ -187,17 +218,30 @@ def _fingerprint(path: Path) -> str:
     return f"{path.resolve()}\n{stat.st_size}\n{stat.st_mtime_ns}\n"
 
 
+def verified_before(path: Path, sha256: str, cache_dir: Path) -> bool:
+    """The file was checked against `sha256` and has not changed since (same resolved path, size
+    and modification time): no need to hash it again."""
+    try:
+        return _verified_marker(cache_dir, sha256.strip().lower()).read_text() == _fingerprint(path)
+    except OSError:
+        return False
+
+
+def remember_verified(path: Path, sha256: str, cache_dir: Path) -> None:
+    """Record that `path` has `sha256` (checked by the caller), for `verified_before`: whoever
+    checked it (a service's first start, or the admin side's download), it is hashed once."""
+    try:
+        marker = _verified_marker(cache_dir, sha256.strip().lower())
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(_fingerprint(path))
+    except OSError:
+        pass  # only a shortcut for next time
+
+
 def _verify(spec: ModelSpec, path: Path, cache_dir: Path) -> None:
     expected = (spec.sha256 or "").strip().lower()
-    if not expected:
+    if not expected or verified_before(path, expected, cache_dir):
         return
-    marker = _verified_marker(cache_dir, expected)
-    fingerprint = _fingerprint(path)
-    try:
-        if marker.read_text() == fingerprint:
-            return
-    except OSError:
-        pass
     actual = sha256_of(path)
     if actual != expected:
         raise ModelFileError(
@@ -206,11 +250,35 @@ def _verify(spec: ModelSpec, path: Path, cache_dir: Path) -> None:
             "is wrong, or the file on the hub changed: pin a revision (repo@commit) or update the "
             "sha256."
         )
-    try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fingerprint)
-    except OSError:
-        pass  # only a shortcut for next time
+    remember_verified(path, expected, cache_dir)
+
+
+def repo_folder(hub_cache: Path, repo_id: str) -> Path:
+    """The repository's folder in the hub cache (huggingface-hub's layout)."""
+    return Path(hub_cache) / ("models--" + repo_id.replace("/", "--"))
+
+
+def remove_stale_partials(hub_cache: Path, repo_id: str) -> list[Path]:
+    """Delete the repository's partial downloads (``blobs/*.incomplete``) that no download is
+    writing: huggingface-hub holds ``.locks/<repo folder>/<etag>.lock`` while it downloads the
+    blob ``<etag>``, so a partial file whose lock can be taken at once was left by a download
+    that died (a killed process). Returns the files removed."""
+    from filelock import FileLock, Timeout
+
+    folder = repo_folder(hub_cache, repo_id)
+    removed: list[Path] = []
+    for partial in sorted((folder / "blobs").glob("*.incomplete")):
+        etag = partial.name.split(".", 1)[0]
+        lock_path = Path(hub_cache) / ".locks" / folder.name / f"{etag}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path), timeout=0)
+        try:
+            with lock:
+                partial.unlink(missing_ok=True)
+                removed.append(partial)
+        except Timeout:
+            continue  # a download of that blob is running (here or in another process)
+    return removed
 
 
 def fetch_from_hub(spec: ModelSpec, cache_dir: Path, *, progress: bool | None = None) -> Path:

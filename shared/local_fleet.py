@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import ValidationError
@@ -84,13 +84,15 @@ def plan_instances(catalogue: Catalogue, selections: list[str] | None) -> dict[s
 class LocalFleet:
     def __init__(self, catalogue: Catalogue, plan: dict[str, int], *, host: str, port: int, log_dir: Path,
                  shares: list[CoreShare] | None = None, env: dict[str, str] | None = None,
-                 control: bool = True) -> None:
+                 control: bool = True, port_picker: Callable[[str], int] = free_port) -> None:
         """`shares`: each model process's cores, in plan order (default: `share_cores`);
         `env`: more environment for every process (the benchmarks switch features with it);
-        `control`: serve the control channel, so the gateway can start and drain instances."""
+        `control`: serve the control channel, so the gateway can start and drain instances;
+        `port_picker`: a free port of a host (the OS's answer, `free_port`)."""
         self.catalogue = catalogue
         self.log_dir = log_dir
         self.env = env or {}
+        self.port_picker = port_picker
         self.instances: list[Member] = []
         self._lock = threading.RLock()
         # Processes asked for through the control channel are started from this one long-lived
@@ -100,8 +102,10 @@ class LocalFleet:
         urls: dict[str, list[str]] = {}
         instances = [(key, i) for key, count in plan.items() for i in range(count)]
         if shares is None:
-            shares = share_cores([catalogue.model(key).threads for key, _ in instances], available_cpus(),
-                                 dynamic=catalogue.fleet.shared_threads)
+            dynamic = catalogue.fleet.shared_threads
+            fixed = max(1, len(available_cpus()) // max(1, len(instances)))
+            shares = share_cores([_threads_to_share(catalogue.model(key), fixed if dynamic else None)
+                                  for key, _ in instances], available_cpus(), dynamic=dynamic)
         # The board the instances sharing a pool of cores announce their work on (in RAM where
         # the platform has a tmpfs for it); removed with the fleet.
         self._board_dir: Path | None = None
@@ -164,11 +168,22 @@ class LocalFleet:
             name = f"{model}-{index}"
             path = self._catalogue_with(name, model_spec) if spec is not None else self.catalogue.path
             share, slot = self._share_for(model_spec)
-            member = self._model_member(model, name, free_port(self.catalogue.fleet.service_host), share, path, slot)
+            member = self._model_member(model, name, self._free_port(), share, path, slot)
             self._spawner.submit(member.start).result()
             self.instances.append(member)
         print(f"  start  {name:<16} {member.process.url}{_describe(member.share)} (asked by the gateway)", flush=True)
         return member.public()
+
+    def _free_port(self) -> int:
+        """A free port no process of this fleet was given (under `_lock`): the OS may hand out
+        again a port that an instance started a moment ago has not bound yet (its process is
+        still importing), so two starts in a row could otherwise get the same port."""
+        taken = {m.process.port for m in self.instances} | {self.gateway.port}
+        for _ in range(100):
+            port = self.port_picker(self.catalogue.fleet.service_host)
+            if port not in taken:
+                return port
+        raise ControlRefused(503, "no_free_port", "no free port found for a new instance")
 
     def drain_instance(self, instance_id: str) -> dict[str, Any]:
         """SIGTERM one model process (it finishes in-flight work), then forget it once it exits."""
@@ -213,13 +228,16 @@ class LocalFleet:
         """The pool of the instances sharing the cores, with a free cell on their board, when the
         fleet has one and the model's threads are automatic; else cores of its own when some are
         free of every pinned process (and none roams), else an unpinned share that waits
-        passively, like every instance of an oversubscribed fleet."""
-        live = [m for m in self.instances if not m.stopping and m.share is not None]
-        sharing = [m for m in live if m.share.shared]
+        passively, like every instance of an oversubscribed fleet.
+
+        A draining instance still runs until it exits: its cell and cores stay taken until then
+        (it is forgotten only once it is gone)."""
+        running = [m for m in self.instances if m.share is not None]
+        sharing = [m for m in running if m.share.shared]
         slots = sorted(set(range(BOARD_SLOTS)) - {m.slot for m in sharing})
-        if self.board_path is not None and spec.threads is None and sharing and slots:
+        if self.board_path is not None and _follows_board(spec) and sharing and slots:
             return sharing[0].share, slots[0]
-        return self._fixed_share_for(spec, live), 0
+        return self._fixed_share_for(spec, running), 0
 
     def _fixed_share_for(self, spec: ModelSpec, live: list[Member]) -> CoreShare:
         cpus = available_cpus()
@@ -274,6 +292,21 @@ class LocalFleet:
         self.gateway.stop(timeout=10)
         if self._board_dir is not None:
             shutil.rmtree(self._board_dir, ignore_errors=True)
+
+
+def _follows_board(spec: ModelSpec) -> bool:
+    """Whether a model's instances can share cores by the core board: automatic threads on the
+    in-process engine, which sets its threads at every step (llama-server, a child whose thread
+    count is fixed at start, cannot)."""
+    return spec.threads is None and spec.engine != "llama-server"
+
+
+def _threads_to_share(spec: ModelSpec, fixed: int | None) -> int | None:
+    """What `share_cores` is given for a model: the catalogue's threads, None for automatic, or
+    for automatic threads that cannot follow the board, `fixed` cores of its own."""
+    if spec.threads is not None or _follows_board(spec):
+        return spec.threads
+    return fixed
 
 
 def _tmpfs() -> str | None:

@@ -73,6 +73,8 @@ class FakeHub:
     chunk_size: int = 64 * 1024
     chunk_delay: float = 0.0   # seconds between chunks of a CDN body
     paced: set[str] = field(default_factory=set)  # sha256 of the blobs paced; empty: every blob
+    hung: set[str] = field(default_factory=set)   # repos whose listing hangs until `unhang` is set
+    unhang: threading.Event = field(default_factory=threading.Event)
     _shas: dict[int, str] = field(default_factory=dict)
 
     def sha256(self, content: bytes) -> str:
@@ -197,6 +199,8 @@ def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def tree(self, repo: str, revision: str) -> None:
             """``GET /api/models/{repo}/tree/{revision}?recursive=true``: the repo's files, as the
             hub lists them (one page; LFS files with their sha256 and size)."""
+            if repo in hub.hung:
+                hub.unhang.wait(60)  # a hub that does not answer (bounded, for the test's sake)
             if repo not in hub.repos():
                 return self.error(401, "RepoNotFound", "Repository not found")
             if revision not in ("main", COMMIT):

@@ -10,7 +10,7 @@ import pytest
 
 from shared.catalogue import load_catalogue
 from shared.core_board import (BOARD_ENV, SLOT_ENV, CoreBoard, FixedThreads, RunQueueWait, SharedThreads,
-                               fair_threads)
+                               SlotInUse, fair_threads)
 from shared.core_share import CoreShare, share_cores
 from shared.local_fleet import LocalFleet
 
@@ -65,10 +65,10 @@ def test_the_local_fleet_passes_each_model_process_its_share(tmp_path):
     fleet.stop()
     assert not Path(boards.pop()).exists()
 
-    fixed = _fleet(tmp_path, {})  # the default: fixed shares
+    fixed = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "false"})
     assert all(_threads_arg(m) == max(1, cores // 3) for m in fixed.members if m.process is not fixed.gateway)
 
-    pinned = _fleet(tmp_path, {"ARENA_MODEL_GEMMA3_270M__THREADS": "3"})
+    pinned = _fleet(tmp_path, {"ARENA_MODEL_GEMMA3_270M__THREADS": "3", "ARENA_FLEET__SHARED_THREADS": "false"})
     gemma = next(m for m in pinned.members if m.process.name == "gemma3-270m-0")
     assert _threads_arg(gemma) == 3
 
@@ -105,25 +105,57 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def step(policy: SharedThreads) -> int:
+    """One decode step's threads, given back at once (as the batch scheduler does)."""
+    threads = policy.for_step()
+    policy.step_done()
+    return threads
+
 
 def test_instances_on_one_board_see_each_other_busy_and_idle(tmp_path):
     path = tmp_path / "board"
     clock = Clock()
     CoreBoard(path, create=True).close()
     # Separate mappings of one file, as separate processes have.
-    a = SharedThreads(CoreBoard(path), 0, 2, clock=clock, stale=30)
-    b = SharedThreads(CoreBoard(path), 1, 2, clock=clock, stale=30)
-    assert a.for_step() == 2                      # b idle
-    assert b.for_step() == 1 and a.for_step() == 1
+    a = SharedThreads(CoreBoard(path), 0, 2, clock=clock, sleep=clock.sleep, stale=30)
+    b = SharedThreads(CoreBoard(path), 1, 2, clock=clock, sleep=clock.sleep, stale=30)
+    assert step(a) == 2                           # b idle
+    assert step(b) == 1 and step(a) == 1
     b.idle()
-    assert a.for_step() == 2
-    b.for_step()
-    clock.now += 31                               # b stopped stepping (crashed) while marked busy
-    assert a.for_step() == 2
-    # A restarted instance clears its own cell.
-    b.board.mark_busy(1, clock.now)
-    SharedThreads(CoreBoard(path), 1, 2, clock=clock)
-    assert a.for_step() == 2
+    assert step(a) == 2
+    step(b)
+    clock.now += 31                               # b stopped stepping while marked busy
+    assert step(a) == 2
+    # A restarted instance clears its own cell (once the old one has let go of it).
+    step(b)
+    b.close()
+    b = SharedThreads(CoreBoard(path), 1, 2, clock=clock, sleep=clock.sleep)
+    assert step(a) == 2
+
+
+def test_a_step_never_runs_more_threads_than_the_free_cores(tmp_path):
+    """The race of the "0 tok/s" tries: a reads the board before b marks itself busy and takes
+    both cores; b must then wait for a token, not run beside a's two threads."""
+    clock = Clock()
+    CoreBoard(tmp_path / "board", create=True).close()
+    a = SharedThreads(CoreBoard(tmp_path / "board"), 0, 2, clock=clock, sleep=clock.sleep)
+    b = SharedThreads(CoreBoard(tmp_path / "board"), 1, 2, clock=clock, sleep=clock.sleep, max_wait=0.5)
+    assert a.for_step() == 2                      # a's step holds both tokens
+    started = clock.now
+    assert b.for_step() == 1 and b.waits == 1 and b.overdue == 1  # nothing free: b waited...
+    assert clock.now - started >= 0.5             # ...its whole bound (a "hung" in this test)
+    b.step_done()
+    a.step_done()
+    # a stepped again at once: b, marked busy, gets one core and a the other.
+    assert a.for_step() == 1 and b.for_step() == 1
+    a.step_done()
+    b.step_done()
+    a.idle()
+    assert step(b) == 2
 
 
 def test_a_board_refuses_slots_and_files_it_cannot_hold(tmp_path):
@@ -134,6 +166,10 @@ def test_a_board_refuses_slots_and_files_it_cannot_hold(tmp_path):
     with pytest.raises(ValueError):
         CoreBoard(tmp_path / "other")
     assert FixedThreads(3).for_step() == 3
+    # A cell a live instance holds cannot be taken by another.
+    SharedThreads(CoreBoard(tmp_path / "board"), 2, 2)
+    with pytest.raises(SlotInUse):
+        CoreBoard(tmp_path / "board").claim(2, wait=0.05)
 
 
 class Schedstat:
@@ -154,13 +190,13 @@ def test_other_work_waiting_for_the_cores_drops_a_shared_instance_to_one_thread(
     clock, stat = Clock(), Schedstat()
     CoreBoard(tmp_path / "board", create=True).close()
     wait = RunQueueWait(0.3, window=0.05, interval=0.25, read=stat, clock=clock)
-    policy = SharedThreads(CoreBoard(tmp_path / "board"), 0, 2, contention=wait, clock=clock)
-    assert policy.for_step() == 2                  # the first check only takes the baseline
+    policy = SharedThreads(CoreBoard(tmp_path / "board"), 0, 2, contention=wait, clock=clock, sleep=clock.sleep)
+    assert step(policy) == 2                       # the first check only takes the baseline
 
     def window(ran_ms: float, waited_ms: float) -> int:
         stat.advance(ran_ms, waited_ms)
         clock.now += 0.25
-        return policy.for_step()
+        return step(policy)
 
     assert window(240, 10) == 2                    # 4% waiting: a quiet machine
     assert window(60, 190) == 1 and wait.contended  # 76% waiting: the machine is busy
@@ -172,10 +208,10 @@ def test_other_work_waiting_for_the_cores_drops_a_shared_instance_to_one_thread(
     assert [window(240, 10) for _ in range(4)] == [1, 1, 1, 2]
     stat.advance(5, 20)
     clock.now += 0.25
-    assert policy.for_step() == 2 and not wait.contended  # too short a window to judge: kept
+    assert step(policy) == 2 and not wait.contended  # too short a window to judge: kept
     # Between reads, the decision is kept without reading.
     stat.advance(0, 10_000)
-    assert policy.for_step() == 2
+    assert step(policy) == 2
     assert RunQueueWait(0).check() is False        # limit 0: never contended
 
 
@@ -195,3 +231,39 @@ def test_automatic_threads_without_a_board_take_every_core_unless_the_machine_is
     assert window(50, 200, after=10) == 1
     assert [window(240, 10) for _ in range(2)] == [1, 2]
     alone.idle()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no affinity masks on this platform")
+def test_a_draining_instance_keeps_its_cell_and_cores_until_it_is_gone(tmp_path):
+    fleet = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "true"})
+    first = fleet.instances[0]
+    first.stopping = True                                  # asked to drain, still running
+    share, slot = fleet._share_for(fleet.catalogue.model("smollm2-135m"))
+    assert share.shared and slot == 3                      # not cell 0, which the draining one holds
+    fleet.instances.remove(first)                          # it has exited
+    assert fleet._share_for(fleet.catalogue.model("smollm2-135m"))[1] == 0
+    fleet.stop()
+
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = LocalFleet(load_catalogue(environ={}), {"smollm2-135m": 1}, host="127.0.0.1", port=8080,
+                        log_dir=tmp_path)
+    only = pinned.instances[0]
+    assert only.share.cpus == tuple(cores)                 # alone: every core, pinned
+    only.stopping = True
+    # Its cores stay its own while it drains: the new instance is not pinned onto them.
+    assert pinned._share_for(pinned.catalogue.model("smollm2-135m"))[0].cpus is None
+    pinned.stop()
+
+
+def test_llama_server_instances_take_fixed_cores_beside_a_shared_pool(tmp_path):
+    """llama-server's threads are fixed when it starts: it cannot follow the board, so in a
+    shared fleet it gets cores of its own and the in-process instances share the rest."""
+    fleet = _fleet(tmp_path, {"ARENA_FLEET__SHARED_THREADS": "true", "ARENA_MODEL_GEMMA3_270M__ENGINE": "llama-server"})
+    shares = {m.process.name: m.share for m in fleet.instances}
+    cores = sorted(os.sched_getaffinity(0))
+    gemma = shares["gemma3-270m-0"]
+    assert not gemma.shared and gemma.threads == max(1, len(cores) // 3)
+    if len(cores) > gemma.threads:
+        assert shares["smollm2-135m-0"].shared and shares["smollm2-135m-1"].shared
+    assert not fleet._share_for(fleet.catalogue.model("gemma3-270m"))[0].shared
+    fleet.stop()

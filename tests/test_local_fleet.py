@@ -72,3 +72,21 @@ def test_a_killed_supervisor_leaves_no_orphans():
                                           open(f"/proc/{pid}/stat").read().split()[2] != "Z" for pid in children), 60)
     finally:
         fleet.stop()
+
+def test_two_instances_started_in_a_row_never_share_a_port(tmp_path):
+    # The OS hands out a free port again as long as nobody has bound it, and a new instance binds
+    # its port only once its process has imported everything: the picker replays what the OS may
+    # answer (the same port twice), and the second start must still get a port of its own.
+    from shared.local_fleet import LocalFleet
+
+    first, second = free_port(), free_port()
+    answers = iter([first, first, second])
+    fleet = LocalFleet(load_catalogue(), {}, host="127.0.0.1", port=free_port(), log_dir=tmp_path, control=False,
+                       port_picker=lambda host: next(answers))
+    try:
+        ports = [fleet.start_instance("smollm2-135m")["url"].rsplit(":", 1)[1] for _ in range(2)]
+        assert ports == [str(first), str(second)]
+        for member in fleet.instances:  # both really serve, each on its own port
+            member.process.wait_ready("/health", timeout=240)
+    finally:
+        fleet.stop()

@@ -207,14 +207,16 @@ class CatalogueOverlay:
                                  f"starting with a letter or digit (got {key!r}).", param="key")
         if key in self._effective.models:
             raise ModelExists(f"The catalogue already has a model '{key}'.", param="key")
-        ports = [m.port for m in self._effective.models.values()]
-        data = {"display_name": key, "hostname": key, "port": max(ports, default=8100) + 1, "instances": 0, **fields}
+        data = {"display_name": key, "hostname": key, "port": self._next_port(), "instances": 0, **fields}
         try:
             spec = ModelSpec.model_validate(data)
         except ValidationError as exc:
             raise invalid_setting(exc) from None
         self._check_tokens(spec)
         return spec
+
+    def _next_port(self) -> int:
+        return max((m.port for m in self._effective.models.values()), default=8100) + 1
 
     async def add_model(self, spec: ModelSpec, *, actor: str = "") -> ModelSpec:
         async with self._lock:
@@ -223,6 +225,10 @@ class CatalogueOverlay:
     async def _add_model(self, spec: ModelSpec, actor: str) -> ModelSpec:
         if spec.key in self._effective.models:
             raise ModelExists(f"The catalogue already has a model '{spec.key}'.", param="key")
+        if any(m.port == spec.port for m in self._effective.models.values()):
+            # Another model took this port since the spec was made (two downloads at once: each
+            # was given the next port then); the next free one is picked here, under the lock.
+            spec = spec.model_copy(update={"port": self._next_port()})
         await self._save(spec.key, "model", _spec_to_yaml_fields(spec, full=False), actor)
         self._runtime[spec.key] = spec
         self._publish()
@@ -232,12 +238,16 @@ class CatalogueOverlay:
         async with self._lock:
             await self._remove_model(key, actor)
 
-    async def _remove_model(self, key: str, actor: str) -> None:
+    def check_removable(self, key: str) -> None:
+        """Only a model added at runtime can be removed here."""
         if key not in self._runtime:
             if key in self._effective.models:
                 raise NotARuntimeModel(f"'{key}' is a model of the catalogue file, not one added at runtime; "
                                        "remove it from the YAML instead.", param="model")
             raise UnknownModel(key, self._effective.models)
+
+    async def _remove_model(self, key: str, actor: str) -> None:
+        self.check_removable(key)
         await self._save(key, "model", None, actor)
         del self._runtime[key]
         self._publish()

@@ -14,35 +14,52 @@ is written, which adds to the download's counter and raises, ending the transfer
 download was cancelled or the bytes pass the size limit; huggingface-hub then deletes its
 partial file. Every file is then checked: its size against the
 listing, its sha256 against the hub's when the hub gives one, and the GGUF magic of the first.
+A sha256 checked here is remembered the way a service's own check is (`shared.hub.remember_verified`),
+so the model's first start does not hash the file again.
 
 Bounds: the listed size is checked against the limit before any byte is fetched; one download
-at a time per model (key) and per source; at most `max_active` downloads at once.
+at a time per model (key) and per source; at most `max_active` downloads at once. Listings run
+on one executor of `max_listings` threads: a listing still running (a hung hub) keeps its
+thread, and past `max_listings` of them a listing is refused at once (503), so a hung hub never
+piles up threads.
+
+Partial files: a download in flight when the gateway is killed leaves huggingface-hub's
+``blobs/*.incomplete`` file (up to the size limit) in the hub cache. Each download writes a
+journal entry (``<model cache>/hub-downloads/<id>.json``, the repository) while it runs;
+`recover()`, at the gateway's start, and the end of every failed or cancelled download remove
+the partial files of the journalled repositories that no download is writing (their
+huggingface-hub lock is free: `shared.hub.remove_stale_partials`).
+
+Configuration (`HubConfig`: limits, the hub's address and cache, timeouts) is passed in once, at
+construction; huggingface-hub's own module constants (its chunk size, Xet) are set once there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from shared.catalogue import QUANT_RE
 from shared.errors import DomainError
-from shared.hub import (AmbiguousQuant, QuantNotFound, SplitPartsMissing, hub_cache_dir, hub_endpoint,
-                        pick_quant_files, split_repo)
+from shared.hub import (AmbiguousQuant, QuantNotFound, SplitPartsMissing, TooManyFiles, hub_cache_dir, hub_endpoint,
+                        list_repo_files, pick_quant_files, remember_verified, remove_stale_partials, repo_folder,
+                        split_repo)
 from shared.model_files import sha256_of
 
 log = logging.getLogger("gateway.admin.hub")
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}(@[A-Za-z0-9._/-]{1,100})?$")
 MAX_TREE_ENTRIES = 20_000   # a repository listing longer than this is refused, not read to its end
-LIST_TIMEOUT = 30.0
 FINISHED_KEPT = 50          # finished downloads still shown, newest first
 # huggingface-hub reads a body in chunks of `constants.DOWNLOAD_CHUNK_SIZE` (10 MB) and reports
 # progress once per chunk: too coarse for a progress bar, and a cancel would wait for the next
@@ -100,12 +117,49 @@ class TooManyDownloads(HubError):
     code = "too_many_downloads"
 
 
+class HubBusy(HubError):
+    code = "hub_busy"
+
+
 class DownloadNotFound(HubError):
     code = "download_not_found"
 
 
 class _Stop(Exception):
     """Raised from the progress callback to end a transfer (cancelled, or over the limit)."""
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    """What the hub downloads are given, read once when the gateway starts."""
+
+    cache_dir: Path               # the project's model cache (verified markers, the journal)
+    hub_cache: Path               # huggingface-hub's cache the files go to (`shared.hub.hub_cache_dir`)
+    endpoint: str | None          # the hub (HF_ENDPOINT); None: huggingface.co
+    max_bytes: int
+    max_active: int = 2
+    list_timeout: float = 30.0    # seconds a listing is waited for
+    max_listings: int = 4         # listings running at once (each holds a thread)
+    chunk_size: int = PROGRESS_CHUNK
+
+    @classmethod
+    def from_environment(cls, cache_dir: Path, *, max_bytes: int, max_active: int = 2, list_timeout: float = 30.0,
+                         max_listings: int = 4) -> HubConfig:
+        return cls(cache_dir, hub_cache_dir(cache_dir), hub_endpoint(), max_bytes, max_active, list_timeout,
+                   max_listings)
+
+    @property
+    def where(self) -> str:
+        return self.endpoint or "https://huggingface.co"
+
+
+def configure_hub_library(chunk_size: int) -> None:
+    """huggingface-hub reads these as module constants only: its chunk size (the progress and
+    cancel granularity) and Xet off (see `PROGRESS_CHUNK`). Set once, not per download."""
+    from huggingface_hub import constants
+
+    constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, chunk_size)
+    constants.HF_HUB_DISABLE_XET = True
 
 
 @dataclass(frozen=True)
@@ -217,12 +271,16 @@ Completion = Callable[[Download], Awaitable[None]]
 class HubDownloads:
     """The hub's side of adding a model: list, pick, download, check."""
 
-    def __init__(self, cache_dir: Path, *, max_bytes: int, max_active: int = 2) -> None:
-        self.cache_dir = cache_dir   # the project's model cache; the hub cache is derived (shared.hub)
-        self.max_bytes = max_bytes
-        self.max_active = max_active
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.max_bytes = config.max_bytes
         self._downloads: dict[str, Download] = {}
         self._ids = itertools.count(1)
+        self._listers = ThreadPoolExecutor(config.max_listings, thread_name_prefix="hub-list")
+        self._listing = 0              # listings whose thread still runs (a timed-out one included)
+        self._listing_lock = threading.Lock()
+        self._journal = config.cache_dir / "hub-downloads"
+        configure_hub_library(config.chunk_size)
 
     # -- which file ------------------------------------------------------------------------
 
@@ -234,10 +292,7 @@ class HubDownloads:
             raise InvalidHubRequest(f"quant: give a quantisation such as Q4_K_M, Q8_0 or F16; got {quant!r}.",
                                     param="quant")
         repo, quant = repo.strip(), quant.strip()
-        try:
-            listed = await asyncio.wait_for(asyncio.to_thread(self._list, repo), LIST_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise HubUnavailable(f"the hub did not list {repo} within {LIST_TIMEOUT:g} s.", param="repo") from None
+        listed = await self._bounded_list(repo)
         try:
             chosen = pick_quant_files(list(listed), quant)
         except SplitPartsMissing as exc:
@@ -248,23 +303,42 @@ class HubDownloads:
             raise QuantisationNotFound(f"{repo}: {exc}.", param="quant") from None
         return HubChoice(repo, quant.upper(), tuple(listed[p] for p in chosen))
 
+    async def _bounded_list(self, repo: str) -> dict[str, HubFile]:
+        """`_list` on the listing executor, waited for `list_timeout`; refused (503) while
+        `max_listings` listings still hold their thread."""
+        with self._listing_lock:
+            if self._listing >= self.config.max_listings:
+                raise HubBusy(f"{self._listing} hub listings are still running (the hub at {self.config.where} "
+                              "is slow to answer); try again shortly.", param="repo", retry_after=10)
+            self._listing += 1
+        try:
+            future = self._listers.submit(self._list, repo)
+        except BaseException:
+            self._done_listing(None)
+            raise
+        future.add_done_callback(self._done_listing)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.config.list_timeout)
+        except asyncio.TimeoutError:
+            raise HubUnavailable(f"the hub did not list {repo} within {self.config.list_timeout:g} s.",
+                                 param="repo") from None
+
+    def _done_listing(self, _future: Any) -> None:
+        with self._listing_lock:
+            self._listing -= 1
+
     def _list(self, repo: str) -> dict[str, HubFile]:
-        """The repository's files (path -> HubFile), in the worker thread."""
-        from huggingface_hub import HfApi
+        """The repository's files (path -> HubFile), in a listing thread."""
         from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                             RevisionNotFoundError)
 
         repo_id, revision = split_repo(repo)
-        where = hub_endpoint() or "https://huggingface.co"
-        files: dict[str, HubFile] = {}
+        where = self.config.where
         try:
-            for entry in HfApi(endpoint=hub_endpoint()).list_repo_tree(repo_id, revision=revision, recursive=True):
-                if len(files) >= MAX_TREE_ENTRIES:
-                    raise InvalidHubRequest(f"{repo} has more than {MAX_TREE_ENTRIES} files; name a smaller "
-                                            "repository.", param="repo")
-                if hasattr(entry, "size"):
-                    lfs = getattr(entry, "lfs", None)
-                    files[entry.path] = HubFile(entry.path, int(entry.size), lfs.sha256 if lfs else None)
+            listed = list_repo_files(repo_id, revision, endpoint=self.config.endpoint, max_entries=MAX_TREE_ENTRIES)
+        except TooManyFiles:
+            raise InvalidHubRequest(f"{repo} has more than {MAX_TREE_ENTRIES} files; name a smaller "
+                                    "repository.", param="repo") from None
         except GatedRepoError:
             raise RepositoryGated(f"{repo} is gated on {where}: the gateway's HF_TOKEN must belong to an account "
                                   "that accepted its terms.", param="repo") from None
@@ -276,12 +350,10 @@ class HubDownloads:
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             raise HubUnavailable(f"the hub at {where} answered HTTP {status} listing {repo}.", param="repo") from None
-        except HubError:
-            raise
         except Exception as exc:  # connection refused, DNS, timeouts
             raise HubUnavailable(f"cannot list {repo} on {where}: {type(exc).__name__}: {exc}".rstrip(": ") + ".",
                                  param="repo") from None
-        return files
+        return {path: HubFile(f.path, f.size, f.sha256) for path, f in listed.items()}
 
     # -- downloads -------------------------------------------------------------------------
 
@@ -307,8 +379,8 @@ class HubDownloads:
             if other.key == key or other.choice.source == choice.source:
                 raise DownloadInProgress(f"{other.choice.source} is already downloading as model '{other.key}' "
                                          f"(download {other.id}); wait for it or cancel it.", param="model")
-        if len(self.active()) >= self.max_active:
-            raise TooManyDownloads(f"{self.max_active} downloads are running; wait for one to finish.",
+        if len(self.active()) >= self.config.max_active:
+            raise TooManyDownloads(f"{self.config.max_active} downloads are running; wait for one to finish.",
                                    retry_after=5)
 
     def start(self, key: str, choice: HubChoice, *, actor: str, on_complete: Completion) -> Download:
@@ -333,9 +405,49 @@ class HubDownloads:
             download.cancel_requested.set()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        self._listers.shutdown(wait=False, cancel_futures=True)
+
+    # -- partial files left behind ---------------------------------------------------------
+
+    def _journal_path(self, download: Download) -> Path:
+        return self._journal / f"{download.id}.json"
+
+    def _write_journal(self, download: Download) -> None:
+        self._journal.mkdir(parents=True, exist_ok=True)
+        self._journal_path(download).write_text(json.dumps({
+            "repo_id": split_repo(download.choice.repo)[0], "hub_cache": str(self.config.hub_cache)}))
+
+    def _clean_partials(self, download: Download) -> None:
+        """After a failed or cancelled download: its repository's partial files no download writes."""
+        removed = remove_stale_partials(self.config.hub_cache, split_repo(download.choice.repo)[0])
+        if removed:
+            log.info("download %s: removed %d partial file(s)", download.id, len(removed))
+
+    def recover(self) -> list[Path]:
+        """At start: remove the partial files of downloads a killed gateway left (journalled
+        repositories only, and only files no download is writing); their journal entries go
+        once nothing of theirs is left. Returns the files removed."""
+        removed: list[Path] = []
+        for entry in sorted(self._journal.glob("*.json")) if self._journal.is_dir() else []:
+            if any(d.active and self._journal_path(d) == entry for d in self._downloads.values()):
+                continue
+            try:
+                record = json.loads(entry.read_text())
+                repo_id, hub_cache = record["repo_id"], Path(record["hub_cache"])
+            except (OSError, ValueError, KeyError, TypeError):
+                entry.unlink(missing_ok=True)
+                continue
+            removed += remove_stale_partials(hub_cache, repo_id)
+            if not list((repo_folder(hub_cache, repo_id) / "blobs").glob("*.incomplete")):
+                entry.unlink(missing_ok=True)
+        if removed:
+            log.warning("removed %d partial download(s) left by a stopped gateway: %s", len(removed),
+                        ", ".join(p.name for p in removed))
+        return removed
 
     async def _run(self, download: Download, on_complete: Completion) -> None:
         try:
+            await asyncio.to_thread(self._write_journal, download)
             download.paths = await asyncio.to_thread(self._fetch, download)
             download.state = "verifying"
             await asyncio.to_thread(self._verify, download)
@@ -349,21 +461,25 @@ class HubDownloads:
             download.error = str(exc) or type(exc).__name__
             log.warning("download %s of %s failed: %s", download.id, download.choice.source, download.error)
         finally:
+            try:
+                if download.state != "done":
+                    await asyncio.to_thread(self._clean_partials, download)
+                self._journal_path(download).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("download %s: cannot clean up after it: %s", download.id, exc)
             download.finished_at = time.time()
 
     def _fetch(self, download: Download) -> list[str]:
-        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
 
-        constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, PROGRESS_CHUNK)
-        constants.HF_HUB_DISABLE_XET = True
         repo_id, revision = split_repo(download.choice.repo)
-        cache = hub_cache_dir(self.cache_dir)
+        cache = self.config.hub_cache
         paths = []
         for hub_file in download.choice.files:
             try:
                 paths.append(hf_hub_download(repo_id=repo_id, filename=hub_file.path, revision=revision,
-                                             cache_dir=cache, endpoint=hub_endpoint(),
+                                             cache_dir=cache, endpoint=self.config.endpoint,
                                              tqdm_class=_progress_class(download)))
             except _Stop:
                 raise
@@ -396,6 +512,8 @@ class HubDownloads:
                 with path.open("rb") as handle:
                     if handle.read(4) != b"GGUF":
                         problem = f"{hub_file.path} is not a GGUF file (no GGUF magic at its start)"
+            if not problem and hub_file.sha256:  # the service's own check (shared.hub) will trust it
+                remember_verified(path, hub_file.sha256, self.config.cache_dir)
             if problem:
                 if download.bytes_done:  # fetched by this download, not a file the cache already had
                     path.resolve().unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.admin.catalogue_overlay import EDITABLE, CatalogueOverlay, InvalidSetting
 from gateway.admin.hub_downloads import Download, HubDownloads
+from gateway.admin import record_admin_action
 from gateway.auth import require_admin
 from gateway.routes.admin_api import _json_object
 
@@ -73,15 +74,21 @@ async def add_model(request: Request) -> JSONResponse:
                                                                 "bytes": download.choice.total_size})
 
     download = hub.start(spec.key, choice, actor=actor, on_complete=complete)
-    await admin.record(request, "model.download", spec.key, {"source": choice.source, "bytes": choice.total_size})
+    await record_admin_action(request, "model.download", spec.key, {"source": choice.source, "bytes": choice.total_size})
     return JSONResponse(download.public(), status_code=202)
 
 
 @router.delete("/models/{key}")
 async def remove_model(request: Request, key: str) -> dict[str, Any]:
-    """Remove a model added at runtime from the catalogue (its files stay in the hub cache)."""
-    await _overlay(request).remove_model(key, actor=request.app.state.admin.actor(request))
-    await request.app.state.admin.record(request, "model.remove", key)
+    """Remove a model added at runtime from the catalogue (its files stay in the hub cache).
+    Refused (409, naming them) while instances of it run: unload it first."""
+    overlay = _overlay(request)
+    overlay.check_removable(key)
+    control = getattr(request.app.state, "instance_control", None)
+    if control is not None:
+        control.check_can_remove(key)
+    await overlay.remove_model(key, actor=request.app.state.admin.actor(request))
+    await record_admin_action(request, "model.remove", key)
     return {"id": key, "object": "admin.model", "deleted": True}
 
 
@@ -90,7 +97,7 @@ async def change_settings(request: Request, key: str) -> dict[str, Any]:
     body = await _json_object(request, f"of settings ({', '.join(EDITABLE)})")
     overlay, admin = _overlay(request), request.app.state.admin
     _, restart = await overlay.update_settings(key, body, actor=admin.actor(request))
-    await admin.record(request, "model.settings", key, body)
+    await record_admin_action(request, "model.settings", key, body)
     return {**_model(overlay, key), "restart": _restart_state(overlay, restart)}
 
 
@@ -99,7 +106,7 @@ async def reset_settings(request: Request, key: str) -> dict[str, Any]:
     """Back to the catalogue file's settings (a model of the file only)."""
     overlay, admin = _overlay(request), request.app.state.admin
     await overlay.reset_settings(key, actor=admin.actor(request))
-    await admin.record(request, "model.settings_reset", key)
+    await record_admin_action(request, "model.settings_reset", key)
     return {**_model(overlay, key), "restart": _restart_state(overlay, True)}
 
 
@@ -126,7 +133,7 @@ async def get_download(request: Request, download_id: str) -> dict[str, Any]:
 async def cancel_download(request: Request, download_id: str) -> dict[str, Any]:
     """Cancel a running download; its partial file is removed. A finished one is left as it is."""
     download = _hub(request).cancel(download_id)
-    await request.app.state.admin.record(request, "model.download_cancel", download.key, {"id": download_id})
+    await record_admin_action(request, "model.download_cancel", download.key, {"id": download_id})
     return download.public()
 
 

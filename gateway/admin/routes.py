@@ -8,6 +8,7 @@ each asks for the admin key in a login form, keeps it in the tab's sessionStorag
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,10 @@ from gateway.admin.analytics import RequestAnalytics
 from gateway.admin.audit import AuditLog, fingerprint
 from gateway.admin import model_routes
 from gateway.admin.catalogue_overlay import CatalogueOverlay
-from gateway.admin.hub_downloads import HubDownloads
+from gateway.admin.hub_downloads import HubConfig, HubDownloads
 from gateway.admin.settings import AdminSettings
 from gateway.arena.routes import PAGE_HEADERS
+from gateway.admin import record_admin_action
 from gateway.auth import bearer_token, require_admin
 from gateway.store.periodic import Periodic
 from shared.errors import ApiError
@@ -126,7 +128,7 @@ async def check_session(request: Request) -> dict[str, Any]:
 @api.post("/session")
 async def log_in(request: Request) -> dict[str, Any]:
     """The login form: checks the key like GET, and writes the login to the audit log."""
-    await admin_of(request).record(request, "login")
+    await record_admin_action(request, "login")
     return {"object": "admin.session", "actor": actor_of(request)}
 
 
@@ -183,15 +185,17 @@ def install(app: FastAPI) -> None:
     overlay = app.state.catalogue_overlay = CatalogueOverlay(app.state.catalogue, db)
     overlay.on_catalogue_changed.append(publish_catalogue(app))
     app.state.on_store_ready.append(overlay.load)
-    hub = app.state.hub_downloads = HubDownloads(app.state.catalogue.fleet.model_cache_path(),
-                                                 max_bytes=settings.max_download_bytes,
-                                                 max_active=settings.max_active_downloads)
+    hub = app.state.hub_downloads = HubDownloads(HubConfig.from_environment(
+        app.state.catalogue.fleet.model_cache_path(), max_bytes=settings.max_download_bytes,
+        max_active=settings.max_active_downloads, list_timeout=settings.hub_list_timeout,
+        max_listings=settings.max_hub_listings))
     app.state.metrics.observers.append(admin.analytics.record)
     jobs = [Periodic("admin analytics flush", settings.analytics_flush, admin.analytics.flush),
             Periodic("admin analytics roll-up", max(60.0, settings.analytics_flush), admin.maintain),
             Periodic("catalogue overlay refresh", settings.overlay_refresh, overlay.load)]
 
     async def start() -> None:
+        await asyncio.to_thread(hub.recover)  # partial files a killed gateway left in the hub cache
         for job in jobs:
             job.start()
 

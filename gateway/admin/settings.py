@@ -21,6 +21,10 @@ class AdminSettings(BaseSettings):
     max_download_bytes: int = Field(8 * 1024 ** 3, ge=1,
                                     description="largest model (all its files) the admin side downloads from the hub")
     max_active_downloads: int = Field(2, ge=1, le=16, description="hub downloads running at once")
+    hub_list_timeout: float = Field(30.0, gt=0, le=600, description="seconds a hub repository listing is waited for")
+    max_hub_listings: int = Field(4, ge=1, le=64,
+                                  description="hub listings running at once (a hung one keeps its thread until the "
+                                              "hub answers); past it a listing is refused with 503")
     overlay_refresh: float = Field(30.0, gt=0, le=3600,
                                    description="seconds between reloads of the runtime catalogue overlay from the store "
                                                "(changes made through another gateway on the same store)")

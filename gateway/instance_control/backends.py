@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.instance_control.errors import (
     FleetRefused,
     RunNotFound,
+    SupervisorBadAnswer,
     SupervisorUnavailable,
     github_failure,
 )
@@ -70,6 +72,29 @@ class InstanceBackend(Protocol):
     async def close(self) -> None: ...
 
 
+class _SupervisorProcess(BaseModel):
+    """One process as the supervisor's control API describes it (`shared.fleet_control`)."""
+
+    model_config = ConfigDict(extra="ignore")
+    instance_id: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=200)
+    url: str | None = Field(None, pattern=r"^https?://[^\s]{1,300}$")
+    state: str = Field(max_length=40)
+    threads: int | None = None
+    cpus: list[int] | None = None
+    pid: int | None = None
+
+
+class _SupervisorList(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    data: list[_SupervisorProcess] = Field(max_length=10_000)
+
+
+class _SupervisorStopped(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    state: str | None = Field(None, max_length=40)
+
+
 class LocalSupervisor:
     kind = "local"
 
@@ -86,29 +111,47 @@ class LocalSupervisor:
         try:
             body = response.json()
         except ValueError:
-            body = {}
+            body = None
         if response.status_code >= 400:
             error = body.get("error") if isinstance(body, dict) else None
-            message = error.get("message") if isinstance(error, dict) else response.text[:200]
-            raise FleetRefused(f"The local fleet refused: {message}")
+            message = error.get("message") if isinstance(error, dict) else None
+            if not isinstance(message, str):
+                raise SupervisorBadAnswer(f"The local fleet's supervisor answered {method} {path} with HTTP "
+                                          f"{response.status_code} and no error of its control API's shape.")
+            raise FleetRefused(f"The local fleet refused: {message[:500]}")
         return body
+
+    @staticmethod
+    def _read(shape: type[BaseModel], body: Any, what: str) -> Any:
+        """The supervisor's answer in its control API's shape, or a 502 that says it was not."""
+        try:
+            return shape.model_validate(body)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "the body"
+            raise SupervisorBadAnswer(f"The local fleet's supervisor gave a garbled answer to {what} "
+                                      f"({where}: {problem['msg']}); is `arena up` the same version as "
+                                      "the gateway?") from None
 
     async def start(self, model: str, spec: ModelSpec | None) -> Started:
         payload: dict[str, Any] = {"model": model}
         if spec is not None:
             payload["spec"] = {**spec.model_dump(mode="json", exclude={"key"}), "source": str(spec.source)}
-        body = await self._call("POST", "/instances", json=payload)
-        return Started(body["instance_id"], body["url"],
-                       {"threads": body.get("threads"), "cpus": body.get("cpus"), "pid": body.get("pid")})
+        started = self._read(_SupervisorProcess, await self._call("POST", "/instances", json=payload),
+                             f"a start of {model}")
+        if started.url is None:
+            raise SupervisorBadAnswer(f"The local fleet's supervisor started {model} but gave no URL for it.")
+        return Started(started.instance_id, started.url,
+                       {"threads": started.threads, "cpus": started.cpus, "pid": started.pid})
 
     async def stop(self, instance: Instance) -> dict[str, Any]:
         body = await self._call("DELETE", f"/instances/{instance.instance_id}")
-        return {"state": body.get("state")}
+        return {"state": self._read(_SupervisorStopped, body, f"a stop of {instance.instance_id}").state}
 
     async def processes(self) -> list[FleetProcess]:
-        body = await self._call("GET", "/instances")
-        return [FleetProcess(p["instance_id"], p["model"], p["url"], p["state"],
-                             {"threads": p.get("threads"), "cpus": p.get("cpus")}) for p in body["data"]]
+        listed = self._read(_SupervisorList, await self._call("GET", "/instances"), "the list of instances")
+        return [FleetProcess(p.instance_id, p.model, p.url, p.state, {"threads": p.threads, "cpus": p.cpus})
+                for p in listed.data]
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -24,6 +24,7 @@ from gateway.instance_control.backends import InstanceBackend
 from gateway.instance_control.errors import (
     ControlNotConfigured,
     InstanceNotFound,
+    ModelHasInstances,
     OperationInProgress,
 )
 from gateway.instances import Instance, InstanceRegistry, InstanceState
@@ -92,6 +93,8 @@ class InstanceController:
         self.restarts: dict[str, RollingRestart] = {}
         self.dispatches: list[Dispatch] = []
         self._tasks: set[asyncio.Task] = set()
+        # One `load` of a model at a time: a second one waits, then sees the first's instance.
+        self._loading: dict[str, asyncio.Lock] = {}
         self.on_restart_finished: list[Callable[[RollingRestart], Awaitable[None]]] = []
 
     # -- what is asked ----------------------------------------------------------------------
@@ -153,16 +156,32 @@ class InstanceController:
         log.info("draining instance %s of %s", instance_id, instance.model)
         return {"object": "instance", "instance": instance.public(), **detail}
 
+    def check_can_remove(self, model: str) -> None:
+        """A model leaves the catalogue only once nothing runs it: its instances (ready, loading
+        or draining, local or registered) are named in a `ModelHasInstances` otherwise."""
+        running = [i for i in self.registry.for_model(model) if i.state is not InstanceState.GONE]
+        pending = [d for d in self.dispatches if d.model == model]
+        if not running and not pending:
+            return
+        names = ", ".join(f"{i.instance_id} ({i.state.value})" for i in running[:20])
+        if pending:
+            names += (", " if names else "") + f"{len(pending)} dispatched runner(s) not yet registered"
+        raise ModelHasInstances(f"{model} still has instances: {names}. Unload it first "
+                                f"(POST /v1/models/{model}?action=unload) and delete it once they are gone.")
+
     async def load(self, model: str) -> dict[str, Any]:
-        """`action=load`: start one instance unless one is ready or on its way."""
+        """`action=load`: start one instance unless one is ready or on its way. Loads of one
+        model are serialized, so two at once start one instance (the second sees it loading)."""
         self.spec(model)
-        live = self.live(model)
-        if any(i.state is InstanceState.READY for i in live):
-            status, started = "loaded", None
-        elif live or any(d.model == model for d in self.dispatches):
-            status, started = "loading", None
-        else:
-            status, started = "loading", await self.start(model)
+        lock = self._loading.setdefault(model, asyncio.Lock())
+        async with lock:
+            live = self.live(model)
+            if any(i.state is InstanceState.READY for i in live):
+                status, started = "loaded", None
+            elif live or any(d.model == model for d in self.dispatches):
+                status, started = "loading", None
+            else:
+                status, started = "loading", await self.start(model)
         return {"id": model, "object": "model", "action": "load", "status": status, "started": started,
                 "instances": [i.public() for i in self.registry.for_model(model)]}
 

@@ -13,6 +13,10 @@ class SupervisorUnavailable(DomainError):
     """The local fleet's supervisor did not answer."""
 
 
+class SupervisorBadAnswer(DomainError):
+    """The local fleet's supervisor answered something that is not its control API's shape."""
+
+
 class FleetRefused(DomainError):
     """The fleet refused the request (e.g. too many instances of the model)."""
 
@@ -28,6 +32,10 @@ class RunNotFound(DomainError):
 class InstanceNotFound(DomainError):
     def __init__(self, instance_id: str) -> None:
         super().__init__(f"No instance '{instance_id}' is known here.", param="instance_id")
+
+
+class ModelHasInstances(DomainError):
+    """A model cannot be removed while instances of it run (the message names them)."""
 
 
 class OperationInProgress(DomainError):

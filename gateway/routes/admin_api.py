@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse
 
+from gateway.admin import record_admin_action
 from gateway.auth import require_admin
 from shared.errors import ApiError
 
@@ -58,7 +59,7 @@ async def create_key(request: Request) -> JSONResponse:
                        code="invalid_value", param="name")
     key, secret = await request.app.state.api_keys.create(name.strip(), _rpm(payload))
     await request.app.state.key_cache.refresh()
-    await request.app.state.admin.record(request, "key.create", key.key_id, {"name": key.name, "rpm": key.rpm})
+    await record_admin_action(request, "key.create", key.key_id, {"name": key.name, "rpm": key.rpm})
     return JSONResponse({**_public(key, {}), "key": secret})
 
 
@@ -73,7 +74,7 @@ async def update_key(key_id: str, request: Request) -> JSONResponse:
     if key is None:
         raise ApiError(404, f"No active key '{key_id}'.", code="key_not_found", param="key_id")
     await request.app.state.key_cache.refresh()
-    await request.app.state.admin.record(request, "key.limit", key_id, {"rpm": key.rpm})
+    await record_admin_action(request, "key.limit", key_id, {"rpm": key.rpm})
     usage = await request.app.state.admin.analytics.key_usage()
     return JSONResponse(_public(key, usage))
 
@@ -83,5 +84,5 @@ async def revoke_key(key_id: str, request: Request) -> JSONResponse:
     if not await request.app.state.api_keys.revoke(key_id):
         raise ApiError(404, f"No active key '{key_id}'.", code="key_not_found", param="key_id")
     request.app.state.key_cache.forget(key_id)
-    await request.app.state.admin.record(request, "key.revoke", key_id)
+    await record_admin_action(request, "key.revoke", key_id)
     return JSONResponse({"key_id": key_id, "revoked": True})

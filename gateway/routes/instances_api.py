@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse
 
-from gateway.auth import is_admin, require_registration_token
+from gateway.auth import admin_view, require_registration_token
 from gateway.registration import REGISTRATION_SECRET_HEADER
 from shared.errors import ApiError
 
@@ -60,10 +60,10 @@ async def deregister(instance_id: str, request: Request) -> JSONResponse:
 
 @router.get("")
 async def list_instances(request: Request) -> JSONResponse:
-    show_url = is_admin(request)
+    show_url = await admin_view(request)
     return JSONResponse({"data": [inst.public(show_url=show_url) for inst in request.app.state.instances.all()]})
 
 
 @router.get("/{instance_id}")
 async def get_instance(instance_id: str, request: Request) -> JSONResponse:
-    return JSONResponse(_instance_or_404(request, instance_id).public(show_url=is_admin(request)))
+    return JSONResponse(_instance_or_404(request, instance_id).public(show_url=await admin_view(request)))

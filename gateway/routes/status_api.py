@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from gateway.auth import is_admin
+from gateway.auth import admin_view
 from gateway.fleet_status import BADGE_CACHE_CONTROL
 from gateway.status_page import CONTENT_SECURITY_POLICY as STATUS_PAGE_CSP
 from gateway.status_page import render_status_fragment, render_status_page
@@ -32,7 +32,7 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/api/status")
 async def status_json(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.fleet_status.snapshot(show_urls=is_admin(request)), headers=_NO_STORE)
+    return JSONResponse(request.app.state.fleet_status.snapshot(show_urls=await admin_view(request)), headers=_NO_STORE)
 
 
 @router.get("/status", response_class=HTMLResponse)

@@ -37,6 +37,24 @@ def test_wrong_keys_are_limited_per_client_and_then_even_the_right_one_is_refuse
         assert int(response.headers["Retry-After"]) >= 1
 
 
+def test_the_public_views_that_show_more_to_the_admin_count_wrong_keys_too(gateway_apps):
+    # /api/status and /api/instances show instance URLs to the admin key: a guesser could test
+    # keys there by looking for the URLs; each wrong key is counted like on the admin routes.
+    gateway = gateway_apps(require_api_key=True, admin_key=ADMIN_KEY, auth_failures_per_minute=3)
+    made = gateway.post("/api/admin/keys", json={"name": "viewer"}, headers=ADMIN).json()
+    user = {"Authorization": f"Bearer {made['key']}"}
+    for _ in range(5):  # a user's own valid API key is no guess
+        assert gateway.get("/api/status", headers=user).status_code == 200
+    wrong = {"Authorization": "Bearer wrong-guess-0123456789"}
+    for path in ("/api/status", "/api/instances", "/api/instances"):
+        answer = gateway.get(path, headers=wrong)
+        assert answer.status_code == 200 and "url" not in str(answer.json().get("data", ""))
+    for path in ("/api/status", "/api/instances", "/api/admin/session"):
+        response = gateway.get(path, headers=ADMIN)  # even the right key, once over the limit
+        assert_openai_error(response, 429, "rate_limit_exceeded")
+    assert gateway.get("/api/status").status_code == 200  # no key: the public view, never counted
+
+
 def test_an_admin_key_shorter_than_the_minimum_is_refused_at_start(monkeypatch, capsys):
     import argparse
 

@@ -6,6 +6,8 @@ overlay survives a restart and its export loads as a catalogue."""
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 
 import pytest
 import yaml
@@ -195,6 +197,9 @@ def test_one_download_per_model_and_cancel_removes_the_partial_file(gateway, hub
     wait_until(lambda: gateway.get(f"/api/admin/downloads/{first['id']}", headers=ADMIN).json()["bytes_done"] > 0,
                10, what="the download under way")
     assert list((tmp_path / "hub-cache").rglob("*.incomplete"))  # a partial file while it runs
+    # One an earlier, killed download of the repository left (its lock is free): cleaned with it.
+    stale = next((tmp_path / "hub-cache").rglob("blobs")) / "0123abcd.9f8e7d6c.incomplete"
+    stale.write_bytes(b"\0" * 1000)
     cancelled = gateway.delete(f"/api/admin/downloads/{first['id']}", headers=ADMIN)
     assert cancelled.status_code == 200
     done = finished(gateway, first["id"])
@@ -261,6 +266,15 @@ def test_settings_are_validated_saved_and_survive_a_restart(hub, gateway_apps, t
     reset = restarted.delete(f"/api/admin/models/{SMOL}/settings", headers=ADMIN).json()
     assert reset["overrides"] == {} and reset["settings"]["parallel"] == load_catalogue().models[SMOL].parallel
     assert_openai_error(restarted.delete(f"/api/admin/models/{SMOL}", headers=ADMIN), 409, "not_a_runtime_model")
+    # Not while an instance of it runs: a 409 that names it (the user unloads first).
+    error = assert_openai_error(restarted.delete("/api/admin/models/tiny-q8_0", headers=ADMIN), 409,
+                                "model_has_instances", "model")
+    assert "tiny-1" in error["message"] and "action=unload" in error["message"]
+    assert "tiny-q8_0" in models(restarted)
+    secret = registered.json().get("registration_secret")
+    left = restarted.delete("/api/instances/tiny-1", headers={
+        **REGISTRATION, **({"X-Arena-Registration-Secret": secret} if secret else {})})
+    assert left.status_code == 200, left.text
     assert restarted.delete("/api/admin/models/tiny-q8_0", headers=ADMIN).json()["deleted"] is True
     assert_openai_error(restarted.delete("/api/admin/models/tiny-q8_0", headers=ADMIN), 404, "model_not_found")
 
@@ -315,3 +329,96 @@ def test_a_settings_change_is_handed_to_the_fleet_s_hook(gateway, hub):
     assert told == [SMOL] and gateway.app.state.arena.battles.weights[SMOL] == 2
     assert gateway.delete(f"/api/admin/models/{SMOL}/settings", headers=ADMIN).json()["restart"] == "rolling"
     assert told == [SMOL, SMOL]
+
+
+def test_a_downloaded_file_is_not_hashed_again_at_its_first_start(gateway, hub, tmp_path, monkeypatch):
+    from shared.model_files import ModelFileError, resolve_model_file
+
+    download = gateway.post("/api/admin/models", json={"repo": TINY, "quant": "Q4_K_M"}, headers=ADMIN).json()
+    assert finished(gateway, download["id"])["state"] == "done"
+    spec = gateway.app.state.catalogue.models["tiny-q4_k_m"]
+    cache_dir = gateway.app.state.hub_downloads.config.cache_dir
+    blob = next((tmp_path / "hub-cache").rglob("snapshots/*/Tiny-Q4_K_M.gguf")).resolve()
+    # The service's check trusts the admin side's: bytes changed behind its back (same size and
+    # modification time) are not noticed, which shows the file is not read again...
+    stat = blob.stat()
+    blob.write_bytes(b"GGUF" + bytes(stat.st_size - 4))
+    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_file(spec, cache_dir).resolve() == blob
+    # ...while a file that changed size or time is hashed again, and refused.
+    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(ModelFileError, match="sha256"):
+        resolve_model_file(spec, cache_dir)
+
+
+def test_two_downloads_at_once_give_two_models_two_ports(gateway, hub):
+    hub.chunk_delay = 0.05  # both in flight together: each was given a port before either was added
+    started = [gateway.post("/api/admin/models", json={"repo": TINY, "quant": quant}, headers=ADMIN).json()
+               for quant in ("Q4_K_M", "Q8_0")]
+    assert [finished(gateway, d["id"])["state"] for d in started] == ["done", "done"]
+    catalogue = gateway.app.state.catalogue
+    ports = [catalogue.models[key].port for key in ("tiny-q4_k_m", "tiny-q8_0")]
+    assert len(set(ports)) == 2 and not set(ports) & {m.port for k, m in catalogue.models.items()
+                                                       if k not in ("tiny-q4_k_m", "tiny-q8_0")}
+
+
+def test_a_hung_hub_listing_holds_a_bounded_number_of_threads(hub, gateway_apps, monkeypatch):
+    monkeypatch.setenv("ARENA_ADMIN_HUB_LIST_TIMEOUT", "0.3")
+    monkeypatch.setenv("ARENA_ADMIN_MAX_HUB_LISTINGS", "2")
+    gateway = gateway_apps(admin_key=ADMIN_KEY)
+    hub.hung.add(SLOW)
+    try:
+        for _ in range(2):  # each waits its timeout, and its thread stays with the hung hub
+            assert_openai_error(gateway.post("/api/admin/models/inspect", json={"repo": SLOW, "quant": "Q4_K_M"},
+                                             headers=ADMIN), 502, "hub_unavailable", "repo")
+        for repo in (SLOW, TINY):  # past the cap: refused at once, with no new thread
+            response = gateway.post("/api/admin/models/inspect", json={"repo": repo, "quant": "Q4_K_M"}, headers=ADMIN)
+            assert_openai_error(response, 503, "hub_busy", "repo")
+            assert int(response.headers["Retry-After"]) >= 1
+        assert sum(t.name.startswith("hub-list") for t in threading.enumerate()) == 2
+    finally:
+        hub.unhang.set()
+    # Once the hub answers, the threads are free again.
+    wait_until(lambda: gateway.post("/api/admin/models/inspect", json={"repo": TINY, "quant": "Q4_K_M"},
+                                    headers=ADMIN).status_code == 200, 15, what="listings to work again")
+    assert sum(t.name.startswith("hub-list") for t in threading.enumerate()) <= 2
+
+
+def test_a_download_cut_by_a_killed_gateway_leaves_no_partial_file_after_a_restart(hub, tmp_path):
+    import httpx
+
+    from tests.harness import start_gateway
+
+    hub.chunk_size, hub.chunk_delay = 64 * 1024, 0.05   # about 5 s for the whole file
+    data = tmp_path / "data"
+    env = {"ARENA_FLEET__DATA_DIR": str(data), "ARENA_FLEET__MODEL_CACHE_DIR": str(data / "models"),
+           "HF_HUB_CACHE": str(tmp_path / "hub-cache"), "HF_ENDPOINT": hub.hub_url,
+           "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_GATEWAY_ADMIN_KEY": ADMIN_KEY}
+    first = start_gateway(env=env)
+    try:
+        download = httpx.post(first.url + "/api/admin/models", json={"repo": SLOW, "quant": "Q4_K_M"}, headers=ADMIN,
+                              timeout=30).json()
+        wait_until(lambda: httpx.get(f"{first.url}/api/admin/downloads/{download['id']}", headers=ADMIN).json()
+                   ["bytes_done"] > 0, 15, what="the download under way")
+        first.process.kill()  # SIGKILL: nothing of ours runs to clean up
+        first.process.wait(timeout=30)
+    finally:
+        first.stop()
+    partials = list((tmp_path / "hub-cache").rglob("*.incomplete"))
+    assert partials  # what a killed download leaves
+    # A file of another repository nobody journalled is not ours: it stays.
+    other = tmp_path / "hub-cache" / "models--someone--else" / "blobs" / "abc.incomplete"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"x")
+    second = start_gateway(env=env)
+    try:
+        wait_until(lambda: not any(p.exists() for p in partials), 15, what="the partial file removed")
+        assert other.exists() and list((data / "models" / "hub-downloads").glob("*.json")) == []
+        again = httpx.post(second.url + "/api/admin/models", json={"repo": TINY, "quant": "Q8_0"}, headers=ADMIN,
+                           timeout=30).json()
+        hub.chunk_delay = 0
+        wait_until(lambda: httpx.get(f"{second.url}/api/admin/downloads/{again['id']}", headers=ADMIN).json()
+                   ["state"] == "done", 30, what="a new download done")
+    finally:
+        second.stop()

@@ -127,3 +127,105 @@ def test_on_actions_github_refusing_is_a_clear_error(actions):
     error = assert_openai_error(gateway.post("/api/admin/instances", json={"model": SMOL}, headers=AUTH), 502,
                                 "github_failed")
     assert "invalid or expired" in error["message"] and "actions-token" not in error["message"]
+
+
+@pytest.fixture
+def garbled_supervisor():
+    """A supervisor's control channel on 127.0.0.1 that answers what `answers[path]` holds:
+    (status, body bytes), whatever the request."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers: dict[str, tuple[int, bytes]] = {}
+    seen: list[str] = []
+    slow = threading.Event()  # set: answers wait a while (a start that takes time)
+
+    class Garbled(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(f"{self.command} {self.path}")
+            if slow.is_set():
+                threading.Event().wait(0.5)
+            status, body = answers.get("/" + self.path.strip("/").split("/")[0], (200, b"{}"))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = answer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Garbled)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answers["seen"], answers["slow"] = seen, slow  # type: ignore[assignment]
+        yield f"http://127.0.0.1:{server.server_address[1]}", answers
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+GARBAGE = [b"not json at all", b"[1, 2, 3]", b'{"instance_id": 5, "url": "http://127.0.0.1:1"}',
+           b'{"instance_id": "x", "model": "m", "state": "running", "url": "javascript:alert(1)"}',
+           b'{"instance_id": "x", "model": "m", "state": "running"}', b"null"]
+
+
+def test_a_garbled_answer_of_the_supervisor_is_a_502_that_says_so(garbled_supervisor, gateway):
+    import asyncio
+
+    from gateway.instance_control.backends import LocalSupervisor
+    from gateway.instance_control.errors import SupervisorBadAnswer
+
+    url, answers = garbled_supervisor
+    control = gateway.app.state.instance_control
+    control.backend = LocalSupervisor(url, "control-token-0123456789")
+    for body in GARBAGE:
+        answers["/instances"] = (200, body)
+        for response in (gateway.post("/api/admin/instances", json={"model": SMOL}, headers=AUTH),
+                         gateway.post(f"/v1/models/{SMOL}", params={"action": "load"}, headers=AUTH)):
+            error = assert_openai_error(response, 502, "bad_supervisor_answer")
+            assert "supervisor" in error["message"]
+    answers["/instances"] = (500, b"<html>oops</html>")  # an error that is not the channel's either
+    error = assert_openai_error(gateway.post("/api/admin/instances", json={"model": SMOL}, headers=AUTH), 502,
+                                "bad_supervisor_answer")
+    assert "HTTP 500" in error["message"]
+    answers["/instances"] = (200, b'{"object": "list", "data": [{"instance_id": 1}]}')
+
+    async def watch_once() -> None:
+        supervisor = LocalSupervisor(url, "control-token-0123456789")
+        try:
+            await supervisor.processes()
+        finally:
+            await supervisor.close()
+
+    with pytest.raises(SupervisorBadAnswer):  # the background watch sees the same clear error
+        asyncio.run(watch_once())
+    assert gateway.get("/api/admin/instances", headers=AUTH).status_code == 200
+
+
+def test_two_loads_at_once_start_one_instance(garbled_supervisor, gateway):
+    import asyncio
+
+    from gateway.instance_control.backends import LocalSupervisor
+
+    url, answers = garbled_supervisor
+    answers["/instances"] = (200, b'{"instance_id": "smol-9", "model": "smollm2-135m", "state": "running", '
+                                  b'"url": "http://127.0.0.1:9"}')
+    answers["slow"].set()  # the supervisor takes half a second to start a process
+    control = gateway.app.state.instance_control
+
+    async def two_loads() -> list[dict]:
+        control.backend = LocalSupervisor(url, "control-token-0123456789")
+        try:
+            return await asyncio.gather(control.load(SMOL), control.load(SMOL))
+        finally:
+            await control.backend.close()
+
+    results = asyncio.run(two_loads())
+    assert [r["status"] for r in results] == ["loading", "loading"]
+    assert sum(r["started"] is not None for r in results) == 1
+    assert [s for s in answers["seen"] if s.startswith("POST")] == ["POST /instances"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -142,11 +143,22 @@ def test_unload_drains_every_instance_and_load_brings_one_back(fleet):
     wait_until(lambda: all(i["state"] == "gone" for i in instances(fleet)), 120, 0.2, what="every instance gone")
     assert_openai_error(ask(fleet, "Hi"), 503)
     assert _supervisor_pids(fleet) == []
-    loaded = httpx.post(url, params={"action": "load"}, headers=AUTH, timeout=30)
-    assert loaded.status_code == 202 and loaded.json()["status"] == "loading", loaded.text
+    # Two loads at once start one instance: the second sees the first's start under way.
+    together = threading.Barrier(2)
+
+    def load() -> httpx.Response:
+        together.wait(10)
+        return httpx.post(url, params={"action": "load"}, headers=AUTH, timeout=30)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: load(), range(2)))
+    for loaded in answers:
+        assert loaded.status_code == 202 and loaded.json()["status"] == "loading", loaded.text
+    assert sum(loaded.json()["started"] is not None for loaded in answers) == 1
     wait_until(lambda: httpx.post(url, params={"action": "load"}, headers=AUTH).json()["status"] == "loaded",
                240, 0.3, what="the model loaded again")
     assert ask(fleet, "Hi").status_code == 200
+    assert len(_supervisor_pids(fleet)) == 1 and len([i for i in instances(fleet) if i["state"] != "gone"]) == 1
 
 
 def _supervisor_pids(fleet: str) -> list[tuple[str, int]]:
