@@ -10,6 +10,8 @@ store (table ``catalogue_overlay``), holds
 types (`shared.catalogue`), so nothing the overlay holds can be a setting the YAML would refuse.
 `export_yaml()` writes the effective catalogue in the catalogue's own format (the base file's
 fields, not its environment overrides), so a user can commit it in place of the YAML.
+`overlay_yaml()` writes the overlay alone as the file runners on Actions merge over the YAML
+(`config/catalogue.overlay.yaml`, published by `gateway.instance_control.overlay_publication`).
 
 Hooks, for the parts of the gateway that act on a change:
 

@@ -5,7 +5,8 @@ supervisor's control channel, else GitHub Actions, else none), puts an `Instance
 `app.state.instance_control`, watches the fleet in the background and adds the routes. With the
 admin side's runtime catalogue overlay (`app.state.catalogue_overlay`), `plug_overlay` makes it
 the source of every spec (models added at runtime can be started) and applies a settings change
-by a rolling restart of that model's instances.
+by a rolling restart of that model's instances; on Actions the overlay is first published to the
+fleet's repository (`overlay_publication`), where the runners read it.
 """
 
 from __future__ import annotations
