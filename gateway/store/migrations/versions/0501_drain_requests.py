@@ -2,14 +2,14 @@
 at its next heartbeat, whichever gateway sharing the store answers it.
 
 Revision ID: 0501_drain_requests
-Revises: 0403_shares
+Revises: 0503_battle_side_recovery
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0501_drain_requests"
-down_revision = "0403_shares"
+down_revision = "0503_battle_side_recovery"
 branch_labels = None
 depends_on = None
 
