@@ -36,6 +36,7 @@ registrations = Table(
     Column("registered_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
     Column("secret_hash", String(64)),  # SHA-256 of the secret returned at registration (revision 0002)
+    Column("drain_requested_at", Double),  # asked to drain alone (revision 0501): told at its next heartbeat
 )
 
 battles = Table(
