@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -26,39 +25,28 @@ from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
+from services.instance import build_service
 from services.metrics import RequestCounter, ServiceMetrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.settings import ServiceSettings
 
 
-def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telemetry | None = None) -> FastAPI:
+def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telemetry | None = None,
+               service: GenerationService | None = None) -> FastAPI:
     """The service of `settings.model`, as the catalogue describes it with the settings'
     overrides. The model loads in the background once the app starts (`/health` says
     `loading` meanwhile); `app.state.service` is the `GenerationService` (a `LlamaServerService`
     for the llama-server engine). `telemetry` (`shared.telemetry`): a server span per request,
-    continuing the gateway's trace."""
-    spec = settings.resolve(catalogue)
-    if spec.engine == "llama-server":
-        # Imported only for this engine: it brings httpx (and its command line's rich) and
-        # prometheus_client's parser, which the in-process engine's start does not need.
-        from services.llama_server import LlamaServerService
-
-        service = LlamaServerService(spec, instance_id=settings.instance_id, binary=settings.llama_server_binary,
-                                     model_cache=catalogue.fleet.model_cache_path(),
-                                     request_timeout=catalogue.fleet.request_timeout)
-    else:
-        service = GenerationService(spec, instance_id=settings.instance_id,
-                                    model_cache=catalogue.fleet.model_cache_path(),
-                                    core_board=settings.core_board, core_slot=settings.core_slot,
-                                    core_wait_limit=settings.core_wait_limit)
+    continuing the gateway's trace. `service`: one `build_service` made (and maybe started
+    loading) already."""
+    if service is None:
+        service = build_service(catalogue, settings)
     instance_secret = settings.instance_secret
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        # Load in a thread: /health answers "loading" meanwhile.
-        loader = threading.Thread(target=service.load, name="model-loader", daemon=True)
-        loader.start()
+        service.start_loading()  # unless `arena serve` started it already
         yield
         await service.aclose()
         if telemetry is not None:

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
-import time
-
-import uvicorn
 
 from shared.catalogue import Catalogue, CatalogueError
 from shared.logs import configure_logging
 from shared.telemetry import Telemetry
 from shared.tls import uvicorn_tls
-from services.app import create_app
-from services.generation import GenerationService
 from services.settings import ServiceSettings
 
 log = logging.getLogger("services")
@@ -35,38 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-id", help="id of this instance (default: host-pid-random)")
     parser.add_argument("--log-level", default=None, help="debug, info, warning, error")
     parser.add_argument("--log-format", choices=["json", "pretty"], help="default: ARENA_SERVICE_LOG_FORMAT or pretty")
-
-
-class DrainingServer(uvicorn.Server):
-    """On SIGTERM (or the first Ctrl-C): report `draining`, refuse new work, finish what is in
-    flight, then exit. A second signal exits at once."""
-
-    def __init__(self, config: uvicorn.Config, service: GenerationService, drain_timeout: float) -> None:
-        super().__init__(config)
-        self.service = service
-        self.drain_timeout = drain_timeout
-        self._draining = False
-
-    def handle_exit(self, sig: int, frame) -> None:
-        if self._draining:
-            log.warning("second signal: exiting without waiting")
-            self.force_exit = True
-            self.should_exit = True
-            return
-        self._draining = True
-        log.info("signal %s: draining (in flight: %s)", sig, self.service.health_details().slots.active)
-        self.service.start_draining()
-        asyncio.get_event_loop().create_task(self._exit_when_idle())
-
-    async def _exit_when_idle(self) -> None:
-        deadline = time.monotonic() + self.drain_timeout
-        while not self.service.idle and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if not self.service.idle:
-            log.warning("drain timeout after %.0fs: exiting with work in flight", self.drain_timeout)
-        # Give the last responses a moment to be written out before the sockets close.
-        await asyncio.sleep(0.2)
-        self.should_exit = True
 
 
 def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
@@ -94,8 +56,15 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    app = create_app(catalogue, settings, telemetry)
-    service: GenerationService = app.state.service
+    # Cold start: the model loads (C code, the GIL released) while the HTTP stack (FastAPI,
+    # uvicorn, Prometheus) is imported and the app built; only the engine's own modules come first.
+    from services.instance import build_service
+    service = build_service(catalogue, settings)
+    service.start_loading()
+    import uvicorn
+    from services.app import create_app
+    from services.drain import DrainingServer
+    app = create_app(catalogue, settings, telemetry, service=service)
     host = settings.host or catalogue.fleet.service_host
     config = uvicorn.Config(app, host=host, port=spec.port, log_level=settings.log_level.lower(), log_config=None,
                             access_log=False, timeout_graceful_shutdown=5, **tls)

@@ -69,8 +69,15 @@ class GenerationService:
         self.scheduler: BatchScheduler | None = None
         self.template: ChatTemplate | None = None
         self._bridge: EventBridge | None = None
+        self._loader: threading.Thread | None = None
 
     # ----- life cycle -------------------------------------------------------------------------
+    def start_loading(self) -> None:
+        """`load` in a thread, once: /health answers `loading` meanwhile."""
+        if self._loader is None:
+            self._loader = threading.Thread(target=self.load, name="model-loader", daemon=True)
+            self._loader.start()
+
     def load(self) -> None:
         """Load the model and start the scheduler (blocking: run it off the event loop)."""
         try:

@@ -32,6 +32,9 @@ from shared import paths
 
 OVERLAY_ENV = "ARENA_CATALOGUE_OVERLAY"
 MAX_OVERLAY_BYTES = 512 * 1024   # the overlay is settings and a few entries: kilobytes, never megabytes
+# libyaml's parser when PyYAML was built with it: the same documents, read ~6x faster (the
+# catalogue is read on every process's way to ready; measured in the README's cold-start line).
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 QUANT_RE = re.compile(r"^(I?Q\d[A-Z0-9_]*|UD-[A-Z0-9_]+|F16|BF16|F32|MXFP4[A-Z0-9_]*)$", re.IGNORECASE)
 
 
@@ -339,7 +342,7 @@ def load_catalogue(path: str | Path | None = None, environ: dict[str, str] | Non
     env = dict(os.environ if environ is None else environ)
     path = Path(path or env.get("ARENA_CATALOGUE") or paths.bundled_catalogue()).expanduser().resolve()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=YAML_LOADER) or {}
     except OSError as exc:
         raise CatalogueError(f"cannot read the catalogue {path}: {exc}") from exc
     if env.get(OVERLAY_ENV):

@@ -16,14 +16,16 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from typing import TYPE_CHECKING, Any, Mapping
 
 from shared import sse
+
+if TYPE_CHECKING:
+    # FastAPI is imported where a response or a handler is made, not with the error types: a
+    # model service's engine raises these, and its model's load starts before FastAPI is imported.
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ class ApiError(Exception):
         return error_body(self.message, type=self.type, code=self.code, param=self.param)
 
     def response(self) -> JSONResponse:
+        from fastapi.responses import JSONResponse
+
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
     def sse_event(self) -> bytes:
@@ -154,6 +158,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def install_error_handlers(app: FastAPI, table: ErrorTable | None = None) -> None:
     """Answer every exception a route can raise in OpenAI's shape, domain errors by `table`."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     table = table or ErrorTable({})
 
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
