@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from shared.catalogue import load_catalogue
-from shared.core_board import (BOARD_ENV, SLOT_ENV, CoreBoard, FixedThreads, RunQueueWait, SharedThreads,
-                               SlotInUse, fair_threads)
+from shared.core_board import (BOARD_ENV, MAX_POLL_SECONDS, POLL_SECONDS, SLOT_ENV, YIELD_SECONDS, CoreBoard,
+                               FixedThreads, RunQueueWait, SharedThreads, SlotInUse, fair_threads)
 from shared.core_share import CoreShare, share_cores
 from shared.local_fleet import LocalFleet
 
@@ -156,6 +156,103 @@ def test_a_step_never_runs_more_threads_than_the_free_cores(tmp_path):
     b.step_done()
     a.idle()
     assert step(b) == 2
+
+
+def test_a_waiter_starved_by_instances_that_keep_stepping_waits_for_a_token_however_long(tmp_path):
+    """Three busy instances on two cores: a and c keep stepping and b, unlucky, finds no token
+    free for longer than `max_wait`. That is contention, not a hang (their busy times move), so
+    b keeps waiting rather than running a thread beside theirs; and it waits with pauses that
+    grow to `MAX_POLL_SECONDS` (fewer wake-ups beside the holders' threads)."""
+    clock = Clock()
+    CoreBoard(tmp_path / "board", create=True).close()
+    a, c = (SharedThreads(CoreBoard(tmp_path / "board"), slot, 2, clock=clock, sleep=clock.sleep) for slot in (0, 2))
+    assert step(a) == 2                           # alone for a moment: both cores
+    assert c.for_step() == 1 and a.for_step() == 1 and c.overdue == 0  # now one token each, held
+    pauses: list[float] = []
+    last = [clock.now]
+
+    def b_sleeps(seconds: float) -> None:         # while b sleeps, the others run
+        pauses.append(seconds)
+        clock.sleep(seconds)
+        if clock.now - last[0] >= 0.02:           # a step of a and one of c every 20 ms
+            last[0] = clock.now
+            a.for_step()
+            c.for_step()
+        if clock.now - 1000.0 > 8.0:              # their answers end after 8 s
+            a.idle()
+            c.idle()
+
+    b = SharedThreads(CoreBoard(tmp_path / "board"), 1, 2, clock=clock, sleep=b_sleeps, max_wait=5.0)
+    started = clock.now
+    assert b.for_step() == 1 and b.overdue == 0   # never without a token: it got one when they ended
+    assert clock.now - started > 8.0 and b.waits == 1
+    assert pauses[:4] == [POLL_SECONDS, 2 * POLL_SECONDS, 4 * POLL_SECONDS, MAX_POLL_SECONDS]
+    assert max(pauses) == MAX_POLL_SECONDS and len(pauses) < 8.0 / MAX_POLL_SECONDS
+
+
+def test_an_instance_stepping_without_a_token_past_a_hung_holder_still_asks_for_one(tmp_path):
+    clock = Clock()
+    board = CoreBoard(tmp_path / "board", create=True)
+    a = SharedThreads(CoreBoard(tmp_path / "board"), 0, 2, clock=clock, sleep=clock.sleep)
+    b = SharedThreads(CoreBoard(tmp_path / "board"), 1, 2, clock=clock, sleep=clock.sleep, max_wait=0.5)
+    assert a.for_step() == 2                      # and a hangs (SIGSTOP) holding both tokens
+    hung_at = clock.now
+    assert b.for_step() == 1 and b.overdue == 1   # no token: one thread once a's stamp is 0.5 s old
+    assert 0.5 <= clock.now - hung_at < 0.5 + 2 * MAX_POLL_SECONDS
+    assert board.waiting_slots(clock.now) == [1]  # still asking: a lets b go first when it resumes
+    b.step_done()
+    now = clock.now
+    assert b.for_step() == 1 and b.overdue == 2 and clock.now == now  # the same hang: no new wait
+    assert board.waiting_slots(clock.now) == [1]
+    b.step_done()
+    # a resumes: it lets b go first (a waiter is marked), then takes its share, one core.
+    resumed = clock.now
+    assert a.for_step() == 1 and clock.now - resumed >= YIELD_SECONDS
+    assert b.for_step() == 1 and b.overdue == 2   # a token of its own again
+    assert board.waiting_slots(clock.now) == []
+
+
+def test_a_token_counts_as_hung_only_while_its_live_holder_does_not_step(tmp_path):
+    path = tmp_path / "board"
+    reader = CoreBoard(path, create=True)
+    owner, tokens = CoreBoard(path), CoreBoard(path)   # like one process: its cell's lock, its tokens
+    owner.claim(3)
+    tokens.open_cores(2)
+    assert tokens.take_cores(3, 2, 2) == [0, 1]
+    owner.mark_busy(3, 1000.0)
+    assert not reader.holders_hung(2, 1004.0, 5.0)   # it stepped 4 s ago
+    assert reader.holders_hung(2, 1005.0, 5.0)
+    owner.mark_busy(3, 1004.5)                         # it stepped again
+    assert not reader.holders_hung(2, 1006.0, 5.0)
+    owner.close()                                      # the cell's owner is gone: not a hang to wait out
+    assert not reader.holders_hung(2, 1100.0, 5.0)
+    tokens.give_back([1])
+    assert not reader.holders_hung(2, 1100.0, 5.0)    # a free token
+    tokens.close()
+
+
+def test_core_token_files_open_before_any_step_and_a_failed_take_gives_back_what_it_took(tmp_path):
+    path = tmp_path / "board"
+    CoreBoard(path, create=True).close()
+    Path(f"{path}.core1").mkdir()                     # the second core's token file cannot be opened
+    with pytest.raises(IsADirectoryError):
+        SharedThreads(CoreBoard(path), 0, 2)
+    other = CoreBoard(path)
+    other.claim(0, wait=0)                            # the failed start let go of its cell...
+    other.open_cores(1)
+    assert other.take_cores(0, 1, 1) == [0]           # ...and holds no token
+    other.close()
+    Path(f"{path}.core1").rmdir()
+
+    board = CoreBoard(path)
+    board.open_cores(2)
+    os.close(board._core_fds[1])                      # locking the second token fails (EBADF)
+    with pytest.raises(OSError):
+        board.take_cores(0, 2, 2)
+    free = CoreBoard(path)
+    free.open_cores(1)
+    assert free.take_cores(1, 1, 1) == [0]            # the first one was given back
+    free.close()
 
 
 def test_a_board_refuses_slots_and_files_it_cannot_hold(tmp_path):
