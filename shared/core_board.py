@@ -48,9 +48,12 @@ import fcntl
 import logging
 import mmap
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,10 @@ MAX_WAIT_SECONDS = 5.0    # a token holder whose busy time has not moved for thi
 CLAIM_SECONDS = 1.0       # a cell whose lock stays taken this long belongs to a live instance
 _CELL = 8                 # one float64
 _BOARD_BYTES = (2 * BOARD_SLOTS + BOARD_CORES) * _CELL
+
+RAM_DIR = "/dev/shm"          # where a board's directory goes when the platform has it (a tmpfs)
+BOARD_DIR_PREFIX = "arena-cores-"
+FLEET_LOCK = "fleet.lock"     # held by the fleet's supervisor while its board is in use
 
 # Environment the local fleet sets for an instance that shares a pool (read by its settings).
 BOARD_ENV = "ARENA_SERVICE_CORE_BOARD"
@@ -223,6 +230,76 @@ class CoreBoard:
         self._waiting.release()
         self._holder.release()
         self._map.close()
+
+
+class BoardDirectory:
+    """The directory of a fleet's board: in RAM (`RAM_DIR`) where it can be written, else in the
+    temp directory. Its supervisor holds a lock in it (`FLEET_LOCK`) until `remove`, so the
+    directory of a supervisor that was killed (SIGKILL: nothing removed it) is found and removed
+    by the next fleet started on the machine, once none of its instances lives either."""
+
+    def __init__(self, parent: str | None = None) -> None:
+        if parent is None and os.path.isdir(RAM_DIR):
+            parent = RAM_DIR
+        try:
+            staging = Path(tempfile.mkdtemp(prefix="." + BOARD_DIR_PREFIX, dir=parent))
+        except OSError as exc:
+            if parent is None:
+                raise
+            log.warning("cannot make the core board's directory in %s (%s); using the temp directory", parent, exc)
+            staging = Path(tempfile.mkdtemp(prefix="." + BOARD_DIR_PREFIX))
+        # Locked before it takes the name a cleaner looks for, so a live fleet's is never taken for stale.
+        self._lock_fd = os.open(staging / FLEET_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.path = staging.with_name(staging.name[1:])
+        os.rename(staging, self.path)
+        remove_stale_board_dirs(self.path.parent)
+        self.board = self.path / "board"
+        CoreBoard(self.board, create=True).close()
+
+    def remove(self) -> None:
+        if self._lock_fd >= 0:
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def remove_stale_board_dirs(parent: Path) -> list[Path]:
+    """Remove the board directories in `parent` that are ours (the prefix, our uid) and whose
+    supervisor and instances are all gone (none of their locks held); the ones removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not (entry.name.startswith(BOARD_DIR_PREFIX) and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_uid == os.getuid()):
+                continue
+            path = Path(entry.path)
+            fd = os.open(path / FLEET_LOCK, os.O_RDWR)  # none: not a fleet's board directory
+        except OSError:
+            continue
+        try:
+            if _lock(fd, fcntl.LOCK_EX) and not any(_held(slot) for slot in path.glob("board.slot*")):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds the lock on `path` (a cell's owner)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return not _lock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
 
 
 def fair_threads(pool: int, busy: Sequence[int], me: int) -> int:

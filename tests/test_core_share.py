@@ -4,13 +4,30 @@ the speed it buys is measured by `arena bench pair`)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from shared.catalogue import load_catalogue
-from shared.core_board import (BOARD_ENV, MAX_POLL_SECONDS, POLL_SECONDS, SLOT_ENV, YIELD_SECONDS, CoreBoard,
-                               FixedThreads, RunQueueWait, SharedThreads, SlotInUse, fair_threads)
+from shared.core_board import (
+    BOARD_DIR_PREFIX,
+    BOARD_ENV,
+    MAX_POLL_SECONDS,
+    POLL_SECONDS,
+    SLOT_ENV,
+    YIELD_SECONDS,
+    BoardDirectory,
+    CoreBoard,
+    FixedThreads,
+    RunQueueWait,
+    SharedThreads,
+    SlotInUse,
+    fair_threads,
+    remove_stale_board_dirs,
+)
 from shared.core_share import CoreShare, share_cores
 from shared.local_fleet import LocalFleet
 
@@ -364,3 +381,60 @@ def test_llama_server_instances_take_fixed_cores_beside_a_shared_pool(tmp_path):
         assert shares["smollm2-135m-0"].shared and shares["smollm2-135m-1"].shared
     assert not fleet._share_for(fleet.catalogue.model("gemma3-270m"))[0].shared
     fleet.stop()
+
+
+# A supervisor that makes its board's directory and is then killed (nothing removes it).
+KILLED_SUPERVISOR = """
+import sys, time
+from shared.core_board import BoardDirectory
+print(BoardDirectory(sys.argv[1]).path, flush=True)
+time.sleep(600)
+"""
+
+
+def _killed_supervisors_dir(parent: Path) -> Path:
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SUPERVISOR, str(parent)], cwd=root, text=True,
+                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        path = Path(child.stdout.readline().strip())
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    return path
+
+
+def test_board_directories_left_by_killed_supervisors_are_removed_when_a_fleet_starts(tmp_path):
+    orphaned = _killed_supervisors_dir(tmp_path)           # ...but one of its instances lives on
+    instance = CoreBoard(orphaned / "board")
+    instance.claim(0)
+    live = BoardDirectory(str(tmp_path))                   # a running fleet's
+    stale = _killed_supervisors_dir(tmp_path)              # (each start cleans: this one last)
+    foreign = tmp_path / "arena-cores-not-a-fleet"         # no supervisor's lock: not ours to judge
+    foreign.mkdir()
+    other = tmp_path / "other-dir"
+    other.mkdir()
+    (other / "fleet.lock").touch()
+    assert stale.name.startswith(BOARD_DIR_PREFIX) and stale.exists() and (stale / "board").exists()
+
+    started = BoardDirectory(str(tmp_path))
+    assert not stale.exists()
+    assert orphaned.exists() and live.path.exists() and foreign.exists() and other.exists()
+    assert (started.board.exists() and CoreBoard(started.board).slots > 0)
+    instance.close()                                       # the orphaned instance ends
+    assert remove_stale_board_dirs(tmp_path) == [orphaned]
+    started.remove()
+    live.remove()
+    assert not started.path.exists() and not live.path.exists()
+
+
+def test_a_board_directory_falls_back_to_the_temp_dir_when_ram_cannot_take_it(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    directory = BoardDirectory(str(not_a_dir))             # mkdtemp fails there (an OSError)
+    try:
+        assert directory.path.parent == Path(tempfile.gettempdir())
+        assert CoreBoard(directory.board).slots > 0
+    finally:
+        directory.remove()
+    assert not directory.path.exists()
