@@ -463,8 +463,8 @@ class SharedThreads:
 
     def _let_waiters_go(self, board: CoreBoard, now: float) -> None:
         """We have just given our tokens back: let the instances waiting for one take them first
-        (until none waits, or `YIELD_SECONDS`, longer than a waiter's longest pause)."""
-        board.mark_waiting(self.slot, now)
+        (until none waits, or `YIELD_SECONDS`, longer than a waiter's longest pause). Not marked
+        waiting meanwhile: two instances letting each other go first would both wait it out."""
         until = now + YIELD_SECONDS
         while now < until:
             self._sleep(POLL_SECONDS)

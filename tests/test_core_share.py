@@ -229,6 +229,29 @@ def test_an_instance_stepping_without_a_token_past_a_hung_holder_still_asks_for_
     assert board.waiting_slots(clock.now) == []
 
 
+def test_an_instance_letting_a_waiter_go_first_is_not_itself_taken_for_a_waiter(tmp_path):
+    """Else two instances that have just stepped, each letting the other go first, would both
+    sit out the whole bound, their cores idle."""
+    clock = Clock()
+    board = CoreBoard(tmp_path / "board", create=True)
+    seen: list[list[int]] = []
+
+    def a_sleeps(seconds: float) -> None:
+        seen.append(board.waiting_slots(clock.now))
+        clock.sleep(seconds)
+
+    a = SharedThreads(CoreBoard(tmp_path / "board"), 0, 2, clock=clock, sleep=a_sleeps)
+    assert a.for_step() == 2
+    b = CoreBoard(tmp_path / "board")
+    b.claim(1)
+    b.mark_busy(1, clock.now)
+    b.mark_waiting(1, clock.now)                     # b waits (and does not run in this test)
+    started = clock.now
+    assert a.for_step() == 1                         # its share, after letting b go first
+    assert seen and all(waiting == [1] for waiting in seen)
+    assert YIELD_SECONDS <= clock.now - started < YIELD_SECONDS + 2 * POLL_SECONDS
+
+
 def test_a_token_counts_as_hung_only_while_its_live_holder_does_not_step(tmp_path):
     path = tmp_path / "board"
     reader = CoreBoard(path, create=True)
