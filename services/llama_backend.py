@@ -26,6 +26,10 @@ def _init_backend() -> None:
     with _backend_lock:
         if not _backend_ready:
             llama.llama_backend_init()
+            # llama.cpp's own stderr logger (NULL callback) instead of llama-cpp-python's Python
+            # one: the same lines, written without taking the GIL for each of the ~2,000 a load
+            # logs, so the load does not wait on `arena serve`'s imports running alongside it.
+            llama.llama_log_set(ctypes.cast(None, llama.llama_log_callback), ctypes.c_void_p(0))
             _backend_ready = True
 
 
