@@ -49,9 +49,12 @@ GATEWAY_ERRORS = ErrorTable({
     control.SupervisorBadAnswer: ErrorSpec(502, "bad_supervisor_answer"),
     control.ModelHasInstances: ErrorSpec(409, "model_has_instances", param="model"),
     control.FleetRefused: ErrorSpec(409, "fleet_refused"),
+    control.GitHubRateLimited: ErrorSpec(503, "github_rate_limited"),
     control.GitHubFailed: ErrorSpec(502, "github_failed"),
     control.RunNotFound: ErrorSpec(409, "run_not_found"),
     control.InstanceNotFound: ErrorSpec(404, "instance_not_found", param="instance_id"),
     control.OperationInProgress: ErrorSpec(409, "operation_in_progress"),
     control.InvalidAction: ErrorSpec(400, "invalid_value", param="action"),
+    control.OverlayTooLarge: ErrorSpec(413, "overlay_too_large"),
+    control.PublishConflict: ErrorSpec(409, "publish_conflict"),
 })

@@ -24,6 +24,7 @@ from shared.health import HealthDetails
 from shared.instance_auth import INSTANCE_SECRET_HEADER
 
 log = logging.getLogger("gateway.health")
+MAX_REASON = 300  # characters kept of the reason an instance gives for its failure
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ProbeResult:
     error: str | None = None
     details: HealthDetails | None = None
     served_models: list[str] | None = None
+    answered: bool = False           # "failed" told by the instance itself (not a refused connection)
 
 
 class HealthMonitor:
@@ -122,6 +124,8 @@ class HealthMonitor:
             self._transition(instance, InstanceState.DRAINING)
             return
         if result.status == "failed":
+            if result.answered:
+                instance.booting = False  # it answers, and reports a failure: not merely still starting
             self.mark_failed(instance, result.error or "probe failed")
             return
         instance.last_error = None
@@ -210,10 +214,14 @@ class HealthMonitor:
                 return None  # answers, but not with our report: a foreign server
             return ProbeResult("failed", error=f"/health/details answered {response.status_code}")
         if details.model != instance.model:
-            return ProbeResult("failed", error=f"serves model {details.model!r}, not {instance.model!r}")
+            return ProbeResult("failed", error=f"serves model {details.model!r}, not {instance.model!r}", answered=True)
         status = {"ok": "ok", "loading": "loading", "draining": "draining"}.get(details.status, "failed")
-        return ProbeResult(status, error=None if status != "failed" else f"reports status {details.status}",
-                           details=details)
+        error = None
+        if status == "failed":
+            # Why, in the instance's own words: its /health says (the details have no field for it).
+            reason = _reason(await self._client.get(instance.url + "/health")) if details.status == "error" else None
+            error = f"reports status {details.status}" + (f": {reason}" if reason else "")
+        return ProbeResult(status, error=error, details=details, answered=status == "failed")
 
     async def _ask_health(self, instance: Instance) -> ProbeResult | None:
         response = await self._client.get(instance.url + "/health")
@@ -223,6 +231,10 @@ class HealthMonitor:
             return ProbeResult("ok")
         reported = _json_field(response, "status")
         if response.status_code == 503:
+            if reported == "error":  # it could not load its model (it will not by waiting)
+                reason = _reason(response)
+                return ProbeResult("failed", error="reports status error" + (f": {reason}" if reason else ""),
+                                   answered=True)
             return ProbeResult("draining" if reported == "draining" else "loading")
         return ProbeResult("failed", error=f"/health answered {response.status_code}")
 
@@ -246,6 +258,12 @@ def _json_field(response: httpx.Response, name: str) -> Any:
     except ValueError:
         return None
     return data.get(name) if isinstance(data, dict) else None
+
+
+def _reason(response: httpx.Response) -> str | None:
+    """The `error` an instance's /health gives, bounded (an instance may be hostile)."""
+    reason = _json_field(response, "error")
+    return (reason[:MAX_REASON].strip() or None) if isinstance(reason, str) else None
 
 
 def _model_ids(response: httpx.Response) -> list[str]:

@@ -48,6 +48,7 @@ class Registration:
     registered_at: float
     expires_at: float
     secret_hash: str | None = None
+    drain_requested_at: float | None = None
 
 
 def _hash(secret: str) -> str:
@@ -77,6 +78,14 @@ class RegistrationStore:
             row = (await conn.execute(select(registrations).where(
                 registrations.c.instance_id == instance_id))).one()
         return Registration(**row._asdict())
+
+    async def request_drain(self, instance_id: str, now: float) -> bool:
+        """Mark a live registration as asked to drain; False when there is none."""
+        async with self.db.write() as conn:
+            changed = await conn.execute(update(registrations).where(
+                registrations.c.instance_id == instance_id, registrations.c.expires_at > now)
+                .values(drain_requested_at=now))
+            return changed.rowcount > 0
 
     async def delete(self, instance_id: str) -> bool:
         async with self.db.write() as conn:
@@ -278,6 +287,18 @@ class RegistrationService:
                            code="instance_not_found")
         return self._apply(reg)
 
+    async def request_drain(self, instance_id: str) -> bool:
+        """Ask one registered instance to drain: out of routing at once on every gateway sharing
+        the store, and its runner is told at its next heartbeat (`"drain": true`), deregisters,
+        lets its service finish and ends without a successor. False when it is not registered."""
+        if not await self.store.request_drain(instance_id, self.clock()):
+            return False
+        stored = await self.store.get(instance_id)
+        if stored is not None:
+            self._apply(stored)
+        log.info("instance %s asked to drain", instance_id)
+        return True
+
     async def deregister(self, instance_id: str, secret: str | None = None) -> Instance:
         stored = await self._bound(instance_id, secret)
         await self.store.delete(instance_id)
@@ -317,6 +338,9 @@ class RegistrationService:
             instance.last_error = None
         instance.registered_at = reg.registered_at
         instance.expires_at = reg.expires_at
+        if reg.drain_requested_at is not None and not instance.retiring:
+            instance.retiring = True
+            instance.set_state(InstanceState.DRAINING)
         return instance
 
 

@@ -1,7 +1,7 @@
 """The arena's static files: only what the pages load, never the rest of `gateway/web`.
 
 `gateway/web` also holds the front-end's development files (`package.json`, the lock file,
-`node_modules/` after `npm install`, the pages' HTML templates); a `StaticFiles` mount of the whole
+`node_modules/` after `npm install`, the pages' templates under `templates/`); a `StaticFiles` mount of the whole
 folder would serve them all. `PageAssets` serves the scripts under `js/`, the vendored libraries
 under `vendor/`, and the pages, stylesheets, scripts and icons at the top; anything else is a 404.
 """

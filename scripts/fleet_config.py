@@ -4,7 +4,9 @@
     python -m scripts.fleet_config check        # exit 1 when a generated file is out of date
     python -m scripts.fleet_config cache-key M  # the actions/cache key of model M's GGUF file
     python -m scripts.fleet_config fetch M      # fetch model M into the model cache (cache first)
-    python -m scripts.fleet_config matrix N [I] # the JSON list of instance labels of a run
+    python -m scripts.fleet_config matrix N [I] [--model M]
+                                                # the JSON list of instance labels of a run (and
+                                                # M checked against the catalogue and its overlay)
 
 `cache-key` and `matrix` print `name=value` lines for $GITHUB_OUTPUT.
 """
@@ -68,8 +70,10 @@ def _expr(name: str) -> str:
 
 def dispatcher_workflow(catalogue: Catalogue) -> str:
     inputs = {
-        "model": {"description": "Model to serve (a catalogue key)", "type": "choice", "required": True,
-                  "options": list(catalogue.models)},
+        # A string, not a choice of the file's keys: GitHub refuses a choice outside its options,
+        # and a model added at runtime lives in the overlay file (the plan job checks the key).
+        "model": {"description": "Model to serve: a catalogue key (" + ", ".join(catalogue.models)
+                                 + ", or one of config/catalogue.overlay.yaml)", "type": "string", "required": True},
         "instances": {"description": f"Instances of the model, 1-{MAX_INSTANCES} (a matrix)", "type": "choice",
                       "default": "1", "options": [str(n) for n in range(1, MAX_INSTANCES + 1)]},
         "instance": {"description": "One instance label only (set by a predecessor)", "type": "string",
@@ -157,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     matrix = sub.add_parser("matrix")
     matrix.add_argument("instances", type=int)
     matrix.add_argument("instance", nargs="?", default="")
+    matrix.add_argument("--model", help="fail unless this is a model of the catalogue (with its overlay)")
     args = parser.parse_args(argv)
     # The file itself, not environment overrides: generated files must not depend on a shell.
     catalogue = load_catalogue(environ={}) if args.command in ("write", "check") else load_catalogue()
@@ -174,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                   "run `python -m scripts.fleet_config write`", file=sys.stderr)
         return 1 if stale else 0
     if args.command == "matrix":
+        if args.model is not None:
+            catalogue.model(args.model)  # an unknown key ends the run here, naming the known ones
         print(f"instances={json.dumps(instance_labels(args.instances, args.instance))}")
         return 0
     spec = catalogue.model(args.model)

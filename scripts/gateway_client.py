@@ -92,12 +92,21 @@ class GatewayRegistrationClient:
 
     def heartbeat(self, instance_id: str) -> bool:
         """True when renewed; False when the gateway forgot the instance (register again)."""
+        return self.heartbeat_answer(instance_id) is not None
+
+    def heartbeat_answer(self, instance_id: str) -> dict[str, Any] | None:
+        """The gateway's view of the renewed instance (``"drain": true`` when it was asked to
+        stop), or None when the gateway forgot it (register again)."""
         response = self._request("POST", self._path(instance_id, "/heartbeat"), headers=self._secret_header(instance_id))
         if response.status_code == 404:
-            return False
+            return None
         if response.status_code >= 400:
             raise RegistrationError(f"heartbeat refused ({response.status_code}): {_error_message(response)}")
-        return True
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        return answer if isinstance(answer, dict) else {}
 
     def instance(self, instance_id: str) -> dict[str, Any] | None:
         # The instance's state is public (polled every second during a handoff): no token.

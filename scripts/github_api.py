@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import quote
 
 import httpx
 
@@ -30,6 +31,8 @@ from scripts.retrying import RetryPolicy, TransientError
 API_URL = "https://api.github.com"
 _NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
 SECONDARY_LIMIT_WAIT = 60.0     # "wait for at least one minute before retrying"
+ACTIONS_PERMISSION = "Actions: Read and write"
+CONTENTS_PERMISSION = "Contents: Read and write"
 
 
 class GitHubError(RuntimeError):
@@ -46,6 +49,11 @@ class GitHubTransientError(TransientError, GitHubError):
 
 class GitHubRateLimited(GitHubTransientError):
     """A primary or secondary rate limit: `retry_after` says how long to leave GitHub alone."""
+
+
+class GitHubFileConflict(GitHubError):
+    """The file changed since its sha was read: a 409 "<path> does not match <sha>", or a 422
+    "\"sha\" wasn't supplied" for a file created meanwhile. Read it again, then write."""
 
 
 class DispatchUncertain(GitHubTransientError):
@@ -78,6 +86,26 @@ class WorkflowRun:
         return cls(id=int(data["id"]), title=title, status=data.get("status") or "",
                    conclusion=data.get("conclusion"), html_url=data.get("html_url") or "",
                    created_at=data.get("created_at") or "", labels=parse_title(title))
+
+
+@dataclass(frozen=True)
+class RepositoryFile:
+    """A file as "Get repository content" gives it: its blob sha and, up to 1 MB, its bytes."""
+
+    path: str
+    sha: str
+    content: bytes | None   # None when GitHub did not inline it (over 1 MB: `encoding` "none")
+    html_url: str
+
+
+@dataclass(frozen=True)
+class FileCommit:
+    """What "Create or update file contents" made: the commit, and the file's new blob sha."""
+
+    commit_sha: str
+    html_url: str
+    blob_sha: str
+    created: bool           # 201: the file is new; 200: it replaced one
 
 
 def _message(response: httpx.Response) -> str:
@@ -158,7 +186,10 @@ class GitHubClient:
             return self._request_once(method, url, **kwargs)
         return self.retry.call(lambda: self._request_once(method, url, **kwargs))
 
-    def _request_once(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _request_once(self, method: str, url: str, *, passthrough: tuple[int, ...] = (),
+                      permission: str = ACTIONS_PERMISSION, **kwargs: Any) -> httpx.Response:
+        """One request; a status in `passthrough` is the caller's to read, any other 4xx/5xx an
+        error. `permission` names what a 403 lacks (a fine-grained token's permission)."""
         try:
             response = self._http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
@@ -170,16 +201,18 @@ class GitHubClient:
         wait = rate_limit_wait(response)
         if wait is not None:
             raise GitHubRateLimited(f"{what} (rate limited; retry in {wait:.0f}s)", wait)
+        if status in passthrough:
+            return response
         if status >= 500:
             raise GitHubTransientError(what)
         if status == 401:
             raise GitHubAuthError(f"{what}. The token in {self.token_name} is invalid or expired.")
         if status == 403:
             raise GitHubAuthError(
-                f"{what}. The token in {self.token_name} may not run workflows on {self.repository}: "
-                "a fine-grained personal access token needs 'Actions: Read and write' on this "
+                f"{what}. The token in {self.token_name} lacks a permission on {self.repository}: "
+                f"a fine-grained personal access token needs '{permission}' on this "
                 "repository, a classic one the 'repo' scope; a GITHUB_TOKEN needs "
-                "'permissions: actions: write' in the workflow.")
+                f"'permissions: {permission.split(':')[0].lower()}: write' in the workflow.")
         if status == 404:
             raise GitHubError(f"{what}. The workflow or repository does not exist, or the token "
                               f"in {self.token_name} cannot see {self.repository}.")
@@ -277,6 +310,56 @@ class GitHubClient:
         sealed = SealedBox(PublicKey(base64.b64decode(key["key"]))).encrypt(value.encode())
         self._request("PUT", f"/repos/{self.repository}/actions/secrets/{name}",
                       json={"encrypted_value": base64.b64encode(sealed).decode(), "key_id": key["key_id"]})
+
+    def _contents_url(self, path: str) -> str:
+        return f"/repos/{self.repository}/contents/{quote(path.strip('/'), safe='/')}"
+
+    def get_file(self, path: str, ref: str) -> RepositoryFile | None:
+        """`GET .../contents/{path}?ref=`: the file on that branch, or None when it has no such
+        file. A branch that does not exist is an error (404 "No commit found for the ref")."""
+        response = self._request("GET", self._contents_url(path), params={"ref": ref}, passthrough=(404,),
+                                 permission=CONTENTS_PERMISSION)
+        if response.status_code == 404:
+            message = _message(response)
+            if "no commit found" in message.lower():
+                raise GitHubError(f"GitHub: {self.repository} has no branch {ref!r} ({message}).")
+            return None
+        data = response.json()
+        if not isinstance(data, dict) or data.get("type") != "file" or not isinstance(data.get("sha"), str):
+            raise GitHubError(f"GitHub: {path} on {ref} in {self.repository} is not a file.")
+        content = None
+        if data.get("encoding") == "base64" and isinstance(data.get("content"), str):
+            content = base64.b64decode(data["content"])
+        return RepositoryFile(path=str(data.get("path") or path), sha=data["sha"], content=content,
+                              html_url=str(data.get("html_url") or ""))
+
+    def put_file(self, path: str, content: bytes, *, message: str, branch: str, sha: str | None) -> FileCommit:
+        """`PUT .../contents/{path}`: one commit on `branch` that makes the file `content`. `sha`
+        is the blob being replaced (None: the file is new). Sent once (a retried PUT after a lost
+        answer would meet its own commit as a conflict): `GitHubFileConflict` when the file moved
+        on, `GitHubError` for a refusal (a branch rule, a missing branch, a bad body)."""
+        body: dict[str, Any] = {"message": message, "content": base64.b64encode(content).decode(), "branch": branch}
+        if sha is not None:
+            body["sha"] = sha
+        url = self._contents_url(path)
+        response = self._request("PUT", url, retry=False, json=body, passthrough=(404, 409, 422),
+                                 permission=CONTENTS_PERMISSION)
+        status = response.status_code
+        if status in (200, 201):
+            data = response.json()
+            commit, file = data.get("commit") or {}, data.get("content") or {}
+            return FileCommit(commit_sha=str(commit.get("sha") or ""), html_url=str(commit.get("html_url") or ""),
+                              blob_sha=str(file.get("sha") or ""), created=status == 201)
+        message_text = _message(response)
+        what = f"GitHub PUT {url} -> {status}: {message_text}"
+        if (status == 409 and "does not match" in message_text) or \
+                (status == 422 and '"sha" wasn\'t supplied' in message_text):
+            raise GitHubFileConflict(what)
+        if status == 404:
+            raise GitHubError(f"{what}. The branch {branch!r} or the repository does not exist, or the token in "
+                              f"{self.token_name} cannot see {self.repository}.")
+        raise GitHubError(f"{what}. GitHub refused the commit (a branch protection rule or ruleset may "
+                          "require a pull request for this branch).")
 
     def default_branch(self) -> str:
         return str(self._request("GET", f"/repos/{self.repository}").json().get("default_branch") or "main")

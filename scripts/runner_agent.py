@@ -14,7 +14,9 @@ Life of one link of the chain:
 
 If the service dies, the successor is launched at once (when auto-restart is on) and the agent
 deregisters and exits 1. SIGTERM or SIGINT drains the same way as a handoff (a cancelled
-Actions run allows about 10 s for that: see the README).
+Actions run allows about 10 s for that: see the README), and so does a heartbeat answered with
+``"drain": true`` (the instance was stopped alone from the admin side, e.g. one job of a
+fleet-up run whose other jobs serve on): no successor, exit 0.
 
 The serving loop never waits on GitHub: launching the successor and checking on its run happen
 on a worker thread, at most once a `launcher.poll_seconds` (GitHub's hourly budget is shared by
@@ -131,7 +133,7 @@ class RunnerAgent:
     # -- steps -------------------------------------------------------------------------------
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
-        self.stop_requested = signal.Signals(signum).name
+        self.stop_requested = f"received {signal.Signals(signum).name}"
 
     def _register(self) -> None:
         answer = self.gateway.register(model=self.model, url=self.public_url, instance_id=self.instance_id,
@@ -142,9 +144,13 @@ class RunnerAgent:
 
     def _heartbeat(self) -> None:
         try:
-            if not self.gateway.heartbeat(self.instance_id):
+            answer = self.gateway.heartbeat_answer(self.instance_id)
+            if answer is None:
                 self.log.warning(f"the gateway forgot {self.instance_id}; registering again")
                 self._register()
+            elif answer.get("drain") is True and not self.stop_requested:
+                # Stopped alone (its run may serve other instances): drain and end, no successor.
+                self.stop_requested = "the gateway asked this instance to drain"
         except (GatewayUnavailable, RegistrationError) as exc:
             self.log.warning(f"heartbeat failed: {exc}")
 
@@ -252,7 +258,7 @@ class RunnerAgent:
         while True:
             now = time.time()
             if self.stop_requested:
-                self._drain(f"received {self.stop_requested}")
+                self._drain(self.stop_requested)
                 return EXIT_OK
             if not self.service.running:
                 self.log.error(f"the model service died (exit {self.service.process.returncode})")

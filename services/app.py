@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -25,7 +26,6 @@ from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
 from services.generation import GenerationService, JobStream
-from services.llama_server import LlamaServerService
 from services.metrics import RequestCounter, ServiceMetrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
@@ -40,6 +40,10 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
     continuing the gateway's trace."""
     spec = settings.resolve(catalogue)
     if spec.engine == "llama-server":
+        # Imported only for this engine: it brings httpx (and its command line's rich) and
+        # prometheus_client's parser, which the in-process engine's start does not need.
+        from services.llama_server import LlamaServerService
+
         service = LlamaServerService(spec, instance_id=settings.instance_id, binary=settings.llama_server_binary,
                                      model_cache=catalogue.fleet.model_cache_path(),
                                      request_timeout=catalogue.fleet.request_timeout)
@@ -152,6 +156,9 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
 
 
 IGNORED_PARAMS_HEADER = "X-Arena-Ignored-Params"
+# Anything but printable ASCII: a control character (CR, LF, NUL) in a header value makes the
+# server drop the connection without an answer.
+UNSAFE_HEADER_CHARACTERS = re.compile(r"[^\x20-\x7e]")
 
 
 def ignored_params_header(body: GenerationParams) -> dict[str, str]:
@@ -160,7 +167,7 @@ def ignored_params_header(body: GenerationParams) -> dict[str, str]:
     names = sorted(body.model_extra or {})
     if not names:
         return {}
-    shown = [name[:64].encode("ascii", "replace").decode() for name in names[:32]]
+    shown = [UNSAFE_HEADER_CHARACTERS.sub("?", name[:64]) for name in names[:32]]
     return {IGNORED_PARAMS_HEADER: ", ".join(shown) + (", ..." if len(names) > 32 else "")}
 
 

@@ -8,6 +8,12 @@ override the file:
 - ``ARENA_MODEL_<KEY>__<FIELD>``, e.g. ``ARENA_MODEL_SMOLLM2_135M__PARALLEL=4``;
 - ``ARENA_CATALOGUE`` names another catalogue file altogether.
 
+``ARENA_CATALOGUE_OVERLAY`` names an *overlay file* merged over the catalogue file before the
+environment overrides: the runtime overlay the gateway's admin side publishes to the repository
+(`config/catalogue.overlay.yaml`, read by the runners on GitHub Actions). It holds ``models``
+only: for a model of the catalogue, the fields it gives replace the file's (``sampling`` as a
+whole); a key the catalogue lacks is a whole new entry (a model added at runtime).
+
 `load_catalogue` is called once per process, by the command line, and the result is passed
 to whatever needs it.
 """
@@ -24,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, fie
 
 from shared import paths
 
+OVERLAY_ENV = "ARENA_CATALOGUE_OVERLAY"
+MAX_OVERLAY_BYTES = 512 * 1024   # the overlay is settings and a few entries: kilobytes, never megabytes
 QUANT_RE = re.compile(r"^(I?Q\d[A-Z0-9_]*|UD-[A-Z0-9_]+|F16|BF16|F32|MXFP4[A-Z0-9_]*)$", re.IGNORECASE)
 
 
@@ -223,7 +231,7 @@ class FleetSettings(BaseModel):
     runner_handoff_margin_minutes: float = Field(15, ge=0)
     response_cache_entries: int = Field(1024, ge=0)   # the gateway's cache of deterministic answers; 0: off
     response_cache_ttl: float = Field(600.0, gt=0)
-    shared_threads: bool = False  # local fleet: instances share cores by who is busy (shared.core_share); off: fixed shares
+    shared_threads: bool = True  # local fleet: instances share cores by who is busy (shared.core_share); off: fixed shares
 
     def data_path(self) -> Path:
         """`data_dir` (relative to the checkout, if run from one), else the default data folder."""
@@ -291,15 +299,51 @@ def _apply_overrides(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, 
     return {**raw, "fleet": fleet, "models": models, **({"arena": arena} if arena else {})}
 
 
+def merge_overlay(raw: dict[str, Any], overlay: Any, *, source: str = "the overlay") -> dict[str, Any]:
+    """The catalogue mapping `raw` with an overlay mapping (``{"models": {key: fields}}``) merged
+    over it: fields of a known model replace the catalogue's, an unknown key is a whole entry."""
+    if overlay is None:
+        return raw
+    if not isinstance(overlay, dict) or set(overlay) - {"models"}:
+        raise CatalogueError(f"{source} may hold only a 'models' mapping")
+    entries = overlay.get("models") or {}
+    if not isinstance(entries, dict):
+        raise CatalogueError(f"{source}: 'models' must map model keys to their settings")
+    models = {key: dict(value or {}) for key, value in (raw.get("models") or {}).items()}
+    for key, fields in entries.items():
+        if not isinstance(key, str) or not isinstance(fields, dict):
+            raise CatalogueError(f"{source}: the entry {key!r} must map setting names to values")
+        models[key] = {**models.get(key, {}), **fields}
+    return {**raw, "models": models}
+
+
+def read_overlay(path: str | Path) -> Any:
+    """The overlay file's mapping (bounded: MAX_OVERLAY_BYTES)."""
+    path = Path(path).expanduser()
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_OVERLAY_BYTES + 1)
+    except OSError as exc:
+        raise CatalogueError(f"cannot read the catalogue overlay {path}: {exc}") from exc
+    if len(data) > MAX_OVERLAY_BYTES:
+        raise CatalogueError(f"the catalogue overlay {path} is larger than {MAX_OVERLAY_BYTES} bytes")
+    try:
+        return yaml.safe_load(data.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise CatalogueError(f"the catalogue overlay {path} is not YAML: {exc}") from exc
+
+
 def load_catalogue(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Catalogue:
-    """Read the catalogue file (`path`, else ``ARENA_CATALOGUE``, else the bundled one) and
-    apply environment overrides."""
+    """Read the catalogue file (`path`, else ``ARENA_CATALOGUE``, else the bundled one), merge the
+    overlay file ``ARENA_CATALOGUE_OVERLAY`` names (if any) and apply environment overrides."""
     env = dict(os.environ if environ is None else environ)
     path = Path(path or env.get("ARENA_CATALOGUE") or paths.bundled_catalogue()).expanduser().resolve()
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
         raise CatalogueError(f"cannot read the catalogue {path}: {exc}") from exc
+    if env.get(OVERLAY_ENV):
+        raw = merge_overlay(raw, read_overlay(env[OVERLAY_ENV]), source=f"the catalogue overlay {env[OVERLAY_ENV]}")
     try:
         catalogue = TypeAdapter(Catalogue).validate_python(_apply_overrides(raw, env))
     except ValueError as exc:

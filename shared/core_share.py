@@ -6,15 +6,16 @@ threads each on two cores therefore starve each other: a thread descheduled by t
 its whole process at the next barrier while its siblings burn the core spinning (measured on 2
 cores: two models asked at once fell to 2-4% of their speed alone). The local fleet avoids it:
 
-- shared threads (`fleet.shared_threads: true`, off by default: on a quiet machine one of three
-  tries of two models at once fell to 0 tok/s; see the README's Measured): instances whose `threads` is automatic
-  share a pool of cores (the cores the catalogue's explicit `threads` leave) and
-  each takes, before every decode step, the pool divided among the instances busy at that
-  moment (`shared.core_board`): all of it when it is the only one with work, its share when
-  others have work too. They are not pinned inside the pool, so the OS spreads the busy ones
-  over idle cores, and their threads wait as OpenMP does by default (spin briefly, then sleep):
-  passive waiting would make every barrier of a multi-threaded decode a sleep and a wake-up;
-- fixed threads (the default, `dynamic=False`, or a model with `threads` in the catalogue): the available
+- shared threads (`fleet.shared_threads: true`, the default): instances whose `threads` is
+  automatic (on the in-process engine) share a pool of cores (the cores the catalogue's explicit
+  `threads` leave) and each takes, before every decode step, the pool divided among the
+  instances busy at that moment (`shared.core_board`): all of it when it is the only one with
+  work, its share when others have work too, each thread holding a core token for the step so
+  that the threads stepping never outnumber the pool's cores. They are not pinned inside the
+  pool, so the OS spreads the busy ones over idle cores, and their threads wait as OpenMP does
+  by default (spin briefly, then sleep): passive waiting would make every barrier of a
+  multi-threaded decode a sleep and a wake-up;
+- fixed threads (`fleet.shared_threads: false`, `dynamic=False`, or a model with `threads` in the catalogue): the available
   cores divided among the instances (at least 1), or the catalogue's number as given;
 - pinning of fixed shares: when every instance can have cores of its own, each is pinned to
   a separate block of cores. When there are more threads than cores, none is pinned and they

@@ -8,10 +8,8 @@ control channel (`shared.fleet_control`): `start_instance`, `drain_instance`, `l
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +22,7 @@ from pydantic import ValidationError
 
 from shared import paths
 from shared.catalogue import Catalogue, ModelSpec, env_key
-from shared.core_board import BOARD_SLOTS, CoreBoard
+from shared.core_board import BOARD_SLOTS, BoardDirectory
 from shared.core_share import CoreShare, available_cpus, pin, share_cores
 from shared.fleet_control import ControlRefused, ControlServer
 from shared.processes import ChildProcess, free_port
@@ -102,16 +100,17 @@ class LocalFleet:
         urls: dict[str, list[str]] = {}
         instances = [(key, i) for key, count in plan.items() for i in range(count)]
         if shares is None:
-            shares = share_cores([catalogue.model(key).threads for key, _ in instances], available_cpus(),
-                                 dynamic=catalogue.fleet.shared_threads)
+            dynamic = catalogue.fleet.shared_threads
+            fixed = max(1, len(available_cpus()) // max(1, len(instances)))
+            shares = share_cores([_threads_to_share(catalogue.model(key), fixed if dynamic else None)
+                                  for key, _ in instances], available_cpus(), dynamic=dynamic)
         # The board the instances sharing a pool of cores announce their work on (in RAM where
         # the platform has a tmpfs for it); removed with the fleet.
-        self._board_dir: Path | None = None
+        self._board_dir: BoardDirectory | None = None
         self.board_path: Path | None = None
         if any(share.shared for share in shares):
-            self._board_dir = Path(tempfile.mkdtemp(prefix="arena-cores-", dir=_tmpfs()))
-            self.board_path = self._board_dir / "board"
-            CoreBoard(self.board_path, create=True).close()
+            self._board_dir = BoardDirectory()
+            self.board_path = self._board_dir.board
         for slot, ((key, i), share) in enumerate(zip(instances, shares)):
             member = self._model_member(key, f"{key}-{i}", catalogue.model(key).port + i, share, catalogue.path,
                                         slot)
@@ -226,13 +225,16 @@ class LocalFleet:
         """The pool of the instances sharing the cores, with a free cell on their board, when the
         fleet has one and the model's threads are automatic; else cores of its own when some are
         free of every pinned process (and none roams), else an unpinned share that waits
-        passively, like every instance of an oversubscribed fleet."""
-        live = [m for m in self.instances if not m.stopping and m.share is not None]
-        sharing = [m for m in live if m.share.shared]
+        passively, like every instance of an oversubscribed fleet.
+
+        A draining instance still runs until it exits: its cell and cores stay taken until then
+        (it is forgotten only once it is gone)."""
+        running = [m for m in self.instances if m.share is not None]
+        sharing = [m for m in running if m.share.shared]
         slots = sorted(set(range(BOARD_SLOTS)) - {m.slot for m in sharing})
-        if self.board_path is not None and spec.threads is None and sharing and slots:
+        if self.board_path is not None and _follows_board(spec) and sharing and slots:
             return sharing[0].share, slots[0]
-        return self._fixed_share_for(spec, live), 0
+        return self._fixed_share_for(spec, running), 0
 
     def _fixed_share_for(self, spec: ModelSpec, live: list[Member]) -> CoreShare:
         cpus = available_cpus()
@@ -286,11 +288,22 @@ class LocalFleet:
             thread.join()
         self.gateway.stop(timeout=10)
         if self._board_dir is not None:
-            shutil.rmtree(self._board_dir, ignore_errors=True)
+            self._board_dir.remove()
 
 
-def _tmpfs() -> str | None:
-    return "/dev/shm" if Path("/dev/shm").is_dir() else None
+def _follows_board(spec: ModelSpec) -> bool:
+    """Whether a model's instances can share cores by the core board: automatic threads on the
+    in-process engine, which sets its threads at every step (llama-server, a child whose thread
+    count is fixed at start, cannot)."""
+    return spec.threads is None and spec.engine != "llama-server"
+
+
+def _threads_to_share(spec: ModelSpec, fixed: int | None) -> int | None:
+    """What `share_cores` is given for a model: the catalogue's threads, None for automatic, or
+    for automatic threads that cannot follow the board, `fixed` cores of its own."""
+    if spec.threads is not None or _follows_board(spec):
+        return spec.threads
+    return fixed
 
 
 def _describe(share: CoreShare | None) -> str:

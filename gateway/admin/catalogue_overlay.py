@@ -10,6 +10,8 @@ store (table ``catalogue_overlay``), holds
 types (`shared.catalogue`), so nothing the overlay holds can be a setting the YAML would refuse.
 `export_yaml()` writes the effective catalogue in the catalogue's own format (the base file's
 fields, not its environment overrides), so a user can commit it in place of the YAML.
+`overlay_yaml()` writes the overlay alone as the file runners on Actions merge over the YAML
+(`config/catalogue.overlay.yaml`, published by `gateway.instance_control.overlay_publication`).
 
 Hooks, for the parts of the gateway that act on a change:
 
@@ -36,6 +38,7 @@ from typing import Any, Awaitable, Callable, Iterable
 import yaml
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import Database
 from gateway.store.schema import catalogue_overlay
@@ -48,6 +51,13 @@ log = logging.getLogger("gateway.admin.catalogue")
 EDITABLE = ("n_ctx", "parallel", "default_max_tokens", "max_tokens_limit", "sampling", "battle_weight")
 RESTART_FIELDS = frozenset({"n_ctx", "parallel", "default_max_tokens", "max_tokens_limit", "sampling"})
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+OVERLAY_FILE_HEADER = (
+    "# The runtime overlay of config/catalogue.yaml, published by the gateway's admin side: models\n"
+    "# added at runtime (whole entries) and changed settings of the catalogue's models. Runners on\n"
+    "# GitHub Actions merge it over the catalogue (ARENA_CATALOGUE_OVERLAY). The gateway's store\n"
+    "# holds the overlay: this file is replaced at each publication, so change settings in the\n"
+    "# admin page, not here.\n")
 
 SettingsHook = Callable[[str], Awaitable[None]]
 CatalogueHook = Callable[[Catalogue], None]
@@ -175,12 +185,18 @@ class CatalogueOverlay:
         self._publish()
 
     async def _save(self, key: str, kind: str, data: dict[str, Any] | None, actor: str) -> None:
+        """One row per key, written in one statement: an upsert, since two gateways saving the same
+        key at once would both find no row to delete and the second insert would fail (PostgreSQL)."""
         async with self.db.write() as conn:
-            await conn.execute(delete(catalogue_overlay).where(catalogue_overlay.c.key == key))
-            if data is not None:
-                await conn.execute(catalogue_overlay.insert().values(
-                    key=key, kind=kind, spec=json.dumps(data, sort_keys=True), updated_at=self.clock(),
-                    updated_by=actor))
+            if data is None:
+                await conn.execute(delete(catalogue_overlay).where(catalogue_overlay.c.key == key))
+                return
+            values = {"key": key, "kind": kind, "spec": json.dumps(data, sort_keys=True),
+                      "updated_at": self.clock(), "updated_by": actor[:64]}
+            insert = (sqlite if self.db.is_sqlite else postgresql).insert(catalogue_overlay).values(**values)
+            await conn.execute(insert.on_conflict_do_update(
+                index_elements=[catalogue_overlay.c.key],
+                set_={name: insert.excluded[name] for name in ("kind", "spec", "updated_at", "updated_by")}))
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -337,6 +353,21 @@ class CatalogueOverlay:
                   + changed + ").\n# Commit it as config/catalogue.yaml to make the overlay part of the reviewed "
                   "catalogue.\n")
         return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+
+    def overlay_data(self) -> dict[str, Any]:
+        """The overlay alone, as the overlay file the runners merge over the catalogue file
+        (`shared.catalogue.merge_overlay`): each changed model's changed settings, each runtime
+        model's whole entry."""
+        models: dict[str, Any] = {key: dict(overrides) for key, overrides in sorted(self._overrides.items())}
+        for key, spec in sorted(self._runtime.items()):
+            models[key] = _spec_to_yaml_fields(spec, full=False)
+        return {"models": models}
+
+    def overlay_yaml(self) -> str:
+        """`overlay_data()` as the text of `config/catalogue.overlay.yaml`: the same overlay gives
+        the same bytes (no time, no author in it), so publishing it again changes nothing."""
+        return OVERLAY_FILE_HEADER + yaml.safe_dump(self.overlay_data(), sort_keys=True, allow_unicode=True,
+                                                    width=110)
 
     # -- inside ----------------------------------------------------------------------------
 

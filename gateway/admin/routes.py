@@ -17,6 +17,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
 
 from gateway.admin.analytics import RequestAnalytics
 from gateway.admin.audit import AuditLog, fingerprint
@@ -27,6 +28,7 @@ from gateway.admin.settings import AdminSettings
 from gateway.arena.routes import PAGE_HEADERS
 from gateway.admin import record_admin_action
 from gateway.auth import bearer_token, require_admin
+from gateway.page_shell import render_template
 from gateway.store.periodic import Periodic
 from shared.errors import ApiError
 
@@ -83,15 +85,13 @@ pages = APIRouter(include_in_schema=False)
 def render_page(page: Page) -> str:
     """The shared shell (header, login, admin-off notice) around the page's own fragment."""
     try:
-        shell = (WEB_DIR / "shell.html").read_text(encoding="utf-8")
         main = (WEB_DIR / f"{page.name}.part.html").read_text(encoding="utf-8")
+        scripts = [f'  <script src="{src}"></script>' for src in page.scripts]
+        scripts.append(f'  <script type="module" src="/static/admin/js/{page.name}.js"></script>')
+        return render_template("shell.html", title=page.title, current=page.name,
+                               head=Markup("\n".join(scripts)), main=Markup(main.rstrip("\n")))
     except OSError:
         raise ApiError(500, f"The admin page {page.name} is missing from this install.", code="missing_asset") from None
-    scripts = [f'  <script src="{src}"></script>' for src in page.scripts]
-    scripts.append(f'  <script type="module" src="/static/admin/js/{page.name}.js"></script>')
-    return (shell.replace("<!--TITLE-->", page.title).replace("<!--SCRIPTS-->", "\n".join(scripts))
-            .replace("<!--MAIN-->", main.rstrip("\n"))
-            .replace(f'data-page="{page.name}"', f'data-page="{page.name}" aria-current="page"'))
 
 
 def _page_route(page: Page):

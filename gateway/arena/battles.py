@@ -22,7 +22,7 @@ import random
 import re
 import secrets
 import time
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
 
@@ -55,43 +55,83 @@ class SideHung(Exception):
 
 
 class SideWatch:
-    """Watches one side's upstream while the gateway waits for it. The side fails as soon as the
-    health monitor takes its instance out of service (before an instance answered: every
-    instance of its model), or when `deadline` seconds pass without a chunk (the first or the
-    next: any event counts, a reasoning model's hidden thinking too)."""
+    """One watchdog per side while the gateway streams it. The side fails as soon as the health
+    monitor takes its instance out of service (before an instance answered: every instance of
+    its model), or when `deadline` seconds pass without a chunk (the first or the next: any
+    event counts, a reasoning model's hidden thinking too). The watchdog checks every `TICK`
+    and, when the side hangs, cancels the task waiting in `next` (which then raises `SideHung`);
+    the relay itself awaits the upstream directly, with no task per chunk. Every `beat_every`
+    seconds it also awaits `heartbeat` (the store's "this side is alive"), in a task of its own so
+    a slow store never delays the checks."""
 
     TICK = 0.25
 
-    def __init__(self, deadline: float, still_serving: Callable[[], bool]) -> None:
+    def __init__(self, deadline: float, still_serving: Callable[[], bool], *,
+                 heartbeat: Callable[[], Awaitable[None]] | None = None, beat_every: float = 30.0) -> None:
         self.deadline = deadline
         self.still_serving = still_serving
+        self.heartbeat, self.beat_every = heartbeat, beat_every
         self.last = time.monotonic()
+        self._waiter: asyncio.Task | None = None
+        self._hung: SideHung | None = None
+        self._tasks: list[asyncio.Task] = []
 
-    def check(self) -> None:
+    def hung(self) -> SideHung | None:
         if not self.still_serving():
-            raise SideHung("stopped responding: the gateway took its instance out of service (its health checks "
-                           "failed)", "instance_unhealthy", 503)
+            return SideHung("stopped responding: the gateway took its instance out of service (its health checks "
+                            "failed)", "instance_unhealthy", 503)
         waited = time.monotonic() - self.last
         if waited >= self.deadline:
-            raise SideHung(f"gave no answer for {waited:.0f} s (the arena's answer deadline is {self.deadline:g} s)",
-                           "answer_deadline", 504)
+            return SideHung(f"gave no answer for {waited:.0f} s (the arena's answer deadline is {self.deadline:g} s)",
+                            "answer_deadline", 504)
+        return None
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
+
+    def close(self) -> None:
+        """Stop watching (synchronous: called from the relay's clean-up, which may be cancelled)."""
+        for task in self._tasks:
+            task.cancel()
+
+    async def _watch(self) -> None:
+        beat_at = time.monotonic() + self.beat_every
+        beating: asyncio.Task | None = None
+        while True:
+            await asyncio.sleep(self.TICK)
+            if self._waiter is not None and self._hung is None and (hung := self.hung()) is not None:
+                self._hung = hung
+                self._waiter.cancel()
+            if self.heartbeat is not None and time.monotonic() >= beat_at and (beating is None or beating.done()):
+                beat_at = time.monotonic() + self.beat_every
+                beating = asyncio.ensure_future(self._beat())
+                self._tasks.append(beating)
+                self._tasks = [t for t in self._tasks if not t.done()]
+
+    async def _beat(self) -> None:
+        try:
+            await self.heartbeat()
+        except Exception as exc:  # the store is down: the side goes on; it may be recovered as stale
+            log.warning("could not mark a battle side alive: %s", exc)
 
     async def next(self, upstream: AsyncIterator[bytes]) -> bytes:
         """The upstream's next chunk; `SideHung` if it hangs, `StopAsyncIteration` at its end."""
-        task = asyncio.ensure_future(upstream.__anext__())
+        if self._hung is not None:
+            raise self._hung
+        waiter = self._waiter = asyncio.current_task()
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=self.TICK)
-                if done:
-                    chunk = task.result()
-                    self.last = time.monotonic()
-                    return chunk
-                self.check()
+            chunk = await upstream.__anext__()
+        except asyncio.CancelledError:
+            if self._hung is None:
+                raise
+            uncancel = getattr(waiter, "uncancel", None)  # Python 3.11+: was it cancelled by another too?
+            if uncancel is not None and uncancel() > 0:
+                raise
+            raise self._hung from None
         finally:
-            if not task.done():
-                task.cancel()
-                with suppress(BaseException):
-                    await task
+            self._waiter = None
+        self.last = time.monotonic()
+        return chunk
 
 
 class BattleRequest(BaseModel):
@@ -268,7 +308,7 @@ class BattleManager:
 
     async def follow_up(self, battle_id: str, token: str | None, prompt: str) -> Battle:
         """Add a user turn: both sides will answer it in their own conversation."""
-        battle = await self.store.get_battle(battle_id)
+        battle = await self.get(battle_id)
         self.check_token(battle, token)
         self._check_size(prompt, self.policy.max_prompt_chars, "prompt", "prompt")
         if battle.turn >= self.policy.max_turns:
@@ -287,7 +327,7 @@ class BattleManager:
                         client: str | None = None) -> tuple[Battle, str]:
         """The battle's first prompt and settings again, to a new pair (another pair than this
         one when the fleet has one). Only after this battle is settled: voted, or no contest."""
-        battle = await self.store.get_battle(battle_id)
+        battle = await self.get(battle_id)
         self.check_token(battle, token)
         settled = battle.vote is not None or (battle.finished and not all(
             is_contest(battle.sides[s]) for s in SIDES))
@@ -301,15 +341,25 @@ class BattleManager:
         return await self.create(ready, request, max_tokens_limits, client=client,
                                  avoid=frozenset((battle.model_a, battle.model_b)))
 
+    async def get(self, battle_id: str) -> Battle:
+        """The battle, after ending the sides a dead gateway left streaming (`recover_stale_sides`):
+        a live side's watchdog marks it alive every third of the answer deadline, so a side not
+        marked for a whole deadline has no gateway left."""
+        battle = await self.store.get_battle(battle_id)
+        if any(r.status == "streaming" for r in battle.sides.values()):
+            if await self.store.recover_stale_sides(battle_id, time.time() - self.policy.answer_deadline):
+                battle = await self.store.get_battle(battle_id)
+        return battle
+
     async def regenerate(self, battle_id: str, token: str | None, sides: Sequence[str]) -> Battle:
         """Ask sides of a voted battle again (see the README: the vote stays on what was shown)."""
-        battle = await self.store.get_battle(battle_id)
+        battle = await self.get(battle_id)
         self.check_token(battle, token)
         return await self.store.regenerate(battle_id, tuple(dict.fromkeys(sides)),
                                            limit=self.policy.max_regenerations, seed=battle.seed)
 
     async def vote(self, battle_id: str, token: str | None, winner: str, client: str | None) -> tuple[Vote, Battle]:
-        battle = await self.store.get_battle(battle_id)
+        battle = await self.get(battle_id)
         self.check_token(battle, token)
         vote = await self.store.record_vote(battle_id, winner, client=client, categorize=categorize)
         return vote, await self.store.get_battle(battle_id)
@@ -342,7 +392,7 @@ class BattleManager:
         if side not in SIDES:
             raise ApiError(404, f"A battle has sides 'a' and 'b', not {side!r}.", code="side_not_found",
                            param="side")
-        battle = await self.store.get_battle(battle_id)
+        battle = await self.get(battle_id)
         self.check_token(battle, token)
         await self.store.claim_side(battle_id, side)
         label = SIDE_LABELS[side]
@@ -352,7 +402,11 @@ class BattleManager:
         live.enter_context(self.activity.side_streaming())
         info: dict[str, Any] = {}
         model = battle.model(side)
-        watch = SideWatch(self.policy.answer_deadline, lambda: self.serving(model, info.get("instance_id")))
+        watch = SideWatch(self.policy.answer_deadline, lambda: self.serving(model, info.get("instance_id")),
+                          heartbeat=lambda: self.store.touch_side(battle_id, side),
+                          beat_every=self.policy.answer_deadline / 3)
+        watch.start()
+        live.callback(watch.close)
         upstream = stream_chat(self.upstream_body(battle, side), info)
         try:
             first = await watch.next(upstream)

@@ -27,7 +27,7 @@ from gateway.arena.clients import ClientIdentifier, ClientLimits
 from gateway.arena.identity import IdentityFlagger
 from gateway.arena.leaderboard import build_leaderboard
 from gateway.arena.method_page import render_method_page
-from gateway.page_shell import render_page
+from gateway.page_shell import render_page, render_template
 from gateway.arena.settings import ArenaSettings
 from gateway.arena.shares import CompareShareRequest, ShareBook
 from gateway.arena.votes import SIDES, Vote, VoteStore
@@ -143,9 +143,9 @@ class VoteRequest(BaseModel):
 
 
 def _page(name: str) -> HTMLResponse:
-    path = WEB_DIR / name
+    """A page template of web/templates/ (each extends the shared shell, gateway/page_shell.py)."""
     try:
-        return HTMLResponse(path.read_text(encoding="utf-8"), headers=PAGE_HEADERS)
+        return HTMLResponse(render_template(name), headers=PAGE_HEADERS)
     except OSError:
         raise ApiError(500, f"The arena's page {name} is missing from this install.", code="missing_asset") from None
 
@@ -252,7 +252,7 @@ async def follow_up(battle_id: str, body: FollowUpRequest, request: Request) -> 
 @api.get("/api/battles/{battle_id}")
 async def get_battle(battle_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
-    battle = await arena.store.get_battle(battle_id)
+    battle = await arena.battles.get(battle_id)
     return await _with_voted_answers(arena, _battle_view(arena, battle))
 
 
@@ -290,7 +290,7 @@ async def regenerate(battle_id: str, body: RegenerateRequest, request: Request) 
 async def share_battle(battle_id: str, request: Request) -> dict[str, Any]:
     """A read-only link to the voted battle (409 battle_not_voted before the vote)."""
     arena = arena_of(request)
-    battle = await arena.store.get_battle(battle_id)
+    battle = await arena.battles.get(battle_id)
     arena.battles.check_token(battle, _token(request))
     client = arena.clients.client_id(request)
     await arena.limits.check("share", client)
@@ -381,7 +381,7 @@ async def get_share(share_id: str, request: Request) -> dict[str, Any]:
     arena = arena_of(request)
     share = await arena.shares.get(share_id)
     if share["kind"] == "battle":
-        battle = await arena.store.get_battle(share["battle_id"])
+        battle = await arena.battles.get(share["battle_id"])
         share["battle"] = await _with_voted_answers(arena, _battle_view(arena, battle))
     return share
 

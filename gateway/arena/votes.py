@@ -232,12 +232,13 @@ class VoteStore:
             await conn.execute(update(battles).where(battles.c.id == battle_id).values(request=json.dumps(request)))
         return await self.get_battle(battle_id)
 
-    async def claim_side(self, battle_id: str, side: str) -> None:
+    async def claim_side(self, battle_id: str, side: str, *, now: float | None = None) -> None:
         """Mark a side as streaming; refuse if it already was (a side streams only once)."""
         async with self.db.write() as conn:
             claimed = await conn.execute(update(battle_sides).where(
                 battle_sides.c.battle_id == battle_id, battle_sides.c.side == side,
-                battle_sides.c.status == "pending").values(status="streaming"))
+                battle_sides.c.status == "pending").values(status="streaming",
+                                                           alive_at=time.time() if now is None else now))
             if claimed.rowcount == 1:
                 return
             exists = (await conn.execute(select(battles.c.id).where(battles.c.id == battle_id))).first()
@@ -245,12 +246,61 @@ class VoteStore:
             raise BattleNotFound(f"no battle {battle_id!r}")
         raise SideBusy(f"side {side!r} of battle {battle_id!r} was already streamed")
 
-    async def finish_side(self, battle_id: str, side: str, result: SideResult) -> None:
+    async def finish_side(self, battle_id: str, side: str, result: SideResult) -> bool:
+        """Record a streaming side's result; False if the side was no longer streaming (recovered
+        as stale by `recover_stale_sides`: what a reader was shown since then stays)."""
         if result.status not in FINISHED:
             raise ValueError(f"a side finishes as one of {FINISHED}, not {result.status!r}")
         async with self.db.write() as conn:
-            await conn.execute(update(battle_sides).where(battle_sides.c.battle_id == battle_id,
-                                                          battle_sides.c.side == side).values(**asdict(result)))
+            return (await conn.execute(update(battle_sides).where(
+                battle_sides.c.battle_id == battle_id, battle_sides.c.side == side,
+                battle_sides.c.status == "streaming").values(**asdict(result), alive_at=None,
+                                                             replaced=None))).rowcount == 1
+
+    async def touch_side(self, battle_id: str, side: str, *, now: float | None = None) -> None:
+        """Say a streaming side's gateway is alive (see `recover_stale_sides`)."""
+        async with self.db.write() as conn:
+            await conn.execute(update(battle_sides).where(
+                battle_sides.c.battle_id == battle_id, battle_sides.c.side == side,
+                battle_sides.c.status == "streaming").values(alive_at=time.time() if now is None else now))
+
+    async def recover_stale_sides(self, battle_id: str, stale_before: float) -> list[str]:
+        """End the battle's sides left "streaming" by a gateway that died (killed, or its machine
+        lost): a live side's gateway touches it well within `stale_before`, so one last alive
+        before it is nobody's. A regenerated side gets back the result the regeneration replaced,
+        and the regeneration is not counted (it can be asked again); a first answer ends as an
+        error (what it said died with the gateway). Returns the sides recovered."""
+        async with self.db.read() as conn:
+            stale = (await conn.execute(select(battle_sides).where(
+                battle_sides.c.battle_id == battle_id, battle_sides.c.status == "streaming",
+                (battle_sides.c.alive_at < stale_before) | battle_sides.c.alive_at.is_(None)))).all()
+        if not stale:
+            return []
+        recovered = []
+        async with self.db.write() as conn:
+            row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+            if row is None:  # pruned meanwhile
+                return []
+            request = json.loads(row.request)
+            for side in stale:
+                if side.replaced:
+                    result = SideResult(**json.loads(side.replaced))
+                    counts = request.get("regenerated") or {}
+                    counts[side.side] = max(0, counts.get(side.side, 0) - 1)
+                else:
+                    result = SideResult(status="error", error="the gateway streaming this answer stopped (it was "
+                                                              "restarted) before the answer ended")
+                # Only if still as read: a side its gateway finished meanwhile keeps its answer.
+                changed = await conn.execute(update(battle_sides).where(
+                    battle_sides.c.battle_id == battle_id, battle_sides.c.side == side.side,
+                    battle_sides.c.status == "streaming", battle_sides.c.alive_at.is_not_distinct_from(side.alive_at))
+                    .values(**asdict(result), alive_at=None, replaced=None))
+                if changed.rowcount == 1:
+                    recovered.append(side.side)
+            if recovered:
+                await conn.execute(update(battles).where(battles.c.id == battle_id)
+                                   .values(request=json.dumps(request)))
+        return recovered
 
     async def prune_battles(self, older_than: float) -> int:
         """Forget unvoted battles created before `older_than` (a time.time()); votes stay."""
@@ -276,10 +326,14 @@ class VoteStore:
             counts = request.setdefault("regenerated", {})
             if any(counts.get(s, 0) >= limit for s in sides):
                 raise TooManyRegenerations(f"a side of a battle is regenerated at most {limit} times")
+            current = {r.side: r for r in (await conn.execute(
+                select(battle_sides).where(battle_sides.c.battle_id == battle_id))).all()}
             for s in sides:
+                # The result replaced is kept until the new one is recorded (see recover_stale_sides).
                 changed = await conn.execute(update(battle_sides).where(
                     battle_sides.c.battle_id == battle_id, battle_sides.c.side == s,
-                    battle_sides.c.status.in_(FINISHED)).values(**asdict(SideResult())))
+                    battle_sides.c.status.in_(FINISHED)).values(**asdict(SideResult()),
+                                                                 replaced=json.dumps(asdict(_side(current[s])))))
                 if changed.rowcount != 1:
                     raise BattleNotFinished(f"side {s!r} of battle {battle_id!r} is still streaming")
                 counts[s] = counts.get(s, 0) + 1

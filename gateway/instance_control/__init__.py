@@ -5,13 +5,16 @@ supervisor's control channel, else GitHub Actions, else none), puts an `Instance
 `app.state.instance_control`, watches the fleet in the background and adds the routes. With the
 admin side's runtime catalogue overlay (`app.state.catalogue_overlay`), `plug_overlay` makes it
 the source of every spec (models added at runtime can be started) and applies a settings change
-by a rolling restart of that model's instances.
+by a rolling restart of that model's instances; on Actions the overlay is first published to the
+fleet's repository (`overlay_publication`), where the runners read it.
 """
 
 from __future__ import annotations
 
-import httpx
+import logging
 from typing import Any, Awaitable, Callable
+
+import httpx
 
 from fastapi import FastAPI
 
@@ -21,7 +24,10 @@ from gateway.instance_control.backends import (
     LocalSupervisor,
 )
 from gateway.instance_control.controller import InstanceController
+from gateway.instance_control.overlay_publication import OVERLAY_PATH, OverlayPublisher, Publication
 from gateway.instance_control.settings import NOT_CONFIGURED, InstanceControlSettings
+
+log = logging.getLogger("gateway.instance_control")
 
 __all__ = ["attach_instance_control", "make_backend", "plug_overlay", "InstanceControlSettings"]
 
@@ -50,7 +56,8 @@ def fleet_description(settings: InstanceControlSettings) -> dict[str, object]:
     kind = settings.backend_kind
     return {"kind": kind, "message": None if kind else NOT_CONFIGURED,
             "repository": settings.github_repository if kind == "actions" else None,
-            "workflow": settings.fleet_workflow if kind == "actions" else None}
+            "workflow": settings.fleet_workflow if kind == "actions" else None,
+            "catalogue_overlay_path": OVERLAY_PATH if kind == "actions" else None}
 
 
 def plug_overlay(controller: InstanceController, overlay: Any, audit: Audit | None = None) -> None:
@@ -68,19 +75,37 @@ def plug_overlay(controller: InstanceController, overlay: Any, audit: Audit | No
     controller.spec_for = spec_for
     controller.model_keys = lambda: list(overlay.effective_catalogue().models)
     controller.fleet_catalogue = overlay.base
-    if controller.backend is None or controller.backend.kind != "local":
-        # Runners on Actions read the repository's catalogue: restarting them would bring the old
-        # settings back, so a change there stays "restart needed" (commit the exported overlay).
-        return
+    backend = controller.backend
+    if backend is None:
+        return  # a change waits for a restart of the model ("restart needed")
+    publisher = None
+    if isinstance(backend, ActionsFleet):
+        # Runners on Actions read the overlay file of their checkout: it is published to the
+        # branch the runs start from, after each change and before each dispatch.
+        publisher = backend.publisher = OverlayPublisher(backend.client, overlay.overlay_yaml, branch=backend.ref)
 
-    async def restart_on_settings_change(key: str) -> None:
+    async def apply_settings_change(key: str) -> None:
+        if publisher is not None:
+            try:
+                publication = await publisher.publish(reason=f"settings of {key} changed")
+            except Exception as exc:  # the restart's own dispatches publish again, or fail saying why
+                log.warning("publishing the catalogue overlay after a change of %s failed: %s", key, exc)
+                if audit is not None:
+                    await audit("settings", "catalogue.publish_failed", key, {"error": str(exc)[:300]})
+            else:
+                if audit is not None and publication.commit:
+                    await audit("settings", "catalogue.publish", key, _publication_summary(publication))
         if not controller.live(key):
             return  # nothing runs it: the next start takes the new settings
         restart = controller.rolling_restart(key, reason="settings changed", coalesce=True)
         if audit is not None:
             await audit("settings", "instance.rolling_restart", key, {"reason": restart.reason})
 
-    overlay.on_settings_changed.append(restart_on_settings_change)
+    overlay.on_settings_changed.append(apply_settings_change)
+
+
+def _publication_summary(publication: Publication) -> dict[str, Any]:
+    return {"commit": publication.commit, "branch": publication.branch, "path": publication.path}
 
 
 def attach_instance_control(app: FastAPI, settings: InstanceControlSettings | None = None) -> InstanceController:
@@ -91,6 +116,9 @@ def attach_instance_control(app: FastAPI, settings: InstanceControlSettings | No
     controller = InstanceController(app.state.instances, make_backend(settings), not_configured=NOT_CONFIGURED,
                                     ready_timeout=settings.ready_timeout, drain_timeout=settings.drain_timeout)
     app.state.instance_control = controller
+    registrations = getattr(app.state, "registrations", None)
+    if isinstance(controller.backend, ActionsFleet) and registrations is not None:
+        controller.backend.request_drain = registrations.request_drain
     overlay = getattr(app.state, "catalogue_overlay", None)
     if overlay is not None:
         admin_side = getattr(app.state, "admin", None)

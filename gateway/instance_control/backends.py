@@ -6,25 +6,28 @@
 - `ActionsFleet`: the fleet on GitHub Actions, through the project's GitHub client
   (`scripts.github_api`): a start dispatches the model's runner workflow (`fleet.yml`, one
   instance); a stop cancels the run that carries the instance's id in its title (the runner
-  drains and deregisters); the instance appears when its runner registers with the gateway.
+  drains and deregisters); an instance of a fleet-up run (one run for several instance labels)
+  is asked to drain at its runner's next heartbeat instead, so its siblings serve on; the
+  instance appears when its runner registers with the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.instance_control.errors import (
     FleetRefused,
-    GitHubFailed,
     RunNotFound,
     SupervisorBadAnswer,
     SupervisorUnavailable,
+    github_failure,
 )
+from gateway.instance_control.overlay_publication import OverlayPublisher
 from gateway.instances import Instance
 from scripts.fleet_config import MAX_INSTANCES
 from scripts.fleet_labels import ALL_INSTANCES, new_instance_id
@@ -157,16 +160,24 @@ class LocalSupervisor:
 class ActionsFleet:
     kind = "actions"
 
-    def __init__(self, client: GitHubClient, *, workflow: str = "fleet.yml", ref: str | None = None) -> None:
+    def __init__(self, client: GitHubClient, *, workflow: str = "fleet.yml", ref: str | None = None,
+                 publisher: OverlayPublisher | None = None,
+                 request_drain: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.client = client
         self.workflow = workflow
         self.ref = ref
+        # The runtime overlay's publication to the repository (`plug_overlay` sets it): a run reads
+        # the overlay file of its checkout, so it is published before every dispatch.
+        self.publisher = publisher
+        # Asks one registered instance to drain at its next heartbeat (the gateway's
+        # `RegistrationService.request_drain`): how one instance of a fleet-up run stops alone.
+        self.request_drain = request_drain
 
     async def _github(self, call, *args: Any, **kwargs: Any) -> Any:
         try:
             return await asyncio.to_thread(call, *args, **kwargs)
         except GitHubError as exc:
-            raise GitHubFailed(f"GitHub: {exc}") from exc
+            raise github_failure(exc) from exc
 
     async def start(self, model: str, spec: ModelSpec | None) -> Started:
         """Dispatch one instance with a free instance label (the workflow serves labels 1-3) and an
@@ -178,26 +189,38 @@ class ActionsFleet:
         label = next((str(n) for n in range(1, MAX_INSTANCES + 1) if str(n) not in used), None)
         if label is None:
             raise FleetRefused(f"{model} already has runs for every instance label (1-{MAX_INSTANCES}) on Actions.")
-        ref = self.ref or await self._github(self.client.default_branch)
+        publication = await self.publisher.publish(reason=f"before starting {model}") if self.publisher else None
+        ref = publication.branch if publication else self.ref or await self._github(self.client.default_branch)
         instance_id = new_instance_id(model, label)
         result = await self._github(self.client.dispatch_workflow, self.workflow, ref,
                                     {"model": model, "instances": "1", "instance": label, "instance_id": instance_id})
         detail: dict[str, Any] = {"run_id": result.run_id, "html_url": result.html_url, "ref": ref,
                                   "instance_label": label, "expected_instance_id": instance_id}
-        if spec is not None:
-            detail["note"] = ("the runner reads the catalogue of the repository: commit the exported overlay for "
-                              "runtime settings to apply on Actions")
+        if publication is not None:
+            detail["catalogue_commit"] = publication.commit
+        elif spec is not None:
+            detail["note"] = ("the runner reads the catalogue of the repository: without the overlay published "
+                              "there, it starts with the repository's settings")
         return Started(None, None, detail)
 
     async def active_runs(self, model: str) -> list[WorkflowRun]:
         return await self._github(lambda: self.client.find_runs(self.workflow, model=model, max_pages=2))
 
     async def stop(self, instance: Instance) -> dict[str, Any]:
+        """Cancel the run that carries the instance's id; an instance of a fleet-up run (one run,
+        a job per instance label, none carrying an id) is asked to drain instead: its runner
+        hears it at its next heartbeat, drains, and its job ends without a successor while the
+        run's other jobs serve on."""
         runs = await self.active_runs(instance.model)
         matching = [run for run in runs if run.labels and run.labels.instance_id == instance.instance_id]
-        if not matching and any(run.labels and not run.labels.instance_id for run in runs):
-            raise RunNotFound(f"{instance.instance_id} runs in a fleet-up run that serves several instances; "
-                              f"unload {instance.model} (or `make fleet-down {instance.model}`) to stop them all.")
+        fleet_up = [run for run in runs if run.labels and not run.labels.instance_id]
+        if not matching and fleet_up and instance.source == "registered" and self.request_drain is not None:
+            if await self.request_drain(instance.instance_id):
+                return {"drain_requested": True, "fleet_up_runs": [run.html_url or run.id for run in fleet_up]}
+        if not matching and fleet_up:
+            raise RunNotFound(f"{instance.instance_id} runs in a fleet-up run that serves several instances, and "
+                              "it is not registered here to be asked to drain; unload "
+                              f"{instance.model} (or `make fleet-down {instance.model}`) to stop them all.")
         if not matching:
             raise RunNotFound(f"No active workflow run of {instance.model} carries the instance id "
                               f"{instance.instance_id!r}: it was not started by this fleet's workflow.")

@@ -45,3 +45,24 @@ class OperationInProgress(DomainError):
 class InvalidAction(DomainError):
     def __init__(self, action: str | None) -> None:
         super().__init__(f"'action' must be 'load' or 'unload', not {action!r}.", param="action")
+
+
+class OverlayTooLarge(DomainError):
+    """The catalogue overlay is larger than a runner reads."""
+
+
+class PublishConflict(DomainError):
+    """The repository's overlay file kept changing while it was published."""
+
+
+class GitHubRateLimited(GitHubFailed):
+    """GitHub's rate limit: `retry_after` says when to try again."""
+
+
+def github_failure(exc: Exception) -> GitHubFailed:
+    """The domain error for a failure of the GitHub client (a rate limit keeps its wait)."""
+    from scripts.github_api import GitHubRateLimited as ClientRateLimited
+
+    if isinstance(exc, ClientRateLimited):
+        return GitHubRateLimited(f"GitHub: {exc}", retry_after=exc.retry_after)
+    return GitHubFailed(f"GitHub: {exc}")

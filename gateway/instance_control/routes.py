@@ -1,7 +1,8 @@
 """HTTP routes of runtime instance control. Thin: the logic is `InstanceController`'s.
 
 - `/api/admin/instances` (admin key): every model with its instances; start one (`POST`), drain
-  one (`DELETE /api/admin/instances/{id}`), rolling restart (`POST /api/admin/instances/restart`).
+  one (`DELETE /api/admin/instances/{id}`), rolling restart (`POST /api/admin/instances/restart`),
+  publish the catalogue overlay to the fleet's repository (`POST /api/admin/instances/catalogue/publish`).
 - `POST /v1/models/{id}?action=load|unload` (admin key): the same operations in the shape of the
   systems this project grows from: load starts an instance unless one is ready, unload drains all.
 Every action is written to the audit log.
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.admin import record_admin_action
 from gateway.auth import require_admin
 from gateway.instance_control.controller import InstanceController
-from gateway.instance_control.errors import InvalidAction
+from gateway.instance_control.errors import FleetRefused, InvalidAction
 
 
 class ModelRequest(BaseModel):
@@ -50,6 +51,24 @@ async def restart_model(body: ModelRequest, request: Request) -> dict[str, Any]:
     restart = controller_of(request).rolling_restart(body.model, reason="asked from the admin page")
     await record_admin_action(request, "instance.rolling_restart", body.model, {"instances": restart.total})
     return {"object": "rolling_restart", **restart.public()}
+
+
+@admin.post("/catalogue/publish")
+async def publish_catalogue(request: Request) -> dict[str, Any]:
+    """Publish the runtime catalogue overlay to the fleet's repository (Actions): the runs started
+    from now on read it. Also done by itself after a settings change and before each start."""
+    from gateway.admin.routes import actor_of
+
+    control = controller_of(request)
+    publisher = getattr(control.backend, "publisher", None)
+    if publisher is None:
+        control._backend()  # no fleet at all: says how to configure one
+        raise FleetRefused("Publishing the catalogue overlay is for the fleet on GitHub Actions (with the admin "
+                           "side's overlay); the local fleet reads the overlay from the gateway itself.")
+    publication = await publisher.publish(actor=actor_of(request), reason="asked from the admin page")
+    await record_admin_action(request, "catalogue.publish", publication.path,
+                              {"commit": publication.commit, "branch": publication.branch})
+    return publication.public()
 
 
 @admin.delete("/{instance_id}", status_code=202)

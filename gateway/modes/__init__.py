@@ -30,7 +30,10 @@ def attach_modes(app: FastAPI, settings: "ModesSettings | None" = None) -> None:
 
     state = app.state
     settings = settings or ModesSettings()
-    repository = TranscriptRepository(state.database, retention_days=state.catalogue.arena.transcript_retention_days)
+    # A session ends by its time limit, on whichever gateway runs it: a row still running after
+    # twice that has no gateway left.
+    repository = TranscriptRepository(state.database, retention_days=state.catalogue.arena.transcript_retention_days,
+                                      max_running=2 * settings.session_timeout)
     service = ModesService(state.catalogue, settings, FleetChat(state.upstream.stream_chat),
                            state.instances.ready_models, repository, external_client(settings))
     install(app, service)

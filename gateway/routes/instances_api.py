@@ -47,7 +47,8 @@ async def register(request: Request) -> JSONResponse:
 async def heartbeat(instance_id: str, request: Request) -> JSONResponse:
     instance = await request.app.state.registrations.heartbeat(
         instance_id, await _json_body(request, required=False), request.headers.get(REGISTRATION_SECRET_HEADER))
-    return JSONResponse(instance.public())
+    # `drain`: the instance was asked to stop (from the admin side): its runner drains and ends.
+    return JSONResponse({**instance.public(), "drain": instance.retiring})
 
 
 @router.delete("/{instance_id}", dependencies=[Depends(require_registration_token)])

@@ -36,6 +36,7 @@ registrations = Table(
     Column("registered_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
     Column("secret_hash", String(64)),  # SHA-256 of the secret returned at registration (revision 0002)
+    Column("drain_requested_at", Double),  # asked to drain alone (revision 0501): told at its next heartbeat
 )
 
 battles = Table(
@@ -60,6 +61,10 @@ battle_sides = Table(
     Column("ttft", Double), Column("total", Double), Column("tokens", Integer),
     Column("tokens_per_second", Double),
     Column("finish_reason", Text), Column("error", Text),
+    # While streaming: when its gateway last said it is alive (a killed gateway's side goes stale).
+    Column("alive_at", Double),
+    # While a regeneration streams: the result it replaces (JSON), which comes back if it never ends.
+    Column("replaced", Text),
     PrimaryKeyConstraint("battle_id", "side"),
     CheckConstraint("side IN ('a', 'b')", name="battle_sides_side"),
 )

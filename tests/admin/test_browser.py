@@ -82,16 +82,52 @@ def log_in(page, url: str) -> None:
     expect(page.locator("#admin-main")).to_be_visible()
 
 
+ADMIN_PAGES = ("/admin", "/admin/analytics", "/admin/models", "/admin/playground", "/admin/instances")
+
+
 def test_admin_off_without_a_key_says_how_to_turn_it_on(page, tmp_path):
+    """Every admin page, with no admin key configured: off, saying how to turn it on, asking the
+    admin API for nothing."""
     gateway = start_gateway(env={"ARENA_FLEET__DATA_DIR": str(tmp_path), "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
                                  "ARENA_GATEWAY_ADMIN_KEY": ""})
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url.split("?")[0]))
     try:
-        page.goto(gateway.url + "/admin")
-        expect(page.locator("#admin-off")).to_be_visible()
-        expect(page.locator("#admin-off-message")).to_contain_text("ARENA_GATEWAY_ADMIN_KEY")
-        expect(page.locator("#login")).to_be_hidden()
+        for path in ADMIN_PAGES:
+            page.goto(gateway.url + path)
+            expect(page.locator("#admin-off")).to_be_visible()
+            expect(page.locator("#admin-off-message")).to_contain_text("ARENA_GATEWAY_ADMIN_KEY")
+            expect(page.locator("#login")).to_be_hidden()
+            expect(page.locator("#admin-main")).to_be_hidden()
+            expect(page.locator("#logout")).to_be_hidden()
+        admin_api = {url.removeprefix(gateway.url) for url in asked if "/api/admin/" in url}
+        assert admin_api == {"/api/admin/enabled"}, admin_api
     finally:
         gateway.stop()
+
+
+def test_a_logged_out_page_asks_for_nothing_and_the_login_works_again(fleet, page):
+    """The Instances page refreshes every second: once logged out it stops (a request without the
+    key is a wrong key, counted, and would lock this client out of the login), and a login starts
+    it again. The page's clock is run a minute on, past the limit of wrong keys."""
+    page.clock.install()
+    log_in(page, fleet.url + "/admin/instances")
+    expect(page.locator("#fleet-off")).to_be_visible()
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible()
+    asked: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: asked.append((r.url, r.headers.get("authorization"))))
+    for _ in range(30):
+        page.clock.run_for(2000)
+        page.evaluate("fetch('/health/live').then((r) => r.status)")  # what the timers sent is seen by now
+    assert [url for url, _ in asked if "/api/admin/" in url] == []
+    expect(page.locator("#login-error")).to_be_hidden()
+    page.fill("#admin-key", ADMIN_KEY)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#admin-main")).to_be_visible()
+    with page.expect_request(lambda r: r.url.endswith("/api/admin/instances")) as refreshed:
+        page.clock.run_for(2000)
+    assert refreshed.value.headers["authorization"] == f"Bearer {ADMIN_KEY}"
 
 
 def test_login_keeps_the_key_in_the_tab_only(fleet, page):
@@ -181,16 +217,18 @@ def test_analytics_charts_show_real_requests(fleet, page):
     expect(page.locator(f"#totals tr[data-series^='{MODEL}/']")).to_have_count(1)
 
 
+def play(page, model: str, **fields: str) -> None:
+    """Send one request from the Playground: the model picked, each field (by id) filled."""
+    page.select_option("#model", model)
+    for field, value in fields.items():
+        page.fill(f"#{field}", value)
+    page.click("#send")
+
+
 def test_playground_streams_a_real_answer_and_its_code_runs(fleet, page):
     log_in(page, fleet.url + "/admin/playground")
-    page.select_option("#model", MODEL)
-    page.fill("#system", "You are terse.")
-    page.fill("#message", "Name a colour.")
-    page.fill("#max_tokens", "12")
-    page.fill("#temperature", "0")
-    page.fill("#seed", "7")
-    page.fill("#top_k", "20")
-    page.click("#send")
+    play(page, MODEL, system="You are terse.", message="Name a colour.", max_tokens="12", temperature="0", seed="7",
+         top_k="20")
     expect(page.locator("#answer")).to_have_attribute("data-state", "done", timeout=60_000)
     answer = page.locator("#answer").inner_text()
     assert answer.strip()

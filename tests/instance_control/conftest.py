@@ -1,3 +1,3 @@
-"""The instance-control tests use the gateway tests' fixtures (in-process gateways)."""
+"""The instance-control tests use the gateway tests' fixtures (in-process gateways, fake upstreams)."""
 
-from tests.gateway.conftest import gateway_apps  # noqa: F401 (fixture)
+from tests.gateway.conftest import fake_upstreams, gateway_apps  # noqa: F401 (fixtures)

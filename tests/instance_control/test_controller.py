@@ -278,24 +278,37 @@ async def test_with_the_runtime_overlay_a_settings_change_restarts_the_model_and
         await db.dispose()
 
 
-async def test_on_actions_a_settings_change_waits_for_the_committed_catalogue(tmp_path):
-    """Runners read the repository's catalogue: restarting them would bring the old settings back,
-    so no restart is hooked and the change says a restart (with the exported overlay) is needed."""
-    from types import SimpleNamespace
+async def test_on_actions_a_settings_change_is_published_to_the_repository_the_runners_read(tmp_path):
+    """Runners read the overlay file of their checkout: on Actions a settings change is published
+    there (one commit through the contents API) before anything is restarted, so the runs the
+    rolling restart dispatches read the new settings. With nothing running, nothing is dispatched."""
+    import httpx
+    import yaml
 
     from gateway.admin.catalogue_overlay import CatalogueOverlay
     from gateway.instance_control import plug_overlay
+    from gateway.instance_control.backends import ActionsFleet
     from gateway.store import Database
-    from shared.catalogue import load_catalogue
+    from scripts.github_api import GitHubClient
+    from tests.fleet.fake_github import FakeGitHub
 
+    fake = FakeGitHub("arena/fleet", "actions-token")
+    client = GitHubClient("arena/fleet", "actions-token", transport=httpx.MockTransport(fake.handle), attempts=1)
     db = Database(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     await db.upgrade()
     try:
         overlay = CatalogueOverlay(load_catalogue(), db)
         await overlay.load()
-        controller = SimpleNamespace(backend=SimpleNamespace(kind="actions"))
+        catalogue = load_catalogue()
+        controller = InstanceController(InstanceRegistry(catalogue), ActionsFleet(client))
         plug_overlay(controller, overlay)
-        assert overlay.on_settings_changed == [] and overlay.restart_needed()
-        assert controller.spec_for(SMOL).key == SMOL  # starts still take the overlay's spec
+        assert not overlay.restart_needed()
+        await overlay.update_settings(SMOL, {"n_ctx": 4096})
+        published = yaml.safe_load(fake.file("config/catalogue.overlay.yaml"))
+        assert published == {"models": {SMOL: {"n_ctx": 4096}}}
+        assert [c["path"] for c in fake.commits] == ["config/catalogue.overlay.yaml"]
+        assert fake.dispatches == [] and controller.restarts == {}
+        assert controller.spec_for(SMOL).n_ctx == 4096  # starts take the overlay's spec
     finally:
+        await controller.close()
         await db.dispose()

@@ -69,6 +69,10 @@ export class SessionView {
     for (const event of transcript.events) this.handle(event);
     if (transcript.status === "stopped") this.stopped();
     else if (transcript.status === "running") this.status("This session has not finished.");
+    else if (transcript.status === "interrupted") {
+      this.status("This session was cut off: the gateway running it stopped before it ended.");
+      this.state("interrupted");
+    }
   }
 
   handle(event) {

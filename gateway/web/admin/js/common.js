@@ -18,8 +18,15 @@ export function authHeaders() {
 
 export class AuthError extends Error {}
 
-/** JSON from an admin API; throws with the server's message (AuthError on 401: the login shows again). */
+/** JSON from an admin API; throws with the server's message (AuthError on 401 or when logged out:
+ * the login shows again). */
 export async function api(path, { method = "GET", body } = {}) {
+  if (!adminKey()) {
+    // Logged out (or the key was refused): nothing is sent. A "Bearer null" would count as a
+    // wrong key, and a page refreshing every second would get this client locked out (429).
+    if ($("login").hidden) showLogin();
+    throw new AuthError("Log in with the admin key.");
+  }
   const headers = { ...authHeaders() };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -88,6 +95,9 @@ export async function initAdmin(ready) {
     $("admin-off-message").textContent = `The gateway could not be reached (${e.message}); reload the page to try again.`;
   }
 }
+
+/** "Name (key)", or the key alone when the model has no name of its own (a model added from the hub). */
+export const modelLabel = (name, key) => (name && name !== key ? `${name} (${key})` : key);
 
 export const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "never");
 

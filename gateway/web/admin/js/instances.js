@@ -1,6 +1,6 @@
 // Instances: each model with its instances and their states (loading -> ready -> draining -> gone),
 // start / stop / rolling restart, refreshed every second.
-import { $, api, AuthError, h, initAdmin } from "./common.js";
+import { $, api, AuthError, h, initAdmin, modelLabel } from "./common.js";
 
 const REFRESH_MS = 1000;
 const STATE_BADGE = { ready: "badge done", loading: "badge streaming", draining: "badge", unhealthy: "badge error", gone: "badge" };
@@ -26,10 +26,13 @@ function instanceRow(inst, enabled) {
              { class: "danger" });
   return h("tr", { "data-instance": inst.instance_id, "data-state": inst.state },
     h("td", { class: "left", text: inst.instance_id }),
-    h("td", {}, h("span", { class: `state ${STATE_BADGE[inst.state] || "badge"}`, text: inst.state })),
+    h("td", {}, h("span", { class: `state ${STATE_BADGE[inst.state] || "badge"}`, text: inst.state }),
+      // Why it is not ready (a model it could not load, a failed probe), in the instance's words.
+      inst.last_error && inst.state !== "ready" && inst.state !== "gone"
+        ? h("div", { class: "notice error why", role: "status", text: inst.last_error }) : null),
     h("td", { class: "left", text: inst.url || "" }),
     h("td", { text: inst.source }),
-    h("td", { text: String(inst.active ?? 0) }),
+    h("td", { text: inst.state === "gone" ? "–" : String(inst.active ?? 0) }),  // a gone one's last probe is stale
     h("td", { text: String(inst.requests_total) }),
     h("td", { text: new Date(inst.state_since * 1000).toLocaleTimeString() }),
     h("td", {}, stop));
@@ -54,7 +57,7 @@ function modelCard(model, enabled) {
   const status = restart ? h("p", { class: restart.state === "failed" ? "notice error rolling" : "notice rolling", role: "status",
     text: `Rolling restart ${restart.state}: ${restart.replaced}/${restart.total} replaced${restart.message ? ` (${restart.message})` : ""}.` }) : null;
   return h("section", { class: "card", "data-model": model.key, "aria-label": model.display_name },
-    h("h2", { text: `${model.display_name} (${model.key})` }), controls, status,
+    h("h2", { text: modelLabel(model.display_name, model.key) }), controls, status,
     h("div", { class: "table-scroll" }, h("table", { class: "data" },
       h("thead", {}, h("tr", {}, ...["Instance", "State", "URL", "Source", "Active", "Requests", "Since", ""].map(
         (t, i) => h("th", { class: i === 0 || i === 2 ? "left" : "", text: t })))),
@@ -72,16 +75,34 @@ async function refresh() {
   const fleet = view.fleet;
   $("fleet-off").hidden = Boolean(fleet.kind);
   $("fleet-off").textContent = fleet.message || "";
-  $("fleet-kind").textContent = fleet.kind === "local" ? "Fleet: the local fleet (`arena up`)."
-    : fleet.kind === "actions" ? `Fleet: GitHub Actions, ${fleet.repository} (${fleet.workflow}).` : "";
+  $("fleet-kind").replaceChildren(...(fleet.kind === "local" ? ["Fleet: the local fleet (", h("code", { text: "arena up" }), ")."]
+    : fleet.kind === "actions" ? [`Fleet: GitHub Actions, ${fleet.repository} (${fleet.workflow}).`] : []));
   // Keep the models in use off the top; the rest follow.
   const models = view.data.slice().sort((a, b) => (b.instances.length > 0) - (a.instances.length > 0));
   $("models").replaceChildren(...models.map((m) => modelCard(m, Boolean(fleet.kind))));
 }
 
-async function loop() {
+// Refreshed while logged in: stopped on logout or a refused key (no request without a key),
+// started again on a login. A loop belongs to one login (`generation`): one runs at a time.
+let timer = null;
+let generation = 0;
+
+async function loop(mine) {
   try { await refresh(); } catch (e) { fail(e); }
-  setTimeout(loop, REFRESH_MS);
+  if (mine === generation) timer = setTimeout(() => loop(mine), REFRESH_MS);
 }
 
-initAdmin(loop);
+function stopRefresh() {
+  generation += 1;
+  clearTimeout(timer);
+}
+
+function startRefresh() {
+  stopRefresh();
+  shown = "";  // redrawn in full: the fleet may have changed while logged out
+  loop(generation);
+}
+
+window.addEventListener("admin-logout", stopRefresh);
+window.addEventListener("admin-login", startRefresh);
+initAdmin(startRefresh);

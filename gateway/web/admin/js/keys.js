@@ -7,6 +7,12 @@ function fail(error) {
   $("keys-error").hidden = false;
 }
 
+function hideSecret() {
+  $("new-key").replaceChildren();
+  $("new-key").hidden = true;
+  delete $("new-key").dataset.key;
+}
+
 function limitCell(key) {
   if (!key.active) return h("td", { text: key.rpm === null ? "default" : String(key.rpm) });
   const input = h("input", { class: "rpm", type: "number", min: "0", max: "1000000", value: key.rpm ?? "",
@@ -21,8 +27,11 @@ function limitCell(key) {
 
 function row(key) {
   const revoke = key.active ? h("button", { type: "button", class: "danger", text: "Revoke", onclick: async () => {
-    try { await api(`/api/admin/keys/${encodeURIComponent(key.key_id)}`, { method: "DELETE" }); await load(); }
-    catch (e) { fail(e); }
+    try {
+      await api(`/api/admin/keys/${encodeURIComponent(key.key_id)}`, { method: "DELETE" });
+      if ($("new-key").dataset.key === key.key_id) hideSecret();  // a revoked secret is not offered to copy
+      await load();
+    } catch (e) { fail(e); }
   } }) : null;
   return h("tr", { "data-key": key.key_id },
     h("td", { class: "left", text: key.key_id }), h("td", { text: key.name }), h("td", { text: `${key.prefix}…` }),
@@ -53,6 +62,7 @@ $("create-form").addEventListener("submit", async (event) => {
       h("strong", { text: `Key ${key.key_id} created. Copy the secret now: it is not shown again.` }),
       codeBox(key.key));
     $("new-key").querySelector("code").id = "new-secret";
+    $("new-key").dataset.key = key.key_id;
     $("new-key").hidden = false;
     $("key-name").value = "";
     $("key-rpm").value = "";
@@ -60,4 +70,7 @@ $("create-form").addEventListener("submit", async (event) => {
   } catch (e) { fail(e); }
 });
 
+// A secret shown once is not left in the page for whoever logs in next.
+window.addEventListener("admin-logout", hideSecret);
+window.addEventListener("admin-login", load);
 initAdmin(load);

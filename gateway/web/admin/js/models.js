@@ -1,6 +1,6 @@
 // Models: add one from the hub (check, then download with live progress, cancel), the catalogue
 // with its runtime overlay, per-model settings, and the effective catalogue as YAML.
-import { $, adminKey, api, AuthError, authHeaders, h, initAdmin } from "./common.js";
+import { $, adminKey, api, AuthError, authHeaders, h, initAdmin, modelLabel } from "./common.js";
 import { errorMessage } from "/static/arena/js/stream.js";
 
 const POLL_MS = 400;
@@ -100,12 +100,13 @@ function modelRow(m, restartNeeded) {
   const origin = m.runtime ? "runtime" : changed ? "changed" : "file";
   const edit = h("button", { type: "button", text: "Settings", onclick: () => openSettings(m, restartNeeded) });
   const remove = m.runtime ? h("button", { type: "button", class: "danger", text: "Remove", onclick: async () => {
+    $("models-error").hidden = true;
     try { await api(`/api/admin/models/${encodeURIComponent(m.id)}`, { method: "DELETE" }); await loadModels(); }
-    catch (e) { fail("settings-error", e); }
+    catch (e) { fail("models-error", e); }
   } }) : null;
   const s = m.settings;
   return h("tr", { "data-model": m.id },
-    h("td", { class: "left", text: `${m.display_name} (${m.id})` }), h("td", { class: "left", text: m.source }),
+    h("td", { class: "left", text: modelLabel(m.display_name, m.id) }), h("td", { class: "left", text: m.source }),
     h("td", { text: String(s.n_ctx) }), h("td", { text: String(s.parallel) }),
     h("td", { text: `${s.default_max_tokens} / ${s.max_tokens_limit}` }), h("td", { text: String(s.battle_weight) }),
     h("td", {}, h("span", { class: `badge ${origin === "file" ? "" : "done"}`, text: origin })),
@@ -114,7 +115,7 @@ function modelRow(m, restartNeeded) {
 
 async function loadModels() {
   let list;
-  try { list = await api("/api/admin/models"); } catch (e) { fail("settings-error", e); return; }
+  try { list = await api("/api/admin/models"); } catch (e) { fail("models-error", e); return; }
   $("models-table").tBodies[0].replaceChildren(...list.data.map((m) => modelRow(m, list.restart_needed)));
   const left = Object.entries(list.left_out || {});
   $("restart-note").hidden = !left.length;
@@ -129,7 +130,7 @@ async function loadModels() {
 
 function fillSettings(model) {
   editing = model;
-  $("settings-model").textContent = `${model.display_name} (${model.id})`;
+  $("settings-model").textContent = modelLabel(model.display_name, model.id);
   for (const input of $("settings-form").querySelectorAll("input[name]")) {
     const [group, field] = input.name.split(".");
     const value = field ? model.settings[group][field] : model.settings[group];
@@ -189,7 +190,7 @@ $("settings-close").addEventListener("click", closeSettings);
 $("export-button").addEventListener("click", async () => {
   if (!adminKey()) return;
   const response = await fetch("/api/admin/catalogue.yaml", { headers: authHeaders() });
-  if (!response.ok) { fail("settings-error", new Error(await errorMessage(response))); return; }
+  if (!response.ok) { fail("models-error", new Error(await errorMessage(response))); return; }
   const url = URL.createObjectURL(await response.blob());
   const link = h("a", { href: url, download: "catalogue.yaml" });
   document.body.append(link);
@@ -198,4 +199,7 @@ $("export-button").addEventListener("click", async () => {
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 });
 
+// The progress polling stops on logout (no request without a key) and resumes with a login.
+window.addEventListener("admin-logout", () => { clearInterval(polling); polling = null; });
+window.addEventListener("admin-login", loadDownloads);
 initAdmin(loadDownloads);

@@ -99,6 +99,9 @@ async function loadModels() {
   try {
     const models = await api("/v1/models");
     $("model").replaceChildren(...models.data.map((m) => new Option(m.id, m.id)));
+    // The models served now (those with a ready instance); none: say where to start one.
+    $("no-models").hidden = models.data.length > 0;
+    $("send").disabled = !models.data.length;
     showCode(requestBody());
   } catch (e) {
     if (e instanceof AuthError) return;
@@ -110,4 +113,5 @@ async function loadModels() {
 $("play-form").addEventListener("submit", send);
 $("play-form").addEventListener("input", () => showCode(requestBody()));
 $("stop-button").addEventListener("click", () => controller && controller.abort());
+window.addEventListener("admin-login", () => { if (!$("model").options.length) loadModels(); });
 initAdmin(loadModels);
