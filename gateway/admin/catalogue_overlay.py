@@ -218,7 +218,13 @@ class CatalogueOverlay:
         return spec
 
     def _next_port(self) -> int:
-        return max((m.port for m in self._effective.models.values()), default=8100) + 1
+        """After every model's ports: one with port P and `instances: N` uses P..P+N-1 locally."""
+        return max((m.port + max(m.instances, 1) - 1 for m in self._effective.models.values()), default=8100) + 1
+
+    def _ports_taken(self, spec: ModelSpec) -> bool:
+        """Whether `spec`'s ports meet another model's."""
+        return any(m.port < spec.port + max(spec.instances, 1) and spec.port < m.port + max(m.instances, 1)
+                   for m in self._effective.models.values())
 
     async def add_model(self, spec: ModelSpec, *, actor: str = "") -> ModelSpec:
         async with self._lock:
@@ -227,7 +233,7 @@ class CatalogueOverlay:
     async def _add_model(self, spec: ModelSpec, actor: str) -> ModelSpec:
         if spec.key in self._effective.models:
             raise ModelExists(f"The catalogue already has a model '{spec.key}'.", param="key")
-        if any(m.port == spec.port for m in self._effective.models.values()):
+        if self._ports_taken(spec):
             # Another model took this port since the spec was made (two downloads at once: each
             # was given the next port then); the next free one is picked here, under the lock.
             spec = spec.model_copy(update={"port": self._next_port()})

@@ -85,9 +85,12 @@ async def remove_model(request: Request, key: str) -> dict[str, Any]:
     overlay = _overlay(request)
     overlay.check_removable(key)
     control = getattr(request.app.state, "instance_control", None)
-    if control is not None:
-        control.check_can_remove(key)
-    await overlay.remove_model(key, actor=request.app.state.admin.actor(request))
+    actor = request.app.state.admin.actor(request)
+    if control is None:
+        await overlay.remove_model(key, actor=actor)
+    else:
+        async with control.removal(key):  # no start of it meanwhile (one under way is waited for)
+            await overlay.remove_model(key, actor=actor)
     await record_admin_action(request, "model.remove", key)
     return {"id": key, "object": "admin.model", "deleted": True}
 
