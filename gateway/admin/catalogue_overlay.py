@@ -254,12 +254,17 @@ class CatalogueOverlay:
         del self._runtime[key]
         self._publish()
 
-    async def update_settings(self, key: str, changes: dict[str, Any], *, actor: str = "") -> tuple[ModelSpec, bool]:
+    async def update_settings(self, key: str, changes: dict[str, Any], *, actor: str = "",
+                              on_saved: Callable[[], Awaitable[None]] | None = None) -> tuple[ModelSpec, bool]:
         """Validate and save `changes` to the model's settings. Returns the new entry and whether
         the change needs the model's instances restarted; the `on_settings_changed` hooks are
-        awaited for such a change (a failing hook is logged: the change is saved)."""
+        awaited for such a change (a failing hook is logged: the change is saved). `on_saved` is
+        awaited once the change is saved, before the hooks (the audit log records the change
+        before the rolling restart it causes)."""
         async with self._lock:
             updated, restart = await self._update_settings(key, changes, actor)
+        if on_saved is not None:
+            await on_saved()
         if restart:
             await self._settings_changed(key)
         return updated, restart
@@ -300,8 +305,10 @@ class CatalogueOverlay:
             except Exception:  # the change is saved; the fleet reports its own failure
                 log.exception("catalogue overlay: settings hook failed for %s", key)
 
-    async def reset_settings(self, key: str, *, actor: str = "") -> ModelSpec:
-        """Drop the overrides of a base model (back to the YAML's settings)."""
+    async def reset_settings(self, key: str, *, actor: str = "",
+                             on_saved: Callable[[], Awaitable[None]] | None = None) -> ModelSpec:
+        """Drop the overrides of a base model (back to the YAML's settings); `on_saved` as in
+        `update_settings`."""
         if key not in self.base.models:
             raise NotARuntimeModel(f"'{key}' was added at runtime: it has no catalogue settings to go back to.",
                                    param="model")
@@ -311,6 +318,8 @@ class CatalogueOverlay:
                 await self._save(key, "override", None, actor)
                 del self._overrides[key]
                 self._publish()
+        if on_saved is not None:
+            await on_saved()
         if had:
             await self._settings_changed(key)
         return self.model_spec(key)
