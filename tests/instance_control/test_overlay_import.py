@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.fleet.fake_github import FakeGitHub, serving
-from tests.harness import start_gateway, wait_until
+from tests.harness import start_gateway
 
 SMOL = "smollm2-135m"
 COPY = "smol-copy"
