@@ -119,6 +119,8 @@ async def import_published_overlay(overlay: Any, publisher: OverlayPublisher | N
             found = (await asyncio.to_thread(read_overlay, overlay.published_file), str(overlay.published_file))
         except CatalogueError as exc:
             log.warning("catalogue overlay: %s", exc)
+        if found is not None and isinstance(found[0], dict) and not found[0].get("models"):
+            found = None  # the committed empty overlay: the repository's copy may hold more
     if found is None and publisher is not None:
         try:
             found = await publisher.read()

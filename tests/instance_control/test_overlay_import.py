@@ -112,6 +112,18 @@ def test_the_checkout_s_overlay_file_is_imported_with_the_base_read_without_it(g
         gateway.stop()
 
 
+def test_an_empty_checkout_file_falls_back_to_the_repository_s_copy(github, tmp_path):
+    _, api_url = github
+    checkout = tmp_path / "catalogue.overlay.yaml"
+    checkout.write_text("models: {}\n")   # the committed empty overlay of an older checkout
+    gateway = gateway_on(api_url, tmp_path / "data", ARENA_CATALOGUE_OVERLAY=str(checkout))
+    try:
+        assert models(gateway)[COPY]["runtime"] is True
+        assert imports(gateway)[0]["target"] == f"{REPO}@main:{PATH}"
+    finally:
+        gateway.stop()
+
+
 @pytest.mark.browser
 def test_the_instances_page_shows_a_drain_waiting_for_the_runner_s_heartbeat(github, tmp_path):
     playwright_api = pytest.importorskip("playwright.sync_api")
