@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -155,6 +156,9 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
 
 
 IGNORED_PARAMS_HEADER = "X-Arena-Ignored-Params"
+# Anything but printable ASCII: a control character (CR, LF, NUL) in a header value makes the
+# server drop the connection without an answer.
+UNSAFE_HEADER_CHARACTERS = re.compile(r"[^\x20-\x7e]")
 
 
 def ignored_params_header(body: GenerationParams) -> dict[str, str]:
@@ -163,7 +167,7 @@ def ignored_params_header(body: GenerationParams) -> dict[str, str]:
     names = sorted(body.model_extra or {})
     if not names:
         return {}
-    shown = [name[:64].encode("ascii", "replace").decode() for name in names[:32]]
+    shown = [UNSAFE_HEADER_CHARACTERS.sub("?", name[:64]) for name in names[:32]]
     return {IGNORED_PARAMS_HEADER: ", ".join(shown) + (", ..." if len(names) > 32 else "")}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from services.exceptions import InvalidMessages, UnsupportedContent
+from services.exceptions import InvalidMessages, InvalidParameter, UnsupportedContent
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}"
@@ -38,8 +38,13 @@ def message_text(content: Any) -> str:
     for part in content:
         if part.get("type") != "text":
             raise UnsupportedContent(f"content parts of type {part.get('type')!r} are not supported by this text model")
-        parts.append(part.get("text", ""))
+        parts.append(part.get("text") or "")
     return "".join(parts)
+
+
+# Errors a template raises on data it did not expect (a string added to a number, a missing key),
+# which the request's messages or variables can cause.
+_RENDER_ERRORS = (TemplateError, TypeError, ValueError, LookupError, ArithmeticError, RecursionError)
 
 
 class ChatTemplate:
@@ -50,6 +55,24 @@ class ChatTemplate:
         self._template = env.from_string(self.source)
         self.bos_token = bos_token
         self.eos_token = eos_token
+        # What a request's `chat_template_kwargs` may not set: what the service passes and the
+        # environment's own functions (`raise_exception`, `range`, `namespace`...).
+        self.reserved = frozenset({"messages", "tools", "add_generation_prompt", "bos_token", "eos_token",
+                                   *env.globals})
+
+    def variables(self, kwargs: dict | None) -> dict:
+        """`chat_template_kwargs` (e.g. Qwen3's `enable_thinking`): plain values, small, and never
+        one of the names the service or the environment sets."""
+        if not kwargs:
+            return {}
+        bad = sorted(set(kwargs) & self.reserved)
+        if bad:
+            raise InvalidParameter(f"chat_template_kwargs may not set {', '.join(bad)}.", param="chat_template_kwargs")
+        if any(not isinstance(v, (str, int, float, bool, type(None))) or (isinstance(v, str) and len(v) > 256)
+               for v in kwargs.values()):
+            raise InvalidParameter("chat_template_kwargs values must be short strings, numbers or booleans.",
+                                   param="chat_template_kwargs")
+        return dict(kwargs)
 
     @property
     def supports_tools(self) -> bool:
@@ -64,5 +87,6 @@ class ChatTemplate:
                                          bos_token=self.bos_token, eos_token=self.eos_token, **variables)
         except _TemplateRaised as exc:
             raise InvalidMessages(f"The model's chat template rejected the messages: {exc}") from exc
-        except TemplateError as exc:
-            raise InvalidMessages(f"The chat template could not render these messages: {exc}") from exc
+        except _RENDER_ERRORS as exc:
+            raise InvalidMessages(f"The chat template could not render these messages: "
+                                  f"{type(exc).__name__}: {exc}"[:1000]) from exc

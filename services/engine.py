@@ -26,6 +26,7 @@ from services.llama_backend import LlamaContext, LlamaError, LlamaModel
 from services.prompt_cache import PromptCache, common_prefix_length
 from services.sampling import SamplerChain, SamplingParams, TokenLogprob, token_logprobs
 from services.text_stream import TextAssembler
+from services.token_rate import TokenRate
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class BatchScheduler:
         self.failed = 0
         self.rejected = 0
         self.tokens_generated = 0
-        self._recent_tokens: collections.deque[tuple[float, int]] = collections.deque()
+        self.rate = TokenRate()
 
     # ----- the asyncio side -------------------------------------------------------------------
     def start(self) -> None:
@@ -216,14 +217,6 @@ class BatchScheduler:
     @property
     def idle(self) -> bool:
         return self.active_count == 0 and not self._waiting
-
-    def tokens_per_second(self, window: float = 60.0) -> float:
-        now = time.perf_counter()
-        recent = [(t, n) for t, n in list(self._recent_tokens) if now - t <= window]
-        if not recent:
-            return 0.0
-        span = max(now - recent[0][0], 1.0)
-        return round(sum(n for _, n in recent) / span, 2)
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._cv:
@@ -427,9 +420,7 @@ class BatchScheduler:
             produced += self._accept_token(slot, token)
         if produced:
             self.tokens_generated += produced
-            self._recent_tokens.append((now, produced))
-            while self._recent_tokens and now - self._recent_tokens[0][0] > 60:
-                self._recent_tokens.popleft()
+            self.rate.add(produced, now)
 
     def _emit_text(self, slot: Slot, text: str) -> None:
         logprobs, slot.held_logprobs = slot.held_logprobs, []

@@ -26,8 +26,10 @@ class UnsupportedParameter(InvalidParameter):
 
 
 class ContextTooLong(DomainError):
-    def __init__(self, n_ctx: int, n_prompt: int) -> None:
-        super().__init__(f"This model's context is {n_ctx} tokens; the prompt has {n_prompt}. Shorten the messages.",
+    def __init__(self, n_ctx: int, n_prompt: int, *, at_least: bool = False) -> None:
+        """`at_least`: `n_prompt` is a lower bound (the prompt was not tokenized whole)."""
+        has = f"at least {n_prompt}" if at_least else f"{n_prompt}"
+        super().__init__(f"This model's context is {n_ctx} tokens; the prompt has {has}. Shorten the messages.",
                          param="messages")
 
 

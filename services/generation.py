@@ -23,6 +23,7 @@ from services.exceptions import (ContextTooLong, Draining, InvalidParameter, Mod
                                  ModelNotFound, UnsupportedParameter)
 from services.llama_backend import ContextShape, LlamaContext, LlamaModel
 from services.prompt_cache import PromptCache
+from services.prompt_tokens import prompt_tokens
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.reasoning import ReasoningMarkers, ReasoningSplitter
 from services.response_format import check_response_format, grammar_source
@@ -76,15 +77,10 @@ class GenerationService:
             path = self.model_path or resolve_model_file(self.spec, self.model_cache)
             log.info("loading %s from %s", self.spec.key, path)
             model = LlamaModel(path)
-            n_ctx = min(self.spec.n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else self.spec.n_ctx
+            self._adopt_vocabulary(model)
+            n_ctx = self.spec.n_ctx
             ctx = LlamaContext(model, ContextShape(n_ctx_per_sequence=n_ctx, n_sequences=self.spec.parallel,
                                                    n_batch=self.spec.n_batch, threads=self.spec.threads))
-            template_source = self.spec.chat_template or model.metadata("tokenizer.chat_template")
-            bos = model.token_bytes(model.bos).decode("utf-8", "replace") if model.bos >= 0 else ""
-            eos = model.token_bytes(model.eos).decode("utf-8", "replace") if model.eos >= 0 else ""
-            self.template = ChatTemplate(template_source, bos_token=bos, eos_token=eos)
-            self.model = model
-            self.spec = self.spec.model_copy(update={"n_ctx": n_ctx})
             self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue,
                                             prompt_cache=PromptCache(self.spec.prompt_cache_mb * 2**20),
                                             threads=self._thread_policy())
@@ -95,6 +91,21 @@ class GenerationService:
             log.exception("could not load %s", self.spec.key)
             self.status = "error"
             self.load_error = str(exc)
+
+    def _adopt_vocabulary(self, model: LlamaModel) -> None:
+        """What either engine takes from the model's vocabulary and metadata: the context of each
+        sequence (the catalogue's, at most the trained one) and the chat template (the
+        catalogue's, else the GGUF's) with the model's BOS and EOS text."""
+        trained = model.trained_context
+        self.spec = self.spec.model_copy(update={"n_ctx": min(self.spec.n_ctx, trained) if trained > 0
+                                                 else self.spec.n_ctx})
+
+        def text(token: int) -> str:
+            return model.token_bytes(token).decode("utf-8", "replace") if token >= 0 else ""
+
+        self.template = ChatTemplate(self.spec.chat_template or model.metadata("tokenizer.chat_template"),
+                                     bos_token=text(model.bos), eos_token=text(model.eos))
+        self.model = model
 
     def _thread_policy(self) -> ThreadPolicy:
         """Threads set in the catalogue or by the fleet's fixed share stay as they are."""
@@ -141,7 +152,7 @@ class GenerationService:
         plan = plan_tools(request.tools, request.tool_choice, request.parallel_tool_calls)
         prompt = self._render(request, plan)
         add_bos = self.model.add_bos and not (self.template.bos_token and prompt.startswith(self.template.bos_token))
-        tokens = self.model.tokenize(prompt, add_special=add_bos, parse_special=True)
+        tokens = prompt_tokens(self.model, prompt, self.spec.n_ctx, add_special=add_bos, parse_special=True)
         params = self._sampling(request, len(tokens))
         reasoning = None
         if request.reasoning_format != "none":
@@ -153,7 +164,7 @@ class GenerationService:
         """The prompt, with the tools where the template puts them; for a template without
         tool support, in a system message of ours, and past calls and results as plain turns."""
         messages = [message.model_dump(exclude_none=True) for message in request.messages]
-        variables = template_variables(request.chat_template_kwargs)
+        variables = self.template.variables(request.chat_template_kwargs)
         if self.template.supports_tools:
             tools = plan.tools if plan is not None else None
             return self.template.render(messages_for_tool_template(messages), tools=tools, **variables)
@@ -178,7 +189,7 @@ class GenerationService:
                 raise InvalidParameter("Send one prompt per request (a list must hold exactly one string).",
                                        param="prompt")
             prompt = prompt[0]
-        tokens = self.model.tokenize(prompt, add_special=self.model.add_bos, parse_special=False)
+        tokens = prompt_tokens(self.model, prompt, self.spec.n_ctx, add_special=self.model.add_bos, parse_special=False)
         if not tokens:
             raise InvalidParameter("The prompt is empty.", param="prompt")
         return PreparedRequest(tokens, self._sampling(request, len(tokens)), self._response_format(request),
@@ -286,7 +297,7 @@ class GenerationService:
                 requests_failed=scheduler.failed if scheduler else 0,
                 requests_rejected=scheduler.rejected if scheduler else 0,
                 tokens_generated=scheduler.tokens_generated if scheduler else 0,
-                tokens_per_second=scheduler.tokens_per_second() if scheduler else 0.0,
+                tokens_per_second=scheduler.rate.per_second() if scheduler else 0.0,
             ),
             max_tokens_limit=self.spec.max_tokens_limit,
             prompt_cache=PromptCacheReport(**vars(scheduler.prompt_cache.report())) if scheduler else
@@ -297,24 +308,6 @@ class GenerationService:
 def _wait_share(scheduler: BatchScheduler | None) -> float | None:
     contention = getattr(scheduler.threads, "contention", None) if scheduler else None
     return round(contention.share, 3) if contention is not None else None
-
-
-RESERVED_TEMPLATE_VARIABLES = {"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"}
-
-
-def template_variables(kwargs: dict | None) -> dict:
-    """`chat_template_kwargs` (e.g. Qwen3's `enable_thinking`): plain values, small, and never
-    one of the variables the service sets itself."""
-    if not kwargs:
-        return {}
-    bad = sorted(set(kwargs) & RESERVED_TEMPLATE_VARIABLES)
-    if bad:
-        raise InvalidParameter(f"chat_template_kwargs may not set {', '.join(bad)}.", param="chat_template_kwargs")
-    if any(not isinstance(v, (str, int, float, bool, type(None))) or (isinstance(v, str) and len(v) > 256)
-           for v in kwargs.values()):
-        raise InvalidParameter("chat_template_kwargs values must be short strings, numbers or booleans.",
-                               param="chat_template_kwargs")
-    return dict(kwargs)
 
 
 class EventBridge:

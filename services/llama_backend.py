@@ -59,6 +59,18 @@ class LlamaModel:
     def ptr(self):
         return self._ptr
 
+    @property
+    def trained_context(self) -> int:
+        """The context the model was trained with (read from its metadata when only the
+        vocabulary is loaded, which has no hyperparameters); 0 if it does not say."""
+        if self.n_ctx_train > 0:
+            return self.n_ctx_train
+        value = self.metadata(f"{self.metadata('general.architecture')}.context_length")
+        try:
+            return int(value) if value else 0
+        except ValueError:
+            return 0
+
     def metadata(self, key: str) -> str | None:
         size = 1 << 16
         buf = ctypes.create_string_buffer(size)

@@ -17,7 +17,6 @@ so killing our process leaves no orphan.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import os
@@ -36,13 +35,13 @@ from scripts.child_env import llama_server_env
 from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotReport, ThroughputReport
 from shared.model_files import resolve_model_file
 from shared.processes import ChildProcess, free_port
-from services.chat_template import ChatTemplate
 from services.engine import DoneEvent, ErrorEvent, JobTimings, TokenEvent
 from services.exceptions import (GenerationFailed, InferenceFailed, InvalidParameter, QueueFull,
                                  ServiceStopping)
 from services.generation import VERSION, EventStream, GenerationService, PreparedRequest
 from services.llama_backend import LlamaModel
 from services.sampling import TokenLogprob
+from services.token_rate import TokenRate
 
 log = logging.getLogger(__name__)
 
@@ -70,33 +69,6 @@ def server_arguments(binary: Path, model_path: Path, spec, port: int) -> list[st
             "--threads", str(spec.threads), "--threads-batch", str(spec.threads), "--batch-size", str(spec.n_batch),
             "--cache-ram", str(spec.prompt_cache_mb), "--metrics", "--slots", "--no-webui",
             "--log-verbosity", "2"]
-
-
-def trained_context(vocab: LlamaModel) -> int:
-    """The model's training context, from its metadata (a vocabulary-only load has no hparams)."""
-    value = vocab.metadata(f"{vocab.metadata('general.architecture')}.context_length")
-    try:
-        return int(value) if value else 0
-    except ValueError:
-        return 0
-
-
-class TokenRate:
-    """Tokens generated over a sliding window, for `tokens_per_second`."""
-
-    def __init__(self, window: float = 60.0) -> None:
-        self.window = window
-        self._recent: collections.deque[tuple[float, int]] = collections.deque(maxlen=4096)
-
-    def add(self, tokens: int) -> None:
-        self._recent.append((time.perf_counter(), tokens))
-
-    def per_second(self) -> float:
-        now = time.perf_counter()
-        recent = [(t, n) for t, n in list(self._recent) if now - t <= self.window]
-        if not recent:
-            return 0.0
-        return round(sum(n for _, n in recent) / max(now - recent[0][0], 1.0), 2)
 
 
 class LlamaServerService(GenerationService):
@@ -128,15 +100,7 @@ class LlamaServerService(GenerationService):
                 raise FileNotFoundError(f"the llama-server binary is missing at {self.binary}; `make install` "
                                         "builds it (scripts/build_llama_server.sh)")
             path = self.model_path or resolve_model_file(self.spec, self.model_cache)
-            vocab = LlamaModel(path, vocab_only=True)
-            trained = trained_context(vocab)
-            n_ctx = min(self.spec.n_ctx, trained) if trained > 0 else self.spec.n_ctx
-            self.spec = self.spec.model_copy(update={"n_ctx": n_ctx})
-            bos = vocab.token_bytes(vocab.bos).decode("utf-8", "replace") if vocab.bos >= 0 else ""
-            eos = vocab.token_bytes(vocab.eos).decode("utf-8", "replace") if vocab.eos >= 0 else ""
-            self.template = ChatTemplate(self.spec.chat_template or vocab.metadata("tokenizer.chat_template"),
-                                         bos_token=bos, eos_token=eos)
-            self.model = vocab
+            self._adopt_vocabulary(LlamaModel(path, vocab_only=True))
             port = free_port()
             self.child = ChildProcess(ENGINE, server_arguments(self.binary, path, self.spec, port), port=port,
                                       log_path=None, env=llama_server_env(os.environ, self._api_key),
@@ -148,7 +112,8 @@ class LlamaServerService(GenerationService):
             self.child.start()
             self.child.wait_ready("/health", timeout=600.0, abort=lambda: "shutdown" if self._stopping else None)
             self.status = "ok"
-            log.info("%s ready (%s): %d slots of %d tokens", self.spec.key, ENGINE, self.spec.parallel, n_ctx)
+            log.info("%s ready (%s): %d slots of %d tokens", self.spec.key, ENGINE, self.spec.parallel,
+                     self.spec.n_ctx)
         except Exception as exc:
             log.exception("could not start %s for %s", ENGINE, self.spec.key)
             self.status = "error"

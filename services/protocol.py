@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_TOP_LOGPROBS = 20
 
@@ -30,13 +31,44 @@ class MessageToolCall(BaseModel):
     function: CalledFunction
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content; only text parts are read (others are refused, by type,
+    when the prompt is made)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[MessageToolCall] | None = None
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable_text(value: Any) -> Any:
+    """Refuse text UTF-8 cannot encode: JSON may escape a lone UTF-16 surrogate (`"\\ud800"`),
+    which neither the tokenizer nor the llama-server child can take. Walks nested values
+    without recursion (a body may nest as deep as the JSON parser allows)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                raise ValueError("the text holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
 
 
 class GenerationParams(BaseModel):
@@ -44,6 +76,8 @@ class GenerationParams(BaseModel):
     SDKs send fields a small server may not know."""
 
     model_config = ConfigDict(extra="allow")
+
+    _encodable = field_validator("*", mode="before")(encodable_text)
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from llama_cpp.llama_grammar import SchemaConverter
 
+from services.chat_template import message_text
 from services.exceptions import InvalidParameter, SchemaTooLarge
 from services.response_format import DEFAULT_LIMITS, check_json_schema
 
@@ -84,7 +85,7 @@ def plan_tools(tools: list[Any] | None, tool_choice: Any, parallel_tool_calls: b
         return ToolPlan(checked, "required", parallel)
     if isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
         name = tool_choice["function"].get("name")
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise InvalidParameter(f"tool_choice names {name!r}, which is not among the tools.",
                                    param="tool_choice")
         return ToolPlan(checked, "named", False, forced_name=name)
@@ -102,9 +103,9 @@ def call_grammar(plan: ToolPlan) -> str:
         name = function["name"]
         if plan.forced_name and name != plan.forced_name:
             continue
-        # A deep copy: resolve_refs rewrites the schema's $refs in place.
-        schema = converter.resolve_refs(json.loads(json.dumps(function["parameters"])), f"tool-{name}")
         try:
+            # A deep copy: resolve_refs rewrites the schema's $refs in place.
+            schema = converter.resolve_refs(json.loads(json.dumps(function["parameters"])), f"tool-{name}")
             arguments = converter.visit(schema, f"{name}-arguments")
         except Exception as exc:  # the converter raises plain exceptions on schemas it cannot express
             raise InvalidParameter(f"The parameters of {name!r} are not supported: {exc}", param="tools") from exc
@@ -140,7 +141,7 @@ def arguments_object(arguments: Any) -> Any:
     if isinstance(arguments, str):
         try:
             return json.loads(arguments)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
             return arguments
     return arguments
 
@@ -157,10 +158,11 @@ def messages_without_tool_roles(messages: list[dict[str, Any]]) -> list[dict[str
         calls = message.get("tool_calls")
         if message.get("role") == "assistant" and calls:
             text = "\n".join(markup(c["function"]["name"], c["function"].get("arguments", "{}")) for c in calls)
-            prefix = message.get("content") or ""
+            prefix = message_text(message.get("content"))
             out.append({"role": "assistant", "content": f"{prefix}\n{text}".strip()})
         elif message.get("role") == "tool":
-            out.append({"role": "user", "content": f"<tool_response>\n{message.get('content') or ''}\n</tool_response>"})
+            out.append({"role": "user",
+                        "content": f"<tool_response>\n{message_text(message.get('content'))}\n</tool_response>"})
         else:
             out.append(message)
     return out
@@ -238,49 +240,54 @@ class ToolCallStream:
     Text is content until it starts with (or, after some content, reaches) a tool-call
     opening; from there on it is held as calls. When the text is forced to be calls (a
     grammar), each call's name is sent as soon as it is known and its arguments as they come;
-    otherwise each call is sent once it parses, and text that never parses is content."""
+    otherwise each call is sent once it parses, and text that never parses is content.
+
+    Each piece of text is read once, whatever the length of the answer: a forced call's
+    arguments are scanned as they arrive (`JsonValueEnd` carries the scan from piece to
+    piece) and held calls are joined once, at the end."""
 
     plan: ToolPlan
     calls: list[dict[str, Any]] = field(default_factory=list)
     _held: str = ""
     _in_calls: bool = False
     _seen_content: bool = False
-    _streamed: int = 0  # characters of the current forced call's arguments already sent
-    _call_open: bool = False  # a forced call's name is sent, its close not yet seen
+    _call_text: list[str] = field(default_factory=list)  # "auto": the text from the first opening on
+    # A forced call is read in three phases: its head (up to the name), its arguments, its close.
+    _phase: Literal["head", "arguments", "close"] = "head"
+    _arguments: JsonValueEnd | None = None
+    _searched: int = 0  # characters of `_held` already searched for the close
 
     def push(self, text: str, *, final: bool) -> tuple[str, list[dict[str, Any]]]:
-        self._held += text
-        if not self._in_calls:
+        if self.plan.constrained:
+            return "", self._stream_forced(text, final)
+        content = ""
+        if self._in_calls:
+            self._call_text.append(text)
+        else:
+            self._held += text
             content = self._split_content(final)
             if not self._in_calls:
                 return content, []
-        else:
-            content = ""
-        if self.plan.constrained:
-            return content, self._stream_forced(final)
         if not final:
             return content, []
-        calls = parse_calls(self._held)
+        held, self._call_text = "".join(self._call_text), []
+        calls = parse_calls(held)
         if calls is None:  # not calls after all: the text stays the answer
-            content, self._held = content + self._held, ""
-            return content, []
+            return content + held, []
         if not self.plan.parallel:
             calls = calls[:1]
-        self._held = ""
         return content, [delta for name, arguments in calls for delta in self._whole_call(name, arguments)]
 
     def _split_content(self, final: bool) -> str:
         held = self._held
-        if self.plan.constrained:
-            self._in_calls = True
-            return ""
         starts = [held.find(o) for o in OPENINGS if o in held]
         if not self._seen_content and held.lstrip()[:1] in ("{", "["):
             starts.append(len(held) - len(held.lstrip()))  # a bare JSON call (Llama 3.x style)
         if starts:
             at = min(starts)
             self._in_calls = True
-            content, self._held = held[:at], held[at:]
+            content, self._held = held[:at], ""
+            self._call_text = [held[at:]]
             return content
         if final:
             self._held = ""
@@ -305,57 +312,83 @@ class ToolCallStream:
         return [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}},
                 {"index": index, "function": {"arguments": arguments}}]
 
-    _HEAD = re.compile(r'\s*<tool_call>\n\{"name": "([A-Za-z0-9_-]+)", "arguments": ')
+    _HEAD = re.compile(r'<tool_call>\n\{"name": "([A-Za-z0-9_-]+)", "arguments": ')
 
-    def _stream_forced(self, final: bool) -> list[dict[str, Any]]:
-        """The grammar's exact shape: open, name, arguments, close; repeated."""
+    def _stream_forced(self, text: str, final: bool) -> list[dict[str, Any]]:
+        """The grammar's exact shape: open, name, arguments, close; repeated. `_held` keeps only
+        what a phase cannot decide yet (a head, or the close after the arguments), which the
+        grammar bounds; the arguments pass straight through."""
         deltas: list[dict[str, Any]] = []
         while True:
-            head = self._HEAD.match(self._held)
-            if not head:
-                break
-            if not self._call_open:
+            if self._phase == "head":
+                self._held = (self._held + text).lstrip()  # the newline between parallel calls
+                text = ""
+                head = self._HEAD.match(self._held)
+                if not head:
+                    break
                 deltas.extend(self._whole_call(head.group(1), "")[:1])
-                self._call_open = True
-            body = self._held[head.end():]
-            end = _json_value_end(body)
-            current = self.calls[-1]
-            upto = end if end is not None else len(body)
-            fragment = body[self._streamed:upto]
-            if fragment:
-                current["function"]["arguments"] += fragment
-                deltas.append({"index": len(self.calls) - 1, "function": {"arguments": fragment}})
-                self._streamed = upto
-            if end is None:
-                break
-            close = body.find(CLOSE, end)
-            if close == -1:
-                break
-            self._call_open = False
-            self._streamed = 0
-            self._held = body[close + len(CLOSE):]
+                text, self._held = self._held[head.end():], ""
+                self._phase, self._arguments = "arguments", JsonValueEnd()
+            elif self._phase == "arguments":
+                end = self._arguments.feed(text)
+                fragment = text if end is None else text[:end]
+                if fragment:
+                    self.calls[-1]["function"]["arguments"] += fragment
+                    deltas.append({"index": len(self.calls) - 1, "function": {"arguments": fragment}})
+                if end is None:
+                    break
+                self._held, text = text[end:], ""
+                self._phase, self._arguments, self._searched = "close", None, 0
+            else:
+                self._held += text
+                text = ""
+                close = self._held.find(CLOSE, max(0, self._searched - len(CLOSE) + 1))
+                if close == -1:
+                    self._searched = len(self._held)
+                    break
+                text, self._held = self._held[close + len(CLOSE):], ""
+                self._phase = "head"
         if final:
             self._held = ""
         return deltas
 
 
-def _json_value_end(text: str) -> int | None:
-    """Where the JSON object at the start of `text` ends (exclusive), or None if it has not yet."""
-    depth, in_string, escaped = 0, False, False
-    for i, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
+class JsonValueEnd:
+    """Finds where the JSON object or array at the start of a text ends, the text given in
+    pieces: the depth of brackets and whether a string is open carry over from piece to piece,
+    so each character is read once (and runs of plain characters are skipped by the regex
+    engine, not a Python loop)."""
+
+    _IN_STRING = re.compile(r'["\\]')
+    _OUTSIDE = re.compile(r'["{}\[\]]')
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+
+    def feed(self, text: str) -> int | None:
+        """Where the value ends in `text` (exclusive), or None if it goes on past it."""
+        i = 0
+        while i < len(text):
+            if self.escaped:
+                self.escaped, i = False, i + 1
+                continue
+            found = (self._IN_STRING if self.in_string else self._OUTSIDE).search(text, i)
+            if found is None:
+                return None
+            i, char = found.end(), found.group()
+            if self.in_string:
+                if char == "\\":
+                    self.escaped = True
+                else:
+                    self.in_string = False
             elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            else:
+                self.depth -= 1
+                if self.depth == 0:
+                    return i
+        return None

@@ -3,8 +3,9 @@
 the cores (`services.bench_cores`), multi-turn conversations with the prompt cache and prefix
 affinity off and on (`services.bench_conversations`), the whole fleet under a mixed load at
 rising concurrency (`services.bench_fleet`), councils of three through the fleet
-(`gateway.modes.bench`), `n` > 1 choices against one (`services.choices_bench`) and the
-gateway's overload buffer (`gateway.overload_bench`). Each part starts the processes it
+(`gateway.modes.bench`), `n` > 1 choices against one (`services.choices_bench`), the
+gateway's overload buffer (`gateway.overload_bench`) and the forced tool-call stream parser
+(`services.tool_stream_bench`). Each part starts the processes it
 measures. A part provides ``add_arguments(parser)`` and
 ``measure(args, catalogue) -> dict`` (which prints its own report)."""
 
@@ -21,7 +22,8 @@ from shared.catalogue import Catalogue
 BENCH_PARTS: dict[str, str] = {"service": "services.bench", "gateway": "gateway.overhead_bench",
                                "cores": "services.bench_cores", "conversations": "services.bench_conversations",
                                "fleet": "services.bench_fleet", "modes": "gateway.modes.bench",
-                               "choices": "services.choices_bench", "overload": "gateway.overload_bench"}
+                               "choices": "services.choices_bench", "overload": "gateway.overload_bench",
+                               "toolstream": "services.tool_stream_bench"}
 
 
 def _parts(text: str) -> set[str]:

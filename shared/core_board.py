@@ -17,17 +17,23 @@ lasted as long as the other's whole answer: the "0 tok/s" tries of two models at
 thread of a step holds one of the pool's **core tokens** (`flock` on one small file per core,
 taken without waiting, given back after the step): the threads running in the pool never
 outnumber its cores, whatever the timing. An instance that finds no token free waits (polling,
-a sleep of half a millisecond) and says so on the board; one that has just stepped lets such a
+with pauses from half a millisecond doubling to 4 ms: every wake-up of a waiter preempts a
+holder's thread for a moment) and says so on the board; one that has just stepped lets such a
 waiter go first. The kernel drops the locks of a process that dies, so a killed instance never
-keeps its tokens; a process that hangs while holding them (SIGSTOP) is waited for at most
-`MAX_WAIT_SECONDS`, then the waiter steps with one thread without a token, and without waiting
-again, until a token is free.
+keeps its tokens. The board records which instance holds each token: a waiter steps with one
+thread without a token only while every token is held by a live instance whose busy time has
+not moved for `MAX_WAIT_SECONDS` (it took them and hangs: SIGSTOP; a single step longer than
+that, which a crawling machine can make, looks the same), never merely because tokens are
+contended, however long that lasts; it still marks itself waiting then, so the holders let it go
+first once they step again.
 
 The board is a small file the fleet's supervisor creates and every instance maps into memory
 (`mmap`): per instance one 8-byte cell with the monotonic time of its last decode step while it
-has work (0 when it has none) and one with the time it last waited for a token. Each instance
-holds a lock on a file of its own cell (`claim`) for its life, so a cell whose owner is gone is
-not counted busy, and a second live process cannot take a cell in use.
+has work (0 when it has none) and one with the time it last waited for a token; per core, the
+cell of the instance holding its token. Each instance holds a lock on a file of its own cell
+(`claim`) for its life, so a cell whose owner is gone is not counted busy, and a second live
+process cannot take a cell in use. Every token file is opened when the instance starts, so an
+error opening one fails the start, not a step half-way through taking its tokens.
 
 Other work on the machine (not on the board) is seen by `RunQueueWait`: when the decoding thread
 spends much of its time ready to run but waiting for a core, threads that meet at barriers
@@ -42,19 +48,30 @@ import fcntl
 import logging
 import mmap
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 BOARD_SLOTS = 32          # instances one board can hold (a local fleet has a handful)
 STALE_SECONDS = 30.0      # longer than any one decode step (a 512-token prefill on one thread)
+BOARD_CORES = 256         # cores of a pool whose token holders the board records (a larger pool is cut to it)
 WAITING_SECONDS = 0.1     # a waiter refreshes its cell every poll; older means it stopped waiting
-POLL_SECONDS = 0.0005     # between looks for a free core token
-MAX_WAIT_SECONDS = 5.0    # longest wait for a token before stepping with one thread regardless
+POLL_SECONDS = 0.0005     # the first pause between looks for a free core token...
+MAX_POLL_SECONDS = 0.004  # ...doubled up to this (fewer wake-ups beside the holders' threads)
+YIELD_SECONDS = 0.01      # longest an instance that has just stepped lets a waiter go first (> MAX_POLL)
+MAX_WAIT_SECONDS = 5.0    # a token holder whose busy time has not moved for this long hangs
 CLAIM_SECONDS = 1.0       # a cell whose lock stays taken this long belongs to a live instance
 _CELL = 8                 # one float64
+_BOARD_BYTES = (2 * BOARD_SLOTS + BOARD_CORES) * _CELL
+
+RAM_DIR = "/dev/shm"          # where a board's directory goes when the platform has it (a tmpfs)
+BOARD_DIR_PREFIX = "arena-cores-"
+FLEET_LOCK = "fleet.lock"     # held by the fleet's supervisor while its board is in use
 
 # Environment the local fleet sets for an instance that shares a pool (read by its settings).
 BOARD_ENV = "ARENA_SERVICE_CORE_BOARD"
@@ -75,32 +92,39 @@ def _lock(fd: int, operation: int) -> bool:
 
 class CoreBoard:
     """The mapped file and its lock files (`<board>.core<i>`: the core tokens; `<board>.slot<i>`:
-    each cell's owner). Only instance `slot` writes its cells; anyone reads every cell (an
-    aligned 8-byte store is atomic on the platforms llama.cpp runs on, so a reader sees either
-    the old or the new time). Each `CoreBoard` opens its own lock files: separate objects, even
-    in one process, lock as separate processes do."""
+    each cell's owner). The file holds, per instance, its busy and waiting times, and per core
+    the cell of the instance holding its token (cell + 1; 0 while nobody holds it). Only
+    instance `slot` writes its cells, and only a token's holder its core's cell; anyone reads
+    every cell (an aligned 8-byte store is atomic on the platforms llama.cpp runs on, so a reader
+    sees either the old or the new value). Each `CoreBoard` opens its own lock files: separate
+    objects, even in one process, lock as separate processes do."""
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = Path(path)
         if create:
-            self.path.write_bytes(bytes(2 * BOARD_SLOTS * _CELL))
+            self.path.write_bytes(bytes(_BOARD_BYTES))
         fd = os.open(self.path, os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
-            if size < 2 * _CELL or size % (2 * _CELL):
+            if size != _BOARD_BYTES:
                 raise ValueError(f"{self.path} is not a core board ({size} bytes)")
             self._map = mmap.mmap(fd, size)
         finally:
             os.close(fd)
         cells = memoryview(self._map).cast("d")
-        half = len(cells) // 2
-        self._busy, self._waiting = cells[:half], cells[half:]
+        self._busy = cells[:BOARD_SLOTS]
+        self._waiting = cells[BOARD_SLOTS:2 * BOARD_SLOTS]
+        self._holder = cells[2 * BOARD_SLOTS:]
         self._slot_fds: dict[int, int] = {}
-        self._core_fds: dict[int, int] = {}
+        self._core_fds: list[int] = []
 
     @property
     def slots(self) -> int:
         return len(self._busy)
+
+    @property
+    def cores(self) -> int:
+        return len(self._holder)
 
     # -- cells ------------------------------------------------------------------------------
     def mark_busy(self, slot: int, now: float) -> None:
@@ -126,16 +150,19 @@ class CoreBoard:
                 if slot != me and stamp > 0.0 and now - stamp < WAITING_SECONDS]
 
     # -- owners -----------------------------------------------------------------------------
-    def _fd(self, fds: dict[int, int], kind: str, index: int) -> int:
-        fd = fds.get(index)
+    def _open(self, kind: str, index: int) -> int:
+        return os.open(f"{self.path}.{kind}{index}", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _slot_fd(self, slot: int) -> int:
+        fd = self._slot_fds.get(slot)
         if fd is None:
-            fd = fds[index] = os.open(f"{self.path}.{kind}{index}", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._slot_fds[slot] = self._open("slot", slot)
         return fd
 
     def claim(self, slot: int, *, wait: float = CLAIM_SECONDS) -> None:
         """Hold `slot`'s owner lock for as long as this board is open; `SlotInUse` if another
         live process keeps it for `wait` seconds (a reader's check holds it for microseconds)."""
-        fd = self._fd(self._slot_fds, "slot", slot)
+        fd = self._slot_fd(slot)
         deadline = time.monotonic() + wait
         while not _lock(fd, fcntl.LOCK_EX):
             if time.monotonic() >= deadline:
@@ -144,35 +171,135 @@ class CoreBoard:
 
     def alive(self, slot: int) -> bool:
         """Whether a live process holds `slot` (its lock cannot be shared)."""
-        fd = self._fd(self._slot_fds, "slot", slot)
+        fd = self._slot_fd(slot)
         if not _lock(fd, fcntl.LOCK_SH):
             return True
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
 
     # -- core tokens ------------------------------------------------------------------------
-    def take_cores(self, pool: int, want: int) -> list[int]:
-        """Take up to `want` of the pool's free core tokens, without waiting; their indices."""
+    def open_cores(self, pool: int) -> None:
+        """Open the token files of the pool's first `pool` cores, all now (where opening fails,
+        it fails before any token is taken, not in the middle of a step)."""
+        while len(self._core_fds) < min(pool, self.cores):
+            self._core_fds.append(self._open("core", len(self._core_fds)))
+
+    def take_cores(self, slot: int, pool: int, want: int) -> list[int]:
+        """Take up to `want` of the pool's free core tokens for instance `slot`, without waiting;
+        their indices. Whatever goes wrong half-way gives back what was taken."""
+        if pool > len(self._core_fds):
+            raise ValueError(f"the token files of {pool} cores are not open (open_cores)")
         taken: list[int] = []
-        for core in range(pool):
-            if len(taken) == want:
-                break
-            if _lock(self._fd(self._core_fds, "core", core), fcntl.LOCK_EX):
-                taken.append(core)
+        try:
+            for core in range(pool):
+                if len(taken) == want:
+                    break
+                if _lock(self._core_fds[core], fcntl.LOCK_EX):
+                    taken.append(core)
+                    self._holder[core] = slot + 1
+        except BaseException:
+            self.give_back(taken)
+            raise
         return taken
 
     def give_back(self, cores: Sequence[int]) -> None:
         for core in cores:
+            self._holder[core] = 0.0
             fcntl.flock(self._core_fds[core], fcntl.LOCK_UN)
 
+    def holders_hung(self, pool: int, now: float, after: float) -> bool:
+        """Whether every token of the pool is held by a live instance whose busy time has not
+        moved for `after` seconds (it took them and hangs; one that keeps stepping stamps its
+        cell at every step). A token whose holder is not known yet (it is being taken) or whose
+        recorded holder is gone does not count as hung."""
+        for core in range(min(pool, self.cores)):
+            holder = int(self._holder[core]) - 1
+            if not 0 <= holder < self.slots:
+                return False
+            stamp = self._busy[holder]
+            if stamp <= 0.0 or now - stamp < after or not self.alive(holder):
+                return False
+        return True
+
     def close(self) -> None:
-        for fd in [*self._slot_fds.values(), *self._core_fds.values()]:
+        for fd in [*self._slot_fds.values(), *self._core_fds]:
             os.close(fd)  # drops this board's locks
         self._slot_fds.clear()
         self._core_fds.clear()
         self._busy.release()
         self._waiting.release()
+        self._holder.release()
         self._map.close()
+
+
+class BoardDirectory:
+    """The directory of a fleet's board: in RAM (`RAM_DIR`) where it can be written, else in the
+    temp directory. Its supervisor holds a lock in it (`FLEET_LOCK`) until `remove`, so the
+    directory of a supervisor that was killed (SIGKILL: nothing removed it) is found and removed
+    by the next fleet started on the machine, once none of its instances lives either."""
+
+    def __init__(self, parent: str | None = None) -> None:
+        if parent is None and os.path.isdir(RAM_DIR):
+            parent = RAM_DIR
+        try:
+            staging = Path(tempfile.mkdtemp(prefix="." + BOARD_DIR_PREFIX, dir=parent))
+        except OSError as exc:
+            if parent is None:
+                raise
+            log.warning("cannot make the core board's directory in %s (%s); using the temp directory", parent, exc)
+            staging = Path(tempfile.mkdtemp(prefix="." + BOARD_DIR_PREFIX))
+        # Locked before it takes the name a cleaner looks for, so a live fleet's is never taken for stale.
+        self._lock_fd = os.open(staging / FLEET_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.path = staging.with_name(staging.name[1:])
+        os.rename(staging, self.path)
+        remove_stale_board_dirs(self.path.parent)
+        self.board = self.path / "board"
+        CoreBoard(self.board, create=True).close()
+
+    def remove(self) -> None:
+        if self._lock_fd >= 0:
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def remove_stale_board_dirs(parent: Path) -> list[Path]:
+    """Remove the board directories in `parent` that are ours (the prefix, our uid) and whose
+    supervisor and instances are all gone (none of their locks held); the ones removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not (entry.name.startswith(BOARD_DIR_PREFIX) and entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_uid == os.getuid()):
+                continue
+            path = Path(entry.path)
+            fd = os.open(path / FLEET_LOCK, os.O_RDWR)  # none: not a fleet's board directory
+        except OSError:
+            continue
+        try:
+            if _lock(fd, fcntl.LOCK_EX) and not any(_held(slot) for slot in path.glob("board.slot*")):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds the lock on `path` (a cell's owner)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return not _lock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
 
 
 def fair_threads(pool: int, busy: Sequence[int], me: int) -> int:
@@ -285,11 +412,18 @@ class SharedThreads:
         self.contention = contention
         self._clock, self._sleep, self._stale, self._max_wait = clock, sleep, stale, max_wait
         self._held: list[int] = []
-        self._gave_up = False   # the last wait hit `max_wait`: until a token is free, do not wait again
+        self._stepped_with_tokens = False  # the last step held tokens: let a waiter have them first
+        self._hang_seen = False            # the holders hang: said once in the log, until a token is free
         self.waits = 0          # steps that waited for a core token
-        self.overdue = 0        # steps that gave up waiting (a holder hung) and ran with one thread
+        self.overdue = 0        # steps run with one thread and no token, because the holders hang
         if board is not None:
+            self.pool = min(self.pool, board.cores)
             board.claim(slot)
+            try:
+                board.open_cores(self.pool)
+            except BaseException:
+                board.close()  # a start that fails holds nothing
+                raise
             board.mark_idle(slot)  # a restarted instance starts with its cells cleared
 
     def for_step(self) -> int:
@@ -298,39 +432,45 @@ class SharedThreads:
         board = self.board
         if board is None:
             return wanted
-        now = started = self._clock()
+        now = self._clock()
         board.mark_busy(self.slot, now)
         wanted = min(wanted, fair_threads(self.pool, board.busy_slots(now, self._stale, me=self.slot), self.slot))
-        if board.waiting_slots(now, me=self.slot):
-            # We have just given our tokens back: let the instance waiting for one take it first.
-            board.mark_waiting(self.slot, now)
-            for _ in range(4):
-                self._sleep(POLL_SECONDS)
-                now = self._clock()
-                if not board.waiting_slots(now, me=self.slot):
-                    break
-        waited = False
+        if self._stepped_with_tokens and board.waiting_slots(now, me=self.slot):
+            self._let_waiters_go(board, now)
+        pause, waited = POLL_SECONDS, False
         while True:
-            self._held = board.take_cores(self.pool, wanted)
+            self._held = board.take_cores(self.slot, self.pool, wanted)
+            self._stepped_with_tokens = bool(self._held)
             if self._held:
                 board.clear_waiting(self.slot)
-                self._gave_up = False
+                self._hang_seen = False
                 return len(self._held)
-            if self._gave_up:
-                return 1  # still none free since we gave up waiting: no new wait for the same hang
-            if not waited:
-                waited, self.waits = True, self.waits + 1
             now = self._clock()
-            if now - started >= self._max_wait:
-                self.overdue += 1
-                self._gave_up = True
-                log.warning("no core token free for %.1f s (an instance sharing the cores hangs?); "
-                            "stepping with one thread until one is free", now - started)
-                board.clear_waiting(self.slot)
-                return 1
+            # Marked waiting even when about to step without a token, so holders let us go first.
             board.mark_busy(self.slot, now)
             board.mark_waiting(self.slot, now)
+            if board.holders_hung(self.pool, now, self._max_wait):
+                self.overdue += 1
+                if not self._hang_seen:
+                    self._hang_seen = True
+                    log.warning("every core token is held by an instance that has not stepped for %.1f s "
+                                "(it hangs?); stepping with one thread until a token is free", self._max_wait)
+                return 1
+            if not waited:
+                waited, self.waits = True, self.waits + 1
+            self._sleep(pause)
+            pause = min(2 * pause, MAX_POLL_SECONDS)
+
+    def _let_waiters_go(self, board: CoreBoard, now: float) -> None:
+        """We have just given our tokens back: let the instances waiting for one take them first
+        (until none waits, or `YIELD_SECONDS`, longer than a waiter's longest pause). Not marked
+        waiting meanwhile: two instances letting each other go first would both wait it out."""
+        until = now + YIELD_SECONDS
+        while now < until:
             self._sleep(POLL_SECONDS)
+            now = self._clock()
+            if not board.waiting_slots(now, me=self.slot):
+                break
 
     def step_done(self) -> None:
         if self._held:
@@ -339,6 +479,7 @@ class SharedThreads:
 
     def idle(self) -> None:
         self.step_done()
+        self._stepped_with_tokens = False
         if self.board is not None:
             self.board.mark_idle(self.slot)
 

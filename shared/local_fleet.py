@@ -8,10 +8,8 @@ control channel (`shared.fleet_control`): `start_instance`, `drain_instance`, `l
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +22,7 @@ from pydantic import ValidationError
 
 from shared import paths
 from shared.catalogue import Catalogue, ModelSpec, env_key
-from shared.core_board import BOARD_SLOTS, CoreBoard
+from shared.core_board import BOARD_SLOTS, BoardDirectory
 from shared.core_share import CoreShare, available_cpus, pin, share_cores
 from shared.fleet_control import ControlRefused, ControlServer
 from shared.processes import ChildProcess, free_port
@@ -108,12 +106,11 @@ class LocalFleet:
                                   for key, _ in instances], available_cpus(), dynamic=dynamic)
         # The board the instances sharing a pool of cores announce their work on (in RAM where
         # the platform has a tmpfs for it); removed with the fleet.
-        self._board_dir: Path | None = None
+        self._board_dir: BoardDirectory | None = None
         self.board_path: Path | None = None
         if any(share.shared for share in shares):
-            self._board_dir = Path(tempfile.mkdtemp(prefix="arena-cores-", dir=_tmpfs()))
-            self.board_path = self._board_dir / "board"
-            CoreBoard(self.board_path, create=True).close()
+            self._board_dir = BoardDirectory()
+            self.board_path = self._board_dir.board
         for slot, ((key, i), share) in enumerate(zip(instances, shares)):
             member = self._model_member(key, f"{key}-{i}", catalogue.model(key).port + i, share, catalogue.path,
                                         slot)
@@ -291,7 +288,7 @@ class LocalFleet:
             thread.join()
         self.gateway.stop(timeout=10)
         if self._board_dir is not None:
-            shutil.rmtree(self._board_dir, ignore_errors=True)
+            self._board_dir.remove()
 
 
 def _follows_board(spec: ModelSpec) -> bool:
@@ -307,10 +304,6 @@ def _threads_to_share(spec: ModelSpec, fixed: int | None) -> int | None:
     if spec.threads is not None or _follows_board(spec):
         return spec.threads
     return fixed
-
-
-def _tmpfs() -> str | None:
-    return "/dev/shm" if Path("/dev/shm").is_dir() else None
 
 
 def _describe(share: CoreShare | None) -> str:

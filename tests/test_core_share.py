@@ -4,13 +4,30 @@ the speed it buys is measured by `arena bench pair`)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from shared.catalogue import load_catalogue
-from shared.core_board import (BOARD_ENV, SLOT_ENV, CoreBoard, FixedThreads, RunQueueWait, SharedThreads,
-                               SlotInUse, fair_threads)
+from shared.core_board import (
+    BOARD_DIR_PREFIX,
+    BOARD_ENV,
+    MAX_POLL_SECONDS,
+    POLL_SECONDS,
+    SLOT_ENV,
+    YIELD_SECONDS,
+    BoardDirectory,
+    CoreBoard,
+    FixedThreads,
+    RunQueueWait,
+    SharedThreads,
+    SlotInUse,
+    fair_threads,
+    remove_stale_board_dirs,
+)
 from shared.core_share import CoreShare, share_cores
 from shared.local_fleet import LocalFleet
 
@@ -158,6 +175,126 @@ def test_a_step_never_runs_more_threads_than_the_free_cores(tmp_path):
     assert step(b) == 2
 
 
+def test_a_waiter_starved_by_instances_that_keep_stepping_waits_for_a_token_however_long(tmp_path):
+    """Three busy instances on two cores: a and c keep stepping and b, unlucky, finds no token
+    free for longer than `max_wait`. That is contention, not a hang (their busy times move), so
+    b keeps waiting rather than running a thread beside theirs; and it waits with pauses that
+    grow to `MAX_POLL_SECONDS` (fewer wake-ups beside the holders' threads)."""
+    clock = Clock()
+    CoreBoard(tmp_path / "board", create=True).close()
+    a, c = (SharedThreads(CoreBoard(tmp_path / "board"), slot, 2, clock=clock, sleep=clock.sleep) for slot in (0, 2))
+    assert step(a) == 2                           # alone for a moment: both cores
+    assert c.for_step() == 1 and a.for_step() == 1 and c.overdue == 0  # now one token each, held
+    pauses: list[float] = []
+    last = [clock.now]
+
+    def b_sleeps(seconds: float) -> None:         # while b sleeps, the others run
+        pauses.append(seconds)
+        clock.sleep(seconds)
+        if clock.now - last[0] >= 0.02:           # a step of a and one of c every 20 ms
+            last[0] = clock.now
+            a.for_step()
+            c.for_step()
+        if clock.now - 1000.0 > 8.0:              # their answers end after 8 s
+            a.idle()
+            c.idle()
+
+    b = SharedThreads(CoreBoard(tmp_path / "board"), 1, 2, clock=clock, sleep=b_sleeps, max_wait=5.0)
+    started = clock.now
+    assert b.for_step() == 1 and b.overdue == 0   # never without a token: it got one when they ended
+    assert clock.now - started > 8.0 and b.waits == 1
+    assert pauses[:4] == [POLL_SECONDS, 2 * POLL_SECONDS, 4 * POLL_SECONDS, MAX_POLL_SECONDS]
+    assert max(pauses) == MAX_POLL_SECONDS and len(pauses) < 8.0 / MAX_POLL_SECONDS
+
+
+def test_an_instance_stepping_without_a_token_past_a_hung_holder_still_asks_for_one(tmp_path):
+    clock = Clock()
+    board = CoreBoard(tmp_path / "board", create=True)
+    a = SharedThreads(CoreBoard(tmp_path / "board"), 0, 2, clock=clock, sleep=clock.sleep)
+    b = SharedThreads(CoreBoard(tmp_path / "board"), 1, 2, clock=clock, sleep=clock.sleep, max_wait=0.5)
+    assert a.for_step() == 2                      # and a hangs (SIGSTOP) holding both tokens
+    hung_at = clock.now
+    assert b.for_step() == 1 and b.overdue == 1   # no token: one thread once a's stamp is 0.5 s old
+    assert 0.5 <= clock.now - hung_at < 0.5 + 2 * MAX_POLL_SECONDS
+    assert board.waiting_slots(clock.now) == [1]  # still asking: a lets b go first when it resumes
+    b.step_done()
+    now = clock.now
+    assert b.for_step() == 1 and b.overdue == 2 and clock.now == now  # the same hang: no new wait
+    assert board.waiting_slots(clock.now) == [1]
+    b.step_done()
+    # a resumes: it lets b go first (a waiter is marked), then takes its share, one core.
+    resumed = clock.now
+    assert a.for_step() == 1 and clock.now - resumed >= YIELD_SECONDS
+    assert b.for_step() == 1 and b.overdue == 2   # a token of its own again
+    assert board.waiting_slots(clock.now) == []
+
+
+def test_an_instance_letting_a_waiter_go_first_is_not_itself_taken_for_a_waiter(tmp_path):
+    """Else two instances that have just stepped, each letting the other go first, would both
+    sit out the whole bound, their cores idle."""
+    clock = Clock()
+    board = CoreBoard(tmp_path / "board", create=True)
+    seen: list[list[int]] = []
+
+    def a_sleeps(seconds: float) -> None:
+        seen.append(board.waiting_slots(clock.now))
+        clock.sleep(seconds)
+
+    a = SharedThreads(CoreBoard(tmp_path / "board"), 0, 2, clock=clock, sleep=a_sleeps)
+    assert a.for_step() == 2
+    b = CoreBoard(tmp_path / "board")
+    b.claim(1)
+    b.mark_busy(1, clock.now)
+    b.mark_waiting(1, clock.now)                     # b waits (and does not run in this test)
+    started = clock.now
+    assert a.for_step() == 1                         # its share, after letting b go first
+    assert seen and all(waiting == [1] for waiting in seen)
+    assert YIELD_SECONDS <= clock.now - started < YIELD_SECONDS + 2 * POLL_SECONDS
+
+
+def test_a_token_counts_as_hung_only_while_its_live_holder_does_not_step(tmp_path):
+    path = tmp_path / "board"
+    reader = CoreBoard(path, create=True)
+    owner, tokens = CoreBoard(path), CoreBoard(path)   # like one process: its cell's lock, its tokens
+    owner.claim(3)
+    tokens.open_cores(2)
+    assert tokens.take_cores(3, 2, 2) == [0, 1]
+    owner.mark_busy(3, 1000.0)
+    assert not reader.holders_hung(2, 1004.0, 5.0)   # it stepped 4 s ago
+    assert reader.holders_hung(2, 1005.0, 5.0)
+    owner.mark_busy(3, 1004.5)                         # it stepped again
+    assert not reader.holders_hung(2, 1006.0, 5.0)
+    owner.close()                                      # the cell's owner is gone: not a hang to wait out
+    assert not reader.holders_hung(2, 1100.0, 5.0)
+    tokens.give_back([1])
+    assert not reader.holders_hung(2, 1100.0, 5.0)    # a free token
+    tokens.close()
+
+
+def test_core_token_files_open_before_any_step_and_a_failed_take_gives_back_what_it_took(tmp_path):
+    path = tmp_path / "board"
+    CoreBoard(path, create=True).close()
+    Path(f"{path}.core1").mkdir()                     # the second core's token file cannot be opened
+    with pytest.raises(IsADirectoryError):
+        SharedThreads(CoreBoard(path), 0, 2)
+    other = CoreBoard(path)
+    other.claim(0, wait=0)                            # the failed start let go of its cell...
+    other.open_cores(1)
+    assert other.take_cores(0, 1, 1) == [0]           # ...and holds no token
+    other.close()
+    Path(f"{path}.core1").rmdir()
+
+    board = CoreBoard(path)
+    board.open_cores(2)
+    os.close(board._core_fds[1])                      # locking the second token fails (EBADF)
+    with pytest.raises(OSError):
+        board.take_cores(0, 2, 2)
+    free = CoreBoard(path)
+    free.open_cores(1)
+    assert free.take_cores(1, 1, 1) == [0]            # the first one was given back
+    free.close()
+
+
 def test_a_board_refuses_slots_and_files_it_cannot_hold(tmp_path):
     board = CoreBoard(tmp_path / "board", create=True)
     with pytest.raises(ValueError):
@@ -267,3 +404,60 @@ def test_llama_server_instances_take_fixed_cores_beside_a_shared_pool(tmp_path):
         assert shares["smollm2-135m-0"].shared and shares["smollm2-135m-1"].shared
     assert not fleet._share_for(fleet.catalogue.model("gemma3-270m"))[0].shared
     fleet.stop()
+
+
+# A supervisor that makes its board's directory and is then killed (nothing removes it).
+KILLED_SUPERVISOR = """
+import sys, time
+from shared.core_board import BoardDirectory
+print(BoardDirectory(sys.argv[1]).path, flush=True)
+time.sleep(600)
+"""
+
+
+def _killed_supervisors_dir(parent: Path) -> Path:
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SUPERVISOR, str(parent)], cwd=root, text=True,
+                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        path = Path(child.stdout.readline().strip())
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    return path
+
+
+def test_board_directories_left_by_killed_supervisors_are_removed_when_a_fleet_starts(tmp_path):
+    orphaned = _killed_supervisors_dir(tmp_path)           # ...but one of its instances lives on
+    instance = CoreBoard(orphaned / "board")
+    instance.claim(0)
+    live = BoardDirectory(str(tmp_path))                   # a running fleet's
+    stale = _killed_supervisors_dir(tmp_path)              # (each start cleans: this one last)
+    foreign = tmp_path / "arena-cores-not-a-fleet"         # no supervisor's lock: not ours to judge
+    foreign.mkdir()
+    other = tmp_path / "other-dir"
+    other.mkdir()
+    (other / "fleet.lock").touch()
+    assert stale.name.startswith(BOARD_DIR_PREFIX) and stale.exists() and (stale / "board").exists()
+
+    started = BoardDirectory(str(tmp_path))
+    assert not stale.exists()
+    assert orphaned.exists() and live.path.exists() and foreign.exists() and other.exists()
+    assert (started.board.exists() and CoreBoard(started.board).slots > 0)
+    instance.close()                                       # the orphaned instance ends
+    assert remove_stale_board_dirs(tmp_path) == [orphaned]
+    started.remove()
+    live.remove()
+    assert not started.path.exists() and not live.path.exists()
+
+
+def test_a_board_directory_falls_back_to_the_temp_dir_when_ram_cannot_take_it(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    directory = BoardDirectory(str(not_a_dir))             # mkdtemp fails there (an OSError)
+    try:
+        assert directory.path.parent == Path(tempfile.gettempdir())
+        assert CoreBoard(directory.board).slots > 0
+    finally:
+        directory.remove()
+    assert not directory.path.exists()

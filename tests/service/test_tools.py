@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from services.tool_stream_bench import forced_call_pieces
 from services.tools import ToolCallStream, plan_tools
 from tests.harness import assert_openai_error
 
@@ -143,6 +144,28 @@ def test_bad_tools_are_refused_with_the_parameter_named(engine_service):
                         param="tools[0].function.parameters")
 
 
+REPORT = {"type": "function", "function": {
+    "name": "write_report", "description": "Write a long report.",
+    "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}
+
+
+def test_a_long_forced_call_streams_the_arguments_of_the_whole_answer(smollm):
+    """Hundreds of tokens of arguments, each piece read once as it comes (the parser used to read
+    the whole call again at every token): the streamed fragments make up the whole answer's."""
+    client = openai.OpenAI(base_url=smollm.url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    kwargs = dict(model=MODEL, tools=[REPORT], tool_choice="required", parallel_tool_calls=False, temperature=0,
+                  messages=[{"role": "user", "content": "Write a very long, detailed report about Paris."}])
+    client.chat.completions.create(**kwargs, max_tokens=1)  # both answers below start from the same cached prompt
+    whole = client.chat.completions.create(**kwargs, max_tokens=400)
+    assert whole.usage.completion_tokens == 400 and whole.choices[0].finish_reason == "length"
+    arguments = whole.choices[0].message.tool_calls[0].function.arguments
+    assert arguments.startswith('{') and '"text": "' in arguments[:12] and len(arguments) > 1000
+    chunks = list(client.chat.completions.create(**kwargs, max_tokens=400, stream=True))
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert deltas[0].function.name == "write_report" and len(deltas) > 100
+    assert "".join(d.function.arguments or "" for d in deltas) == arguments
+
+
 def test_a_required_tool_call_through_the_gateway(engine_service, gateway_in_front):
     client = gateway_in_front(engine_service.url)
     chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required",
@@ -205,7 +228,45 @@ def test_parallel_calls_get_their_own_index_and_id(tool_choice, step):
         json.loads(call["function"]["arguments"])
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_forced_call_of_thousands_of_tokens_reads_the_same_in_pieces_as_whole(parallel):
+    pieces = forced_call_pieces(16_000)
+    text = "".join(pieces)
+    calls = 2 if parallel else 1
+    if parallel:
+        pieces = pieces + ["\n"] + pieces
+    streamed = ToolCallStream(plan_tools([REPORT], "required", parallel))
+    deltas = [d for piece in pieces for d in streamed.push(piece, final=False)[1]]
+    deltas += streamed.push("", final=True)[1]
+    at_once = ToolCallStream(plan_tools([REPORT], "required", parallel))
+    at_once.push("".join(pieces), final=True)
+    written = text[text.index('"arguments": ') + len('"arguments": '):text.rindex("}")]
+    assert [c["function"]["arguments"] for c in streamed.calls] == [written] * calls
+    assert [c["function"]["arguments"] for c in at_once.calls] == [written] * calls
+    for index in range(calls):
+        assert "".join(d["function"]["arguments"] for d in deltas if d["index"] == index) == written
+    assert json.loads(written)["text"].startswith("the archive held")
+
+
 def test_model_output_nested_past_the_json_parser_s_limit_is_text_not_a_crash():
     from services.tools import parse_calls
 
     assert parse_calls("[" * 100_000) is None
+
+
+def test_the_tool_stream_benchmark_reports_each_length(tmp_path):
+    """`arena bench --mode toolstream` (no model: the parser alone); its speed is not asserted."""
+    import subprocess
+    import sys
+
+    from tests.harness import PROJECT_ROOT
+
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "shared.cli", "bench", "--mode", "toolstream",
+                             "--tool-stream-tokens", "50,200", "--json", str(out)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lengths = json.loads(out.read_text())["toolstream"]["lengths"]
+    assert [level["tokens"] for level in lengths] == [50, 200]
+    assert all(level["seconds"] > 0 and level["us_per_token"] > 0 for level in lengths)
+    assert "us/token" in result.stdout
