@@ -77,7 +77,7 @@ class NoLocks:
 
 
 def test_a_failing_cleanup_neither_stops_the_start_nor_leaves_a_download_unfinished(
-        hub, tmp_path, monkeypatch, caplog):
+        hub, tmp_path, monkeypatch, caplog):  # noqa: F811 (fixtures)
     import filelock
     from fastapi.testclient import TestClient
 
