@@ -240,8 +240,8 @@ def test_a_delete_during_a_load_is_refused_and_a_load_during_a_delete_finds_the_
     import threading
 
     url, answers = garbled_supervisor
-    answers["/instances"] = (200, b'{"instance_id": "late-0", "model": "late", "state": "running", '
-                                  b'"url": "http://127.0.0.1:9"}')
+    answers["/instances"] = (200, (b'{"instance_id": "late-0", "model": "late", "state": "running", '
+                                   b'"url": "http://127.0.0.1:9"}'))
     answers["slow"].set()  # the supervisor takes half a second to start a process
     control, overlay = gateway.app.state.instance_control, gateway.app.state.catalogue_overlay
     control.backend = LocalSupervisor(url, "control-token-0123456789")
