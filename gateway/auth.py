@@ -61,22 +61,34 @@ class AuthFailures:
         return ApiError(429, f"Too many wrong keys from this client: at most {self.per_minute} a minute. "
                              f"Try again in {retry}s.", code="rate_limit_exceeded", headers={"Retry-After": retry})
 
+    async def over_limit(self, request: Request) -> ApiError | None:
+        """The 429 to answer while the client is over its limit of wrong keys, else None (nothing
+        is counted). Raises `DatabaseUnavailable` when the store is down."""
+        wait = await self.limiter.peek(self._window(request), self.per_minute)
+        return None if wait is None else self._refuse(wait)
+
+    async def count(self, request: Request) -> ApiError | None:
+        """Count one wrong key: the 429 to answer past the limit, else None. Raises
+        `DatabaseUnavailable` when the store is down."""
+        wait = await self.limiter.check(self._window(request), self.per_minute)
+        return None if wait is None else self._refuse(wait)
+
     async def check_allowed(self, request: Request) -> None:
         """429 while the client is over its limit of wrong keys (nothing is counted)."""
         try:
-            wait = await self.limiter.peek(self._window(request), self.per_minute)
+            refused = await self.over_limit(request)
         except DatabaseUnavailable as exc:
             raise exc.api_error() from None
-        if wait is not None:
-            raise self._refuse(wait)
+        if refused is not None:
+            raise refused
 
     async def failed(self, request: Request, error: ApiError) -> ApiError:
         """Count one wrong key; the error to answer: `error`, or a 429 past the limit."""
         try:
-            wait = await self.limiter.check(self._window(request), self.per_minute)
+            refused = await self.count(request)
         except DatabaseUnavailable as exc:
             return exc.api_error()
-        return error if wait is None else self._refuse(wait)
+        return error if refused is None else refused
 
 
 class ApiKeyGuard:
@@ -99,9 +111,7 @@ class ApiKeyGuard:
                            code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
         if await _admin_key_matches(request, self.admin_key, token, self.failures):
             return ApiKey(ADMIN_KEY_ID, "admin", "admin", None, 0.0, None)
-        key = self.keys.get(token)
-        if key is None and await self._reloaded():
-            key = self.keys.get(token)
+        key = await self.lookup(token)
         if key is None:
             raise await self.failures.failed(request, ApiError(
                 401, "The API key is not valid (unknown or revoked).", code="invalid_api_key",
@@ -116,6 +126,14 @@ class ApiKeyGuard:
             raise ApiError(429, f"Rate limit of {rpm} requests per minute reached for this key; "
                                 f"retry in {retry_after}s.", code="rate_limit_exceeded",
                            headers={"Retry-After": retry_after})
+        return key
+
+    async def lookup(self, token: str) -> ApiKey | None:
+        """The valid API key `token` is, if any; a key unknown here is looked up again in the store
+        (it may have just been made on another replica)."""
+        key = self.keys.get(token)
+        if key is None and await self._reloaded():
+            key = self.keys.get(token)
         return key
 
     async def _reloaded(self) -> bool:
@@ -149,8 +167,7 @@ async def verify_admin(request: Request, *, required: bool = True) -> bool:
 
     `required`: an admin route; no admin key configured is a 503, a missing or wrong key a 401
     (a 429 past the client's limit of wrong keys). Not required: a public view that shows more
-    to the admin; a missing key is False, a wrong one is counted like any other guess (False,
-    or 429 past the limit) unless it is a valid API key of the caller's (no guess, then)."""
+    to the admin (see `_admin_in_view`)."""
     admin_key = request.app.state.settings.admin_key
     token = bearer_token(request)
     if not admin_key:
@@ -164,16 +181,36 @@ async def verify_admin(request: Request, *, required: bool = True) -> bool:
             raise ApiError(401, "The admin key is missing or wrong.", code="invalid_admin_key",
                            headers={"WWW-Authenticate": "Bearer"})
         return False
+    if not required:
+        return await _admin_in_view(request, guard, admin_key, token)
     await failures.check_allowed(request)  # past the limit: 429 before the key is compared
     if await _admin_key_matches(request, admin_key, token, failures):
         return True
-    if not required and guard.keys.get(token) is not None:
+    raise await failures.failed(request, ApiError(
+        401, "The admin key is missing or wrong.", code="invalid_admin_key", headers={"WWW-Authenticate": "Bearer"}))
+
+
+async def _admin_in_view(request: Request, guard: ApiKeyGuard, admin_key: str, token: str) -> bool:
+    """A public view's check: a missing key is False; a runner's registration token or one of the
+    caller's valid API keys is no guess (False, never counted nor refused, whatever the client's
+    count); any other wrong key is counted like on the admin routes (False, or 429 past the
+    limit). With the store down the view is the public one (False), never a 503."""
+    registration = request.app.state.settings.registration_token
+    if registration and _same(registration, token):
         return False
-    error = ApiError(401, "The admin key is missing or wrong.", code="invalid_admin_key",
-                     headers={"WWW-Authenticate": "Bearer"})
-    answer = await failures.failed(request, error)  # a guess is counted
-    if required or answer is not error:
-        raise answer
+    if await guard.lookup(token) is not None:
+        return False
+    failures = guard.failures
+    try:
+        refused = await failures.over_limit(request)  # before the key is compared
+        if refused is None:
+            if _same(admin_key, token):
+                return True
+            refused = await failures.count(request)
+    except DatabaseUnavailable:
+        return False
+    if refused is not None:
+        raise refused
     return False
 
 

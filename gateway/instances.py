@@ -42,6 +42,10 @@ class Instance:
     # drain, so it stays draining until its process is gone, whatever its probes say.
     booting: bool = False
     retiring: bool = False
+    # A registered instance asked to drain alone (a fleet-up runner): its runner is told at its
+    # next heartbeat (`drain_heard_at`, when this gateway answered it).
+    drain_requested_at: float | None = None
+    drain_heard_at: float | None = None
 
     # The gateway's own counts.
     outstanding: int = 0
@@ -128,6 +132,8 @@ class Instance:
             "tokens_per_second": self.tokens_per_second,
             "uptime_seconds": self.uptime_seconds,
             "seconds_in_state": round(now - self.state_since, 1),
+            "drain_requested": self.drain_requested_at is not None,
+            "drain_heard": self.drain_heard_at is not None,
         }
 
 

@@ -285,7 +285,10 @@ class RegistrationService:
         if reg is None or reg.model not in self.registry.catalogue.models:
             raise ApiError(404, f"No registered instance '{instance_id}'; register again.",
                            code="instance_not_found")
-        return self._apply(reg)
+        instance = self._apply(reg)
+        if reg.drain_requested_at is not None and instance.drain_heard_at is None:
+            instance.drain_heard_at = now  # this answer tells its runner to drain
+        return instance
 
     async def request_drain(self, instance_id: str) -> bool:
         """Ask one registered instance to drain: out of routing at once on every gateway sharing
@@ -338,6 +341,7 @@ class RegistrationService:
             instance.last_error = None
         instance.registered_at = reg.registered_at
         instance.expires_at = reg.expires_at
+        instance.drain_requested_at = reg.drain_requested_at
         if reg.drain_requested_at is not None and not instance.retiring:
             instance.retiring = True
             instance.set_state(InstanceState.DRAINING)

@@ -56,12 +56,15 @@ class GatewayRegistrationClient:
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.retry.call(lambda: self._request_once(method, path, **kwargs))
+    def _request(self, method: str, path: str, *, public: bool = False, **kwargs: Any) -> httpx.Response:
+        return self.retry.call(lambda: self._request_once(method, path, public=public, **kwargs))
 
-    def _request_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request_once(self, method: str, path: str, *, public: bool, **kwargs: Any) -> httpx.Response:
+        request = self._http.build_request(method, path, **kwargs)
+        if public:  # a public view: the registration token is not sent where it is not needed
+            del request.headers["Authorization"]
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.send(request)
         except httpx.TransportError as exc:
             raise GatewayUnavailable(f"{method} {self.gateway_url}{path}: {type(exc).__name__}") from exc
         if response.status_code >= 500:
@@ -106,7 +109,8 @@ class GatewayRegistrationClient:
         return answer if isinstance(answer, dict) else {}
 
     def instance(self, instance_id: str) -> dict[str, Any] | None:
-        response = self._request("GET", self._path(instance_id))
+        # The instance's state is public (polled every second during a handoff): no token.
+        response = self._request("GET", self._path(instance_id), public=True)
         if response.status_code == 404:
             return None
         if response.status_code >= 400:

@@ -181,13 +181,18 @@ class LlamaServerService(GenerationService):
         if self.in_flight + prepared.n > self.spec.parallel + self.spec.max_queue:
             self.rejected += 1
             raise QueueFull(retry_after=2)
-        client = self._client_for_loop()
-        # Converting a schema to GBNF is bounded but not instant: a worker thread, as in-process.
-        grammar = await asyncio.to_thread(self.grammar_for, prepared) \
-            if prepared.response_format or (prepared.tools is not None and prepared.tools.constrained) else None
-        param = grammar[1] if grammar else "prompt"
         active, queued = min(self.in_flight, self.spec.parallel), max(0, self.in_flight - self.spec.parallel)
+        # Counted before any wait: requests arriving meanwhile see these choices against the bound.
         self.in_flight += prepared.n
+        try:
+            client = self._client_for_loop()
+            # Converting a schema to GBNF is bounded but not instant: a worker thread, as in-process.
+            grammar = await asyncio.to_thread(self.grammar_for, prepared) \
+                if prepared.response_format or (prepared.tools is not None and prepared.tools.constrained) else None
+        except BaseException:
+            self.in_flight -= prepared.n
+            raise
+        param = grammar[1] if grammar else "prompt"
         timings = JobTimings()
         sends = [asyncio.ensure_future(client.send(client.build_request(
             "POST", "/completion", json=self.completion_body(prepared, i, grammar)), stream=True)) for i in range(prepared.n)]

@@ -256,11 +256,23 @@ class Catalogue(BaseModel):
     routing: Routing = Field(default_factory=Routing)
     arena: ArenaPolicy = Field(default_factory=ArenaPolicy)
     _path: Path | None = PrivateAttr(None)
+    _overlay_file: Path | None = PrivateAttr(None)
+    _without_overlay: "Catalogue | None" = PrivateAttr(None)
 
     @property
     def path(self) -> Path | None:
         """The file this catalogue was read from (child processes are pointed at it)."""
         return self._path
+
+    @property
+    def overlay_file(self) -> Path | None:
+        """The overlay file merged into this catalogue (``ARENA_CATALOGUE_OVERLAY``), if any."""
+        return self._overlay_file
+
+    def without_overlay(self) -> "Catalogue":
+        """This catalogue as read without its overlay file (itself when none was merged): the
+        gateway's base, whose own overlay lives in its store."""
+        return self._without_overlay or self
 
     def model(self, key: str) -> ModelSpec:
         try:
@@ -345,10 +357,15 @@ def load_catalogue(path: str | Path | None = None, environ: dict[str, str] | Non
         raw = yaml.load(path.read_text(), Loader=YAML_LOADER) or {}
     except OSError as exc:
         raise CatalogueError(f"cannot read the catalogue {path}: {exc}") from exc
+    plain = raw
     if env.get(OVERLAY_ENV):
         raw = merge_overlay(raw, read_overlay(env[OVERLAY_ENV]), source=f"the catalogue overlay {env[OVERLAY_ENV]}")
     try:
         catalogue = TypeAdapter(Catalogue).validate_python(_apply_overrides(raw, env))
+        if raw is not plain:
+            catalogue._without_overlay = TypeAdapter(Catalogue).validate_python(_apply_overrides(plain, env))
+            catalogue._without_overlay._path = path
+            catalogue._overlay_file = Path(env[OVERLAY_ENV]).expanduser()
     except ValueError as exc:
         raise CatalogueError(f"invalid catalogue {path}: {exc}") from exc
     catalogue._path = path

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,27 +215,34 @@ def _verified_marker(cache_dir: Path, expected: str) -> Path:
     return Path(cache_dir).expanduser() / "hub-verified" / f"{expected}.ok"
 
 
-def _fingerprint(path: Path) -> str:
+def fingerprint(path: Path) -> str:
+    """What identifies the file's bytes without reading them: its resolved path, inode, size,
+    modification and change times (a copy that keeps size and mtime, `cp -p` or `rsync -a`, is
+    a new inode or a new ctime). Take it before hashing and pass it to `remember_verified`."""
     stat = path.stat()
-    return f"{path.resolve()}\n{stat.st_size}\n{stat.st_mtime_ns}\n"
+    return f"{path.resolve()}\n{stat.st_ino}\n{stat.st_size}\n{stat.st_mtime_ns}\n{stat.st_ctime_ns}\n"
 
 
 def verified_before(path: Path, sha256: str, cache_dir: Path) -> bool:
-    """The file was checked against `sha256` and has not changed since (same resolved path, size
-    and modification time): no need to hash it again."""
+    """The file was checked against `sha256` and has not changed since (same resolved path,
+    inode, size, modification and change times): no need to hash it again."""
     try:
-        return _verified_marker(cache_dir, sha256.strip().lower()).read_text() == _fingerprint(path)
+        return _verified_marker(cache_dir, sha256.strip().lower()).read_text() == fingerprint(path)
     except OSError:
         return False
 
 
-def remember_verified(path: Path, sha256: str, cache_dir: Path) -> None:
+def remember_verified(path: Path, sha256: str, cache_dir: Path, before: str) -> None:
     """Record that `path` has `sha256` (checked by the caller), for `verified_before`: whoever
-    checked it (a service's first start, or the admin side's download), it is hashed once."""
+    checked it (a service's first start, or the admin side's download), it is hashed once.
+    `before`: the file's `fingerprint` taken before it was hashed; nothing is recorded if the
+    file changed meanwhile."""
     try:
+        if fingerprint(path) != before:
+            return
         marker = _verified_marker(cache_dir, sha256.strip().lower())
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(_fingerprint(path))
+        marker.write_text(before)
     except OSError:
         pass  # only a shortcut for next time
 
@@ -242,6 +251,7 @@ def _verify(spec: ModelSpec, path: Path, cache_dir: Path) -> None:
     expected = (spec.sha256 or "").strip().lower()
     if not expected or verified_before(path, expected, cache_dir):
         return
+    before = fingerprint(path)
     actual = sha256_of(path)
     if actual != expected:
         raise ModelFileError(
@@ -250,7 +260,7 @@ def _verify(spec: ModelSpec, path: Path, cache_dir: Path) -> None:
             "is wrong, or the file on the hub changed: pin a revision (repo@commit) or update the "
             "sha256."
         )
-    remember_verified(path, expected, cache_dir)
+    remember_verified(path, expected, cache_dir, before)
 
 
 def repo_folder(hub_cache: Path, repo_id: str) -> Path:
@@ -258,20 +268,37 @@ def repo_folder(hub_cache: Path, repo_id: str) -> Path:
     return Path(hub_cache) / ("models--" + repo_id.replace("/", "--"))
 
 
-def remove_stale_partials(hub_cache: Path, repo_id: str) -> list[Path]:
+PARTIAL_IDLE_SECONDS = 120.0
+"""A partial download not written for this long is taken for dead (with its lock free): on some
+network filesystems a lock can always be taken, even while another process downloads."""
+
+LOCK_FILE_MODE = 0o664  # the mode huggingface-hub gives its lock files
+
+
+def remove_stale_partials(hub_cache: Path, repo_id: str, *, own: Collection[Path] = (),
+                          idle_seconds: float = PARTIAL_IDLE_SECONDS) -> list[Path]:
     """Delete the repository's partial downloads (``blobs/*.incomplete``) that no download is
     writing: huggingface-hub holds ``.locks/<repo folder>/<etag>.lock`` while it downloads the
-    blob ``<etag>``, so a partial file whose lock can be taken at once was left by a download
-    that died (a killed process). Returns the files removed."""
+    blob ``<etag>``, so a partial file whose lock can be taken at once, and that nothing wrote for
+    `idle_seconds` (a lock is no proof everywhere), was left by a download that died (a killed
+    process). `own`: partial files the caller's own download, now stopped, wrote: no idle time
+    asked of them. Returns the files removed."""
     from filelock import FileLock, Timeout
 
     folder = repo_folder(hub_cache, repo_id)
+    own = {Path(p) for p in own}
     removed: list[Path] = []
     for partial in sorted((folder / "blobs").glob("*.incomplete")):
+        try:
+            idle = time.time() - partial.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if partial not in own and idle < idle_seconds:
+            continue  # written lately: maybe by a download elsewhere whose lock we cannot see
         etag = partial.name.split(".", 1)[0]
         lock_path = Path(hub_cache) / ".locks" / folder.name / f"{etag}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_path), timeout=0)
+        lock = FileLock(str(lock_path), timeout=0, mode=LOCK_FILE_MODE)
         try:
             with lock:
                 partial.unlink(missing_ok=True)
@@ -279,6 +306,11 @@ def remove_stale_partials(hub_cache: Path, repo_id: str) -> list[Path]:
         except Timeout:
             continue  # a download of that blob is running (here or in another process)
     return removed
+
+
+def partial_files(hub_cache: Path, repo_id: str) -> set[Path]:
+    """The repository's partial downloads now (``blobs/*.incomplete``)."""
+    return set((repo_folder(hub_cache, repo_id) / "blobs").glob("*.incomplete"))
 
 
 def fetch_from_hub(spec: ModelSpec, cache_dir: Path, *, progress: bool | None = None) -> Path:

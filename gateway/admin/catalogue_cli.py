@@ -36,7 +36,7 @@ async def _export(args: argparse.Namespace, catalogue: Catalogue) -> str:
     from gateway.admin.catalogue_overlay import CatalogueOverlay
 
     async with open_database(args, catalogue) as db:
-        overlay = CatalogueOverlay(catalogue, db)
+        overlay = CatalogueOverlay(catalogue.without_overlay(), db)  # the store holds the overlay
         await overlay.load()
         for key, why in overlay.skipped.items():
             print(f"arena catalogue: {key} left out of the overlay: {why}", file=sys.stderr)

@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
 import yaml
@@ -42,7 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import Database
 from gateway.store.schema import catalogue_overlay
-from shared.catalogue import Catalogue, CatalogueError, ModelSpec
+from shared.catalogue import Catalogue, CatalogueError, ModelSpec, merge_overlay
 from shared.errors import DomainError
 
 log = logging.getLogger("gateway.admin.catalogue")
@@ -112,10 +113,15 @@ def _spec_to_yaml_fields(spec: ModelSpec, *, full: bool) -> dict[str, Any]:
 class CatalogueOverlay:
     """The base catalogue plus the store's overlay. `load()` before use (the gateway's startup)."""
 
-    def __init__(self, base: Catalogue, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, base: Catalogue, db: Database, *, clock: Callable[[], float] = time.time,
+                 published_file: Path | None = None) -> None:
+        """`published_file`: the overlay file of the gateway's checkout (ARENA_CATALOGUE_OVERLAY),
+        imported into an empty store (`import_published`); `base` is read without it."""
         self.base = base
         self.db = db
         self.clock = clock
+        self.published_file = published_file
+        self._loaded = False
         self._runtime: dict[str, ModelSpec] = {}
         self._overrides: dict[str, dict[str, Any]] = {}
         self._effective = base
@@ -179,10 +185,63 @@ class CatalogueOverlay:
                 skipped[row.key] = str(exc).splitlines()[0]
                 log.warning("catalogue overlay: %s left out: %s", row.key, skipped[row.key])
         self.skipped = skipped
-        if (runtime, overrides) == (self._runtime, self._overrides):
+        if self._loaded and (runtime, overrides) == (self._runtime, self._overrides):
             return  # the periodic reload found nothing new: the published catalogue stands
+        self._loaded = True  # the first load publishes: the gateway's catalogue becomes base + store
         self._runtime, self._overrides = runtime, overrides
         self._publish()
+
+    async def store_is_empty(self) -> bool:
+        async with self.db.read() as conn:
+            return (await conn.execute(select(catalogue_overlay.c.key).limit(1))).first() is None
+
+    async def import_published(self, data: Any, *, source: str, actor: str = "startup") -> list[str] | None:
+        """Import a published overlay file's mapping (`overlay_data()`'s shape) into the store when
+        the store holds no overlay (a fresh store); None when it does: the store is the overlay's
+        one source and is never overwritten. An entry that does not validate is left out and
+        logged; when the whole would not be a catalogue, nothing is imported. The keys imported."""
+        async with self._lock:
+            if not await self.store_is_empty():
+                return None
+            entries = merge_overlay({"models": {}}, data, source=source)["models"]
+            runtime: dict[str, ModelSpec] = {}
+            overrides: dict[str, dict[str, Any]] = {}
+            for key, fields in entries.items():
+                try:
+                    if key in self.base.models:
+                        unknown = sorted(set(fields) - set(EDITABLE))
+                        if unknown:
+                            raise CatalogueError(f"{unknown[0]} is not a setting the admin side changes")
+                        base = self.base.models[key]
+                        updated = self._merged(base, fields)
+                        self._check_tokens(updated)
+                        changed = {name: value for name, value in self.settings_of(updated).items()
+                                   if getattr(updated, name) != getattr(base, name)}
+                        if changed:
+                            overrides[key] = changed
+                    else:
+                        if not KEY_RE.match(key):
+                            raise CatalogueError("not a model key")
+                        runtime[key] = ModelSpec.model_validate({**fields, "key": key})
+                        self._check_tokens(runtime[key])
+                except ValidationError as exc:
+                    log.warning("catalogue overlay import from %s: %s left out: %s", source, key,
+                                invalid_setting(exc).message)
+                except (ValueError, CatalogueError, OverlayError) as exc:
+                    log.warning("catalogue overlay import from %s: %s left out: %s", source, key,
+                                str(exc).splitlines()[0])
+            try:
+                self._effective_of(runtime, overrides)
+            except (ValueError, ValidationError, CatalogueError, OverlayError) as exc:
+                log.warning("catalogue overlay import from %s: not imported, the whole is no catalogue: %s", source,
+                            str(exc).splitlines()[0])
+                return []
+            for key, spec in runtime.items():
+                await self._save(key, "model", _spec_to_yaml_fields(spec, full=False), actor)
+            for key, changed in overrides.items():
+                await self._save(key, "override", changed, actor)
+            await self._load()
+            return [*overrides, *runtime]
 
     async def _save(self, key: str, kind: str, data: dict[str, Any] | None, actor: str) -> None:
         """One row per key, written in one statement: an upsert, since two gateways saving the same
@@ -218,7 +277,13 @@ class CatalogueOverlay:
         return spec
 
     def _next_port(self) -> int:
-        return max((m.port for m in self._effective.models.values()), default=8100) + 1
+        """After every model's ports: one with port P and `instances: N` uses P..P+N-1 locally."""
+        return max((m.port + max(m.instances, 1) - 1 for m in self._effective.models.values()), default=8100) + 1
+
+    def _ports_taken(self, spec: ModelSpec) -> bool:
+        """Whether `spec`'s ports meet another model's."""
+        return any(m.port < spec.port + max(spec.instances, 1) and spec.port < m.port + max(m.instances, 1)
+                   for m in self._effective.models.values())
 
     async def add_model(self, spec: ModelSpec, *, actor: str = "") -> ModelSpec:
         async with self._lock:
@@ -227,7 +292,7 @@ class CatalogueOverlay:
     async def _add_model(self, spec: ModelSpec, actor: str) -> ModelSpec:
         if spec.key in self._effective.models:
             raise ModelExists(f"The catalogue already has a model '{spec.key}'.", param="key")
-        if any(m.port == spec.port for m in self._effective.models.values()):
+        if self._ports_taken(spec):
             # Another model took this port since the spec was made (two downloads at once: each
             # was given the next port then); the next free one is picked here, under the lock.
             spec = spec.model_copy(update={"port": self._next_port()})
@@ -254,12 +319,17 @@ class CatalogueOverlay:
         del self._runtime[key]
         self._publish()
 
-    async def update_settings(self, key: str, changes: dict[str, Any], *, actor: str = "") -> tuple[ModelSpec, bool]:
+    async def update_settings(self, key: str, changes: dict[str, Any], *, actor: str = "",
+                              on_saved: Callable[[], Awaitable[None]] | None = None) -> tuple[ModelSpec, bool]:
         """Validate and save `changes` to the model's settings. Returns the new entry and whether
         the change needs the model's instances restarted; the `on_settings_changed` hooks are
-        awaited for such a change (a failing hook is logged: the change is saved)."""
+        awaited for such a change (a failing hook is logged: the change is saved). `on_saved` is
+        awaited once the change is saved, before the hooks (the audit log records the change
+        before the rolling restart it causes)."""
         async with self._lock:
             updated, restart = await self._update_settings(key, changes, actor)
+        if on_saved is not None:
+            await on_saved()
         if restart:
             await self._settings_changed(key)
         return updated, restart
@@ -300,8 +370,10 @@ class CatalogueOverlay:
             except Exception:  # the change is saved; the fleet reports its own failure
                 log.exception("catalogue overlay: settings hook failed for %s", key)
 
-    async def reset_settings(self, key: str, *, actor: str = "") -> ModelSpec:
-        """Drop the overrides of a base model (back to the YAML's settings)."""
+    async def reset_settings(self, key: str, *, actor: str = "",
+                             on_saved: Callable[[], Awaitable[None]] | None = None) -> ModelSpec:
+        """Drop the overrides of a base model (back to the YAML's settings); `on_saved` as in
+        `update_settings`."""
         if key not in self.base.models:
             raise NotARuntimeModel(f"'{key}' was added at runtime: it has no catalogue settings to go back to.",
                                    param="model")
@@ -311,6 +383,8 @@ class CatalogueOverlay:
                 await self._save(key, "override", None, actor)
                 del self._overrides[key]
                 self._publish()
+        if on_saved is not None:
+            await on_saved()
         if had:
             await self._settings_changed(key)
         return self.model_spec(key)
@@ -393,13 +467,16 @@ class CatalogueOverlay:
             raise InvalidSetting(f"default_max_tokens: {spec.default_max_tokens} is above max_tokens_limit "
                                  f"{spec.max_tokens_limit}.", param="default_max_tokens")
 
-    def _publish(self) -> None:
+    def _effective_of(self, runtime: dict[str, ModelSpec], overrides: dict[str, dict[str, Any]]) -> Catalogue:
         models: dict[str, ModelSpec] = {}
         for key, spec in self.base.models.items():
-            models[key] = self._merged(spec, self._overrides[key]) if key in self._overrides else spec
-        models.update(self._runtime)
+            models[key] = self._merged(spec, overrides[key]) if key in overrides else spec
+        models.update(runtime)
         effective = self.base.model_copy(update={"models": models})
         TypeAdapter(Catalogue).validate_python(effective.model_dump())  # the whole stays a catalogue
-        self._effective = effective
+        return effective
+
+    def _publish(self) -> None:
+        effective = self._effective = self._effective_of(self._runtime, self._overrides)
         for hook in list(self.on_catalogue_changed):
             hook(effective)

@@ -52,8 +52,8 @@ from typing import Any, Awaitable, Callable
 from shared.catalogue import QUANT_RE
 from shared.errors import DomainError
 from shared.hub import (AmbiguousQuant, QuantNotFound, SplitPartsMissing, TooManyFiles, hub_cache_dir, hub_endpoint,
-                        list_repo_files, pick_quant_files, remember_verified, remove_stale_partials, repo_folder,
-                        split_repo)
+                        fingerprint, list_repo_files, partial_files, pick_quant_files, remember_verified,
+                        remove_stale_partials, split_repo)
 from shared.model_files import sha256_of
 
 log = logging.getLogger("gateway.admin.hub")
@@ -216,6 +216,7 @@ class Download:
     paths: list[str] = field(default_factory=list)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     task: asyncio.Task | None = None
+    partials_before: set[Path] = field(default_factory=set)  # the repository's partial files at its start
 
     @property
     def active(self) -> bool:
@@ -418,28 +419,39 @@ class HubDownloads:
             "repo_id": split_repo(download.choice.repo)[0], "hub_cache": str(self.config.hub_cache)}))
 
     def _clean_partials(self, download: Download) -> None:
-        """After a failed or cancelled download: its repository's partial files no download writes."""
-        removed = remove_stale_partials(self.config.hub_cache, split_repo(download.choice.repo)[0])
+        """After a failed or cancelled download: its own partial files (those that appeared while
+        it ran) and its repository's others that nothing writes (`remove_stale_partials`)."""
+        repo_id = split_repo(download.choice.repo)[0]
+        own = partial_files(self.config.hub_cache, repo_id) - download.partials_before
+        removed = remove_stale_partials(self.config.hub_cache, repo_id, own=own)
         if removed:
             log.info("download %s: removed %d partial file(s)", download.id, len(removed))
 
     def recover(self) -> list[Path]:
         """At start: remove the partial files of downloads a killed gateway left (journalled
-        repositories only, and only files no download is writing); their journal entries go
-        once nothing of theirs is left. Returns the files removed."""
+        repositories of this hub cache only, and only files no download is writing); their
+        journal entries go once nothing of theirs is left. A cleanup that fails is logged, never
+        stops the start. Returns the files removed."""
         removed: list[Path] = []
         for entry in sorted(self._journal.glob("*.json")) if self._journal.is_dir() else []:
             if any(d.active and self._journal_path(d) == entry for d in self._downloads.values()):
                 continue
             try:
                 record = json.loads(entry.read_text())
-                repo_id, hub_cache = record["repo_id"], Path(record["hub_cache"])
+                repo_id, hub_cache = str(record["repo_id"]), Path(record["hub_cache"])
             except (OSError, ValueError, KeyError, TypeError):
                 entry.unlink(missing_ok=True)
                 continue
-            removed += remove_stale_partials(hub_cache, repo_id)
-            if not list((repo_folder(hub_cache, repo_id) / "blobs").glob("*.incomplete")):
-                entry.unlink(missing_ok=True)
+            if hub_cache != self.config.hub_cache:
+                log.info("download journal %s is for another hub cache (%s): left alone", entry.name, hub_cache)
+                continue
+            try:
+                removed += remove_stale_partials(hub_cache, repo_id)
+                if not partial_files(hub_cache, repo_id):
+                    entry.unlink(missing_ok=True)
+            except Exception as exc:  # PermissionError, a filesystem without locks: the start goes on
+                log.warning("cannot remove the partial downloads of %s in %s: %s: %s", repo_id, hub_cache,
+                            type(exc).__name__, exc)
         if removed:
             log.warning("removed %d partial download(s) left by a stopped gateway: %s", len(removed),
                         ", ".join(p.name for p in removed))
@@ -448,6 +460,8 @@ class HubDownloads:
     async def _run(self, download: Download, on_complete: Completion) -> None:
         try:
             await asyncio.to_thread(self._write_journal, download)
+            download.partials_before = await asyncio.to_thread(
+                partial_files, self.config.hub_cache, split_repo(download.choice.repo)[0])
             download.paths = await asyncio.to_thread(self._fetch, download)
             download.state = "verifying"
             await asyncio.to_thread(self._verify, download)
@@ -465,8 +479,8 @@ class HubDownloads:
                 if download.state != "done":
                     await asyncio.to_thread(self._clean_partials, download)
                 self._journal_path(download).unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("download %s: cannot clean up after it: %s", download.id, exc)
+            except Exception as exc:  # not only OSError: a filesystem without locks, say
+                log.warning("download %s: cannot clean up after it: %s: %s", download.id, type(exc).__name__, exc)
             download.finished_at = time.time()
 
     def _fetch(self, download: Download) -> list[str]:
@@ -503,6 +517,7 @@ class HubDownloads:
         for hub_file, path_text in zip(download.choice.files, download.paths):
             path = Path(path_text)
             problem = None
+            before = fingerprint(path)  # taken before hashing: a change meanwhile leaves no marker
             size = path.stat().st_size
             if size != hub_file.size:
                 problem = f"{hub_file.path} is {size} bytes; the hub listed {hub_file.size}"
@@ -513,7 +528,7 @@ class HubDownloads:
                     if handle.read(4) != b"GGUF":
                         problem = f"{hub_file.path} is not a GGUF file (no GGUF magic at its start)"
             if not problem and hub_file.sha256:  # the service's own check (shared.hub) will trust it
-                remember_verified(path, hub_file.sha256, self.config.cache_dir)
+                remember_verified(path, hub_file.sha256, self.config.cache_dir, before)
             if problem:
                 if download.bytes_done:  # fetched by this download, not a file the cache already had
                     path.resolve().unlink(missing_ok=True)

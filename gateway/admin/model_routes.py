@@ -85,9 +85,12 @@ async def remove_model(request: Request, key: str) -> dict[str, Any]:
     overlay = _overlay(request)
     overlay.check_removable(key)
     control = getattr(request.app.state, "instance_control", None)
-    if control is not None:
-        control.check_can_remove(key)
-    await overlay.remove_model(key, actor=request.app.state.admin.actor(request))
+    actor = request.app.state.admin.actor(request)
+    if control is None:
+        await overlay.remove_model(key, actor=actor)
+    else:
+        async with control.removal(key):  # no start of it meanwhile (one under way is waited for)
+            await overlay.remove_model(key, actor=actor)
     await record_admin_action(request, "model.remove", key)
     return {"id": key, "object": "admin.model", "deleted": True}
 
@@ -96,8 +99,8 @@ async def remove_model(request: Request, key: str) -> dict[str, Any]:
 async def change_settings(request: Request, key: str) -> dict[str, Any]:
     body = await _json_object(request, f"of settings ({', '.join(EDITABLE)})")
     overlay, admin = _overlay(request), request.app.state.admin
-    _, restart = await overlay.update_settings(key, body, actor=admin.actor(request))
-    await record_admin_action(request, "model.settings", key, body)
+    _, restart = await overlay.update_settings(
+        key, body, actor=admin.actor(request), on_saved=lambda: record_admin_action(request, "model.settings", key, body))
     return {**_model(overlay, key), "restart": _restart_state(overlay, restart)}
 
 
@@ -105,8 +108,8 @@ async def change_settings(request: Request, key: str) -> dict[str, Any]:
 async def reset_settings(request: Request, key: str) -> dict[str, Any]:
     """Back to the catalogue file's settings (a model of the file only)."""
     overlay, admin = _overlay(request), request.app.state.admin
-    await overlay.reset_settings(key, actor=admin.actor(request))
-    await record_admin_action(request, "model.settings_reset", key)
+    await overlay.reset_settings(key, actor=admin.actor(request),
+                                 on_saved=lambda: record_admin_action(request, "model.settings_reset", key))
     return {**_model(overlay, key), "restart": _restart_state(overlay, True)}
 
 

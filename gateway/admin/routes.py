@@ -182,7 +182,11 @@ def install(app: FastAPI) -> None:
     settings = AdminSettings()
     db = app.state.database
     admin = app.state.admin = Admin(settings, AuditLog(db), RequestAnalytics(db))
-    overlay = app.state.catalogue_overlay = CatalogueOverlay(app.state.catalogue, db)
+    # An overlay file merged into the catalogue (ARENA_CATALOGUE_OVERLAY) is the published copy of
+    # the store's overlay: the base is read without it; an empty store imports it at start.
+    catalogue = app.state.catalogue
+    overlay = app.state.catalogue_overlay = CatalogueOverlay(catalogue.without_overlay(), db,
+                                                             published_file=catalogue.overlay_file)
     overlay.on_catalogue_changed.append(publish_catalogue(app))
     app.state.on_store_ready.append(overlay.load)
     hub = app.state.hub_downloads = HubDownloads(HubConfig.from_environment(

@@ -24,7 +24,7 @@ import secrets
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Literal, Mapping, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +38,7 @@ from shared.sse import DONE, DONE_PAYLOAD, SseReader
 from shared.sse import encode as _sse
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SIDE_LABELS = {"a": "Model A", "b": "Model B"}
 # stream_chat(body, info): `info` receives the instance's id once one answers.
@@ -62,19 +63,23 @@ class SideWatch:
     and, when the side hangs, cancels the task waiting in `next` (which then raises `SideHung`);
     the relay itself awaits the upstream directly, with no task per chunk. Every `beat_every`
     seconds it also awaits `heartbeat` (the store's "this side is alive"), in a task of its own so
-    a slow store never delays the checks."""
+    a slow store never delays the checks; `close` lets a beat in flight finish (cancelling a
+    database driver mid-query can spoil its pooled connection), each bounded by `beat_timeout`."""
 
     TICK = 0.25
 
     def __init__(self, deadline: float, still_serving: Callable[[], bool], *,
-                 heartbeat: Callable[[], Awaitable[None]] | None = None, beat_every: float = 30.0) -> None:
+                 heartbeat: Callable[[], Awaitable[None]] | None = None, beat_every: float = 30.0,
+                 beat_timeout: float | None = None) -> None:
         self.deadline = deadline
         self.still_serving = still_serving
         self.heartbeat, self.beat_every = heartbeat, beat_every
+        self.beat_timeout = beat_every if beat_timeout is None else beat_timeout
         self.last = time.monotonic()
         self._waiter: asyncio.Task | None = None
         self._hung: SideHung | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task] = []  # the watchdog
+        self._beats: set[asyncio.Task] = set()  # heartbeat writes, never cancelled
 
     def hung(self) -> SideHung | None:
         if not self.still_serving():
@@ -90,7 +95,8 @@ class SideWatch:
         self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
 
     def close(self) -> None:
-        """Stop watching (synchronous: called from the relay's clean-up, which may be cancelled)."""
+        """Stop watching (synchronous: called from the relay's clean-up, which may be cancelled).
+        A heartbeat write in flight is left to finish (within `beat_timeout`)."""
         for task in self._tasks:
             task.cancel()
 
@@ -99,19 +105,22 @@ class SideWatch:
         beating: asyncio.Task | None = None
         while True:
             await asyncio.sleep(self.TICK)
-            if self._waiter is not None and self._hung is None and (hung := self.hung()) is not None:
-                self._hung = hung
-                self._waiter.cancel()
-            if self.heartbeat is not None and time.monotonic() >= beat_at and (beating is None or beating.done()):
-                beat_at = time.monotonic() + self.beat_every
-                beating = asyncio.ensure_future(self._beat())
-                self._tasks.append(beating)
-                self._tasks = [t for t in self._tasks if not t.done()]
+            try:  # one failing check must not end the watch (the side would never fail, nor beat)
+                if self._waiter is not None and self._hung is None and (hung := self.hung()) is not None:
+                    self._hung = hung
+                    self._waiter.cancel()
+                if self.heartbeat is not None and time.monotonic() >= beat_at and (beating is None or beating.done()):
+                    beat_at = time.monotonic() + self.beat_every
+                    beating = asyncio.ensure_future(self._beat())
+                    self._beats.add(beating)  # held, so it is not collected before it ends
+                    beating.add_done_callback(self._beats.discard)
+            except Exception:
+                log.exception("a battle side's watchdog check failed (it goes on)")
 
     async def _beat(self) -> None:
         try:
-            await self.heartbeat()
-        except Exception as exc:  # the store is down: the side goes on; it may be recovered as stale
+            await asyncio.wait_for(self.heartbeat(), self.beat_timeout)
+        except Exception as exc:  # the store is down or slow: the side goes on; it may be recovered as stale
             log.warning("could not mark a battle side alive: %s", exc)
 
     async def next(self, upstream: AsyncIterator[bytes]) -> bytes:
@@ -220,11 +229,11 @@ class _Meter:
                           tokens_per_second=tps, finish_reason=finish_reason, error=error)
 
 
-async def _shielded(write: Awaitable[None]) -> None:
+async def _shielded(write: Awaitable[T]) -> T:
     """Finish a store write even if the task awaiting it is cancelled (the browser went away)."""
     task = asyncio.ensure_future(write)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         await task
         raise
@@ -343,12 +352,19 @@ class BattleManager:
 
     async def get(self, battle_id: str) -> Battle:
         """The battle, after ending the sides a dead gateway left streaming (`recover_stale_sides`):
-        a live side's watchdog marks it alive every third of the answer deadline, so a side not
-        marked for a whole deadline has no gateway left."""
+        a streaming side's gateway holds a lease of its own answer deadline, renewed every third
+        of it, on the store's clock; a side whose lease ran out has no gateway left. The reader's
+        own deadline and clock play no part. If that write fails (the store is read-only or
+        unavailable, SQLite busy) the battle is returned as read."""
         battle = await self.store.get_battle(battle_id)
         if any(r.status == "streaming" for r in battle.sides.values()):
-            if await self.store.recover_stale_sides(battle_id, time.time() - self.policy.answer_deadline):
-                battle = await self.store.get_battle(battle_id)
+            try:
+                recovered = await self.store.recover_stale_sides(battle_id)
+            except Exception as exc:
+                log.warning("could not end the stale sides of battle %s: %s", battle_id, exc)
+            else:
+                if recovered:
+                    battle = await self.store.get_battle(battle_id)
         return battle
 
     async def regenerate(self, battle_id: str, token: str | None, sides: Sequence[str]) -> Battle:
@@ -394,7 +410,9 @@ class BattleManager:
                            param="side")
         battle = await self.get(battle_id)
         self.check_token(battle, token)
-        await self.store.claim_side(battle_id, side)
+        body = self.upstream_body(battle, side)  # before the claim: a failure here leaves the side pending
+        lease = self.policy.answer_deadline
+        await self.store.claim_side(battle_id, side, lease=lease)
         label = SIDE_LABELS[side]
         scrub = self.scrubber(battle)
         meter = _Meter(started=time.monotonic())
@@ -403,12 +421,12 @@ class BattleManager:
         info: dict[str, Any] = {}
         model = battle.model(side)
         watch = SideWatch(self.policy.answer_deadline, lambda: self.serving(model, info.get("instance_id")),
-                          heartbeat=lambda: self.store.touch_side(battle_id, side),
-                          beat_every=self.policy.answer_deadline / 3)
-        watch.start()
+                          heartbeat=lambda: self.store.touch_side(battle_id, side, lease=lease),
+                          beat_every=lease / 3)
         live.callback(watch.close)
-        upstream = stream_chat(self.upstream_body(battle, side), info)
+        upstream = stream_chat(body, info)
         try:
+            watch.start()
             first = await watch.next(upstream)
         except StopAsyncIteration:
             first = b""
@@ -529,9 +547,20 @@ class BattleManager:
             result = meter.result(status, "".join(answer), finish_reason, error)
             recorded = True  # the write completes even if this task is cancelled now
             try:
-                await _shielded(self.store.finish_side(battle.id, side, result))
+                kept = await _shielded(self.store.finish_side(battle.id, side, result))
             except DatabaseUnavailable as exc:  # the answer reached the user: end the stream normally
                 log.warning("battle %s side %s not recorded: %s", battle.id, side, exc)
+                kept = True
+            if not kept:
+                # Another gateway ended this side as stale meanwhile (its lease ran out while this
+                # one could not renew it): what readers see is not this answer, so it is not "done".
+                log.warning("battle %s side %s was ended as stale while it streamed", battle.id, side)
+                yield _sse({"error": {"message": f"{label}'s answer was not kept: the arena ended it meanwhile "
+                                                 "(its gateway could not renew its hold on it). Reload the battle.",
+                                      "type": "upstream_error", "param": None, "code": "side_recovered"}})
+                yield DONE
+                return
+            # Only the outcome
             # Only the outcome: timings and token counts tell models apart, they come with the vote.
             yield _sse({"object": "arena.side.done", "side": side, "status": result.status,
                         "finish_reason": result.finish_reason})

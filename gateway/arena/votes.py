@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import Double, case, cast, delete, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.store import Database
@@ -22,6 +22,7 @@ from gateway.store.schema import arena_excluded_clients, battle_sides, battle_tu
 
 SIDES = ("a", "b")
 FINISHED = ("done", "stopped", "error")
+DEFAULT_LEASE = 90.0  # seconds a claimed side is held without renewal (the gateway passes its answer deadline)
 
 
 class StoreError(Exception):
@@ -232,13 +233,24 @@ class VoteStore:
             await conn.execute(update(battles).where(battles.c.id == battle_id).values(request=json.dumps(request)))
         return await self.get_battle(battle_id)
 
-    async def claim_side(self, battle_id: str, side: str, *, now: float | None = None) -> None:
-        """Mark a side as streaming; refuse if it already was (a side streams only once)."""
+    def _clock(self, now: float | None = None) -> Any:
+        """The store's "now" (epoch seconds) as SQL, so every gateway sharing the store reads and
+        writes leases on one clock: PostgreSQL's now(); on SQLite the store is on this machine
+        (its clock is this one). `now` overrides it (tests)."""
+        if now is not None:
+            return literal(now, Double)
+        if self.db.is_sqlite:
+            return literal(time.time(), Double)
+        return cast(func.extract("epoch", func.now()), Double)
+
+    async def claim_side(self, battle_id: str, side: str, *, lease: float = DEFAULT_LEASE,
+                         now: float | None = None) -> None:
+        """Mark a side as streaming, held by its gateway for `lease` seconds (renewed by
+        `touch_side`); refuse if it already was (a side streams only once)."""
         async with self.db.write() as conn:
             claimed = await conn.execute(update(battle_sides).where(
                 battle_sides.c.battle_id == battle_id, battle_sides.c.side == side,
-                battle_sides.c.status == "pending").values(status="streaming",
-                                                           alive_at=time.time() if now is None else now))
+                battle_sides.c.status == "pending").values(status="streaming", alive_until=self._clock(now) + lease))
             if claimed.rowcount == 1:
                 return
             exists = (await conn.execute(select(battles.c.id).where(battles.c.id == battle_id))).first()
@@ -254,50 +266,64 @@ class VoteStore:
         async with self.db.write() as conn:
             return (await conn.execute(update(battle_sides).where(
                 battle_sides.c.battle_id == battle_id, battle_sides.c.side == side,
-                battle_sides.c.status == "streaming").values(**asdict(result), alive_at=None,
+                battle_sides.c.status == "streaming").values(**asdict(result), alive_until=None,
                                                              replaced=None))).rowcount == 1
 
-    async def touch_side(self, battle_id: str, side: str, *, now: float | None = None) -> None:
-        """Say a streaming side's gateway is alive (see `recover_stale_sides`)."""
+    async def touch_side(self, battle_id: str, side: str, *, lease: float = DEFAULT_LEASE,
+                         now: float | None = None) -> None:
+        """Renew a streaming side's lease: its gateway is alive and holds it `lease` seconds more
+        (see `recover_stale_sides`)."""
         async with self.db.write() as conn:
             await conn.execute(update(battle_sides).where(
                 battle_sides.c.battle_id == battle_id, battle_sides.c.side == side,
-                battle_sides.c.status == "streaming").values(alive_at=time.time() if now is None else now))
+                battle_sides.c.status == "streaming").values(alive_until=self._clock(now) + lease))
 
-    async def recover_stale_sides(self, battle_id: str, stale_before: float) -> list[str]:
+    async def stale_sides(self, battle_id: str, *, now: float | None = None) -> list[Any]:
+        """The battle's "streaming" sides whose lease ran out on the store's clock (or that have
+        none: claimed by a gateway version without leases)."""
+        async with self.db.read() as conn:
+            return list((await conn.execute(select(battle_sides).where(
+                battle_sides.c.battle_id == battle_id, battle_sides.c.status == "streaming",
+                (battle_sides.c.alive_until < self._clock(now)) | battle_sides.c.alive_until.is_(None)))).all())
+
+    async def recover_stale_sides(self, battle_id: str, *, now: float | None = None) -> list[str]:
         """End the battle's sides left "streaming" by a gateway that died (killed, or its machine
-        lost): a live side's gateway touches it well within `stale_before`, so one last alive
-        before it is nobody's. A regenerated side gets back the result the regeneration replaced,
+        lost): a live side's gateway renews its lease well before it ends, so a side whose lease
+        ran out is nobody's. A regenerated side gets back the result the regeneration replaced,
         and the regeneration is not counted (it can be asked again); a first answer ends as an
         error (what it said died with the gateway). Returns the sides recovered."""
-        async with self.db.read() as conn:
-            stale = (await conn.execute(select(battle_sides).where(
-                battle_sides.c.battle_id == battle_id, battle_sides.c.status == "streaming",
-                (battle_sides.c.alive_at < stale_before) | battle_sides.c.alive_at.is_(None)))).all()
-        if not stale:
-            return []
+        stale = await self.stale_sides(battle_id, now=now)
+        return await self.end_sides(battle_id, stale) if stale else []
+
+    async def end_sides(self, battle_id: str, stale: list[Any]) -> list[str]:
+        """End the `stale` sides (rows read by `stale_sides`) that are still as read: a side its
+        gateway finished or renewed meanwhile is left alone, and its count stays."""
         recovered = []
         async with self.db.write() as conn:
-            row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+            row = (await conn.execute(select(battles).where(battles.c.id == battle_id).with_for_update())).first()
             if row is None:  # pruned meanwhile
                 return []
             request = json.loads(row.request)
+            restored = False
             for side in stale:
                 if side.replaced:
                     result = SideResult(**json.loads(side.replaced))
-                    counts = request.get("regenerated") or {}
-                    counts[side.side] = max(0, counts.get(side.side, 0) - 1)
                 else:
                     result = SideResult(status="error", error="the gateway streaming this answer stopped (it was "
                                                               "restarted) before the answer ended")
-                # Only if still as read: a side its gateway finished meanwhile keeps its answer.
                 changed = await conn.execute(update(battle_sides).where(
                     battle_sides.c.battle_id == battle_id, battle_sides.c.side == side.side,
-                    battle_sides.c.status == "streaming", battle_sides.c.alive_at.is_not_distinct_from(side.alive_at))
-                    .values(**asdict(result), alive_at=None, replaced=None))
-                if changed.rowcount == 1:
-                    recovered.append(side.side)
-            if recovered:
+                    battle_sides.c.status == "streaming",
+                    battle_sides.c.alive_until.is_not_distinct_from(side.alive_until))
+                    .values(**asdict(result), alive_until=None, replaced=None))
+                if changed.rowcount != 1:
+                    continue
+                recovered.append(side.side)
+                if side.replaced:  # the regeneration never happened: it is not counted
+                    counts = request.get("regenerated") or {}
+                    counts[side.side] = max(0, counts.get(side.side, 0) - 1)
+                    restored = True
+            if restored:
                 await conn.execute(update(battles).where(battles.c.id == battle_id)
                                    .values(request=json.dumps(request)))
         return recovered
@@ -316,7 +342,8 @@ class VoteStore:
         new seed (`request["side_seeds"]`). The vote, and the answers it applied to, stay in the
         vote row; at most `limit` regenerations per side."""
         async with self.db.write() as conn:
-            row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+            # Locked (PostgreSQL): a concurrent recovery or follow-up rewrites `request` after this.
+            row = (await conn.execute(select(battles).where(battles.c.id == battle_id).with_for_update())).first()
             if row is None:
                 raise BattleNotFound(f"no battle {battle_id!r}")
             if not (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():
@@ -490,8 +517,9 @@ class VoteStore:
 async def _open_contest(conn: Any, battle_id: str, why_not: str) -> tuple[Any, dict[str, Any], dict, list[str]]:
     """The battle's row, its sides by name, its request and its user prompts, inside a write:
     only a battle that exists, has no vote, and whose sides both finished with an answer (a
-    contest) may take a follow-up turn or a vote."""
-    row = (await conn.execute(select(battles).where(battles.c.id == battle_id))).first()
+    contest) may take a follow-up turn or a vote. The row is locked (PostgreSQL: `request` is
+    read, changed and written back in this transaction)."""
+    row = (await conn.execute(select(battles).where(battles.c.id == battle_id).with_for_update())).first()
     if row is None:
         raise BattleNotFound(f"no battle {battle_id!r}")
     if (await conn.execute(select(votes.c.id).where(votes.c.battle_id == battle_id))).first():

@@ -11,6 +11,7 @@ fleet's repository (`overlay_publication`), where the runners read it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -26,6 +27,7 @@ from gateway.instance_control.backends import (
 from gateway.instance_control.controller import InstanceController
 from gateway.instance_control.overlay_publication import OVERLAY_PATH, OverlayPublisher, Publication
 from gateway.instance_control.settings import NOT_CONFIGURED, InstanceControlSettings
+from shared.catalogue import CatalogueError, read_overlay
 
 log = logging.getLogger("gateway.instance_control")
 
@@ -104,6 +106,40 @@ def plug_overlay(controller: InstanceController, overlay: Any, audit: Audit | No
     overlay.on_settings_changed.append(apply_settings_change)
 
 
+async def import_published_overlay(overlay: Any, publisher: OverlayPublisher | None, audit: Audit | None) -> None:
+    """A fresh store (its overlay empty) takes the overlay published before it was lost: the
+    checkout's overlay file (ARENA_CATALOGUE_OVERLAY), else the repository's copy (Actions), so
+    the runners started from it are known again. Never over a store that holds an overlay; a file
+    that cannot be read is logged, not fatal."""
+    if not await overlay.store_is_empty():
+        return
+    found = None
+    if overlay.published_file is not None:
+        try:
+            found = (await asyncio.to_thread(read_overlay, overlay.published_file), str(overlay.published_file))
+        except CatalogueError as exc:
+            log.warning("catalogue overlay: %s", exc)
+        if found is not None and isinstance(found[0], dict) and not found[0].get("models"):
+            found = None  # the committed empty overlay: the repository's copy may hold more
+    if found is None and publisher is not None:
+        try:
+            found = await publisher.read()
+        except Exception as exc:  # GitHub down or refusing: the gateway starts with the catalogue file
+            log.warning("catalogue overlay: reading the published %s failed: %s", OVERLAY_PATH, exc)
+    if found is None or found[0] is None:
+        return
+    data, source = found
+    try:
+        imported = await overlay.import_published(data, source=source, actor="startup")
+    except CatalogueError as exc:
+        log.warning("catalogue overlay: %s", exc)
+        return
+    if imported:
+        log.info("catalogue overlay: imported %s from %s into a fresh store", ", ".join(imported), source)
+        if audit is not None:
+            await audit("startup", "catalogue.import", source, {"models": imported})
+
+
 def _publication_summary(publication: Publication) -> dict[str, Any]:
     return {"commit": publication.commit, "branch": publication.branch, "path": publication.path}
 
@@ -122,7 +158,11 @@ def attach_instance_control(app: FastAPI, settings: InstanceControlSettings | No
     overlay = getattr(app.state, "catalogue_overlay", None)
     if overlay is not None:
         admin_side = getattr(app.state, "admin", None)
-        plug_overlay(controller, overlay, admin_side.audit.record if admin_side is not None else None)
+        audit = admin_side.audit.record if admin_side is not None else None
+        plug_overlay(controller, overlay, audit)
+        # After the overlay's load, before the registrations are restored (they name its models).
+        app.state.on_store_ready.append(lambda: import_published_overlay(
+            overlay, getattr(controller.backend, "publisher", None), audit))
     app.state.instance_control_fleet = fleet_description(settings)
     watch = Periodic("instance control watch", settings.poll_interval, controller.watch)
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -33,6 +34,10 @@ from scripts.fleet_config import MAX_INSTANCES
 from scripts.fleet_labels import ALL_INSTANCES, new_instance_id
 from scripts.github_api import GitHubClient, GitHubError, WorkflowRun
 from shared.catalogue import ModelSpec
+from shared.errors import ApiError
+
+# A supervisor's error code passed on to the client as it is (else `fleet_unavailable`).
+SUPERVISOR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,10 @@ class LocalSupervisor:
             if not isinstance(message, str):
                 raise SupervisorBadAnswer(f"The local fleet's supervisor answered {method} {path} with HTTP "
                                           f"{response.status_code} and no error of its control API's shape.")
+            if 500 <= response.status_code < 600:  # the fleet cannot now (no free port, stopping): its status
+                code = error.get("code")
+                raise ApiError(response.status_code, f"The local fleet could not: {message[:500]}",
+                               code=code if isinstance(code, str) and SUPERVISOR_CODE.match(code) else "fleet_unavailable")
             raise FleetRefused(f"The local fleet refused: {message[:500]}")
         return body
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,8 +94,11 @@ class InstanceController:
         self.restarts: dict[str, RollingRestart] = {}
         self.dispatches: list[Dispatch] = []
         self._tasks: set[asyncio.Task] = set()
-        # One `load` of a model at a time: a second one waits, then sees the first's instance.
+        # Per model, one start or removal at a time: a second `load` waits, then sees the first's
+        # instance; a removal waits for a start and sees its instance. A lock is dropped once
+        # no one holds or waits on it (`_lock_users` counts both).
         self._loading: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
         self.on_restart_finished: list[Callable[[RollingRestart], Awaitable[None]]] = []
 
     # -- what is asked ----------------------------------------------------------------------
@@ -113,9 +117,35 @@ class InstanceController:
     def live(self, model: str) -> list[Instance]:
         return [i for i in self.registry.for_model(model) if i.state is not InstanceState.GONE and not i.retiring]
 
+    @asynccontextmanager
+    async def _model_lock(self, model: str) -> AsyncIterator[None]:
+        lock = self._loading.setdefault(model, asyncio.Lock())
+        self._lock_users[model] = self._lock_users.get(model, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[model] -= 1
+            if not self._lock_users[model]:
+                del self._lock_users[model], self._loading[model]
+
+    @asynccontextmanager
+    async def removal(self, model: str) -> AsyncIterator[None]:
+        """`async with removal(model):` remove the model from the catalogue in the body. No start
+        of it runs meanwhile: one under way is waited for (its instance then refuses the removal,
+        `check_can_remove`); one asked meanwhile waits, then finds the model gone."""
+        async with self._model_lock(model):
+            self.check_can_remove(model)
+            yield
+
     async def start(self, model: str) -> dict[str, Any]:
         """Start one instance of `model`: at once in the registry (loading) when the fleet names
         it, or as a pending dispatch (Actions) until its runner registers."""
+        self.spec(model)
+        async with self._model_lock(model):
+            return await self._start(model)
+
+    async def _start(self, model: str) -> dict[str, Any]:
         spec = self.spec(model)
         backend = self._backend()
         base = self.fleet_catalogue.models.get(model)
@@ -173,15 +203,15 @@ class InstanceController:
         """`action=load`: start one instance unless one is ready or on its way. Loads of one
         model are serialized, so two at once start one instance (the second sees it loading)."""
         self.spec(model)
-        lock = self._loading.setdefault(model, asyncio.Lock())
-        async with lock:
+        async with self._model_lock(model):
+            self.spec(model)  # removed while this load waited: a 404
             live = self.live(model)
             if any(i.state is InstanceState.READY for i in live):
                 status, started = "loaded", None
             elif live or any(d.model == model for d in self.dispatches):
                 status, started = "loading", None
             else:
-                status, started = "loading", await self.start(model)
+                status, started = "loading", await self._start(model)
         return {"id": model, "object": "model", "action": "load", "status": status, "started": started,
                 "instances": [i.public() for i in self.registry.for_model(model)]}
 

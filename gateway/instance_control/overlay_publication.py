@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+import yaml
+
 from gateway.instance_control.errors import GitHubFailed, OverlayTooLarge, PublishConflict, github_failure
 from scripts.github_api import GitHubClient, GitHubError, GitHubFileConflict
 from shared.catalogue import MAX_OVERLAY_BYTES
@@ -79,6 +81,25 @@ class OverlayPublisher:
             log.info("catalogue overlay on %s@%s: %s", self.client.repository, publication.branch,
                      f"commit {publication.commit}" if publication.commit else "already up to date")
             return publication
+
+    async def read(self) -> tuple[Any, str] | None:
+        """The repository's overlay file, parsed, and where it was read; None when there is none."""
+        def fetch() -> tuple[str, Any]:
+            branch = self.branch or self.client.default_branch()
+            return branch, self.client.get_file(self.path, branch)
+
+        try:
+            branch, current = await asyncio.wait_for(asyncio.to_thread(fetch), self.timeout)
+        except asyncio.TimeoutError:
+            raise GitHubFailed(f"GitHub: reading {self.path} took more than {self.timeout:.0f}s.") from None
+        except GitHubError as exc:
+            raise github_failure(exc) from exc
+        if current is None:
+            return None
+        if len(current.content) > MAX_OVERLAY_BYTES:
+            raise OverlayTooLarge(f"{self.path} on {branch} is {len(current.content)} bytes, more than the "
+                                  f"{MAX_OVERLAY_BYTES} a runner reads.")
+        return yaml.safe_load(current.content.decode("utf-8")), f"{self.client.repository}@{branch}:{self.path}"
 
     def _publish(self, data: bytes, message: str) -> Publication:
         branch = self.branch or self.client.default_branch()

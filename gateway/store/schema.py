@@ -61,8 +61,8 @@ battle_sides = Table(
     Column("ttft", Double), Column("total", Double), Column("tokens", Integer),
     Column("tokens_per_second", Double),
     Column("finish_reason", Text), Column("error", Text),
-    # While streaming: when its gateway last said it is alive (a killed gateway's side goes stale).
-    Column("alive_at", Double),
+    # While streaming: when its gateway's lease ends (epoch s, on the store's clock), renewed while it streams.
+    Column("alive_until", Double),
     # While a regeneration streams: the result it replaces (JSON), which comes back if it never ends.
     Column("replaced", Text),
     PrimaryKeyConstraint("battle_id", "side"),

@@ -55,6 +55,31 @@ def test_the_public_views_that_show_more_to_the_admin_count_wrong_keys_too(gatew
     assert gateway.get("/api/status").status_code == 200  # no key: the public view, never counted
 
 
+def test_a_valid_api_key_on_a_public_view_is_never_refused_for_the_guesses_of_its_address(gateway_apps):
+    # Users behind one address (a tunnel, a NAT) share its count of wrong keys: once a guesser
+    # has used it up, a user's own valid key still sees the public views.
+    gateway = gateway_apps(require_api_key=True, admin_key=ADMIN_KEY, auth_failures_per_minute=2)
+    user = {"Authorization": f"Bearer {gateway.post('/api/admin/keys', json={'name': 'u'}, headers=ADMIN).json()['key']}"}
+    for _ in range(3):
+        gateway.get("/api/status", headers={"Authorization": "Bearer wrong-guess-0123456789"})
+    assert_openai_error(gateway.get("/api/status", headers={"Authorization": "Bearer wrong-guess-0123456789"}),
+                        429, "rate_limit_exceeded")
+    for path in ("/api/status", "/api/instances"):
+        assert gateway.get(path, headers=user).status_code == 200
+    assert_openai_error(gateway.get("/api/status", headers=ADMIN), 429, "rate_limit_exceeded")
+
+
+def test_a_key_made_on_another_replica_is_no_guess_on_a_public_view(gateway_apps):
+    # Two gateways on one store: a key made on the first is unknown to the second's cache until
+    # it looks again; sent to a public view it must not be counted as a wrong key.
+    first = gateway_apps(require_api_key=True, admin_key=ADMIN_KEY, auth_failures_per_minute=1)
+    second = gateway_apps(require_api_key=True, admin_key=ADMIN_KEY, auth_failures_per_minute=1)
+    assert second.get("/api/status").status_code == 200  # its cache is loaded before the key exists
+    made = first.post("/api/admin/keys", json={"name": "new"}, headers=ADMIN).json()
+    assert second.get("/api/status", headers={"Authorization": f"Bearer {made['key']}"}).status_code == 200
+    assert second.get("/api/admin/session", headers=ADMIN).status_code == 200  # nothing was counted
+
+
 def test_an_admin_key_shorter_than_the_minimum_is_refused_at_start(monkeypatch, capsys):
     import argparse
 

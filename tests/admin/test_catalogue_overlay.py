@@ -108,6 +108,18 @@ async def test_keys_are_checked_and_base_models_cannot_be_removed(store):
     assert "x" not in (await fresh(store)).effective_catalogue().models
 
 
+async def test_a_new_model_s_port_is_after_every_model_s_whole_range(store):
+    """A model with port P and `instances: N` uses P..P+N-1 in the local plan: the next runtime
+    model starts after it, and a spec made before it was added is moved past its range."""
+    overlay = await fresh(store)
+    wide = overlay.new_model_spec({"key": "wide", "source": "hub:o/r:Q8_0", "instances": 3})
+    late = overlay.new_model_spec({"key": "late", "source": "hub:o/r:Q8_0"})  # made at once: the same port
+    assert late.port == wide.port
+    wide = await overlay.add_model(wide)
+    assert overlay.new_model_spec({"key": "next", "source": "hub:o/r:Q8_0"}).port == wide.port + 3
+    assert (await overlay.add_model(late)).port == wide.port + 3
+
+
 async def test_hooks_hear_of_changes(store):
     overlay = await fresh(store)
     restarted: list[str] = []

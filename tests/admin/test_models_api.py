@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 
 import pytest
 import yaml
@@ -332,6 +333,9 @@ def test_a_settings_change_is_handed_to_the_fleet_s_hook(gateway, hub):
 
 
 def test_a_downloaded_file_is_not_hashed_again_at_its_first_start(gateway, hub, tmp_path, monkeypatch):
+    import shutil
+
+    import shared.hub
     from shared.model_files import ModelFileError, resolve_model_file
 
     download = gateway.post("/api/admin/models", json={"repo": TINY, "quant": "Q4_K_M"}, headers=ADMIN).json()
@@ -339,17 +343,49 @@ def test_a_downloaded_file_is_not_hashed_again_at_its_first_start(gateway, hub, 
     spec = gateway.app.state.catalogue.models["tiny-q4_k_m"]
     cache_dir = gateway.app.state.hub_downloads.config.cache_dir
     blob = next((tmp_path / "hub-cache").rglob("snapshots/*/Tiny-Q4_K_M.gguf")).resolve()
-    # The service's check trusts the admin side's: bytes changed behind its back (same size and
-    # modification time) are not noticed, which shows the file is not read again...
+    hashed: list[str] = []
+    real_sha256_of = shared.hub.sha256_of
+    monkeypatch.setattr(shared.hub, "sha256_of", lambda path: hashed.append(str(path)) or real_sha256_of(path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The service's check trusts the admin side's: the file is not read again.
+    assert resolve_model_file(spec, cache_dir).resolve() == blob and hashed == []
+    # Bytes replaced with the same size and modification time (cp -p, rsync -a): in place (a new
+    # change time), or as a new file moved over it (a new inode). Both are hashed again, refused.
     stat = blob.stat()
     blob.write_bytes(b"GGUF" + bytes(stat.st_size - 4))
     os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert resolve_model_file(spec, cache_dir).resolve() == blob
-    # ...while a file that changed size or time is hashed again, and refused.
-    os.utime(blob, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     with pytest.raises(ModelFileError, match="sha256"):
         resolve_model_file(spec, cache_dir)
+    assert len(hashed) == 1
+    hub_bytes = hub.files[(TINY, "Tiny-Q4_K_M.gguf")][0]
+    copy = blob.with_name("copy")
+    copy.write_bytes(hub_bytes)
+    shutil.copystat(blob, copy)
+    os.replace(copy, blob)
+    assert resolve_model_file(spec, cache_dir).resolve() == blob and len(hashed) == 2  # right bytes: hashed
+    shared.hub.remember_verified(blob, spec.sha256, cache_dir, shared.hub.fingerprint(blob))
+    staged = blob.with_name("staged")
+    staged.write_bytes(b"GGUF" + bytes(stat.st_size - 4))
+    shutil.copystat(blob, staged)
+    os.replace(staged, blob)
+    with pytest.raises(ModelFileError, match="sha256"):
+        resolve_model_file(spec, cache_dir)
+
+
+def test_a_file_changed_while_it_was_hashed_leaves_no_verified_marker(tmp_path):
+    from shared.hub import fingerprint as file_fingerprint
+    from shared.hub import remember_verified, verified_before
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF one")
+    sha = hashlib.sha256(b"GGUF one").hexdigest()
+    before = file_fingerprint(model)
+    remember_verified(model, sha, tmp_path, before)
+    assert verified_before(model, sha, tmp_path)
+    model.write_bytes(b"GGUF two")  # written between the stat and the end of the hashing
+    (tmp_path / "hub-verified" / f"{sha}.ok").unlink()
+    remember_verified(model, sha, tmp_path, before)
+    assert not verified_before(model, sha, tmp_path) and not (tmp_path / "hub-verified" / f"{sha}.ok").exists()
 
 
 def test_two_downloads_at_once_give_two_models_two_ports(gateway, hub):
@@ -407,6 +443,10 @@ def test_a_download_cut_by_a_killed_gateway_leaves_no_partial_file_after_a_resta
         first.stop()
     partials = list((tmp_path / "hub-cache").rglob("*.incomplete"))
     assert partials  # what a killed download leaves
+    from shared.hub import PARTIAL_IDLE_SECONDS
+    then = time.time() - PARTIAL_IDLE_SECONDS - 1  # not written since: dead, not written by another host
+    for path in partials:
+        os.utime(path, (then, then))
     # A file of another repository nobody journalled is not ours: it stays.
     other = tmp_path / "hub-cache" / "models--someone--else" / "blobs" / "abc.incomplete"
     other.parent.mkdir(parents=True)

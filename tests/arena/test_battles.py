@@ -7,6 +7,7 @@ The upstream here is an async generator of SSE bytes, the same contract as the g
 import asyncio
 import json
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -313,3 +314,44 @@ def test_a_draining_instance_is_still_in_service_for_its_battle_sides():
     instance.state = InstanceState.UNHEALTHY
     assert not serving("smollm2-135m", "i1")
     assert not serving("smollm2-135m", "gone")
+
+
+async def test_a_side_ended_elsewhere_while_it_streamed_is_not_said_done(manager):
+    """Another gateway ended the side as stale (its lease ran out) while this one streamed it:
+    the answer is not kept, so the browser gets an error, not "done"."""
+    battle, token = await manager.create(["smollm2-135m", "gemma3-270m"], BattleRequest(prompt="Count"))
+    model = battle.model("a")
+    gate = asyncio.Event()
+
+    def stream_chat(body, info=None):
+        async def gen():
+            yield chunk(model, "one ")
+            yield chunk(model, "two ")  # "one " is shown once the next word begins
+            await gate.wait()
+            yield chunk(model, "three", "stop")
+        return gen()
+
+    stream = await manager.open_side(battle.id, "a", stream_chat, token)
+    first = await stream.__anext__()
+    assert b'"one "' in first
+    assert await manager.store.recover_stale_sides(battle.id, now=time.time() + 3600) == ["a"]
+    gate.set()
+    out = b"".join([c async for c in stream]).decode()
+    events = [json.loads(p) for p in SseReader().feed(out.encode()) if p.startswith("{")]
+    assert not any(e.get("object") == "arena.side.done" for e in events)
+    assert events[-1]["error"]["code"] == "side_recovered"
+    side = (await manager.store.get_battle(battle.id)).sides["a"]
+    assert side.status == "error" and "restarted" in side.error
+
+
+async def test_a_side_whose_request_cannot_be_built_is_left_pending_and_unwatched(manager):
+    """A failure building the upstream request (here a stored request without its temperature)
+    claims nothing, starts no watchdog and leaves no side counted as streaming."""
+    battle = await manager.store.create_battle("broken", "smollm2-135m", "gemma3-270m", 1,
+                                               {"prompt": "Hi", "max_tokens": 8})
+    before = set(asyncio.all_tasks())
+    with pytest.raises(KeyError):
+        await manager.open_side(battle.id, "a", upstream_of([], {}))
+    assert manager.activity.streaming == 0
+    assert set(asyncio.all_tasks()) - before == set()
+    assert (await manager.store.get_battle(battle.id)).sides["a"].status == "pending"

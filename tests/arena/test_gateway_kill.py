@@ -2,8 +2,8 @@
 them once they are stale, so the battle can be regenerated and shared again.
 
 The arena's fleet's real models, behind gateways of this test's own on one data directory,
-with a short answer deadline (a live side is marked alive every third of it; a side not marked
-for a whole deadline is a dead gateway's).
+with a short answer deadline (a live side's gateway holds a lease of one deadline on it, renewed
+every third of it; a side whose lease ran out is a dead gateway's).
 """
 
 from __future__ import annotations

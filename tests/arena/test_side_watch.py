@@ -102,8 +102,45 @@ async def test_a_streaming_side_is_marked_alive_until_it_ends():
     await asyncio.wait_for(_until(lambda: len(beats) >= 2), 10)
     waiting.cancel()
     watch.close()
-    ended = await asyncio.gather(*watch._tasks, return_exceptions=True)
+    ended = await asyncio.gather(*watch._tasks, *watch._beats, return_exceptions=True)
     assert all(isinstance(e, asyncio.CancelledError) or e is None for e in ended)  # a closed watch beats no more
+
+
+async def test_a_failing_check_does_not_end_the_watch():
+    calls = [0]
+
+    def still_serving() -> bool:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("the registry was being changed")
+        return True
+
+    watch = SideWatch(0.6, still_serving)
+    watch.start()
+    upstream = chunks(0, then_hang=True)
+    with pytest.raises(SideHung) as hung:  # the watch went on after the failed check, and saw the hang
+        await asyncio.wait_for(watch.next(upstream), 10)
+    watch.close()
+    assert hung.value.code == "answer_deadline" and calls[0] > 1
+
+
+async def test_closing_lets_a_heartbeat_write_in_flight_finish():
+    """Cancelling a database driver mid-query can spoil its pooled connection: close() leaves a
+    beat in flight to end on its own (bounded by beat_timeout)."""
+    started, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def heartbeat():
+        started.set()
+        await release.wait()
+        finished.set()
+
+    watch = SideWatch(90, lambda: True, heartbeat=heartbeat, beat_every=0.3, beat_timeout=30)
+    watch.start()
+    await asyncio.wait_for(started.wait(), 10)
+    watch.close()
+    release.set()
+    await asyncio.wait_for(finished.wait(), 10)
+    assert not watch._beats or all(not t.cancelled() for t in watch._beats)
 
 
 async def _until(predicate) -> None:

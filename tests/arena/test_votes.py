@@ -1,19 +1,24 @@
 """VoteStore: one vote per battle, concurrent voters, durability across a crash (SQLite and PostgreSQL)."""
 
 import asyncio
+import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.arena.battles import BattleManager
 from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound, NotAContest, SideBusy,
                                  SideResult, VoteStore)
 from gateway.store import Database
-from gateway.store.schema import battle_turns
+from gateway.store.schema import battle_turns, battles
+from shared.catalogue import ArenaPolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUEST = {"prompt": "Say hi", "system": "Be brief.", "temperature": 0.5, "max_tokens": 32}
@@ -233,11 +238,11 @@ async def test_sides_a_dead_gateway_left_streaming_are_recovered_once_stale(data
     await finished_battle(store, "r1")
     await store.record_vote("r1", "tie")
     await store.regenerate("r1", ("a", "b"), limit=3, seed=42)
-    await store.claim_side("r1", "a", now=1000.0)
-    await store.claim_side("r1", "b", now=1000.0)
-    await store.touch_side("r1", "b", now=2000.0)  # b's gateway is alive
-    assert await store.recover_stale_sides("r1", stale_before=999.0) == []
-    assert await store.recover_stale_sides("r1", stale_before=1500.0) == ["a"]
+    await store.claim_side("r1", "a", lease=100, now=1000.0)  # held until 1100 (its gateway's lease)
+    await store.claim_side("r1", "b", lease=100, now=1000.0)
+    await store.touch_side("r1", "b", lease=100, now=2000.0)  # b's gateway is alive: held until 2100
+    assert await store.recover_stale_sides("r1", now=1050.0) == []
+    assert await store.recover_stale_sides("r1", now=1500.0) == ["a"]
     battle = await store.get_battle("r1")
     assert (battle.sides["a"].status, battle.sides["a"].answer, battle.sides["a"].tokens) == ("done", "hi", 5)
     assert battle.sides["b"].status == "streaming"
@@ -252,7 +257,115 @@ async def test_sides_a_dead_gateway_left_streaming_are_recovered_once_stale(data
     assert (await store.voted_turns("r1"))[-1]["a"] == "hi"
 
     await store.create_battle("r2", "m1", "m2", 1, REQUEST)
-    await store.claim_side("r2", "a", now=1000.0)
-    assert await store.recover_stale_sides("r2", stale_before=1500.0) == ["a"]
+    await store.claim_side("r2", "a", lease=100, now=1000.0)
+    assert await store.recover_stale_sides("r2", now=1500.0) == ["a"]
     side = (await store.get_battle("r2")).sides["a"]
     assert side.status == "error" and "restarted" in side.error
+
+
+async def test_a_side_is_held_by_its_gateways_lease_not_by_a_readers_deadline(database):
+    """During a handoff a reader may have a smaller answer deadline (or another clock) than the
+    gateway streaming: the writer's lease, on the store's clock, decides alone."""
+    store = VoteStore(database)
+    reader = BattleManager(store, policy=ArenaPolicy(answer_deadline=10))
+    await store.create_battle("l1", "m1", "m2", 1, REQUEST)
+    # Claimed 100 s ago by a gateway whose deadline (its lease) is 300 s: still held.
+    await store.claim_side("l1", "a", lease=300, now=time.time() - 100)
+    assert (await reader.get("l1")).sides["a"].status == "streaming"
+    # A lease that ran out (its gateway stopped renewing it) is ended by the same reader.
+    await store.touch_side("l1", "a", lease=30, now=time.time() - 100)
+    side = (await reader.get("l1")).sides["a"]
+    assert side.status == "error" and "restarted" in side.error
+
+
+async def test_a_side_that_ends_meanwhile_keeps_its_regeneration_count(database):
+    """Of two stale sides read, the one its gateway finished before the recovery wrote is left
+    alone, its regeneration still counted; only the side recovered is uncounted."""
+    store = VoteStore(database)
+    await finished_battle(store, "c1")
+    await store.record_vote("c1", "tie")
+    await store.regenerate("c1", ("a", "b"), limit=3, seed=42)
+    for side in ("a", "b"):
+        await store.claim_side("c1", side, lease=10, now=1000.0)
+    stale = await store.stale_sides("c1")
+    assert {r.side for r in stale} == {"a", "b"}
+    assert await store.finish_side("c1", "a", SideResult("done", "new answer", finish_reason="stop"))
+    assert await store.end_sides("c1", stale) == ["b"]
+    battle = await store.get_battle("c1")
+    assert battle.request["regenerated"] == {"a": 1, "b": 0}
+    assert (battle.sides["a"].answer, battle.sides["b"].answer) == ("new answer", "hello")
+
+
+@pytest.mark.parametrize("operation", ["follow_up", "regenerate", "recovery"])
+async def test_request_rewrites_lock_the_battle_row(postgres, operation):
+    """PostgreSQL (READ COMMITTED): a write of `battles.request` made while another transaction
+    holds the row is read before it is changed, so neither is lost."""
+    db = Database(postgres.create_database())
+    await db.upgrade()
+    store = VoteStore(db)
+    try:
+        await finished_battle(store, "k1")
+        if operation != "follow_up":
+            await store.record_vote("k1", "tie")
+        if operation == "recovery":
+            await store.regenerate("k1", ("a",), limit=3, seed=42)
+            await store.claim_side("k1", "a", lease=10, now=1000.0)
+        async with db.engine.connect() as holder:
+            await holder.begin()
+            row = (await holder.execute(select(battles.c.request).where(battles.c.id == "k1")
+                                        .with_for_update())).one()
+            await holder.execute(update(battles).where(battles.c.id == "k1").values(
+                request=json.dumps({**json.loads(row.request), "other": "kept"})))
+            task = asyncio.ensure_future({"follow_up": lambda: store.add_turn("k1", "And then?"),
+                                          "regenerate": lambda: store.regenerate("k1", ("b",), limit=3, seed=42),
+                                          "recovery": lambda: store.recover_stale_sides("k1")}[operation]())
+
+            async def waiting_on_lock() -> bool:
+                async with db.read() as conn:
+                    return bool((await conn.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))).scalar())
+
+            await asyncio.wait_for(_until_async(waiting_on_lock), 10)
+            await holder.commit()
+        await task
+        request = (await store.get_battle("k1")).request
+        assert request["other"] == "kept"
+        assert {"follow_up": lambda: request["prompts"] == ["Say hi", "And then?"],
+                "regenerate": lambda: request["regenerated"] == {"b": 1},
+                "recovery": lambda: request["regenerated"] == {"a": 0}}[operation]()
+    finally:
+        await db.dispose()
+
+
+async def _until_async(predicate) -> None:
+    while not await predicate():
+        await asyncio.sleep(0.02)
+
+
+async def test_a_reader_gets_the_battle_when_the_recovery_cannot_be_written(database_url):
+    """A page view must not fail because the store refuses the recovery's write (a read-only
+    PostgreSQL standby; SQLite locked by another writer): it shows the battle as read."""
+    db = Database(database_url, busy_timeout=0.2)
+    await db.upgrade()
+    store = VoteStore(db)
+    try:
+        await store.create_battle("w1", "m1", "m2", 1, REQUEST)
+        await store.claim_side("w1", "a", lease=10, now=1000.0)  # stale
+        if db.is_sqlite:
+            locker = sqlite3.connect(db.url.database, isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")
+        else:
+            name = db.url.database
+            async with db.engine.connect() as conn:
+                await conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+                await conn.commit()
+            await db.engine.dispose()
+        with pytest.raises(Exception):
+            await store.recover_stale_sides("w1")  # the store does refuse the write
+        battle = await BattleManager(store).get("w1")
+        assert battle.sides["a"].status == "streaming"
+        if db.is_sqlite:
+            locker.rollback()
+            locker.close()
+    finally:
+        await db.dispose()

@@ -92,3 +92,30 @@ def test_missing_configuration_is_named():
         GatewayRegistrationClient("", "t")
     with pytest.raises(RegistrationError, match="ARENA_REGISTRATION_TOKEN"):
         GatewayRegistrationClient("http://gateway.test", "")
+
+
+def test_a_runner_polling_its_successor_is_never_counted_as_guessing_the_admin_key(gateway):
+    """During a handoff the runner asks for its successor's state every second, with its
+    registration token in hand: that token is no wrong admin key, so neither the runner nor
+    the admin behind the same address is ever refused for it."""
+    runner = client(gateway.url)
+    runner.register(model=MODEL, url="http://127.0.0.1:9/", instance_id="m.1.poll", ttl_seconds=30)
+    with httpx.Client(base_url=gateway.url, timeout=5) as http:
+        with_token = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(25):  # past the gateway's default 20 wrong keys a minute
+            assert runner.instance("m.1.poll")["state"] != "gone"
+            assert http.get("/api/instances/m.1.poll", headers=with_token).status_code == 200
+        admin = http.get("/api/instances/m.1.poll", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert admin.status_code == 200 and admin.json()["url"] == "http://127.0.0.1:9"
+    assert runner.deregister("m.1.poll")
+
+
+@respx.mock
+def test_the_instance_lookup_does_not_send_the_registration_token():
+    looked = respx.get("http://gateway.test/api/instances/i").mock(return_value=httpx.Response(
+        200, json={"instance_id": "i", "state": "ready"}))
+    registered = respx.post("http://gateway.test/api/instances/i/heartbeat").mock(return_value=httpx.Response(200))
+    c = client("http://gateway.test")
+    assert c.is_ready("i") and c.heartbeat("i")
+    assert "authorization" not in looked.calls.last.request.headers
+    assert registered.calls.last.request.headers["authorization"] == f"Bearer {TOKEN}"

@@ -4,11 +4,14 @@ Actions driven through the project's GitHub client against the local fake of Git
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
-from gateway.instance_control.backends import ActionsFleet
+from gateway.instance_control.backends import ActionsFleet, LocalSupervisor
 from scripts.github_api import GitHubClient
+from shared.errors import ModelNotFound
 from tests.fleet.fake_github import FakeGitHub
 from tests.harness import assert_openai_error, wait_until
 
@@ -229,3 +232,55 @@ def test_two_loads_at_once_start_one_instance(garbled_supervisor, gateway):
     assert [r["status"] for r in results] == ["loading", "loading"]
     assert sum(r["started"] is not None for r in results) == 1
     assert [s for s in answers["seen"] if s.startswith("POST")] == ["POST /instances"]
+    assert control._loading == {} and control._lock_users == {}  # the model's lock went with its loads
+
+
+def test_a_delete_during_a_load_is_refused_and_a_load_during_a_delete_finds_the_model_gone(garbled_supervisor, gateway):
+    import asyncio
+    import threading
+
+    url, answers = garbled_supervisor
+    answers["/instances"] = (200, (b'{"instance_id": "late-0", "model": "late", "state": "running", '
+                                   b'"url": "http://127.0.0.1:9"}'))
+    answers["slow"].set()  # the supervisor takes half a second to start a process
+    control, overlay = gateway.app.state.instance_control, gateway.app.state.catalogue_overlay
+    control.backend = LocalSupervisor(url, "control-token-0123456789")
+    for key in ("late", "gone"):
+        gateway.portal.call(overlay.add_model, overlay.new_model_spec({"key": key, "source": "hub:o/r:Q8_0"}))
+
+    loaded: list[httpx.Response] = []
+    load = threading.Thread(target=lambda: loaded.append(
+        gateway.post("/v1/models/late", params={"action": "load"}, headers=AUTH)))
+    load.start()
+    wait_until(lambda: "POST /instances" in answers["seen"], 10, what="the supervisor asked to start late")
+    # The load is inside the supervisor's start: its instance is not registered yet.
+    assert_openai_error(gateway.delete("/api/admin/models/late", headers=AUTH), 409, "model_has_instances", "model")
+    load.join(10)
+    assert loaded[0].status_code == 202, loaded[0].text
+    assert "late" in overlay.effective_catalogue().models
+
+    async def load_during_a_removal() -> BaseException | dict:
+        async with control.removal("gone"):
+            loading = asyncio.ensure_future(control.load("gone"))
+            await asyncio.sleep(0)  # one turn of the loop: the load now waits on the removal
+            assert control._lock_users["gone"] == 2
+            await overlay.remove_model("gone")
+        return (await asyncio.gather(loading, return_exceptions=True))[0]
+
+    result = gateway.portal.call(load_during_a_removal)
+    assert isinstance(result, ModelNotFound) and answers["seen"].count("POST /instances") == 1
+    assert control._loading == {} and control._lock_users == {}
+
+
+def test_a_supervisor_that_cannot_start_now_is_a_5xx_with_its_code(garbled_supervisor, gateway):
+    url, answers = garbled_supervisor
+    gateway.app.state.instance_control.backend = LocalSupervisor(url, "control-token-0123456789")
+    for status, code in ((503, "no_free_port"), (503, "fleet_stopping"), (500, "Not A Code!")):
+        answers["/instances"] = (status, json.dumps({"error": {"message": "it cannot", "type": "x", "param": None,
+                                                               "code": code}}).encode())
+        for response in (gateway.post("/api/admin/instances", json={"model": SMOL}, headers=AUTH),
+                         gateway.post(f"/v1/models/{SMOL}", params={"action": "load"}, headers=AUTH)):
+            error = assert_openai_error(response, status, code if code.islower() else "fleet_unavailable")
+            assert "it cannot" in error["message"]
+    answers["/instances"] = (409, b'{"error": {"message": "too many", "code": "too_many_instances"}}')
+    assert_openai_error(gateway.post("/api/admin/instances", json={"model": SMOL}, headers=AUTH), 409, "fleet_refused")

@@ -109,6 +109,9 @@ def test_a_settings_change_rolls_the_runners_onto_runs_that_read_it(fleet, fake_
 
     changed = gateway.patch(f"/api/admin/models/{SMOL}/settings", json={"max_tokens_limit": 512}, headers=AUTH)
     assert changed.json()["restart"] == "rolling"
+    # The audit log (newest first) has the settings change before the restart it caused.
+    audited = [e["action"] for e in gateway.get("/api/admin/audit", headers=AUTH).json()["data"]][::-1]
+    assert audited.index("model.settings") < audited.index("instance.rolling_restart"), audited
     wait_until(lambda: fake.dispatches, 30, what="the replacement dispatched")
     commit = fake.requests.index(f"PUT /repos/{REPO}/contents/{PATH}")
     assert commit < fake.requests.index(f"POST /repos/{REPO}/actions/workflows/fleet.yml/dispatches")

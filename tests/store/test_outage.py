@@ -27,7 +27,8 @@ def test_a_lost_database_answers_503_keeps_streams_and_recovers(tmp_path, own_po
     slow = fake_upstreams("--chunks", "30", "--chunk-delay", "0.1", model=SMOL)
     gemma = fake_upstreams(model=GEMMA)
     gateway = gateways(gateway_env(tmp_path, {SMOL: [slow.url], GEMMA: [gemma.url]},
-                                   ARENA_DATABASE_URL=own_postgres.create_database(), ARENA_REGISTRATION_TOKEN=TOKEN))
+                                   ARENA_DATABASE_URL=own_postgres.create_database(), ARENA_REGISTRATION_TOKEN=TOKEN,
+                                   ARENA_GATEWAY_ADMIN_KEY="admin-key-of-the-outage-test"))
     wait_ready(gateway, f"{SMOL}-0", f"{GEMMA}-0")
     client = httpx.Client(timeout=30)
     assert client.get(gateway.url + "/api/leaderboard").status_code == 200
@@ -57,6 +58,10 @@ def test_a_lost_database_answers_503_keeps_streams_and_recovers(tmp_path, own_po
         # What needs no database still works: a completion, the status API.
         assert client.post(gateway.url + "/v1/chat/completions", json=chat_body(model=GEMMA)).status_code == 200
         assert client.get(gateway.url + "/api/instances").status_code == 200
+        for token in (TOKEN, "a-key-the-gateway-cannot-look-up", "admin-key-of-the-outage-test"):
+            for path in ("/api/status", "/api/instances"):  # the public view, whatever key is sent
+                shown = client.get(gateway.url + path, headers={"Authorization": f"Bearer {token}"})
+                assert shown.status_code == 200 and slow.url not in shown.text, (path, shown.text)
         streaming.join(30)
         assert streamed["body"].rstrip().endswith(b"data: [DONE]"), streamed["body"][-200:]
     finally:

@@ -29,7 +29,12 @@ function instanceRow(inst, enabled) {
     h("td", {}, h("span", { class: `state ${STATE_BADGE[inst.state] || "badge"}`, text: inst.state }),
       // Why it is not ready (a model it could not load, a failed probe), in the instance's words.
       inst.last_error && inst.state !== "ready" && inst.state !== "gone"
-        ? h("div", { class: "notice error why", role: "status", text: inst.last_error }) : null),
+        ? h("div", { class: "notice error why", role: "status", text: inst.last_error }) : null,
+      // A fleet-up runner asked to drain alone hears it at its next heartbeat.
+      inst.drain_requested && inst.state === "draining"
+        ? h("div", { class: "notice drain-request", role: "status", text: inst.drain_heard
+          ? "Drain requested: its runner was told at its heartbeat; it finishes its requests, then goes."
+          : "Drain requested: waiting for its runner's next heartbeat." }) : null),
     h("td", { class: "left", text: inst.url || "" }),
     h("td", { text: inst.source }),
     h("td", { text: inst.state === "gone" ? "–" : String(inst.active ?? 0) }),  // a gone one's last probe is stale
