@@ -7,6 +7,8 @@ goes to build/test-logs/ so a failing test can show it.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,7 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = PROJECT_ROOT / "build" / "test-logs"
 
 __all__ = ["LOG_DIR", "local_models", "PROJECT_ROOT", "ManagedProcess", "assert_openai_error", "free_port", "start_gateway",
-           "start_service", "wait_until"]
+           "start_service", "wait_until", "async_wait_until"]
 
 
 def local_models(catalogue) -> list[str]:
@@ -42,6 +44,22 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval:
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+async def async_wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.02,
+                           what: str = ""):
+    """`wait_until` for a test running on the event loop: `predicate()` may be a coroutine
+    function; the loop keeps running between checks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(interval)
 
 
 def assert_openai_error(response: httpx.Response, status: int, code: str | None = None,

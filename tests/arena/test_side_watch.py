@@ -10,6 +10,7 @@ import asyncio
 import pytest
 
 from gateway.arena.battles import SideHung, SideWatch
+from tests.harness import async_wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -99,7 +100,7 @@ async def test_a_streaming_side_is_marked_alive_until_it_ends():
     watch.start()
     upstream = chunks(0, then_hang=True)
     waiting = asyncio.ensure_future(watch.next(upstream))
-    await asyncio.wait_for(_until(lambda: len(beats) >= 2), 10)
+    await async_wait_until(lambda: len(beats) >= 2, 10, what="two heartbeats")
     waiting.cancel()
     watch.close()
     ended = await asyncio.gather(*watch._tasks, *watch._beats, return_exceptions=True)
@@ -142,7 +143,3 @@ async def test_closing_lets_a_heartbeat_write_in_flight_finish():
     await asyncio.wait_for(finished.wait(), 10)
     assert not watch._beats or all(not t.cancelled() for t in watch._beats)
 
-
-async def _until(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.02)

@@ -19,6 +19,7 @@ from gateway.arena.votes import (AlreadyVoted, BattleNotFinished, BattleNotFound
 from gateway.store import Database
 from gateway.store.schema import battle_turns, battles
 from shared.catalogue import ArenaPolicy
+from tests.harness import async_wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REQUEST = {"prompt": "Say hi", "system": "Be brief.", "temperature": 0.5, "max_tokens": 32}
@@ -325,7 +326,7 @@ async def test_request_rewrites_lock_the_battle_row(postgres, operation):
                     return bool((await conn.execute(text(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))).scalar())
 
-            await asyncio.wait_for(_until_async(waiting_on_lock), 10)
+            await async_wait_until(waiting_on_lock, 10, what="the store's query waiting on the row lock")
             await holder.commit()
         await task
         request = (await store.get_battle("k1")).request
@@ -336,10 +337,6 @@ async def test_request_rewrites_lock_the_battle_row(postgres, operation):
     finally:
         await db.dispose()
 
-
-async def _until_async(predicate) -> None:
-    while not await predicate():
-        await asyncio.sleep(0.02)
 
 
 async def test_a_reader_gets_the_battle_when_the_recovery_cannot_be_written(database_url):
