@@ -45,6 +45,15 @@ class PreparedRequest:
     tools: ToolPlan | None = None  # with required/named calls, their grammar is built by `open_stream`
     reasoning: ReasoningMarkers | None = None  # None: thinking stays inline (or not a chat)
 
+    @property
+    def forces_tool_call(self) -> bool:
+        return self.tools is not None and self.tools.constrained
+
+    @property
+    def needs_grammar(self) -> bool:
+        """A forced tool call or a response format: the output follows a grammar."""
+        return bool(self.response_format) or self.forces_tool_call
+
 
 class GenerationService:
     """One model, its batch scheduler and its state (loading, ok, draining, error)."""
@@ -249,7 +258,7 @@ class GenerationService:
     def grammar_for(prepared: PreparedRequest) -> tuple[str, str] | None:
         """The GBNF of the forced tool call or of the response format, and the request field it
         comes from; None when the output is free."""
-        if prepared.tools is not None and prepared.tools.constrained:
+        if prepared.forces_tool_call:
             gbnf, param = call_grammar(prepared.tools), "tools"
         else:
             gbnf, param = grammar_source(prepared.response_format), "response_format"
@@ -267,7 +276,7 @@ class GenerationService:
 
         A grammar (forced tool call, response format) is converted and compiled first, in a
         worker thread."""
-        if prepared.response_format or (prepared.tools is not None and prepared.tools.constrained):
+        if prepared.needs_grammar:
             grammars = await asyncio.to_thread(self._compile_grammars, prepared)
             prepared.params = replace(prepared.params, grammars=grammars)
         loop = asyncio.get_running_loop()

@@ -188,7 +188,7 @@ class LlamaServerService(GenerationService):
             client = self._client_for_loop()
             # Converting a schema to GBNF is bounded but not instant: a worker thread, as in-process.
             grammar = await asyncio.to_thread(self.grammar_for, prepared) \
-                if prepared.response_format or (prepared.tools is not None and prepared.tools.constrained) else None
+                if prepared.needs_grammar else None
         except BaseException:
             self.in_flight -= prepared.n
             raise

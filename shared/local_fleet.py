@@ -101,9 +101,10 @@ class LocalFleet:
         instances = [(key, i) for key, count in plan.items() for i in range(count)]
         if shares is None:
             dynamic = catalogue.fleet.shared_threads
-            fixed = max(1, len(available_cpus()) // max(1, len(instances)))
+            cpus = available_cpus()
+            fixed = max(1, len(cpus) // max(1, len(instances)))
             shares = share_cores([_threads_to_share(catalogue.model(key), fixed if dynamic else None)
-                                  for key, _ in instances], available_cpus(), dynamic=dynamic)
+                                  for key, _ in instances], cpus, dynamic=dynamic)
         # The board the instances sharing a pool of cores announce their work on (in RAM where
         # the platform has a tmpfs for it); removed with the fleet.
         self._board_dir: BoardDirectory | None = None

@@ -78,7 +78,7 @@ class SideWatch:
         self.last = time.monotonic()
         self._waiter: asyncio.Task | None = None
         self._hung: SideHung | None = None
-        self._tasks: list[asyncio.Task] = []  # the watchdog
+        self._task: asyncio.Task | None = None  # the watchdog
         self._beats: set[asyncio.Task] = set()  # heartbeat writes, never cancelled
 
     def hung(self) -> SideHung | None:
@@ -92,13 +92,13 @@ class SideWatch:
         return None
 
     def start(self) -> None:
-        self._tasks.append(asyncio.get_running_loop().create_task(self._watch()))
+        self._task = asyncio.get_running_loop().create_task(self._watch())
 
     def close(self) -> None:
         """Stop watching (synchronous: called from the relay's clean-up, which may be cancelled).
         A heartbeat write in flight is left to finish (within `beat_timeout`)."""
-        for task in self._tasks:
-            task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
     async def _watch(self) -> None:
         beat_at = time.monotonic() + self.beat_every
@@ -560,7 +560,6 @@ class BattleManager:
                                       "type": "upstream_error", "param": None, "code": "side_recovered"}})
                 yield DONE
                 return
-            # Only the outcome
             # Only the outcome: timings and token counts tell models apart, they come with the vote.
             yield _sse({"object": "arena.side.done", "side": side, "status": result.status,
                         "finish_reason": result.finish_reason})

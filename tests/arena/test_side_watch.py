@@ -103,7 +103,7 @@ async def test_a_streaming_side_is_marked_alive_until_it_ends():
     await async_wait_until(lambda: len(beats) >= 2, 10, what="two heartbeats")
     waiting.cancel()
     watch.close()
-    ended = await asyncio.gather(*watch._tasks, *watch._beats, return_exceptions=True)
+    ended = await asyncio.gather(watch._task, *watch._beats, return_exceptions=True)
     assert all(isinstance(e, asyncio.CancelledError) or e is None for e in ended)  # a closed watch beats no more
 
 
