@@ -26,11 +26,11 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
-from tests.harness import free_port
+from tests.loopback import LoopbackServer, QuietHandler
 
 COMMIT = hashlib.sha1(b"fake commit").hexdigest()
 VALID_TOKEN = "hf_fake_valid_token"
@@ -111,17 +111,12 @@ class FakeHub:
         return None
 
 
-def _reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes = b"",
+def _reply(handler: QuietHandler, status: int, headers: dict[str, str], body: bytes = b"",
            hub: FakeHub | None = None, sha256: str = "") -> None:
-    handler.send_response(status)
-    for name, value in headers.items():
-        handler.send_header(name, value)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    if handler.command == "HEAD" or not body:
-        return
     if hub is None or not hub.chunk_delay or (hub.paced and sha256 not in hub.paced):
-        handler.wfile.write(body)
+        return handler.reply(status, headers, body)
+    handler.reply_head(status, headers, len(body))
+    if handler.command == "HEAD" or not body:
         return
     try:
         for start in range(0, len(body), hub.chunk_size):
@@ -132,11 +127,8 @@ def _reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str]
         pass  # the client went away (a cancelled download)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """HEAD and GET answered alike (`answer`), nothing logged."""
-
-    def log_message(self, *args) -> None:
-        pass
+class _Handler(QuietHandler):
+    """HEAD and GET answered alike (`answer`)."""
 
     def do_HEAD(self) -> None:
         self.answer()
@@ -148,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         raise NotImplementedError
 
 
-def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+def _hub_handler(hub: FakeHub) -> type[QuietHandler]:
     class Hub(_Handler):
         def error(self, status: int, code: str | None, message: str, commit: str | None = None) -> None:
             headers = {"X-Error-Message": message, "Content-Type": "application/json"}
@@ -224,7 +216,7 @@ def _hub_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     return Hub
 
 
-def _cdn_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+def _cdn_handler(hub: FakeHub) -> type[QuietHandler]:
     class Cdn(_Handler):
         def answer(self) -> None:
             hub.record("cdn", self)
@@ -255,16 +247,6 @@ def _cdn_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 def serve_fake_hub(fake: FakeHub | None = None) -> Iterator[FakeHub]:
     """The fake's two servers on free ports of 127.0.0.1, for as long as the context lasts."""
     fake = fake or FakeHub()
-    servers = []
-    for name, handler in (("hub", _hub_handler(fake)), ("cdn", _cdn_handler(fake))):
-        server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name=f"fake-{name}", daemon=True).start()
-        servers.append(server)
-        setattr(fake, f"{name}_url", f"http://127.0.0.1:{server.server_address[1]}")
-    try:
+    with LoopbackServer(_hub_handler(fake), "fake-hub") as hub, LoopbackServer(_cdn_handler(fake), "fake-cdn") as cdn:
+        fake.hub_url, fake.cdn_url = hub.url, cdn.url
         yield fake
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()

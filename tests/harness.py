@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -86,6 +87,12 @@ class ManagedProcess(ChildProcess):
     def wait_exit(self, timeout: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout)
+
+    def kill(self, timeout: float = 30.0) -> int:
+        """SIGKILL, as a crash or the OOM killer would: nothing of the process's own runs to clean
+        up. Returns its exit code once it has gone."""
+        self.signal(signal.SIGKILL)
+        return self.wait_exit(timeout)
 
 
 def start_service(model: str, *extra: str, env: dict[str, str] | None = None, port: int | None = None,

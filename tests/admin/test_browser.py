@@ -21,7 +21,8 @@ pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-from tests.arena.test_browser import SCREENSHOTS, browser  # noqa: E402,F401 (the browser fixture)
+from tests.arena.test_browser import browser  # noqa: E402,F401 (the browser fixture)
+from tests.browser import log_in, shot, submit_admin_key  # noqa: E402
 MODEL = "smollm2-135m"
 ADMIN_KEY = "browser-admin-key-0123456789"
 
@@ -62,24 +63,11 @@ def page(browser, request):  # noqa: F811 (the fixture imported above)
     assert not errors, errors
 
 
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"admin-{name}.png"), full_page=True)
-
-
 def both_themes(page, name: str) -> None:
-    shot(page, f"{name}-light")
+    shot(page, f"admin-{name}-light")
     page.click("#theme-toggle")
     assert page.evaluate("document.documentElement.dataset.theme") == "dark"
-    shot(page, f"{name}-dark")
-
-
-def log_in(page, url: str) -> None:
-    page.goto(url)
-    expect(page.locator("#login")).to_be_visible()
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("#login button[type=submit]")
-    expect(page.locator("#admin-main")).to_be_visible()
+    shot(page, f"admin-{name}-dark")
 
 
 ADMIN_PAGES = ("/admin", "/admin/analytics", "/admin/models", "/admin/playground", "/admin/instances")
@@ -111,7 +99,7 @@ def test_a_logged_out_page_asks_for_nothing_and_the_login_works_again(fleet, pag
     key is a wrong key, counted, and would lock this client out of the login), and a login starts
     it again. The page's clock is run a minute on, past the limit of wrong keys."""
     page.clock.install()
-    log_in(page, fleet.url + "/admin/instances")
+    log_in(page, ADMIN_KEY, fleet.url + "/admin/instances")
     expect(page.locator("#fleet-off")).to_be_visible()
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible()
@@ -122,9 +110,7 @@ def test_a_logged_out_page_asks_for_nothing_and_the_login_works_again(fleet, pag
         page.evaluate("fetch('/health/live').then((r) => r.status)")  # what the timers sent is seen by now
     assert [url for url, _ in asked if "/api/admin/" in url] == []
     expect(page.locator("#login-error")).to_be_hidden()
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("#login button[type=submit]")
-    expect(page.locator("#admin-main")).to_be_visible()
+    log_in(page, ADMIN_KEY)
     with page.expect_request(lambda r: r.url.endswith("/api/admin/instances")) as refreshed:
         page.clock.run_for(2000)
     assert refreshed.value.headers["authorization"] == f"Bearer {ADMIN_KEY}"
@@ -134,12 +120,11 @@ def test_login_keeps_the_key_in_the_tab_only(fleet, page):
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(fleet.url + "/admin")
-    page.fill("#admin-key", "not-the-key")
-    page.click("#login button[type=submit]")
+    submit_admin_key(page, "not-the-key")
     expect(page.locator("#login-error")).to_contain_text("admin key")
     expect(page.locator("#admin-main")).to_be_hidden()
-    shot(page, "login")
-    log_in(page, fleet.url + "/admin")
+    shot(page, "admin-login")
+    log_in(page, ADMIN_KEY, fleet.url + "/admin")
     assert page.evaluate("sessionStorage.getItem('arena-admin-key')") == ADMIN_KEY
     assert page.evaluate("localStorage.length") == 0 or "arena-admin-key" not in page.evaluate("Object.keys(localStorage)")
     page.reload()  # the tab keeps the session
@@ -153,7 +138,7 @@ def test_login_keeps_the_key_in_the_tab_only(fleet, page):
 
 
 def test_keys_page_creates_uses_limits_and_revokes_a_key(fleet, page):
-    log_in(page, fleet.url + "/admin")
+    log_in(page, ADMIN_KEY, fleet.url + "/admin")
     page.fill("#key-name", "browser test")
     page.click("#create-form button[type=submit]")
     secret = page.locator("#new-secret").inner_text()
@@ -193,7 +178,7 @@ def test_analytics_charts_show_real_requests(fleet, page):
                           headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as response:
             assert response.status_code == 200
             response.read()
-    log_in(page, fleet.url + "/admin/analytics")
+    log_in(page, ADMIN_KEY, fleet.url + "/admin/analytics")
 
     def served() -> int:
         page.click("#refresh")
@@ -226,7 +211,7 @@ def play(page, model: str, **fields: str) -> None:
 
 
 def test_playground_streams_a_real_answer_and_its_code_runs(fleet, page):
-    log_in(page, fleet.url + "/admin/playground")
+    log_in(page, ADMIN_KEY, fleet.url + "/admin/playground")
     play(page, MODEL, system="You are terse.", message="Name a colour.", max_tokens="12", temperature="0", seed="7",
          top_k="20")
     expect(page.locator("#answer")).to_have_attribute("data-state", "done", timeout=60_000)

@@ -421,26 +421,20 @@ def test_a_hung_hub_listing_holds_a_bounded_number_of_threads(hub, gateway_apps,
     assert sum(t.name.startswith("hub-list") for t in threading.enumerate()) <= 2
 
 
-def test_a_download_cut_by_a_killed_gateway_leaves_no_partial_file_after_a_restart(hub, tmp_path):
+def test_a_download_cut_by_a_killed_gateway_leaves_no_partial_file_after_a_restart(hub, tmp_path, gateways):
     import httpx
-
-    from tests.harness import start_gateway
 
     hub.chunk_size, hub.chunk_delay = 64 * 1024, 0.05   # about 5 s for the whole file
     data = tmp_path / "data"
     env = {"ARENA_FLEET__DATA_DIR": str(data), "ARENA_FLEET__MODEL_CACHE_DIR": str(data / "models"),
            "HF_HUB_CACHE": str(tmp_path / "hub-cache"), "HF_ENDPOINT": hub.hub_url,
            "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_GATEWAY_ADMIN_KEY": ADMIN_KEY}
-    first = start_gateway(env=env)
-    try:
-        download = httpx.post(first.url + "/api/admin/models", json={"repo": SLOW, "quant": "Q4_K_M"}, headers=ADMIN,
-                              timeout=30).json()
-        wait_until(lambda: httpx.get(f"{first.url}/api/admin/downloads/{download['id']}", headers=ADMIN).json()
-                   ["bytes_done"] > 0, 15, what="the download under way")
-        first.process.kill()  # SIGKILL: nothing of ours runs to clean up
-        first.process.wait(timeout=30)
-    finally:
-        first.stop()
+    first = gateways(env)
+    download = httpx.post(first.url + "/api/admin/models", json={"repo": SLOW, "quant": "Q4_K_M"}, headers=ADMIN,
+                          timeout=30).json()
+    wait_until(lambda: httpx.get(f"{first.url}/api/admin/downloads/{download['id']}", headers=ADMIN).json()
+               ["bytes_done"] > 0, 15, what="the download under way")
+    first.kill()  # nothing of ours runs to clean up
     partials = list((tmp_path / "hub-cache").rglob("*.incomplete"))
     assert partials  # what a killed download leaves
     from shared.hub import PARTIAL_IDLE_SECONDS
@@ -451,14 +445,11 @@ def test_a_download_cut_by_a_killed_gateway_leaves_no_partial_file_after_a_resta
     other = tmp_path / "hub-cache" / "models--someone--else" / "blobs" / "abc.incomplete"
     other.parent.mkdir(parents=True)
     other.write_bytes(b"x")
-    second = start_gateway(env=env)
-    try:
-        wait_until(lambda: not any(p.exists() for p in partials), 15, what="the partial file removed")
-        assert other.exists() and list((data / "models" / "hub-downloads").glob("*.json")) == []
-        again = httpx.post(second.url + "/api/admin/models", json={"repo": TINY, "quant": "Q8_0"}, headers=ADMIN,
-                           timeout=30).json()
-        hub.chunk_delay = 0
-        wait_until(lambda: httpx.get(f"{second.url}/api/admin/downloads/{again['id']}", headers=ADMIN).json()
-                   ["state"] == "done", 30, what="a new download done")
-    finally:
-        second.stop()
+    second = gateways(env)
+    wait_until(lambda: not any(p.exists() for p in partials), 15, what="the partial file removed")
+    assert other.exists() and list((data / "models" / "hub-downloads").glob("*.json")) == []
+    again = httpx.post(second.url + "/api/admin/models", json={"repo": TINY, "quant": "Q8_0"}, headers=ADMIN,
+                       timeout=30).json()
+    hub.chunk_delay = 0
+    wait_until(lambda: httpx.get(f"{second.url}/api/admin/downloads/{again['id']}", headers=ADMIN).json()
+               ["state"] == "done", 30, what="a new download done")

@@ -24,7 +24,8 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 from tests.admin.test_browser import page  # noqa: E402,F401 (the page fixture)
-from tests.arena.test_browser import SCREENSHOTS, browser  # noqa: E402,F401 (the browser fixture)
+from tests.arena.test_browser import browser  # noqa: E402,F401 (the browser fixture)
+from tests.browser import log_in, shot  # noqa: E402
 
 ADMIN_KEY = "browser-models-admin-key-0123456789"
 EXPECTED_STATUSES = (400, 401, 404)  # the refused quantisation and settings: errors the browser logs
@@ -68,11 +69,6 @@ def gateway(hub, tmp_path_factory):
     proc.stop()
 
 
-def shot(tab, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENSHOTS / f"admin-models-{name}.png"), full_page=True)
-
-
 def check(tab, repo: str, quant: str) -> None:
     tab.fill("#hub-repo", repo)
     tab.fill("#hub-quant", quant)
@@ -85,10 +81,7 @@ def progress_of(tab, key: str) -> int:
 
 
 def test_add_a_model_from_the_hub_watch_it_download_cancel_another_and_export(gateway, hub, page, tmp_path):  # noqa: F811
-    page.goto(gateway.url + "/admin/models")
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("#login button[type=submit]")
-    expect(page.locator("#admin-main")).to_be_visible()
+    log_in(page, ADMIN_KEY, gateway.url + "/admin/models")
     expect(page.locator("#models-table")).to_contain_text("smollm2-135m")
 
     # The repository is listed and the file's size shown before anything is downloaded.
@@ -99,7 +92,7 @@ def test_add_a_model_from_the_hub_watch_it_download_cancel_another_and_export(ga
     expect(page.locator("#choice-size")).to_contain_text(f"{size / 1e6:.1f} MB")
     expect(page.locator("#new-key")).to_have_value(KEY)
     assert hub.seen("cdn") == []
-    shot(page, "checked")
+    shot(page, "admin-models-checked")
 
     # A quantisation the repository lacks: the error lists what it has.
     check_error = page.locator("#add-error")
@@ -115,7 +108,7 @@ def test_add_a_model_from_the_hub_watch_it_download_cancel_another_and_export(ga
     seen: set[int] = set()
     wait_until(lambda: seen.add(progress_of(page, KEY)) or 0 < progress_of(page, KEY) < 100, 60,
                what="the progress bar part way")
-    shot(page, "downloading")
+    shot(page, "admin-models-downloading")
     expect(row).to_have_attribute("data-state", "done", timeout=120_000)
     expect(row.locator(".percent")).to_have_text(" 100%")
     expect(row.locator(".bytes")).to_contain_text(f"{size / 1e6:.1f} MB / {size / 1e6:.1f} MB")
@@ -139,7 +132,7 @@ def test_add_a_model_from_the_hub_watch_it_download_cancel_another_and_export(ga
     expect(slow.locator("button", has_text="Cancel")).to_have_count(0)
     assert list(gateway.hub_cache.rglob("*.incomplete")) == []
     expect(page.locator("#models-table tr[data-model='slow-q4_k_m']")).to_have_count(0)
-    shot(page, "cancelled")
+    shot(page, "admin-models-cancelled")
 
     # Settings: out of range refused naming the field, then saved (a restart is needed to apply).
     model_row.locator("button", has_text="Settings").click()
@@ -155,7 +148,7 @@ def test_add_a_model_from_the_hub_watch_it_download_cancel_another_and_export(ga
     expect(model_row.locator("td").nth(3)).to_have_text("2")
     settings = {m["id"]: m for m in httpx.get(gateway.url + "/api/admin/models", headers=ADMIN).json()["data"]}[KEY]
     assert settings["settings"]["parallel"] == 2 and settings["settings"]["sampling"] == {"temperature": 0.3}
-    shot(page, "settings")
+    shot(page, "admin-models-settings")
 
     # The export: the effective catalogue, downloaded from the page, loads as a catalogue.
     with page.expect_download() as caught:
@@ -167,4 +160,4 @@ def test_add_a_model_from_the_hub_watch_it_download_cancel_another_and_export(ga
     assert catalogue.models[KEY].parallel == 2 and catalogue.models[KEY].sampling.temperature == 0.3
     assert catalogue.models[KEY].display_name == "SmolLM2 from the hub"
     page.click("#theme-toggle")
-    shot(page, "dark")
+    shot(page, "admin-models-dark")

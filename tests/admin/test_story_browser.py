@@ -31,7 +31,8 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 from tests.admin.test_browser import page, play  # noqa: E402,F401 (the page fixture, a Playground request)
-from tests.arena.test_browser import SCREENSHOTS, browser  # noqa: E402,F401 (the browser fixture)
+from tests.arena.test_browser import browser  # noqa: E402,F401 (the browser fixture)
+from tests.browser import log_in, shot  # noqa: E402
 
 ADMIN_KEY = "story-admin-key-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -86,11 +87,6 @@ def fleet(hub, tmp_path_factory):
         proc.stop(timeout=60)
 
 
-def shot(tab, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SCREENSHOTS / f"admin-story-{name}.png"), full_page=True)
-
-
 def open_page(tab, url: str) -> None:
     """Another admin page in the same tab: the session's key lets it in without a login."""
     tab.goto(url)
@@ -109,11 +105,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     page.on("request", lambda r: requests.append(r.url))
 
     # Log in through the form: the key lands in this tab's session storage, never in a URL.
-    page.goto(fleet.url + "/admin/models")
-    expect(page.locator("#login")).to_be_visible()
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("#login button[type=submit]")
-    expect(page.locator("#admin-main")).to_be_visible()
+    log_in(page, ADMIN_KEY, fleet.url + "/admin/models")
     assert page.evaluate("sessionStorage.getItem('arena-admin-key')") == ADMIN_KEY
     assert "arena-admin-key" not in page.evaluate("Object.keys(localStorage)")
 
@@ -131,7 +123,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     expect(model_row.locator(".badge")).to_have_text("runtime")
     expect(model_row).to_contain_text(f"hub:{REPO}:Q4_1")
     assert len(hub.seen("cdn", "GET")) == 1  # the file was fetched once, by the gateway
-    shot(page, "downloaded")
+    shot(page, "admin-story-downloaded")
 
     # Start an instance from the Instances page: loading -> ready.
     open_page(page, fleet.url + "/admin/instances")
@@ -147,7 +139,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     expect(first).to_have_attribute("data-state", "ready", timeout=120_000)
     assert page.evaluate("window.seen.states")[first_id] == ["loading", "ready"]
     assert len(hub.seen("cdn", "GET")) == 1  # the model process read the hub cache, no second download
-    shot(page, "started")
+    shot(page, "admin-story-started")
 
     # Chat with it in the Playground: the streamed answer, its timings, the request as code.
     open_page(page, fleet.url + "/admin/playground")
@@ -168,7 +160,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     assert f'"model": "{KEY}"' in curl and '"max_tokens": 12' in curl and "$ARENA_API_KEY" in curl
     assert f'model="{KEY}"' in python and "max_tokens=12" in python and "seed=7" in python
     assert ADMIN_KEY not in curl + python
-    shot(page, "playground")
+    shot(page, "admin-story-playground")
 
     # Change its default max tokens on the Models page: a rolling restart applies it, and a client
     # loop going all along sees no failure.
@@ -218,7 +210,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     old_states = seen["states"][first_id]
     assert (old_states[0], old_states[-1]) == ("ready", "gone"), seen
     assert seen["states"][second_id][-1] == "ready", seen
-    shot(watcher, "restarted")
+    shot(watcher, "admin-story-restarted")
     watcher.close()
     reply = client.chat.completions.create(model=KEY, messages=[{"role": "user", "content": "Tell a long story."}])
     assert reply.usage.completion_tokens <= DEFAULT_MAX_TOKENS  # the new setting reached the process
@@ -294,7 +286,7 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     seen = set(actions.all_inner_texts())
     assert {"login", "model.download", "instance.start", "model.settings", "instance.rolling_restart", "key.create",
             "key.revoke", "instance.stop", "model.remove"} <= seen, seen
-    shot(page, "audit")
+    shot(page, "admin-story-audit")
     assert all(ADMIN_KEY not in url and secret not in url for url in requests + [page.url])
     # Nor in a log (the supervisor's, the gateway's, the model processes'), nor the specs it wrote.
     logs = [fleet.log_path, *(path for path in fleet.logs.rglob("*") if path.is_file())]
@@ -307,9 +299,7 @@ def test_an_instance_that_cannot_load_its_model_says_why_and_can_be_stopped(flee
     """A catalogue model whose repository the hub does not have: its process starts, cannot load,
     and says so; the page shows it unhealthy with the reason (not loading for ever)."""
     missing = "qwen3-4b-instruct-2507"  # hub:unsloth/Qwen3-4B-Instruct-2507-GGUF:Q4_K_M, not in the fake hub
-    page.goto(fleet.url + "/admin/instances")
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("#login button[type=submit]")
+    log_in(page, ADMIN_KEY, fleet.url + "/admin/instances")
     card = page.locator(f'section[data-model="{missing}"]')
     card.get_by_role("button", name=f"Start an instance of {missing}").click()
     row = card.locator("tr[data-instance]")
@@ -317,7 +307,7 @@ def test_an_instance_that_cannot_load_its_model_says_why_and_can_be_stopped(flee
     expect(row).to_have_attribute("data-state", "unhealthy", timeout=60_000)
     expect(row.locator(".why")).to_contain_text("reports status error: ")
     expect(row.locator(".why")).to_contain_text("unsloth/Qwen3-4B-Instruct-2507-GGUF")
-    shot(page, "cannot-load")
+    shot(page, "admin-story-cannot-load")
     instance_id = row.get_attribute("data-instance")
     row.get_by_role("button", name=f"Stop {instance_id}").click()
     expect(row).to_have_attribute("data-state", "gone", timeout=60_000)

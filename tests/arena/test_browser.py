@@ -14,16 +14,14 @@ import httpx
 import pytest
 
 from tests.arena.conftest import DISPLAY, MODELS, wait_models
-from tests.harness import PROJECT_ROOT, ManagedProcess, assert_openai_error, free_port, start_gateway, wait_until
+from tests.harness import ManagedProcess, assert_openai_error, free_port, start_gateway, wait_until
 
 pytestmark = pytest.mark.browser
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, shot  # noqa: E402,F401 (re-exported)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +46,6 @@ def new_page(browser, page_errors, *, width=1280, height=900, scheme="light", **
     page.on("pageerror", lambda e: page_errors.append(str(e)))
     page.on("dialog", lambda d: (page_errors.append(f"dialog: {d.message}"), d.dismiss()))
     return page
-
-
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def set_max_tokens(page, n: int) -> None:

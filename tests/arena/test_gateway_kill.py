@@ -9,35 +9,31 @@ every third of it; a side whose lease ran out is a dead gateway's).
 from __future__ import annotations
 
 import json
-import signal
 
 import httpx
 import pytest
 
 from tests.arena.conftest import MODELS, wait_models
-from tests.harness import start_gateway, wait_until
+from tests.harness import wait_until
 
 DEADLINE = 15  # seconds (the first words may take several on a loaded machine)
 LONG = {"prompt": "Continue the sequence: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "max_tokens": 512, "temperature": 0.0}
 
 
 @pytest.fixture()
-def gateways(fleet, tmp_path):
-    """Start gateways on one store, and stop them all at the end."""
+def arena_gateway(fleet, tmp_path, gateways):
+    """Start a gateway on the test's store in front of the fleet's models (the `gateways` fixture
+    stops them all at the end)."""
     env = {"ARENA_FLEET__DATA_DIR": str(tmp_path), "ARENA_ARENA__ANSWER_DEADLINE": str(DEADLINE),
            "ARENA_ARENA__BATTLES_PER_MINUTE": "1000", "ARENA_ARENA__VOTES_PER_MINUTE": "1000",
            **{f"{m.upper().replace('-', '_')}_API_URL": s.url for m, s in fleet["services"].items()}}
-    started = []
 
     def start():
-        gateway = start_gateway(env=env)
-        started.append(gateway)
+        gateway = gateways(env)
         wait_models(gateway.url, MODELS)
         return gateway
 
-    yield start
-    for gateway in started:
-        gateway.stop()
+    return start
 
 
 class OpenSide:
@@ -64,8 +60,8 @@ def sides(client: httpx.Client, base: str, battle_id: str) -> dict:
     return client.get(f"{base}/api/battles/{battle_id}").json()["sides"]
 
 
-def test_sides_streaming_when_the_gateway_is_killed_are_ended_by_the_next_one(gateways):
-    first = gateways()
+def test_sides_streaming_when_the_gateway_is_killed_are_ended_by_the_next_one(arena_gateway):
+    first = arena_gateway()
     with httpx.Client(timeout=60) as client:
         # A voted battle: both sides stopped after their first words (a stopped answer is votable).
         voted = client.post(f"{first.url}/api/battles", json=LONG).json()
@@ -84,12 +80,11 @@ def test_sides_streaming_when_the_gateway_is_killed_are_ended_by_the_next_one(ga
                                        voted["token"])
         unvoted = client.post(f"{first.url}/api/battles", json=LONG).json()
         answering = OpenSide(client, first.url + unvoted["sides"]["a"]["stream_url"], unvoted["token"])
-        first.signal(signal.SIGKILL)
-        first.wait_exit(30)
+        first.kill()
         for stream in (regenerating, answering):
             stream.close()
 
-        second = gateways()
+        second = arena_gateway()
         wait_until(lambda: sides(client, second.url, voted["id"])["a"]["status"] != "streaming", DEADLINE * 4,
                    what="the killed regeneration ended")
         view = client.get(f"{second.url}/api/battles/{voted['id']}").json()

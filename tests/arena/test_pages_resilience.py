@@ -25,6 +25,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 from tests.arena.test_browser import browser, new_page, page_errors  # noqa: E402,F401 (fixtures)
+from tests.browser import submit_admin_key  # noqa: E402
 
 ADMIN_KEY = "resilience-admin-key-0123456789"
 STORED = "stored-session-01"
@@ -61,11 +62,6 @@ def gateway(tmp_path_factory):
                 proc.stop()
 
 
-def log_in(page) -> None:
-    page.fill("#admin-key", ADMIN_KEY)
-    page.click("#login button[type=submit]")
-
-
 def test_the_analytics_refresh_stops_on_logout_and_resumes_on_login(gateway, browser, page_errors):  # noqa: F811
     page = new_page(browser, page_errors)
     page.clock.install()
@@ -74,7 +70,7 @@ def test_the_analytics_refresh_stops_on_logout_and_resumes_on_login(gateway, bro
     page.on("request", lambda r: is_refresh(r) and sent.append(r.headers.get("authorization")))
     page.goto(gateway + "/admin/analytics")
     with page.expect_request(is_refresh):
-        log_in(page)
+        submit_admin_key(page, ADMIN_KEY)
     with page.expect_request(is_refresh):
         page.clock.run_for(16_000)
     page.click("#logout")
@@ -83,7 +79,7 @@ def test_the_analytics_refresh_stops_on_logout_and_resumes_on_login(gateway, bro
     page.evaluate("1")  # a round trip: any request the timers made has been reported
     assert len(sent) == before and "Bearer null" not in sent
     with page.expect_request(is_refresh):
-        log_in(page)
+        submit_admin_key(page, ADMIN_KEY)
     with page.expect_request(is_refresh):
         page.clock.run_for(16_000)
     assert set(sent) == {f"Bearer {ADMIN_KEY}"} and page_errors == []
@@ -98,7 +94,7 @@ def test_an_unreachable_gateway_is_an_error_on_the_admin_page(gateway, browser, 
     page.unroute("**/api/admin/enabled")
     page.route("**/api/admin/session", lambda route: route.abort())
     page.goto(gateway + "/admin/analytics")
-    log_in(page)
+    submit_admin_key(page, ADMIN_KEY)
     expect(page.locator("#login-error")).to_contain_text("could not be reached")
     assert page_errors == []
     page.context.close()

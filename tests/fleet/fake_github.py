@@ -47,7 +47,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -55,6 +54,8 @@ import httpx
 import respx
 import yaml
 from nacl.public import PrivateKey, SealedBox
+
+from tests.loopback import LoopbackServer, QuietHandler
 
 API = "https://api.github.com"
 WORKFLOWS = Path(__file__).resolve().parents[2] / ".github" / "workflows"
@@ -344,36 +345,21 @@ def serving(fake: FakeGitHub) -> Iterator[str]:
     """The fake on a loopback HTTP port (one request at a time, like its state wants); yields its
     URL, the `api_url` a client in another process is given."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             request = httpx.Request(self.command, f"http://{self.headers.get('Host')}{self.path}",
                                     headers=dict(self.headers.items()), content=self.rfile.read(length))
             with fake._lock:
                 response = fake.handle(request)
-            body = response.read()
-            self.send_response(response.status_code)
-            for name, value in response.headers.items():
-                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(response.status_code, {name: value for name, value in response.headers.items()
+                                              if name.lower() not in ("content-length", "transfer-encoding",
+                                                                      "connection")}, response.read())
 
         do_GET = do_POST = do_PUT = do_DELETE = _any
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="fake-github", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with LoopbackServer(Handler, "fake-github") as server:
+        yield server.url
 
 
 @contextmanager

@@ -7,16 +7,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from scripts.runner_agent import EXIT_FAILED, EXIT_NO_SUCCESSOR, Timeline, service_process
 from shared.processes import ChildProcess
-from tests.harness import PROJECT_ROOT, ManagedProcess, free_port, start_gateway
+from tests.harness import PROJECT_ROOT, ManagedProcess, free_port
+from tests.loopback import LoopbackServer, QuietHandler
 
 MODEL = "smollm2-135m"
 TOKEN = "agent-test-registration-token"
@@ -25,7 +24,7 @@ PAT = "github_pat_11AAAAAAA0000000000000000000000000000000000"
 GITHUB_DELAY = 25.0
 
 
-class SlowBadCredentialsGitHub(BaseHTTPRequestHandler):
+class SlowBadCredentialsGitHub(QuietHandler):
     """GitHub on a bad day: every answer takes GITHUB_DELAY seconds, then says Bad credentials."""
 
     calls: list[str] = []
@@ -36,16 +35,9 @@ class SlowBadCredentialsGitHub(BaseHTTPRequestHandler):
         body = json.dumps({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest",
                            "status": "401"}).encode()
         try:
-            self.send_response(401)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(401, {"Content-Type": "application/json; charset=utf-8"}, body)
         except OSError:
             pass            # the agent is gone
-
-    def log_message(self, *args):
-        pass
 
 
 def test_timeline_handoff_before_hard_limit():
@@ -82,23 +74,21 @@ def test_the_model_service_sees_only_what_it_needs(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_slow_github_never_stops_the_serving_loop(tmp_path):
+def test_a_slow_github_never_stops_the_serving_loop(tmp_path, gateways):
     """GitHub takes 25 s to refuse the dispatch. The dispatch runs off the serving loop, so the
     heartbeats go on and the instance stays ready to the hard limit (before: the loop waited on
     GitHub, the registration's 3 s TTL ran out, and the gateway dropped the instance)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowBadCredentialsGitHub)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = LoopbackServer(SlowBadCredentialsGitHub, "slow-github")
     env = {"ARENA_REGISTRATION_TOKEN": TOKEN, "ARENA_INSTANCE_SECRET": SECRET}
-    gateway = start_gateway(env={**env, "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
-                                 "ARENA_FLEET__DATA_DIR": str(tmp_path), "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5"})
+    gateway = gateways({**env, "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_FLEET__DATA_DIR": str(tmp_path),
+                        "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5"})
     port = free_port()
     agent = ManagedProcess("runner-slow-github", [
         "runner", MODEL, "--tunnel", "none", "--parallel", "2", "--port", str(port), "--heartbeat-seconds", "1",
         "--duration-hours", "0.005", "--margin-minutes", "0.2", "--successor", "github",
         "--gateway-url", gateway.url], port, {
         **env, "WORKFLOW_PAT": PAT, "GITHUB_REPOSITORY": "octo/arena",
-        "GITHUB_API_URL": f"http://127.0.0.1:{server.server_address[1]}", "GITHUB_ACTIONS": "true"})
+        "GITHUB_API_URL": server.url, "GITHUB_ACTIONS": "true"})
     samples: list[tuple[float, bool]] = []
     try:
         started = time.monotonic()
@@ -125,5 +115,4 @@ def test_a_slow_github_never_stops_the_serving_loop(tmp_path):
         assert log.count(TOKEN) == 1
     finally:
         agent.stop()
-        gateway.stop()
-        server.shutdown()
+        server.close()

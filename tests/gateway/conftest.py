@@ -1,6 +1,6 @@
 """Fixtures for the gateway's tests: the gateway built in-process from an explicit catalogue
-and settings (`gateway_apps`, for its logic), or real gateway processes (`gateways`, for what
-needs a process: logs, signals, restarts), in front of real HTTP servers:
+and settings (`gateway_apps`, for its logic), or real gateway processes (`gateways`, from
+tests/conftest.py, for what needs a process: logs, signals, restarts), in front of real HTTP servers:
 `tests.fake_upstream` processes, and real model services where a test says so."""
 
 from __future__ import annotations
@@ -100,20 +100,6 @@ def gateway_apps(tmp_path) -> Iterator[Callable[..., TestClient]]:
     yield start
     for client in started:
         client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def gateways() -> Iterator[Callable[..., ManagedProcess]]:
-    started: list[ManagedProcess] = []
-
-    def start(env: dict[str, str], *extra: str, port: int | None = None) -> ManagedProcess:
-        proc = start_gateway(*extra, env=env, port=port)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop(timeout=10)
 
 
 def chat_body(model: str = SMOL, stream: bool = False, text: str = "Hello") -> dict:

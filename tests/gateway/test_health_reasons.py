@@ -7,37 +7,27 @@ not ours do."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from gateway.health_monitor import MAX_REASON, HealthMonitor, HealthPolicy
 from gateway.instances import Instance, InstanceRegistry, InstanceState
 from shared.catalogue import load_catalogue
+from tests.loopback import LoopbackServer, QuietHandler
 
 CATALOGUE = load_catalogue()
 MODEL = next(iter(CATALOGUE.models))
 
 
-def serve(health: dict, status: int) -> ThreadingHTTPServer:
+def serve(health: dict, status: int) -> LoopbackServer:
     """/health answers `health` with `status`; every other path is a 404."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             code, body = (status, json.dumps(health).encode()) if self.path == "/health" else (404, b"{}")
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(code, {"Content-Type": "application/json"}, body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return LoopbackServer(Handler, "instance-health")
 
 
 @pytest.mark.parametrize("health, status, state, error", [
@@ -50,7 +40,7 @@ async def test_a_booting_instance_that_reports_an_error_is_unhealthy_with_its_re
     server = serve(health, status)
     registry = InstanceRegistry(CATALOGUE)
     instance = registry.add(Instance(instance_id="booting-0", model=MODEL, source="local", booting=True,
-                                     url=f"http://127.0.0.1:{server.server_address[1]}"))
+                                     url=server.url))
     monitor = HealthMonitor(registry, HealthPolicy(interval=3600))
     await monitor.start()
     try:
@@ -59,5 +49,4 @@ async def test_a_booting_instance_that_reports_an_error_is_unhealthy_with_its_re
         assert (instance.state, instance.last_error) == (state, error)
     finally:
         await monitor.stop()
-        server.shutdown()
-        server.server_close()
+        server.close()

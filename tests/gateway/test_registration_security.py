@@ -4,9 +4,6 @@ and a registration's life is measured on an injected clock."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import httpx
 import pytest
 
@@ -18,6 +15,7 @@ from shared.catalogue import load_catalogue
 from shared.errors import ApiError
 from tests.gateway.conftest import SMOL, assert_openai_error, chat_body, gateway_env, instance_state, wait_until
 from tests.gateway.test_registration import AUTH, TOKEN, bound, register
+from tests.loopback import LoopbackServer, QuietHandler
 
 
 def test_a_registration_is_bound_to_the_secret_that_made_it(tmp_path, fake_upstreams, gateways):
@@ -86,7 +84,7 @@ def test_registrations_per_model_are_capped(tmp_path, fake_upstreams, gateways):
     assert register(gateway, "three", fake.url).status_code == 200
 
 
-class _Recorder(BaseHTTPRequestHandler):
+class _Recorder(QuietHandler):
     """Answers every request with `answer` (a redirect, or 200), recording the headers it saw."""
 
     answer: tuple[int, dict[str, str]] = (200, {})
@@ -94,37 +92,23 @@ class _Recorder(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self.seen.append(dict(self.headers))
-        status, headers = self.answer
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
+        self.reply(*self.answer)
 
 
-def _serve(answer: tuple[int, dict[str, str]]) -> tuple[ThreadingHTTPServer, list]:
+def _serve(answer: tuple[int, dict[str, str]]) -> tuple[LoopbackServer, list]:
     seen: list = []
-    handler = type("Handler", (_Recorder,), {"answer": answer, "seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, seen
+    return LoopbackServer(type("Handler", (_Recorder,), {"answer": answer, "seen": seen})), seen
 
 
 def test_health_probes_never_follow_a_redirect_with_the_instance_secret(tmp_path, gateways):
     elsewhere, stolen = _serve((200, {}))
-    redirector, probed = _serve((302, {"Location": f"http://127.0.0.1:{elsewhere.server_port}/health"}))
-    try:
+    redirector, probed = _serve((302, {"Location": f"{elsewhere.url}/health"}))
+    with elsewhere, redirector:
         gateway = gateways(gateway_env(tmp_path, ARENA_REGISTRATION_TOKEN=TOKEN, ARENA_INSTANCE_SECRET="s3cret"))
-        assert register(gateway, "redirecting", f"http://127.0.0.1:{redirector.server_port}").status_code == 200
+        assert register(gateway, "redirecting", redirector.url).status_code == 200
         wait_until(lambda: len(probed) >= 3, timeout=10, what="probes of the redirecting instance")
         assert stolen == []
         assert instance_state(gateway, "redirecting") != "ready"
-    finally:
-        redirector.shutdown()
-        elsewhere.shutdown()
 
 
 def test_the_runner_client_sends_its_registration_secret(tmp_path, fake_upstreams, gateways):

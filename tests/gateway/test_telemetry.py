@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from shared.telemetry import Telemetry
 from tests.gateway.conftest import MODELS, gateway_env
 from tests.harness import ManagedProcess, start_gateway, start_service, wait_until
+from tests.loopback import LoopbackServer, QuietHandler
 
 SMOL = MODELS[0]
 INSTANCE_SECRET = "instance-secret-" + secrets.token_hex(8)
@@ -39,25 +39,17 @@ class OtlpReceiver:
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 receiver.add(self.path, self.headers.get("Content-Type"), request)
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.reply(200, {"Content-Type": "application/x-protobuf"},
+                           ExportTraceServiceResponse().SerializeToString())
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler, "otlp-receiver")
+        self.url = self.server.url
 
     def add(self, path: str, content_type: str | None, request: ExportTraceServiceRequest) -> None:
         assert path == "/v1/traces" and content_type == "application/x-protobuf"
@@ -77,8 +69,7 @@ class OtlpReceiver:
             return [span for span in self.spans if span["trace_id"] == trace_id]
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ Actions driven through the project's GitHub client against the local fake of Git
 from __future__ import annotations
 
 import json
+import threading
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from scripts.github_api import GitHubClient
 from shared.errors import ModelNotFound
 from tests.fleet.fake_github import FakeGitHub
 from tests.harness import assert_openai_error, wait_until
+from tests.loopback import LoopbackServer, QuietHandler
 
 SMOL = "smollm2-135m"
 ADMIN = "instances-admin-key-0123456789"
@@ -136,40 +138,24 @@ def test_on_actions_github_refusing_is_a_clear_error(actions):
 def garbled_supervisor():
     """A supervisor's control channel on 127.0.0.1 that answers what `answers[path]` holds:
     (status, body bytes), whatever the request."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     answers: dict[str, tuple[int, bytes]] = {}
     seen: list[str] = []
     slow = threading.Event()  # set: answers wait a while (a start that takes time)
 
-    class Garbled(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
+    class Garbled(QuietHandler):
         def answer(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             seen.append(f"{self.command} {self.path}")
             if slow.is_set():
                 threading.Event().wait(0.5)
             status, body = answers.get("/" + self.path.strip("/").split("/")[0], (200, b"{}"))
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(status, {"Content-Type": "application/json"}, body)
 
         do_GET = do_POST = do_DELETE = answer
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Garbled)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with LoopbackServer(Garbled, "garbled-supervisor") as server:
         answers["seen"], answers["slow"] = seen, slow  # type: ignore[assignment]
-        yield f"http://127.0.0.1:{server.server_address[1]}", answers
-    finally:
-        server.shutdown()
-        server.server_close()
+        yield server.url, answers
 
 
 GARBAGE = [b"not json at all", b"[1, 2, 3]", b'{"instance_id": 5, "url": "http://127.0.0.1:1"}',

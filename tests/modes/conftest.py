@@ -33,14 +33,18 @@ def ready_models(url: str) -> set[str]:
     return {m["id"] for m in httpx.get(url + "/api/modes/options", timeout=5).json()["models"]}
 
 
+def wait_modes_ready(gateway: ManagedProcess, urls: dict[str, str]) -> ManagedProcess:
+    wait_until(lambda: set(urls) <= ready_models(gateway.url), 60, what="models ready at the gateway")
+    return gateway
+
+
 def start_modes_gateway(data: Path, urls: dict[str, str], **extra: str) -> ManagedProcess:
     gateway = start_gateway(env=gateway_env(data, urls, **extra))
     try:
-        wait_until(lambda: set(urls) <= ready_models(gateway.url), 60, what="models ready at the gateway")
+        return wait_modes_ready(gateway, urls)
     except BaseException:
         gateway.stop()
         raise
-    return gateway
 
 
 @pytest.fixture(scope="package")
@@ -93,8 +97,8 @@ def of_type(events: list[dict], type_: str, **match) -> list[dict]:
     return [e for e in events if e["type"] == type_ and all(e.get(k) == v for k, v in match.items())]
 
 
-__all__ = ["GEMMA", "MODELS", "SMOL", "free_port", "of_type", "run_mode", "slots_active", "sse_events",
-           "start_modes_gateway", "wait_until"]
+__all__ = ["GEMMA", "MODELS", "SMOL", "free_port", "gateway_env", "of_type", "run_mode", "slots_active", "sse_events",
+           "start_modes_gateway", "wait_modes_ready", "wait_until"]
 
 
 EXTERNAL_TOKEN = "ghp_modes-test-secret-4f9a1c"  # the external orchestrator's token in these tests
