@@ -13,7 +13,7 @@ import json
 import httpx
 import pytest
 
-from tests.arena.conftest import MODELS, wait_models
+from tests.arena.conftest import MODELS, fleet_urls, wait_models
 from tests.harness import wait_until
 
 DEADLINE = 15  # seconds (the first words may take several on a loaded machine)
@@ -26,7 +26,7 @@ def arena_gateway(fleet, tmp_path, gateways):
     stops them all at the end)."""
     env = {"ARENA_FLEET__DATA_DIR": str(tmp_path), "ARENA_ARENA__ANSWER_DEADLINE": str(DEADLINE),
            "ARENA_ARENA__BATTLES_PER_MINUTE": "1000", "ARENA_ARENA__VOTES_PER_MINUTE": "1000",
-           **{f"{m.upper().replace('-', '_')}_API_URL": s.url for m, s in fleet["services"].items()}}
+           **fleet_urls(fleet["services"])}
 
     def start():
         gateway = gateways(env)

@@ -18,7 +18,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from shared.telemetry import Telemetry
 from tests.gateway.conftest import MODELS, gateway_env
-from tests.harness import ManagedProcess, start_gateway, start_service, wait_until
+from tests.harness import ManagedProcess, start_service, wait_until
 from tests.loopback import LoopbackServer, QuietHandler
 
 SMOL = MODELS[0]
@@ -96,14 +96,15 @@ def test_tracing_is_off_without_an_endpoint():
 
 
 def test_one_trace_from_the_client_through_the_gateway_and_its_attempts_to_the_model(tmp_path, receiver,
-                                                                                     fake_upstreams):
+                                                                                     fake_upstreams, gateways):
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100",
             "ARENA_INSTANCE_SECRET": INSTANCE_SECRET}
     service = start_service(SMOL, "--log-format", "json", env=otel)
     broken = fake_upstreams()  # answers every completion 500: the gateway fails over to the model
     broken.control(reject={"status": 500, "error": {"message": "broken", "type": "server_error"}})
-    gateway = start_gateway(env={**gateway_env(tmp_path, {SMOL: [broken.url, service.url]}), **otel})
     try:
+        gateway = gateways({**gateway_env(tmp_path, {SMOL: [broken.url, service.url]}), **otel})
+
         def ready() -> int:
             listed = httpx.get(gateway.url + "/api/instances", timeout=5).json()["data"]
             return len([i for i in listed if i["state"] == "ready"])
@@ -153,7 +154,6 @@ def test_one_trace_from_the_client_through_the_gateway_and_its_attempts_to_the_m
                             if line.get("logger") == "services.access" and line.get("trace_id") == trace_id)
         assert service_line["span_id"] == model_span["span_id"] and service_line["status"] == 200
     finally:
-        gateway.stop()
         service.stop()
 
 
