@@ -73,25 +73,22 @@ def both_themes(page, name: str) -> None:
 ADMIN_PAGES = ("/admin", "/admin/analytics", "/admin/models", "/admin/playground", "/admin/instances")
 
 
-def test_admin_off_without_a_key_says_how_to_turn_it_on(page, tmp_path):
+def test_admin_off_without_a_key_says_how_to_turn_it_on(page, tmp_path, gateways):
     """Every admin page, with no admin key configured: off, saying how to turn it on, asking the
     admin API for nothing."""
-    gateway = start_gateway(env={"ARENA_FLEET__DATA_DIR": str(tmp_path), "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
-                                 "ARENA_GATEWAY_ADMIN_KEY": ""})
+    gateway = gateways({"ARENA_FLEET__DATA_DIR": str(tmp_path), "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
+                        "ARENA_GATEWAY_ADMIN_KEY": ""})
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url.split("?")[0]))
-    try:
-        for path in ADMIN_PAGES:
-            page.goto(gateway.url + path)
-            expect(page.locator("#admin-off")).to_be_visible()
-            expect(page.locator("#admin-off-message")).to_contain_text("ARENA_GATEWAY_ADMIN_KEY")
-            expect(page.locator("#login")).to_be_hidden()
-            expect(page.locator("#admin-main")).to_be_hidden()
-            expect(page.locator("#logout")).to_be_hidden()
-        admin_api = {url.removeprefix(gateway.url) for url in asked if "/api/admin/" in url}
-        assert admin_api == {"/api/admin/enabled"}, admin_api
-    finally:
-        gateway.stop()
+    for path in ADMIN_PAGES:
+        page.goto(gateway.url + path)
+        expect(page.locator("#admin-off")).to_be_visible()
+        expect(page.locator("#admin-off-message")).to_contain_text("ARENA_GATEWAY_ADMIN_KEY")
+        expect(page.locator("#login")).to_be_hidden()
+        expect(page.locator("#admin-main")).to_be_hidden()
+        expect(page.locator("#logout")).to_be_hidden()
+    admin_api = {url.removeprefix(gateway.url) for url in asked if "/api/admin/" in url}
+    assert admin_api == {"/api/admin/enabled"}, admin_api
 
 
 def test_a_logged_out_page_asks_for_nothing_and_the_login_works_again(fleet, page):

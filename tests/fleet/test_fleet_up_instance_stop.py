@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.fleet.fake_github import FakeGitHub, serving
-from tests.harness import ManagedProcess, free_port, start_gateway, wait_until
+from tests.harness import ManagedProcess, free_port, wait_until
 
 MODEL = "smollm2-135m"
 REG_TOKEN = "fleet-up-registration-token"
@@ -27,15 +27,15 @@ def github():
         yield fake, url
 
 
-def test_one_instance_of_a_fleet_up_run_stops_alone_and_its_sibling_serves_on(github, tmp_path):
+def test_one_instance_of_a_fleet_up_run_stops_alone_and_its_sibling_serves_on(github, tmp_path, gateways):
     fake, api_url = github
     overlay = tmp_path / "catalogue.overlay.yaml"
     overlay.write_text(f"models:\n  {MODEL}:\n    parallel: 3\n")
-    gateway = start_gateway(env={"ARENA_REGISTRATION_TOKEN": REG_TOKEN, "ARENA_GATEWAY_ADMIN_KEY": ADMIN,
-                                 "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_FLEET__DATA_DIR": str(tmp_path),
-                                 "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5",
-                                 "ARENA_FLEETCTL_GITHUB_REPOSITORY": REPO, "ARENA_FLEETCTL_GITHUB_TOKEN": GITHUB_TOKEN,
-                                 "ARENA_FLEETCTL_GITHUB_API_URL": api_url})
+    gateway = gateways({"ARENA_REGISTRATION_TOKEN": REG_TOKEN, "ARENA_GATEWAY_ADMIN_KEY": ADMIN,
+                        "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_FLEET__DATA_DIR": str(tmp_path),
+                        "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5",
+                        "ARENA_FLEETCTL_GITHUB_REPOSITORY": REPO, "ARENA_FLEETCTL_GITHUB_TOKEN": GITHUB_TOKEN,
+                        "ARENA_FLEETCTL_GITHUB_API_URL": api_url})
     runner_env = {"ARENA_REGISTRATION_TOKEN": REG_TOKEN, "ARENA_CATALOGUE_OVERLAY": str(overlay),
                   "WORKFLOW_PAT": GITHUB_TOKEN, "GITHUB_REPOSITORY": REPO, "GITHUB_API_URL": api_url}
     runners = []
@@ -84,4 +84,3 @@ def test_one_instance_of_a_fleet_up_run_stops_alone_and_its_sibling_serves_on(gi
         admin.close()
         for runner in runners:
             runner.stop()
-        gateway.stop()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.harness import LOG_DIR, ManagedProcess, free_port, start_gateway, wait_until
+from tests.harness import LOG_DIR, ManagedProcess, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -149,12 +149,9 @@ def report(name: str, figures: dict) -> None:
 
 
 @pytest.fixture
-def gateway(tmp_path):
-    proc = start_gateway(env={"ARENA_REGISTRATION_TOKEN": TOKEN, "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
-                              "ARENA_GATEWAY_DB_PATH": str(tmp_path / "gateway.sqlite3"),
-                              "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5"})
-    yield proc
-    proc.stop()
+def gateway(tmp_path, gateways):
+    return gateways({"ARENA_REGISTRATION_TOKEN": TOKEN, "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
+                     "ARENA_GATEWAY_DB_PATH": str(tmp_path / "gateway.sqlite3"), "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5"})
 
 
 def test_handoff_to_a_successor_loses_no_request_and_no_second(gateway):

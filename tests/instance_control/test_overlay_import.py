@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from tests.fleet.fake_github import FakeGitHub, serving
-from tests.harness import start_gateway
 
 SMOL = "smollm2-135m"
 COPY = "smol-copy"
@@ -43,11 +42,19 @@ def github():
         yield fake, url
 
 
-def gateway_on(api_url: str, data_dir, **extra: str):
-    return start_gateway(env={"ARENA_REGISTRATION_TOKEN": REG_TOKEN, "ARENA_GATEWAY_ADMIN_KEY": ADMIN,
-                              "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_FLEET__DATA_DIR": str(data_dir),
-                              "ARENA_FLEETCTL_GITHUB_REPOSITORY": REPO, "ARENA_FLEETCTL_GITHUB_TOKEN": GITHUB_TOKEN,
-                              "ARENA_FLEETCTL_GITHUB_API_URL": api_url, **extra})
+@pytest.fixture
+def gateway_on(github, tmp_path, gateways):
+    """`gateway_on(**env)`: a gateway on this test's store (tmp_path/data), publishing to the fake
+    GitHub (stopped at the end by the `gateways` fixture)."""
+    _, api_url = github
+
+    def start(**extra: str):
+        return gateways({"ARENA_REGISTRATION_TOKEN": REG_TOKEN, "ARENA_GATEWAY_ADMIN_KEY": ADMIN,
+                         "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false", "ARENA_FLEET__DATA_DIR": str(tmp_path / "data"),
+                         "ARENA_FLEETCTL_GITHUB_REPOSITORY": REPO, "ARENA_FLEETCTL_GITHUB_TOKEN": GITHUB_TOKEN,
+                         "ARENA_FLEETCTL_GITHUB_API_URL": api_url, **extra})
+
+    return start
 
 
 def models(gateway) -> dict[str, dict]:
@@ -66,100 +73,84 @@ def register(gateway, instance_id: str, model: str = COPY) -> httpx.Response:
                       json={"model": model, "instance_id": instance_id, "url": "http://127.0.0.1:9"})
 
 
-def test_a_fresh_store_imports_the_published_overlay_and_a_kept_one_is_never_overwritten(github, tmp_path):
-    fake, api_url = github
-    gateway = gateway_on(api_url, tmp_path / "data")
-    try:
-        known = models(gateway)
-        assert known[COPY]["runtime"] is True and known[COPY]["display_name"] == "Smol copy"
-        assert known[SMOL]["overrides"] == {"n_ctx": 1024}
-        (entry,) = imports(gateway)
-        assert entry["actor"] == "startup" and entry["target"] == f"{REPO}@main:{PATH}"
-        assert sorted(entry["detail"]["models"]) == [COPY, SMOL]
-        registered = register(gateway, "smol-copy.1.run")
-        assert registered.status_code == 200, registered.text   # its runner is accepted again
-        # The import published nothing: the repository's copy is what the store now holds.
-        assert fake.commits == []
-    finally:
-        gateway.stop()
+def test_a_fresh_store_imports_the_published_overlay_and_a_kept_one_is_never_overwritten(github, gateway_on):
+    fake, _ = github
+    gateway = gateway_on()
+    known = models(gateway)
+    assert known[COPY]["runtime"] is True and known[COPY]["display_name"] == "Smol copy"
+    assert known[SMOL]["overrides"] == {"n_ctx": 1024}
+    (entry,) = imports(gateway)
+    assert entry["actor"] == "startup" and entry["target"] == f"{REPO}@main:{PATH}"
+    assert sorted(entry["detail"]["models"]) == [COPY, SMOL]
+    registered = register(gateway, "smol-copy.1.run")
+    assert registered.status_code == 200, registered.text   # its runner is accepted again
+    # The import published nothing: the repository's copy is what the store now holds.
+    assert fake.commits == []
+    gateway.stop()   # before the restart on the same store
 
     # Restarted on the same store, the repository's copy changed meanwhile: the store stands.
     fake.files["main"][PATH] = overlay_text("other-copy", n_ctx=1536).encode()
-    again = gateway_on(api_url, tmp_path / "data")
-    try:
-        known = models(again)
-        assert COPY in known and "other-copy" not in known and known[SMOL]["overrides"] == {"n_ctx": 1024}
-        assert len(imports(again)) == 1   # the first start's
-    finally:
-        again.stop()
+    again = gateway_on()
+    known = models(again)
+    assert COPY in known and "other-copy" not in known and known[SMOL]["overrides"] == {"n_ctx": 1024}
+    assert len(imports(again)) == 1   # the first start's
 
 
-def test_the_checkout_s_overlay_file_is_imported_with_the_base_read_without_it(github, tmp_path):
-    fake, api_url = github
+def test_the_checkout_s_overlay_file_is_imported_with_the_base_read_without_it(github, tmp_path, gateway_on):
+    fake, _ = github
     checkout = tmp_path / "catalogue.overlay.yaml"
     checkout.write_text(overlay_text("file-copy", n_ctx=1536))
-    gateway = gateway_on(api_url, tmp_path / "data", ARENA_CATALOGUE_OVERLAY=str(checkout))
-    try:
-        known = models(gateway)
-        # A runtime model of the store (removable), not a model of the catalogue file.
-        assert known["file-copy"]["runtime"] is True and COPY not in known
-        assert known[SMOL]["overrides"] == {"n_ctx": 1536}
-        (entry,) = imports(gateway)
-        assert entry["target"] == str(checkout) and entry["actor"] == "startup"
-        assert not any(r.endswith(f"/contents/{PATH}?ref=main") for r in fake.requests)
-        assert register(gateway, "file-copy.1.run", "file-copy").status_code == 200
-    finally:
-        gateway.stop()
+    gateway = gateway_on(ARENA_CATALOGUE_OVERLAY=str(checkout))
+    known = models(gateway)
+    # A runtime model of the store (removable), not a model of the catalogue file.
+    assert known["file-copy"]["runtime"] is True and COPY not in known
+    assert known[SMOL]["overrides"] == {"n_ctx": 1536}
+    (entry,) = imports(gateway)
+    assert entry["target"] == str(checkout) and entry["actor"] == "startup"
+    assert not any(r.endswith(f"/contents/{PATH}?ref=main") for r in fake.requests)
+    assert register(gateway, "file-copy.1.run", "file-copy").status_code == 200
 
 
-def test_an_empty_checkout_file_falls_back_to_the_repository_s_copy(github, tmp_path):
-    _, api_url = github
+def test_an_empty_checkout_file_falls_back_to_the_repository_s_copy(tmp_path, gateway_on):
     checkout = tmp_path / "catalogue.overlay.yaml"
     checkout.write_text("models: {}\n")   # the committed empty overlay of an older checkout
-    gateway = gateway_on(api_url, tmp_path / "data", ARENA_CATALOGUE_OVERLAY=str(checkout))
-    try:
-        assert models(gateway)[COPY]["runtime"] is True
-        assert imports(gateway)[0]["target"] == f"{REPO}@main:{PATH}"
-    finally:
-        gateway.stop()
+    gateway = gateway_on(ARENA_CATALOGUE_OVERLAY=str(checkout))
+    assert models(gateway)[COPY]["runtime"] is True
+    assert imports(gateway)[0]["target"] == f"{REPO}@main:{PATH}"
 
 
 @pytest.mark.browser
-def test_the_instances_page_shows_a_drain_waiting_for_the_runner_s_heartbeat(github, tmp_path):
+def test_the_instances_page_shows_a_drain_waiting_for_the_runner_s_heartbeat(github, gateway_on):
     playwright_api = pytest.importorskip("playwright.sync_api")
-    from tests.arena.test_browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS, submit_admin_key
 
-    fake, api_url = github
+    fake, _ = github
     fake.add_run("fleet.yml", f"arena-fleet model={COPY} instance=all id=-")
-    gateway = gateway_on(api_url, tmp_path / "data")
-    try:
-        registered = register(gateway, "smol-copy.1.fleet-up")
-        assert registered.status_code == 200, registered.text
-        secret = registered.json()["registration_secret"]
-        stopped = httpx.delete(gateway.url + "/api/admin/instances/smol-copy.1.fleet-up", headers=ADMIN_AUTH,
-                               timeout=30)
-        assert stopped.status_code == 202 and stopped.json()["drain_requested"] is True, stopped.text
+    gateway = gateway_on()
+    registered = register(gateway, "smol-copy.1.fleet-up")
+    assert registered.status_code == 200, registered.text
+    secret = registered.json()["registration_secret"]
+    stopped = httpx.delete(gateway.url + "/api/admin/instances/smol-copy.1.fleet-up", headers=ADMIN_AUTH,
+                           timeout=30)
+    assert stopped.status_code == 202 and stopped.json()["drain_requested"] is True, stopped.text
 
-        def listed() -> dict:
-            view = httpx.get(gateway.url + "/api/admin/instances", headers=ADMIN_AUTH, timeout=30).json()
-            return next(m for m in view["data"] if m["key"] == COPY)["instances"][0]
+    def listed() -> dict:
+        view = httpx.get(gateway.url + "/api/admin/instances", headers=ADMIN_AUTH, timeout=30).json()
+        return next(m for m in view["data"] if m["key"] == COPY)["instances"][0]
 
-        assert listed()["drain_requested"] is True and listed()["drain_heard"] is False
-        with playwright_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.goto(gateway.url + "/admin/instances")
-            page.fill("#admin-key", ADMIN)
-            page.click("#login button[type=submit]")
-            row = page.locator('tr[data-instance="smol-copy.1.fleet-up"]')
-            playwright_api.expect(row).to_contain_text("waiting for its runner's next heartbeat")
-            playwright_api.expect(row).to_contain_text("draining")
+    assert listed()["drain_requested"] is True and listed()["drain_heard"] is False
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(gateway.url + "/admin/instances")
+        submit_admin_key(page, ADMIN)
+        row = page.locator('tr[data-instance="smol-copy.1.fleet-up"]')
+        playwright_api.expect(row).to_contain_text("waiting for its runner's next heartbeat")
+        playwright_api.expect(row).to_contain_text("draining")
 
-            beat = httpx.post(gateway.url + "/api/instances/smol-copy.1.fleet-up/heartbeat", timeout=30,
-                              headers={**REG_AUTH, "X-Arena-Registration-Secret": secret}, json={})
-            assert beat.status_code == 200 and beat.json()["drain"] is True, beat.text
-            assert listed()["drain_heard"] is True
-            playwright_api.expect(row).to_contain_text("its runner was told at its heartbeat", timeout=10_000)
-            browser.close()
-    finally:
-        gateway.stop()
+        beat = httpx.post(gateway.url + "/api/instances/smol-copy.1.fleet-up/heartbeat", timeout=30,
+                          headers={**REG_AUTH, "X-Arena-Registration-Secret": secret}, json={})
+        assert beat.status_code == 200 and beat.json()["drain"] is True, beat.text
+        assert listed()["drain_heard"] is True
+        playwright_api.expect(row).to_contain_text("its runner was told at its heartbeat", timeout=10_000)
+        browser.close()

@@ -57,20 +57,14 @@ def client(smollm) -> OpenAI:
 
 
 @pytest.fixture
-def gateway_in_front(tmp_path):
+def gateway_in_front(tmp_path, gateways):
     """A real gateway whose only instance of smollm2-135m is the given service URL; returns an
     OpenAI client pointed at the gateway."""
     from tests.gateway.conftest import gateway_env, wait_ready
-    from tests.harness import start_gateway
-
-    started = []
 
     def start(service_url: str) -> OpenAI:
-        gateway = start_gateway(env=gateway_env(tmp_path, {"smollm2-135m": [service_url]}))
-        started.append(gateway)
+        gateway = gateways(gateway_env(tmp_path, {"smollm2-135m": [service_url]}))
         wait_ready(gateway, "smollm2-135m-0", timeout=60)
         return OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=600)
 
-    yield start
-    for gateway in started:
-        gateway.stop()
+    return start
