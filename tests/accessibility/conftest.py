@@ -14,12 +14,14 @@ import pytest
 import yaml
 
 from gateway.admin.routes import PAGES as ADMIN_PAGES
-from tests.arena.conftest import MODELS, wait_models
+from tests.arena.conftest import MODELS, fleet_urls, wait_models
 from tests.arena.synthetic_votes import fill_store
 from tests.harness import ManagedProcess, start_gateway, start_service
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+
+from tests.browser import log_in  # noqa: E402 (after the skip)
 
 def _pages() -> list[dict]:
     """pages.yaml, plus any admin page the gateway registers that the list does not name yet."""
@@ -51,9 +53,7 @@ def site(tmp_path_factory):
         for model in MODELS:
             services.append(start_service(model, env=env, timeout=300))
         gateway = start_gateway(env={**env, "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
-                                     "ARENA_GATEWAY_ADMIN_KEY": ADMIN_KEY,
-                                     **{f"{m.upper().replace('-', '_')}_API_URL": s.url
-                                        for m, s in zip(MODELS, services)}})
+                                     "ARENA_GATEWAY_ADMIN_KEY": ADMIN_KEY, **fleet_urls(dict(zip(MODELS, services)))})
         wait_models(gateway.url, MODELS)
         yield gateway.url
     finally:
@@ -111,9 +111,7 @@ def open_page(browser, site: str, spec: dict, **context_args):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(site + spec["path"])
     if spec.get("admin"):
-        page.fill("#admin-key", ADMIN_KEY)
-        page.click("#login button[type=submit]")
-        expect(page.locator("#admin-main")).to_be_visible()
+        log_in(page, ADMIN_KEY)
     elif spec["path"].startswith("/admin"):
         expect(page.locator("#login")).to_be_visible()
     if spec.get("state"):
