@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,8 +22,8 @@ from shared.processes import ChildProcess, free_port
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = PROJECT_ROOT / "build" / "test-logs"
 
-__all__ = ["LOG_DIR", "local_models", "PROJECT_ROOT", "ManagedProcess", "assert_openai_error", "free_port", "start_gateway",
-           "start_service", "wait_until", "async_wait_until"]
+__all__ = ["LOG_DIR", "local_models", "PROJECT_ROOT", "ChatLoop", "ManagedProcess", "assert_openai_error", "free_port",
+           "start_gateway", "start_service", "wait_until", "async_wait_until"]
 
 
 def local_models(catalogue) -> list[str]:
@@ -75,6 +76,35 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
     if param is not None:
         assert error["param"] == param, error
     return error
+
+
+class ChatLoop:
+    """A client asking `model` for a short answer again and again, on a thread, for as long as the
+    `with` block lasts: what a user sees while the fleet changes under it (a rolling restart).
+    `answered` holds the answers' ids, `failures` every error (any failure counts)."""
+
+    def __init__(self, client, model: str) -> None:  # client: an openai.OpenAI
+        self.client, self.model = client, model
+        self.answered: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chat-loop", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.answered.append(self.client.chat.completions.create(
+                    model=self.model, max_tokens=4, messages=[{"role": "user", "content": "Count to three"}]).id)
+            except Exception as exc:  # noqa: BLE001 (any failure is what the test counts)
+                self.failures.append(repr(exc))
+
+    def __enter__(self) -> "ChatLoop":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=90)
 
 
 class ManagedProcess(ChildProcess):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 
 import httpx
 import pytest
@@ -24,7 +23,7 @@ from openai import AuthenticationError, OpenAI
 
 from tests.admin.test_models_browser import REPO, check, smollm2_gguf
 from tests.fake_hub import FakeHub, serve_fake_hub
-from tests.harness import ManagedProcess, free_port, wait_until
+from tests.harness import ChatLoop, ManagedProcess, free_port, wait_until
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -165,19 +164,8 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
     # Change its default max tokens on the Models page: a rolling restart applies it, and a client
     # loop going all along sees no failure.
     client = OpenAI(base_url=fleet.url + "/v1", api_key=ADMIN_KEY, max_retries=0, timeout=60)
-    stop, answered, failures = threading.Event(), [], []
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                answered.append(client.chat.completions.create(
-                    model=KEY, max_tokens=4, messages=[{"role": "user", "content": "Count to three"}]).id)
-            except Exception as exc:  # noqa: BLE001 (any failure is what the story counts)
-                failures.append(repr(exc))
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
+    with ChatLoop(client, KEY) as loop:
+        answered, failures = loop.answered, loop.failures
         wait_until(lambda: answered or failures, 60, what="the client loop answered once")
         open_page(page, fleet.url + "/admin/models")
         # A second tab (window.open copies the session's key) watches the Instances page all along.
@@ -198,9 +186,6 @@ def test_the_admin_story_from_the_hub_to_a_revoked_key(fleet, hub, page):  # noq
                                                                                       timeout=120_000)
         count = len(answered)
         wait_until(lambda: len(answered) > count or failures, 60, what="answers after the rolling restart")
-    finally:
-        stop.set()
-        thread.join(timeout=90)
     assert failures == []
     seen = watcher.evaluate("window.seen")
     assert min(seen["ready"]) == 1, seen  # never without a ready instance, as the page drew it from start to end

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.harness import ManagedProcess, assert_openai_error, free_port, wait_until
+from tests.harness import ChatLoop, ManagedProcess, assert_openai_error, free_port, wait_until
 
 SMOL = "smollm2-135m"
 ADMIN = "fleet-control-admin-key-0123456789"
@@ -83,20 +83,8 @@ def test_a_stopped_instance_drains_and_its_process_vanishes(fleet):
 def test_a_rolling_restart_keeps_the_model_answering(fleet):
     before = {i["instance_id"] for i in instances(fleet) if i["state"] == "ready"}
     client = OpenAI(base_url=fleet + "/v1", api_key="unused", max_retries=0, timeout=60)
-    stop, answered, failures = threading.Event(), [], []
-
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                reply = client.chat.completions.create(model=SMOL, max_tokens=4,
-                                                       messages=[{"role": "user", "content": "Count to three"}])
-                answered.append(reply.id)
-            except Exception as exc:  # noqa: BLE001 (any failure is what the test counts)
-                failures.append(repr(exc))
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
+    with ChatLoop(client, SMOL) as loop:
+        answered, failures = loop.answered, loop.failures
         wait_until(lambda: answered, 60, what="the client loop answered once")
         started = httpx.post(fleet + "/api/admin/instances/restart", json={"model": SMOL}, headers=AUTH)
         assert started.status_code == 202, started.text
@@ -106,9 +94,6 @@ def test_a_rolling_restart_keeps_the_model_answering(fleet):
         assert view()["state"] == "done", view()
         count = len(answered)
         wait_until(lambda: len(answered) > count, 60, what="answers after the restart")
-    finally:
-        stop.set()
-        thread.join(timeout=90)
     assert failures == []
     after = {i["instance_id"] for i in instances(fleet) if i["state"] == "ready"}
     assert after and after.isdisjoint(before), (before, after)
@@ -193,7 +178,7 @@ def _child_of_fleet(pid: int, fleet: str) -> bool:
 @pytest.mark.browser
 def test_the_instances_page_starts_and_stops_an_instance(fleet):
     playwright_api = pytest.importorskip("playwright.sync_api")
-    from tests.arena.test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS, shot, submit_admin_key
 
     expect = playwright_api.expect
     known = {i["instance_id"] for i in instances(fleet)}
@@ -205,8 +190,7 @@ def test_the_instances_page_starts_and_stops_an_instance(fleet):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
             page.goto(fleet + "/admin/instances")
-            page.fill("#admin-key", ADMIN)
-            page.click("#login button[type=submit]")
+            submit_admin_key(page, ADMIN)
             card = page.locator(f'section[data-model="{SMOL}"]')
             expect(card.locator("tr[data-state=ready]")).to_have_count(1, timeout=30_000)
             expect(page.locator("#fleet-kind")).to_contain_text("local fleet")
@@ -215,8 +199,7 @@ def test_the_instances_page_starts_and_stops_an_instance(fleet):
                                               if i["instance_id"] not in known), None), 30, what="the new instance")
             row = card.locator(f'tr[data-instance="{new_id}"]')
             expect(row).to_have_attribute("data-state", "ready", timeout=240_000)
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOTS / "admin-instances.png"), full_page=True)
+            shot(page, "admin-instances")
             row.get_by_role("button", name=f"Stop {new_id}").click()
             expect(row).to_have_attribute("data-state", "draining", timeout=30_000)
             expect(row).to_have_attribute("data-state", "gone", timeout=120_000)
