@@ -151,7 +151,8 @@ def report(name: str, figures: dict) -> None:
 @pytest.fixture
 def gateway(tmp_path, gateways):
     return gateways({"ARENA_REGISTRATION_TOKEN": TOKEN, "ARENA_GATEWAY_CATALOGUE_INSTANCES": "false",
-                     "ARENA_GATEWAY_DB_PATH": str(tmp_path / "gateway.sqlite3"), "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5"})
+                     "ARENA_GATEWAY_DB_PATH": str(tmp_path / "gateway.sqlite3"),
+                     "ARENA_GATEWAY_HEALTH_INTERVAL": "0.5"})
 
 
 def test_handoff_to_a_successor_loses_no_request_and_no_second(gateway):
