@@ -38,7 +38,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import Database
@@ -236,26 +236,36 @@ class CatalogueOverlay:
                 log.warning("catalogue overlay import from %s: not imported, the whole is no catalogue: %s", source,
                             str(exc).splitlines()[0])
                 return []
-            for key, spec in runtime.items():
-                await self._save(key, "model", _spec_to_yaml_fields(spec, full=False), actor)
-            for key, changed in overrides.items():
-                await self._save(key, "override", changed, actor)
+            # Gateways starting at once on one fresh store: the first to write imports, the others
+            # find its rows (one transaction that holds the overlay's writes off while it looks).
+            async with self.db.write() as conn:
+                if not self.db.is_sqlite:  # SQLite's write transaction already excludes other writers
+                    await conn.execute(text("LOCK TABLE catalogue_overlay IN EXCLUSIVE MODE"))
+                if (await conn.execute(select(catalogue_overlay.c.key).limit(1))).first() is not None:
+                    return None
+                for key, spec in runtime.items():
+                    await self._upsert(conn, key, "model", _spec_to_yaml_fields(spec, full=False), actor)
+                for key, changed in overrides.items():
+                    await self._upsert(conn, key, "override", changed, actor)
             await self._load()
             return [*overrides, *runtime]
 
     async def _save(self, key: str, kind: str, data: dict[str, Any] | None, actor: str) -> None:
-        """One row per key, written in one statement: an upsert, since two gateways saving the same
-        key at once would both find no row to delete and the second insert would fail (PostgreSQL)."""
         async with self.db.write() as conn:
             if data is None:
                 await conn.execute(delete(catalogue_overlay).where(catalogue_overlay.c.key == key))
-                return
-            values = {"key": key, "kind": kind, "spec": json.dumps(data, sort_keys=True),
-                      "updated_at": self.clock(), "updated_by": actor[:64]}
-            insert = (sqlite if self.db.is_sqlite else postgresql).insert(catalogue_overlay).values(**values)
-            await conn.execute(insert.on_conflict_do_update(
-                index_elements=[catalogue_overlay.c.key],
-                set_={name: insert.excluded[name] for name in ("kind", "spec", "updated_at", "updated_by")}))
+            else:
+                await self._upsert(conn, key, kind, data, actor)
+
+    async def _upsert(self, conn: Any, key: str, kind: str, data: dict[str, Any], actor: str) -> None:
+        """One row per key, written in one statement: an upsert, since two gateways saving the same
+        key at once would both find no row to delete and the second insert would fail (PostgreSQL)."""
+        values = {"key": key, "kind": kind, "spec": json.dumps(data, sort_keys=True),
+                  "updated_at": self.clock(), "updated_by": actor[:64]}
+        insert = (sqlite if self.db.is_sqlite else postgresql).insert(catalogue_overlay).values(**values)
+        await conn.execute(insert.on_conflict_do_update(
+            index_elements=[catalogue_overlay.c.key],
+            set_={name: insert.excluded[name] for name in ("kind", "spec", "updated_at", "updated_by")}))
 
     # -- changes ---------------------------------------------------------------------------
 
