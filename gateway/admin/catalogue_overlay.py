@@ -110,6 +110,12 @@ def _spec_to_yaml_fields(spec: ModelSpec, *, full: bool) -> dict[str, Any]:
     return data
 
 
+def _ports_end(spec: ModelSpec) -> int:
+    """The first port after the model's: one with port P and `instances: N` uses P..P+N-1 locally
+    (P alone with no instance)."""
+    return spec.port + max(spec.instances, 1)
+
+
 class CatalogueOverlay:
     """The base catalogue plus the store's overlay. `load()` before use (the gateway's startup)."""
 
@@ -212,11 +218,9 @@ class CatalogueOverlay:
                         unknown = sorted(set(fields) - set(EDITABLE))
                         if unknown:
                             raise CatalogueError(f"{unknown[0]} is not a setting the admin side changes")
-                        base = self.base.models[key]
-                        updated = self._merged(base, fields)
+                        updated = self._merged(self.base.models[key], fields)
                         self._check_tokens(updated)
-                        changed = {name: value for name, value in self.settings_of(updated).items()
-                                   if getattr(updated, name) != getattr(base, name)}
+                        changed = self._overrides_of(updated)
                         if changed:
                             overrides[key] = changed
                     else:
@@ -287,13 +291,12 @@ class CatalogueOverlay:
         return spec
 
     def _next_port(self) -> int:
-        """After every model's ports: one with port P and `instances: N` uses P..P+N-1 locally."""
-        return max((m.port + max(m.instances, 1) - 1 for m in self._effective.models.values()), default=8100) + 1
+        """After every model's ports."""
+        return max((_ports_end(m) for m in self._effective.models.values()), default=8101)
 
     def _ports_taken(self, spec: ModelSpec) -> bool:
         """Whether `spec`'s ports meet another model's."""
-        return any(m.port < spec.port + max(spec.instances, 1) and spec.port < m.port + max(m.instances, 1)
-                   for m in self._effective.models.values())
+        return any(m.port < _ports_end(spec) and spec.port < _ports_end(m) for m in self._effective.models.values())
 
     async def add_model(self, spec: ModelSpec, *, actor: str = "") -> ModelSpec:
         async with self._lock:
@@ -362,9 +365,7 @@ class CatalogueOverlay:
             await self._save(key, "model", _spec_to_yaml_fields(updated, full=False), actor)
             self._runtime[key] = updated
         else:
-            base = self.base.models[key]
-            overrides = {name: value for name, value in self.settings_of(updated).items()
-                         if getattr(updated, name) != getattr(base, name)}
+            overrides = self._overrides_of(updated)
             await self._save(key, "override", overrides or None, actor)
             if overrides:
                 self._overrides[key] = overrides
@@ -458,6 +459,12 @@ class CatalogueOverlay:
     @staticmethod
     def settings_of(spec: ModelSpec) -> dict[str, Any]:
         return {name: (spec.sampling.given() if name == "sampling" else getattr(spec, name)) for name in EDITABLE}
+
+    def _overrides_of(self, spec: ModelSpec) -> dict[str, Any]:
+        """The settings in which `spec`, a model of the base, differs from the base's entry."""
+        base = self.base.models[spec.key]
+        return {name: value for name, value in self.settings_of(spec).items()
+                if getattr(spec, name) != getattr(base, name)}
 
     @staticmethod
     def _merged(spec: ModelSpec, changes: dict[str, Any]) -> ModelSpec:
