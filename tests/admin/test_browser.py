@@ -119,12 +119,11 @@ def test_a_page_loads_its_data_again_at_a_new_login(fleet, page, path, data):
     """Logged out, then in again on the same page: the shared login calls the page's loader again
     (the page's clock stands still, so no refresh timer asks in its place)."""
     page.clock.install()
-    log_in(page, fleet.url + path)
+    log_in(page, ADMIN_KEY, fleet.url + path)
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible()
-    page.fill("#admin-key", ADMIN_KEY)
     with page.expect_request(lambda r: data in r.url) as loaded:
-        page.click("#login button[type=submit]")
+        submit_admin_key(page, ADMIN_KEY)
     assert loaded.value.headers["authorization"] == f"Bearer {ADMIN_KEY}"
 
 
