@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -16,6 +16,7 @@ from shared.disconnect import cancel_on_disconnect
 from shared import sse
 from shared.catalogue import Catalogue
 from shared.body_limit import BodyLimit
+from shared.body_parsing import BodyWork, body_schema, parse_model_body
 from shared.errors import error_body, install_error_handlers
 from shared.openapi import COMPLETION_RESPONSES, METRICS_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
@@ -30,6 +31,8 @@ from services.metrics import RequestCounter, ServiceMetrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.settings import ServiceSettings
+
+RequestBody = TypeVar("RequestBody", ChatCompletionRequest, CompletionRequest)
 
 
 def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telemetry | None = None,
@@ -56,7 +59,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
                   docs_url=None, redoc_url=None)
     app.state.service = service
     install_error_handlers(app, SERVICE_ERRORS)
-    publish_openapi(app)
+    publish_openapi(app, body_models=(ChatCompletionRequest, CompletionRequest))
     metrics = ServiceMetrics(service)
     app.state.metrics = metrics
     app.add_middleware(RequestCounter, metrics=metrics)
@@ -118,12 +121,22 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
         service.check_model(model_id)
         return model_card()
 
-    @app.post("/v1/chat/completions", responses=COMPLETION_RESPONSES)
-    async def chat_completions(body: ChatCompletionRequest, request: Request):
+    body_work = BodyWork()
+    app.state.body_work = body_work
+
+    async def read_body(request: Request, model: type[RequestBody]) -> RequestBody:
+        """The body as `model`; a large one is parsed off the event loop (`shared.body_parsing`)."""
+        raw = await request.body()  # at most max_body_bytes (BodyLimit)
+        return await body_work.run(len(raw), parse_model_body, model, raw, request.headers.get("content-type"))
+
+    @app.post("/v1/chat/completions", responses=COMPLETION_RESPONSES, openapi_extra=body_schema(ChatCompletionRequest))
+    async def chat_completions(request: Request):
+        body = await read_body(request, ChatCompletionRequest)
         return await respond(body, service.prepare_chat(body), request, chat=True)
 
-    @app.post("/v1/completions", responses=COMPLETION_RESPONSES)
-    async def completions(body: CompletionRequest, request: Request):
+    @app.post("/v1/completions", responses=COMPLETION_RESPONSES, openapi_extra=body_schema(CompletionRequest))
+    async def completions(request: Request):
+        body = await read_body(request, CompletionRequest)
         return await respond(body, service.prepare_completion(body), request, chat=False)
 
     async def respond(body: ChatCompletionRequest | CompletionRequest, prepared, request: Request, *, chat: bool):
