@@ -9,7 +9,7 @@ from typing import AsyncIterator, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from shared.api_docs import attach_api_docs
 from shared.disconnect import cancel_on_disconnect
@@ -123,6 +123,8 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
 
     body_work = BodyWork()
     app.state.body_work = body_work
+    Gauge("arena_service_large_bodies_parsing", "Large request bodies being parsed in worker threads now.",
+          registry=metrics.registry).set_function(lambda: body_work.running)
 
     async def read_body(request: Request, model: type[RequestBody]) -> RequestBody:
         """The body as `model`; a large one is parsed off the event loop (`shared.body_parsing`)."""

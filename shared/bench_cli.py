@@ -23,7 +23,7 @@ BENCH_PARTS: dict[str, str] = {"service": "services.bench", "gateway": "gateway.
                                "cores": "services.bench_cores", "conversations": "services.bench_conversations",
                                "fleet": "services.bench_fleet", "modes": "gateway.modes.bench",
                                "choices": "services.choices_bench", "overload": "gateway.overload_bench",
-                               "toolstream": "services.tool_stream_bench"}
+                               "toolstream": "services.tool_stream_bench", "bigbody": "services.big_body_bench"}
 
 
 def _parts(text: str) -> set[str]:
