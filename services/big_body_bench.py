@@ -1,8 +1,9 @@
 """`arena bench --mode bigbody`: how long a large request body stalls the event loop.
 
 A client sends chat bodies at the body limit (4 MB: tens of thousands of short messages, the
-costliest shape to parse and validate), one after another, each refused for `max_tokens: 0`
-once the whole body is validated, so no model time is spent. Meanwhile a probe asks
+costliest shape to parse and validate), one after another: `invalid` ones, refused for
+`max_tokens: 0` once the whole body is validated, and `valid` ones, whose prompt is rendered and
+tokenized too (then refused for its length), so no model time is spent. Meanwhile a probe asks
 `/health/live` over and over: its slowest answer is how long the process's event loop stood
 still, as every other client's stream would. Measured on a model service alone, then on a
 gateway in front of one (the gateway parses the body for routing and its response cache).
@@ -27,9 +28,11 @@ MODEL = "smollm2-135m"
 BODY_BYTES = 4 * 1024 * 1024 - 1024  # just under the services' and gateway's default limit
 
 
-def big_chat_body(model: str, size: int = BODY_BYTES) -> bytes:
-    """A chat body of about `size` bytes made of short messages, refused once validated."""
-    head, tail = f'{{"model":{json.dumps(model)},"max_tokens":0,"temperature":0,"messages":['.encode(), b"]}"
+def big_chat_body(model: str, size: int = BODY_BYTES, max_tokens: int = 0) -> bytes:
+    """A chat body of about `size` bytes made of short messages (with `max_tokens` 0, refused
+    once validated)."""
+    head = f'{{"model":{json.dumps(model)},"max_tokens":{max_tokens},"temperature":0,"messages":['.encode()
+    tail = b"]}"
     item = b'{"role":"user","content":"hi"}'
     count = (size - len(head) - len(tail)) // (len(item) + 1)
     return head + b",".join([item] * count) + tail
@@ -74,22 +77,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace, catalogue: Catalogue) -> dict:
-    body = big_chat_body(MODEL)
+    body, valid = big_chat_body(MODEL), big_chat_body(MODEL, max_tokens=1)
     with running_service(catalogue, MODEL, "bigbody-service") as url:
         service = asyncio.run(stall(url, args.big_bodies, body))
+        service_valid = asyncio.run(stall(url, args.big_bodies, valid))
     with running_fleet(catalogue, {MODEL: 1}, "bigbody-fleet") as url:
         gateway = asyncio.run(stall(url, args.big_bodies, body))
-    result = {"body_bytes": len(body), "service": service, "gateway": gateway}
+    result = {"body_bytes": len(body), "service": service, "service valid": service_valid, "gateway": gateway}
     print_report(result)
     return result
 
 
 def print_report(result: dict) -> None:
     print(f"\nThe event loop while {result['body_bytes']} byte bodies are parsed (slowest /health/live answer)")
-    print(f"{'process':>8} {'idle ms':>8} {'busy ms':>8} {'probes':>7}  seconds per body")
-    for name in ("service", "gateway"):
+    print(f"{'process, body':>14} {'idle ms':>8} {'busy ms':>8} {'probes':>7}  seconds per body")
+    for name in ("service", "service valid", "gateway"):
         level = result[name]
-        print(f"{name:>8} {level['idle_worst_ms']:>8} {level['busy_worst_ms']:>8} {level['probes_while_busy']:>7}  "
+        print(f"{name:>14} {level['idle_worst_ms']:>8} {level['busy_worst_ms']:>8} {level['probes_while_busy']:>7}  "
               f"{level['body_seconds']} (status {level['statuses']})")
 
 
