@@ -4,15 +4,12 @@ every other answer is the one a small body gets."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import httpx
 
 from services.big_body_bench import big_chat_body
+from tests.body_flood import JSON, flooding
 from tests.gateway.conftest import assert_openai_error, gateway_env, wait_until
 
-JSON = {"content-type": "application/json"}
 
 
 def test_a_flood_of_large_bodies_is_refused_beyond_the_bound(tmp_path, gateways):
@@ -21,23 +18,10 @@ def test_a_flood_of_large_bodies_is_refused_beyond_the_bound(tmp_path, gateways)
     body = big_chat_body("no-such-model")  # parsed whole, then refused: no instance is needed
     expected = assert_openai_error(httpx.post(url, content=b'{"model": "no-such-model"}', headers=JSON, timeout=30),
                                    404, "model_not_found", "model")
-    stop, busy, others = threading.Event(), [], []
-
-    def send() -> None:
-        with httpx.Client(timeout=120) as client:
-            while not stop.is_set() and not busy:
-                response = client.post(url, content=body, headers=JSON)
-                (busy if response.status_code == 503 else others).append(response)
-
-    with ThreadPoolExecutor(4) as senders:
-        futures = [senders.submit(send) for _ in range(4)]
-        try:
-            wait_until(lambda: busy or any(f.done() for f in futures), 120, what="a 503 while two are parsed")
-        finally:
-            stop.set()
-        for future in futures:
-            future.result()
+    with flooding(url, [body], clients=4) as flood:
+        wait_until(flood.refused_or_failed, 120, what="a 503 while two are parsed")
+    busy, others = flood.busy, flood.others
     error = assert_openai_error(busy[0], 503, "server_busy")
     assert busy[0].headers["retry-after"] == "1"
-    assert others and all(response.json()["error"] == expected for response in others), error
+    assert all(response.json()["error"] == expected for response in others), error
     assert httpx.get(gateway.url + "/health/live", timeout=10).status_code == 200

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -15,10 +14,10 @@ from services.big_body_bench import big_chat_body
 from services.protocol import ChatCompletionRequest
 from shared.body_parsing import BodyWork, parse_model_body
 from shared.errors import ApiError
+from tests.body_flood import JSON, flooding
 from tests.harness import assert_openai_error, async_wait_until, wait_until
 
 MODEL = "smollm2-135m"
-JSON = {"content-type": "application/json"}
 PARSING = re.compile(rb"^arena_service_large_bodies_parsing (\S+)$", re.M)
 
 
@@ -66,28 +65,14 @@ def test_the_service_answers_while_large_bodies_are_validated_and_refuses_a_floo
     small = httpx.post(smollm.url + "/v1/chat/completions", timeout=30, headers=JSON,
                        json={"model": MODEL, "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]})
     expected = assert_openai_error(small, 400, "invalid_value", "max_tokens")
-    stop, busy, others = threading.Event(), [], []
-
-    def send(turn: int) -> None:
-        with httpx.Client(timeout=120) as client:
-            while not stop.is_set():
-                turn += 1
-                response = client.post(smollm.url + "/v1/chat/completions", content=bodies[turn % 2], headers=JSON)
-                (busy if response.status_code == 503 else others).append(response)
-
     def parsing_now() -> float:
         metrics = httpx.get(smollm.url + "/metrics", timeout=30).content
         return float(PARSING.search(metrics).group(1))
 
-    with ThreadPoolExecutor(3) as senders:
-        futures = [senders.submit(send, turn) for turn in range(3)]
-        try:
-            wait_until(lambda: parsing_now() >= 1, 120, what="an answer while a large body is being parsed")
-            wait_until(lambda: busy or any(f.done() for f in futures), 120, what="a 503 while two are parsed")
-        finally:
-            stop.set()
-        for future in futures:
-            future.result()
+    with flooding(smollm.url + "/v1/chat/completions", bodies, clients=3) as flood:
+        wait_until(lambda: parsing_now() >= 1, 120, what="an answer while a large body is being parsed")
+        wait_until(flood.refused_or_failed, 120, what="a 503 while two are parsed")
+    busy, others = flood.busy, flood.others
     error = assert_openai_error(busy[0], 503, "server_busy")
     assert error["type"] == "service_unavailable" and busy[0].headers["retry-after"] == "1"
     errors = [response.json()["error"] for response in others]
