@@ -1,9 +1,10 @@
 """The arena's static files: only what the pages load, never the rest of `gateway/web`.
 
 `gateway/web` also holds the front-end's development files (`package.json`, the lock file,
-`node_modules/` after `npm install`, the pages' templates under `templates/`); a `StaticFiles` mount of the whole
-folder would serve them all. `PageAssets` serves the scripts under `js/`, the vendored libraries
-under `vendor/`, and the pages, stylesheets, scripts and icons at the top; anything else is a 404.
+`node_modules/` after `npm install`, the pages' templates under `templates/`); a `StaticFiles`
+mount of the whole folder would serve them all. `PageAssets` serves the scripts under `js/`, the
+vendored libraries under `vendor/`, and the stylesheets, scripts and icons at the top (no page:
+every page is rendered from its template); anything else is a 404.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 ASSET_FOLDERS = frozenset({"js", "vendor"})
-TOP_LEVEL_SUFFIXES = frozenset({".css", ".js", ".svg", ".html"})
+TOP_LEVEL_SUFFIXES = frozenset({".css", ".js", ".svg"})
 
 
 def is_page_asset(path: str) -> bool:

@@ -56,11 +56,11 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    # Cold start: the model loads (C code, the GIL released) while the HTTP stack (FastAPI,
-    # uvicorn, Prometheus) is imported and the app built; only the engine's own modules come first.
-    from services.instance import build_service
-    service = build_service(catalogue, settings)
-    service.start_loading()
+    # Cold start: the model loads (C code, the GIL released) while the service's modules and the
+    # HTTP stack (FastAPI, uvicorn, Prometheus) are imported and the app built; only llama.cpp's
+    # bindings come first.
+    from services.instance import start_service
+    service = start_service(catalogue, settings)
     import uvicorn
     from services.app import create_app
     from services.drain import DrainingServer

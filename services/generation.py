@@ -13,15 +13,15 @@ from typing import AsyncIterator
 
 from shared.catalogue import ModelSpec
 from shared.core_board import CoreBoard, FixedThreads, RunQueueWait, SharedThreads, ThreadPolicy
-from shared.core_share import automatic_threads
+from shared.core_share import with_automatic_threads
 from shared.health import HealthDetails, PromptCacheReport, QueueReport, SlotReport, ThroughputReport
-from shared.model_files import resolve_model_file
 from services.chat_template import ChatTemplate, message_text
 from services.choice_output import ChoiceOutput
 from services.engine import BatchScheduler, DoneEvent, ErrorEvent, Event, GenerationJob
 from services.exceptions import (ContextTooLong, Draining, InvalidParameter, ModelLoadFailed, ModelLoading,
                                  ModelNotFound, UnsupportedParameter)
-from services.llama_backend import ContextShape, LlamaContext, LlamaModel
+from services.llama_backend import LlamaModel
+from services.model_load import ModelLoad
 from services.prompt_cache import PromptCache
 from services.prompt_tokens import prompt_tokens
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
@@ -59,14 +59,14 @@ class GenerationService:
     """One model, its batch scheduler and its state (loading, ok, draining, error)."""
 
     def __init__(self, spec: ModelSpec, *, instance_id: str, model_cache: Path, model_path: Path | None = None,
-                 core_board: Path | None = None, core_slot: int = 0, core_wait_limit: float = 0.0) -> None:
+                 core_board: Path | None = None, core_slot: int = 0, core_wait_limit: float = 0.0,
+                 model_load: ModelLoad | None = None) -> None:
         """`core_board`: the local fleet's board of busy instances; `spec.threads` is then the
-        most this instance takes (when the others sharing its cores are idle)."""
+        most this instance takes (when the others sharing its cores are idle). `model_load`: the
+        model's load, started already (else `load` loads it)."""
         # Automatic: every core of the machine (or the local fleet's pool, on its core board).
         self.automatic_threads = spec.threads is None or core_board is not None
-        if spec.threads is None:
-            spec = spec.model_copy(update={"threads": automatic_threads()})
-        self.spec = spec
+        self.spec = with_automatic_threads(spec)
         self.instance_id = instance_id
         self.model_cache = model_cache
         self.model_path = model_path
@@ -79,6 +79,7 @@ class GenerationService:
         self.template: ChatTemplate | None = None
         self._bridge: EventBridge | None = None
         self._loader: threading.Thread | None = None
+        self._model_load = model_load
 
     # ----- life cycle -------------------------------------------------------------------------
     def start_loading(self) -> None:
@@ -90,19 +91,16 @@ class GenerationService:
     def load(self) -> None:
         """Load the model and start the scheduler (blocking: run it off the event loop)."""
         try:
-            path = self.model_path or resolve_model_file(self.spec, self.model_cache)
-            log.info("loading %s from %s", self.spec.key, path)
-            model = LlamaModel(path)
-            self._adopt_vocabulary(model)
-            n_ctx = self.spec.n_ctx
-            ctx = LlamaContext(model, ContextShape(n_ctx_per_sequence=n_ctx, n_sequences=self.spec.parallel,
-                                                   n_batch=self.spec.n_batch, threads=self.spec.threads))
-            self.scheduler = BatchScheduler(model, ctx, max_queue=self.spec.max_queue,
+            model_load = self._model_load or ModelLoad(self.spec, model_cache=self.model_cache,
+                                                       model_path=self.model_path)
+            loaded = model_load.result()
+            self._adopt_vocabulary(loaded.model)
+            self.scheduler = BatchScheduler(loaded.model, loaded.context, max_queue=self.spec.max_queue,
                                             prompt_cache=PromptCache(self.spec.prompt_cache_mb * 2**20),
                                             threads=self._thread_policy())
             self.scheduler.start()
             self.status = "ok"
-            log.info("%s ready: %d slots of %d tokens", self.spec.key, self.spec.parallel, n_ctx)
+            log.info("%s ready: %d slots of %d tokens", self.spec.key, self.spec.parallel, self.spec.n_ctx)
         except Exception as exc:
             log.exception("could not load %s", self.spec.key)
             self.status = "error"
@@ -112,9 +110,7 @@ class GenerationService:
         """What either engine takes from the model's vocabulary and metadata: the context of each
         sequence (the catalogue's, at most the trained one) and the chat template (the
         catalogue's, else the GGUF's) with the model's BOS and EOS text."""
-        trained = model.trained_context
-        self.spec = self.spec.model_copy(update={"n_ctx": min(self.spec.n_ctx, trained) if trained > 0
-                                                 else self.spec.n_ctx})
+        self.spec = self.spec.model_copy(update={"n_ctx": model.context_for(self.spec.n_ctx)})
 
         def text(token: int) -> str:
             return model.token_bytes(token).decode("utf-8", "replace") if token >= 0 else ""

@@ -11,9 +11,12 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import llama_cpp as llama
-import numpy as np
+from services.llama_bindings import llama
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,11 @@ class LlamaModel:
             return int(value) if value else 0
         except ValueError:
             return 0
+
+    def context_for(self, configured: int) -> int:
+        """A sequence's context: the configured one, at most the one the model was trained with."""
+        trained = self.trained_context
+        return min(configured, trained) if trained > 0 else configured
 
     def metadata(self, key: str) -> str | None:
         size = 1 << 16
@@ -178,6 +186,8 @@ class LlamaContext:
 
     def logits(self, index: int) -> np.ndarray:
         """A copy of the logits the last decode produced at batch position `index`."""
+        import numpy as np  # not at the top: this module is on the way to the model's load
+
         ptr = llama.llama_get_logits_ith(self._ptr, index)
         if not ptr:
             raise LlamaError(f"no logits at batch index {index}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-import llama_cpp as llama
 import numpy as np
 
 from services.exceptions import InvalidParameter
 from services.llama_backend import LlamaModel
+from services.llama_bindings import llama
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,7 @@ class Catalogue(BaseModel):
     _path: Path | None = PrivateAttr(None)
     _overlay_file: Path | None = PrivateAttr(None)
     _without_overlay: "Catalogue | None" = PrivateAttr(None)
+    _plain: dict[str, Any] | None = PrivateAttr(None)  # the mapping without the overlay, validated when asked
 
     @property
     def path(self) -> Path | None:
@@ -271,8 +272,13 @@ class Catalogue(BaseModel):
 
     def without_overlay(self) -> "Catalogue":
         """This catalogue as read without its overlay file (itself when none was merged): the
-        gateway's base, whose own overlay lives in its store."""
-        return self._without_overlay or self
+        gateway's base, whose own overlay lives in its store. Validated on the first call only
+        (only the gateway's admin side asks: every other process validates the catalogue once)."""
+        if self._plain is None:
+            return self
+        if self._without_overlay is None:
+            self._without_overlay = _validate(self._plain, self._path)
+        return self._without_overlay
 
     def model(self, key: str) -> ModelSpec:
         try:
@@ -360,12 +366,16 @@ def load_catalogue(path: str | Path | None = None, environ: dict[str, str] | Non
     plain = raw
     if env.get(OVERLAY_ENV):
         raw = merge_overlay(raw, read_overlay(env[OVERLAY_ENV]), source=f"the catalogue overlay {env[OVERLAY_ENV]}")
+    catalogue = _validate(_apply_overrides(raw, env), path)
+    if raw is not plain:
+        catalogue._plain = _apply_overrides(plain, env)
+        catalogue._overlay_file = Path(env[OVERLAY_ENV]).expanduser()
+    return catalogue
+
+
+def _validate(mapping: dict[str, Any], path: Path | None) -> Catalogue:
     try:
-        catalogue = TypeAdapter(Catalogue).validate_python(_apply_overrides(raw, env))
-        if raw is not plain:
-            catalogue._without_overlay = TypeAdapter(Catalogue).validate_python(_apply_overrides(plain, env))
-            catalogue._without_overlay._path = path
-            catalogue._overlay_file = Path(env[OVERLAY_ENV]).expanduser()
+        catalogue = TypeAdapter(Catalogue).validate_python(mapping)
     except ValueError as exc:
         raise CatalogueError(f"invalid catalogue {path}: {exc}") from exc
     catalogue._path = path

@@ -66,6 +66,7 @@ MAX_POLL_SECONDS = 0.004  # ...doubled up to this (fewer wake-ups beside the hol
 YIELD_SECONDS = 0.01      # longest an instance that has just stepped lets a waiter go first (> MAX_POLL)
 MAX_WAIT_SECONDS = 5.0    # a token holder whose busy time has not moved for this long hangs
 CLAIM_SECONDS = 1.0       # a cell whose lock stays taken this long belongs to a live instance
+ALIVE_SECONDS = 0.05      # a busy time this recent was written by a live owner: no lock asked (> a decode step)
 _CELL = 8                 # one float64
 _BOARD_BYTES = (2 * BOARD_SLOTS + BOARD_CORES) * _CELL
 
@@ -141,9 +142,14 @@ class CoreBoard:
         self._waiting[slot] = 0.0
 
     def busy_slots(self, now: float, stale: float = STALE_SECONDS, *, me: int | None = None) -> list[int]:
-        """Slots marked busy within `stale` seconds whose owner is alive (`me` is not checked)."""
+        """Slots marked busy within `stale` seconds whose owner is alive (`me` is not checked).
+        A busy time under `ALIVE_SECONDS` old was written by its owner that recently: an
+        instance that keeps stepping is counted without asking its lock (this runs before every
+        decode step); an older one (a long step, a hang, a death) is checked with `alive`, so a
+        killed instance is counted at most `ALIVE_SECONDS` after its last step began."""
         return [slot for slot, stamp in enumerate(self._busy.tolist())
-                if stamp > 0.0 and now - stamp < stale and (slot == me or self.alive(slot))]
+                if stamp > 0.0 and now - stamp < stale
+                and (slot == me or now - stamp < ALIVE_SECONDS or self.alive(slot))]
 
     def waiting_slots(self, now: float, *, me: int | None = None) -> list[int]:
         return [slot for slot, stamp in enumerate(self._waiting.tolist())

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from shared.catalogue import ModelSpec
 from shared.core_board import BOARD_ENV, SLOT_ENV
 
 # llama.cpp's CPU backend, as our build script builds it with GCC, runs its threads with OpenMP
@@ -67,6 +68,11 @@ def available_cpus() -> list[int]:
 def automatic_threads() -> int:
     """Threads for an instance that has the machine to itself: every available core."""
     return max(1, len(available_cpus()))
+
+
+def with_automatic_threads(spec: ModelSpec) -> ModelSpec:
+    """`spec` with its `threads` set: the catalogue's, else every available core."""
+    return spec if spec.threads is not None else spec.model_copy(update={"threads": automatic_threads()})
 
 
 def share_cores(explicit_threads: Sequence[int | None], cpus: Sequence[int], *,

@@ -92,8 +92,9 @@ class ChildProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_ready(self, path: str = "/health", timeout: float = 180.0,
-                   abort: Callable[[], str | None] = lambda: None) -> "ChildProcess":
-        """Wait for `path` to answer 200; `abort` may return a reason to give up early."""
+                   abort: Callable[[], str | None] = lambda: None, interval: float = 0.2) -> "ChildProcess":
+        """Wait for `path` to answer 200, asking every `interval` seconds; `abort` may return a
+        reason to give up early."""
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
@@ -107,7 +108,7 @@ class ChildProcess:
                         return self
                 except httpx.HTTPError:
                     pass
-                time.sleep(0.2)
+                time.sleep(interval)
         raise TimeoutError(f"{self.name} not ready at {self.url}{path} after {timeout:.0f}s:\n{self.log_tail()}")
 
     def signal(self, sig: int) -> None:

@@ -108,3 +108,26 @@ def test_an_overlay_file_is_merged_over_the_catalogue_and_bad_ones_are_refused(t
             load_catalogue(environ={OVERLAY_ENV: str(overlay)})
     with pytest.raises(CatalogueError, match="cannot read the catalogue overlay"):
         load_catalogue(environ={OVERLAY_ENV: str(tmp_path / "missing.yaml")})
+
+
+def test_with_an_overlay_the_catalogue_without_it_is_validated_only_when_asked_for(tmp_path):
+    """Every process validates the merged catalogue once; only the gateway's admin side asks for
+    the copy without the overlay (its base), and that is validated then, once."""
+    from shared.catalogue import OVERLAY_ENV
+
+    path, overlay = tmp_path / "catalogue.yaml", tmp_path / "overlay.yaml"
+    path.write_text("fleet: {}\nmodels:\n  m:\n    display_name: M\n    source: hub:org/repo:Q4_K_M\n"
+                    "    port: 9000\n    hostname: m\n    parallel: 0\n")   # refused alone...
+    overlay.write_text("models:\n  m:\n    parallel: 2\n")                 # ...mended by the overlay
+    merged = load_catalogue(path, environ={OVERLAY_ENV: str(overlay)})     # a runner: never reads the file alone
+    assert merged.models["m"].parallel == 2 and merged.overlay_file == overlay
+    with pytest.raises(CatalogueError, match="parallel"):
+        merged.without_overlay()
+    path.write_text(path.read_text().replace("parallel: 0", "parallel: 1"))
+    merged = load_catalogue(path, environ={OVERLAY_ENV: str(overlay), "ARENA_MODEL_M__N_CTX": "1024"})
+    base = merged.without_overlay()
+    assert base is merged.without_overlay() and base.path == merged.path == path.resolve()
+    assert base.models["m"].parallel == 1 and base.models["m"].n_ctx == 1024   # the environment still applies
+    assert base.models == load_catalogue(path, environ={"ARENA_MODEL_M__N_CTX": "1024"}).models
+    plain = load_catalogue(path, environ={})
+    assert plain.without_overlay() is plain and plain.overlay_file is None

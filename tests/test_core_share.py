@@ -13,6 +13,7 @@ import pytest
 
 from shared.catalogue import load_catalogue
 from shared.core_board import (
+    ALIVE_SECONDS,
     BOARD_DIR_PREFIX,
     BOARD_ENV,
     MAX_POLL_SECONDS,
@@ -152,6 +153,25 @@ def test_instances_on_one_board_see_each_other_busy_and_idle(tmp_path):
     b.close()
     b = SharedThreads(CoreBoard(path), 1, 2, clock=clock, sleep=clock.sleep)
     assert step(a) == 2
+
+
+def test_a_busy_time_asks_its_owner_s_lock_only_once_it_is_not_fresh(tmp_path):
+    """`busy_slots` runs before every decode step: a cell stamped within `ALIVE_SECONDS` was
+    written by a live owner and counts without a lock asked; an older one is asked, so a dead
+    owner stops counting once its last stamp is that old, long before `stale`."""
+    path = tmp_path / "board"
+    reader = CoreBoard(path, create=True)
+    owner = CoreBoard(path)
+    owner.claim(2)
+    owner.mark_busy(2, 1000.0)
+    assert reader.busy_slots(1000.0 + ALIVE_SECONDS / 2) == [2]
+    assert reader.busy_slots(1010.0) == [2]                 # an old stamp: its owner's lock says alive
+    owner.close()                                           # killed just after it stamped its step
+    assert reader.busy_slots(1000.0 + ALIVE_SECONDS / 2) == [2]   # fresh: not asked (no flock)
+    assert reader.busy_slots(1000.0 + 2 * ALIVE_SECONDS) == []  # then asked: gone
+    reader.mark_busy(0, 1000.0)
+    assert reader.busy_slots(1010.0, me=0) == [0]           # its own cell is never asked
+    reader.close()
 
 
 def test_a_step_never_runs_more_threads_than_the_free_cores(tmp_path):

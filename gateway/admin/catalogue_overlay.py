@@ -38,7 +38,7 @@ from typing import Any, Awaitable, Callable, Iterable
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.store import Database
@@ -108,6 +108,12 @@ def _spec_to_yaml_fields(spec: ModelSpec, *, full: bool) -> dict[str, Any]:
         if not data["sampling"]:
             del data["sampling"]
     return data
+
+
+def _ports_end(spec: ModelSpec) -> int:
+    """The first port after the model's: one with port P and `instances: N` uses P..P+N-1 locally
+    (P alone with no instance)."""
+    return spec.port + max(spec.instances, 1)
 
 
 class CatalogueOverlay:
@@ -212,11 +218,9 @@ class CatalogueOverlay:
                         unknown = sorted(set(fields) - set(EDITABLE))
                         if unknown:
                             raise CatalogueError(f"{unknown[0]} is not a setting the admin side changes")
-                        base = self.base.models[key]
-                        updated = self._merged(base, fields)
+                        updated = self._merged(self.base.models[key], fields)
                         self._check_tokens(updated)
-                        changed = {name: value for name, value in self.settings_of(updated).items()
-                                   if getattr(updated, name) != getattr(base, name)}
+                        changed = self._overrides_of(updated)
                         if changed:
                             overrides[key] = changed
                     else:
@@ -236,26 +240,36 @@ class CatalogueOverlay:
                 log.warning("catalogue overlay import from %s: not imported, the whole is no catalogue: %s", source,
                             str(exc).splitlines()[0])
                 return []
-            for key, spec in runtime.items():
-                await self._save(key, "model", _spec_to_yaml_fields(spec, full=False), actor)
-            for key, changed in overrides.items():
-                await self._save(key, "override", changed, actor)
+            # Gateways starting at once on one fresh store: the first to write imports, the others
+            # find its rows (one transaction that holds the overlay's writes off while it looks).
+            async with self.db.write() as conn:
+                if not self.db.is_sqlite:  # SQLite's write transaction already excludes other writers
+                    await conn.execute(text("LOCK TABLE catalogue_overlay IN EXCLUSIVE MODE"))
+                if (await conn.execute(select(catalogue_overlay.c.key).limit(1))).first() is not None:
+                    return None
+                for key, spec in runtime.items():
+                    await self._upsert(conn, key, "model", _spec_to_yaml_fields(spec, full=False), actor)
+                for key, changed in overrides.items():
+                    await self._upsert(conn, key, "override", changed, actor)
             await self._load()
             return [*overrides, *runtime]
 
     async def _save(self, key: str, kind: str, data: dict[str, Any] | None, actor: str) -> None:
-        """One row per key, written in one statement: an upsert, since two gateways saving the same
-        key at once would both find no row to delete and the second insert would fail (PostgreSQL)."""
         async with self.db.write() as conn:
             if data is None:
                 await conn.execute(delete(catalogue_overlay).where(catalogue_overlay.c.key == key))
-                return
-            values = {"key": key, "kind": kind, "spec": json.dumps(data, sort_keys=True),
-                      "updated_at": self.clock(), "updated_by": actor[:64]}
-            insert = (sqlite if self.db.is_sqlite else postgresql).insert(catalogue_overlay).values(**values)
-            await conn.execute(insert.on_conflict_do_update(
-                index_elements=[catalogue_overlay.c.key],
-                set_={name: insert.excluded[name] for name in ("kind", "spec", "updated_at", "updated_by")}))
+            else:
+                await self._upsert(conn, key, kind, data, actor)
+
+    async def _upsert(self, conn: Any, key: str, kind: str, data: dict[str, Any], actor: str) -> None:
+        """One row per key, written in one statement: an upsert, since two gateways saving the same
+        key at once would both find no row to delete and the second insert would fail (PostgreSQL)."""
+        values = {"key": key, "kind": kind, "spec": json.dumps(data, sort_keys=True),
+                  "updated_at": self.clock(), "updated_by": actor[:64]}
+        insert = (sqlite if self.db.is_sqlite else postgresql).insert(catalogue_overlay).values(**values)
+        await conn.execute(insert.on_conflict_do_update(
+            index_elements=[catalogue_overlay.c.key],
+            set_={name: insert.excluded[name] for name in ("kind", "spec", "updated_at", "updated_by")}))
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -277,13 +291,12 @@ class CatalogueOverlay:
         return spec
 
     def _next_port(self) -> int:
-        """After every model's ports: one with port P and `instances: N` uses P..P+N-1 locally."""
-        return max((m.port + max(m.instances, 1) - 1 for m in self._effective.models.values()), default=8100) + 1
+        """After every model's ports."""
+        return max((_ports_end(m) for m in self._effective.models.values()), default=8101)
 
     def _ports_taken(self, spec: ModelSpec) -> bool:
         """Whether `spec`'s ports meet another model's."""
-        return any(m.port < spec.port + max(spec.instances, 1) and spec.port < m.port + max(m.instances, 1)
-                   for m in self._effective.models.values())
+        return any(m.port < _ports_end(spec) and spec.port < _ports_end(m) for m in self._effective.models.values())
 
     async def add_model(self, spec: ModelSpec, *, actor: str = "") -> ModelSpec:
         async with self._lock:
@@ -352,9 +365,7 @@ class CatalogueOverlay:
             await self._save(key, "model", _spec_to_yaml_fields(updated, full=False), actor)
             self._runtime[key] = updated
         else:
-            base = self.base.models[key]
-            overrides = {name: value for name, value in self.settings_of(updated).items()
-                         if getattr(updated, name) != getattr(base, name)}
+            overrides = self._overrides_of(updated)
             await self._save(key, "override", overrides or None, actor)
             if overrides:
                 self._overrides[key] = overrides
@@ -448,6 +459,12 @@ class CatalogueOverlay:
     @staticmethod
     def settings_of(spec: ModelSpec) -> dict[str, Any]:
         return {name: (spec.sampling.given() if name == "sampling" else getattr(spec, name)) for name in EDITABLE}
+
+    def _overrides_of(self, spec: ModelSpec) -> dict[str, Any]:
+        """The settings in which `spec`, a model of the base, differs from the base's entry."""
+        base = self.base.models[spec.key]
+        return {name: value for name, value in self.settings_of(spec).items()
+                if getattr(spec, name) != getattr(base, name)}
 
     @staticmethod
     def _merged(spec: ModelSpec, changes: dict[str, Any]) -> ModelSpec:

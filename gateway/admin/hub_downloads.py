@@ -45,15 +45,15 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from shared.catalogue import QUANT_RE
 from shared.errors import DomainError
-from shared.hub import (AmbiguousQuant, QuantNotFound, SplitPartsMissing, TooManyFiles, hub_cache_dir, hub_endpoint,
-                        fingerprint, list_repo_files, partial_files, pick_quant_files, remember_verified,
-                        remove_stale_partials, split_repo)
+from shared.hub import (AmbiguousQuant, QuantNotFound, RepoFile, SplitPartsMissing, TooManyFiles, hub_cache_dir,
+                        hub_endpoint, fingerprint, list_repo_files, partial_files, pick_quant_files,
+                        remember_verified, remove_stale_partials, split_repo)
 from shared.model_files import sha256_of
 
 log = logging.getLogger("gateway.admin.hub")
@@ -163,22 +163,12 @@ def configure_hub_library(chunk_size: int) -> None:
 
 
 @dataclass(frozen=True)
-class HubFile:
-    path: str
-    size: int
-    sha256: str | None
-
-    def public(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
-
-
-@dataclass(frozen=True)
 class HubChoice:
     """The files of one quantisation of a repository (several when split in parts, first first)."""
 
     repo: str        # as given, with its @revision if any
     quant: str
-    files: tuple[HubFile, ...]
+    files: tuple[RepoFile, ...]
 
     @property
     def total_size(self) -> int:
@@ -188,15 +178,20 @@ class HubChoice:
     def source(self) -> str:
         return f"hub:{self.repo}:{self.quant}"
 
+    @property
+    def repo_id(self) -> str:
+        """The repository without its @revision: ``org/name``."""
+        return split_repo(self.repo)[0]
+
     def default_key(self) -> str:
-        name = split_repo(self.repo)[0].split("/", 1)[1].lower()
+        name = self.repo_id.split("/", 1)[1].lower()
         name = re.sub(r"[-_.]gguf$", "", name)
         key = re.sub(r"[^a-z0-9._-]+", "-", f"{name}-{self.quant.lower()}").strip("-._")
         return key[:63].rstrip("-._") or "model"
 
     def public(self, max_bytes: int) -> dict[str, Any]:
         return {"object": "admin.hub_choice", "repo": self.repo, "quant": self.quant, "source": self.source,
-                "files": [f.public() for f in self.files], "total_size": self.total_size,
+                "files": [asdict(f) for f in self.files], "total_size": self.total_size,
                 "max_download_bytes": max_bytes, "fits": self.total_size <= max_bytes,
                 "suggested_key": self.default_key()}
 
@@ -244,7 +239,7 @@ class Download:
                 "quant": self.choice.quant, "source": self.choice.source, "state": self.state,
                 "bytes_done": min(self.bytes_done, total) if self.state == "done" else self.bytes_done,
                 "bytes_total": total, "progress": round(min(self.bytes_done / total, 1.0), 4) if total else 0.0,
-                "files": [f.public() for f in self.choice.files], "error": self.error,
+                "files": [asdict(f) for f in self.choice.files], "error": self.error,
                 "started_at": self.started_at, "finished_at": self.finished_at}
 
 
@@ -304,7 +299,7 @@ class HubDownloads:
             raise QuantisationNotFound(f"{repo}: {exc}.", param="quant") from None
         return HubChoice(repo, quant.upper(), tuple(listed[p] for p in chosen))
 
-    async def _bounded_list(self, repo: str) -> dict[str, HubFile]:
+    async def _bounded_list(self, repo: str) -> dict[str, RepoFile]:
         """`_list` on the listing executor, waited for `list_timeout`; refused (503) while
         `max_listings` listings still hold their thread."""
         with self._listing_lock:
@@ -328,8 +323,8 @@ class HubDownloads:
         with self._listing_lock:
             self._listing -= 1
 
-    def _list(self, repo: str) -> dict[str, HubFile]:
-        """The repository's files (path -> HubFile), in a listing thread."""
+    def _list(self, repo: str) -> dict[str, RepoFile]:
+        """The repository's files (path -> `RepoFile`), in a listing thread."""
         from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                             RevisionNotFoundError)
 
@@ -354,7 +349,7 @@ class HubDownloads:
         except Exception as exc:  # connection refused, DNS, timeouts
             raise HubUnavailable(f"cannot list {repo} on {where}: {type(exc).__name__}: {exc}".rstrip(": ") + ".",
                                  param="repo") from None
-        return {path: HubFile(f.path, f.size, f.sha256) for path, f in listed.items()}
+        return listed
 
     # -- downloads -------------------------------------------------------------------------
 
@@ -416,12 +411,12 @@ class HubDownloads:
     def _write_journal(self, download: Download) -> None:
         self._journal.mkdir(parents=True, exist_ok=True)
         self._journal_path(download).write_text(json.dumps({
-            "repo_id": split_repo(download.choice.repo)[0], "hub_cache": str(self.config.hub_cache)}))
+            "repo_id": download.choice.repo_id, "hub_cache": str(self.config.hub_cache)}))
 
     def _clean_partials(self, download: Download) -> None:
         """After a failed or cancelled download: its own partial files (those that appeared while
         it ran) and its repository's others that nothing writes (`remove_stale_partials`)."""
-        repo_id = split_repo(download.choice.repo)[0]
+        repo_id = download.choice.repo_id
         own = partial_files(self.config.hub_cache, repo_id) - download.partials_before
         removed = remove_stale_partials(self.config.hub_cache, repo_id, own=own)
         if removed:
@@ -461,7 +456,7 @@ class HubDownloads:
         try:
             await asyncio.to_thread(self._write_journal, download)
             download.partials_before = await asyncio.to_thread(
-                partial_files, self.config.hub_cache, split_repo(download.choice.repo)[0])
+                partial_files, self.config.hub_cache, download.choice.repo_id)
             download.paths = await asyncio.to_thread(self._fetch, download)
             download.state = "verifying"
             await asyncio.to_thread(self._verify, download)

@@ -25,7 +25,7 @@ from gateway.instance_control.backends import (
     LocalSupervisor,
 )
 from gateway.instance_control.controller import InstanceController
-from gateway.instance_control.overlay_publication import OVERLAY_PATH, OverlayPublisher, Publication
+from gateway.instance_control.overlay_publication import OVERLAY_PATH, OverlayPublisher
 from gateway.instance_control.settings import NOT_CONFIGURED, InstanceControlSettings
 from shared.catalogue import CatalogueError, read_overlay
 
@@ -96,7 +96,7 @@ def plug_overlay(controller: InstanceController, overlay: Any, audit: Audit | No
                     await audit("settings", "catalogue.publish_failed", key, {"error": str(exc)[:300]})
             else:
                 if audit is not None and publication.commit:
-                    await audit("settings", "catalogue.publish", key, _publication_summary(publication))
+                    await audit("settings", "catalogue.publish", key, publication.audit_detail())
         if not controller.live(key):
             return  # nothing runs it: the next start takes the new settings
         restart = controller.rolling_restart(key, reason="settings changed", coalesce=True)
@@ -138,10 +138,6 @@ async def import_published_overlay(overlay: Any, publisher: OverlayPublisher | N
         log.info("catalogue overlay: imported %s from %s into a fresh store", ", ".join(imported), source)
         if audit is not None:
             await audit("startup", "catalogue.import", source, {"models": imported})
-
-
-def _publication_summary(publication: Publication) -> dict[str, Any]:
-    return {"commit": publication.commit, "branch": publication.branch, "path": publication.path}
 
 
 def attach_instance_control(app: FastAPI, settings: InstanceControlSettings | None = None) -> InstanceController:

@@ -24,10 +24,12 @@ from typing import Any
 from gateway.instance_control.backends import InstanceBackend
 from gateway.instance_control.errors import (
     ControlNotConfigured,
+    FleetRefused,
     InstanceNotFound,
     ModelHasInstances,
     OperationInProgress,
 )
+from gateway.instance_control.overlay_publication import Publication
 from gateway.instances import Instance, InstanceRegistry, InstanceState
 from shared.catalogue import Catalogue, CatalogueError, ModelSpec
 from shared.errors import ModelNotFound
@@ -113,6 +115,15 @@ class InstanceController:
         if self.backend is None:
             raise ControlNotConfigured(self.not_configured)
         return self.backend
+
+    async def publish_overlay(self, *, actor: str = "", reason: str = "") -> Publication:
+        """Publish the runtime catalogue overlay to the fleet's repository (Actions), where the
+        runners read it. Refused with no fleet, or with the local one (it reads the gateway's own)."""
+        publisher = getattr(self._backend(), "publisher", None)
+        if publisher is None:
+            raise FleetRefused("Publishing the catalogue overlay is for the fleet on GitHub Actions (with the admin "
+                               "side's overlay); the local fleet reads the overlay from the gateway itself.")
+        return await publisher.publish(actor=actor, reason=reason)
 
     def live(self, model: str) -> list[Instance]:
         return [i for i in self.registry.for_model(model) if i.state is not InstanceState.GONE and not i.retiring]

@@ -46,6 +46,10 @@ class Publication:
     def public(self) -> dict[str, Any]:
         return {"object": "catalogue_publication", **asdict(self), "changed": self.commit is not None}
 
+    def audit_detail(self) -> dict[str, Any]:
+        """What the audit log keeps of it."""
+        return {"commit": self.commit, "branch": self.branch, "path": self.path}
+
 
 class OverlayPublisher:
     def __init__(self, client: GitHubClient, overlay_text: Callable[[], str], *, branch: str | None = None,
@@ -85,7 +89,7 @@ class OverlayPublisher:
     async def read(self) -> tuple[Any, str] | None:
         """The repository's overlay file, parsed, and where it was read; None when there is none."""
         def fetch() -> tuple[str, Any]:
-            branch = self.branch or self.client.default_branch()
+            branch = self._branch()
             return branch, self.client.get_file(self.path, branch)
 
         try:
@@ -101,8 +105,13 @@ class OverlayPublisher:
                                   f"{MAX_OVERLAY_BYTES} a runner reads.")
         return yaml.safe_load(current.content.decode("utf-8")), f"{self.client.repository}@{branch}:{self.path}"
 
+    def _branch(self) -> str:
+        """The branch the runs start from: the one given, else the repository's default (a GitHub
+        call: in a worker thread)."""
+        return self.branch or self.client.default_branch()
+
     def _publish(self, data: bytes, message: str) -> Publication:
-        branch = self.branch or self.client.default_branch()
+        branch = self._branch()
         for _ in range(self.attempts):
             current = self.client.get_file(self.path, branch)
             if current is not None and current.content == data:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.admin import record_admin_action
 from gateway.auth import require_admin
 from gateway.instance_control.controller import InstanceController
-from gateway.instance_control.errors import FleetRefused, InvalidAction
+from gateway.instance_control.errors import InvalidAction
 
 
 class ModelRequest(BaseModel):
@@ -59,15 +59,9 @@ async def publish_catalogue(request: Request) -> dict[str, Any]:
     from now on read it. Also done by itself after a settings change and before each start."""
     from gateway.admin.routes import actor_of
 
-    control = controller_of(request)
-    publisher = getattr(control.backend, "publisher", None)
-    if publisher is None:
-        control._backend()  # no fleet at all: says how to configure one
-        raise FleetRefused("Publishing the catalogue overlay is for the fleet on GitHub Actions (with the admin "
-                           "side's overlay); the local fleet reads the overlay from the gateway itself.")
-    publication = await publisher.publish(actor=actor_of(request), reason="asked from the admin page")
-    await record_admin_action(request, "catalogue.publish", publication.path,
-                              {"commit": publication.commit, "branch": publication.branch})
+    publication = await controller_of(request).publish_overlay(actor=actor_of(request),
+                                                               reason="asked from the admin page")
+    await record_admin_action(request, "catalogue.publish", publication.path, publication.audit_detail())
     return publication.public()
 
 

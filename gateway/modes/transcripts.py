@@ -51,19 +51,20 @@ class TranscriptRepository:
                                       .where(mode_transcripts.c.id == transcript_id))).first()
         if row is None:
             return None
-        if row.status == "running" and row.created_at < self._running_since():
+        if row.status == "running" and row.created_at < self._running_since(self.clock()):
             await self.mark_interrupted(transcript_id)
             return await self.get(transcript_id)
         return json.loads(row.body)
 
-    def _running_since(self) -> float:
-        return self.clock() - self.max_running
+    def _running_since(self, now: float) -> float:
+        """A row still `running` that started before this has no gateway left."""
+        return now - self.max_running
 
     async def mark_interrupted(self, transcript_id: str | None = None) -> int:
         """Mark `interrupted` the rows still `running` (one, or all) that started more than
         `max_running` seconds ago: their gateway died (a live session ends well before)."""
         now = self.clock()
-        where = [mode_transcripts.c.status == "running", mode_transcripts.c.created_at < now - self.max_running]
+        where = [mode_transcripts.c.status == "running", mode_transcripts.c.created_at < self._running_since(now)]
         if transcript_id is not None:
             where.append(mode_transcripts.c.id == transcript_id)
         async with self.db.write() as conn:

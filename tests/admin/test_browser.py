@@ -130,6 +130,21 @@ def test_a_logged_out_page_asks_for_nothing_and_the_login_works_again(fleet, pag
     assert refreshed.value.headers["authorization"] == f"Bearer {ADMIN_KEY}"
 
 
+@pytest.mark.parametrize("path, data", [("/admin", "/api/admin/keys"), ("/admin/analytics", "/api/admin/analytics?"),
+                                        ("/admin/models", "/api/admin/downloads")])
+def test_a_page_loads_its_data_again_at_a_new_login(fleet, page, path, data):
+    """Logged out, then in again on the same page: the shared login calls the page's loader again
+    (the page's clock stands still, so no refresh timer asks in its place)."""
+    page.clock.install()
+    log_in(page, fleet.url + path)
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible()
+    page.fill("#admin-key", ADMIN_KEY)
+    with page.expect_request(lambda r: data in r.url) as loaded:
+        page.click("#login button[type=submit]")
+    assert loaded.value.headers["authorization"] == f"Bearer {ADMIN_KEY}"
+
+
 def test_login_keeps_the_key_in_the_tab_only(fleet, page):
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))

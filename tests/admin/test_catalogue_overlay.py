@@ -231,3 +231,29 @@ async def test_the_overlay_file_merged_by_the_loader_gives_the_effective_catalog
     # The environment still has the last word over the overlay.
     env = load_catalogue(environ={OVERLAY_ENV: str(path), "ARENA_MODEL_SMOLLM2_135M__N_CTX": "1024"})
     assert env.models[SMOL].n_ctx == 1024
+
+
+async def test_two_gateways_starting_on_one_fresh_store_import_the_published_overlay_once(store, database_url):
+    """Both find the store empty at start; one imports (its keys), the other finds those rows in
+    the same transaction and imports nothing (None: no second audit entry), many times over."""
+    import asyncio
+
+    from gateway.store import Database
+    from gateway.store.schema import catalogue_overlay
+
+    published = {"models": {SMOL: {"n_ctx": 1024},
+                            "smol-copy": {"display_name": "Copy", "source": str(BASE.models[SMOL].source),
+                                          "port": 8190, "hostname": "smol-copy", "instances": 0}}}
+    other = Database(database_url)   # the second gateway's own engine, as a separate process has
+    try:
+        for _ in range(5):
+            async with store.write() as conn:
+                await conn.execute(catalogue_overlay.delete())
+            first, second = await fresh(store), await fresh(other)
+            results = await asyncio.gather(first.import_published(published, source="repo"),
+                                           second.import_published(published, source="repo"))
+            assert sorted(results, key=lambda r: r is None) == [[SMOL, "smol-copy"], None]
+            again = await fresh(store)
+            assert again.overrides(SMOL) == {"n_ctx": 1024} and again.runtime_models() == ["smol-copy"]
+    finally:
+        await other.dispose()

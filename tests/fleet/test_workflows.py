@@ -81,6 +81,29 @@ def test_dispatcher_takes_any_catalogue_key_and_the_plan_checks_it_with_the_over
     assert inputs["instances"]["options"] == ["1", "2", "3"]
 
 
+def test_the_gateway_reads_the_published_overlay_from_its_checkout_on_the_branch_it_is_published_to():
+    """As the runners do (their checkout's file), so a fresh store imports it without the API; on
+    another branch the checkout's copy may be older: the value is empty, read as no overlay file,
+    and the gateway imports the repository's copy through the API instead."""
+    from scripts.child_env import gateway_env
+    from shared.catalogue import OVERLAY_ENV
+
+    overlay = "${{ github.workspace }}/config/catalogue.overlay.yaml"
+    steps = workflow("gateway.yml")["jobs"]["gateway"]["steps"]
+    start = next(s for s in steps if s.get("name") == "Start the gateway")
+    assert "gateway_runner serve" in start["run"]
+    assert start["env"][OVERLAY_ENV] == (
+        "${{ github.ref_name == github.event.repository.default_branch && "
+        "format('{0}/config/catalogue.overlay.yaml', github.workspace) || '' }}")
+    assert workflow("inference.yml")["jobs"]["serve"]["env"][OVERLAY_ENV] == overlay  # the runners' file
+    # The publisher writes to the branch the runs start from: the default one, unless told another.
+    assert "ARENA_FLEETCTL_GITHUB_REF" not in start["env"]
+    assert all(OVERLAY_ENV not in s.get("env", {}) for s in steps if s is not start)
+    assert gateway_env({OVERLAY_ENV: "/x/config/catalogue.overlay.yaml"})[OVERLAY_ENV]  # reaches the gateway
+    unset = load_catalogue(environ={OVERLAY_ENV: ""})
+    assert unset.overlay_file is None and unset.without_overlay() is unset
+
+
 def test_the_successor_dispatch_sends_only_inputs_the_dispatcher_declares():
     declared = set(workflow("fleet.yml")["on"]["workflow_dispatch"]["inputs"])
     request = SuccessorRequest("smollm2-135m", "2", "smollm2-135m.2.x", "smollm2-135m.2.y", 0.5)

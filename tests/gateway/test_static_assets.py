@@ -14,3 +14,4 @@ def test_only_page_assets_are_served(gateway_apps):
         assert gateway.get(f"/static/arena/{path}").status_code == 404, path
     assert not is_page_asset("node_modules/dompurify/dist/purify.js")  # served if it were allowed: npm puts it there
     assert not is_page_asset(".git/config") and is_page_asset("vendor/marked.esm.js")
+    assert not is_page_asset("index.html")  # pages are rendered from templates, never served as files

@@ -32,12 +32,48 @@ def test_the_serve_command_module_imports_neither_the_engine_nor_the_http_stack(
     assert imported_after("import services.cli", HTTP_STACK + NEVER + ["llama_cpp"]) == []
 
 
-def test_the_model_load_starts_before_fastapi_uvicorn_and_prometheus_are_imported():
+# After the model's load has started, beside it: the service's own modules, and what they bring
+# (llama-cpp-python's high-level API with numpy and jinja2).
+SERVICE_MODULES = ["services.generation", "services.engine", "numpy", "jinja2", "llama_cpp.llama"]
+
+
+def test_the_model_load_starts_before_the_service_modules_and_the_http_stack_are_imported():
+    # What `arena serve` imports before `start_service` starts the load: llama.cpp's bindings only.
     statements = ("from shared.catalogue import load_catalogue\n"
                   "from services.settings import ServiceSettings\n"
-                  "from services.instance import build_service\n"
-                  "service = build_service(load_catalogue(), ServiceSettings(model='smollm2-135m', instance_id='t'))")
+                  "from services.instance import start_service\n"
+                  "from services.model_load import ModelLoad\n"
+                  "import llama_cpp.llama_cpp")
+    assert imported_after(statements, HTTP_STACK + NEVER + SERVICE_MODULES) == []
+
+
+def test_start_service_hands_the_load_it_started_to_the_service():
+    statements = ("from shared.catalogue import load_catalogue\n"
+                  "from services.settings import ServiceSettings\n"
+                  "from services.instance import start_service\n"
+                  "service = start_service(load_catalogue(), ServiceSettings(model='smollm2-135m', instance_id='t'))\n"
+                  "assert service._model_load is not None and service._model_load._thread is not None\n"
+                  "service._loader.join(120)\n"
+                  "assert service.status == 'ok', service.load_error\n"
+                  "assert service.scheduler.ctx is service._model_load.result().context\n"
+                  "service.shutdown()")
     assert imported_after(statements, HTTP_STACK + NEVER) == []
+
+
+def test_the_package_of_the_bindings_is_whole_for_anyone_who_asks_for_more():
+    # `services.llama_bindings` imports `llama_cpp.llama_cpp` without the package's __init__; the
+    # first use of anything else completes the package.
+    statements = ("import services.llama_bindings, sys\n"
+                  "assert 'llama_cpp.llama' not in sys.modules\n"
+                  "import llama_cpp\n"
+                  "from llama_cpp import Llama, LlamaGrammar, __version__\n"
+                  "assert llama_cpp.llama_backend_init is llama_cpp.llama_cpp.llama_backend_init\n"
+                  "try:\n"
+                  "    llama_cpp.no_such_name\n"
+                  "    raise SystemExit('no AttributeError')\n"
+                  "except AttributeError:\n"
+                  "    pass")
+    assert imported_after(statements, ["llama_cpp.llama", "numpy"]) == ["llama_cpp.llama", "numpy"]
 
 
 def test_the_whole_in_process_app_still_leaves_out_what_is_not_configured():

@@ -101,5 +101,4 @@ let timer = null;
 const stopRefresh = () => { clearInterval(timer); timer = null; };
 const startRefresh = () => { stopRefresh(); load(); timer = setInterval(load, 15000); };
 window.addEventListener("admin-logout", stopRefresh);
-window.addEventListener("admin-login", startRefresh);
 initAdmin(startRefresh);

@@ -39,7 +39,7 @@ export async function api(path, { method = "GET", body } = {}) {
   return response.json();
 }
 
-/** Forget the key; pages stop what they refresh ("admin-logout"), "admin-login" tells them of a new one. */
+/** Forget the key; pages stop what they refresh ("admin-logout"); a new login calls their `ready()` again. */
 function forget() {
   try { sessionStorage.removeItem(STORAGE); } catch (_) { /* nothing kept */ }
   window.dispatchEvent(new Event("admin-logout"));
@@ -57,7 +57,7 @@ function showLogin(message = "") {
   $("admin-key").focus();
 }
 
-/** Show the page once a valid admin key is known; `ready()` then loads its data. */
+/** Show the page once a valid admin key is known; `ready()` then loads its data, and again at each later login. */
 export async function initAdmin(ready) {
   initThemeToggle($("theme-toggle"));
   $("logout").addEventListener("click", () => { forget(); showLogin(); });
@@ -74,10 +74,9 @@ export async function initAdmin(ready) {
     $("admin-key").value = "";
     start();
   });
-  let started = false;
   const start = () => {
     show("admin-main");
-    if (!started) { started = true; ready(); } else window.dispatchEvent(new Event("admin-login"));
+    ready();
   };
   try {
     const enabled = await (await fetch("/api/admin/enabled")).json();

@@ -109,5 +109,4 @@ function startRefresh() {
 }
 
 window.addEventListener("admin-logout", stopRefresh);
-window.addEventListener("admin-login", startRefresh);
 initAdmin(startRefresh);

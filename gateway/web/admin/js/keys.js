@@ -72,5 +72,4 @@ $("create-form").addEventListener("submit", async (event) => {
 
 // A secret shown once is not left in the page for whoever logs in next.
 window.addEventListener("admin-logout", hideSecret);
-window.addEventListener("admin-login", load);
 initAdmin(load);

@@ -201,5 +201,4 @@ $("export-button").addEventListener("click", async () => {
 
 // The progress polling stops on logout (no request without a key) and resumes with a login.
 window.addEventListener("admin-logout", () => { clearInterval(polling); polling = null; });
-window.addEventListener("admin-login", loadDownloads);
 initAdmin(loadDownloads);

@@ -113,5 +113,5 @@ async function loadModels() {
 $("play-form").addEventListener("submit", send);
 $("play-form").addEventListener("input", () => showCode(requestBody()));
 $("stop-button").addEventListener("click", () => controller && controller.abort());
-window.addEventListener("admin-login", () => { if (!$("model").options.length) loadModels(); });
-initAdmin(loadModels);
+// At a later login the models are asked for again only when none were listed (the key was refused).
+initAdmin(() => { if (!$("model").options.length) loadModels(); });
