@@ -35,7 +35,8 @@ from shared import sse
 from gateway.overload_buffer import OverloadBuffer
 from gateway.upstream_http import (ATTEMPT_ATTRIBUTES, CLIENT_ERRORS, HttpLimits, UpstreamFailure, UpstreamHttp,
                                    check_head, classify, name_attempt_span, read_capped, record_attempt_status)
-from gateway.response_cache import ResponseCache
+from gateway.response_cache import ResponseCache, deterministic
+from shared.body_parsing import BodyWork
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
 from shared.instance_auth import INSTANCE_SECRET_HEADER
@@ -127,6 +128,19 @@ class _Opened:
         await self.resources.aclose()
 
 
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object (400 `invalid_json` otherwise)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "The request body is nested too deeply.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
 class UpstreamProxy:
     def __init__(self, registry: InstanceRegistry, balancer: Balancer, monitor: HealthMonitor,
                  metrics: GatewayMetrics, router: AutoRouter, policy: ProxyPolicy,
@@ -138,6 +152,7 @@ class UpstreamProxy:
         self.router = router
         self.policy = policy
         self.buffer = OverloadBuffer(self._buffer_limits)
+        self.body_work = BodyWork()  # a large body is parsed (and its cache key made) off the event loop
         registry.slot_listeners.append(lambda instance: self.buffer.slot_freed(instance.model))
         headers = {"content-type": _JSON, "accept-encoding": "identity"}
         if instance_secret:
@@ -235,14 +250,8 @@ class UpstreamProxy:
             raise ApiError(415, "Send the request as JSON, with the header Content-Type: application/json.",
                            code="unsupported_media_type")
         raw = await request.body()  # at most max_body_bytes (shared.body_limit)
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
-        except RecursionError:
-            raise ApiError(400, "The request body is nested too deeply.", code="invalid_json") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+        size = len(raw)
+        body = await self.body_work.run(size, json_object, raw)
         stream = body.get("stream") is True
         try:
             model = self.resolve_model(body)
@@ -255,7 +264,8 @@ class UpstreamProxy:
         if body["model"] != model:  # "auto"
             body["model"] = model
             raw = None  # re-encode
-        cache_key = self.responses.key_for(endpoint, model, body, request.headers)
+        cache_key = await self.body_work.run(size if deterministic(body) else 0,  # else no key is made
+                                             self.responses.key_for, endpoint, model, body, request.headers)
         if (cached := self.responses.get(cache_key)) is not None:
             return self.responses.response(cached, body, {"x-arena-model": model})
         try:

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import re
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge
 
 from shared.api_docs import attach_api_docs
 from shared.disconnect import cancel_on_disconnect
 from shared import sse
 from shared.catalogue import Catalogue
 from shared.body_limit import BodyLimit
+from shared.body_parsing import BodyWork, body_schema, parse_model_body
 from shared.errors import error_body, install_error_handlers
 from shared.openapi import COMPLETION_RESPONSES, METRICS_RESPONSES, publish_openapi
 from shared.instance_auth import INSTANCE_SECRET_HEADER, secret_matches
@@ -24,12 +25,14 @@ from services.engine import DoneEvent, ErrorEvent, TokenEvent
 from services.choice_output import ChoiceOutput
 from services.errors import SERVICE_ERRORS
 from services.exceptions import GenerationCancelled, GenerationFailed
-from services.generation import GenerationService, JobStream
+from services.generation import GenerationService, JobStream, PreparedRequest
 from services.instance import build_service
 from services.metrics import RequestCounter, ServiceMetrics
 from services.openai_format import ResponseShaper
 from services.protocol import ChatCompletionRequest, CompletionRequest, GenerationParams
 from services.settings import ServiceSettings
+
+RequestBody = TypeVar("RequestBody", ChatCompletionRequest, CompletionRequest)
 
 
 def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telemetry | None = None,
@@ -56,7 +59,7 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
                   docs_url=None, redoc_url=None)
     app.state.service = service
     install_error_handlers(app, SERVICE_ERRORS)
-    publish_openapi(app)
+    publish_openapi(app, body_models=(ChatCompletionRequest, CompletionRequest))
     metrics = ServiceMetrics(service)
     app.state.metrics = metrics
     app.add_middleware(RequestCounter, metrics=metrics)
@@ -118,13 +121,29 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
         service.check_model(model_id)
         return model_card()
 
-    @app.post("/v1/chat/completions", responses=COMPLETION_RESPONSES)
-    async def chat_completions(body: ChatCompletionRequest, request: Request):
-        return await respond(body, service.prepare_chat(body), request, chat=True)
+    body_work = BodyWork()
+    app.state.body_work = body_work
+    Gauge("arena_service_large_bodies_parsing", "Large request bodies being parsed (and their prompts made) in worker threads now.",
+          registry=metrics.registry).set_function(lambda: body_work.running)
 
-    @app.post("/v1/completions", responses=COMPLETION_RESPONSES)
-    async def completions(body: CompletionRequest, request: Request):
-        return await respond(body, service.prepare_completion(body), request, chat=False)
+    async def read_body(request: Request, model: type[RequestBody],
+                        prepare: Callable[[RequestBody], PreparedRequest]) -> tuple[RequestBody, PreparedRequest]:
+        """The body as `model`, and its prompt made; for a large body both off the event loop
+        (`shared.body_parsing`: rendering a long history's template and tokenizing it cost as
+        much as its validation)."""
+        raw = await request.body()  # at most max_body_bytes (BodyLimit)
+        return await body_work.run(len(raw), read_and_prepare, model, raw, request.headers.get("content-type"),
+                                   prepare)
+
+    @app.post("/v1/chat/completions", responses=COMPLETION_RESPONSES, openapi_extra=body_schema(ChatCompletionRequest))
+    async def chat_completions(request: Request):
+        body, prepared = await read_body(request, ChatCompletionRequest, service.prepare_chat)
+        return await respond(body, prepared, request, chat=True)
+
+    @app.post("/v1/completions", responses=COMPLETION_RESPONSES, openapi_extra=body_schema(CompletionRequest))
+    async def completions(request: Request):
+        body, prepared = await read_body(request, CompletionRequest, service.prepare_completion)
+        return await respond(body, prepared, request, chat=False)
 
     async def respond(body: ChatCompletionRequest | CompletionRequest, prepared, request: Request, *, chat: bool):
         stream = await service.open_stream(prepared)
@@ -147,6 +166,12 @@ IGNORED_PARAMS_HEADER = "X-Arena-Ignored-Params"
 # Anything but printable ASCII: a control character (CR, LF, NUL) in a header value makes the
 # server drop the connection without an answer.
 UNSAFE_HEADER_CHARACTERS = re.compile(r"[^\x20-\x7e]")
+
+
+def read_and_prepare(model: type[RequestBody], raw: bytes, content_type: str | None,
+                     prepare: Callable[[RequestBody], PreparedRequest]) -> tuple[RequestBody, PreparedRequest]:
+    body = parse_model_body(model, raw, content_type)
+    return body, prepare(body)
 
 
 def ignored_params_header(body: GenerationParams) -> dict[str, str]:

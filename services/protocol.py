@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 MAX_TOP_LOGPROBS = 20
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
+
+
+def _gil_checkpoint(value: Any) -> Any:
+    """A line of Python run per item of a request's long lists: pydantic-core validates a list
+    without letting the GIL go, so a 4 MB body's messages would hold it for a whole validation
+    (about 0.3 s) even in a worker thread (`shared.body_parsing`); at each Python call the
+    interpreter may hand it to the event loop's thread."""
+    return value
+
+
+class GilCheckpoint(BaseModel):
+    """A model a request may hold many thousands of (see `_gil_checkpoint`)."""
+
+    _checkpoint = model_validator(mode="before")(_gil_checkpoint)
 
 
 class CalledFunction(BaseModel):
@@ -21,7 +35,7 @@ class CalledFunction(BaseModel):
     arguments: str | dict[str, Any] | None = None
 
 
-class MessageToolCall(BaseModel):
+class MessageToolCall(GilCheckpoint):
     """A call in an assistant message of the history (typed: the prompt is rendered from it)."""
 
     model_config = ConfigDict(extra="allow")
@@ -31,7 +45,7 @@ class MessageToolCall(BaseModel):
     function: CalledFunction
 
 
-class ContentPart(BaseModel):
+class ContentPart(GilCheckpoint):
     """One part of a message's content; only text parts are read (others are refused, by type,
     when the prompt is made)."""
 
@@ -41,7 +55,7 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(GilCheckpoint):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
@@ -114,7 +128,7 @@ class GenerationParams(BaseModel):
 
 class ChatCompletionRequest(GenerationParams):
     messages: list[ChatMessage] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Annotated[dict[str, Any], BeforeValidator(_gil_checkpoint)]] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     # "none" keeps a reasoning model's thinking inline in `content` (llama.cpp's name for it);

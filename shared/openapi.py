@@ -4,9 +4,10 @@ never FastAPI's 422 (validation errors are 400s here). Fuzzing checks the apps a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from fastapi.openapi.utils import get_openapi
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -38,13 +39,29 @@ def _with_errors(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def publish_openapi(app: FastAPI) -> None:
-    """Make `app.openapi()` (and /openapi.json) return the document with the errors described."""
+def _model_schemas(models: Sequence[type[BaseModel]]) -> dict[str, Any]:
+    """The component schemas FastAPI writes for `models` as body parameters (and what they use)."""
+    documenting = FastAPI()
+    for model in models:
+        def endpoint(body): ...  # noqa: E704
+        endpoint.__annotations__ = {"body": model}
+        documenting.post(f"/{model.__name__}")(endpoint)
+    return documenting.openapi()["components"]["schemas"]
+
+
+def publish_openapi(app: FastAPI, body_models: Sequence[type[BaseModel]] = ()) -> None:
+    """Make `app.openapi()` (and /openapi.json) return the document with the errors described.
+    `body_models`: request models that routes read from their raw body (`shared.body_parsing`),
+    whose schemas the document's components must hold as if they were body parameters."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _with_errors(get_openapi(title=app.title, version=app.version, routes=app.routes,
-                                                          description=app.description))
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes, description=app.description)
+            if body_models:
+                schemas = document.setdefault("components", {}).setdefault("schemas", {})
+                for name, schema in _model_schemas(body_models).items():
+                    schemas.setdefault(name, schema)
+            app.openapi_schema = _with_errors(document)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
