@@ -1,3 +1,3 @@
 """The gateway tests' process fixtures (real gateways, fake upstreams), for the store's tests."""
 
-from tests.gateway.conftest import fake_upstreams, gateways  # noqa: F401 (fixtures)
+from tests.gateway.conftest import fake_upstreams  # noqa: F401 (fixtures)
