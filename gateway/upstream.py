@@ -135,10 +135,24 @@ def json_object(raw: bytes) -> dict[str, Any]:
     except ValueError:
         raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
     except RecursionError:
-        raise ApiError(400, "The request body is nested too deeply.", code="invalid_json") from None
+        raise _nested_too_deeply() from None
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
     return body
+
+
+def json_bytes(body: dict[str, Any]) -> bytes:
+    """`body` encoded again (for a resolved or served model name). A large body is parsed in a
+    worker thread, whose stack is shallower than the event loop's: nesting that parsed there can
+    be too deep to encode here, and is the client's 400, not our 500."""
+    try:
+        return json.dumps(body).encode()
+    except RecursionError:
+        raise _nested_too_deeply() from None
+
+
+def _nested_too_deeply() -> ApiError:
+    return ApiError(400, "The request body is nested too deeply.", code="invalid_json")
 
 
 class UpstreamProxy:
@@ -335,7 +349,7 @@ class UpstreamProxy:
                                     "arena.attempt": call.attempts})
         if raw is None or instance.served_model:
             payload = body if not instance.served_model else {**body, "model": instance.served_model}
-            content = json.dumps(payload).encode()
+            content = json_bytes(payload)
         else:
             content = raw
         call.count_on(instance, "requests_total")

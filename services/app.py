@@ -7,9 +7,10 @@ import re
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge
+from starlette.requests import ClientDisconnect
 
 from shared.api_docs import attach_api_docs
 from shared.disconnect import cancel_on_disconnect
@@ -131,7 +132,10 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
         """The body as `model`, and its prompt made; for a large body both off the event loop
         (`shared.body_parsing`: rendering a long history's template and tokenizing it cost as
         much as its validation)."""
-        raw = await request.body()  # at most max_body_bytes (BodyLimit)
+        try:
+            raw = await request.body()  # at most max_body_bytes (BodyLimit)
+        except ClientDisconnect:  # gone mid-upload: the quiet 400 FastAPI's own body parameter gives
+            raise HTTPException(status_code=400, detail="There was an error parsing the body") from None
         return await body_work.run(len(raw), read_and_prepare, model, raw, request.headers.get("content-type"),
                                    prepare)
 

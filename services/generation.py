@@ -63,7 +63,8 @@ class GenerationService:
                  model_load: ModelLoad | None = None) -> None:
         """`core_board`: the local fleet's board of busy instances; `spec.threads` is then the
         most this instance takes (when the others sharing its cores are idle). `model_load`: the
-        model's load, started already (else `load` loads it)."""
+        model's load (of this `spec`, from `model_path` if any), started already; else `load`
+        loads it."""
         # Automatic: every core of the machine (or the local fleet's pool, on its core board).
         self.automatic_threads = spec.threads is None or core_board is not None
         self.spec = with_automatic_threads(spec)
@@ -98,8 +99,9 @@ class GenerationService:
             self.scheduler = BatchScheduler(loaded.model, loaded.context, max_queue=self.spec.max_queue,
                                             prompt_cache=PromptCache(self.spec.prompt_cache_mb * 2**20),
                                             threads=self._thread_policy())
+            self.scheduler.draining = self.status == "draining"  # a drain began while it loaded
             self.scheduler.start()
-            self.status = "ok"
+            self._loaded()
             log.info("%s ready: %d slots of %d tokens", self.spec.key, self.spec.parallel, self.spec.n_ctx)
         except Exception as exc:
             log.exception("could not load %s", self.spec.key)
@@ -127,8 +129,13 @@ class GenerationService:
         return SharedThreads(board, self.core_slot, self.spec.threads,
                              contention=RunQueueWait(self.core_wait_limit) if self.core_wait_limit else None)
 
+    def _loaded(self) -> None:
+        """Ready, unless a drain began while it loaded."""
+        if self.status == "loading":
+            self.status = "ok"
+
     def start_draining(self) -> None:
-        if self.status == "ok":
+        if self.status in ("ok", "loading"):
             self.status = "draining"
         if self.scheduler:
             self.scheduler.draining = True

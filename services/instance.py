@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.catalogue import Catalogue
+from shared.catalogue import Catalogue, ModelSpec
 from shared.core_share import with_automatic_threads
 from services.model_load import ModelLoad
 from services.settings import ServiceSettings
@@ -17,11 +17,25 @@ if TYPE_CHECKING:
     from services.generation import GenerationService
 
 
-def build_service(catalogue: Catalogue, settings: ServiceSettings, *,
-                  model_load: ModelLoad | None = None) -> GenerationService:
-    """A `GenerationService` (a `LlamaServerService` for the llama-server engine), not started;
-    `model_load`: the in-process engine's load, under way already."""
+def build_service(catalogue: Catalogue, settings: ServiceSettings) -> GenerationService:
+    """A `GenerationService` (a `LlamaServerService` for the llama-server engine), not started."""
+    return _service(catalogue, settings, settings.resolve(catalogue))
+
+
+def start_service(catalogue: Catalogue, settings: ServiceSettings) -> GenerationService:
+    """The service, loading: for the in-process engine the model's load starts before the
+    service's modules are imported (for llama-server, the child starts once they are)."""
     spec = settings.resolve(catalogue)
+    model_load = None
+    if spec.engine != "llama-server":
+        model_load = ModelLoad(with_automatic_threads(spec), model_cache=catalogue.fleet.model_cache_path()).start()
+    service = _service(catalogue, settings, spec, model_load)
+    service.start_loading()
+    return service
+
+
+def _service(catalogue: Catalogue, settings: ServiceSettings, spec: ModelSpec,
+             model_load: ModelLoad | None = None) -> GenerationService:
     if spec.engine == "llama-server":
         # Imported only for this engine: it brings httpx (and its command line's rich) and
         # prometheus_client's parser, which the in-process engine's start does not need.
@@ -35,15 +49,3 @@ def build_service(catalogue: Catalogue, settings: ServiceSettings, *,
     return GenerationService(spec, instance_id=settings.instance_id, model_cache=catalogue.fleet.model_cache_path(),
                              core_board=settings.core_board, core_slot=settings.core_slot,
                              core_wait_limit=settings.core_wait_limit, model_load=model_load)
-
-
-def start_service(catalogue: Catalogue, settings: ServiceSettings) -> GenerationService:
-    """The service, loading: for the in-process engine the model's load starts before the
-    service's modules are imported (for llama-server, the child starts once they are)."""
-    spec = settings.resolve(catalogue)
-    model_load = None
-    if spec.engine != "llama-server":
-        model_load = ModelLoad(with_automatic_threads(spec), model_cache=catalogue.fleet.model_cache_path()).start()
-    service = build_service(catalogue, settings, model_load=model_load)
-    service.start_loading()
-    return service

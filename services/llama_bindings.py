@@ -18,18 +18,26 @@ import threading
 from types import ModuleType
 
 PACKAGE = "llama_cpp"
-_completing = threading.Lock()
+_completing = threading.RLock()
 
 
 def _complete_on_first_use(package: ModuleType) -> None:
     """Give `package` (its `__init__` not run) a module `__getattr__` that runs the `__init__`
-    once, then answers from the whole package."""
+    once, then answers from the whole package. Other threads asking meanwhile wait for it; the
+    `__init__` asking for a name it has not set yet gets the usual AttributeError; an `__init__`
+    that fails raises its error, and the next use tries again (as a failed import does)."""
+    running = False
 
     def __getattr__(name: str):
+        nonlocal running
         with _completing:
-            if package.__dict__.get("__getattr__") is __getattr__:
-                del package.__getattr__
-                package.__spec__.loader.exec_module(package)
+            if not running and package.__dict__.get("__getattr__") is __getattr__:
+                running = True
+                try:
+                    package.__spec__.loader.exec_module(package)
+                    del package.__getattr__
+                finally:
+                    running = False
         try:
             return package.__dict__[name]
         except KeyError:

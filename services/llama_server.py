@@ -114,7 +114,7 @@ class LlamaServerService(GenerationService):
             # 0.1 s on average to every cold start of this engine.
             self.child.wait_ready("/health", timeout=600.0, abort=lambda: "shutdown" if self._stopping else None,
                                   interval=0.02)
-            self.status = "ok"
+            self._loaded()
             log.info("%s ready (%s): %d slots of %d tokens", self.spec.key, ENGINE, self.spec.parallel,
                      self.spec.n_ctx)
         except Exception as exc:

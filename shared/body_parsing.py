@@ -47,8 +47,11 @@ class BodyWork:
 
     async def run(self, size: int, work: Callable[..., T], *args: Any) -> T:
         """`work(*args)`: here for a body under the threshold, else in a worker thread (503
-        `server_busy` when `max_parallel` are running). The thread is never abandoned: a
-        cancelled caller waits for it, so `running` counts the threads truly at work."""
+        `server_busy` when `max_parallel` are running). Nothing cancels a request while its body
+        is read (the disconnect watch starts after); were it cancelled (uvicorn's forced
+        shutdown), asyncio would not wait for the thread, and `running` would count one fewer
+        than are at work until it ends. The limiter never makes anyone wait (the count refuses
+        first): it keeps these threads out of anyio's default pool."""
         if size < self.threshold_bytes:
             return work(*args)
         if self.running >= self.max_parallel:

@@ -25,3 +25,23 @@ def test_a_flood_of_large_bodies_is_refused_beyond_the_bound(tmp_path, gateways)
     assert busy[0].headers["retry-after"] == "1"
     assert all(response.json()["error"] == expected for response in others), error
     assert httpx.get(gateway.url + "/health/live", timeout=10).status_code == 200
+
+
+def test_a_body_parsed_in_a_thread_but_too_deep_to_encode_again_is_the_client_s_400():
+    # A worker thread's stack is shallower than the event loop's: nesting that parsed there can be
+    # too deep to encode again on the loop (for "auto" or a served model name). That is a 400.
+    from gateway.upstream import json_bytes
+    from shared.errors import ApiError
+
+    body: dict = {"model": "auto"}
+    inner = body
+    for _ in range(5000):
+        inner["more"] = {}
+        inner = inner["more"]
+    try:
+        json_bytes(body)
+    except ApiError as exc:
+        assert (exc.status, exc.code) == (400, "invalid_json")
+    else:
+        raise AssertionError("no ApiError for a body too deep to encode")
+    assert json_bytes({"model": "auto", "messages": []}) == b'{"model": "auto", "messages": []}'

@@ -82,3 +82,29 @@ def test_the_whole_in_process_app_still_leaves_out_what_is_not_configured():
                   "from services.app import create_app\n"
                   "create_app(load_catalogue(), ServiceSettings(model='smollm2-135m', instance_id='t'))")
     assert imported_after(statements, NEVER) == []
+
+
+def test_the_package_completes_once_for_threads_asking_together_and_again_after_a_failure():
+    statements = ("import sys, threading\n"
+                  "import services.llama_bindings\n"
+                  "import llama_cpp\n"
+                  # its __init__ fails while jinja2 cannot be imported: the error is raised, not lost
+                  "sys.modules['jinja2'] = None\n"
+                  "try:\n"
+                  "    llama_cpp.Llama\n"
+                  "    raise SystemExit('the failed __init__ was not reported')\n"
+                  "except ImportError:\n"
+                  "    pass\n"
+                  "del sys.modules['jinja2']\n"
+                  "errors = []\n"
+                  "def use():\n"
+                  "    try:\n"
+                  "        from llama_cpp import Llama, __version__\n"
+                  "    except Exception as exc:\n"
+                  "        errors.append(repr(exc))\n"
+                  "threads = [threading.Thread(target=use) for _ in range(8)]\n"
+                  "[t.start() for t in threads]\n"
+                  "[t.join() for t in threads]\n"
+                  "assert errors == [], errors\n"
+                  "assert '__getattr__' not in vars(llama_cpp)")
+    assert imported_after(statements, ["llama_cpp.llama"]) == ["llama_cpp.llama"]

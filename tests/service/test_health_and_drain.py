@@ -110,3 +110,25 @@ def drain_two_streams(proc) -> None:
     for _, answer in results:
         assert answer["finish_reason"] in ("stop", "length")
         assert answer["usage"]["completion_tokens"] > 0
+
+
+def test_a_drain_that_begins_while_the_model_loads_is_kept_once_it_has_loaded(tmp_path):
+    # Without HTTP: the service's own state. SIGTERM during a load must not turn into `ok` when
+    # the load ends (the old code left `loading`, then set `ok` and took new work while exiting).
+    from shared.catalogue import load_catalogue
+    from shared.core_share import with_automatic_threads
+    from services.generation import GenerationService
+    from services.model_load import ModelLoad
+
+    spec = load_catalogue().model(MODEL).model_copy(update={"parallel": 2})
+    model_load = ModelLoad(with_automatic_threads(spec), model_cache=tmp_path)
+    service = GenerationService(spec, instance_id="drain-while-loading", model_cache=tmp_path, model_load=model_load)
+    service.start_draining()
+    assert service.status == "draining"
+    service.load()
+    try:
+        assert service.load_error is None
+        assert service.status == "draining"
+        assert service.scheduler is not None and service.scheduler.draining
+    finally:
+        service.shutdown()
