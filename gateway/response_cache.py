@@ -56,9 +56,14 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def wants(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
+        """Whether a request may be cached at all (before its key is worth making)."""
+        return self.max_entries > 0 and "no-store" not in headers.get("cache-control", "").lower() and \
+            deterministic(body)
+
     def key_for(self, endpoint: str, model: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> str | None:
         """The cache key of a request, or None when it must not be cached."""
-        if self.max_entries <= 0 or "no-store" in headers.get("cache-control", "").lower() or not deterministic(body):
+        if not self.wants(body, headers):
             return None
         material = {k: v for k, v in body.items() if k not in _FRAMING_FIELDS}
         material.update(model=model, _endpoint=endpoint)

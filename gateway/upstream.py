@@ -35,7 +35,7 @@ from shared import sse
 from gateway.overload_buffer import OverloadBuffer
 from gateway.upstream_http import (ATTEMPT_ATTRIBUTES, CLIENT_ERRORS, HttpLimits, UpstreamFailure, UpstreamHttp,
                                    check_head, classify, name_attempt_span, read_capped, record_attempt_status)
-from gateway.response_cache import ResponseCache, deterministic
+from gateway.response_cache import ResponseCache
 from shared.body_parsing import BodyWork
 from shared.disconnect import cancel_on_disconnect
 from shared.errors import ApiError, error_body, model_not_found
@@ -278,7 +278,7 @@ class UpstreamProxy:
         if body["model"] != model:  # "auto"
             body["model"] = model
             raw = None  # re-encode
-        cache_key = await self.body_work.run(size if deterministic(body) else 0,  # else no key is made
+        cache_key = await self.body_work.run(size if self.responses.wants(body, request.headers) else 0,  # else no key
                                              self.responses.key_for, endpoint, model, body, request.headers)
         if (cached := self.responses.get(cache_key)) is not None:
             return self.responses.response(cached, body, {"x-arena-model": model})

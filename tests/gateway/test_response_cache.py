@@ -32,6 +32,15 @@ def test_only_deterministic_requests_have_a_key_and_it_covers_every_parameter():
     assert ResponseCache(0, 60).key_for("/v1/chat/completions", SMOL, _body(), {}) is None
 
 
+def test_whether_a_key_is_wanted_is_known_before_it_is_made():
+    # The gateway hops to a worker thread to make a large body's key only when it wants one.
+    cache = ResponseCache(8, 60)
+    assert cache.wants(_body(), {})
+    assert not cache.wants({**_body(), "temperature": 0.7}, {})
+    assert not cache.wants(_body(), {"cache-control": "no-store"})
+    assert not ResponseCache(0, 60).wants(_body(), {})
+
+
 def test_entries_are_bounded_and_expire():
     now = [0.0]
     cache = ResponseCache(2, ttl=10, clock=lambda: now[0])
