@@ -198,15 +198,16 @@ async def _admin_in_view(request: Request, guard: ApiKeyGuard, admin_key: str, t
     registration = request.app.state.settings.registration_token
     if registration and _same(registration, token):
         return False
-    if await guard.lookup(token) is not None:
-        return False
     failures = guard.failures
     try:
-        refused = await failures.over_limit(request)  # before the key is compared
-        if refused is None:
-            if _same(admin_key, token):
+        if _same(admin_key, token):  # first: never an API key, so no miss reloads the key table
+            refused = await failures.over_limit(request)  # a guesser must not learn it guessed right
+            if refused is None:
                 return True
-            refused = await failures.count(request)
+        elif await guard.lookup(token) is not None:
+            return False
+        else:
+            refused = await failures.over_limit(request) or await failures.count(request)
     except DatabaseUnavailable:
         return False
     if refused is not None:

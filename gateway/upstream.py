@@ -278,8 +278,9 @@ class UpstreamProxy:
         if body["model"] != model:  # "auto"
             body["model"] = model
             raw = None  # re-encode
-        cache_key = await self.body_work.run(size if self.responses.wants(body, request.headers) else 0,  # else no key
-                                             self.responses.key_for, endpoint, model, body, request.headers)
+        cache_key = None
+        if self.responses.wants(body, request.headers):  # else no key is made (nor a thread hop)
+            cache_key = await self.body_work.run(size, self.responses.key_for, endpoint, model, body, request.headers)
         if (cached := self.responses.get(cache_key)) is not None:
             return self.responses.response(cached, body, {"x-arena-model": model})
         try:

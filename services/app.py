@@ -123,7 +123,6 @@ def create_app(catalogue: Catalogue, settings: ServiceSettings, telemetry: Telem
         return model_card()
 
     body_work = BodyWork()
-    app.state.body_work = body_work
     Gauge("arena_service_large_bodies_parsing", "Large request bodies being parsed (and their prompts made) in worker threads now.",
           registry=metrics.registry).set_function(lambda: body_work.running)
 

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, catalogue: Catalogue) -> int:
     # HTTP stack (FastAPI, uvicorn, Prometheus) are imported and the app built; only llama.cpp's
     # bindings come first.
     from services.instance import start_service
-    service = start_service(catalogue, settings)
+    service = start_service(catalogue, settings, spec)
     import uvicorn
     from services.app import create_app
     from services.drain import DrainingServer

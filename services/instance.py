@@ -22,10 +22,10 @@ def build_service(catalogue: Catalogue, settings: ServiceSettings) -> Generation
     return _service(catalogue, settings, settings.resolve(catalogue))
 
 
-def start_service(catalogue: Catalogue, settings: ServiceSettings) -> GenerationService:
-    """The service, loading: for the in-process engine the model's load starts before the
-    service's modules are imported (for llama-server, the child starts once they are)."""
-    spec = settings.resolve(catalogue)
+def start_service(catalogue: Catalogue, settings: ServiceSettings, spec: ModelSpec) -> GenerationService:
+    """The service of `spec` (`settings.resolve(catalogue)`), loading: for the in-process engine
+    the model's load starts before the service's modules are imported (for llama-server, the
+    child starts once they are)."""
     model_load = None
     if spec.engine != "llama-server":
         model_load = ModelLoad(with_automatic_threads(spec), model_cache=catalogue.fleet.model_cache_path()).start()

@@ -12,6 +12,8 @@ the context, and is tokenized whole, exactly as before.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from services.exceptions import ContextTooLong
 from services.llama_backend import LlamaModel
 
@@ -19,15 +21,16 @@ PIECE_CHARS = 16 * 1024
 SLACK_PER_CUT = 64
 
 
-def _pieces(text: str) -> list[str]:
-    pieces, start = [], 0
+def _pieces(text: str) -> Iterator[str]:
+    """`text` in pieces of at most PIECE_CHARS, cut at spaces where it can; made as they are
+    counted (a long text is refused after its first few)."""
+    start = 0
     while len(text) - start > PIECE_CHARS:
         end = text.rfind(" ", start + 1, start + PIECE_CHARS)
         end = end if end > start else start + PIECE_CHARS
-        pieces.append(text[start:end])
+        yield text[start:end]
         start = end
-    pieces.append(text[start:])
-    return pieces
+    yield text[start:]
 
 
 def prompt_tokens(model: LlamaModel, text: str, n_ctx: int, *, add_special: bool, parse_special: bool) -> list[int]:

@@ -31,10 +31,10 @@ def forced_call_pieces(tokens: int) -> list[str]:
     return head + body + ['"}', '}', '\n', '</tool_call>']
 
 
-def time_stream(tokens: int, stream_class=ToolCallStream) -> dict:
+def time_stream(tokens: int) -> dict:
     """Feed one call of `tokens` argument tokens; the parser's seconds in all and per token."""
     pieces = forced_call_pieces(tokens)
-    stream = stream_class(plan_tools([FUNCTION], "required", False))
+    stream = ToolCallStream(plan_tools([FUNCTION], "required", False))
     started = time.perf_counter()
     for piece in pieces:
         stream.push(piece, final=False)
@@ -45,8 +45,8 @@ def time_stream(tokens: int, stream_class=ToolCallStream) -> dict:
     return {"tokens": tokens, "seconds": round(seconds, 4), "us_per_token": round(seconds / len(pieces) * 1e6, 2)}
 
 
-def run(lengths: list[int], stream_class=ToolCallStream) -> dict:
-    return {"lengths": [time_stream(tokens, stream_class) for tokens in lengths]}
+def run(lengths: list[int]) -> dict:
+    return {"lengths": [time_stream(tokens) for tokens in lengths]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

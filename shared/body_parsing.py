@@ -66,16 +66,16 @@ class BodyWork:
             self.running -= 1
 
 
-def _is_json(content_type: str | None, strict: bool) -> bool:
+def _is_json(content_type: str | None) -> bool:
     if not content_type:
-        return not strict
+        return False
     message = email.message.Message()
     message["content-type"] = content_type
     subtype = message.get_content_subtype()
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-def parse_model_body(model: type[M], raw: bytes, content_type: str | None, *, strict_content_type: bool = True) -> M:
+def parse_model_body(model: type[M], raw: bytes, content_type: str | None) -> M:
     """`raw` as `model`, read as FastAPI reads a JSON body parameter: JSON when the content type
     says so, else the bytes themselves (which no model accepts). Failures raise what FastAPI
     raises (`RequestValidationError`, or a 400 `HTTPException` for an unreadable body), so the
@@ -86,7 +86,7 @@ def parse_model_body(model: type[M], raw: bytes, content_type: str | None, *, st
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     body: Any = raw
-    if _is_json(content_type, strict_content_type):
+    if _is_json(content_type):
         try:
             body = json.loads(raw)
         except json.JSONDecodeError as exc:

@@ -288,7 +288,7 @@ def remove_stale_partials(hub_cache: Path, repo_id: str, *, own: Collection[Path
     folder = repo_folder(hub_cache, repo_id)
     own = {Path(p) for p in own}
     removed: list[Path] = []
-    for partial in sorted((folder / "blobs").glob("*.incomplete")):
+    for partial in sorted(partial_files(hub_cache, repo_id)):
         try:
             idle = time.time() - partial.stat().st_mtime
         except FileNotFoundError:
