@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from shared.catalogue import load_catalogue, env_key
-from tests.harness import ManagedProcess, assert_openai_error, free_port, local_models, start_gateway, wait_until  # noqa: F401 (re-exported)
+from tests.harness import ManagedProcess, assert_openai_error, free_port, local_models, wait_until  # noqa: F401 (re-exported)
 
 CATALOGUE = load_catalogue()
 MODELS = local_models(CATALOGUE)
@@ -43,8 +43,6 @@ def gateway_env(tmp_path: Path, urls: dict[str, list[str]] | None = None, **sett
                 "ARENA_REGISTRATION_TOKEN": "", "ARENA_INSTANCE_SECRET": "", "BASE_DOMAIN": ""})
     env.update({k if k.isupper() else f"ARENA_GATEWAY_{k.upper()}": v for k, v in settings.items()})
     return env
-
-
 
 
 def instance_state(gateway: ManagedProcess | TestClient, instance_id: str) -> str | None:

@@ -5,11 +5,13 @@ every other answer is the one a small body gets."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
+from gateway.upstream import json_bytes
 from services.big_body_bench import big_chat_body
 from tests.body_flood import JSON, flooding
+from shared.errors import ApiError
 from tests.gateway.conftest import assert_openai_error, gateway_env, wait_until
-
 
 
 def test_a_flood_of_large_bodies_is_refused_beyond_the_bound(tmp_path, gateways):
@@ -27,21 +29,16 @@ def test_a_flood_of_large_bodies_is_refused_beyond_the_bound(tmp_path, gateways)
     assert httpx.get(gateway.url + "/health/live", timeout=10).status_code == 200
 
 
-def test_a_body_parsed_in_a_thread_but_too_deep_to_encode_again_is_the_client_s_400():
-    # A worker thread's stack is shallower than the event loop's: nesting that parsed there can be
-    # too deep to encode again on the loop (for "auto" or a served model name). That is a 400.
-    from gateway.upstream import json_bytes
-    from shared.errors import ApiError
-
+def test_a_body_too_deep_to_encode_again_is_the_client_s_400():
+    # A large body is parsed in a worker thread, whose stack is shallower than the event loop's:
+    # nesting that parsed there can be too deep to encode again on the loop (for "auto" or a
+    # served model name). That is a 400, not a 500.
     body: dict = {"model": "auto"}
     inner = body
     for _ in range(5000):
         inner["more"] = {}
         inner = inner["more"]
-    try:
+    with pytest.raises(ApiError) as refused:
         json_bytes(body)
-    except ApiError as exc:
-        assert (exc.status, exc.code) == (400, "invalid_json")
-    else:
-        raise AssertionError("no ApiError for a body too deep to encode")
+    assert (refused.value.status, refused.value.code) == (400, "invalid_json")
     assert json_bytes({"model": "auto", "messages": []}) == b'{"model": "auto", "messages": []}'

@@ -223,7 +223,6 @@ def test_two_loads_at_once_start_one_instance(garbled_supervisor, gateway):
 
 def test_a_delete_during_a_load_is_refused_and_a_load_during_a_delete_finds_the_model_gone(garbled_supervisor, gateway):
     import asyncio
-    import threading
 
     url, answers = garbled_supervisor
     answers["/instances"] = (200, (b'{"instance_id": "late-0", "model": "late", "state": "running", '

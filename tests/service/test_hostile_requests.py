@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.harness import assert_openai_error
+from tests.harness import assert_openai_error, start_service
 from tests.service.test_errors import chat, post
 
 
@@ -164,8 +164,6 @@ STRICT_TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def strict_template_service():
-    from tests.harness import start_service
-
     proc = start_service("smollm2-135m", "--parallel", "1",
                          env={"ARENA_MODEL_SMOLLM2_135M__CHAT_TEMPLATE": STRICT_TEMPLATE})
     yield proc
@@ -210,7 +208,7 @@ def test_a_prompt_of_special_tokens_is_refused_without_tokenizing_it_all(smollm)
     `<|im_end|>` (3 MB) held a worker thread for many minutes. They are refused from the first
     pieces counted (an answer in well under the client's minute)."""
     body = chat(messages=[{"role": "user", "content": "<|im_end|>" * 300_000}])
-    error = assert_openai_error(httpx.post(smollm.url + "/v1/chat/completions", json=body, timeout=60), 400,
+    error = assert_openai_error(post(smollm, "/v1/chat/completions", json=body), 400,
                                 "context_length_exceeded")
     assert "at least" in error["message"]
     assert_still_serving(smollm)

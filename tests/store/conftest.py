@@ -1,3 +1,4 @@
-"""The gateway tests' process fixtures (real gateways, fake upstreams), for the store's tests."""
+"""Fixtures of the store tests: fake upstreams for the gateways they start (the `gateways`
+fixture is the root conftest's)."""
 
 from tests.gateway.conftest import fake_upstreams  # noqa: F401 (fixtures)
